@@ -1,0 +1,24 @@
+//! ringkv-core: the whole ringkv protocol as pure state machines and codecs.
+//!
+//! Single responsibility: decide. The core consumes events (client commands, peer
+//! messages, storage completions, timeouts) and emits actions (replies, peer sends,
+//! storage operations); it never touches the OS. No sockets, files, threads, clock reads
+//! or global randomness: time comes in as [`Instant`] arguments and randomness from a
+//! seed given to the node. `core/clippy.toml` makes clippy reject the OS calls, so a
+//! shell, the simulator and a fuzzer can all drive exactly the same code.
+//!
+//! Invariants this crate keeps everywhere:
+//! - `now` given to any entry point never goes backwards (callers guarantee it; the
+//!   core treats a backwards step as "no time passed").
+//! - every queue, table and buffer has a bound from configuration; reaching it is an
+//!   error result, never growth.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod random;
+pub mod time;
+
+pub use random::Rng;
+pub use time::Instant;
