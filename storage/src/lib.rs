@@ -11,5 +11,8 @@
 )]
 
 pub mod durability;
+pub mod error;
+pub mod record;
+pub mod segment;
 
 pub use durability::Durability;

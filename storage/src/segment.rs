@@ -1,0 +1,639 @@
+//! Segment files: append-only, preallocated, each with a checksummed header.
+//!
+//! A segment is named `<id>.seg` (ten decimal digits). It starts with a 32-byte header,
+//! then records back to back, then zeros up to its preallocated size:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `RINGKVSG` |
+//! | 8 | 4 | format version (1) |
+//! | 12 | 4 | segment id |
+//! | 16 | 8 | min sequence: no record in this segment has a smaller sequence |
+//! | 24 | 1 | kind: 0 log (appended by writers), 1 compacted (written by compaction) |
+//! | 25 | 3 | reserved, 0 |
+//! | 28 | 4 | CRC32 of bytes 0..28 |
+//!
+//! A compaction output is first written as `<id>.seg.tmp`, synced, then renamed; a
+//! `.tmp` found at open is an unfinished compaction and is deleted.
+//!
+//! Scanning has two modes. The newest log segment is scanned in [`ScanMode::CutAtFirstInvalid`]:
+//! its tail may be torn by a crash, so the first invalid record ends it. Every other
+//! segment is complete, so [`ScanMode::SkipCorrupt`] reports an invalid region, looks
+//! for the next valid record after it and goes on; zeros at the end are the
+//! preallocated space, not corruption.
+
+use crate::error::{Result, StorageError};
+use crate::record::{self, Bounds, Decoded, Record};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Size of the segment header; the first record starts here.
+pub const HEADER_SIZE_BYTES: u32 = 32;
+const MAGIC: &[u8; 8] = b"RINGKVSG";
+const FORMAT_VERSION: u32 = 1;
+/// Bytes read per scan window.
+const SCAN_WINDOW_BYTES: usize = 4 << 20;
+
+/// Who wrote a segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SegmentKind {
+    /// Appended by writers; the newest one is the active segment.
+    Log,
+    /// Written whole by compaction.
+    Compacted,
+}
+
+/// One open segment file.
+#[derive(Debug)]
+pub struct Segment {
+    pub id: u32,
+    pub kind: SegmentKind,
+    pub min_sequence: u64,
+    file: File,
+    path: PathBuf,
+    /// Bytes of records the index points to (live values and needed tombstones).
+    live_bytes: AtomicU64,
+    /// End of the written records (for sealed segments, where the data ends).
+    end_offset: AtomicU64,
+}
+
+/// File name of segment `id`.
+pub fn file_name(id: u32) -> String {
+    format!("{id:010}.seg")
+}
+
+/// Parses a directory entry: `Some((id, is_temporary))` for segment files.
+pub fn parse_file_name(name: &str) -> Option<(u32, bool)> {
+    let (stem, temporary) = match name.strip_suffix(".seg.tmp") {
+        Some(stem) => (stem, true),
+        None => (name.strip_suffix(".seg")?, false),
+    };
+    if stem.len() != 10 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((stem.parse().ok()?, temporary))
+}
+
+fn encode_header(
+    id: u32,
+    kind: SegmentKind,
+    min_sequence: u64,
+) -> [u8; HEADER_SIZE_BYTES as usize] {
+    let mut header = [0u8; HEADER_SIZE_BYTES as usize];
+    header[0..8].copy_from_slice(MAGIC);
+    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[12..16].copy_from_slice(&id.to_le_bytes());
+    header[16..24].copy_from_slice(&min_sequence.to_le_bytes());
+    header[24] = match kind {
+        SegmentKind::Log => 0,
+        SegmentKind::Compacted => 1,
+    };
+    let crc = crc32fast::hash(&header[..28]);
+    header[28..32].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+fn decode_header(
+    bytes: &[u8; HEADER_SIZE_BYTES as usize],
+) -> core::result::Result<(u32, SegmentKind, u64), &'static str> {
+    if &bytes[0..8] != MAGIC {
+        return Err("bad segment magic");
+    }
+    if crc32fast::hash(&bytes[..28]).to_le_bytes() != bytes[28..32] {
+        return Err("segment header checksum mismatch");
+    }
+    let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    if version != FORMAT_VERSION {
+        return Err("unknown segment format version");
+    }
+    let id = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
+    let mut min = [0u8; 8];
+    min.copy_from_slice(&bytes[16..24]);
+    let kind = match bytes[24] {
+        0 => SegmentKind::Log,
+        1 => SegmentKind::Compacted,
+        _ => return Err("unknown segment kind"),
+    };
+    Ok((id, kind, u64::from_le_bytes(min)))
+}
+
+/// Fsyncs a directory so that file creations, renames and deletions in it are durable.
+pub fn sync_directory(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StorageError::io("syncing the data directory", e))
+}
+
+/// What a scan reports, in file order.
+#[derive(Debug)]
+pub enum ScanEvent<'a> {
+    /// A verified record at `offset`.
+    Record { offset: u32, record: Record<'a> },
+    /// Bytes from `offset` for `size_bytes` hold no valid record (skip mode only).
+    Corrupt {
+        offset: u32,
+        size_bytes: u32,
+        reason: &'static str,
+    },
+}
+
+/// How a scan treats an invalid record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScanMode {
+    /// The newest log segment: the first invalid record is the torn end of the log.
+    CutAtFirstInvalid,
+    /// Any other segment: report the bad region and continue after it.
+    SkipCorrupt,
+}
+
+impl Segment {
+    /// Creates segment `id` (as `<id>.seg.tmp` when `temporary`), preallocates it and
+    /// writes and syncs its header. The caller syncs the directory.
+    pub fn create(
+        dir: &Path,
+        id: u32,
+        kind: SegmentKind,
+        min_sequence: u64,
+        size_bytes: u32,
+        temporary: bool,
+    ) -> Result<Segment> {
+        let mut name = file_name(id);
+        if temporary {
+            name.push_str(".tmp");
+        }
+        let path = dir.join(name);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| StorageError::io("creating a segment", e))?;
+        let cleanup = |error: StorageError| {
+            let _ = std::fs::remove_file(&path);
+            error
+        };
+        preallocate(&file, size_bytes).map_err(cleanup)?;
+        file.write_all_at(&encode_header(id, kind, min_sequence), 0)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| cleanup(StorageError::io("writing a segment header", e)))?;
+        Ok(Segment {
+            id,
+            kind,
+            min_sequence,
+            file,
+            path,
+            live_bytes: AtomicU64::new(0),
+            end_offset: AtomicU64::new(u64::from(HEADER_SIZE_BYTES)),
+        })
+    }
+
+    /// Opens an existing segment and verifies its header.
+    pub fn open(path: &Path, expected_id: u32) -> Result<Segment> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| StorageError::io("opening a segment", e))?;
+        let mut header = [0u8; HEADER_SIZE_BYTES as usize];
+        let corrupt = |reason| StorageError::Corrupt {
+            segment_id: expected_id,
+            offset: 0,
+            reason,
+        };
+        file.read_exact_at(&mut header, 0)
+            .map_err(|_| corrupt("segment shorter than its header"))?;
+        let (id, kind, min_sequence) = decode_header(&header).map_err(corrupt)?;
+        if id != expected_id {
+            return Err(corrupt("segment id differs from its file name"));
+        }
+        Ok(Segment {
+            id,
+            kind,
+            min_sequence,
+            file,
+            path: path.to_path_buf(),
+            live_bytes: AtomicU64::new(0),
+            end_offset: AtomicU64::new(u64::from(HEADER_SIZE_BYTES)),
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The open file (the io_uring shell writes and syncs through its descriptor).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Size of the file on disk, preallocated space included.
+    pub fn file_size_bytes(&self) -> Result<u64> {
+        self.file
+            .metadata()
+            .map(|m| m.len())
+            .map_err(|e| StorageError::io("reading segment size", e))
+    }
+
+    /// Writes `bytes` at `offset`.
+    pub fn write_at(&self, bytes: &[u8], offset: u32) -> Result<()> {
+        self.file
+            .write_all_at(bytes, u64::from(offset))
+            .map_err(|e| StorageError::io("appending to a segment", e))
+    }
+
+    /// Makes everything written so far durable (data, and the size if it changed).
+    pub fn sync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| StorageError::io("syncing a segment", e))
+    }
+
+    /// Reads the record at `offset` of `size_bytes` into `buffer` and verifies it.
+    pub fn read_record<'b>(
+        &self,
+        offset: u32,
+        size_bytes: u32,
+        bounds: Bounds,
+        buffer: &'b mut Vec<u8>,
+    ) -> Result<Record<'b>> {
+        let corrupt = |reason| StorageError::Corrupt {
+            segment_id: self.id,
+            offset,
+            reason,
+        };
+        let size = size_bytes as usize;
+        if size < record::HEADER_SIZE_BYTES
+            || size
+                > record::HEADER_SIZE_BYTES
+                    + bounds.key_size_bytes_max
+                    + bounds.value_size_bytes_max
+        {
+            return Err(corrupt("index length out of bounds"));
+        }
+        buffer.clear();
+        buffer.resize(size, 0);
+        match self.file.read_exact_at(buffer, u64::from(offset)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(corrupt("record past the end of the segment"));
+            }
+            Err(e) => return Err(StorageError::io("reading a record", e)),
+        }
+        match record::decode(buffer, bounds) {
+            Decoded::Record(record) if record.size_bytes() == size => Ok(record),
+            Decoded::Record(_) => Err(corrupt("record length differs from the index")),
+            Decoded::Incomplete { .. } => Err(corrupt("record longer than the index says")),
+            Decoded::Invalid(reason) => Err(corrupt(reason)),
+        }
+    }
+
+    /// Reads the key of the record at `offset` into `buffer` (header checked, no
+    /// checksum: callers use it only to tell keys apart, and every read of a value is
+    /// verified in full).
+    pub fn read_key<'b>(
+        &self,
+        offset: u32,
+        bounds: Bounds,
+        buffer: &'b mut Vec<u8>,
+    ) -> Result<&'b [u8]> {
+        let corrupt = |reason| StorageError::Corrupt {
+            segment_id: self.id,
+            offset,
+            reason,
+        };
+        let mut header = [0u8; record::HEADER_SIZE_BYTES];
+        self.file
+            .read_exact_at(&mut header, u64::from(offset))
+            .map_err(|_| corrupt("record header unreadable"))?;
+        let header = record::decode_header(&header, bounds).map_err(|outcome| match outcome {
+            Decoded::Invalid(reason) => corrupt(reason),
+            _ => corrupt("record header incomplete"),
+        })?;
+        buffer.clear();
+        buffer.resize(usize::from(header.key_size_bytes), 0);
+        self.file
+            .read_exact_at(buffer, u64::from(offset) + record::HEADER_SIZE_BYTES as u64)
+            .map_err(|_| corrupt("record key unreadable"))?;
+        Ok(buffer)
+    }
+
+    /// Visits the records from `from` to the end of the data, in file order, and returns
+    /// the offset just past the last valid record.
+    pub fn scan(
+        &self,
+        from: u32,
+        bounds: Bounds,
+        mode: ScanMode,
+        mut visit: impl FnMut(ScanEvent<'_>) -> Result<()>,
+    ) -> Result<u32> {
+        let file_size = self.file_size_bytes()?.min(u64::from(u32::MAX));
+        let mut window = Vec::new();
+        let mut window_start = u64::from(from);
+        let mut position = u64::from(from);
+        let mut valid_end = u64::from(from.max(HEADER_SIZE_BYTES));
+        let mut bad_region_start: Option<(u64, &'static str)> = None;
+        while position < file_size {
+            let in_window = (position - window_start) as usize;
+            if in_window >= window.len() || window.len() - in_window < record::HEADER_SIZE_BYTES {
+                self.fill_window(&mut window, position, SCAN_WINDOW_BYTES, file_size)?;
+                window_start = position;
+            }
+            let at = (position - window_start) as usize;
+            let mut outcome = record::decode(&window[at..], bounds);
+            if let Decoded::Incomplete { needed } = outcome {
+                if position + needed as u64 <= file_size && needed > window.len() - at {
+                    self.fill_window(
+                        &mut window,
+                        position,
+                        needed.max(SCAN_WINDOW_BYTES),
+                        file_size,
+                    )?;
+                    window_start = position;
+                    outcome = record::decode(&window, bounds);
+                }
+            }
+            let at = (position - window_start) as usize;
+            let reason = match outcome {
+                Decoded::Record(record) => {
+                    if let Some((start, reason)) = bad_region_start.take() {
+                        visit(ScanEvent::Corrupt {
+                            offset: start as u32,
+                            size_bytes: (position - start) as u32,
+                            reason,
+                        })?;
+                    }
+                    let size = record.size_bytes() as u64;
+                    visit(ScanEvent::Record {
+                        offset: position as u32,
+                        record,
+                    })?;
+                    position += size;
+                    valid_end = position;
+                    continue;
+                }
+                Decoded::Invalid(reason) => reason,
+                Decoded::Incomplete { .. } => "record runs past the end of the segment",
+            };
+            if mode == ScanMode::CutAtFirstInvalid {
+                break;
+            }
+            if bad_region_start.is_none() {
+                bad_region_start = Some((position, reason));
+            }
+            // Resynchronise: the next record can only start at a byte that begins the magic.
+            let magic_first = record::MAGIC.to_le_bytes()[0];
+            let skip = window[at + 1..]
+                .iter()
+                .position(|&b| b == magic_first)
+                .map_or(window.len() - at, |p| p + 1);
+            position += skip as u64;
+        }
+        if let Some((start, reason)) = bad_region_start {
+            // A region that runs to the end is either the zeroed preallocated space
+            // (normal) or garbage (corruption in the last records).
+            if !self.is_zero(start, file_size)? {
+                visit(ScanEvent::Corrupt {
+                    offset: start as u32,
+                    size_bytes: (file_size - start) as u32,
+                    reason,
+                })?;
+            }
+        }
+        Ok(valid_end as u32)
+    }
+
+    fn fill_window(
+        &self,
+        window: &mut Vec<u8>,
+        position: u64,
+        size: usize,
+        file_size: u64,
+    ) -> Result<()> {
+        let size = size.min((file_size - position) as usize);
+        window.clear();
+        window.resize(size, 0);
+        self.file
+            .read_exact_at(window, position)
+            .map_err(|e| StorageError::io("scanning a segment", e))
+    }
+
+    fn is_zero(&self, from: u64, to: u64) -> Result<bool> {
+        let mut buffer = vec![0u8; SCAN_WINDOW_BYTES];
+        let mut position = from;
+        while position < to {
+            let size = ((to - position) as usize).min(buffer.len());
+            self.file
+                .read_exact_at(&mut buffer[..size], position)
+                .map_err(|e| StorageError::io("scanning a segment", e))?;
+            if buffer[..size].iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            position += size as u64;
+        }
+        Ok(true)
+    }
+
+    /// Cuts everything from `offset` on (a torn tail) and re-zeroes the preallocated
+    /// space, so a later scan cannot find stale records beyond the cut.
+    pub fn cut_at(&self, offset: u32, size_bytes: u32) -> Result<()> {
+        self.file
+            .set_len(u64::from(offset))
+            .map_err(|e| StorageError::io("cutting a torn tail", e))?;
+        preallocate(&self.file, size_bytes)?;
+        self.file
+            .sync_all()
+            .map_err(|e| StorageError::io("cutting a torn tail", e))
+    }
+
+    /// Live bytes (records the index points to).
+    pub fn live_bytes(&self) -> u64 {
+        self.live_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Adjusts the live byte count by `delta`.
+    pub fn add_live_bytes(&self, delta: i64) {
+        if delta >= 0 {
+            self.live_bytes.fetch_add(delta as u64, Ordering::Relaxed);
+        } else {
+            self.live_bytes
+                .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+        }
+    }
+
+    /// Where the data ends (the append position for the active segment).
+    pub fn end_offset(&self) -> u32 {
+        self.end_offset.load(Ordering::Acquire) as u32
+    }
+
+    /// Records where the data ends.
+    pub fn set_end_offset(&self, offset: u32) {
+        self.end_offset.store(u64::from(offset), Ordering::Release);
+    }
+
+    /// Share of the written bytes that no longer count (0.0 to 1.0).
+    pub fn dead_share(&self) -> f64 {
+        let written = u64::from(self.end_offset().saturating_sub(HEADER_SIZE_BYTES));
+        if written == 0 {
+            return 0.0;
+        }
+        1.0 - (self.live_bytes().min(written) as f64 / written as f64)
+    }
+}
+
+fn preallocate(file: &File, size_bytes: u32) -> Result<()> {
+    match rustix::fs::fallocate(
+        file,
+        rustix::fs::FallocateFlags::empty(),
+        0,
+        u64::from(size_bytes),
+    ) {
+        Ok(()) => Ok(()),
+        // Filesystems without fallocate (tmpfs on old kernels, some FUSE): a sparse file
+        // still works; blocks are allocated on write, and ENOSPC then surfaces there.
+        Err(rustix::io::Errno::OPNOTSUPP) => file
+            .set_len(u64::from(size_bytes))
+            .map_err(|e| StorageError::io("preallocating a segment", e)),
+        Err(errno) => Err(StorageError::io("preallocating a segment", errno.into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOUNDS: Bounds = Bounds {
+        key_size_bytes_max: 1024,
+        value_size_bytes_max: 1 << 20,
+    };
+
+    #[test]
+    fn file_names_round_trip_and_strangers_are_ignored() {
+        assert_eq!(file_name(42), "0000000042.seg");
+        assert_eq!(parse_file_name("0000000042.seg"), Some((42, false)));
+        assert_eq!(parse_file_name("0000000042.seg.tmp"), Some((42, true)));
+        for stranger in [
+            "index",
+            "42.seg",
+            "00000000x2.seg",
+            "0000000042.log",
+            "LOCK",
+        ] {
+            assert_eq!(parse_file_name(stranger), None, "{stranger}");
+        }
+    }
+
+    #[test]
+    fn a_header_with_any_flipped_byte_is_refused() {
+        let header = encode_header(9, SegmentKind::Compacted, 1234);
+        assert_eq!(
+            decode_header(&header),
+            Ok((9, SegmentKind::Compacted, 1234))
+        );
+        for byte in 0..header.len() {
+            let mut damaged = header;
+            damaged[byte] ^= 0x40;
+            assert!(decode_header(&damaged).is_err(), "byte {byte}");
+        }
+    }
+
+    fn segment_with(records: &[(&[u8], &[u8])]) -> (tempfile::TempDir, Segment, Vec<u32>) {
+        let dir = tempfile::tempdir().unwrap();
+        let segment = Segment::create(dir.path(), 1, SegmentKind::Log, 1, 1 << 16, false).unwrap();
+        let mut bytes = Vec::new();
+        let mut offsets = Vec::new();
+        for (i, (key, value)) in records.iter().enumerate() {
+            offsets.push(HEADER_SIZE_BYTES + bytes.len() as u32);
+            record::encode(&mut bytes, i as u64 + 1, key, value, false).unwrap();
+        }
+        segment.write_at(&bytes, HEADER_SIZE_BYTES).unwrap();
+        (dir, segment, offsets)
+    }
+
+    fn scan_all(segment: &Segment, mode: ScanMode) -> (Vec<(u32, Vec<u8>)>, Vec<u32>, u32) {
+        let mut records = Vec::new();
+        let mut corrupt = Vec::new();
+        let end = segment
+            .scan(HEADER_SIZE_BYTES, BOUNDS, mode, |event| {
+                match event {
+                    ScanEvent::Record { offset, record } => {
+                        records.push((offset, record.key.to_vec()))
+                    }
+                    ScanEvent::Corrupt { offset, .. } => corrupt.push(offset),
+                }
+                Ok(())
+            })
+            .unwrap();
+        (records, corrupt, end)
+    }
+
+    #[test]
+    fn a_clean_segment_scans_every_record_and_stops_at_the_zeroes() {
+        let (_dir, segment, offsets) = segment_with(&[(b"a", b"1"), (b"b", b"22"), (b"c", b"333")]);
+        for mode in [ScanMode::CutAtFirstInvalid, ScanMode::SkipCorrupt] {
+            let (records, corrupt, end) = scan_all(&segment, mode);
+            assert_eq!(records.iter().map(|r| r.0).collect::<Vec<_>>(), offsets);
+            assert!(corrupt.is_empty());
+            assert_eq!(end, offsets[2] + record::HEADER_SIZE_BYTES as u32 + 4);
+        }
+    }
+
+    #[test]
+    fn skip_mode_reports_a_damaged_record_and_finds_the_next_one() {
+        let (_dir, segment, offsets) = segment_with(&[(b"a", b"1"), (b"b", b"22"), (b"c", b"333")]);
+        segment.write_at(&[0xFF], offsets[1] + 25).unwrap();
+        let (records, corrupt, _) = scan_all(&segment, ScanMode::SkipCorrupt);
+        assert_eq!(
+            records.iter().map(|r| r.1.clone()).collect::<Vec<_>>(),
+            [b"a".to_vec(), b"c".to_vec()]
+        );
+        assert_eq!(corrupt, [offsets[1]]);
+        let (records, corrupt, end) = scan_all(&segment, ScanMode::CutAtFirstInvalid);
+        assert_eq!(records.len(), 1);
+        assert!(corrupt.is_empty());
+        assert_eq!(end, offsets[1]);
+    }
+
+    #[test]
+    fn reading_a_record_verifies_length_and_checksum() {
+        let (_dir, segment, offsets) = segment_with(&[(b"key", b"value")]);
+        let size = (record::HEADER_SIZE_BYTES + 8) as u32;
+        let mut buffer = Vec::new();
+        assert_eq!(
+            segment
+                .read_record(offsets[0], size, BOUNDS, &mut buffer)
+                .unwrap()
+                .value,
+            b"value"
+        );
+        assert_eq!(
+            segment.read_key(offsets[0], BOUNDS, &mut buffer).unwrap(),
+            b"key"
+        );
+        assert!(
+            segment
+                .read_record(offsets[0], size - 1, BOUNDS, &mut buffer)
+                .is_err()
+        );
+        assert!(
+            segment
+                .read_record(offsets[0], 3, BOUNDS, &mut buffer)
+                .is_err()
+        );
+        assert!(
+            segment
+                .read_record((1 << 16) - 10, size, BOUNDS, &mut buffer)
+                .is_err()
+        );
+        segment.write_at(b"X", offsets[0] + 30).unwrap();
+        assert!(matches!(
+            segment.read_record(offsets[0], size, BOUNDS, &mut buffer),
+            Err(StorageError::Corrupt {
+                reason: "checksum mismatch",
+                ..
+            })
+        ));
+    }
+}
