@@ -552,7 +552,10 @@ mod tests {
         (dir, segment, offsets)
     }
 
-    fn scan_all(segment: &Segment, mode: ScanMode) -> (Vec<(u32, Vec<u8>)>, Vec<u32>, u32) {
+    /// (offset, key) of each record, offsets of corrupt regions, end of valid data.
+    type Scanned = (Vec<(u32, Vec<u8>)>, Vec<u32>, u32);
+
+    fn scan_all(segment: &Segment, mode: ScanMode) -> Scanned {
         let mut records = Vec::new();
         let mut corrupt = Vec::new();
         let end = segment
