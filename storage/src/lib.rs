@@ -12,7 +12,11 @@
 
 pub mod durability;
 pub mod error;
+pub mod index;
 pub mod record;
 pub mod segment;
+pub mod store;
 
 pub use durability::Durability;
+pub use error::{Result, StorageError};
+pub use store::{CompactionProgress, Config, PreparedWrite, ScanChunk, Stats, Store, WriteBatch};

@@ -453,7 +453,12 @@ impl Segment {
         self.live_bytes.load(Ordering::Relaxed)
     }
 
-    /// Adjusts the live byte count by `delta`.
+    /// Forgets the live byte count (before a recount).
+    pub fn reset_live_bytes(&self) {
+        self.live_bytes.store(0, Ordering::Relaxed);
+    }
+
+    /// Adjusts the live byte count by `delta` (saturating at zero).
     pub fn add_live_bytes(&self, delta: i64) {
         if delta >= 0 {
             self.live_bytes.fetch_add(delta as u64, Ordering::Relaxed);

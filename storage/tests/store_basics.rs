@@ -1,0 +1,198 @@
+//! The store's plain API: what a node relies on every request.
+
+use ringkv_storage::{CompactionProgress, Config, Durability, StorageError, Store, WriteBatch};
+
+fn small_config() -> Config {
+    Config {
+        durability: Durability::None,
+        segment_size_bytes: 2 << 20,
+        value_size_bytes_max: 64 << 10,
+        checkpoint_interval_bytes: 1 << 20,
+        ..Config::default()
+    }
+}
+
+#[test]
+fn put_get_delete_round_trip_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), Config::default()).unwrap();
+        store.put(b"apple", b"red").unwrap();
+        store.put(b"banana", b"yellow").unwrap();
+        store.put(b"apple", b"green").unwrap();
+        store.delete(b"banana").unwrap();
+        store.put(b"", b"empty keys are keys too").unwrap();
+        assert_eq!(store.get(b"apple").unwrap().as_deref(), Some(&b"green"[..]));
+        assert_eq!(store.get(b"banana").unwrap(), None);
+        assert_eq!(store.get(b"cherry").unwrap(), None);
+        store.close().unwrap();
+    }
+    let store = Store::open(dir.path(), Config::default()).unwrap();
+    assert_eq!(store.get(b"apple").unwrap().as_deref(), Some(&b"green"[..]));
+    assert_eq!(store.get(b"banana").unwrap(), None);
+    assert_eq!(
+        store.get(b"").unwrap().as_deref(),
+        Some(&b"empty keys are keys too"[..])
+    );
+    assert_eq!(store.stats().keys, 2);
+    assert_eq!(
+        store.stats().replayed_records,
+        0,
+        "a clean close leaves nothing to replay"
+    );
+}
+
+#[test]
+fn oversize_keys_and_values_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Config::default()).unwrap();
+    store.put(b"k", b"before").unwrap();
+    let key = vec![b'k'; 1025];
+    assert!(matches!(
+        store.put(&key, b"v"),
+        Err(StorageError::KeyTooLarge {
+            size_bytes: 1025,
+            size_bytes_max: 1024
+        })
+    ));
+    let value = vec![0u8; (1 << 20) + 1];
+    assert!(matches!(
+        store.put(b"k", &value),
+        Err(StorageError::ValueTooLarge { .. })
+    ));
+    let exactly = vec![7u8; 1 << 20];
+    store.put(b"big", &exactly).unwrap();
+    assert_eq!(store.get(b"big").unwrap().unwrap().len(), 1 << 20);
+    assert_eq!(store.get(b"k").unwrap().as_deref(), Some(&b"before"[..]));
+}
+
+#[test]
+fn a_second_process_cannot_open_the_same_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let _store = Store::open(dir.path(), Config::default()).unwrap();
+    assert!(matches!(
+        Store::open(dir.path(), Config::default()),
+        Err(StorageError::Locked)
+    ));
+}
+
+#[test]
+fn writes_rotate_segments_and_restart_replays_only_the_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let value = vec![1u8; 10_000];
+    {
+        let store = Store::open(dir.path(), small_config()).unwrap();
+        for i in 0..1_000u32 {
+            store.put(format!("key-{i}").as_bytes(), &value).unwrap();
+        }
+        assert!(store.stats().segments >= 5, "10 MB over 2 MiB segments");
+        assert!(
+            store.stats().checkpoints >= 5,
+            "a checkpoint per MiB written"
+        );
+        // Dropped without close: the last checkpoint is at most 1 MiB behind.
+    }
+    let store = Store::open(dir.path(), small_config()).unwrap();
+    assert_eq!(store.stats().keys, 1_000);
+    let replayed = store.stats().replayed_records;
+    assert!(
+        replayed <= 110,
+        "replayed {replayed} records, more than one checkpoint interval"
+    );
+    for i in (0..1_000u32).step_by(97) {
+        assert_eq!(
+            store.get(format!("key-{i}").as_bytes()).unwrap().unwrap(),
+            value
+        );
+    }
+}
+
+#[test]
+fn batches_commit_together_and_scan_walks_a_hash_range_in_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), small_config()).unwrap();
+    let mut batch = WriteBatch::new();
+    for i in 0..500u32 {
+        batch.put(format!("k{i}").as_bytes(), &i.to_le_bytes());
+    }
+    batch.delete(b"k7");
+    store.write(&batch).unwrap();
+
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let chunk = store.scan(0, u64::MAX, after, 64).unwrap();
+        assert!(chunk.items.len() <= 65);
+        seen.extend(chunk.items);
+        match chunk.next {
+            Some(cursor) => after = Some(cursor),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        499,
+        "every live key once, the deleted one not at all"
+    );
+    let hashes: Vec<u64> = seen
+        .iter()
+        .map(|(k, _)| ringkv_storage::store::key_hash(k))
+        .collect();
+    assert!(
+        hashes.windows(2).all(|w| w[0] < w[1]),
+        "hash order, no repeats"
+    );
+
+    let (low, high) = (1u64 << 62, 3u64 << 62);
+    let partial = store.scan(low, high, None, 10_000).unwrap();
+    let expected = hashes
+        .iter()
+        .filter(|&&h| (low..=high).contains(&h))
+        .count();
+    assert_eq!(partial.items.len(), expected);
+    assert!(partial.next.is_none());
+}
+
+#[test]
+fn compaction_reclaims_overwritten_space_and_keeps_every_live_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), small_config()).unwrap();
+    let value =
+        |round: u32, i: u32| format!("round {round} key {i} {}", "x".repeat(2_000)).into_bytes();
+    for round in 0..4 {
+        for i in 0..1_000u32 {
+            store
+                .put(format!("key-{i}").as_bytes(), &value(round, i))
+                .unwrap();
+        }
+    }
+    for i in (0..1_000u32).step_by(3) {
+        store.delete(format!("key-{i}").as_bytes()).unwrap();
+    }
+    let segments_before = store.stats().segments;
+    let mut finished = 0;
+    for _ in 0..10_000 {
+        match store.compact_step(256 << 10).unwrap() {
+            CompactionProgress::Idle => break,
+            CompactionProgress::Copied { bytes } => assert!(bytes <= (256 << 10) + 4_096),
+            CompactionProgress::Finished { .. } => finished += 1,
+        }
+    }
+    assert!(finished >= 2, "finished {finished}");
+    assert!(store.stats().segments < segments_before);
+    let check = |store: &Store| {
+        for i in 0..1_000u32 {
+            let got = store.get(format!("key-{i}").as_bytes()).unwrap();
+            if i % 3 == 0 {
+                assert_eq!(got, None, "key-{i} was deleted");
+            } else {
+                assert_eq!(got, Some(value(3, i)), "key-{i}");
+            }
+        }
+    };
+    check(&store);
+    drop(store);
+    let store = Store::open(dir.path(), small_config()).unwrap();
+    check(&store);
+    assert_eq!(store.stats().corrupt_records, 0);
+}
