@@ -19,4 +19,6 @@ pub mod store;
 
 pub use durability::Durability;
 pub use error::{Result, StorageError};
-pub use store::{CompactionProgress, Config, PreparedWrite, ScanChunk, Stats, Store, WriteBatch};
+pub use store::{
+    CompactionProgress, Config, Failpoint, PreparedWrite, ScanChunk, Stats, Store, WriteBatch,
+};

@@ -442,7 +442,13 @@ impl Segment {
         self.file
             .set_len(u64::from(offset))
             .map_err(|e| StorageError::io("cutting a torn tail", e))?;
-        preallocate(&self.file, size_bytes)?;
+        // Re-extending never needs more space than the cut freed; should it fail anyway,
+        // a sparse extension reads as zeros just the same.
+        if preallocate(&self.file, size_bytes).is_err() {
+            self.file
+                .set_len(u64::from(size_bytes))
+                .map_err(|e| StorageError::io("cutting a torn tail", e))?;
+        }
         self.file
             .sync_all()
             .map_err(|e| StorageError::io("cutting a torn tail", e))

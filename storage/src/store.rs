@@ -256,6 +256,20 @@ pub enum CompactionProgress {
     },
 }
 
+/// Places where a test can make the store stop as if the process died there (the
+/// step returns an error and the test drops the store without closing it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failpoint {
+    /// Compaction output written and synced, not yet renamed into place.
+    CompactionBeforeRename,
+    /// Output renamed into place, index not yet moved to it.
+    CompactionAfterRename,
+    /// Index moved to the output in memory, no checkpoint written yet.
+    CompactionAfterIndexMove,
+    /// Checkpoint written, obsolete source segment not yet deleted.
+    BeforeObsoleteDeletion,
+}
+
 /// Counters for INFO and tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -266,6 +280,7 @@ pub struct Stats {
     pub syncs: u64,
     pub compactions: u64,
     pub replayed_records: u64,
+    pub checkpoint_failures: u64,
     pub index_rebuilt: bool,
 }
 
@@ -317,6 +332,7 @@ struct Counters {
     syncs: AtomicU64,
     compactions: AtomicU64,
     replayed_records: AtomicU64,
+    checkpoint_failures: AtomicU64,
 }
 
 /// A local key-value store in one directory.
@@ -336,6 +352,7 @@ pub struct Store {
     write_poisoned: AtomicBool,
     index_rebuilt: bool,
     counters: Counters,
+    failpoint: Mutex<Option<Failpoint>>,
 }
 
 // A panic while holding a lock leaves data that every path here keeps consistent at
@@ -349,6 +366,27 @@ fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 }
 fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Deliberate bugs, switched on only by tests that prove a checker catches them.
+pub mod sabotage {
+    #[cfg(feature = "failpoints")]
+    static REPLAY_IGNORES_TOMBSTONES: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
+
+    /// Makes recovery skip tombstone records, so deleted values come back (process-wide:
+    /// use it only in a test binary of its own).
+    #[cfg(feature = "failpoints")]
+    pub fn break_replay_of_tombstones() {
+        REPLAY_IGNORES_TOMBSTONES.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(crate) fn replay_ignores_tombstones() -> bool {
+        #[cfg(feature = "failpoints")]
+        return REPLAY_IGNORES_TOMBSTONES.load(std::sync::atomic::Ordering::SeqCst);
+        #[cfg(not(feature = "failpoints"))]
+        false
+    }
 }
 
 /// Hash that places a key in the index (the same xxh3_64 the cluster partitions by).
@@ -426,6 +464,9 @@ impl Store {
             let end = segment.scan(from, bounds, mode, |event| {
                 match event {
                     ScanEvent::Record { offset, record } => {
+                        if record.header.tombstone && sabotage::replay_ignores_tombstones() {
+                            return Ok(());
+                        }
                         let entry = Entry {
                             hash: key_hash(record.key),
                             sequence: record.header.sequence,
@@ -511,17 +552,47 @@ impl Store {
             write_poisoned: AtomicBool::new(false),
             index_rebuilt,
             counters,
+            failpoint: Mutex::new(None),
             config,
         };
         // Start from a checkpoint that covers everything recovered, so the next open
-        // replays nothing of what this one already did.
-        store.checkpoint()?;
+        // replays nothing of what this one already did. On a full disk the store still
+        // opens (reads work, and the old checkpoint plus replay stays correct).
+        if let Err(error) = store.checkpoint() {
+            store
+                .counters
+                .checkpoint_failures
+                .fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "{}: index checkpoint after open failed: {error}",
+                store.dir.display()
+            );
+        }
         Ok(store)
     }
 
     /// The store's configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Arms a failpoint: the next time the store reaches it, the step fails there.
+    #[cfg(any(test, feature = "failpoints"))]
+    pub fn fail_at(&self, failpoint: Failpoint) {
+        *lock(&self.failpoint) = Some(failpoint);
+    }
+
+    fn failpoint(&self, here: Failpoint) -> Result<()> {
+        let mut armed = lock(&self.failpoint);
+        if *armed == Some(here) {
+            *armed = None;
+            return Err(StorageError::Io {
+                kind: std::io::ErrorKind::Interrupted,
+                doing: "stopping at a test failpoint",
+                detail: format!("{here:?}"),
+            });
+        }
+        Ok(())
     }
 
     // ----- writing -------------------------------------------------------------------
@@ -573,7 +644,8 @@ impl Store {
             return Err(error);
         }
         self.commit(prepared)?;
-        self.maybe_checkpoint()
+        self.maybe_checkpoint();
+        Ok(())
     }
 
     /// Step 1 of the split API: reserve space and sequences and encode the batch.
@@ -943,6 +1015,7 @@ impl Store {
             syncs: self.counters.syncs.load(Ordering::Relaxed),
             compactions: self.counters.compactions.load(Ordering::Relaxed),
             replayed_records: self.counters.replayed_records.load(Ordering::Relaxed),
+            checkpoint_failures: self.counters.checkpoint_failures.load(Ordering::Relaxed),
             index_rebuilt: self.index_rebuilt,
         }
     }
@@ -951,13 +1024,23 @@ impl Store {
 impl Store {
     // ----- checkpoints ---------------------------------------------------------------
 
-    fn maybe_checkpoint(&self) -> Result<()> {
+    /// Checkpoints when enough log was written. Best effort: the write that triggered
+    /// it is already durable and committed, so a failure (disk full) is logged and
+    /// retried at the next trigger, never reported as a failed write.
+    fn maybe_checkpoint(&self) {
         let due =
             lock(&self.writer).written_since_checkpoint >= self.config.checkpoint_interval_bytes;
         if due {
-            self.checkpoint()?;
+            if let Err(error) = self.checkpoint() {
+                self.counters
+                    .checkpoint_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                log::warn!(
+                    "{}: index checkpoint failed, will retry: {error}",
+                    self.dir.display()
+                );
+            }
         }
-        Ok(())
     }
 
     /// Writes an index checkpoint covering every committed write, then deletes the
@@ -985,10 +1068,11 @@ impl Store {
             shared.table.write_checkpoint(&self.dir, checkpoint)?;
             self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
         }
-        let obsolete = std::mem::take(&mut *lock(&self.pending_deletion));
-        if obsolete.is_empty() {
+        if lock(&self.pending_deletion).is_empty() {
             return Ok(());
         }
+        self.failpoint(Failpoint::BeforeObsoleteDeletion)?;
+        let obsolete = std::mem::take(&mut *lock(&self.pending_deletion));
         for segment in &obsolete {
             if let Err(error) = std::fs::remove_file(segment.path()) {
                 log::warn!(
@@ -1031,14 +1115,30 @@ impl Store {
     }
 
     fn start_compaction(&self) -> Result<Option<CompactionJob>> {
-        let active_id = lock(&self.writer).active.id;
+        // Segments with reserved, uncommitted batches are never sources: their records
+        // would reach the index after the job's snapshot and be left behind. No new
+        // reservation can enter a sealed segment, so this holds for the whole job.
+        let (active_id, busy): (u32, Vec<u32>) = {
+            let writer = lock(&self.writer);
+            (
+                writer.active.id,
+                writer
+                    .in_flight
+                    .values()
+                    .map(|(segment_id, _)| *segment_id)
+                    .collect(),
+            )
+        };
         let pending: Vec<u32> = lock(&self.pending_deletion).iter().map(|s| s.id).collect();
         let (source, entries, floor) = {
             let shared = read(&self.shared);
             let candidate = shared
                 .segments
                 .values()
-                .filter(|s| s.id != active_id && !pending.contains(&s.id))
+                // A rotation after `active_id` was read creates a log segment with a
+                // larger id: that one is the active segment now, so skip them all.
+                .filter(|s| !(s.kind == SegmentKind::Log && s.id >= active_id))
+                .filter(|s| !pending.contains(&s.id) && !busy.contains(&s.id))
                 .filter(|s| {
                     s.dead_share() >= self.config.compaction_dead_share_min && s.dead_share() > 0.0
                 })
@@ -1138,10 +1238,12 @@ impl Store {
         let output = match job.output {
             Some(output) => {
                 output.sync()?;
+                self.failpoint(Failpoint::CompactionBeforeRename)?;
                 let final_path = self.dir.join(segment::file_name(output.id));
                 std::fs::rename(output.path(), &final_path)
                     .map_err(|e| StorageError::io("renaming a compaction output", e))?;
                 segment::sync_directory(&self.dir)?;
+                self.failpoint(Failpoint::CompactionAfterRename)?;
                 let reopened = Arc::new(Segment::open(&final_path, output.id)?);
                 reopened.set_end_offset(job.output_offset);
                 Some(reopened)
@@ -1180,12 +1282,26 @@ impl Store {
                     job.source.add_live_bytes(-i64::from(old.size_bytes));
                 }
             }
+            // Defence in depth: a source that something still points into is kept.
+            if shared
+                .table
+                .entries()
+                .any(|e| e.segment_id == job.source.id)
+            {
+                log::error!(
+                    "{}: compaction of segment {} left entries behind; keeping it",
+                    self.dir.display(),
+                    job.source.id
+                );
+                return Err(StorageError::Misuse("compaction source still referenced"));
+            }
             shared.segments.remove(&job.source.id);
         }
         let reclaimed_bytes = u64::from(job.source.end_offset())
             .saturating_sub(output.as_ref().map_or(0, |o| u64::from(o.end_offset())));
         lock(&self.pending_deletion).push(Arc::clone(&job.source));
         self.counters.compactions.fetch_add(1, Ordering::Relaxed);
+        self.failpoint(Failpoint::CompactionAfterIndexMove)?;
         self.checkpoint()?;
         Ok(CompactionProgress::Finished {
             segment_id: job.source.id,

@@ -5,3 +5,4 @@
 //! disk and history checkers); the test files under `tests/` use it.
 
 pub mod seeds;
+pub mod storage_model;

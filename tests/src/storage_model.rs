@@ -1,0 +1,165 @@
+//! The storage engine's model checker: random sequences of put, delete, get, batch,
+//! reopen, crash (drop without close), checkpoint and compaction steps, checked against
+//! a `BTreeMap` after every operation. Used by `tests/storage_model.rs` (the real run)
+//! and `tests/storage_model_catches_sabotage.rs` (proof that it can fail).
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config as RunnerConfig, RngAlgorithm, TestRng, TestRunner};
+use ringkv_storage::{Config, Durability, Store, WriteBatch};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug)]
+pub enum Operation {
+    Put { key: u8, size_bytes: u16 },
+    Delete { key: u8 },
+    Get { key: u8 },
+    Batch(Vec<(u8, Option<u16>)>),
+    Reopen,
+    Crash,
+    Checkpoint,
+    Compact { steps: u8 },
+}
+
+/// Runs `cases` random sequences drawn from `seed`; `Err` describes the first
+/// divergence (shrunk to a minimal sequence).
+pub fn check_seed(seed: u64, cases: u32) -> Result<(), String> {
+    let mut seed_bytes = [0u8; 32];
+    seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes);
+    let runner_config = RunnerConfig {
+        cases,
+        failure_persistence: None,
+        ..RunnerConfig::default()
+    };
+    let mut runner = TestRunner::new_with_rng(runner_config, rng);
+    let strategy = prop::collection::vec(operation(), 1..250);
+    runner
+        .run(&strategy, |operations| {
+            run(operations);
+            Ok(())
+        })
+        .map_err(|failure| failure.to_string())
+}
+
+/// One random operation.
+pub fn operation() -> impl Strategy<Value = Operation> {
+    let key = 0u8..24;
+    let size = 0u16..3_000;
+    prop_oneof![
+        30 => (key.clone(), size.clone()).prop_map(|(key, size_bytes)| Operation::Put { key, size_bytes }),
+        8 => key.clone().prop_map(|key| Operation::Delete { key }),
+        15 => key.clone().prop_map(|key| Operation::Get { key }),
+        5 => prop::collection::vec((key, prop::option::of(size)), 1..8).prop_map(Operation::Batch),
+        2 => Just(Operation::Reopen),
+        2 => Just(Operation::Crash),
+        1 => Just(Operation::Checkpoint),
+        6 => (1u8..20).prop_map(|steps| Operation::Compact { steps }),
+    ]
+}
+
+fn config() -> Config {
+    Config {
+        durability: Durability::None,
+        segment_size_bytes: 16 << 10,
+        value_size_bytes_max: 4 << 10,
+        checkpoint_interval_bytes: 6 << 10,
+        compaction_dead_share_min: 0.3,
+        ..Config::default()
+    }
+}
+
+fn key_name(key: u8) -> Vec<u8> {
+    format!("key-{key}").into_bytes()
+}
+
+fn value_for(counter: u32, size_bytes: u16) -> Vec<u8> {
+    counter
+        .to_le_bytes()
+        .iter()
+        .copied()
+        .cycle()
+        .take(usize::from(size_bytes))
+        .collect()
+}
+
+fn check_all(store: &Store, model: &BTreeMap<u8, Vec<u8>>, when: &str) {
+    for key in 0..24u8 {
+        let stored = store.get(&key_name(key)).unwrap();
+        assert_eq!(stored.as_ref(), model.get(&key), "key {key} after {when}");
+    }
+    let mut scanned = 0;
+    let mut after = None;
+    loop {
+        let chunk = store.scan(0, u64::MAX, after, 5).unwrap();
+        scanned += chunk.items.len();
+        match chunk.next {
+            Some(cursor) => after = Some(cursor),
+            None => break,
+        }
+    }
+    assert_eq!(scanned, model.len(), "scan after {when}");
+}
+
+/// Runs one operation sequence against a fresh store; panics on any divergence.
+pub fn run(operations: Vec<Operation>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path(), config()).unwrap();
+    let mut model: BTreeMap<u8, Vec<u8>> = BTreeMap::new();
+    let mut counter = 0u32;
+    for operation in operations {
+        counter += 1;
+        match operation {
+            Operation::Put { key, size_bytes } => {
+                let value = value_for(counter, size_bytes);
+                store.put(&key_name(key), &value).unwrap();
+                model.insert(key, value);
+            }
+            Operation::Delete { key } => {
+                store.delete(&key_name(key)).unwrap();
+                model.remove(&key);
+            }
+            Operation::Get { key } => {
+                assert_eq!(
+                    store.get(&key_name(key)).unwrap().as_ref(),
+                    model.get(&key),
+                    "get {key}"
+                );
+            }
+            Operation::Batch(items) => {
+                let mut batch = WriteBatch::new();
+                for (i, (key, size)) in items.into_iter().enumerate() {
+                    match size {
+                        Some(size_bytes) => {
+                            let value = value_for(counter * 100 + i as u32, size_bytes);
+                            batch.put(&key_name(key), &value);
+                            model.insert(key, value);
+                        }
+                        None => {
+                            batch.delete(&key_name(key));
+                            model.remove(&key);
+                        }
+                    }
+                }
+                store.write(&batch).unwrap();
+            }
+            Operation::Reopen => {
+                store.close().unwrap();
+                store = Store::open(dir.path(), config()).unwrap();
+                check_all(&store, &model, "reopen");
+            }
+            Operation::Crash => {
+                drop(store);
+                store = Store::open(dir.path(), config()).unwrap();
+                check_all(&store, &model, "crash");
+            }
+            Operation::Checkpoint => store.checkpoint().unwrap(),
+            Operation::Compact { steps } => {
+                for _ in 0..steps {
+                    store.compact_step(2 << 10).unwrap();
+                }
+            }
+        }
+    }
+    check_all(&store, &model, "the last operation");
+    assert_eq!(store.stats().corrupt_records, 0);
+}
