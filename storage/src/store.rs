@@ -675,8 +675,11 @@ impl Store {
         result
     }
 
-    /// Gives back a prepared batch that will not be written. Only the newest prepared
-    /// batch can be aborted: an older one would leave a hole before later records.
+    /// Gives back a prepared batch that will not be committed (typically: writing its
+    /// bytes failed). Only the newest prepared batch can be aborted: an older one would
+    /// leave a hole before later records. The next batch reuses the space; if the
+    /// aborted bytes did reach the file and the process dies before that, recovery may
+    /// apply them, which is allowed for a write that was never acknowledged.
     pub fn abort(&self, prepared: PreparedWrite) -> Result<()> {
         let mut writer = lock(&self.writer);
         if writer.in_flight.last_key_value().map(|(first, _)| *first)
