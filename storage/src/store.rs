@@ -432,6 +432,7 @@ impl Store {
             Err(other) => return Err(other),
         };
         let index_rebuilt = loaded.is_none() && !segments.is_empty();
+        let loaded_checkpoint = loaded.as_ref().map(|(_, checkpoint)| *checkpoint);
         let (mut table, checkpoint) = match loaded {
             Some(loaded) => loaded,
             None => (
@@ -556,8 +557,15 @@ impl Store {
             config,
         };
         // Start from a checkpoint that covers everything recovered, so the next open
-        // replays nothing of what this one already did. On a full disk the store still
-        // opens (reads work, and the old checkpoint plus replay stays correct).
+        // replays nothing of what this one already did (unneeded after a clean close).
+        // On a full disk the store still opens: reads work, and the old checkpoint plus
+        // replay stays correct.
+        let recovered_something = store.index_rebuilt
+            || store.counters.replayed_records.load(Ordering::Relaxed) > 0
+            || loaded_checkpoint.is_none();
+        if !recovered_something {
+            return Ok(store);
+        }
         if let Err(error) = store.checkpoint() {
             store
                 .counters
@@ -1370,14 +1378,22 @@ fn open_segments(dir: &Path, counters: &Counters) -> Result<(Segments, Option<u3
     Ok((segments, highest))
 }
 
-/// True when every entry points inside an existing segment.
+/// True when every entry points inside an existing segment (one `stat` per segment,
+/// not per entry).
 fn entries_fit(table: &Table, segments: &Segments) -> bool {
+    let mut sizes = BTreeMap::new();
+    for (id, segment) in segments {
+        match segment.file_size_bytes() {
+            Ok(size) => sizes.insert(*id, size),
+            Err(_) => return false,
+        };
+    }
     table.entries().all(|entry| {
-        segments.get(&entry.segment_id).is_some_and(|segment| {
-            let end = u64::from(entry.offset) + u64::from(entry.size_bytes);
-            segment.file_size_bytes().is_ok_and(|size| end <= size)
-                && entry.offset >= segment::HEADER_SIZE_BYTES
-        })
+        let end = u64::from(entry.offset) + u64::from(entry.size_bytes);
+        sizes
+            .get(&entry.segment_id)
+            .is_some_and(|&size| end <= size)
+            && entry.offset >= segment::HEADER_SIZE_BYTES
     })
 }
 

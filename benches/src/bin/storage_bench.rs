@@ -1,0 +1,269 @@
+//! `ringkv-storage-bench`: ringkv-storage against fjall, same workload, same run.
+//!
+//! For each value size: load the keys (no fsync per write, one at the end), close, time
+//! the reopen, then random puts with every write durable before it returns (ringkv
+//! `group`, fjall `insert` + `persist(SyncData)`) from several writer threads, then
+//! random gets of data in the page cache. Latencies go into HdrHistograms; the output is
+//! a Markdown table for BENCHMARKS.md. Bounded by op counts; it stops by itself.
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+use ringkv_core::Rng;
+use ringkv_storage::{Config, Durability, Store, WriteBatch};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Debug)]
+#[command(about = "Compare ringkv-storage with fjall on one machine, in one run")]
+struct Arguments {
+    /// Value sizes in bytes, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "100,4096,102400")]
+    value_sizes: Vec<usize>,
+    /// Keys loaded per value size (capped so one size loads at most --load-bytes-max).
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: u64,
+    /// Upper bound on bytes loaded per value size.
+    #[arg(long, default_value_t = 2 << 30)]
+    load_bytes_max: u64,
+    /// Durable random puts measured per engine and size.
+    #[arg(long, default_value_t = 20_000)]
+    put_ops: u64,
+    /// Random gets measured per engine and size.
+    #[arg(long, default_value_t = 200_000)]
+    get_ops: u64,
+    /// Concurrent writer threads in the put phase (group commit needs company).
+    #[arg(long, default_value_t = 4)]
+    writers: u64,
+    /// Directory for the data (a fresh subdirectory per run); default: a temp dir.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Engines to run, in this order for each value size.
+    #[arg(long, value_delimiter = ',', default_value = "ringkv,fjall")]
+    engines: Vec<String>,
+    /// Seed for values and key choice.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// The operations the benchmark needs from an engine.
+trait Engine: Send + Sync {
+    fn load(&self, keys: &[Vec<u8>], value: &[u8]);
+    fn put_durable(&self, key: &[u8], value: &[u8]);
+    fn get_length(&self, key: &[u8]) -> Option<usize>;
+}
+
+struct Ringkv(Store);
+
+impl Engine for Ringkv {
+    fn load(&self, keys: &[Vec<u8>], value: &[u8]) {
+        let mut batch = WriteBatch::new();
+        for chunk in keys.chunks(256) {
+            batch.clear();
+            for key in chunk {
+                batch.put(key, value);
+            }
+            self.0.write(&batch).expect("ringkv load");
+        }
+        self.0.sync().expect("ringkv sync");
+    }
+    fn put_durable(&self, key: &[u8], value: &[u8]) {
+        self.0.put(key, value).expect("ringkv put");
+    }
+    fn get_length(&self, key: &[u8]) -> Option<usize> {
+        self.0.get(key).expect("ringkv get").map(|v| v.len())
+    }
+}
+
+struct Fjall {
+    database: fjall::Database,
+    keyspace: fjall::Keyspace,
+}
+
+impl Fjall {
+    fn open(path: &Path) -> Fjall {
+        let database = fjall::Database::builder(path).open().expect("fjall open");
+        let keyspace = database
+            .keyspace("bench", fjall::KeyspaceCreateOptions::default)
+            .expect("fjall keyspace");
+        Fjall { database, keyspace }
+    }
+}
+
+impl Engine for Fjall {
+    fn load(&self, keys: &[Vec<u8>], value: &[u8]) {
+        for key in keys {
+            self.keyspace.insert(key, value).expect("fjall load");
+        }
+        self.database
+            .persist(fjall::PersistMode::SyncData)
+            .expect("fjall persist");
+    }
+    fn put_durable(&self, key: &[u8], value: &[u8]) {
+        self.keyspace.insert(key, value).expect("fjall put");
+        self.database
+            .persist(fjall::PersistMode::SyncData)
+            .expect("fjall persist");
+    }
+    fn get_length(&self, key: &[u8]) -> Option<usize> {
+        self.keyspace.get(key).expect("fjall get").map(|v| v.len())
+    }
+}
+
+fn ringkv_store(path: &Path, durability: Durability, keys: u64) -> Store {
+    let config = Config {
+        durability,
+        keys_expected: keys,
+        ..Config::default()
+    };
+    Store::open(path, config).expect("ringkv open")
+}
+
+/// Opens an engine; ringkv loads with durability `none` and one sync at the end, as
+/// fjall's load persists once at the end.
+fn open_engine(name: &str, path: &Path, keys: u64, loading: bool) -> Arc<dyn Engine> {
+    let durability = if loading {
+        Durability::None
+    } else {
+        Durability::Group
+    };
+    match name {
+        "ringkv" => Arc::new(Ringkv(ringkv_store(path, durability, keys))),
+        "fjall" => Arc::new(Fjall::open(path)),
+        other => panic!("unknown engine {other}: use ringkv or fjall"),
+    }
+}
+
+fn key(i: u64) -> Vec<u8> {
+    format!("key-{i:012}").into_bytes()
+}
+
+struct Phase {
+    ops_per_second: f64,
+    latency: Histogram<u64>,
+}
+
+/// 1 ns .. 60 s at 3 significant digits.
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds")
+}
+
+fn micros(histogram: &Histogram<u64>, quantile: f64) -> f64 {
+    histogram.value_at_quantile(quantile) as f64 / 1_000.0
+}
+
+struct Workload {
+    threads: u64,
+    ops: u64,
+    keys: u64,
+    seed: u64,
+    write: bool,
+}
+
+fn run_phase(engine: &Arc<dyn Engine>, value: &Arc<Vec<u8>>, workload: Workload) -> Phase {
+    let started = Instant::now();
+    let workers: Vec<_> = (0..workload.threads)
+        .map(|thread| {
+            let (engine, value) = (Arc::clone(engine), Arc::clone(value));
+            let mut rng = Rng::new(workload.seed ^ (thread + 1).wrapping_mul(0x9E37_79B9));
+            let (ops, keys, write) = (
+                workload.ops / workload.threads,
+                workload.keys,
+                workload.write,
+            );
+            std::thread::spawn(move || {
+                let mut latency = latency_histogram();
+                for _ in 0..ops {
+                    let k = key(rng.below(keys));
+                    let start = Instant::now();
+                    if write {
+                        engine.put_durable(&k, &value);
+                    } else {
+                        let length = engine.get_length(&k);
+                        assert_eq!(length, Some(value.len()), "a loaded key read back wrong");
+                    }
+                    latency.saturating_record((start.elapsed().as_nanos() as u64).max(1));
+                }
+                latency
+            })
+        })
+        .collect();
+    let mut latency = latency_histogram();
+    for worker in workers {
+        latency
+            .add(worker.join().expect("worker"))
+            .expect("histogram add");
+    }
+    Phase {
+        ops_per_second: latency.len() as f64 / started.elapsed().as_secs_f64(),
+        latency,
+    }
+}
+
+fn main() {
+    let arguments = Arguments::parse();
+    let scratch = tempfile::Builder::new()
+        .prefix("ringkv-storage-bench")
+        .tempdir_in(arguments.dir.clone().unwrap_or_else(std::env::temp_dir))
+        .expect("scratch directory");
+    println!(
+        "| engine | value | keys | load s | reopen ms | put ops/s | put p50 us | put p99 us | put p99.9 us | get ops/s | get p50 us | get p99 us | get p99.9 us |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for &value_size in &arguments.value_sizes {
+        let keys = arguments
+            .keys
+            .min(arguments.load_bytes_max / value_size.max(1) as u64)
+            .max(1);
+        let mut value = vec![0u8; value_size];
+        Rng::new(arguments.seed).fill_bytes(&mut value);
+        let value = Arc::new(value);
+        let all_keys: Vec<Vec<u8>> = (0..keys).map(key).collect();
+        for name in &arguments.engines {
+            let path = scratch.path().join(format!("{name}-{value_size}"));
+            let load_started = Instant::now();
+            open_engine(name, &path, keys, true).load(&all_keys, &value);
+            let load_seconds = load_started.elapsed().as_secs_f64();
+            let reopen_started = Instant::now();
+            let engine = open_engine(name, &path, keys, false);
+            let reopen = reopen_started.elapsed();
+            let puts = run_phase(
+                &engine,
+                &value,
+                Workload {
+                    threads: arguments.writers,
+                    ops: arguments.put_ops,
+                    keys,
+                    seed: arguments.seed,
+                    write: true,
+                },
+            );
+            let gets = run_phase(
+                &engine,
+                &value,
+                Workload {
+                    threads: 1,
+                    ops: arguments.get_ops,
+                    keys,
+                    seed: arguments.seed + 1,
+                    write: false,
+                },
+            );
+            println!(
+                "| {name} | {value_size} B | {keys} | {load_seconds:.1} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} |",
+                reopen.as_secs_f64() * 1e3,
+                puts.ops_per_second,
+                micros(&puts.latency, 0.5),
+                micros(&puts.latency, 0.99),
+                micros(&puts.latency, 0.999),
+                gets.ops_per_second,
+                micros(&gets.latency, 0.5),
+                micros(&gets.latency, 0.99),
+                micros(&gets.latency, 0.999),
+            );
+            drop(engine);
+            let _ = std::fs::remove_dir_all(&path);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
