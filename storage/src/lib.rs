@@ -5,6 +5,27 @@
 //! The shape (design.md section 8) is Bitcask's: append-only segment files with a
 //! checksum per record, plus a persistent hash index in a memmapped file so that a
 //! restart replays only the tail of the log.
+//!
+//! | module | what it keeps |
+//! |---|---|
+//! | [`record`] | the record format: magic, version, flags, lengths, sequence, CRC32 |
+//! | [`segment`] | preallocated segment files, their headers, scans that cut torn tails or skip corruption |
+//! | [`index`] | the hash-sorted table and its atomic checkpoints |
+//! | [`store`] | the store: writes (prepare, write+sync, commit), group commit, reads, scans, recovery, compaction |
+//! | [`durability`] | the modes `always`, `group`, `interval:<ms>`, `none` |
+//!
+//! Decisions a user should know:
+//! - Keys up to 1 KiB and values up to 1 MiB by default (ringkv's limits); a node may
+//!   raise the value bound to 64 MiB to hold an encoded record with siblings.
+//! - A write is acknowledged after the fsync that covers it in `always` and `group`
+//!   modes; `interval:<ms>` can lose that window of acknowledged writes on power loss,
+//!   `none` everything since the last sync.
+//! - A read never returns bytes that fail their checksum: it fails with
+//!   [`StorageError::Corrupt`], and the cluster repairs the key from a replica.
+//! - Deleted keys stay deleted across crashes, index rebuilds and compaction
+//!   (tombstones are kept until no older record of the key can exist anywhere).
+//! - Compaction runs only when the caller asks, in steps of a byte budget.
+//! - The engine's own threads: none. Callers bring the threads; `Store` is `Sync`.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)

@@ -290,6 +290,85 @@ impl Segment {
         }
     }
 
+    /// Reads the record at `offset` of `size_bytes`, expecting the key `key`: header and
+    /// key land in `head`, the value in `value` (one vectored read, no copy). Returns
+    /// `Ok(None)` when the record holds another key (a hash collision), `Ok(Some(tombstone))`
+    /// when it holds `key`. Everything is verified before `value` counts.
+    pub fn read_value(
+        &self,
+        offset: u32,
+        size_bytes: u32,
+        key: &[u8],
+        bounds: Bounds,
+        head: &mut Vec<u8>,
+        value: &mut Vec<u8>,
+    ) -> Result<Option<bool>> {
+        let corrupt = |reason| StorageError::Corrupt {
+            segment_id: self.id,
+            offset,
+            reason,
+        };
+        let size = size_bytes as usize;
+        let head_size = record::HEADER_SIZE_BYTES + key.len();
+        if size < head_size
+            || size
+                > record::HEADER_SIZE_BYTES
+                    + bounds.key_size_bytes_max
+                    + bounds.value_size_bytes_max
+        {
+            // Too short to hold this key: it is another record; read it whole to check.
+            let mut whole = Vec::new();
+            let record = self.read_record(offset, size_bytes, bounds, &mut whole)?;
+            return Ok((record.key == key).then_some(record.header.tombstone));
+        }
+        head.clear();
+        head.resize(head_size, 0);
+        value.clear();
+        value.resize(size - head_size, 0);
+        let mut done = {
+            let mut slices = [
+                std::io::IoSliceMut::new(head),
+                std::io::IoSliceMut::new(value),
+            ];
+            rustix::io::preadv(&self.file, &mut slices, u64::from(offset))
+                .map_err(|e| StorageError::io("reading a record", e.into()))?
+        };
+        // A short read (end of file, or interrupted) is finished piecewise.
+        while done < size {
+            let (buffer, at) = if done < head_size {
+                (&mut head[done..], done)
+            } else {
+                (&mut value[done - head_size..], done)
+            };
+            match self.file.read_at(buffer, u64::from(offset) + at as u64) {
+                Ok(0) => return Err(corrupt("record past the end of the segment")),
+                Ok(read) => done += read,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(StorageError::io("reading a record", e)),
+            }
+        }
+        let header = record::decode_header(head, bounds).map_err(|outcome| match outcome {
+            Decoded::Invalid(reason) => corrupt(reason),
+            _ => corrupt("record header incomplete"),
+        })?;
+        if header.record_size_bytes() != size {
+            return Err(corrupt("record length differs from the index"));
+        }
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&head[..20]);
+        hasher.update(&head[record::HEADER_SIZE_BYTES..]);
+        hasher.update(value);
+        if hasher.finalize() != header.crc {
+            return Err(corrupt("checksum mismatch"));
+        }
+        if usize::from(header.key_size_bytes) != key.len()
+            || &head[record::HEADER_SIZE_BYTES..] != key
+        {
+            return Ok(None);
+        }
+        Ok(Some(header.tombstone))
+    }
+
     /// Reads the key of the record at `offset` into `buffer` (header checked, no
     /// checksum: callers use it only to tell keys apart, and every read of a value is
     /// verified in full).
@@ -608,6 +687,30 @@ mod tests {
         assert_eq!(records.len(), 1);
         assert!(corrupt.is_empty());
         assert_eq!(end, offsets[1]);
+    }
+
+    #[test]
+    fn reading_a_value_tells_its_own_key_from_any_other() {
+        let (_dir, segment, offsets) = segment_with(&[(b"abc", b"value")]);
+        let size = (record::HEADER_SIZE_BYTES + 8) as u32;
+        let (mut head, mut value) = (Vec::new(), Vec::new());
+        let mut read =
+            |key: &[u8]| segment.read_value(offsets[0], size, key, BOUNDS, &mut head, &mut value);
+        assert_eq!(read(b"abc").unwrap(), Some(false));
+        for other in [&b"abd"[..], b"ab", b"abcd", b"", &[b'x'; 40]] {
+            assert_eq!(read(other).unwrap(), None, "{other:?}");
+        }
+        assert_eq!(read(b"abc").unwrap(), Some(false));
+        drop(read);
+        assert_eq!(value, b"value");
+        segment.write_at(b"X", offsets[0] + 29).unwrap();
+        assert!(matches!(
+            segment.read_value(offsets[0], size, b"abc", BOUNDS, &mut head, &mut value),
+            Err(StorageError::Corrupt {
+                reason: "checksum mismatch",
+                ..
+            })
+        ));
     }
 
     #[test]

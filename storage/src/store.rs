@@ -937,19 +937,21 @@ impl Store {
                 })
                 .collect()
         };
-        let mut buffer = Vec::new();
+        let mut head = Vec::with_capacity(record::HEADER_SIZE_BYTES + key.len());
+        let mut value = Vec::new();
         let mut corrupt = None;
         for (entry, segment) in candidates {
-            match segment.read_record(entry.offset, entry.size_bytes, self.bounds, &mut buffer) {
-                Ok(record) if record.key == key => {
-                    if record.header.tombstone {
-                        return Ok(None);
-                    }
-                    let value_start = record.size_bytes() - record.value.len();
-                    buffer.drain(..value_start);
-                    return Ok(Some(buffer));
-                }
-                Ok(_) => {}
+            match segment.read_value(
+                entry.offset,
+                entry.size_bytes,
+                key,
+                self.bounds,
+                &mut head,
+                &mut value,
+            ) {
+                Ok(Some(true)) => return Ok(None),
+                Ok(Some(false)) => return Ok(Some(value)),
+                Ok(None) => {}
                 Err(error @ StorageError::Corrupt { .. }) => {
                     self.counters
                         .corrupt_records
@@ -1263,6 +1265,27 @@ impl Store {
         };
         {
             let _commit = lock(&self.commit_lock);
+            // Defence in depth, checked before any change and under the read lock only
+            // (the commit lock already freezes the table): a source that something
+            // outside this job still points into is kept.
+            let accounted: std::collections::BTreeSet<(u64, u64)> = job
+                .moved
+                .iter()
+                .map(|(e, _)| e)
+                .chain(&job.dropped)
+                .map(|e| (e.hash, e.sequence))
+                .collect();
+            let stray = read(&self.shared).table.entries().any(|e| {
+                e.segment_id == job.source.id && !accounted.contains(&(e.hash, e.sequence))
+            });
+            if stray {
+                log::error!(
+                    "{}: segment {} gained entries during its compaction; keeping it",
+                    self.dir.display(),
+                    job.source.id
+                );
+                return Err(StorageError::Misuse("compaction source still referenced"));
+            }
             let mut shared = write(&self.shared);
             let shared = &mut *shared;
             if let Some(output) = &output {
@@ -1292,19 +1315,6 @@ impl Store {
                     shared.table.remove(slot);
                     job.source.add_live_bytes(-i64::from(old.size_bytes));
                 }
-            }
-            // Defence in depth: a source that something still points into is kept.
-            if shared
-                .table
-                .entries()
-                .any(|e| e.segment_id == job.source.id)
-            {
-                log::error!(
-                    "{}: compaction of segment {} left entries behind; keeping it",
-                    self.dir.display(),
-                    job.source.id
-                );
-                return Err(StorageError::Misuse("compaction source still referenced"));
             }
             shared.segments.remove(&job.source.id);
         }

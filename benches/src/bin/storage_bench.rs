@@ -1,7 +1,7 @@
 //! `ringkv-storage-bench`: ringkv-storage against fjall, same workload, same run.
 //!
-//! For each value size: load the keys (no fsync per write, one at the end), close, time
-//! the reopen, then random puts with every write durable before it returns (ringkv
+//! For each value size: load the keys (no fsync per write, one at the end, then a
+//! clean shutdown), time the reopen, then random puts with every write durable before it returns (ringkv
 //! `group`, fjall `insert` + `persist(SyncData)`) from several writer threads, then
 //! random gets of data in the page cache. Latencies go into HdrHistograms; the output is
 //! a Markdown table for BENCHMARKS.md. Bounded by op counts; it stops by itself.
@@ -65,7 +65,9 @@ impl Engine for Ringkv {
             }
             self.0.write(&batch).expect("ringkv load");
         }
+        // A clean shutdown: sync and checkpoint the index (fjall persists on drop).
         self.0.sync().expect("ringkv sync");
+        self.0.checkpoint().expect("ringkv checkpoint");
     }
     fn put_durable(&self, key: &[u8], value: &[u8]) {
         self.0.put(key, value).expect("ringkv put");
