@@ -35,8 +35,11 @@
 //! record of that key: every other segment's minimum sequence is above the tombstone's.
 //!
 //! # Lock order
-//! compaction -> commit -> writer -> shared (index and segment map) -> sync. Disk reads
-//! never happen under the `shared` write lock.
+//! checkpoint -> compaction -> commit -> writer -> shared (index and segment map) ->
+//! sync. Disk reads never happen under the `shared` write lock. A checkpoint writes the
+//! table under the commit lock, which stalls commits for as long as the device takes to
+//! absorb the index file (measured in BENCHMARKS.md; incremental checkpoints are the
+//! open fix).
 
 use crate::durability::Durability;
 use crate::error::{Result, StorageError};
@@ -345,6 +348,7 @@ pub struct Store {
     shared: RwLock<Shared>,
     writer: Mutex<Writer>,
     commit_lock: Mutex<()>,
+    checkpoint_lock: Mutex<()>,
     sync_state: Mutex<SyncState>,
     sync_done: Condvar,
     compaction: Mutex<Option<CompactionJob>>,
@@ -543,6 +547,7 @@ impl Store {
                 last_sync: std::time::Instant::now(),
             }),
             commit_lock: Mutex::new(()),
+            checkpoint_lock: Mutex::new(()),
             sync_state: Mutex::new(SyncState {
                 durable_before: next_sequence,
                 syncing: false,
@@ -1043,16 +1048,23 @@ impl Store {
     fn maybe_checkpoint(&self) {
         let due =
             lock(&self.writer).written_since_checkpoint >= self.config.checkpoint_interval_bytes;
-        if due {
-            if let Err(error) = self.checkpoint() {
-                self.counters
-                    .checkpoint_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                log::warn!(
-                    "{}: index checkpoint failed, will retry: {error}",
-                    self.dir.display()
-                );
-            }
+        if !due {
+            return;
+        }
+        // Several writers may see it due at once; one checkpoint is enough.
+        let checkpointing = match self.checkpoint_lock.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        if let Err(error) = self.checkpoint_holding(checkpointing) {
+            self.counters
+                .checkpoint_failures
+                .fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "{}: index checkpoint failed, will retry: {error}",
+                self.dir.display()
+            );
         }
     }
 
@@ -1061,7 +1073,17 @@ impl Store {
     /// points into them). A failed checkpoint (disk full) leaves the previous one in
     /// place: nothing is lost, the next restart just replays more.
     pub fn checkpoint(&self) -> Result<()> {
-        {
+        // One checkpoint at a time, so an older snapshot never lands after a newer one.
+        self.checkpoint_holding(lock(&self.checkpoint_lock))
+    }
+
+    fn checkpoint_holding(&self, _checkpointing: MutexGuard<'_, ()>) -> Result<()> {
+        // The table is written under the commit lock. Copying it first and writing
+        // outside the lock was measured and was worse: the stall comes from the device
+        // absorbing the whole file, which the log's fsyncs wait behind either way (see
+        // BENCHMARKS.md). The obsolete segments are taken under the same lock, so none
+        // retired after this snapshot is deleted while the snapshot still points into it.
+        let obsolete = {
             let _commit = lock(&self.commit_lock);
             let checkpoint = {
                 let mut writer = lock(&self.writer);
@@ -1077,15 +1099,19 @@ impl Store {
                     next_segment_id: writer.next_segment_id,
                 }
             };
-            let shared = read(&self.shared);
-            shared.table.write_checkpoint(&self.dir, checkpoint)?;
+            read(&self.shared)
+                .table
+                .write_checkpoint(&self.dir, checkpoint)?;
             self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
-        }
-        if lock(&self.pending_deletion).is_empty() {
+            std::mem::take(&mut *lock(&self.pending_deletion))
+        };
+        if obsolete.is_empty() {
             return Ok(());
         }
-        self.failpoint(Failpoint::BeforeObsoleteDeletion)?;
-        let obsolete = std::mem::take(&mut *lock(&self.pending_deletion));
+        if let Err(error) = self.failpoint(Failpoint::BeforeObsoleteDeletion) {
+            lock(&self.pending_deletion).extend(obsolete);
+            return Err(error);
+        }
         for segment in &obsolete {
             if let Err(error) = std::fs::remove_file(segment.path()) {
                 log::warn!(

@@ -41,6 +41,13 @@ struct Arguments {
     /// Engines to run, in this order for each value size.
     #[arg(long, value_delimiter = ',', default_value = "ringkv,fjall")]
     engines: Vec<String>,
+    /// Pause between the put and the get phase, to let background work the puts set off
+    /// (the filesystem journal, page writeback) settle before reads are measured.
+    #[arg(long, default_value_t = 0)]
+    pause_ms: u64,
+    /// ringkv: log written between index checkpoints, in MiB (0: the engine default).
+    #[arg(long, default_value_t = 0)]
+    checkpoint_interval_mib: u64,
     /// Seed for values and key choice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -112,25 +119,44 @@ impl Engine for Fjall {
     }
 }
 
-fn ringkv_store(path: &Path, durability: Durability, keys: u64) -> Store {
-    let config = Config {
+fn ringkv_store(
+    path: &Path,
+    durability: Durability,
+    keys: u64,
+    checkpoint_interval_mib: u64,
+) -> Store {
+    let mut config = Config {
         durability,
         keys_expected: keys,
         ..Config::default()
     };
+    if checkpoint_interval_mib > 0 {
+        config.checkpoint_interval_bytes = checkpoint_interval_mib << 20;
+    }
     Store::open(path, config).expect("ringkv open")
 }
 
 /// Opens an engine; ringkv loads with durability `none` and one sync at the end, as
 /// fjall's load persists once at the end.
-fn open_engine(name: &str, path: &Path, keys: u64, loading: bool) -> Arc<dyn Engine> {
+fn open_engine(
+    name: &str,
+    path: &Path,
+    keys: u64,
+    loading: bool,
+    checkpoint_interval_mib: u64,
+) -> Arc<dyn Engine> {
     let durability = if loading {
         Durability::None
     } else {
         Durability::Group
     };
     match name {
-        "ringkv" => Arc::new(Ringkv(ringkv_store(path, durability, keys))),
+        "ringkv" => Arc::new(Ringkv(ringkv_store(
+            path,
+            durability,
+            keys,
+            checkpoint_interval_mib,
+        ))),
         "fjall" => Arc::new(Fjall::open(path)),
         other => panic!("unknown engine {other}: use ringkv or fjall"),
     }
@@ -209,9 +235,9 @@ fn main() {
         .tempdir_in(arguments.dir.clone().unwrap_or_else(std::env::temp_dir))
         .expect("scratch directory");
     println!(
-        "| engine | value | keys | load s | reopen ms | put ops/s | put p50 us | put p99 us | put p99.9 us | get ops/s | get p50 us | get p99 us | get p99.9 us |"
+        "| engine | value | keys | load s | reopen ms | put ops/s | put p50 us | put p99 us | put p99.9 us | put p99.99 us | put max us | get ops/s | get p50 us | get p99 us | get p99.9 us |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &value_size in &arguments.value_sizes {
         let keys = arguments
             .keys
@@ -224,10 +250,10 @@ fn main() {
         for name in &arguments.engines {
             let path = scratch.path().join(format!("{name}-{value_size}"));
             let load_started = Instant::now();
-            open_engine(name, &path, keys, true).load(&all_keys, &value);
+            open_engine(name, &path, keys, true, 0).load(&all_keys, &value);
             let load_seconds = load_started.elapsed().as_secs_f64();
             let reopen_started = Instant::now();
-            let engine = open_engine(name, &path, keys, false);
+            let engine = open_engine(name, &path, keys, false, arguments.checkpoint_interval_mib);
             let reopen = reopen_started.elapsed();
             let puts = run_phase(
                 &engine,
@@ -240,6 +266,7 @@ fn main() {
                     write: true,
                 },
             );
+            std::thread::sleep(Duration::from_millis(arguments.pause_ms));
             let gets = run_phase(
                 &engine,
                 &value,
@@ -252,12 +279,14 @@ fn main() {
                 },
             );
             println!(
-                "| {name} | {value_size} B | {keys} | {load_seconds:.1} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} |",
+                "| {name} | {value_size} B | {keys} | {load_seconds:.1} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} |",
                 reopen.as_secs_f64() * 1e3,
                 puts.ops_per_second,
                 micros(&puts.latency, 0.5),
                 micros(&puts.latency, 0.99),
                 micros(&puts.latency, 0.999),
+                micros(&puts.latency, 0.9999),
+                puts.latency.max() as f64 / 1_000.0,
                 gets.ops_per_second,
                 micros(&gets.latency, 0.5),
                 micros(&gets.latency, 0.99),
