@@ -33,6 +33,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub const HEADER_SIZE_BYTES: u32 = 32;
 const MAGIC: &[u8; 8] = b"RINGKVSG";
 const FORMAT_VERSION: u32 = 1;
+/// Largest record head (header and key) a read needs room for.
+pub const HEAD_SIZE_BYTES_MAX: usize =
+    record::HEADER_SIZE_BYTES + ringkv_core::limits::KEY_SIZE_BYTES_MAX;
 /// Bytes read per scan window.
 const SCAN_WINDOW_BYTES: usize = 4 << 20;
 
@@ -300,7 +303,7 @@ impl Segment {
         size_bytes: u32,
         key: &[u8],
         bounds: Bounds,
-        head: &mut Vec<u8>,
+        head: &mut [u8; HEAD_SIZE_BYTES_MAX],
         value: &mut Vec<u8>,
     ) -> Result<Option<bool>> {
         let corrupt = |reason| StorageError::Corrupt {
@@ -310,6 +313,9 @@ impl Segment {
         };
         let size = size_bytes as usize;
         let head_size = record::HEADER_SIZE_BYTES + key.len();
+        if head_size > HEAD_SIZE_BYTES_MAX {
+            return Ok(None);
+        }
         if size < head_size
             || size
                 > record::HEADER_SIZE_BYTES
@@ -321,9 +327,8 @@ impl Segment {
             let record = self.read_record(offset, size_bytes, bounds, &mut whole)?;
             return Ok((record.key == key).then_some(record.header.tombstone));
         }
-        head.clear();
-        head.resize(head_size, 0);
-        value.clear();
+        let head = &mut head[..head_size];
+        // Reusing the caller's buffer: no zeroing when its length already fits.
         value.resize(size - head_size, 0);
         let mut done = {
             let mut slices = [
@@ -693,7 +698,7 @@ mod tests {
     fn reading_a_value_tells_its_own_key_from_any_other() {
         let (_dir, segment, offsets) = segment_with(&[(b"abc", b"value")]);
         let size = (record::HEADER_SIZE_BYTES + 8) as u32;
-        let (mut head, mut value) = (Vec::new(), Vec::new());
+        let (mut head, mut value) = ([0u8; HEAD_SIZE_BYTES_MAX], Vec::new());
         for other in [&b"abd"[..], b"ab", b"abcd", b"", &[b'x'; 40]] {
             let found = segment.read_value(offsets[0], size, other, BOUNDS, &mut head, &mut value);
             assert_eq!(found.unwrap(), None, "{other:?}");

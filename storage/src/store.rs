@@ -928,6 +928,17 @@ impl Store {
     /// The value stored under `key`, `None` when absent or deleted. A record that fails
     /// verification is never returned: the read fails with `Corrupt` instead.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut value = Vec::new();
+        Ok(self.get_into(key, &mut value)?.then_some(value))
+    }
+
+    /// Like [`Store::get`], but reads the value into `value` (replacing its contents)
+    /// and returns whether the key was found. A caller that reuses one buffer saves an
+    /// allocation per read, which matters for large values.
+    pub fn get_into(&self, key: &[u8], value: &mut Vec<u8>) -> Result<bool> {
+        if key.len() > self.config.key_size_bytes_max {
+            return Ok(false);
+        }
         let hash = key_hash(key);
         let candidates: SmallVec<[(Entry, Arc<Segment>); 2]> = {
             let shared = read(&self.shared);
@@ -942,20 +953,24 @@ impl Store {
                 })
                 .collect()
         };
-        let mut head = Vec::with_capacity(record::HEADER_SIZE_BYTES + key.len());
-        let mut value = Vec::new();
+        let mut head = [0u8; segment::HEAD_SIZE_BYTES_MAX];
         let mut corrupt = None;
         for (entry, segment) in candidates {
-            match segment.read_value(
+            let found = segment.read_value(
                 entry.offset,
                 entry.size_bytes,
                 key,
                 self.bounds,
                 &mut head,
-                &mut value,
-            ) {
-                Ok(Some(true)) => return Ok(None),
-                Ok(Some(false)) => return Ok(Some(value)),
+                value,
+            );
+            match found {
+                Ok(Some(tombstone)) => {
+                    if tombstone {
+                        value.clear();
+                    }
+                    return Ok(!tombstone);
+                }
                 Ok(None) => {}
                 Err(error @ StorageError::Corrupt { .. }) => {
                     self.counters
@@ -967,9 +982,10 @@ impl Store {
                 Err(other) => return Err(other),
             }
         }
+        value.clear();
         match corrupt {
             Some(error) => Err(error),
-            None => Ok(None),
+            None => Ok(false),
         }
     }
 
