@@ -7,6 +7,15 @@
 //! seed given to the node. `core/clippy.toml` makes clippy reject the OS calls, so a
 //! shell, the simulator and a fuzzer can all drive exactly the same code.
 //!
+//! | module | what it is |
+//! |---|---|
+//! | [`version`] | dotted version vector sets, contexts and their printable tokens |
+//! | [`placement`] | partitions, weighted rendezvous preference lists, zones |
+//! | [`resp`] | the client protocol (RESP2): streaming parser, command table, replies |
+//! | [`wire`] | the peer protocol: versioned, cluster-tagged, length-prefixed frames |
+//! | [`bytes`] | the bounded fixed-width reader and writer every codec uses |
+//! | [`time`], [`random`], [`limits`] | the core's clock type, seeded generator and size limits |
+//!
 //! Invariants this crate keeps everywhere:
 //! - `now` given to any entry point never goes backwards (callers guarantee it; the
 //!   core treats a backwards step as "no time passed").
@@ -17,9 +26,15 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod bytes;
 pub mod limits;
+pub mod placement;
 pub mod random;
+pub mod resp;
 pub mod time;
+pub mod version;
+pub mod wire;
 
 pub use random::Rng;
 pub use time::Instant;
+pub use version::{NodeId, Value, VersionSet, VersionVector};

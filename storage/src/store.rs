@@ -55,7 +55,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{
     Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
-use xxhash_rust::xxh3::xxh3_64;
 
 /// Largest value size a store may be configured for (64 MiB). The default is
 /// ringkv's client limit of 1 MiB; a node may raise it to hold an encoded record with
@@ -393,10 +392,9 @@ pub mod sabotage {
     }
 }
 
-/// Hash that places a key in the index (the same xxh3_64 the cluster partitions by).
-pub fn key_hash(key: &[u8]) -> u64 {
-    xxh3_64(key)
-}
+/// Hash that places a key in the index: the cluster's partitioning hash, so that a
+/// partition is one contiguous hash range here.
+pub use ringkv_core::placement::key_hash;
 
 impl Store {
     /// Opens (or creates) the store in `dir`, recovering from whatever a crash left.

@@ -4,7 +4,6 @@
 //! and `tests/storage_model_catches_sabotage.rs` (proof that it can fail).
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config as RunnerConfig, RngAlgorithm, TestRng, TestRunner};
 use ringkv_storage::{Config, Durability, Store, WriteBatch};
 use std::collections::BTreeMap;
 
@@ -23,15 +22,7 @@ pub enum Operation {
 /// Runs `cases` random sequences drawn from `seed`; `Err` describes the first
 /// divergence (shrunk to a minimal sequence).
 pub fn check_seed(seed: u64, cases: u32) -> Result<(), String> {
-    let mut seed_bytes = [0u8; 32];
-    seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes);
-    let runner_config = RunnerConfig {
-        cases,
-        failure_persistence: None,
-        ..RunnerConfig::default()
-    };
-    let mut runner = TestRunner::new_with_rng(runner_config, rng);
+    let mut runner = crate::seeds::proptest_runner(seed, cases);
     let strategy = prop::collection::vec(operation(), 1..250);
     runner
         .run(&strategy, |operations| {

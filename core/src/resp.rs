@@ -1,0 +1,619 @@
+//! The client protocol: RESP2, so redis-cli, redis-benchmark and Redis client libraries
+//! work with ringkv (design.md section 7).
+//!
+//! - [`parse_request`] reads one request from the front of a byte buffer: a multibulk
+//!   array (`*2\r\n$3\r\nGET\r\n$1\r\nk\r\n`, what libraries and redis-cli send) or an
+//!   inline line (`GET k\r\n`, what a person types over telnet). It borrows the
+//!   arguments from the buffer, so pipelined input is parsed in place, one request per
+//!   call, and it never allocates.
+//! - Every length is checked against [`RespLimits`] before it is used: a bulk string over
+//!   the bound or an array longer than allowed is a protocol error, answered with a
+//!   RESP error before the connection is closed, never an allocation.
+//! - [`Command::parse`] turns arguments into a typed command; [`CommandError`] renders
+//!   the errors Redis users expect (`-ERR unknown command ...`).
+//! - The `write_*` functions append replies to a caller-owned buffer.
+//!
+//! Inline requests split on spaces and tabs only (no quoting); use a Redis client for
+//! binary keys and values.
+
+use smallvec::SmallVec;
+
+/// Bounds on what a client may send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RespLimits {
+    /// Longest bulk string: the largest value plus slack for keys and context tokens.
+    pub bulk_size_bytes_max: usize,
+    /// Most arguments in one request.
+    pub arguments_max: usize,
+    /// Longest inline request line.
+    pub inline_size_bytes_max: usize,
+}
+
+impl Default for RespLimits {
+    fn default() -> RespLimits {
+        RespLimits {
+            bulk_size_bytes_max: crate::limits::VALUE_SIZE_BYTES_MAX + 64 * 1024,
+            arguments_max: 1024,
+            inline_size_bytes_max: 64 * 1024,
+        }
+    }
+}
+
+/// Arguments of one request, borrowed from the input buffer.
+pub type Arguments<'a> = SmallVec<[&'a [u8]; 8]>;
+
+/// What the front of a buffer holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Parsed<'a> {
+    /// Not a whole request yet: read more bytes and call again.
+    Incomplete,
+    /// A protocol error; reply with it and close the connection.
+    Invalid(&'static str),
+    /// A whole request of `consumed` bytes (`arguments` may be empty for a blank
+    /// inline line, which Redis ignores).
+    Request {
+        consumed: usize,
+        arguments: Arguments<'a>,
+    },
+}
+
+/// Parses one request from the start of `input`.
+pub fn parse_request(input: &[u8], limits: RespLimits) -> Parsed<'_> {
+    match input.first() {
+        None => Parsed::Incomplete,
+        Some(b'*') => parse_multibulk(input, limits),
+        Some(_) => parse_inline(input, limits),
+    }
+}
+
+/// The line at `input[start..]` up to CRLF: `Some((line, index after CRLF))`.
+fn line(input: &[u8], start: usize) -> Option<(&[u8], usize)> {
+    let rest = input.get(start..)?;
+    let end = rest.windows(2).position(|w| w == b"\r\n")?;
+    Some((&rest[..end], start + end + 2))
+}
+
+/// A decimal length line like `123` (at most 18 digits, so it cannot overflow).
+fn parse_length(digits: &[u8]) -> Option<i64> {
+    let (negative, digits) = match digits.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, digits),
+    };
+    if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let value = digits
+        .iter()
+        .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
+    Some(if negative { -value } else { value })
+}
+
+fn parse_multibulk(input: &[u8], limits: RespLimits) -> Parsed<'_> {
+    // A length line is short; without CRLF in the first 32 bytes it is garbage.
+    let Some((header, mut position)) = line(input, 1) else {
+        return incomplete_unless_too_long(input, 32, "invalid multibulk length");
+    };
+    let Some(count) = parse_length(header) else {
+        return Parsed::Invalid("invalid multibulk length");
+    };
+    if count <= 0 {
+        return Parsed::Request {
+            consumed: position,
+            arguments: Arguments::new(),
+        };
+    }
+    if count as usize > limits.arguments_max {
+        return Parsed::Invalid("too many arguments in a request");
+    }
+    let mut arguments = Arguments::new();
+    for _ in 0..count {
+        match input.get(position) {
+            None => return Parsed::Incomplete,
+            Some(b'$') => {}
+            Some(_) => return Parsed::Invalid("expected '$' for a bulk string"),
+        }
+        let Some((length_line, data_start)) = line(input, position + 1) else {
+            return incomplete_unless_too_long(&input[position..], 32, "invalid bulk length");
+        };
+        let length = match parse_length(length_line) {
+            Some(length) if length >= 0 => length as usize,
+            _ => return Parsed::Invalid("invalid bulk length"),
+        };
+        if length > limits.bulk_size_bytes_max {
+            return Parsed::Invalid("bulk string over the size limit");
+        }
+        let data_end = data_start + length;
+        if input.len() < data_end + 2 {
+            return Parsed::Incomplete;
+        }
+        if &input[data_end..data_end + 2] != b"\r\n" {
+            return Parsed::Invalid("bulk string not followed by CRLF");
+        }
+        arguments.push(&input[data_start..data_end]);
+        position = data_end + 2;
+    }
+    Parsed::Request {
+        consumed: position,
+        arguments,
+    }
+}
+
+fn incomplete_unless_too_long<'a>(input: &[u8], bound: usize, reason: &'static str) -> Parsed<'a> {
+    if input.len() > bound {
+        Parsed::Invalid(reason)
+    } else {
+        Parsed::Incomplete
+    }
+}
+
+fn parse_inline(input: &[u8], limits: RespLimits) -> Parsed<'_> {
+    let end = input.iter().position(|&b| b == b'\n');
+    let Some(end) = end else {
+        return incomplete_unless_too_long(
+            input,
+            limits.inline_size_bytes_max,
+            "inline request too long",
+        );
+    };
+    if end > limits.inline_size_bytes_max {
+        return Parsed::Invalid("inline request too long");
+    }
+    let text = input[..end].strip_suffix(b"\r").unwrap_or(&input[..end]);
+    let mut arguments = Arguments::new();
+    for word in text
+        .split(|&b| b == b' ' || b == b'\t')
+        .filter(|w| !w.is_empty())
+    {
+        if arguments.len() == limits.arguments_max {
+            return Parsed::Invalid("too many arguments in a request");
+        }
+        arguments.push(word);
+    }
+    Parsed::Request {
+        consumed: end + 1,
+        arguments,
+    }
+}
+
+/// Administrative commands under the `RINGKV.` prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminCommand<'a> {
+    /// `RINGKV.MEMBERS`: the membership view.
+    Members,
+    /// `RINGKV.RING`: partition ownership summary.
+    Ring,
+    /// `RINGKV.JOIN <seed address>`: join the cluster that seed belongs to.
+    Join { seed: &'a [u8] },
+    /// `RINGKV.LEAVE`: hand off data and leave.
+    Leave,
+}
+
+/// A typed client request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command<'a> {
+    Get {
+        key: &'a [u8],
+    },
+    Set {
+        key: &'a [u8],
+        value: &'a [u8],
+    },
+    Del {
+        keys: Arguments<'a>,
+    },
+    Exists {
+        keys: Arguments<'a>,
+    },
+    /// `VGET key [R n]`: every sibling and the context.
+    VGet {
+        key: &'a [u8],
+        read_quorum: Option<u8>,
+    },
+    /// `VSET key context value [W n]`.
+    VSet {
+        key: &'a [u8],
+        context: &'a [u8],
+        value: &'a [u8],
+        write_quorum: Option<u8>,
+    },
+    /// `VDEL key context [W n]`.
+    VDel {
+        key: &'a [u8],
+        context: &'a [u8],
+        write_quorum: Option<u8>,
+    },
+    Ping {
+        message: Option<&'a [u8]>,
+    },
+    Echo {
+        message: &'a [u8],
+    },
+    Quit,
+    /// `COMMAND` and its subcommands: answered minimally.
+    Command,
+    ConfigGet {
+        pattern: &'a [u8],
+    },
+    Info {
+        section: Option<&'a [u8]>,
+    },
+    ClientSetName {
+        name: &'a [u8],
+    },
+    Admin(AdminCommand<'a>),
+}
+
+/// Why a request is not a command ringkv runs; `Display` gives the RESP error text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommandError {
+    Empty,
+    Unknown { name: String },
+    WrongArity { name: &'static str },
+    Syntax(&'static str),
+}
+
+impl core::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            CommandError::Empty => f.write_str("ERR empty command"),
+            CommandError::Unknown { name } => write!(f, "ERR unknown command '{name}'"),
+            CommandError::WrongArity { name } => {
+                write!(f, "ERR wrong number of arguments for '{name}' command")
+            }
+            CommandError::Syntax(reason) => write!(f, "ERR syntax error: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+/// Longest command name shown back in an error (client bytes are untrusted).
+const NAME_SHOWN_MAX: usize = 64;
+
+fn quorum_option(arguments: &[&[u8]], name: &'static [u8]) -> Result<Option<u8>, CommandError> {
+    match arguments {
+        [] => Ok(None),
+        [option, value] if option.eq_ignore_ascii_case(name) => {
+            let text = core::str::from_utf8(value)
+                .map_err(|_| CommandError::Syntax("quorum is not a number"))?;
+            match text.parse::<u8>() {
+                Ok(n) if n >= 1 => Ok(Some(n)),
+                _ => Err(CommandError::Syntax("quorum must be a number from 1 to N")),
+            }
+        }
+        _ => Err(CommandError::Syntax(
+            "expected an R or W option with a number",
+        )),
+    }
+}
+
+impl<'a> Command<'a> {
+    /// Types a request's arguments.
+    pub fn parse(arguments: &[&'a [u8]]) -> Result<Command<'a>, CommandError> {
+        let Some((name, rest)) = arguments.split_first() else {
+            return Err(CommandError::Empty);
+        };
+        let mut upper = [0u8; 16];
+        let known = name.len() <= upper.len();
+        if known {
+            upper[..name.len()].copy_from_slice(name);
+            upper[..name.len()].make_ascii_uppercase();
+        }
+        let arity = |name: &'static str| CommandError::WrongArity { name };
+        let command = match (&upper[..if known { name.len() } else { 0 }], rest) {
+            (b"GET", [key]) => Command::Get { key },
+            (b"GET", _) => return Err(arity("get")),
+            (b"SET", [key, value]) => Command::Set { key, value },
+            (b"SET", [_, _, ..]) => {
+                return Err(CommandError::Syntax(
+                    "SET options (EX, PX, NX, XX) are not supported",
+                ));
+            }
+            (b"SET", _) => return Err(arity("set")),
+            (b"DEL", [_, ..]) => Command::Del {
+                keys: rest.iter().copied().collect(),
+            },
+            (b"DEL", _) => return Err(arity("del")),
+            (b"EXISTS", [_, ..]) => Command::Exists {
+                keys: rest.iter().copied().collect(),
+            },
+            (b"EXISTS", _) => return Err(arity("exists")),
+            (b"VGET", [key, options @ ..]) => Command::VGet {
+                key,
+                read_quorum: quorum_option(options, b"R")?,
+            },
+            (b"VGET", _) => return Err(arity("vget")),
+            (b"VSET", [key, context, value, options @ ..]) => Command::VSet {
+                key,
+                context,
+                value,
+                write_quorum: quorum_option(options, b"W")?,
+            },
+            (b"VSET", _) => return Err(arity("vset")),
+            (b"VDEL", [key, context, options @ ..]) => Command::VDel {
+                key,
+                context,
+                write_quorum: quorum_option(options, b"W")?,
+            },
+            (b"VDEL", _) => return Err(arity("vdel")),
+            (b"PING", []) => Command::Ping { message: None },
+            (b"PING", [message]) => Command::Ping {
+                message: Some(message),
+            },
+            (b"PING", _) => return Err(arity("ping")),
+            (b"ECHO", [message]) => Command::Echo { message },
+            (b"ECHO", _) => return Err(arity("echo")),
+            (b"QUIT", _) => Command::Quit,
+            (b"COMMAND", _) => Command::Command,
+            (b"CONFIG", [sub, pattern]) if sub.eq_ignore_ascii_case(b"GET") => {
+                Command::ConfigGet { pattern }
+            }
+            (b"CONFIG", _) => {
+                return Err(CommandError::Syntax(
+                    "only CONFIG GET <pattern> is supported",
+                ));
+            }
+            (b"INFO", []) => Command::Info { section: None },
+            (b"INFO", [section]) => Command::Info {
+                section: Some(section),
+            },
+            (b"INFO", _) => return Err(arity("info")),
+            (b"CLIENT", [sub, name]) if sub.eq_ignore_ascii_case(b"SETNAME") => {
+                Command::ClientSetName { name }
+            }
+            (b"CLIENT", _) => {
+                return Err(CommandError::Syntax(
+                    "only CLIENT SETNAME <name> is supported",
+                ));
+            }
+            (b"RINGKV.MEMBERS", []) => Command::Admin(AdminCommand::Members),
+            (b"RINGKV.RING", []) => Command::Admin(AdminCommand::Ring),
+            (b"RINGKV.JOIN", [seed]) => Command::Admin(AdminCommand::Join { seed }),
+            (b"RINGKV.LEAVE", []) => Command::Admin(AdminCommand::Leave),
+            (b"RINGKV.MEMBERS" | b"RINGKV.RING" | b"RINGKV.JOIN" | b"RINGKV.LEAVE", _) => {
+                return Err(arity("ringkv admin"));
+            }
+            _ => {
+                let shown = &name[..name.len().min(NAME_SHOWN_MAX)];
+                return Err(CommandError::Unknown {
+                    name: String::from_utf8_lossy(shown).into_owned(),
+                });
+            }
+        };
+        Ok(command)
+    }
+}
+
+/// `+text\r\n` (`text` must not contain CR or LF).
+pub fn write_simple(out: &mut Vec<u8>, text: &str) {
+    out.push(b'+');
+    out.extend(text.bytes().filter(|&b| b != b'\r' && b != b'\n'));
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `-text\r\n`, with CR and LF removed from `text`.
+pub fn write_error(out: &mut Vec<u8>, text: &str) {
+    out.push(b'-');
+    out.extend(text.bytes().filter(|&b| b != b'\r' && b != b'\n'));
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `:n\r\n`.
+pub fn write_integer(out: &mut Vec<u8>, value: i64) {
+    out.push(b':');
+    out.extend_from_slice(value.to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `$len\r\nbytes\r\n`.
+pub fn write_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'$');
+    out.extend_from_slice(bytes.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `$-1\r\n`: the null bulk string (a missing key).
+pub fn write_null(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"$-1\r\n");
+}
+
+/// `*len\r\n`: an array header; the caller writes `length` elements after it.
+pub fn write_array_header(out: &mut Vec<u8>, length: usize) {
+    out.push(b'*');
+    out.extend_from_slice(length.to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Fuzz entry point: parsing arbitrary bytes as a stream of pipelined requests never
+/// panics, always makes progress or stops, and every request types or errors cleanly.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn fuzz_requests(data: &[u8]) {
+    let limits = RespLimits {
+        bulk_size_bytes_max: 4096,
+        arguments_max: 16,
+        inline_size_bytes_max: 256,
+    };
+    let mut input = data;
+    while let Parsed::Request {
+        consumed,
+        arguments,
+    } = parse_request(input, limits)
+    {
+        assert!(consumed > 0 && consumed <= input.len());
+        let _ = Command::parse(&arguments);
+        input = &input[consumed..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(input: &[u8]) -> (usize, Vec<Vec<u8>>) {
+        match parse_request(input, RespLimits::default()) {
+            Parsed::Request {
+                consumed,
+                arguments,
+            } => (consumed, arguments.iter().map(|a| a.to_vec()).collect()),
+            other => panic!("not a request: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn multibulk_and_inline_requests_parse_to_the_same_arguments() {
+        let multibulk = b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$5\r\nvalue\r\n";
+        let (consumed, arguments) = request(multibulk);
+        assert_eq!(consumed, multibulk.len());
+        assert_eq!(
+            arguments,
+            [b"SET".to_vec(), b"key".to_vec(), b"value".to_vec()]
+        );
+        let (consumed, inline) = request(b"SET key  value\r\nGET key\r\n");
+        assert_eq!(consumed, 16);
+        assert_eq!(inline, arguments);
+        assert_eq!(request(b"\r\n"), (2, vec![]), "a blank line is skipped");
+    }
+
+    #[test]
+    fn pipelined_requests_parse_one_at_a_time() {
+        let input = b"*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nECHO\r\n$2\r\nhi\r\nPING\r\n";
+        let (first, _) = request(input);
+        let (second, echo) = request(&input[first..]);
+        assert_eq!(echo[1], b"hi");
+        let (third, ping) = request(&input[first + second..]);
+        assert_eq!(first + second + third, input.len());
+        assert_eq!(ping, [b"PING".to_vec()]);
+    }
+
+    #[test]
+    fn every_prefix_of_a_request_is_incomplete_never_an_error() {
+        let input = b"*2\r\n$3\r\nGET\r\n$10\r\n0123456789\r\n";
+        for cut in 0..input.len() {
+            assert_eq!(
+                parse_request(&input[..cut], RespLimits::default()),
+                Parsed::Incomplete,
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn oversize_and_malformed_input_is_a_protocol_error_before_any_allocation() {
+        let limits = RespLimits::default();
+        let huge = format!("*1\r\n${}\r\n", limits.bulk_size_bytes_max + 1);
+        assert_eq!(
+            parse_request(huge.as_bytes(), limits),
+            Parsed::Invalid("bulk string over the size limit")
+        );
+        assert_eq!(
+            parse_request(b"*99999\r\n", limits),
+            Parsed::Invalid("too many arguments in a request")
+        );
+        assert_eq!(
+            parse_request(b"*x\r\n", limits),
+            Parsed::Invalid("invalid multibulk length")
+        );
+        assert_eq!(
+            parse_request(b"*1\r\n:3\r\n", limits),
+            Parsed::Invalid("expected '$' for a bulk string")
+        );
+        assert_eq!(
+            parse_request(b"*1\r\n$2\r\nabc\r\n", limits),
+            Parsed::Invalid("bulk string not followed by CRLF")
+        );
+        assert_eq!(
+            parse_request(b"*1\r\n$-5\r\n", limits),
+            Parsed::Invalid("invalid bulk length")
+        );
+        assert_eq!(
+            parse_request(&[b'*'; 40], limits),
+            Parsed::Invalid("invalid multibulk length")
+        );
+        let long_inline = vec![b'a'; limits.inline_size_bytes_max + 1];
+        assert_eq!(
+            parse_request(&long_inline, limits),
+            Parsed::Invalid("inline request too long")
+        );
+    }
+
+    #[test]
+    fn commands_type_their_arguments_case_insensitively() {
+        let parse = |words: &[&'static [u8]]| Command::parse(words);
+        assert_eq!(parse(&[b"get", b"k"]), Ok(Command::Get { key: b"k" }));
+        assert_eq!(
+            parse(&[b"VSET", b"k", b"ctx", b"v", b"w", b"2"]),
+            Ok(Command::VSet {
+                key: b"k",
+                context: b"ctx",
+                value: b"v",
+                write_quorum: Some(2)
+            })
+        );
+        assert_eq!(
+            parse(&[b"vget", b"k", b"R", b"1"]),
+            Ok(Command::VGet {
+                key: b"k",
+                read_quorum: Some(1)
+            })
+        );
+        assert_eq!(
+            parse(&[b"config", b"get", b"save"]),
+            Ok(Command::ConfigGet { pattern: b"save" })
+        );
+        assert_eq!(
+            parse(&[b"client", b"setname", b"app"]),
+            Ok(Command::ClientSetName { name: b"app" })
+        );
+        assert_eq!(
+            parse(&[b"ringkv.join", b"127.0.0.1:7380"]),
+            Ok(Command::Admin(AdminCommand::Join {
+                seed: b"127.0.0.1:7380"
+            }))
+        );
+        assert!(
+            matches!(parse(&[b"DEL", b"a", b"b"]), Ok(Command::Del { keys }) if keys.len() == 2)
+        );
+    }
+
+    #[test]
+    fn bad_commands_get_the_errors_redis_users_expect() {
+        let error = |words: &[&'static [u8]]| Command::parse(words).unwrap_err().to_string();
+        assert_eq!(error(&[b"FLUSHALL"]), "ERR unknown command 'FLUSHALL'");
+        assert_eq!(
+            error(&[b"GET"]),
+            "ERR wrong number of arguments for 'get' command"
+        );
+        assert!(error(&[b"SET", b"k", b"v", b"EX", b"10"]).contains("not supported"));
+        assert!(error(&[b"VGET", b"k", b"R", b"0"]).contains("quorum"));
+        assert!(error(&[b"VGET", b"k", b"X", b"1"]).contains("R or W"));
+        assert_eq!(Command::parse(&[]), Err(CommandError::Empty));
+        static LONG: [u8; 500] = [b'x'; 500];
+        assert!(
+            error(&[&LONG[..]]).len() < 100,
+            "an unknown name is cut short"
+        );
+    }
+
+    #[test]
+    fn replies_are_written_in_resp2() {
+        let mut out = Vec::new();
+        write_simple(&mut out, "OK");
+        write_error(&mut out, "ERR bad\r\nthing");
+        write_integer(&mut out, -3);
+        write_bulk(&mut out, b"hi");
+        write_null(&mut out);
+        write_array_header(&mut out, 2);
+        assert_eq!(
+            out,
+            b"+OK\r\n-ERR badthing\r\n:-3\r\n$2\r\nhi\r\n$-1\r\n*2\r\n"
+        );
+    }
+
+    #[test]
+    fn the_fuzz_entry_point_handles_garbage_and_pipelines() {
+        fuzz_requests(b"*1\r\n$4\r\nPING\r\nGET a\r\n*-1\r\n*0\r\n");
+        fuzz_requests(&[0xFF, b'\n', b'*', b'9']);
+    }
+}

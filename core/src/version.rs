@@ -1,0 +1,820 @@
+//! Versions: dotted version vector sets (DVVSet), the structure Riak 2.x uses to track
+//! concurrent writes without sibling explosion (Almeida et al., "Scalable and Accurate
+//! Causality Tracking for Eventually Consistent Stores", 2014).
+//!
+//! A [`VersionSet`] holds one entry per node that ever coordinated a write of the key:
+//! the node's counter and its values still live, newest first, where the value at
+//! position `i` carries the dot `(node, counter - i)`. A value with no dot (an
+//! *anonymous* value) exists only while a client's write is being applied. The clock is
+//! bounded by the number of coordinators, never by the number of clients or writes, so
+//! it is never truncated.
+//!
+//! The operations a node needs:
+//! - [`VersionSet::update`]: the coordinator applies a client's write, made with the
+//!   context the client read (or the coordinator's own view for a plain SET), and gives
+//!   it a dot. What the context has seen is superseded; everything else stays a sibling.
+//! - [`VersionSet::sync`]: replicas merge; commutative, associative and idempotent.
+//! - [`VersionSet::join`]: the context a read returns (a [`VersionVector`]), handed to
+//!   clients as an opaque printable token ([`VersionVector::to_token`]).
+//! - [`VersionSet::last_write_wins`]: plain GET's deterministic pick: the latest writer
+//!   timestamp, ties broken by the dot.
+//!
+//! The invariant callers must keep: a node mints dots only for its own id, and only by
+//! [`VersionSet::update`] against its own stored versions of the key. Two nodes minting
+//! the same dot for different values would make replicas disagree forever, so a
+//! coordinator that is not a replica of the key forwards the write to one that is.
+//!
+//! A delete is an update with a [`Value::tombstone`]; when a tombstone may be reaped is
+//! the membership and anti-entropy layer's decision (it needs every replica to hold it).
+
+use crate::bytes::{DecodeError, PutBytes, Reader};
+use core::cmp::Ordering;
+use core::fmt;
+
+/// A server node's identity in clocks and dots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub u64);
+
+/// The unique event that created a value: the `counter`-th write coordinated by `node`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Dot {
+    pub node: NodeId,
+    pub counter: u64,
+}
+
+/// One written value (or a tombstone) with the coordinator's wall-clock time, used only
+/// for the last-write-wins pick, never for causality.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Value {
+    pub timestamp_ms: u64,
+    /// `None` for a tombstone.
+    pub data: Option<Vec<u8>>,
+}
+
+impl Value {
+    /// A value of `data` written at `timestamp_ms`.
+    pub fn new(data: Vec<u8>, timestamp_ms: u64) -> Value {
+        Value {
+            timestamp_ms,
+            data: Some(data),
+        }
+    }
+
+    /// A delete written at `timestamp_ms`.
+    pub fn tombstone(timestamp_ms: u64) -> Value {
+        Value {
+            timestamp_ms,
+            data: None,
+        }
+    }
+
+    /// True for a delete.
+    pub fn is_tombstone(&self) -> bool {
+        self.data.is_none()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    node: NodeId,
+    counter: u64,
+    /// Newest first; `values.len() <= counter`.
+    values: Vec<Value>,
+}
+
+/// A dotted version vector set: the versions of one key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VersionSet {
+    /// Sorted by node, one per coordinator.
+    entries: Vec<Entry>,
+    anonymous: Vec<Value>,
+}
+
+/// A sibling as seen by a reader: its value and, when it has one, its dot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sibling<'a> {
+    pub dot: Option<Dot>,
+    pub value: &'a Value,
+}
+
+/// The causal context of a read: for each coordinator, how many of its writes it covers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VersionVector {
+    /// Sorted by node, counters at least 1.
+    entries: Vec<(NodeId, u64)>,
+}
+
+impl VersionSet {
+    /// No versions at all (a key never written).
+    pub fn new() -> VersionSet {
+        VersionSet::default()
+    }
+
+    /// A client's write of `value` made after reading `context`, before a coordinator
+    /// gives it a dot (DVVSet's `new(VV, V)`).
+    pub fn from_context(context: &VersionVector, value: Value) -> VersionSet {
+        VersionSet {
+            entries: context
+                .entries
+                .iter()
+                .map(|&(node, counter)| Entry {
+                    node,
+                    counter,
+                    values: Vec::new(),
+                })
+                .collect(),
+            anonymous: vec![value],
+        }
+    }
+
+    /// The coordinator's update: `write` (from [`VersionSet::from_context`]) applied to
+    /// the coordinator's current versions `current`, with a new dot of `coordinator`.
+    /// Everything `write`'s context covers is superseded; the rest stays as siblings.
+    pub fn update(write: VersionSet, current: &VersionSet, coordinator: NodeId) -> VersionSet {
+        let VersionSet {
+            entries,
+            mut anonymous,
+        } = write;
+        let Some(value) = anonymous.pop() else {
+            // Nothing to write: the result is what the coordinator had, plus the context.
+            return VersionSet {
+                entries,
+                anonymous: Vec::new(),
+            }
+            .sync(current);
+        };
+        let context_only = VersionSet {
+            entries,
+            anonymous: Vec::new(),
+        };
+        let mut merged = context_only.sync(current);
+        merged.event(coordinator, value);
+        merged
+    }
+
+    /// A new dot of `node` for `value`.
+    fn event(&mut self, node: NodeId, value: Value) {
+        match self.entries.binary_search_by_key(&node, |entry| entry.node) {
+            Ok(index) => {
+                let entry = &mut self.entries[index];
+                entry.counter += 1;
+                entry.values.insert(0, value);
+            }
+            Err(index) => self.entries.insert(
+                index,
+                Entry {
+                    node,
+                    counter: 1,
+                    values: vec![value],
+                },
+            ),
+        }
+    }
+
+    /// Merges two replicas' versions of the same key.
+    pub fn sync(&self, other: &VersionSet) -> VersionSet {
+        let anonymous = if self.is_dominated_by(other) {
+            other.anonymous.clone()
+        } else if other.is_dominated_by(self) {
+            self.anonymous.clone()
+        } else {
+            let mut union = self.anonymous.clone();
+            for value in &other.anonymous {
+                if !union.contains(value) {
+                    union.push(value.clone());
+                }
+            }
+            union
+        };
+        let mut entries = Vec::with_capacity(self.entries.len().max(other.entries.len()));
+        let (mut left, mut right) = (
+            self.entries.iter().peekable(),
+            other.entries.iter().peekable(),
+        );
+        loop {
+            let next = match (left.peek(), right.peek()) {
+                (None, None) => break,
+                (Some(_), None) => left.next().cloned(),
+                (None, Some(_)) => right.next().cloned(),
+                (Some(a), Some(b)) => match a.node.cmp(&b.node) {
+                    Ordering::Less => left.next().cloned(),
+                    Ordering::Greater => right.next().cloned(),
+                    Ordering::Equal => {
+                        let (a, b) = (left.next(), right.next());
+                        a.zip(b).map(|(a, b)| merge_entries(a, b))
+                    }
+                },
+            };
+            entries.extend(next);
+        }
+        VersionSet { entries, anonymous }
+    }
+
+    /// True when every event `self` knows of, `other` knows too, and `other` knows
+    /// more (DVVSet's `less`).
+    pub fn is_dominated_by(&self, other: &VersionSet) -> bool {
+        strictly_greater(&other.entries, &self.entries)
+    }
+
+    /// The context of these versions: the version vector to hand to a reader.
+    pub fn join(&self) -> VersionVector {
+        VersionVector {
+            entries: self.entries.iter().map(|e| (e.node, e.counter)).collect(),
+        }
+    }
+
+    /// Every live sibling (tombstones included), anonymous ones first.
+    pub fn siblings(&self) -> impl Iterator<Item = Sibling<'_>> + '_ {
+        let anonymous = self
+            .anonymous
+            .iter()
+            .map(|value| Sibling { dot: None, value });
+        let dotted = self.entries.iter().flat_map(|entry| {
+            entry
+                .values
+                .iter()
+                .enumerate()
+                .map(move |(age, value)| Sibling {
+                    dot: Some(Dot {
+                        node: entry.node,
+                        counter: entry.counter - age as u64,
+                    }),
+                    value,
+                })
+        });
+        anonymous.chain(dotted)
+    }
+
+    /// Number of siblings.
+    pub fn sibling_count(&self) -> usize {
+        self.anonymous.len() + self.entries.iter().map(|e| e.values.len()).sum::<usize>()
+    }
+
+    /// Number of coordinators in the clock.
+    pub fn clock_size(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when there is no sibling, or every sibling is a tombstone.
+    pub fn is_deleted(&self) -> bool {
+        self.siblings().all(|s| s.value.is_tombstone())
+    }
+
+    /// Plain GET's pick among siblings: the latest timestamp, ties broken by the larger
+    /// dot (a dotted value beats an anonymous one). Deterministic on every replica.
+    pub fn last_write_wins(&self) -> Option<&Value> {
+        self.siblings()
+            .max_by(|a, b| {
+                a.value
+                    .timestamp_ms
+                    .cmp(&b.value.timestamp_ms)
+                    .then(a.dot.cmp(&b.dot))
+                    .then_with(|| a.value.cmp(b.value))
+            })
+            .map(|sibling| sibling.value)
+    }
+
+    /// The application merge hook: `merge` sees every sibling and returns the one value
+    /// to write back (with this set's [`join`](VersionSet::join) as the context).
+    pub fn reconcile(&self, merge: impl FnOnce(&[Sibling<'_>]) -> Value) -> Value {
+        let siblings: Vec<Sibling<'_>> = self.siblings().collect();
+        merge(&siblings)
+    }
+
+    /// Appends the set's binary form (used for storage records and peer messages).
+    ///
+    /// `u8` format version, `u16` entry count, then per entry `u64` node, `u64` counter,
+    /// `u16` value count and the values; then `u16` anonymous count and the values. A
+    /// value is `u64` timestamp, `u8` flags (bit 0 tombstone), `u32` length, bytes.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.put_u8(ENCODING_VERSION);
+        out.put_u16(self.entries.len() as u16);
+        for entry in &self.entries {
+            out.put_u64(entry.node.0);
+            out.put_u64(entry.counter);
+            out.put_u16(entry.values.len() as u16);
+            for value in &entry.values {
+                encode_value(value, out);
+            }
+        }
+        out.put_u16(self.anonymous.len() as u16);
+        for value in &self.anonymous {
+            encode_value(value, out);
+        }
+    }
+
+    /// Decodes a whole encoded set, checking every count and length against `bounds`
+    /// before allocating, and the structural invariants (sorted unique nodes, no more
+    /// values than a counter allows).
+    pub fn decode(bytes: &[u8], bounds: VersionBounds) -> Result<VersionSet, DecodeError> {
+        let mut reader = Reader::new(bytes);
+        if reader.u8()? != ENCODING_VERSION {
+            return Err(DecodeError::Invalid("unknown version set encoding"));
+        }
+        let entry_count = reader.count_u16(bounds.coordinators_max, "too many coordinators")?;
+        let mut entries: Vec<Entry> = Vec::with_capacity(entry_count);
+        let mut values_total = 0usize;
+        for _ in 0..entry_count {
+            let node = NodeId(reader.u64()?);
+            let counter = reader.u64()?;
+            let value_count = reader.count_u16(bounds.siblings_max, "too many siblings")?;
+            values_total += value_count;
+            if values_total > bounds.siblings_max {
+                return Err(DecodeError::Invalid("too many siblings"));
+            }
+            if counter == 0 || (value_count as u64) > counter {
+                return Err(DecodeError::Invalid("more values than the counter allows"));
+            }
+            if entries.last().is_some_and(|last| last.node >= node) {
+                return Err(DecodeError::Invalid("coordinators out of order"));
+            }
+            let mut values = Vec::with_capacity(value_count);
+            for _ in 0..value_count {
+                values.push(decode_value(&mut reader, bounds)?);
+            }
+            entries.push(Entry {
+                node,
+                counter,
+                values,
+            });
+        }
+        let anonymous_count = reader.count_u16(bounds.siblings_max, "too many siblings")?;
+        if values_total + anonymous_count > bounds.siblings_max {
+            return Err(DecodeError::Invalid("too many siblings"));
+        }
+        let mut anonymous = Vec::with_capacity(anonymous_count);
+        for _ in 0..anonymous_count {
+            anonymous.push(decode_value(&mut reader, bounds)?);
+        }
+        reader.finish("trailing bytes after a version set")?;
+        Ok(VersionSet { entries, anonymous })
+    }
+}
+
+/// Limits a decoder enforces on a version set from disk or the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VersionBounds {
+    /// Entries in the clock (coordinators ever seen for the key).
+    pub coordinators_max: usize,
+    /// Siblings in total.
+    pub siblings_max: usize,
+    /// Bytes of one value.
+    pub value_size_bytes_max: usize,
+}
+
+impl Default for VersionBounds {
+    fn default() -> VersionBounds {
+        VersionBounds {
+            coordinators_max: 1024,
+            siblings_max: 64,
+            value_size_bytes_max: crate::limits::VALUE_SIZE_BYTES_MAX,
+        }
+    }
+}
+
+const ENCODING_VERSION: u8 = 1;
+const VALUE_FLAG_TOMBSTONE: u8 = 1;
+
+fn encode_value(value: &Value, out: &mut Vec<u8>) {
+    out.put_u64(value.timestamp_ms);
+    match &value.data {
+        Some(data) => {
+            out.put_u8(0);
+            out.put_u32(data.len() as u32);
+            out.extend_from_slice(data);
+        }
+        None => {
+            out.put_u8(VALUE_FLAG_TOMBSTONE);
+            out.put_u32(0);
+        }
+    }
+}
+
+fn decode_value(reader: &mut Reader<'_>, bounds: VersionBounds) -> Result<Value, DecodeError> {
+    let timestamp_ms = reader.u64()?;
+    let flags = reader.u8()?;
+    let length = reader.length_u32(bounds.value_size_bytes_max, "value over the size bound")?;
+    match flags {
+        0 => Ok(Value::new(reader.slice(length)?.to_vec(), timestamp_ms)),
+        VALUE_FLAG_TOMBSTONE if length == 0 => Ok(Value::tombstone(timestamp_ms)),
+        VALUE_FLAG_TOMBSTONE => Err(DecodeError::Invalid("tombstone with bytes")),
+        _ => Err(DecodeError::Invalid("unknown value flags")),
+    }
+}
+
+/// DVVSet's entry merge: keep the longer history, and of the values only those the
+/// other side has not seen superseded.
+fn merge_entries(a: &Entry, b: &Entry) -> Entry {
+    let (newer, older) = if a.counter >= b.counter {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let newer_oldest_live = newer.counter - newer.values.len() as u64;
+    let older_oldest_live = older.counter - older.values.len() as u64;
+    let values = if newer_oldest_live >= older_oldest_live {
+        newer.values.clone()
+    } else {
+        // Values of `newer` with counters above what `older` saw superseded.
+        let keep = (newer.counter - older.counter) as usize + older.values.len();
+        newer.values.iter().take(keep).cloned().collect()
+    };
+    Entry {
+        node: newer.node,
+        counter: newer.counter,
+        values,
+    }
+}
+
+/// True when clock `a` has seen everything `b` has, and more.
+fn strictly_greater(a: &[Entry], b: &[Entry]) -> bool {
+    let (mut i, mut j, mut strict) = (0, 0, false);
+    loop {
+        match (a.get(i), b.get(j)) {
+            (None, None) => return strict,
+            (Some(_), None) => return true,
+            (None, Some(_)) => return false,
+            (Some(x), Some(y)) => match x.node.cmp(&y.node) {
+                Ordering::Equal => {
+                    match x.counter.cmp(&y.counter) {
+                        Ordering::Less => return false,
+                        Ordering::Greater => strict = true,
+                        Ordering::Equal => {}
+                    }
+                    i += 1;
+                    j += 1;
+                }
+                Ordering::Less => {
+                    strict = true;
+                    i += 1;
+                }
+                Ordering::Greater => return false,
+            },
+        }
+    }
+}
+
+impl VersionVector {
+    /// The empty context (a client that has read nothing).
+    pub fn new() -> VersionVector {
+        VersionVector::default()
+    }
+
+    /// (node, counter) pairs, sorted by node.
+    pub fn entries(&self) -> &[(NodeId, u64)] {
+        &self.entries
+    }
+
+    /// True when `self` has seen every event `other` has.
+    pub fn descends(&self, other: &VersionVector) -> bool {
+        other.entries.iter().all(|(node, counter)| {
+            self.entries
+                .binary_search_by_key(node, |(n, _)| *n)
+                .is_ok_and(|i| self.entries[i].1 >= *counter)
+        })
+    }
+
+    /// The opaque, printable context token given to clients: base64url (no padding) of
+    /// `u8` version, `u16` count, (`u64` node, `u64` counter) pairs and a 32-bit check
+    /// of those bytes, so a mangled token is refused instead of silently changing which
+    /// siblings a write supersedes.
+    pub fn to_token(&self) -> String {
+        let mut bytes = Vec::with_capacity(3 + self.entries.len() * 16 + 4);
+        bytes.put_u8(TOKEN_VERSION);
+        bytes.put_u16(self.entries.len() as u16);
+        for (node, counter) in &self.entries {
+            bytes.put_u64(node.0);
+            bytes.put_u64(*counter);
+        }
+        let check = token_check(&bytes);
+        bytes.put_u32(check);
+        base64url::encode(&bytes)
+    }
+
+    /// Parses a token made by [`VersionVector::to_token`]; anything else is an error.
+    pub fn from_token(token: &str) -> Result<VersionVector, ContextError> {
+        if token.len() > TOKEN_LENGTH_MAX {
+            return Err(ContextError::TooLong);
+        }
+        let bytes = base64url::decode(token).ok_or(ContextError::NotBase64)?;
+        let Some(body_length) = bytes.len().checked_sub(4) else {
+            return Err(ContextError::Malformed("too short"));
+        };
+        let (body, check) = bytes.split_at(body_length);
+        if token_check(body).to_le_bytes() != check {
+            return Err(ContextError::Malformed("check does not match"));
+        }
+        let mut reader = Reader::new(body);
+        let malformed = |_| ContextError::Malformed("truncated");
+        if reader.u8().map_err(malformed)? != TOKEN_VERSION {
+            return Err(ContextError::Malformed("unknown token version"));
+        }
+        let count = reader
+            .count_u16(TOKEN_ENTRIES_MAX, "")
+            .map_err(|_| ContextError::Malformed("too many entries"))?;
+        let mut entries: Vec<(NodeId, u64)> = Vec::with_capacity(count);
+        for _ in 0..count {
+            let node = NodeId(reader.u64().map_err(malformed)?);
+            let counter = reader.u64().map_err(malformed)?;
+            if counter == 0 || entries.last().is_some_and(|(last, _)| *last >= node) {
+                return Err(ContextError::Malformed("entries out of order"));
+            }
+            entries.push((node, counter));
+        }
+        reader
+            .finish("")
+            .map_err(|_| ContextError::Malformed("trailing bytes"))?;
+        Ok(VersionVector { entries })
+    }
+}
+
+const TOKEN_VERSION: u8 = 1;
+/// Coordinators a context may name (a cluster larger than this is out of scope).
+const TOKEN_ENTRIES_MAX: usize = 1024;
+const TOKEN_LENGTH_MAX: usize = (3 + TOKEN_ENTRIES_MAX * 16 + 4).div_ceil(3) * 4;
+
+fn token_check(bytes: &[u8]) -> u32 {
+    // Truncation keeps the low 32 bits of the hash on purpose.
+    xxhash_rust::xxh3::xxh3_64(bytes) as u32
+}
+
+/// Why a context token was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContextError {
+    TooLong,
+    NotBase64,
+    Malformed(&'static str),
+}
+
+impl fmt::Display for ContextError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ContextError::TooLong => f.write_str("context token too long"),
+            ContextError::NotBase64 => f.write_str("context token is not base64url"),
+            ContextError::Malformed(reason) => write!(f, "context token malformed: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ContextError {}
+
+/// Unpadded base64url (RFC 4648 section 5): printable, and safe in redis-cli arguments.
+mod base64url {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+    pub fn encode(bytes: &[u8]) -> String {
+        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+        for chunk in bytes.chunks(3) {
+            let word = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |word, (i, &b)| word | u32::from(b) << (16 - 8 * i));
+            for i in 0..=chunk.len() {
+                out.push(char::from(ALPHABET[(word >> (18 - 6 * i)) as usize & 63]));
+            }
+        }
+        out
+    }
+
+    fn sextet(c: u8) -> Option<u32> {
+        let value = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        Some(u32::from(value))
+    }
+
+    pub fn decode(text: &str) -> Option<Vec<u8>> {
+        let bytes = text.as_bytes();
+        if bytes.len() % 4 == 1 {
+            return None;
+        }
+        let mut out = Vec::with_capacity(bytes.len() / 4 * 3 + 2);
+        for chunk in bytes.chunks(4) {
+            let mut word = 0u32;
+            for (i, &c) in chunk.iter().enumerate() {
+                word |= sextet(c)? << (18 - 6 * i);
+            }
+            let produced = chunk.len() - 1;
+            // Canonical form: the unused low bits of a short final chunk must be zero.
+            if produced < 3 && word & ((1 << (8 * (3 - produced))) - 1) != 0 {
+                return None;
+            }
+            for i in 0..produced {
+                out.push((word >> (16 - 8 * i)) as u8);
+            }
+        }
+        Some(out)
+    }
+}
+
+/// Fuzz entry point: any token text either is refused or round-trips exactly.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn fuzz_context_token(data: &[u8]) {
+    if let Ok(text) = core::str::from_utf8(data) {
+        if let Ok(context) = VersionVector::from_token(text) {
+            assert_eq!(context.to_token(), text);
+        }
+    }
+}
+
+/// Fuzz entry point: any bytes either are refused or decode to a set that re-encodes
+/// to the same bytes.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn fuzz_version_set(data: &[u8]) {
+    if let Ok(set) = VersionSet::decode(data, VersionBounds::default()) {
+        let mut again = Vec::new();
+        set.encode(&mut again);
+        assert_eq!(again, data);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: NodeId = NodeId(1);
+    const B: NodeId = NodeId(2);
+    const C: NodeId = NodeId(3);
+
+    fn v(text: &str) -> Value {
+        Value::new(text.as_bytes().to_vec(), 0)
+    }
+
+    fn texts(set: &VersionSet) -> Vec<String> {
+        let mut texts: Vec<String> = set
+            .siblings()
+            .map(|s| match &s.value.data {
+                Some(d) => String::from_utf8_lossy(d).into_owned(),
+                None => "<deleted>".to_owned(),
+            })
+            .collect();
+        texts.sort();
+        texts
+    }
+
+    /// A client write of `value` at `coordinator` after reading `read`.
+    fn put(
+        current: &VersionSet,
+        read: &VersionVector,
+        value: Value,
+        coordinator: NodeId,
+    ) -> VersionSet {
+        VersionSet::update(VersionSet::from_context(read, value), current, coordinator)
+    }
+
+    #[test]
+    fn a_write_with_the_read_context_supersedes_what_was_read() {
+        let s1 = put(&VersionSet::new(), &VersionVector::new(), v("a"), A);
+        let s2 = put(&s1, &s1.join(), v("b"), A);
+        assert_eq!(texts(&s2), ["b"]);
+        assert_eq!(s2.join().entries(), [(A, 2)]);
+    }
+
+    #[test]
+    fn concurrent_writes_become_siblings_and_a_later_write_resolves_them() {
+        let s1 = put(&VersionSet::new(), &VersionVector::new(), v("a"), A);
+        let context = s1.join();
+        let s2 = put(&s1, &context, v("b"), A);
+        let s3 = put(&s2, &context, v("c"), B);
+        assert_eq!(texts(&s3), ["b", "c"]);
+        let s4 = put(&s3, &s3.join(), v("merged"), C);
+        assert_eq!(texts(&s4), ["merged"]);
+        assert_eq!(s4.clock_size(), 3);
+    }
+
+    #[test]
+    fn replicas_that_diverged_sync_to_the_same_siblings_either_way() {
+        let base = put(&VersionSet::new(), &VersionVector::new(), v("a"), A);
+        let on_a = put(&base, &base.join(), v("from a"), A);
+        let on_b = put(&base, &base.join(), v("from b"), B);
+        let ab = on_a.sync(&on_b);
+        assert_eq!(ab, on_b.sync(&on_a));
+        assert_eq!(texts(&ab), ["from a", "from b"]);
+        assert_eq!(ab.sync(&ab), ab);
+        // A replica that only has the old state learns it is superseded.
+        assert_eq!(base.sync(&ab), ab);
+        assert!(base.is_dominated_by(&ab));
+        assert!(!ab.is_dominated_by(&base));
+    }
+
+    #[test]
+    fn last_write_wins_picks_the_latest_timestamp_then_the_larger_dot() {
+        let s1 = put(
+            &VersionSet::new(),
+            &VersionVector::new(),
+            Value::new(b"old".to_vec(), 10),
+            A,
+        );
+        let s2 = put(
+            &s1,
+            &VersionVector::new(),
+            Value::new(b"new".to_vec(), 20),
+            B,
+        );
+        assert_eq!(
+            s2.last_write_wins().unwrap().data.as_deref(),
+            Some(&b"new"[..])
+        );
+        let tie = put(
+            &s2,
+            &VersionVector::new(),
+            Value::new(b"tie".to_vec(), 20),
+            C,
+        );
+        assert_eq!(
+            tie.last_write_wins().unwrap().data.as_deref(),
+            Some(&b"tie"[..]),
+            "C > B"
+        );
+        assert_eq!(VersionSet::new().last_write_wins(), None);
+    }
+
+    #[test]
+    fn a_delete_is_a_tombstone_sibling_until_superseded() {
+        let s1 = put(&VersionSet::new(), &VersionVector::new(), v("a"), A);
+        let deleted = put(&s1, &s1.join(), Value::tombstone(5), A);
+        assert!(deleted.is_deleted());
+        assert_eq!(deleted.sibling_count(), 1);
+        let concurrent = put(&deleted, &s1.join(), v("racing"), B);
+        assert!(
+            !concurrent.is_deleted(),
+            "a concurrent write survives the delete"
+        );
+    }
+
+    #[test]
+    fn reconcile_hands_every_sibling_to_the_application() {
+        let s1 = put(&VersionSet::new(), &VersionVector::new(), v("x"), A);
+        let s2 = put(&s1, &VersionVector::new(), v("y"), B);
+        let merged = s2.reconcile(|siblings| {
+            let mut all: Vec<u8> = siblings
+                .iter()
+                .flat_map(|s| s.value.data.clone().unwrap())
+                .collect();
+            all.sort();
+            Value::new(all, 1)
+        });
+        assert_eq!(merged.data.as_deref(), Some(&b"xy"[..]));
+    }
+
+    #[test]
+    fn the_binary_form_round_trips_and_refuses_broken_input() {
+        let s1 = put(&VersionSet::new(), &VersionVector::new(), v("a"), B);
+        let s2 = put(&s1, &VersionVector::new(), Value::tombstone(3), A);
+        let mut bytes = Vec::new();
+        s2.encode(&mut bytes);
+        assert_eq!(VersionSet::decode(&bytes, VersionBounds::default()), Ok(s2));
+        for cut in 0..bytes.len() {
+            assert!(VersionSet::decode(&bytes[..cut], VersionBounds::default()).is_err());
+        }
+        let tight = VersionBounds {
+            siblings_max: 1,
+            ..VersionBounds::default()
+        };
+        assert_eq!(
+            VersionSet::decode(&bytes, tight),
+            Err(DecodeError::Invalid("too many siblings"))
+        );
+    }
+
+    #[test]
+    fn context_tokens_are_printable_round_trip_and_refuse_tampering() {
+        let s = put(
+            &put(&VersionSet::new(), &VersionVector::new(), v("a"), A),
+            &VersionVector::new(),
+            v("b"),
+            NodeId(u64::MAX),
+        );
+        let token = s.join().to_token();
+        assert!(
+            token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
+        assert_eq!(VersionVector::from_token(&token), Ok(s.join()));
+        assert_eq!(
+            VersionVector::from_token(&VersionVector::new().to_token()),
+            Ok(VersionVector::new())
+        );
+        let mut tampered = token.clone().into_bytes();
+        tampered[5] = if tampered[5] == b'A' { b'B' } else { b'A' };
+        assert!(VersionVector::from_token(core::str::from_utf8(&tampered).unwrap()).is_err());
+        for bad in ["", "!!!!", "A", &token[..token.len() - 1]] {
+            assert!(VersionVector::from_token(bad).is_err(), "{bad:?}");
+        }
+        fuzz_context_token(token.as_bytes());
+    }
+
+    #[test]
+    fn base64url_round_trips_every_length() {
+        for length in 0..40u8 {
+            let bytes: Vec<u8> = (0..length).map(|i| i.wrapping_mul(37)).collect();
+            assert_eq!(base64url::decode(&base64url::encode(&bytes)), Some(bytes));
+        }
+    }
+}

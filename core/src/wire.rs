@@ -1,0 +1,794 @@
+//! The peer protocol: length-prefixed binary frames between ringkv nodes.
+//!
+//! Frame layout (all integers little-endian, fixed width):
+//!
+//! | size | field |
+//! |---|---|
+//! | 4 | length of everything after this field |
+//! | 1 | protocol version ([`PROTOCOL_VERSION`]) |
+//! | 8 | cluster id |
+//! | 1 | message type |
+//! | ... | the message |
+//!
+//! A frame from another protocol version or another cluster decodes to
+//! [`FrameError::Foreign`], so the node can refuse the peer with a clear log line
+//! instead of misreading it. Every length and count is checked against [`WireLimits`]
+//! before anything is allocated; the decoder never panics. Messages borrow keys and
+//! encoded version sets from the input buffer.
+//!
+//! Many frames can be appended to one buffer and written with one syscall:
+//! [`encode_frame`] appends; [`decode_frame`] reads the first frame of a buffer and says
+//! how many bytes it used.
+
+use crate::bytes::{DecodeError, PutBytes, Reader};
+use crate::version::NodeId;
+
+/// The protocol this build speaks.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// Bytes before the message: length, version, cluster id, type.
+pub const FRAME_HEADER_SIZE_BYTES: usize = 4 + 1 + 8 + 1;
+
+/// Bounds a decoder enforces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WireLimits {
+    /// Largest frame, header included.
+    pub frame_size_bytes_max: usize,
+    pub key_size_bytes_max: usize,
+    /// Largest encoded version set (all siblings of a key).
+    pub versions_size_bytes_max: usize,
+    /// Most items in any list (members, hashes, transferred keys).
+    pub list_length_max: usize,
+}
+
+impl Default for WireLimits {
+    fn default() -> WireLimits {
+        WireLimits {
+            frame_size_bytes_max: 8 << 20,
+            key_size_bytes_max: crate::limits::KEY_SIZE_BYTES_MAX,
+            versions_size_bytes_max: 8 << 20,
+            list_length_max: 4096,
+        }
+    }
+}
+
+/// How a replica answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplicaStatus {
+    Ok,
+    /// The replica has nothing for the key.
+    NotFound,
+    /// The replica's storage failed (disk full, corruption); the coordinator counts it
+    /// as no answer.
+    StorageFailed,
+    /// The replica is overloaded and refused the request.
+    Overloaded,
+}
+
+/// A member's lifecycle state in the gossiped view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberStatus {
+    Joining,
+    Up,
+    Leaving,
+    Left,
+}
+
+/// One member as gossip carries it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberRecord<'a> {
+    pub id: NodeId,
+    pub peer_address: &'a [u8],
+    pub client_address: &'a [u8],
+    pub weight: u32,
+    /// `u32::MAX` when the member has no zone.
+    pub zone: u32,
+    pub status: MemberStatus,
+    /// Entries merge by version: the larger wins.
+    pub version: u64,
+}
+
+/// Every message nodes exchange.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// First frame on a connection: who is talking.
+    Hello {
+        node: NodeId,
+    },
+    /// Liveness probe (failure detection).
+    Ping {
+        nonce: u64,
+    },
+    Pong {
+        nonce: u64,
+    },
+    /// Read a key's versions.
+    ReplicaGet {
+        request: u64,
+        key: &'a [u8],
+    },
+    /// `versions` is an encoded version set, empty unless `status` is `Ok`.
+    ReplicaGetReply {
+        request: u64,
+        status: ReplicaStatus,
+        versions: &'a [u8],
+    },
+    /// Store (merge) versions. `hint` names the intended owner when the receiver is a
+    /// stand-in of a sloppy quorum; also used for read repair and hint delivery.
+    ReplicaPut {
+        request: u64,
+        key: &'a [u8],
+        versions: &'a [u8],
+        hint: Option<NodeId>,
+    },
+    /// Sent only after the write is durable.
+    ReplicaPutReply {
+        request: u64,
+        status: ReplicaStatus,
+    },
+    /// Gossip: the sender's membership view; the receiver answers with its own.
+    Gossip {
+        members: Vec<MemberRecord<'a>>,
+    },
+    GossipReply {
+        members: Vec<MemberRecord<'a>>,
+    },
+    /// Anti-entropy: the sender's hashes of `buckets` of a partition's tree at `level`.
+    TreeHashes {
+        partition: u32,
+        level: u8,
+        hashes: Vec<(u32, u64)>,
+    },
+    /// Anti-entropy: per key of one bucket, a hash of its versions.
+    KeyHashes {
+        partition: u32,
+        bucket: u32,
+        keys: Vec<(&'a [u8], u64)>,
+    },
+    /// Handoff and rebalancing: a batch of a partition's keys after `cursor`.
+    TransferBatch {
+        partition: u32,
+        cursor: u64,
+        items: Vec<(&'a [u8], &'a [u8])>,
+        last: bool,
+    },
+    /// The receiver has made the batch up to `cursor` durable.
+    TransferAck {
+        partition: u32,
+        cursor: u64,
+    },
+}
+
+/// Why a frame could not be decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// Not a whole frame yet.
+    Incomplete { needed: usize },
+    /// Another protocol version or another cluster: refuse the peer.
+    Foreign { version: u8, cluster_id: u64 },
+    /// A broken frame: close the connection.
+    Invalid(&'static str),
+}
+
+impl From<DecodeError> for FrameError {
+    fn from(error: DecodeError) -> FrameError {
+        match error {
+            // Inside a frame whose length is known, running short means a lying length.
+            DecodeError::Incomplete { .. } => FrameError::Invalid("message shorter than its frame"),
+            DecodeError::Invalid(reason) => FrameError::Invalid(reason),
+        }
+    }
+}
+
+mod kind {
+    pub const HELLO: u8 = 1;
+    pub const PING: u8 = 2;
+    pub const PONG: u8 = 3;
+    pub const REPLICA_GET: u8 = 4;
+    pub const REPLICA_GET_REPLY: u8 = 5;
+    pub const REPLICA_PUT: u8 = 6;
+    pub const REPLICA_PUT_REPLY: u8 = 7;
+    pub const GOSSIP: u8 = 8;
+    pub const GOSSIP_REPLY: u8 = 9;
+    pub const TREE_HASHES: u8 = 10;
+    pub const KEY_HASHES: u8 = 11;
+    pub const TRANSFER_BATCH: u8 = 12;
+    pub const TRANSFER_ACK: u8 = 13;
+}
+
+/// Appends one frame of `message` for `cluster_id` to `out`; returns its size.
+pub fn encode_frame(out: &mut Vec<u8>, cluster_id: u64, message: &Message<'_>) -> usize {
+    let start = out.len();
+    out.put_u32(0);
+    out.put_u8(PROTOCOL_VERSION);
+    out.put_u64(cluster_id);
+    encode_message(out, message);
+    let length = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&length.to_le_bytes());
+    out.len() - start
+}
+
+fn put_bytes_u32(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.put_u32(bytes.len() as u32);
+    out.extend_from_slice(bytes);
+}
+
+fn put_key(out: &mut Vec<u8>, key: &[u8]) {
+    out.put_u16(key.len() as u16);
+    out.extend_from_slice(key);
+}
+
+fn status_code(status: ReplicaStatus) -> u8 {
+    match status {
+        ReplicaStatus::Ok => 0,
+        ReplicaStatus::NotFound => 1,
+        ReplicaStatus::StorageFailed => 2,
+        ReplicaStatus::Overloaded => 3,
+    }
+}
+
+fn encode_members(out: &mut Vec<u8>, members: &[MemberRecord<'_>]) {
+    out.put_u16(members.len() as u16);
+    for member in members {
+        out.put_u64(member.id.0);
+        put_key(out, member.peer_address);
+        put_key(out, member.client_address);
+        out.put_u32(member.weight);
+        out.put_u32(member.zone);
+        out.put_u8(match member.status {
+            MemberStatus::Joining => 0,
+            MemberStatus::Up => 1,
+            MemberStatus::Leaving => 2,
+            MemberStatus::Left => 3,
+        });
+        out.put_u64(member.version);
+    }
+}
+
+fn encode_message(out: &mut Vec<u8>, message: &Message<'_>) {
+    match message {
+        Message::Hello { node } => {
+            out.put_u8(kind::HELLO);
+            out.put_u64(node.0);
+        }
+        Message::Ping { nonce } => {
+            out.put_u8(kind::PING);
+            out.put_u64(*nonce);
+        }
+        Message::Pong { nonce } => {
+            out.put_u8(kind::PONG);
+            out.put_u64(*nonce);
+        }
+        Message::ReplicaGet { request, key } => {
+            out.put_u8(kind::REPLICA_GET);
+            out.put_u64(*request);
+            put_key(out, key);
+        }
+        Message::ReplicaGetReply {
+            request,
+            status,
+            versions,
+        } => {
+            out.put_u8(kind::REPLICA_GET_REPLY);
+            out.put_u64(*request);
+            out.put_u8(status_code(*status));
+            put_bytes_u32(out, versions);
+        }
+        Message::ReplicaPut {
+            request,
+            key,
+            versions,
+            hint,
+        } => {
+            out.put_u8(kind::REPLICA_PUT);
+            out.put_u64(*request);
+            put_key(out, key);
+            put_bytes_u32(out, versions);
+            match hint {
+                Some(node) => {
+                    out.put_u8(1);
+                    out.put_u64(node.0);
+                }
+                None => out.put_u8(0),
+            }
+        }
+        Message::ReplicaPutReply { request, status } => {
+            out.put_u8(kind::REPLICA_PUT_REPLY);
+            out.put_u64(*request);
+            out.put_u8(status_code(*status));
+        }
+        Message::Gossip { members } => {
+            out.put_u8(kind::GOSSIP);
+            encode_members(out, members);
+        }
+        Message::GossipReply { members } => {
+            out.put_u8(kind::GOSSIP_REPLY);
+            encode_members(out, members);
+        }
+        Message::TreeHashes {
+            partition,
+            level,
+            hashes,
+        } => {
+            out.put_u8(kind::TREE_HASHES);
+            out.put_u32(*partition);
+            out.put_u8(*level);
+            out.put_u16(hashes.len() as u16);
+            for (bucket, hash) in hashes {
+                out.put_u32(*bucket);
+                out.put_u64(*hash);
+            }
+        }
+        Message::KeyHashes {
+            partition,
+            bucket,
+            keys,
+        } => {
+            out.put_u8(kind::KEY_HASHES);
+            out.put_u32(*partition);
+            out.put_u32(*bucket);
+            out.put_u16(keys.len() as u16);
+            for (key, hash) in keys {
+                put_key(out, key);
+                out.put_u64(*hash);
+            }
+        }
+        Message::TransferBatch {
+            partition,
+            cursor,
+            items,
+            last,
+        } => {
+            out.put_u8(kind::TRANSFER_BATCH);
+            out.put_u32(*partition);
+            out.put_u64(*cursor);
+            out.put_u8(u8::from(*last));
+            out.put_u16(items.len() as u16);
+            for (key, versions) in items {
+                put_key(out, key);
+                put_bytes_u32(out, versions);
+            }
+        }
+        Message::TransferAck { partition, cursor } => {
+            out.put_u8(kind::TRANSFER_ACK);
+            out.put_u32(*partition);
+            out.put_u64(*cursor);
+        }
+    }
+}
+
+/// Decodes the first frame of `input`: the message and the frame's size in bytes.
+/// A frame of the right version whose cluster id differs from `cluster_id` is
+/// [`FrameError::Foreign`].
+pub fn decode_frame<'a>(
+    input: &'a [u8],
+    cluster_id: u64,
+    limits: WireLimits,
+) -> Result<(Message<'a>, usize), FrameError> {
+    let mut header = Reader::new(input);
+    let length = match header.u32() {
+        Ok(length) => length as usize,
+        Err(_) => {
+            return Err(FrameError::Incomplete {
+                needed: 4 - input.len(),
+            });
+        }
+    };
+    if length + 4 > limits.frame_size_bytes_max {
+        return Err(FrameError::Invalid("frame over the size limit"));
+    }
+    if length < FRAME_HEADER_SIZE_BYTES - 4 {
+        return Err(FrameError::Invalid("frame shorter than its header"));
+    }
+    let Some(frame) = input.get(4..4 + length) else {
+        return Err(FrameError::Incomplete {
+            needed: 4 + length - input.len(),
+        });
+    };
+    let mut reader = Reader::new(frame);
+    let version = reader.u8()?;
+    let sender_cluster = reader.u64()?;
+    if version != PROTOCOL_VERSION || sender_cluster != cluster_id {
+        return Err(FrameError::Foreign {
+            version,
+            cluster_id: sender_cluster,
+        });
+    }
+    let message = decode_message(&mut reader, limits)?;
+    reader.finish("trailing bytes in a frame")?;
+    Ok((message, 4 + length))
+}
+
+fn key<'a>(reader: &mut Reader<'a>, limits: WireLimits) -> Result<&'a [u8], DecodeError> {
+    let length = usize::from(reader.u16()?);
+    if length > limits.key_size_bytes_max {
+        return Err(DecodeError::Invalid("key over the size limit"));
+    }
+    reader.slice(length)
+}
+
+fn versions<'a>(reader: &mut Reader<'a>, limits: WireLimits) -> Result<&'a [u8], DecodeError> {
+    let length = reader.length_u32(
+        limits.versions_size_bytes_max,
+        "versions over the size limit",
+    )?;
+    reader.slice(length)
+}
+
+fn status(reader: &mut Reader<'_>) -> Result<ReplicaStatus, DecodeError> {
+    match reader.u8()? {
+        0 => Ok(ReplicaStatus::Ok),
+        1 => Ok(ReplicaStatus::NotFound),
+        2 => Ok(ReplicaStatus::StorageFailed),
+        3 => Ok(ReplicaStatus::Overloaded),
+        _ => Err(DecodeError::Invalid("unknown replica status")),
+    }
+}
+
+fn list_length(
+    reader: &mut Reader<'_>,
+    limits: WireLimits,
+    item_size_bytes_min: usize,
+) -> Result<usize, DecodeError> {
+    let count = reader.count_u16(limits.list_length_max, "list longer than the limit")?;
+    // Each item takes at least this many bytes: a count the frame cannot hold is a lie,
+    // refused before `Vec::with_capacity` trusts it.
+    if count * item_size_bytes_min > reader.remaining() {
+        return Err(DecodeError::Invalid("list longer than its frame"));
+    }
+    Ok(count)
+}
+
+fn members<'a>(
+    reader: &mut Reader<'a>,
+    limits: WireLimits,
+) -> Result<Vec<MemberRecord<'a>>, DecodeError> {
+    let count = list_length(reader, limits, 8 + 2 + 2 + 4 + 4 + 1 + 8)?;
+    let mut members = Vec::with_capacity(count);
+    for _ in 0..count {
+        let id = NodeId(reader.u64()?);
+        let peer_address = key(reader, limits)?;
+        let client_address = key(reader, limits)?;
+        let weight = reader.u32()?;
+        let zone = reader.u32()?;
+        let status = match reader.u8()? {
+            0 => MemberStatus::Joining,
+            1 => MemberStatus::Up,
+            2 => MemberStatus::Leaving,
+            3 => MemberStatus::Left,
+            _ => return Err(DecodeError::Invalid("unknown member status")),
+        };
+        let version = reader.u64()?;
+        members.push(MemberRecord {
+            id,
+            peer_address,
+            client_address,
+            weight,
+            zone,
+            status,
+            version,
+        });
+    }
+    Ok(members)
+}
+
+fn decode_message<'a>(
+    reader: &mut Reader<'a>,
+    limits: WireLimits,
+) -> Result<Message<'a>, DecodeError> {
+    let message = match reader.u8()? {
+        kind::HELLO => Message::Hello {
+            node: NodeId(reader.u64()?),
+        },
+        kind::PING => Message::Ping {
+            nonce: reader.u64()?,
+        },
+        kind::PONG => Message::Pong {
+            nonce: reader.u64()?,
+        },
+        kind::REPLICA_GET => Message::ReplicaGet {
+            request: reader.u64()?,
+            key: key(reader, limits)?,
+        },
+        kind::REPLICA_GET_REPLY => Message::ReplicaGetReply {
+            request: reader.u64()?,
+            status: status(reader)?,
+            versions: versions(reader, limits)?,
+        },
+        kind::REPLICA_PUT => Message::ReplicaPut {
+            request: reader.u64()?,
+            key: key(reader, limits)?,
+            versions: versions(reader, limits)?,
+            hint: match reader.u8()? {
+                0 => None,
+                1 => Some(NodeId(reader.u64()?)),
+                _ => return Err(DecodeError::Invalid("bad hint flag")),
+            },
+        },
+        kind::REPLICA_PUT_REPLY => Message::ReplicaPutReply {
+            request: reader.u64()?,
+            status: status(reader)?,
+        },
+        kind::GOSSIP => Message::Gossip {
+            members: members(reader, limits)?,
+        },
+        kind::GOSSIP_REPLY => Message::GossipReply {
+            members: members(reader, limits)?,
+        },
+        kind::TREE_HASHES => {
+            let partition = reader.u32()?;
+            let level = reader.u8()?;
+            let count = list_length(reader, limits, 12)?;
+            let mut hashes = Vec::with_capacity(count);
+            for _ in 0..count {
+                hashes.push((reader.u32()?, reader.u64()?));
+            }
+            Message::TreeHashes {
+                partition,
+                level,
+                hashes,
+            }
+        }
+        kind::KEY_HASHES => {
+            let partition = reader.u32()?;
+            let bucket = reader.u32()?;
+            let count = list_length(reader, limits, 2 + 8)?;
+            let mut keys = Vec::with_capacity(count);
+            for _ in 0..count {
+                keys.push((key(reader, limits)?, reader.u64()?));
+            }
+            Message::KeyHashes {
+                partition,
+                bucket,
+                keys,
+            }
+        }
+        kind::TRANSFER_BATCH => {
+            let partition = reader.u32()?;
+            let cursor = reader.u64()?;
+            let last = match reader.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(DecodeError::Invalid("bad last flag")),
+            };
+            let count = list_length(reader, limits, 2 + 4)?;
+            let mut items = Vec::with_capacity(count);
+            for _ in 0..count {
+                items.push((key(reader, limits)?, versions(reader, limits)?));
+            }
+            Message::TransferBatch {
+                partition,
+                cursor,
+                items,
+                last,
+            }
+        }
+        kind::TRANSFER_ACK => Message::TransferAck {
+            partition: reader.u32()?,
+            cursor: reader.u64()?,
+        },
+        _ => return Err(DecodeError::Invalid("unknown message type")),
+    };
+    Ok(message)
+}
+
+/// Fuzz entry point: arbitrary bytes never panic the decoder, and a decoded frame
+/// re-encodes to exactly the bytes it came from.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn fuzz_frame(data: &[u8]) {
+    let cluster_id = match data.get(5..13) {
+        Some(bytes) => u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8])),
+        None => 0,
+    };
+    if let Ok((message, size)) = decode_frame(data, cluster_id, WireLimits::default()) {
+        let mut again = Vec::new();
+        assert_eq!(encode_frame(&mut again, cluster_id, &message), size);
+        assert_eq!(again, &data[..size]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLUSTER: u64 = 0xC1A5_7E2D;
+
+    /// One of every message, with every optional field in both states.
+    pub(crate) fn every_message() -> Vec<Message<'static>> {
+        let member = MemberRecord {
+            id: NodeId(7),
+            peer_address: b"127.0.0.1:7380",
+            client_address: b"127.0.0.1:7379",
+            weight: 2,
+            zone: u32::MAX,
+            status: MemberStatus::Up,
+            version: 12,
+        };
+        vec![
+            Message::Hello { node: NodeId(42) },
+            Message::Ping { nonce: 1 },
+            Message::Pong { nonce: 1 },
+            Message::ReplicaGet {
+                request: 9,
+                key: b"cart:1",
+            },
+            Message::ReplicaGetReply {
+                request: 9,
+                status: ReplicaStatus::Ok,
+                versions: b"\x01\x00\x00\x00\x00",
+            },
+            Message::ReplicaGetReply {
+                request: 9,
+                status: ReplicaStatus::NotFound,
+                versions: b"",
+            },
+            Message::ReplicaPut {
+                request: 10,
+                key: b"k",
+                versions: b"vvv",
+                hint: None,
+            },
+            Message::ReplicaPut {
+                request: 11,
+                key: b"k",
+                versions: b"vvv",
+                hint: Some(NodeId(3)),
+            },
+            Message::ReplicaPutReply {
+                request: 10,
+                status: ReplicaStatus::StorageFailed,
+            },
+            Message::ReplicaPutReply {
+                request: 10,
+                status: ReplicaStatus::Overloaded,
+            },
+            Message::Gossip {
+                members: vec![
+                    member,
+                    MemberRecord {
+                        status: MemberStatus::Leaving,
+                        zone: 4,
+                        ..member
+                    },
+                ],
+            },
+            Message::GossipReply {
+                members: vec![
+                    MemberRecord {
+                        status: MemberStatus::Joining,
+                        ..member
+                    },
+                    MemberRecord {
+                        status: MemberStatus::Left,
+                        ..member
+                    },
+                ],
+            },
+            Message::TreeHashes {
+                partition: 5,
+                level: 2,
+                hashes: vec![(0, 99), (7, 1)],
+            },
+            Message::KeyHashes {
+                partition: 5,
+                bucket: 7,
+                keys: vec![(b"a", 1), (b"", 2)],
+            },
+            Message::TransferBatch {
+                partition: 5,
+                cursor: 77,
+                items: vec![(b"a", b"x"), (b"b", b"")],
+                last: true,
+            },
+            Message::TransferBatch {
+                partition: 5,
+                cursor: 78,
+                items: vec![],
+                last: false,
+            },
+            Message::TransferAck {
+                partition: 5,
+                cursor: 77,
+            },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips_and_frames_concatenate() {
+        let mut buffer = Vec::new();
+        let messages = every_message();
+        for message in &messages {
+            encode_frame(&mut buffer, CLUSTER, message);
+        }
+        let mut input = &buffer[..];
+        for expected in &messages {
+            let (message, size) = decode_frame(input, CLUSTER, WireLimits::default()).unwrap();
+            assert_eq!(&message, expected);
+            input = &input[size..];
+        }
+        assert!(input.is_empty());
+    }
+
+    #[test]
+    fn every_truncation_is_incomplete_and_every_corruption_is_caught_or_harmless() {
+        for message in every_message() {
+            let mut frame = Vec::new();
+            encode_frame(&mut frame, CLUSTER, &message);
+            for cut in 0..frame.len() {
+                assert!(
+                    matches!(
+                        decode_frame(&frame[..cut], CLUSTER, WireLimits::default()),
+                        Err(FrameError::Incomplete { .. })
+                    ),
+                    "{message:?} cut at {cut}"
+                );
+            }
+            for at in 0..frame.len() {
+                for flip in [0x01u8, 0x80, 0xFF] {
+                    let mut damaged = frame.clone();
+                    damaged[at] ^= flip;
+                    // Must not panic; whatever decodes must re-encode identically.
+                    fuzz_frame(&damaged);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_peer_of_another_cluster_or_version_is_foreign() {
+        let mut frame = Vec::new();
+        encode_frame(&mut frame, CLUSTER, &Message::Ping { nonce: 5 });
+        assert_eq!(
+            decode_frame(&frame, CLUSTER + 1, WireLimits::default()),
+            Err(FrameError::Foreign {
+                version: PROTOCOL_VERSION,
+                cluster_id: CLUSTER
+            })
+        );
+        frame[4] = PROTOCOL_VERSION + 1;
+        assert!(matches!(
+            decode_frame(&frame, CLUSTER, WireLimits::default()),
+            Err(FrameError::Foreign { .. })
+        ));
+    }
+
+    #[test]
+    fn lengths_and_counts_are_bounded_before_allocation() {
+        let limits = WireLimits::default();
+        let mut huge = Vec::new();
+        huge.put_u32(u32::MAX);
+        assert_eq!(
+            decode_frame(&huge, CLUSTER, limits),
+            Err(FrameError::Invalid("frame over the size limit"))
+        );
+        // A gossip frame claiming 4000 members in a few bytes.
+        let mut lying = Vec::new();
+        lying.put_u32(0);
+        lying.put_u8(PROTOCOL_VERSION);
+        lying.put_u64(CLUSTER);
+        lying.put_u8(kind::GOSSIP);
+        lying.put_u16(4000);
+        let length = (lying.len() - 4) as u32;
+        lying[..4].copy_from_slice(&length.to_le_bytes());
+        assert_eq!(
+            decode_frame(&lying, CLUSTER, limits),
+            Err(FrameError::Invalid("list longer than its frame"))
+        );
+        let tight = WireLimits {
+            key_size_bytes_max: 2,
+            ..limits
+        };
+        let mut frame = Vec::new();
+        encode_frame(
+            &mut frame,
+            CLUSTER,
+            &Message::ReplicaGet {
+                request: 1,
+                key: b"abc",
+            },
+        );
+        assert_eq!(
+            decode_frame(&frame, CLUSTER, tight),
+            Err(FrameError::Invalid("key over the size limit"))
+        );
+    }
+}
