@@ -45,3 +45,39 @@ fn the_durability_parser_survives_its_fuzz_corpus() {
     }
     assert!(parsed >= 4, "the corpus should hold the valid spellings");
 }
+
+#[test]
+fn the_peer_frame_decoder_survives_its_fuzz_corpus() {
+    for (name, input) in corpus("peer_frame_decode") {
+        println!("replaying {name}");
+        ringkv_core::wire::fuzz_frame(&input);
+    }
+}
+
+#[test]
+fn the_resp_parser_survives_its_fuzz_corpus() {
+    for (name, input) in corpus("resp_requests") {
+        println!("replaying {name}");
+        ringkv_core::resp::fuzz_requests(&input);
+    }
+}
+
+#[test]
+fn the_context_token_decoder_survives_its_fuzz_corpus() {
+    let mut valid = 0;
+    for (name, input) in corpus("context_token") {
+        println!("replaying {name}");
+        ringkv_core::version::fuzz_context_token(&input);
+        let text = String::from_utf8_lossy(&input);
+        valid += usize::from(ringkv_core::VersionVector::from_token(&text).is_ok());
+    }
+    assert!(valid >= 2, "the corpus should hold real tokens");
+}
+
+#[test]
+fn the_version_set_decoder_survives_its_fuzz_corpus() {
+    for (name, input) in corpus("version_set_decode") {
+        println!("replaying {name}");
+        ringkv_core::version::fuzz_version_set(&input);
+    }
+}
