@@ -612,6 +612,18 @@ mod tests {
     }
 
     #[test]
+    fn a_corrupted_byte_anywhere_never_panics_and_never_overreads() {
+        let input = b"*3\r\n$4\r\nVSET\r\n$1\r\nk\r\n$3\r\nabc\r\nGET k\r\n";
+        for at in 0..input.len() {
+            for flip in [0x01u8, 0x20, 0x80, 0xFF] {
+                let mut damaged = input.to_vec();
+                damaged[at] ^= flip;
+                fuzz_requests(&damaged);
+            }
+        }
+    }
+
+    #[test]
     fn the_fuzz_entry_point_handles_garbage_and_pipelines() {
         fuzz_requests(b"*1\r\n$4\r\nPING\r\nGET a\r\n*-1\r\n*0\r\n");
         fuzz_requests(&[0xFF, b'\n', b'*', b'9']);

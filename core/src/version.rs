@@ -772,6 +772,12 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(VersionSet::decode(&bytes[..cut], VersionBounds::default()).is_err());
         }
+        for at in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 0x41;
+            // Refused, or a valid set that re-encodes to exactly the damaged bytes.
+            fuzz_version_set(&damaged);
+        }
         let tight = VersionBounds {
             siblings_max: 1,
             ..VersionBounds::default()
