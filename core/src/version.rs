@@ -286,6 +286,10 @@ impl VersionSet {
     /// `u8` format version, `u16` entry count, then per entry `u64` node, `u64` counter,
     /// `u16` value count and the values; then `u16` anonymous count and the values. A
     /// value is `u64` timestamp, `u8` flags (bit 0 tombstone), `u32` length, bytes.
+    ///
+    /// The counts fit their fields because a node keeps every set within
+    /// [`VersionBounds`] (at most 64 siblings and 1024 coordinators by default, values
+    /// under the client limit) before it stores or sends it.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.put_u8(ENCODING_VERSION);
         out.put_u16(self.entries.len() as u16);

@@ -195,26 +195,53 @@ mod kind {
     pub const TRANSFER_ACK: u8 = 13;
 }
 
-/// Appends one frame of `message` for `cluster_id` to `out`; returns its size.
-pub fn encode_frame(out: &mut Vec<u8>, cluster_id: u64, message: &Message<'_>) -> usize {
+/// A message that cannot be framed: a field longer than its length prefix can say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EncodeError(pub &'static str);
+
+/// Appends one frame of `message` for `cluster_id` to `out` and returns its size. On
+/// error `out` is left as it was.
+pub fn encode_frame(
+    out: &mut Vec<u8>,
+    cluster_id: u64,
+    message: &Message<'_>,
+) -> Result<usize, EncodeError> {
     let start = out.len();
     out.put_u32(0);
     out.put_u8(PROTOCOL_VERSION);
     out.put_u64(cluster_id);
-    encode_message(out, message);
-    let length = (out.len() - start - 4) as u32;
-    out[start..start + 4].copy_from_slice(&length.to_le_bytes());
-    out.len() - start
+    let encoded = encode_message(out, message).and_then(|()| {
+        u32::try_from(out.len() - start - 4).map_err(|_| EncodeError("frame longer than u32"))
+    });
+    match encoded {
+        Ok(length) => {
+            out[start..start + 4].copy_from_slice(&length.to_le_bytes());
+            Ok(out.len() - start)
+        }
+        Err(error) => {
+            out.truncate(start);
+            Err(error)
+        }
+    }
 }
 
-fn put_bytes_u32(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.put_u32(bytes.len() as u32);
+fn put_bytes_u32(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), EncodeError> {
+    out.put_u32(u32::try_from(bytes.len()).map_err(|_| EncodeError("bytes longer than u32"))?);
     out.extend_from_slice(bytes);
+    Ok(())
 }
 
-fn put_key(out: &mut Vec<u8>, key: &[u8]) {
-    out.put_u16(key.len() as u16);
+fn put_key(out: &mut Vec<u8>, key: &[u8]) -> Result<(), EncodeError> {
+    out.put_u16(
+        u16::try_from(key.len()).map_err(|_| EncodeError("key or address longer than u16"))?,
+    );
     out.extend_from_slice(key);
+    Ok(())
+}
+
+fn put_count(out: &mut Vec<u8>, count: usize) -> Result<(), EncodeError> {
+    out.put_u16(u16::try_from(count).map_err(|_| EncodeError("list longer than u16"))?);
+    Ok(())
 }
 
 fn status_code(status: ReplicaStatus) -> u8 {
@@ -226,12 +253,12 @@ fn status_code(status: ReplicaStatus) -> u8 {
     }
 }
 
-fn encode_members(out: &mut Vec<u8>, members: &[MemberRecord<'_>]) {
-    out.put_u16(members.len() as u16);
+fn encode_members(out: &mut Vec<u8>, members: &[MemberRecord<'_>]) -> Result<(), EncodeError> {
+    put_count(out, members.len())?;
     for member in members {
         out.put_u64(member.id.0);
-        put_key(out, member.peer_address);
-        put_key(out, member.client_address);
+        put_key(out, member.peer_address)?;
+        put_key(out, member.client_address)?;
         out.put_u32(member.weight);
         out.put_u32(member.zone);
         out.put_u8(match member.status {
@@ -242,9 +269,10 @@ fn encode_members(out: &mut Vec<u8>, members: &[MemberRecord<'_>]) {
         });
         out.put_u64(member.version);
     }
+    Ok(())
 }
 
-fn encode_message(out: &mut Vec<u8>, message: &Message<'_>) {
+fn encode_message(out: &mut Vec<u8>, message: &Message<'_>) -> Result<(), EncodeError> {
     match message {
         Message::Hello { node } => {
             out.put_u8(kind::HELLO);
@@ -261,7 +289,7 @@ fn encode_message(out: &mut Vec<u8>, message: &Message<'_>) {
         Message::ReplicaGet { request, key } => {
             out.put_u8(kind::REPLICA_GET);
             out.put_u64(*request);
-            put_key(out, key);
+            put_key(out, key)?;
         }
         Message::ReplicaGetReply {
             request,
@@ -271,7 +299,7 @@ fn encode_message(out: &mut Vec<u8>, message: &Message<'_>) {
             out.put_u8(kind::REPLICA_GET_REPLY);
             out.put_u64(*request);
             out.put_u8(status_code(*status));
-            put_bytes_u32(out, versions);
+            put_bytes_u32(out, versions)?;
         }
         Message::ReplicaPut {
             request,
@@ -281,8 +309,8 @@ fn encode_message(out: &mut Vec<u8>, message: &Message<'_>) {
         } => {
             out.put_u8(kind::REPLICA_PUT);
             out.put_u64(*request);
-            put_key(out, key);
-            put_bytes_u32(out, versions);
+            put_key(out, key)?;
+            put_bytes_u32(out, versions)?;
             match hint {
                 Some(node) => {
                     out.put_u8(1);
@@ -298,11 +326,11 @@ fn encode_message(out: &mut Vec<u8>, message: &Message<'_>) {
         }
         Message::Gossip { members } => {
             out.put_u8(kind::GOSSIP);
-            encode_members(out, members);
+            encode_members(out, members)?;
         }
         Message::GossipReply { members } => {
             out.put_u8(kind::GOSSIP_REPLY);
-            encode_members(out, members);
+            encode_members(out, members)?;
         }
         Message::TreeHashes {
             partition,
@@ -312,7 +340,7 @@ fn encode_message(out: &mut Vec<u8>, message: &Message<'_>) {
             out.put_u8(kind::TREE_HASHES);
             out.put_u32(*partition);
             out.put_u8(*level);
-            out.put_u16(hashes.len() as u16);
+            put_count(out, hashes.len())?;
             for (bucket, hash) in hashes {
                 out.put_u32(*bucket);
                 out.put_u64(*hash);
@@ -326,9 +354,9 @@ fn encode_message(out: &mut Vec<u8>, message: &Message<'_>) {
             out.put_u8(kind::KEY_HASHES);
             out.put_u32(*partition);
             out.put_u32(*bucket);
-            out.put_u16(keys.len() as u16);
+            put_count(out, keys.len())?;
             for (key, hash) in keys {
-                put_key(out, key);
+                put_key(out, key)?;
                 out.put_u64(*hash);
             }
         }
@@ -342,10 +370,10 @@ fn encode_message(out: &mut Vec<u8>, message: &Message<'_>) {
             out.put_u32(*partition);
             out.put_u64(*cursor);
             out.put_u8(u8::from(*last));
-            out.put_u16(items.len() as u16);
+            put_count(out, items.len())?;
             for (key, versions) in items {
-                put_key(out, key);
-                put_bytes_u32(out, versions);
+                put_key(out, key)?;
+                put_bytes_u32(out, versions)?;
             }
         }
         Message::TransferAck { partition, cursor } => {
@@ -354,6 +382,7 @@ fn encode_message(out: &mut Vec<u8>, message: &Message<'_>) {
             out.put_u64(*cursor);
         }
     }
+    Ok(())
 }
 
 /// Decodes the first frame of `input`: the message and the frame's size in bytes.
@@ -581,7 +610,7 @@ pub fn fuzz_frame(data: &[u8]) {
     };
     if let Ok((message, size)) = decode_frame(data, cluster_id, WireLimits::default()) {
         let mut again = Vec::new();
-        assert_eq!(encode_frame(&mut again, cluster_id, &message), size);
+        assert_eq!(encode_frame(&mut again, cluster_id, &message), Ok(size));
         assert_eq!(again, &data[..size]);
     }
 }
@@ -697,7 +726,7 @@ mod tests {
         let mut buffer = Vec::new();
         let messages = every_message();
         for message in &messages {
-            encode_frame(&mut buffer, CLUSTER, message);
+            encode_frame(&mut buffer, CLUSTER, message).unwrap();
         }
         let mut input = &buffer[..];
         for expected in &messages {
@@ -712,7 +741,7 @@ mod tests {
     fn every_truncation_is_incomplete_and_every_corruption_is_caught_or_harmless() {
         for message in every_message() {
             let mut frame = Vec::new();
-            encode_frame(&mut frame, CLUSTER, &message);
+            encode_frame(&mut frame, CLUSTER, &message).unwrap();
             for cut in 0..frame.len() {
                 assert!(
                     matches!(
@@ -736,7 +765,7 @@ mod tests {
     #[test]
     fn a_peer_of_another_cluster_or_version_is_foreign() {
         let mut frame = Vec::new();
-        encode_frame(&mut frame, CLUSTER, &Message::Ping { nonce: 5 });
+        encode_frame(&mut frame, CLUSTER, &Message::Ping { nonce: 5 }).unwrap();
         assert_eq!(
             decode_frame(&frame, CLUSTER + 1, WireLimits::default()),
             Err(FrameError::Foreign {
@@ -749,6 +778,21 @@ mod tests {
             decode_frame(&frame, CLUSTER, WireLimits::default()),
             Err(FrameError::Foreign { .. })
         ));
+    }
+
+    #[test]
+    fn a_field_too_long_for_its_prefix_is_an_error_and_leaves_the_buffer_alone() {
+        let mut out = b"earlier frame".to_vec();
+        let key = vec![0u8; 70_000];
+        let message = Message::ReplicaGet {
+            request: 1,
+            key: &key,
+        };
+        assert_eq!(
+            encode_frame(&mut out, CLUSTER, &message),
+            Err(EncodeError("key or address longer than u16"))
+        );
+        assert_eq!(out, b"earlier frame");
     }
 
     #[test]
