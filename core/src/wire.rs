@@ -829,7 +829,8 @@ mod tests {
                 request: 1,
                 key: b"abc",
             },
-        );
+        )
+        .unwrap();
         assert_eq!(
             decode_frame(&frame, CLUSTER, tight),
             Err(FrameError::Invalid("key over the size limit"))
