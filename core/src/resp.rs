@@ -503,39 +503,24 @@ mod tests {
     fn oversize_and_malformed_input_is_a_protocol_error_before_any_allocation() {
         let limits = RespLimits::default();
         let huge = format!("*1\r\n${}\r\n", limits.bulk_size_bytes_max + 1);
-        assert_eq!(
-            parse_request(huge.as_bytes(), limits),
-            Parsed::Invalid("bulk string over the size limit")
-        );
-        assert_eq!(
-            parse_request(b"*99999\r\n", limits),
-            Parsed::Invalid("too many arguments in a request")
-        );
-        assert_eq!(
-            parse_request(b"*x\r\n", limits),
-            Parsed::Invalid("invalid multibulk length")
-        );
-        assert_eq!(
-            parse_request(b"*1\r\n:3\r\n", limits),
-            Parsed::Invalid("expected '$' for a bulk string")
-        );
-        assert_eq!(
-            parse_request(b"*1\r\n$2\r\nabc\r\n", limits),
-            Parsed::Invalid("bulk string not followed by CRLF")
-        );
-        assert_eq!(
-            parse_request(b"*1\r\n$-5\r\n", limits),
-            Parsed::Invalid("invalid bulk length")
-        );
-        assert_eq!(
-            parse_request(&[b'*'; 40], limits),
-            Parsed::Invalid("invalid multibulk length")
-        );
         let long_inline = vec![b'a'; limits.inline_size_bytes_max + 1];
-        assert_eq!(
-            parse_request(&long_inline, limits),
-            Parsed::Invalid("inline request too long")
-        );
+        let cases: [(&[u8], &str); 8] = [
+            (huge.as_bytes(), "bulk string over the size limit"),
+            (b"*99999\r\n", "too many arguments in a request"),
+            (b"*x\r\n", "invalid multibulk length"),
+            (b"*1\r\n:3\r\n", "expected '$' for a bulk string"),
+            (b"*1\r\n$2\r\nabc\r\n", "bulk string not followed by CRLF"),
+            (b"*1\r\n$-5\r\n", "invalid bulk length"),
+            (&[b'*'; 40], "invalid multibulk length"),
+            (&long_inline, "inline request too long"),
+        ];
+        for (input, reason) in cases {
+            assert_eq!(
+                parse_request(input, limits),
+                Parsed::Invalid(reason),
+                "{reason}"
+            );
+        }
     }
 
     #[test]

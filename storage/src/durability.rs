@@ -84,6 +84,20 @@ impl fmt::Display for Durability {
     }
 }
 
+/// Fuzz entry point: operator text never panics the parser, and whatever parses prints
+/// back to a spelling that parses to the same mode. Returns whether it parsed.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn fuzz_parse(data: &[u8]) -> bool {
+    let Ok(text) = core::str::from_utf8(data) else {
+        return false;
+    };
+    let Ok(mode) = text.parse::<Durability>() else {
+        return false;
+    };
+    assert_eq!(mode.to_string().parse::<Durability>(), Ok(mode));
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
