@@ -14,6 +14,7 @@
 //! | [`resp`] | the client protocol (RESP2): streaming parser, command table, replies |
 //! | [`wire`] | the peer protocol: versioned, cluster-tagged, length-prefixed frames |
 //! | [`bytes`] | the bounded fixed-width reader and writer every codec uses |
+//! | [`slab`], [`deadline`] | bounded in-flight tables with generation-tagged ids, and the per-request deadline queue |
 //! | [`time`], [`random`], [`limits`] | the core's clock type, seeded generator and size limits |
 //!
 //! Invariants this crate keeps everywhere:
@@ -27,10 +28,12 @@
 )]
 
 pub mod bytes;
+pub mod deadline;
 pub mod limits;
 pub mod placement;
 pub mod random;
 pub mod resp;
+pub mod slab;
 pub mod time;
 pub mod version;
 pub mod wire;
