@@ -15,6 +15,7 @@
 //! | [`wire`] | the peer protocol: versioned, cluster-tagged, length-prefixed frames |
 //! | [`bytes`] | the bounded fixed-width reader and writer every codec uses |
 //! | [`slab`], [`deadline`] | bounded in-flight tables with generation-tagged ids, and the per-request deadline queue |
+//! | [`quorum`] | per-request quorum bookkeeping: W acks, R answers merged, read-repair targets |
 //! | [`time`], [`random`], [`limits`] | the core's clock type, seeded generator and size limits |
 //!
 //! Invariants this crate keeps everywhere:
@@ -31,6 +32,7 @@ pub mod bytes;
 pub mod deadline;
 pub mod limits;
 pub mod placement;
+pub mod quorum;
 pub mod random;
 pub mod resp;
 pub mod slab;
