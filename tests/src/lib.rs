@@ -5,4 +5,5 @@
 //! disk and history checkers); the test files under `tests/` use it.
 
 pub mod seeds;
+pub mod sim;
 pub mod storage_model;
