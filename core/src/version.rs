@@ -536,6 +536,9 @@ const TOKEN_VERSION: u8 = 1;
 /// Coordinators a context may name (a cluster larger than this is out of scope).
 const TOKEN_ENTRIES_MAX: usize = 1024;
 const TOKEN_LENGTH_MAX: usize = (3 + TOKEN_ENTRIES_MAX * 16 + 4).div_ceil(3) * 4;
+/// The longest context token [`VersionVector::to_token`] can make (peer frames bound
+/// forwarded contexts by it).
+pub const CONTEXT_TOKEN_LENGTH_MAX: usize = TOKEN_LENGTH_MAX;
 
 fn token_check(bytes: &[u8]) -> u32 {
     // Truncation keeps the low 32 bits of the hash on purpose.

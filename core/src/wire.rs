@@ -125,6 +125,25 @@ pub enum Message<'a> {
         request: u64,
         status: ReplicaStatus,
     },
+    /// A client's write handed to a replica to coordinate: only a replica may mint the
+    /// write's dot (against its own stored versions), so a node that is not one of the
+    /// key's replicas forwards the write here. `value` is `None` for a delete.
+    ForwardPut {
+        request: u64,
+        key: &'a [u8],
+        /// The client's context token (empty: none).
+        context: &'a [u8],
+        value: Option<&'a [u8]>,
+        timestamp_ms: u64,
+        write_quorum: u8,
+    },
+    /// The outcome of a forwarded write; `context` is the new context token when
+    /// `status` is `Ok`.
+    ForwardPutReply {
+        request: u64,
+        status: ReplicaStatus,
+        context: &'a [u8],
+    },
     /// Gossip: the sender's membership view; the receiver answers with its own.
     Gossip {
         members: Vec<MemberRecord<'a>>,
@@ -193,6 +212,8 @@ mod kind {
     pub const KEY_HASHES: u8 = 11;
     pub const TRANSFER_BATCH: u8 = 12;
     pub const TRANSFER_ACK: u8 = 13;
+    pub const FORWARD_PUT: u8 = 14;
+    pub const FORWARD_PUT_REPLY: u8 = 15;
 }
 
 /// A message that cannot be framed: a field longer than its length prefix can say.
@@ -324,6 +345,38 @@ fn encode_message(out: &mut Vec<u8>, message: &Message<'_>) -> Result<(), Encode
             out.put_u64(*request);
             out.put_u8(status_code(*status));
         }
+        Message::ForwardPut {
+            request,
+            key,
+            context,
+            value,
+            timestamp_ms,
+            write_quorum,
+        } => {
+            out.put_u8(kind::FORWARD_PUT);
+            out.put_u64(*request);
+            put_key(out, key)?;
+            put_key(out, context)?;
+            match value {
+                Some(value) => {
+                    out.put_u8(1);
+                    put_bytes_u32(out, value)?;
+                }
+                None => out.put_u8(0),
+            }
+            out.put_u64(*timestamp_ms);
+            out.put_u8(*write_quorum);
+        }
+        Message::ForwardPutReply {
+            request,
+            status,
+            context,
+        } => {
+            out.put_u8(kind::FORWARD_PUT_REPLY);
+            out.put_u64(*request);
+            out.put_u8(status_code(*status));
+            put_key(out, context)?;
+        }
         Message::Gossip { members } => {
             out.put_u8(kind::GOSSIP);
             encode_members(out, members)?;
@@ -443,6 +496,15 @@ fn versions<'a>(reader: &mut Reader<'a>, limits: WireLimits) -> Result<&'a [u8],
     reader.slice(length)
 }
 
+/// A context token (u16 length): bounded by the longest token a context can make.
+fn context<'a>(reader: &mut Reader<'a>) -> Result<&'a [u8], DecodeError> {
+    let length = usize::from(reader.u16()?);
+    if length > crate::version::CONTEXT_TOKEN_LENGTH_MAX {
+        return Err(DecodeError::Invalid("context over the size limit"));
+    }
+    reader.slice(length)
+}
+
 fn status(reader: &mut Reader<'_>) -> Result<ReplicaStatus, DecodeError> {
     match reader.u8()? {
         0 => Ok(ReplicaStatus::Ok),
@@ -536,6 +598,23 @@ fn decode_message<'a>(
         kind::REPLICA_PUT_REPLY => Message::ReplicaPutReply {
             request: reader.u64()?,
             status: status(reader)?,
+        },
+        kind::FORWARD_PUT => Message::ForwardPut {
+            request: reader.u64()?,
+            key: key(reader, limits)?,
+            context: context(reader)?,
+            value: match reader.u8()? {
+                0 => None,
+                1 => Some(versions(reader, limits)?),
+                _ => return Err(DecodeError::Invalid("bad value flag")),
+            },
+            timestamp_ms: reader.u64()?,
+            write_quorum: reader.u8()?,
+        },
+        kind::FORWARD_PUT_REPLY => Message::ForwardPutReply {
+            request: reader.u64()?,
+            status: status(reader)?,
+            context: context(reader)?,
         },
         kind::GOSSIP => Message::Gossip {
             members: members(reader, limits)?,
@@ -717,6 +796,27 @@ mod tests {
             Message::TransferAck {
                 partition: 5,
                 cursor: 77,
+            },
+            Message::ForwardPut {
+                request: 12,
+                key: b"cart:1",
+                context: b"AQAAAA",
+                value: Some(b"apples"),
+                timestamp_ms: 99,
+                write_quorum: 2,
+            },
+            Message::ForwardPut {
+                request: 13,
+                key: b"cart:1",
+                context: b"",
+                value: None,
+                timestamp_ms: 100,
+                write_quorum: 1,
+            },
+            Message::ForwardPutReply {
+                request: 12,
+                status: ReplicaStatus::Ok,
+                context: b"AQAAAA",
             },
         ]
     }
