@@ -374,34 +374,48 @@ impl Segment {
         Ok(Some(header.tombstone))
     }
 
-    /// Reads the key of the record at `offset` into `buffer` (header checked, no
-    /// checksum: callers use it only to tell keys apart, and every read of a value is
-    /// verified in full).
-    pub fn read_key<'b>(
-        &self,
-        offset: u32,
-        bounds: Bounds,
-        buffer: &'b mut Vec<u8>,
-    ) -> Result<&'b [u8]> {
+    /// True when the record at `offset` holds `key`. One read of the header and a
+    /// key's length into a stack buffer, no allocation: this runs on every overwrite's
+    /// commit. The header is checked; the checksum is not (callers only tell keys
+    /// apart here, and every read of a value verifies it in full).
+    pub fn holds_key(&self, offset: u32, key: &[u8], bounds: Bounds) -> Result<bool> {
         let corrupt = |reason| StorageError::Corrupt {
             segment_id: self.id,
             offset,
             reason,
         };
-        let mut header = [0u8; record::HEADER_SIZE_BYTES];
-        self.file
-            .read_exact_at(&mut header, u64::from(offset))
-            .map_err(|_| corrupt("record header unreadable"))?;
-        let header = record::decode_header(&header, bounds).map_err(|outcome| match outcome {
-            Decoded::Invalid(reason) => corrupt(reason),
-            _ => corrupt("record header incomplete"),
-        })?;
-        buffer.clear();
-        buffer.resize(usize::from(header.key_size_bytes), 0);
-        self.file
-            .read_exact_at(buffer, u64::from(offset) + record::HEADER_SIZE_BYTES as u64)
-            .map_err(|_| corrupt("record key unreadable"))?;
-        Ok(buffer)
+        let head_size = record::HEADER_SIZE_BYTES + key.len();
+        if head_size > HEAD_SIZE_BYTES_MAX {
+            return Ok(false);
+        }
+        let mut head = [0u8; HEAD_SIZE_BYTES_MAX];
+        let mut read = 0;
+        while read < head_size {
+            match self
+                .file
+                .read_at(&mut head[read..head_size], u64::from(offset) + read as u64)
+            {
+                Ok(0) => break,
+                Ok(n) => read += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(StorageError::io("reading a record key", e)),
+            }
+        }
+        if read < record::HEADER_SIZE_BYTES {
+            return Err(corrupt("record header unreadable"));
+        }
+        let header =
+            record::decode_header(&head[..read], bounds).map_err(|outcome| match outcome {
+                Decoded::Invalid(reason) => corrupt(reason),
+                _ => corrupt("record header incomplete"),
+            })?;
+        if usize::from(header.key_size_bytes) != key.len() {
+            return Ok(false);
+        }
+        if read < head_size {
+            return Err(corrupt("record key unreadable"));
+        }
+        Ok(&head[record::HEADER_SIZE_BYTES..head_size] == key)
     }
 
     /// Visits the records from `from` to the end of the data, in file order, and returns
@@ -728,10 +742,13 @@ mod tests {
                 .value,
             b"value"
         );
-        assert_eq!(
-            segment.read_key(offsets[0], BOUNDS, &mut buffer).unwrap(),
-            b"key"
-        );
+        assert!(segment.holds_key(offsets[0], b"key", BOUNDS).unwrap());
+        for other in [&b"kex"[..], b"ke", b"keys", b""] {
+            assert!(
+                !segment.holds_key(offsets[0], other, BOUNDS).unwrap(),
+                "{other:?}"
+            );
+        }
         assert!(
             segment
                 .read_record(offsets[0], size - 1, BOUNDS, &mut buffer)

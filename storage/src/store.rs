@@ -337,6 +337,15 @@ struct Counters {
     checkpoint_failures: AtomicU64,
 }
 
+impl Counters {
+    /// Counts and logs one unreadable record or region: the one place corruption is
+    /// reported, so the counter and the log line always agree.
+    fn corruption(&self, what: &dyn core::fmt::Display) {
+        self.corrupt_records.fetch_add(1, Ordering::Relaxed);
+        log::warn!("storage: {what}; skipped (a replica can repair the key)");
+    }
+}
+
 /// A local key-value store in one directory.
 #[derive(Debug)]
 pub struct Store {
@@ -482,14 +491,13 @@ impl Store {
                         counters.replayed_records.fetch_add(1, Ordering::Relaxed);
                         apply_entry(&mut table, &segments, bounds, config.keys_max, entry, record.key, &counters)?;
                     }
-                    ScanEvent::Corrupt { offset, size_bytes, reason } => {
-                        counters.corrupt_records.fetch_add(1, Ordering::Relaxed);
-                        log::warn!(
-                            "{}: segment {} has {size_bytes} unreadable bytes at offset {offset} ({reason}); skipped",
+                    ScanEvent::Corrupt { offset, size_bytes, reason } => counters.corruption(
+                        &format_args!(
+                            "{}: segment {} has {size_bytes} unreadable bytes at offset {offset} ({reason})",
                             dir.display(),
                             segment.id
-                        );
-                    }
+                        ),
+                    ),
                 }
                 Ok(())
             })?;
@@ -971,10 +979,7 @@ impl Store {
                 }
                 Ok(None) => {}
                 Err(error @ StorageError::Corrupt { .. }) => {
-                    self.counters
-                        .corrupt_records
-                        .fetch_add(1, Ordering::Relaxed);
-                    log::warn!("{}: {error}", self.dir.display());
+                    self.counters.corruption(&error);
                     corrupt = Some(error);
                 }
                 Err(other) => return Err(other),
@@ -1024,12 +1029,7 @@ impl Store {
         for (entry, segment) in positions {
             match segment.read_record(entry.offset, entry.size_bytes, self.bounds, &mut buffer) {
                 Ok(record) => items.push((record.key.to_vec(), record.value.to_vec())),
-                Err(error @ StorageError::Corrupt { .. }) => {
-                    self.counters
-                        .corrupt_records
-                        .fetch_add(1, Ordering::Relaxed);
-                    log::warn!("{}: {error}", self.dir.display());
-                }
+                Err(error @ StorageError::Corrupt { .. }) => self.counters.corruption(&error),
                 Err(other) => return Err(other),
             }
         }
@@ -1271,13 +1271,7 @@ impl Store {
                 }
                 Err(error @ StorageError::Corrupt { .. }) => {
                     // The local copy is gone; anti-entropy restores it from a replica.
-                    self.counters
-                        .corrupt_records
-                        .fetch_add(1, Ordering::Relaxed);
-                    log::warn!(
-                        "{}: compaction dropped an unreadable record: {error}",
-                        self.dir.display()
-                    );
+                    self.counters.corruption(&error);
                     job.dropped.push(entry);
                 }
                 Err(other) => return Err(other),
@@ -1417,10 +1411,7 @@ fn open_segments(dir: &Path, counters: &Counters) -> Result<(Segments, Option<u3
             Ok(segment) => {
                 segments.insert(id, Arc::new(segment));
             }
-            Err(StorageError::Corrupt { reason, .. }) => {
-                counters.corrupt_records.fetch_add(1, Ordering::Relaxed);
-                log::warn!("{}: segment {id} ignored: {reason}", dir.display());
-            }
+            Err(error @ StorageError::Corrupt { .. }) => counters.corruption(&error),
             Err(other) => return Err(other),
         }
     }
@@ -1456,17 +1447,14 @@ fn find_key(
     key: &[u8],
     counters: &Counters,
 ) -> Option<(usize, Entry)> {
-    let mut buffer = Vec::new();
     for (slot, existing) in table.find(hash) {
         let Some(segment) = segments.get(&existing.segment_id) else {
             continue;
         };
-        match segment.read_key(existing.offset, bounds, &mut buffer) {
-            Ok(stored) if stored == key => return Some((slot, existing)),
-            Ok(_) => {}
-            Err(_) => {
-                counters.corrupt_records.fetch_add(1, Ordering::Relaxed);
-            }
+        match segment.holds_key(existing.offset, key, bounds) {
+            Ok(true) => return Some((slot, existing)),
+            Ok(false) => {}
+            Err(error) => counters.corruption(&error),
         }
     }
     None
