@@ -14,7 +14,8 @@
 //! | [`resp`] | the client protocol (RESP2): streaming parser, command table, replies |
 //! | [`wire`] | the peer protocol: versioned, cluster-tagged, length-prefixed frames |
 //! | [`bytes`] | the bounded fixed-width reader and writer every codec uses |
-//! | [`slab`], [`deadline`] | bounded in-flight tables with generation-tagged ids, and the per-request deadline queue |
+//! | [`slab`], [`deadline`] | bounded in-flight tables with generation-tagged ids, and one deadline per slot |
+//! | [`node`] | the Dynamo node: coordinates gets and puts, replicas, hinted handoff, failure detection |
 //! | [`quorum`] | per-request quorum bookkeeping: W acks, R answers merged, read-repair targets |
 //! | [`time`], [`random`], [`limits`] | the core's clock type, seeded generator and size limits |
 //!
@@ -31,6 +32,7 @@
 pub mod bytes;
 pub mod deadline;
 pub mod limits;
+pub mod node;
 pub mod placement;
 pub mod quorum;
 pub mod random;

@@ -111,6 +111,21 @@ impl Tally {
         }
     }
 
+    /// `failed` timed out: count it as failed and ask `stand_in` too (sloppy quorum). A
+    /// stand-in that is already a target is not added twice.
+    fn replace(&mut self, failed: NodeId, stand_in: NodeId) -> Progress {
+        self.record(failed, Answer::Failed);
+        if !self.targets.contains(&stand_in) {
+            self.targets.push(stand_in);
+            self.answers.push(Answer::Pending);
+        }
+        self.progress()
+    }
+
+    fn is_pending(&self, node: NodeId) -> bool {
+        self.pending().any(|pending| pending == node)
+    }
+
     fn pending(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.targets
             .iter()
@@ -155,6 +170,21 @@ impl WriteQuorum {
     /// Targets that have not answered (to time out, or to replace with stand-ins).
     pub fn pending(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.tally.pending()
+    }
+
+    /// True while `node` was asked and has not answered.
+    pub fn is_pending(&self, node: NodeId) -> bool {
+        self.tally.is_pending(node)
+    }
+
+    /// `failed` timed out; `stand_in` is asked in its place.
+    pub fn replace(&mut self, failed: NodeId, stand_in: NodeId) -> Progress {
+        self.tally.replace(failed, stand_in)
+    }
+
+    /// Every target, stand-ins included.
+    pub fn targets(&self) -> &[NodeId] {
+        &self.tally.targets
     }
 }
 
@@ -226,6 +256,21 @@ impl ReadQuorum {
     pub fn pending(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.tally.pending()
     }
+
+    /// True while `node` was asked and has not answered.
+    pub fn is_pending(&self, node: NodeId) -> bool {
+        self.tally.is_pending(node)
+    }
+
+    /// `failed` timed out; `stand_in` is asked in its place.
+    pub fn replace(&mut self, failed: NodeId, stand_in: NodeId) -> Progress {
+        self.tally.replace(failed, stand_in)
+    }
+
+    /// Every node asked, answered or not.
+    pub fn targets(&self) -> &[NodeId] {
+        &self.tally.targets
+    }
 }
 
 #[cfg(test)]
@@ -243,6 +288,29 @@ mod tests {
             on,
             by,
         )
+    }
+
+    #[test]
+    fn a_stand_in_replaces_a_timed_out_replica_and_counts_toward_the_quorum() {
+        const D: NodeId = NodeId(4);
+        let mut write = WriteQuorum::new([A, B, C], 2).unwrap();
+        assert_eq!(write.record_ack(A), Progress::Waiting);
+        assert_eq!(write.replace(B, D), Progress::Waiting);
+        assert!(!write.is_pending(B));
+        assert!(write.is_pending(D));
+        assert_eq!(
+            write.record_ack(B),
+            Progress::Waiting,
+            "B already counted failed"
+        );
+        assert_eq!(write.record_ack(D), Progress::Reached);
+        assert_eq!(write.targets(), &[A, B, C, D]);
+        assert_eq!(
+            write.replace(C, D),
+            Progress::Reached,
+            "D is not added twice"
+        );
+        assert_eq!(write.targets().len(), 4);
     }
 
     #[test]

@@ -20,6 +20,11 @@ impl SlotId {
         (u64::from(self.generation) << 32) | u64::from(self.index)
     }
 
+    /// The slot's index in its slab (for per-slot side tables such as deadlines).
+    pub fn index(self) -> u32 {
+        self.index
+    }
+
     /// The id from a number a peer sent back (any value is safe: a wrong one finds
     /// nothing).
     pub fn from_u64(value: u64) -> SlotId {
@@ -103,6 +108,15 @@ impl<T> Slab<T> {
         slot.generation = slot.generation.wrapping_add(1);
         self.free.push(id.index);
         Some(value)
+    }
+
+    /// The id of the entry now in slot `index`, if the slot is occupied.
+    pub fn id_at(&self, index: u32) -> Option<SlotId> {
+        let slot = self.slots.get(index as usize)?;
+        slot.value.as_ref().map(|_| SlotId {
+            index,
+            generation: slot.generation,
+        })
     }
 
     /// Entries stored.

@@ -245,6 +245,28 @@ impl VersionSet {
         anonymous.chain(dotted)
     }
 
+    /// Sabotage for the simulator's checkers: drops every sibling but the
+    /// last-write-wins pick while keeping the clock, as a buggy merge would.
+    #[cfg(feature = "sabotage")]
+    pub fn sabotage_keep_newest_sibling(&mut self) {
+        let Some(newest) = self.last_write_wins().cloned() else {
+            return;
+        };
+        let mut kept = false;
+        self.anonymous.retain(|value| {
+            let keep = !kept && *value == newest;
+            kept |= keep;
+            keep
+        });
+        for entry in &mut self.entries {
+            entry.values.retain(|value| {
+                let keep = !kept && *value == newest;
+                kept |= keep;
+                keep
+            });
+        }
+    }
+
     /// Number of siblings.
     pub fn sibling_count(&self) -> usize {
         self.anonymous.len() + self.entries.iter().map(|e| e.values.len()).sum::<usize>()

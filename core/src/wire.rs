@@ -133,6 +133,9 @@ pub enum Message<'a> {
         key: &'a [u8],
         /// The client's context token (empty: none).
         context: &'a [u8],
+        /// A plain SET or DEL: the write supersedes whatever the replica holds
+        /// (`context` is then empty), the Redis habit of design.md section 7.
+        plain: bool,
         value: Option<&'a [u8]>,
         timestamp_ms: u64,
         write_quorum: u8,
@@ -215,6 +218,10 @@ mod kind {
     pub const FORWARD_PUT: u8 = 14;
     pub const FORWARD_PUT_REPLY: u8 = 15;
 }
+
+/// ForwardPut flag bits: a value follows (else a delete); a plain write.
+const FORWARD_FLAG_VALUE: u8 = 1;
+const FORWARD_FLAG_PLAIN: u8 = 2;
 
 /// A message that cannot be framed: a field longer than its length prefix can say.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -349,6 +356,7 @@ fn encode_message(out: &mut Vec<u8>, message: &Message<'_>) -> Result<(), Encode
             request,
             key,
             context,
+            plain,
             value,
             timestamp_ms,
             write_quorum,
@@ -357,12 +365,13 @@ fn encode_message(out: &mut Vec<u8>, message: &Message<'_>) -> Result<(), Encode
             out.put_u64(*request);
             put_key(out, key)?;
             put_key(out, context)?;
+            let plain_flag = if *plain { FORWARD_FLAG_PLAIN } else { 0 };
             match value {
                 Some(value) => {
-                    out.put_u8(1);
+                    out.put_u8(FORWARD_FLAG_VALUE | plain_flag);
                     put_bytes_u32(out, value)?;
                 }
-                None => out.put_u8(0),
+                None => out.put_u8(plain_flag),
             }
             out.put_u64(*timestamp_ms);
             out.put_u8(*write_quorum);
@@ -599,18 +608,29 @@ fn decode_message<'a>(
             request: reader.u64()?,
             status: status(reader)?,
         },
-        kind::FORWARD_PUT => Message::ForwardPut {
-            request: reader.u64()?,
-            key: key(reader, limits)?,
-            context: context(reader)?,
-            value: match reader.u8()? {
-                0 => None,
-                1 => Some(versions(reader, limits)?),
-                _ => return Err(DecodeError::Invalid("bad value flag")),
-            },
-            timestamp_ms: reader.u64()?,
-            write_quorum: reader.u8()?,
-        },
+        kind::FORWARD_PUT => {
+            let request = reader.u64()?;
+            let key = key(reader, limits)?;
+            let context = context(reader)?;
+            let flags = reader.u8()?;
+            if flags & !(FORWARD_FLAG_VALUE | FORWARD_FLAG_PLAIN) != 0 {
+                return Err(DecodeError::Invalid("bad forwarded write flags"));
+            }
+            let value = if flags & FORWARD_FLAG_VALUE != 0 {
+                Some(versions(reader, limits)?)
+            } else {
+                None
+            };
+            Message::ForwardPut {
+                request,
+                key,
+                context,
+                plain: flags & FORWARD_FLAG_PLAIN != 0,
+                value,
+                timestamp_ms: reader.u64()?,
+                write_quorum: reader.u8()?,
+            }
+        }
         kind::FORWARD_PUT_REPLY => Message::ForwardPutReply {
             request: reader.u64()?,
             status: status(reader)?,
@@ -801,6 +821,7 @@ mod tests {
                 request: 12,
                 key: b"cart:1",
                 context: b"AQAAAA",
+                plain: false,
                 value: Some(b"apples"),
                 timestamp_ms: 99,
                 write_quorum: 2,
@@ -809,6 +830,7 @@ mod tests {
                 request: 13,
                 key: b"cart:1",
                 context: b"",
+                plain: true,
                 value: None,
                 timestamp_ms: 100,
                 write_quorum: 1,

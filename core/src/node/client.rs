@@ -1,0 +1,403 @@
+//! Client commands (design.md section 7): typed commands in, RESP replies out.
+
+use super::actions::ClientId;
+use super::coordinator::{ReadKind, ReplyTo, WriteSpec};
+use super::{Node, RequestError};
+use crate::resp::{
+    AdminCommand, Command, write_array_header, write_bulk, write_error, write_integer, write_null,
+    write_simple,
+};
+use crate::version::{Value, VersionSet, VersionVector};
+use crate::wire::Message;
+use core::fmt::Write as _;
+
+impl Node {
+    pub(crate) fn client_command(
+        &mut self,
+        client: ClientId,
+        tag: u64,
+        timestamp_ms: u64,
+        command: Command<'_>,
+    ) {
+        let reply = ReplyTo::Client { client, tag };
+        match command {
+            Command::Get { key } => self.client_read(reply, ReadKind::Get, key, None),
+            Command::VGet { key, read_quorum } => {
+                self.client_read(reply, ReadKind::VGet, key, read_quorum)
+            }
+            Command::Set { key, value } => {
+                self.client_write(reply, false, key, None, Some(value), timestamp_ms, None)
+            }
+            Command::VSet {
+                key,
+                context,
+                value,
+                write_quorum,
+            } => self.client_write(
+                reply,
+                true,
+                key,
+                Some(context),
+                Some(value),
+                timestamp_ms,
+                write_quorum,
+            ),
+            Command::VDel {
+                key,
+                context,
+                write_quorum,
+            } => self.client_write(
+                reply,
+                true,
+                key,
+                Some(context),
+                None,
+                timestamp_ms,
+                write_quorum,
+            ),
+            Command::Del { keys } => self.client_batch(client, tag, &keys, timestamp_ms, true),
+            Command::Exists { keys } => self.client_batch(client, tag, &keys, timestamp_ms, false),
+            Command::Ping { message } => self.reply_with(client, tag, false, |out| match message {
+                Some(message) => write_bulk(out, message),
+                None => write_simple(out, "PONG"),
+            }),
+            Command::Echo { message } => {
+                self.reply_with(client, tag, false, |out| write_bulk(out, message))
+            }
+            Command::Quit => self.reply_with(client, tag, true, |out| write_simple(out, "OK")),
+            Command::Command | Command::ConfigGet { .. } => {
+                self.reply_with(client, tag, false, |out| write_array_header(out, 0))
+            }
+            Command::ClientSetName { .. } => {
+                self.reply_with(client, tag, false, |out| write_simple(out, "OK"))
+            }
+            Command::Info { section } => {
+                let text = self.info(section);
+                self.reply_with(client, tag, false, |out| write_bulk(out, text.as_bytes()))
+            }
+            Command::Admin(admin) => self.admin(client, tag, admin),
+        }
+    }
+
+    fn client_read(&mut self, reply: ReplyTo, kind: ReadKind, key: &[u8], read_quorum: Option<u8>) {
+        let checked = self
+            .check_sizes(key, 0)
+            .and_then(|()| self.check_quorum(read_quorum, self.config.read_quorum_default));
+        match checked {
+            Ok(quorum) => self.start_read(reply, kind, key, quorum),
+            Err(error) => self.finish_read(reply, kind, Err(error)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn client_write(
+        &mut self,
+        reply: ReplyTo,
+        reply_context: bool,
+        key: &[u8],
+        context: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp_ms: u64,
+        write_quorum: Option<u8>,
+    ) {
+        let spec = self.write_spec(key, context, value, timestamp_ms, write_quorum);
+        match spec {
+            Ok(spec) => self.start_write(reply, reply_context, key, spec),
+            Err(error) => self.finish_write(reply, reply_context, Err(error)),
+        }
+    }
+
+    fn write_spec(
+        &self,
+        key: &[u8],
+        context: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp_ms: u64,
+        write_quorum: Option<u8>,
+    ) -> Result<WriteSpec, RequestError> {
+        self.check_sizes(key, value.map_or(0, <[u8]>::len))?;
+        let write_quorum = self.check_quorum(write_quorum, self.config.write_quorum_default)?;
+        let context = match context {
+            None => None,
+            Some([]) => Some(VersionVector::new()),
+            Some(token) => {
+                let token = core::str::from_utf8(token).map_err(|_| {
+                    RequestError::InvalidContext(crate::version::ContextError::NotBase64)
+                })?;
+                Some(VersionVector::from_token(token).map_err(RequestError::InvalidContext)?)
+            }
+        };
+        let value = match value {
+            Some(data) => Value::new(data.to_vec(), timestamp_ms),
+            None => Value::tombstone(timestamp_ms),
+        };
+        Ok(WriteSpec {
+            context,
+            value,
+            write_quorum,
+        })
+    }
+
+    /// DEL or EXISTS over several keys: one request per key under a parent that adds up
+    /// the answers.
+    fn client_batch(
+        &mut self,
+        client: ClientId,
+        tag: u64,
+        keys: &[&[u8]],
+        timestamp_ms: u64,
+        delete: bool,
+    ) {
+        if keys.len() > self.config.keys_per_command_max as usize {
+            return self.reply_integer(
+                client,
+                tag,
+                Err(RequestError::Overloaded("too many keys in one command")),
+            );
+        }
+        let parent = match self.start_batch(client, tag, keys.len()) {
+            Ok(parent) => parent,
+            Err(error) => return self.reply_integer(client, tag, Err(error)),
+        };
+        let reply = ReplyTo::Batch { parent };
+        for key in keys {
+            if delete {
+                self.client_write(reply, false, key, None, None, timestamp_ms, None);
+            } else {
+                self.client_read(reply, ReadKind::Exists, key, None);
+            }
+        }
+    }
+
+    /// Replies to a read's requester.
+    pub(crate) fn finish_read(
+        &mut self,
+        reply: ReplyTo,
+        kind: ReadKind,
+        result: Result<&VersionSet, RequestError>,
+    ) {
+        match reply {
+            ReplyTo::Client { client, tag } => {
+                self.reply_with(client, tag, false, |out| match result {
+                    Err(error) => write_error(out, &error.to_string()),
+                    Ok(merged) => write_read(out, kind, merged),
+                })
+            }
+            ReplyTo::Batch { parent } => {
+                let exists = result.map(|merged| i64::from(holds_value(merged)));
+                self.batch_part_done(parent, exists);
+            }
+            // Reads are never forwarded.
+            ReplyTo::Peer { .. } => {}
+        }
+    }
+
+    /// Replies to a write's requester: `Ok(context token)` or the error.
+    pub(crate) fn finish_write(
+        &mut self,
+        reply: ReplyTo,
+        reply_context: bool,
+        result: Result<&str, RequestError>,
+    ) {
+        match reply {
+            ReplyTo::Client { client, tag } => {
+                self.reply_with(client, tag, false, |out| match result {
+                    Err(error) => write_error(out, &error.to_string()),
+                    Ok(token) if reply_context => write_bulk(out, token.as_bytes()),
+                    Ok(_) => write_simple(out, "OK"),
+                })
+            }
+            ReplyTo::Batch { parent } => self.batch_part_done(parent, result.map(|_| 1)),
+            ReplyTo::Peer { peer, request } => {
+                let (status, token) = match result {
+                    Ok(token) => (crate::wire::ReplicaStatus::Ok, token),
+                    Err(RequestError::Overloaded(_)) => {
+                        (crate::wire::ReplicaStatus::Overloaded, "")
+                    }
+                    Err(_) => (crate::wire::ReplicaStatus::StorageFailed, ""),
+                };
+                self.send(
+                    peer,
+                    &Message::ForwardPutReply {
+                        request,
+                        status,
+                        context: token.as_bytes(),
+                    },
+                );
+            }
+        }
+    }
+
+    pub(crate) fn reply_integer(
+        &mut self,
+        client: ClientId,
+        tag: u64,
+        result: Result<i64, RequestError>,
+    ) {
+        self.reply_with(client, tag, false, |out| match result {
+            Ok(count) => write_integer(out, count),
+            Err(error) => write_error(out, &error.to_string()),
+        });
+    }
+
+    fn reply_with(
+        &mut self,
+        client: ClientId,
+        tag: u64,
+        close: bool,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
+        // A refused reply leaves the client waiting for its own timeout; it is counted
+        // in `actions_refused` and cannot happen while the shell drains after each call.
+        let _ = self.actions.reply(client, tag, close, write);
+    }
+
+    fn admin(&mut self, client: ClientId, tag: u64, admin: AdminCommand<'_>) {
+        match admin {
+            AdminCommand::Members => {
+                let members: Vec<String> = self
+                    .config
+                    .members
+                    .iter()
+                    .map(|member| {
+                        let state = if self.healthy(member.id) {
+                            "up"
+                        } else {
+                            "down"
+                        };
+                        format!("{} weight={} {}", member.id.0, member.weight, state)
+                    })
+                    .collect();
+                self.reply_with(client, tag, false, |out| {
+                    write_array_header(out, members.len());
+                    for member in &members {
+                        write_bulk(out, member.as_bytes());
+                    }
+                });
+            }
+            AdminCommand::Ring => {
+                let held = self.ring.replicas_held();
+                let mut text = format!(
+                    "partitions={} replicas={} balance={:.3}\r\n",
+                    self.ring.partition_count(),
+                    self.ring.replicas(),
+                    self.ring.balance()
+                );
+                for (member, held) in self.ring.members().iter().zip(held) {
+                    let _ = write!(text, "{} holds {held} partition replicas\r\n", member.id.0);
+                }
+                self.reply_with(client, tag, false, |out| write_bulk(out, text.as_bytes()));
+            }
+            AdminCommand::Join { .. } => self.reply_with(client, tag, false, |out| {
+                write_error(
+                    out,
+                    &RequestError::NotSupported(
+                        "RINGKV.JOIN (membership is static until gossip lands)",
+                    )
+                    .to_string(),
+                )
+            }),
+            AdminCommand::Leave => self.reply_with(client, tag, false, |out| {
+                write_error(
+                    out,
+                    &RequestError::NotSupported(
+                        "RINGKV.LEAVE (membership is static until gossip lands)",
+                    )
+                    .to_string(),
+                )
+            }),
+        }
+    }
+
+    fn info(&self, section: Option<&[u8]>) -> String {
+        let wants = |name: &str| {
+            section.is_none_or(|s| {
+                s.eq_ignore_ascii_case(name.as_bytes()) || s.eq_ignore_ascii_case(b"all")
+            })
+        };
+        let mut text = String::new();
+        if wants("server") {
+            let _ = write!(
+                text,
+                "# Server\r\nringkv_node_id:{}\r\ncluster_id:{}\r\n\r\n",
+                self.id.0, self.config.cluster_id
+            );
+        }
+        if wants("cluster") {
+            let up = self
+                .config
+                .members
+                .iter()
+                .filter(|m| self.healthy(m.id))
+                .count();
+            let _ = write!(
+                text,
+                "# Cluster\r\nmembers:{}\r\nmembers_up:{up}\r\nreplicas:{}\r\nread_quorum:{}\r\nwrite_quorum:{}\r\nhints_held:{}\r\n\r\n",
+                self.config.members.len(),
+                self.config.replicas,
+                self.config.read_quorum_default,
+                self.config.write_quorum_default,
+                self.hints.len(),
+            );
+        }
+        if wants("stats") {
+            let stats = self.stats();
+            let _ = write!(
+                text,
+                "# Stats\r\nrequests_in_flight:{}\r\nreads_coordinated:{}\r\nwrites_coordinated:{}\r\nwrites_forwarded:{}\r\nstand_in_writes:{}\r\nread_repairs_sent:{}\r\nhints_stored:{}\r\nhints_delivered:{}\r\noverloaded:{}\r\nrequests_timed_out:{}\r\npeers_marked_down:{}\r\n\r\n",
+                self.requests.len(),
+                stats.reads_coordinated,
+                stats.writes_coordinated,
+                stats.writes_forwarded,
+                stats.stand_in_writes,
+                stats.read_repairs_sent,
+                stats.hints_stored,
+                stats.hints_delivered,
+                stats.overloaded,
+                stats.requests_timed_out,
+                stats.peers_marked_down,
+            );
+        }
+        if wants("latency") {
+            // Latency is measured where time is real: the shell appends its histograms.
+            text.push_str("# Latency\r\n\r\n");
+        }
+        text
+    }
+}
+
+/// A read's client reply: GET the last-write-wins value (null when deleted), VGET the
+/// context and every live sibling, EXISTS 1 or 0.
+fn write_read(out: &mut Vec<u8>, kind: ReadKind, merged: &VersionSet) {
+    match kind {
+        ReadKind::Get => match merged
+            .last_write_wins()
+            .and_then(|value| value.data.as_deref())
+        {
+            Some(data) => write_bulk(out, data),
+            None => write_null(out),
+        },
+        ReadKind::VGet => {
+            write_array_header(out, 2);
+            write_bulk(out, merged.join().to_token().as_bytes());
+            let live = merged
+                .siblings()
+                .filter(|s| !s.value.is_tombstone())
+                .count();
+            write_array_header(out, live);
+            for sibling in merged.siblings() {
+                if let Some(data) = &sibling.value.data {
+                    write_bulk(out, data);
+                }
+            }
+        }
+        ReadKind::Exists => write_integer(out, i64::from(holds_value(merged))),
+    }
+}
+
+/// EXISTS agrees with GET: a key exists when its last-write-wins pick is not a delete.
+fn holds_value(merged: &VersionSet) -> bool {
+    merged
+        .last_write_wins()
+        .is_some_and(|value| !value.is_tombstone())
+}

@@ -1,0 +1,225 @@
+//! Everything a node is told at start: the cluster, the quorum defaults, the timeouts
+//! and a bound for every table and queue it keeps.
+
+use crate::placement::{Member, PARTITION_BITS_DEFAULT};
+use crate::version::{NodeId, VersionBounds};
+use crate::wire::WireLimits;
+
+/// A node's configuration. [`Config::validate`] checks it before a node is built.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Frames from another cluster id are refused.
+    pub cluster_id: u64,
+    /// The members and their weights. Static until membership lands (issue 6).
+    pub members: Vec<Member>,
+    pub partition_bits: u32,
+    /// N: copies of every key.
+    pub replicas: u8,
+    /// R and W when a request does not name its own.
+    pub read_quorum_default: u8,
+    pub write_quorum_default: u8,
+
+    /// A client request that has not reached its quorum by then fails.
+    pub request_timeout_ms: u64,
+    /// A replica that has not answered by then is suspected; a write asks a stand-in
+    /// in its place, a read asks the next healthy node.
+    pub replica_timeout_ms: u64,
+    /// After a read replied, how long it keeps listening for late answers before it
+    /// sends read repair.
+    pub read_repair_window_ms: u64,
+    /// A down peer is probed after this, doubling up to the maximum.
+    pub probe_interval_initial_ms: u64,
+    pub probe_interval_max_ms: u64,
+    /// Consecutive timeouts that mark a peer down.
+    pub failure_timeouts: u32,
+    /// How often hints are offered to their owners; failures back off to the maximum.
+    pub hint_interval_ms: u64,
+    pub hint_backoff_max_ms: u64,
+
+    /// Coordinated requests (client and forwarded) in flight.
+    pub requests_max: u32,
+    /// Storage operations in flight.
+    pub storage_operations_max: u32,
+    /// Keys with a read-modify-write in progress, and operations waiting behind them.
+    pub locked_keys_max: u32,
+    pub waiting_operations_max: u32,
+    /// Hinted writes held for other nodes.
+    pub hints_max: u32,
+    /// Hints being delivered at once.
+    pub hint_deliveries_max: u32,
+    /// Requests outstanding to one peer; past it the peer counts as overloaded.
+    pub peer_requests_max: u32,
+    /// Actions waiting to be polled, and the bytes they carry.
+    pub actions_max: u32,
+    pub action_bytes_max: usize,
+    /// Keys in one DEL or EXISTS.
+    pub keys_per_command_max: u32,
+    /// Expired deadlines handled in one call; the rest wait for the next.
+    pub expirations_per_wakeup_max: u32,
+
+    pub key_size_bytes_max: usize,
+    pub value_size_bytes_max: usize,
+    pub version_bounds: VersionBounds,
+    pub wire_limits: WireLimits,
+
+    /// Deliberate faults, only for proving the simulator's checkers.
+    #[cfg(feature = "sabotage")]
+    pub sabotage: Sabotage,
+}
+
+/// Ways to break a node on purpose, so a test can show that a checker catches them.
+#[cfg(feature = "sabotage")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sabotage {
+    /// A replica acknowledges a write before its storage says it is durable.
+    pub ack_before_durable: bool,
+    /// A replica's merge keeps only the newest sibling, dropping concurrent ones.
+    pub drop_concurrent_siblings: bool,
+    /// A write ignores its context: it supersedes nothing.
+    pub ignore_context: bool,
+    /// Read repair is never sent and hints are never delivered.
+    pub skip_repair: bool,
+    /// The in-flight request table admits requests past `requests_max`.
+    pub ignore_request_bound: bool,
+}
+
+/// A configuration that cannot work.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    QuorumOutOfRange {
+        name: &'static str,
+        value: u8,
+        replicas: u8,
+    },
+    ReplicasOutOfRange {
+        replicas: u8,
+        members: usize,
+    },
+    ZeroBound(&'static str),
+    /// Member ids with the top bit set are reserved for stand-in writers.
+    ReservedMemberId(NodeId),
+    NotAMember(NodeId),
+    Placement(crate::placement::PlacementError),
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ConfigError::QuorumOutOfRange {
+                name,
+                value,
+                replicas,
+            } => write!(f, "{name} = {value} must be within 1..={replicas}"),
+            ConfigError::ReplicasOutOfRange { replicas, members } => {
+                write!(f, "replicas = {replicas} needs 1..={members} members")
+            }
+            ConfigError::ZeroBound(name) => write!(f, "{name} must be at least 1"),
+            ConfigError::ReservedMemberId(id) => {
+                write!(f, "member id {} uses the reserved top bit", id.0)
+            }
+            ConfigError::NotAMember(id) => write!(f, "node {} is not in the member list", id.0),
+            ConfigError::Placement(error) => write!(f, "placement: {error:?}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Dots minted by stand-ins use writer ids with this bit set (see `node` docs).
+pub const STAND_IN_WRITER_BIT: u64 = 1 << 63;
+
+impl Config {
+    /// A configuration for `members` with production defaults: N=3 (or fewer members),
+    /// R=W=2 (or N), timeouts in hundreds of milliseconds.
+    pub fn new(cluster_id: u64, members: Vec<Member>) -> Config {
+        let replicas = members.len().clamp(1, 3) as u8;
+        let quorum = replicas.min(2);
+        Config {
+            cluster_id,
+            members,
+            partition_bits: PARTITION_BITS_DEFAULT,
+            replicas,
+            read_quorum_default: quorum,
+            write_quorum_default: quorum,
+            request_timeout_ms: 2_000,
+            replica_timeout_ms: 300,
+            read_repair_window_ms: 200,
+            probe_interval_initial_ms: 100,
+            probe_interval_max_ms: 5_000,
+            failure_timeouts: 1,
+            hint_interval_ms: 200,
+            hint_backoff_max_ms: 5_000,
+            requests_max: 4_096,
+            storage_operations_max: 4_096,
+            locked_keys_max: 4_096,
+            waiting_operations_max: 8_192,
+            hints_max: 100_000,
+            hint_deliveries_max: 64,
+            peer_requests_max: 4_096,
+            actions_max: 65_536,
+            action_bytes_max: 256 << 20,
+            keys_per_command_max: 256,
+            expirations_per_wakeup_max: 1_024,
+            key_size_bytes_max: crate::limits::KEY_SIZE_BYTES_MAX,
+            value_size_bytes_max: crate::limits::VALUE_SIZE_BYTES_MAX,
+            version_bounds: VersionBounds::default(),
+            wire_limits: WireLimits::default(),
+            #[cfg(feature = "sabotage")]
+            sabotage: Sabotage::default(),
+        }
+    }
+
+    /// Checks every field a node relies on.
+    pub fn validate(&self, identity: NodeId) -> Result<(), ConfigError> {
+        let replicas = self.replicas;
+        if replicas == 0 || usize::from(replicas) > self.members.len() {
+            return Err(ConfigError::ReplicasOutOfRange {
+                replicas,
+                members: self.members.len(),
+            });
+        }
+        for (name, value) in [
+            ("read_quorum_default", self.read_quorum_default),
+            ("write_quorum_default", self.write_quorum_default),
+        ] {
+            if value == 0 || value > replicas {
+                return Err(ConfigError::QuorumOutOfRange {
+                    name,
+                    value,
+                    replicas,
+                });
+            }
+        }
+        for (name, value) in [
+            ("requests_max", self.requests_max),
+            ("storage_operations_max", self.storage_operations_max),
+            ("locked_keys_max", self.locked_keys_max),
+            ("waiting_operations_max", self.waiting_operations_max),
+            ("hints_max", self.hints_max),
+            ("hint_deliveries_max", self.hint_deliveries_max),
+            ("peer_requests_max", self.peer_requests_max),
+            ("actions_max", self.actions_max),
+            ("keys_per_command_max", self.keys_per_command_max),
+            (
+                "expirations_per_wakeup_max",
+                self.expirations_per_wakeup_max,
+            ),
+            ("failure_timeouts", self.failure_timeouts),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::ZeroBound(name));
+            }
+        }
+        if let Some(member) = self
+            .members
+            .iter()
+            .find(|m| m.id.0 & STAND_IN_WRITER_BIT != 0)
+        {
+            return Err(ConfigError::ReservedMemberId(member.id));
+        }
+        if !self.members.iter().any(|m| m.id == identity) {
+            return Err(ConfigError::NotAMember(identity));
+        }
+        Ok(())
+    }
+}

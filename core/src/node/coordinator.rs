@@ -1,0 +1,1087 @@
+//! Coordinating requests: reads over R of the first N healthy nodes, writes minted by a
+//! replica and sent to N targets with stand-ins for the unreachable, forwarding from a
+//! non-replica, multi-key batches, and the per-request deadlines that drive timeouts,
+//! stand-in replacement and read repair.
+
+use super::actions::{ClientId, Space};
+use super::hints::hint_key;
+use super::{Node, RequestError};
+use crate::placement::Ring;
+use crate::quorum::{Progress, ReadQuorum, WriteQuorum};
+use crate::slab::SlotId;
+use crate::time::Instant;
+use crate::version::{NodeId, Value, VersionSet, VersionVector};
+use crate::wire::{Message, ReplicaStatus};
+use core::time::Duration;
+use smallvec::SmallVec;
+
+/// Request id on a ReplicaPut that expects no reply handling (read repair): it never
+/// matches a slot (slabs have fewer than `u32::MAX` slots).
+pub(crate) const NO_REQUEST: u64 = u64::MAX;
+
+/// Where the outcome of a request goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReplyTo {
+    Client {
+        client: ClientId,
+        tag: u64,
+    },
+    /// A peer forwarded this write here.
+    Peer {
+        peer: NodeId,
+        request: u64,
+    },
+    /// One key of a DEL or EXISTS.
+    Batch {
+        parent: SlotId,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReadKind {
+    Get,
+    VGet,
+    Exists,
+}
+
+/// What to write, before a replica mints it.
+#[derive(Clone, Debug)]
+pub(crate) struct WriteSpec {
+    /// `None`: a plain SET or DEL, superseding what the minting replica holds.
+    pub(crate) context: Option<VersionVector>,
+    pub(crate) value: Value,
+    pub(crate) write_quorum: u8,
+}
+
+#[derive(Debug)]
+pub(crate) struct ReadRequest {
+    pub(crate) reply: ReplyTo,
+    pub(crate) kind: ReadKind,
+    pub(crate) key: Vec<u8>,
+    pub(crate) partition: usize,
+    pub(crate) quorum: ReadQuorum,
+    pub(crate) required: u8,
+    pub(crate) replied: bool,
+    /// Next replica timeout, or after the reply the end of the read-repair window.
+    pub(crate) attempt_at: Instant,
+    pub(crate) final_at: Instant,
+}
+
+#[derive(Debug)]
+pub(crate) struct WriteRequest {
+    pub(crate) reply: ReplyTo,
+    pub(crate) reply_context: bool,
+    pub(crate) key: Vec<u8>,
+    pub(crate) partition: usize,
+    /// Whose dot the write gets: this node, or a fresh stand-in writer id.
+    pub(crate) writer: NodeId,
+    /// Some(owner): this node keeps its copy as a hint for `owner`.
+    pub(crate) local_owner: Option<NodeId>,
+    pub(crate) spec: Option<WriteSpec>,
+    /// The minted versions, encoded.
+    pub(crate) versions: Vec<u8>,
+    pub(crate) context: VersionVector,
+    pub(crate) write_quorum: u8,
+    pub(crate) quorum: Option<WriteQuorum>,
+    /// (stand-in, the owner it stands in for).
+    pub(crate) stand_ins: SmallVec<[(NodeId, NodeId); 4]>,
+    pub(crate) replied: bool,
+    pub(crate) attempt_at: Instant,
+    pub(crate) final_at: Instant,
+}
+
+#[derive(Debug)]
+pub(crate) struct ForwardRequest {
+    pub(crate) reply: ReplyTo,
+    pub(crate) reply_context: bool,
+    pub(crate) key: Vec<u8>,
+    pub(crate) partition: usize,
+    pub(crate) spec: WriteSpec,
+    pub(crate) to: NodeId,
+    pub(crate) tried: SmallVec<[NodeId; 4]>,
+    pub(crate) attempt_at: Instant,
+    pub(crate) final_at: Instant,
+}
+
+#[derive(Debug)]
+pub(crate) struct BatchRequest {
+    pub(crate) client: ClientId,
+    pub(crate) tag: u64,
+    pub(crate) remaining: u32,
+    pub(crate) count: i64,
+    pub(crate) error: Option<RequestError>,
+}
+
+#[derive(Debug)]
+pub(crate) struct DeliveryRequest {
+    pub(crate) owner: NodeId,
+    pub(crate) key: Vec<u8>,
+    pub(crate) generation: u64,
+    pub(crate) sent: bool,
+    pub(crate) attempt_at: Instant,
+}
+
+#[derive(Debug)]
+pub(crate) enum Request {
+    Read(ReadRequest),
+    Write(WriteRequest),
+    Forward(ForwardRequest),
+    Batch(BatchRequest),
+    Delivery(DeliveryRequest),
+}
+
+impl Request {
+    fn next_deadline(&self) -> Instant {
+        match self {
+            Request::Read(read) => read.attempt_at.min(read.final_at),
+            Request::Write(write) => write.attempt_at.min(write.final_at),
+            Request::Forward(forward) => forward.attempt_at.min(forward.final_at),
+            Request::Batch(_) => Instant::MAX,
+            Request::Delivery(delivery) => delivery.attempt_at,
+        }
+    }
+}
+
+/// A read-modify-write (or read) of one stored key, run under the key's lock.
+#[derive(Debug)]
+pub(crate) enum KeyOp {
+    /// Mint the write of request `request` against the stored versions.
+    Mint { request: SlotId },
+    /// Sync `versions` into the stored ones; acknowledge to `reply` once durable;
+    /// `hint_owner`: the stored key is a hint for that owner.
+    Merge {
+        versions: VersionSet,
+        reply: Option<(NodeId, u64)>,
+        hint_owner: Option<NodeId>,
+    },
+    /// Read a hint for delivery `delivery`.
+    ReadHint { delivery: SlotId },
+    /// Delete a delivered hint if nothing merged into it since `generation`.
+    DeleteHint { owner: NodeId, generation: u64 },
+}
+
+/// A storage operation in flight.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Task {
+    /// The running operation of a key lock.
+    Locked {
+        lock: u32,
+    },
+    /// A peer's ReplicaGet.
+    ReplicaRead {
+        peer: NodeId,
+        request: u64,
+    },
+    /// This node's own answer to a read it coordinates.
+    LocalRead {
+        request: SlotId,
+    },
+    ListHints,
+}
+
+/// Targets of a write: (node, owner it stands in for).
+type Targets = SmallVec<[(NodeId, Option<NodeId>); 8]>;
+
+impl Node {
+    fn deadline_after(&self, milliseconds: u64) -> Instant {
+        self.now + Duration::from_millis(milliseconds)
+    }
+
+    pub(crate) fn insert_request(&mut self, request: Request) -> Result<SlotId, RequestError> {
+        let bounded = !cfg!(feature = "sabotage") || !self.sabotage().ignore_request_bound;
+        if bounded && self.requests.len() >= self.config.requests_max as usize {
+            self.stats.overloaded += 1;
+            return Err(RequestError::Overloaded("too many requests in flight"));
+        }
+        let id = self.requests.insert(request).map_err(|_| {
+            self.stats.overloaded += 1;
+            RequestError::Overloaded("too many requests in flight")
+        })?;
+        self.requests_peak = self.requests_peak.max(self.requests.len());
+        self.arm(id);
+        Ok(id)
+    }
+
+    #[cfg(feature = "sabotage")]
+    pub(crate) fn sabotage(&self) -> super::config::Sabotage {
+        self.config.sabotage
+    }
+
+    #[cfg(not(feature = "sabotage"))]
+    pub(crate) fn sabotage(&self) -> NoSabotage {
+        NoSabotage::default()
+    }
+
+    /// Re-arms `id`'s deadline from its state.
+    pub(crate) fn arm(&mut self, id: SlotId) {
+        match self.requests.get(id).map(Request::next_deadline) {
+            Some(Instant::MAX) | None => self.deadlines.clear(id.index()),
+            Some(at) => self.deadlines.set(id.index(), at),
+        }
+    }
+
+    /// Ends `id`, releasing what it holds for peers.
+    pub(crate) fn remove_request(&mut self, id: SlotId) -> Option<Request> {
+        self.deadlines.clear(id.index());
+        let request = self.requests.remove(id)?;
+        match &request {
+            Request::Read(read) => {
+                for peer in read.quorum.pending() {
+                    self.peers.end_request(peer);
+                }
+            }
+            Request::Write(write) => {
+                if let Some(quorum) = &write.quorum {
+                    for peer in quorum.pending() {
+                        self.peers.end_request(peer);
+                    }
+                }
+            }
+            Request::Forward(forward) => self.peers.end_request(forward.to),
+            Request::Delivery(delivery) => {
+                if delivery.sent {
+                    self.peers.end_request(delivery.owner);
+                }
+                self.hints.delivery_ended(delivery.owner, &delivery.key);
+                self.hint_deliveries = self.hint_deliveries.saturating_sub(1);
+            }
+            Request::Batch(_) => {}
+        }
+        Some(request)
+    }
+
+    pub(crate) fn check_quorum(
+        &self,
+        requested: Option<u8>,
+        default: u8,
+    ) -> Result<u8, RequestError> {
+        let quorum = requested.unwrap_or(default);
+        if quorum == 0 || quorum > self.config.replicas {
+            return Err(RequestError::QuorumOutOfRange {
+                requested: quorum,
+                replicas: self.config.replicas,
+            });
+        }
+        Ok(quorum)
+    }
+
+    /// The first N healthy nodes of `partition`'s extended list.
+    fn read_targets(&self, partition: usize) -> SmallVec<[NodeId; 8]> {
+        first_healthy(&self.ring, partition, |node| self.healthy(node))
+    }
+
+    /// Write targets after this node's local write: the healthy preference-list
+    /// members, and for each unhealthy one the next healthy node past them with a hint.
+    /// This node is always a target (it holds a copy), as a stand-in for `local_owner`
+    /// when it is one.
+    fn write_targets(&self, partition: usize, local_owner: Option<NodeId>) -> Targets {
+        let replicas = self.ring.replicas();
+        let mut targets: Targets = SmallVec::new();
+        targets.push((self.id, local_owner));
+        let mut missing: SmallVec<[NodeId; 8]> = SmallVec::new();
+        for node in self.ring.preference_list(partition) {
+            if node == self.id || Some(node) == local_owner {
+                continue;
+            }
+            if self.healthy(node) {
+                targets.push((node, None));
+            } else {
+                missing.push(node);
+            }
+        }
+        let pref: SmallVec<[NodeId; 8]> = self.ring.preference_list(partition).collect();
+        let mut owners = missing.into_iter();
+        for node in self.ring.extended_list(partition).skip(replicas) {
+            if targets.len() >= replicas {
+                break;
+            }
+            if node == self.id || pref.contains(&node) || !self.healthy(node) {
+                continue;
+            }
+            match owners.next() {
+                Some(owner) => targets.push((node, Some(owner))),
+                None => break,
+            }
+        }
+        targets
+    }
+
+    /// The next healthy node of the extended list that `taken` does not hold.
+    fn next_stand_in(&self, partition: usize, taken: &[NodeId]) -> Option<NodeId> {
+        self.ring
+            .extended_list(partition)
+            .find(|&node| node != self.id && self.healthy(node) && !taken.contains(&node))
+    }
+
+    // ---- reads ----------------------------------------------------------------------
+
+    pub(crate) fn start_read(
+        &mut self,
+        reply: ReplyTo,
+        kind: ReadKind,
+        key: &[u8],
+        read_quorum: u8,
+    ) {
+        self.stats.reads_coordinated += 1;
+        let partition = self.ring.partition_of(key);
+        let targets = self.read_targets(partition);
+        let quorum = match ReadQuorum::new(targets.iter().copied(), usize::from(read_quorum)) {
+            Ok(quorum) => quorum,
+            Err(_) => {
+                return self.finish_read(
+                    reply,
+                    kind,
+                    Err(RequestError::QuorumUnreachable {
+                        operation: "read",
+                        required: read_quorum,
+                    }),
+                );
+            }
+        };
+        let request = Request::Read(ReadRequest {
+            reply,
+            kind,
+            key: key.to_vec(),
+            partition,
+            quorum,
+            required: read_quorum,
+            replied: false,
+            attempt_at: self.deadline_after(self.config.replica_timeout_ms),
+            final_at: self.deadline_after(self.config.request_timeout_ms),
+        });
+        let id = match self.insert_request(request) {
+            Ok(id) => id,
+            Err(error) => return self.finish_read(reply, kind, Err(error)),
+        };
+        for target in targets {
+            self.ask_for_read(id, target);
+        }
+        self.read_progress(id);
+    }
+
+    /// Sends (or, for this node, reads locally) one replica's part of read `id`.
+    fn ask_for_read(&mut self, id: SlotId, target: NodeId) {
+        let Some(Request::Read(read)) = self.requests.get(id) else {
+            return;
+        };
+        if target == self.id {
+            let key = read.key.clone();
+            let started = self
+                .insert_task(Task::LocalRead { request: id })
+                .map(|token| (token, self.actions.read(token, Space::Data, &key)));
+            match started {
+                Some((_, Ok(()))) => {}
+                Some((token, Err(_))) => {
+                    self.tasks.remove(SlotId::from_u64(token));
+                    self.read_failed(id, target);
+                }
+                None => self.read_failed(id, target),
+            }
+            return;
+        }
+        if !self.peers.begin_request(target) {
+            return self.read_failed(id, target);
+        }
+        let sent = self.actions.send(
+            target,
+            self.config.cluster_id,
+            &Message::ReplicaGet {
+                request: id.to_u64(),
+                key: &read.key,
+            },
+        );
+        if sent.is_err() {
+            self.peers.end_request(target);
+            self.read_failed(id, target);
+        }
+    }
+
+    fn read_failed(&mut self, id: SlotId, node: NodeId) {
+        if let Some(Request::Read(read)) = self.requests.get_mut(id) {
+            read.quorum.record_failure(node);
+        }
+    }
+
+    /// `node` answered read `id` (`None` versions: it has nothing; `Err`: it failed).
+    pub(crate) fn read_answer(
+        &mut self,
+        id: SlotId,
+        node: NodeId,
+        answer: Result<Option<VersionSet>, ()>,
+    ) {
+        let Some(Request::Read(read)) = self.requests.get_mut(id) else {
+            return;
+        };
+        if !read.quorum.is_pending(node) {
+            return;
+        }
+        if node != self.id {
+            self.peers.end_request(node);
+        }
+        match answer {
+            Ok(versions) => read.quorum.record_answer(node, versions),
+            Err(()) => read.quorum.record_failure(node),
+        };
+        self.read_progress(id);
+    }
+
+    fn read_progress(&mut self, id: SlotId) {
+        let Some(Request::Read(read)) = self.requests.get_mut(id) else {
+            return;
+        };
+        let progress = read.quorum.progress();
+        let settled = read.quorum.pending().next().is_none();
+        match progress {
+            Progress::Reached if !read.replied => {
+                read.replied = true;
+                read.attempt_at =
+                    self.now + Duration::from_millis(self.config.read_repair_window_ms);
+                let (reply, kind) = (read.reply, read.kind);
+                let merged = read.quorum.merged().clone();
+                self.finish_read(reply, kind, Ok(&merged));
+                if settled {
+                    self.end_read(id);
+                } else {
+                    self.arm(id);
+                }
+            }
+            Progress::Reached if settled => self.end_read(id),
+            Progress::Unreachable => {
+                if !read.replied {
+                    let (reply, kind, required) = (read.reply, read.kind, read.required);
+                    self.finish_read(
+                        reply,
+                        kind,
+                        Err(RequestError::QuorumUnreachable {
+                            operation: "read",
+                            required,
+                        }),
+                    );
+                }
+                self.end_read(id);
+            }
+            _ => {}
+        }
+    }
+
+    /// Ends read `id`, sending read repair to the replicas that answered with less.
+    fn end_read(&mut self, id: SlotId) {
+        let Some(Request::Read(read)) = self.remove_request(id) else {
+            return;
+        };
+        if !read.replied || self.sabotage().skip_repair {
+            return;
+        }
+        let merged = read.quorum.merged();
+        let stale: SmallVec<[NodeId; 8]> = read
+            .quorum
+            .stale_replicas()
+            .filter(|&node| {
+                self.ring
+                    .preference_list(read.partition)
+                    .any(|replica| replica == node)
+            })
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        self.scratch.clear();
+        merged.encode(&mut self.scratch);
+        let versions = std::mem::take(&mut self.scratch);
+        for node in stale {
+            self.stats.read_repairs_sent += 1;
+            if node == self.id {
+                // Refused when this key's lock queue is full: the next read repairs it.
+                let _ = self.merge_locally(&read.key, merged.clone(), None, None);
+                continue;
+            }
+            self.send(
+                node,
+                &Message::ReplicaPut {
+                    request: NO_REQUEST,
+                    key: &read.key,
+                    versions: &versions,
+                    hint: None,
+                },
+            );
+        }
+        self.scratch = versions;
+    }
+
+    fn read_deadline(&mut self, id: SlotId) {
+        let now = self.now;
+        let Some(Request::Read(read)) = self.requests.get_mut(id) else {
+            return;
+        };
+        if read.replied {
+            // The read-repair window is over.
+            return self.end_read(id);
+        }
+        if now >= read.final_at {
+            self.stats.requests_timed_out += 1;
+            let (reply, kind, required) = (read.reply, read.kind, read.required);
+            self.finish_read(
+                reply,
+                kind,
+                Err(RequestError::QuorumTimeout {
+                    operation: "read",
+                    required,
+                }),
+            );
+            self.remove_request(id);
+            return;
+        }
+        // Replica timeout: suspect the silent ones and ask the next healthy nodes.
+        let partition = read.partition;
+        let silent: SmallVec<[NodeId; 8]> = read.quorum.pending().collect();
+        read.attempt_at = now + Duration::from_millis(self.config.replica_timeout_ms);
+        for node in silent {
+            self.peers.timed_out(node, now);
+            self.peers.end_request(node);
+            let Some(Request::Read(read)) = self.requests.get(id) else {
+                return;
+            };
+            match self.next_stand_in(partition, read.quorum.targets()) {
+                Some(stand_in) => {
+                    if let Some(Request::Read(read)) = self.requests.get_mut(id) {
+                        read.quorum.replace(node, stand_in);
+                    }
+                    self.ask_for_read(id, stand_in);
+                }
+                None => self.read_failed(id, node),
+            }
+        }
+        self.arm(id);
+        self.read_progress(id);
+    }
+
+    // ---- writes ---------------------------------------------------------------------
+
+    /// A client's (or batch's) write of `key`.
+    pub(crate) fn start_write(
+        &mut self,
+        reply: ReplyTo,
+        reply_context: bool,
+        key: &[u8],
+        spec: WriteSpec,
+    ) {
+        let partition = self.ring.partition_of(key);
+        if self
+            .ring
+            .preference_list(partition)
+            .any(|node| node == self.id)
+        {
+            return self.coordinate_write(reply, reply_context, key, spec, None);
+        }
+        let first_healthy = self
+            .ring
+            .preference_list(partition)
+            .find(|&node| self.peers.is_up(node));
+        match first_healthy {
+            Some(replica) => {
+                self.forward_write(reply, reply_context, key, partition, spec, replica)
+            }
+            None => {
+                let owner = self.ring.preference_list(partition).next();
+                self.coordinate_write(reply, reply_context, key, spec, owner)
+            }
+        }
+    }
+
+    /// Mints and replicates a write here: as a replica (`local_owner` None) or as a
+    /// stand-in for `local_owner`.
+    pub(crate) fn coordinate_write(
+        &mut self,
+        reply: ReplyTo,
+        reply_context: bool,
+        key: &[u8],
+        spec: WriteSpec,
+        local_owner: Option<NodeId>,
+    ) {
+        self.stats.writes_coordinated += 1;
+        let writer = match local_owner {
+            None => self.id,
+            Some(_) => {
+                self.stats.stand_in_writes += 1;
+                NodeId(super::STAND_IN_WRITER_BIT | (self.rng.next_u64() >> 1))
+            }
+        };
+        let write_quorum = spec.write_quorum;
+        let request = Request::Write(WriteRequest {
+            reply,
+            reply_context,
+            key: key.to_vec(),
+            partition: self.ring.partition_of(key),
+            writer,
+            local_owner,
+            spec: Some(spec),
+            versions: Vec::new(),
+            context: VersionVector::new(),
+            write_quorum,
+            quorum: None,
+            stand_ins: SmallVec::new(),
+            replied: false,
+            attempt_at: Instant::MAX,
+            final_at: self.deadline_after(self.config.request_timeout_ms),
+        });
+        let id = match self.insert_request(request) {
+            Ok(id) => id,
+            Err(error) => return self.finish_write(reply, reply_context, Err(error)),
+        };
+        let space = match local_owner {
+            None => {
+                self.scratch.clear();
+                self.scratch.extend_from_slice(key);
+                Space::Data
+            }
+            Some(owner) => {
+                hint_key(owner, key, &mut self.scratch);
+                Space::Hints
+            }
+        };
+        let storage_key = std::mem::take(&mut self.scratch);
+        let queued = self.enqueue_key_op(space, &storage_key, KeyOp::Mint { request: id });
+        self.scratch = storage_key;
+        if queued.is_err() {
+            self.fail_write(id, RequestError::Overloaded("too many keys being written"));
+        }
+    }
+
+    /// The minted write `id` is durable here: send it to the other targets.
+    pub(crate) fn replicate(&mut self, id: SlotId) {
+        let Some(Request::Write(write)) = self.requests.get(id) else {
+            return;
+        };
+        let targets = self.write_targets(write.partition, write.local_owner);
+        let required = write.write_quorum;
+        let quorum = WriteQuorum::new(targets.iter().map(|&(node, _)| node), usize::from(required));
+        let Ok(mut quorum) = quorum else {
+            return self.fail_write(
+                id,
+                RequestError::QuorumUnreachable {
+                    operation: "write",
+                    required,
+                },
+            );
+        };
+        quorum.record_ack(self.id);
+        let attempt_at = self.deadline_after(self.config.replica_timeout_ms);
+        if let Some(Request::Write(write)) = self.requests.get_mut(id) {
+            write.quorum = Some(quorum);
+            write.attempt_at = attempt_at;
+            for &(node, owner) in &targets {
+                if let Some(owner) = owner.filter(|_| node != self.id) {
+                    write.stand_ins.push((node, owner));
+                }
+            }
+        }
+        for (node, owner) in targets {
+            if node != self.id {
+                self.send_write(id, node, owner);
+            }
+        }
+        self.arm(id);
+        self.write_progress(id);
+    }
+
+    /// Sends write `id`'s versions to `node` (a stand-in for `owner` when Some).
+    fn send_write(&mut self, id: SlotId, node: NodeId, owner: Option<NodeId>) {
+        let Some(Request::Write(write)) = self.requests.get(id) else {
+            return;
+        };
+        if !self.peers.begin_request(node) {
+            return self.write_target_failed(id, node, false);
+        }
+        let sent = self.actions.send(
+            node,
+            self.config.cluster_id,
+            &Message::ReplicaPut {
+                request: id.to_u64(),
+                key: &write.key,
+                versions: &write.versions,
+                hint: owner,
+            },
+        );
+        if sent.is_err() {
+            self.peers.end_request(node);
+            self.write_target_failed(id, node, false);
+        }
+    }
+
+    /// `node` acknowledged write `id` durable (or refused it).
+    pub(crate) fn write_answer(&mut self, id: SlotId, node: NodeId, status: ReplicaStatus) {
+        let Some(Request::Write(write)) = self.requests.get_mut(id) else {
+            return;
+        };
+        let Some(quorum) = write.quorum.as_mut() else {
+            return;
+        };
+        if !quorum.is_pending(node) {
+            return;
+        }
+        self.peers.end_request(node);
+        if status == ReplicaStatus::Ok {
+            quorum.record_ack(node);
+            self.write_progress(id);
+        } else {
+            self.write_target_failed(id, node, true);
+        }
+    }
+
+    /// `node` will not acknowledge write `id`: ask a stand-in in its place, or count it
+    /// failed when none is left. `answered`: it said so (else it is silent or refused).
+    fn write_target_failed(&mut self, id: SlotId, node: NodeId, answered: bool) {
+        let _ = answered;
+        let Some(Request::Write(write)) = self.requests.get(id) else {
+            return;
+        };
+        let Some(quorum) = write.quorum.as_ref() else {
+            return;
+        };
+        let owner = write
+            .stand_ins
+            .iter()
+            .find(|(stand_in, _)| *stand_in == node)
+            .map_or(node, |&(_, owner)| owner);
+        let mut taken: SmallVec<[NodeId; 8]> = quorum.targets().iter().copied().collect();
+        if let Some(owner) = write.local_owner {
+            taken.push(owner);
+        }
+        let stand_in = self.next_stand_in(write.partition, &taken);
+        let Some(Request::Write(write)) = self.requests.get_mut(id) else {
+            return;
+        };
+        let Some(quorum) = write.quorum.as_mut() else {
+            return;
+        };
+        match stand_in {
+            Some(stand_in) => {
+                quorum.replace(node, stand_in);
+                write.stand_ins.push((stand_in, owner));
+                self.send_write(id, stand_in, Some(owner));
+            }
+            None => {
+                quorum.record_failure(node);
+            }
+        }
+        self.write_progress(id);
+    }
+
+    fn write_progress(&mut self, id: SlotId) {
+        let Some(Request::Write(write)) = self.requests.get_mut(id) else {
+            return;
+        };
+        let Some(quorum) = write.quorum.as_ref() else {
+            return;
+        };
+        let settled = quorum.pending().next().is_none();
+        match quorum.progress() {
+            Progress::Reached if !write.replied => {
+                write.replied = true;
+                let (reply, reply_context) = (write.reply, write.reply_context);
+                let token = write.context.to_token();
+                self.finish_write(reply, reply_context, Ok(&token));
+                if settled {
+                    self.remove_request(id);
+                }
+            }
+            Progress::Reached if settled => {
+                self.remove_request(id);
+            }
+            Progress::Unreachable => {
+                let required = write.write_quorum;
+                self.fail_write(
+                    id,
+                    RequestError::QuorumUnreachable {
+                        operation: "write",
+                        required,
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// Fails write `id` (if it has not replied) and ends it.
+    pub(crate) fn fail_write(&mut self, id: SlotId, error: RequestError) {
+        let Some(Request::Write(write)) = self.remove_request(id) else {
+            return;
+        };
+        if !write.replied {
+            self.finish_write(write.reply, write.reply_context, Err(error));
+        }
+    }
+
+    /// The minted versions of write `id`, kept for sending: `versions` encoded,
+    /// `context` their join.
+    pub(crate) fn write_minted(&mut self, id: SlotId, context: VersionVector) {
+        if let Some(Request::Write(write)) = self.requests.get_mut(id) {
+            write.context = context;
+        }
+    }
+
+    fn write_deadline(&mut self, id: SlotId) {
+        let now = self.now;
+        let Some(Request::Write(write)) = self.requests.get_mut(id) else {
+            return;
+        };
+        if now >= write.final_at {
+            if !write.replied {
+                self.stats.requests_timed_out += 1;
+            }
+            let required = write.write_quorum;
+            return self.fail_write(
+                id,
+                RequestError::QuorumTimeout {
+                    operation: "write",
+                    required,
+                },
+            );
+        }
+        let silent: SmallVec<[NodeId; 8]> = match &write.quorum {
+            Some(quorum) => quorum.pending().collect(),
+            None => SmallVec::new(),
+        };
+        write.attempt_at = now + Duration::from_millis(self.config.replica_timeout_ms);
+        for node in silent {
+            self.peers.timed_out(node, now);
+            self.peers.end_request(node);
+            self.write_target_failed(id, node, false);
+        }
+        self.arm(id);
+    }
+
+    // ---- forwarding -----------------------------------------------------------------
+
+    fn forward_write(
+        &mut self,
+        reply: ReplyTo,
+        reply_context: bool,
+        key: &[u8],
+        partition: usize,
+        spec: WriteSpec,
+        to: NodeId,
+    ) {
+        self.stats.writes_forwarded += 1;
+        let request = Request::Forward(ForwardRequest {
+            reply,
+            reply_context,
+            key: key.to_vec(),
+            partition,
+            spec,
+            to,
+            tried: SmallVec::new(),
+            attempt_at: Instant::MAX,
+            final_at: self.deadline_after(self.config.request_timeout_ms),
+        });
+        match self.insert_request(request) {
+            Ok(id) => self.send_forward(id, to),
+            Err(error) => self.finish_write(reply, reply_context, Err(error)),
+        }
+    }
+
+    fn send_forward(&mut self, id: SlotId, to: NodeId) {
+        let attempt_at = self.deadline_after(self.config.replica_timeout_ms * 2);
+        let Some(Request::Forward(forward)) = self.requests.get_mut(id) else {
+            return;
+        };
+        forward.to = to;
+        forward.tried.push(to);
+        forward.attempt_at = attempt_at;
+        let started = self.peers.begin_request(to);
+        let token = forward.spec.context.as_ref().map(VersionVector::to_token);
+        let sent = started
+            && self
+                .actions
+                .send(
+                    to,
+                    self.config.cluster_id,
+                    &Message::ForwardPut {
+                        request: id.to_u64(),
+                        key: &forward.key,
+                        context: token.as_deref().unwrap_or("").as_bytes(),
+                        plain: forward.spec.context.is_none(),
+                        value: forward.spec.value.data.as_deref(),
+                        timestamp_ms: forward.spec.value.timestamp_ms,
+                        write_quorum: forward.spec.write_quorum,
+                    },
+                )
+                .is_ok();
+        self.arm(id);
+        if !sent {
+            if started {
+                self.peers.end_request(to);
+            }
+            self.forward_failed(id);
+        }
+    }
+
+    /// The replica a write was forwarded to answered.
+    pub(crate) fn forward_answer(
+        &mut self,
+        id: SlotId,
+        from: NodeId,
+        status: ReplicaStatus,
+        context: &[u8],
+    ) {
+        let Some(Request::Forward(forward)) = self.requests.get(id) else {
+            return;
+        };
+        if forward.to != from {
+            return;
+        }
+        if status != ReplicaStatus::Ok {
+            self.peers.end_request(from);
+            if let Some(Request::Forward(forward)) = self.requests.get_mut(id) {
+                forward.to = self.id;
+            }
+            return self.forward_failed(id);
+        }
+        let Some(Request::Forward(forward)) = self.remove_request(id) else {
+            return;
+        };
+        match core::str::from_utf8(context) {
+            Ok(token) => self.finish_write(forward.reply, forward.reply_context, Ok(token)),
+            Err(_) => self.finish_write(
+                forward.reply,
+                forward.reply_context,
+                Err(RequestError::ForwardFailed),
+            ),
+        }
+    }
+
+    /// The current forward target failed: try the next healthy replica, else mint here
+    /// as a stand-in.
+    fn forward_failed(&mut self, id: SlotId) {
+        let Some(Request::Forward(forward)) = self.requests.get(id) else {
+            return;
+        };
+        let next = self
+            .ring
+            .preference_list(forward.partition)
+            .find(|&node| self.peers.is_up(node) && !forward.tried.contains(&node));
+        if let Some(next) = next {
+            if let Some(Request::Forward(forward)) = self.requests.get_mut(id) {
+                forward.to = next;
+            }
+            return self.send_forward(id, next);
+        }
+        let Some(Request::Forward(forward)) = self.remove_request(id) else {
+            return;
+        };
+        let owner = self.ring.preference_list(forward.partition).next();
+        self.coordinate_write(
+            forward.reply,
+            forward.reply_context,
+            &forward.key,
+            forward.spec,
+            owner,
+        );
+    }
+
+    fn forward_deadline(&mut self, id: SlotId) {
+        let now = self.now;
+        let Some(Request::Forward(forward)) = self.requests.get(id) else {
+            return;
+        };
+        if now >= forward.final_at {
+            self.stats.requests_timed_out += 1;
+            let Some(Request::Forward(forward)) = self.remove_request(id) else {
+                return;
+            };
+            let required = forward.spec.write_quorum;
+            return self.finish_write(
+                forward.reply,
+                forward.reply_context,
+                Err(RequestError::QuorumTimeout {
+                    operation: "write",
+                    required,
+                }),
+            );
+        }
+        let to = forward.to;
+        self.peers.timed_out(to, now);
+        self.peers.end_request(to);
+        if let Some(Request::Forward(forward)) = self.requests.get_mut(id) {
+            forward.to = self.id;
+        }
+        self.forward_failed(id);
+    }
+
+    // ---- batches --------------------------------------------------------------------
+
+    pub(crate) fn start_batch(
+        &mut self,
+        client: ClientId,
+        tag: u64,
+        count: usize,
+    ) -> Result<SlotId, RequestError> {
+        self.insert_request(Request::Batch(BatchRequest {
+            client,
+            tag,
+            remaining: count as u32,
+            count: 0,
+            error: None,
+        }))
+    }
+
+    /// One key of batch `parent` is done: `Ok(n)` adds n to the count.
+    pub(crate) fn batch_part_done(&mut self, parent: SlotId, result: Result<i64, RequestError>) {
+        let Some(Request::Batch(batch)) = self.requests.get_mut(parent) else {
+            return;
+        };
+        batch.remaining = batch.remaining.saturating_sub(1);
+        match result {
+            Ok(count) => batch.count += count,
+            Err(error) => {
+                batch.error.get_or_insert(error);
+            }
+        }
+        if batch.remaining > 0 {
+            return;
+        }
+        let Some(Request::Batch(batch)) = self.remove_request(parent) else {
+            return;
+        };
+        let outcome = match batch.error {
+            Some(error) => Err(error),
+            None => Ok(batch.count),
+        };
+        self.reply_integer(batch.client, batch.tag, outcome);
+    }
+
+    // ---- deadlines ------------------------------------------------------------------
+
+    pub(crate) fn request_deadline(&mut self, id: SlotId) {
+        match self.requests.get(id) {
+            Some(Request::Read(_)) => self.read_deadline(id),
+            Some(Request::Write(_)) => self.write_deadline(id),
+            Some(Request::Forward(_)) => self.forward_deadline(id),
+            Some(Request::Delivery(_)) => self.delivery_deadline(id),
+            Some(Request::Batch(_)) | None => {}
+        }
+    }
+}
+
+/// Sabotage knobs, all off, for builds without the `sabotage` feature.
+#[cfg(not(feature = "sabotage"))]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct NoSabotage {
+    pub(crate) ack_before_durable: bool,
+    pub(crate) drop_concurrent_siblings: bool,
+    pub(crate) ignore_context: bool,
+    pub(crate) skip_repair: bool,
+    pub(crate) ignore_request_bound: bool,
+}
+
+/// The first N healthy nodes of `partition`'s extended list.
+fn first_healthy(
+    ring: &Ring,
+    partition: usize,
+    healthy: impl Fn(NodeId) -> bool,
+) -> SmallVec<[NodeId; 8]> {
+    ring.extended_list(partition)
+        .filter(|&node| healthy(node))
+        .take(ring.replicas())
+        .collect()
+}

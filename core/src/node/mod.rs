@@ -1,0 +1,544 @@
+//! The Dynamo node: a sans-io state machine that coordinates client requests, serves as
+//! a replica for its peers, holds hints for unreachable nodes and detects failures
+//! (design.md sections 2 and 5).
+//!
+//! # Driving a node
+//!
+//! ```text
+//! let mut node = Node::new(config, identity, seed, now)?;
+//! loop {
+//!     node.handle(now, input);                       // one mutation
+//!     while let Some(action) = node.poll_action() {  // drain every action, always
+//!         shell.perform(action);
+//!     }
+//!     sleep_until(node.poll_timeout());              // then handle(now, Input::Timeout)
+//! }
+//! ```
+//!
+//! `now` must never go backwards (a step back is treated as no time passing). After
+//! every `handle`, the shell drains [`Node::poll_action`] until it returns `None`; the
+//! borrowed bytes of an action are valid until the next poll. Storage operations carry
+//! a token that the shell hands back in [`Completion`]; a write or delete completes only
+//! once durable. A shell must pass a fresh random `seed` at every start: stand-in writer
+//! ids are drawn from it and must never repeat.
+//!
+//! # Requests
+//!
+//! - Any node coordinates any request. A read asks the first N healthy nodes of the
+//!   key's extended preference list, replies after R answers with the merged versions
+//!   (VGET: context token and every live sibling; GET: the last-write-wins pick), keeps
+//!   listening for `read_repair_window_ms` and then sends the merge to replicas that
+//!   answered with less (read repair).
+//! - A write is minted by a replica: only a preference-list member gives the write its
+//!   dot, against its own stored versions under the key's lock, and makes it durable
+//!   locally before anyone else sees it (so a dot can never be minted twice, even
+//!   across a crash). A coordinator that is not a replica forwards the write to the
+//!   first healthy one; the minting replica sends the new versions to the other healthy
+//!   targets and replies after W durable acknowledgements (its own included).
+//! - SET and DEL supersede what the minting replica holds (design.md section 7); VSET
+//!   and VDEL supersede exactly what their context saw. A delete is a tombstone write.
+//!   DEL answers how many of its keys' deletes reached W, not how many keys held a
+//!   value (knowing that would cost a quorum read per key).
+//! - Requests that miss their quorum fail with a clear error after
+//!   `request_timeout_ms` (or at once, when too many targets failed); writes already
+//!   made stay.
+//!
+//! # Sloppy quorum and hinted handoff
+//!
+//! Targets are the first N healthy nodes of the extended list. A replica that is down,
+//! or that does not answer within `replica_timeout_ms`, is replaced by the next healthy
+//! node past them, whose copy carries a hint naming the intended owner. A stand-in keeps
+//! hinted writes in its `Hints` space and offers them to their owners every
+//! `hint_interval_ms` (backing off per owner on failure); a hint is deleted once its
+//! owner acknowledged it durable, unless a newer hinted write merged into it meanwhile.
+//!
+//! When no preference-list member is reachable at all, the coordinator mints the write
+//! itself as a stand-in, under a fresh writer id with [`STAND_IN_WRITER_BIT`] set (one
+//! id per such write: a stand-in holds no durable counter for the key, so it can never
+//! reuse an id). Each such write adds one entry to the key's clock; a clock that would
+//! exceed `version_bounds.coordinators_max` refuses the write.
+//!
+//! # Bounds
+//!
+//! In-flight requests, storage operations, locked keys and the operations waiting on
+//! them, hints, hint deliveries, requests per peer, queued actions and their bytes all
+//! have a bound from [`Config`]; at a bound the node refuses with an overloaded error
+//! instead of growing. [`Node::bounds`] reports each peak next to its bound.
+//!
+//! # Not yet
+//!
+//! Membership is static (the member list in [`Config`]); gossip, join, leave, data
+//! transfer and anti-entropy arrive with issue 6. Until then a replica that missed a
+//! write and was never read again keeps missing it: read repair and hinted handoff are
+//! the only repair. Tombstones are never reaped.
+
+mod actions;
+mod client;
+mod config;
+mod coordinator;
+mod hints;
+mod locks;
+mod peers;
+mod replica;
+
+pub use actions::{Action, ClientId, Space, StorageOp};
+#[cfg(feature = "sabotage")]
+pub use config::Sabotage;
+pub use config::{Config, ConfigError, STAND_IN_WRITER_BIT};
+
+use crate::deadline::Deadlines;
+use crate::placement::Ring;
+use crate::random::Rng;
+use crate::resp::Command;
+use crate::slab::Slab;
+use crate::time::Instant;
+use crate::version::{ContextError, NodeId};
+use crate::wire::Message;
+use actions::ActionQueue;
+use coordinator::{KeyOp, Request, Task};
+use core::time::Duration;
+use hints::Hints;
+use locks::KeyLocks;
+use peers::Peers;
+
+/// Who this node is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeIdentity {
+    pub id: NodeId,
+}
+
+/// One event for the node.
+#[derive(Clone, Debug)]
+pub enum Input<'a> {
+    /// A client's command. `tag` comes back with the reply; `timestamp_ms` is the wall
+    /// clock at arrival, used only for last-write-wins.
+    Client {
+        client: ClientId,
+        tag: u64,
+        timestamp_ms: u64,
+        command: Command<'a>,
+    },
+    /// A decoded frame from a peer (the shell decodes with [`Node::wire_limits`] and
+    /// refuses foreign frames).
+    Peer { from: NodeId, message: Message<'a> },
+    /// The connection to a peer is up.
+    PeerUp { peer: NodeId },
+    /// The connection to a peer broke.
+    PeerDown { peer: NodeId },
+    /// A storage operation finished.
+    Storage(Completion<'a>),
+    /// [`Node::poll_timeout`] passed.
+    Timeout,
+}
+
+/// Why a storage operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageFailure {
+    DiskFull,
+    /// The record failed its checksum or did not decode.
+    Corrupt,
+    Io,
+}
+
+/// A page of keys from a `List` operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listing<'a> {
+    pub keys: &'a [Vec<u8>],
+    /// No keys after these.
+    pub complete: bool,
+}
+
+/// The end of a [`StorageOp`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Completion<'a> {
+    Read {
+        token: u64,
+        result: Result<Option<&'a [u8]>, StorageFailure>,
+    },
+    /// A write or delete is durable (or failed).
+    Written {
+        token: u64,
+        result: Result<(), StorageFailure>,
+    },
+    Listed {
+        token: u64,
+        result: Result<Listing<'a>, StorageFailure>,
+    },
+}
+
+/// Why a client request failed. `Display` is the RESP error text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestError {
+    /// A bound was reached; the client may retry later.
+    Overloaded(&'static str),
+    QuorumOutOfRange {
+        requested: u8,
+        replicas: u8,
+    },
+    KeyTooLarge {
+        size: usize,
+        max: usize,
+    },
+    ValueTooLarge {
+        size: usize,
+        max: usize,
+    },
+    InvalidContext(ContextError),
+    /// Fewer than the required replicas answered in time.
+    QuorumTimeout {
+        operation: &'static str,
+        required: u8,
+    },
+    /// Too many replicas failed for the quorum to be met.
+    QuorumUnreachable {
+        operation: &'static str,
+        required: u8,
+    },
+    /// The key has more siblings or writers than the configured bounds.
+    TooManyVersions,
+    /// This node's storage failed.
+    StorageFailed(StorageFailure),
+    /// The replica a write was forwarded to could not complete it.
+    ForwardFailed,
+    NotSupported(&'static str),
+}
+
+impl core::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RequestError::Overloaded(what) => write!(f, "OVERLOADED {what}, retry later"),
+            RequestError::QuorumOutOfRange {
+                requested,
+                replicas,
+            } => write!(f, "ERR quorum {requested} must be within 1..={replicas}"),
+            RequestError::KeyTooLarge { size, max } => {
+                write!(f, "ERR key of {size} bytes exceeds the limit of {max}")
+            }
+            RequestError::ValueTooLarge { size, max } => {
+                write!(f, "ERR value of {size} bytes exceeds the limit of {max}")
+            }
+            RequestError::InvalidContext(error) => write!(f, "ERR invalid context: {error}"),
+            RequestError::QuorumTimeout {
+                operation,
+                required,
+            } => write!(
+                f,
+                "TIMEOUT {operation} did not reach {required} replicas in time"
+            ),
+            RequestError::QuorumUnreachable {
+                operation,
+                required,
+            } => write!(
+                f,
+                "UNAVAILABLE {operation} cannot reach {required} replicas"
+            ),
+            RequestError::TooManyVersions => {
+                f.write_str("ERR the key has too many siblings or writers; resolve with VSET")
+            }
+            RequestError::StorageFailed(failure) => write!(f, "IOERR local storage: {failure:?}"),
+            RequestError::ForwardFailed => {
+                f.write_str("UNAVAILABLE the coordinating replica could not complete the write")
+            }
+            RequestError::NotSupported(what) => write!(f, "ERR {what} is not supported yet"),
+        }
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+/// One bounded structure: its peak use and its bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BoundUse {
+    pub name: &'static str,
+    pub peak: u64,
+    pub max: u64,
+}
+
+/// Counters for INFO, tests and the simulator's report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub reads_coordinated: u64,
+    pub writes_coordinated: u64,
+    pub writes_forwarded: u64,
+    pub stand_in_writes: u64,
+    pub messages_sent: u64,
+    pub read_repairs_sent: u64,
+    pub hints_stored: u64,
+    pub hints_delivered: u64,
+    pub overloaded: u64,
+    pub requests_timed_out: u64,
+    pub peers_marked_down: u64,
+    pub actions_refused: u64,
+}
+
+/// A Dynamo node. See the module documentation for how to drive it.
+#[derive(Debug)]
+pub struct Node {
+    config: Config,
+    id: NodeId,
+    ring: Ring,
+    rng: Rng,
+    now: Instant,
+    actions: ActionQueue,
+    requests: Slab<Request>,
+    requests_peak: usize,
+    deadlines: Deadlines,
+    tasks: Slab<Task>,
+    tasks_peak: usize,
+    locks: KeyLocks<KeyOp>,
+    peers: Peers,
+    hints: Hints,
+    hint_deliveries: u32,
+    hint_deliveries_peak: u32,
+    next_hint_round: Instant,
+    /// Reused for storage keys of hints and encoded versions.
+    scratch: Vec<u8>,
+    stats: Stats,
+}
+
+impl Node {
+    /// A node at `now`. Starts by listing the hints it holds on disk.
+    pub fn new(
+        config: Config,
+        identity: NodeIdentity,
+        seed: u64,
+        now: Instant,
+    ) -> Result<Node, ConfigError> {
+        config.validate(identity.id)?;
+        let ring = Ring::new(
+            &config.members,
+            config.partition_bits,
+            usize::from(config.replicas),
+        )
+        .map_err(ConfigError::Placement)?;
+        let request_slots = if cfg!(feature = "sabotage") {
+            // Room for the sabotaged node that ignores its bound; the checker must see it.
+            config.requests_max.saturating_mul(2)
+        } else {
+            config.requests_max
+        };
+        let mut node = Node {
+            id: identity.id,
+            ring,
+            rng: Rng::new(seed),
+            now,
+            actions: ActionQueue::new(config.actions_max, config.action_bytes_max),
+            requests: Slab::with_capacity(request_slots),
+            requests_peak: 0,
+            deadlines: Deadlines::with_capacity(request_slots),
+            tasks: Slab::with_capacity(config.storage_operations_max),
+            tasks_peak: 0,
+            locks: KeyLocks::new(config.locked_keys_max, config.waiting_operations_max),
+            peers: Peers::new(&config, identity.id),
+            hints: Hints::new(config.hints_max),
+            hint_deliveries: 0,
+            hint_deliveries_peak: 0,
+            next_hint_round: now + Duration::from_millis(config.hint_interval_ms),
+            scratch: Vec::new(),
+            stats: Stats::default(),
+            config,
+        };
+        node.list_hints(&[]);
+        Ok(node)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The limits a shell decodes peer frames with.
+    pub fn wire_limits(&self) -> crate::wire::WireLimits {
+        self.config.wire_limits
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            peers_marked_down: self.peers.marked_down,
+            actions_refused: self.actions.refused,
+            ..self.stats
+        }
+    }
+
+    /// True while this node believes `peer` is up.
+    pub fn believes_up(&self, peer: NodeId) -> bool {
+        peer == self.id || self.peers.is_up(peer)
+    }
+
+    /// Hints held for other nodes.
+    pub fn hints_held(&self) -> usize {
+        self.hints.len()
+    }
+
+    /// Requests in flight.
+    pub fn requests_in_flight(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Every bounded structure with its peak use and its bound.
+    pub fn bounds(&self) -> [BoundUse; 9] {
+        let config = &self.config;
+        let bound = |name, peak: usize, max: u64| BoundUse {
+            name,
+            peak: peak as u64,
+            max,
+        };
+        [
+            bound(
+                "requests",
+                self.requests_peak,
+                u64::from(config.requests_max),
+            ),
+            bound(
+                "storage operations",
+                self.tasks_peak,
+                u64::from(config.storage_operations_max),
+            ),
+            bound(
+                "locked keys",
+                self.locks.locked_peak,
+                u64::from(config.locked_keys_max),
+            ),
+            bound(
+                "waiting operations",
+                self.locks.waiting_peak,
+                u64::from(config.waiting_operations_max),
+            ),
+            bound("hints", self.hints.peak, u64::from(config.hints_max)),
+            bound(
+                "hint deliveries",
+                self.hint_deliveries_peak as usize,
+                u64::from(config.hint_deliveries_max),
+            ),
+            bound(
+                "requests per peer",
+                self.peers.requests_peak as usize,
+                u64::from(config.peer_requests_max),
+            ),
+            bound(
+                "queued actions",
+                self.actions.actions_peak,
+                u64::from(config.actions_max),
+            ),
+            bound(
+                "queued action bytes",
+                self.actions.bytes_peak,
+                config.action_bytes_max as u64,
+            ),
+        ]
+    }
+
+    /// Applies one input at `now`.
+    pub fn handle(&mut self, now: Instant, input: Input<'_>) {
+        self.now = self.now.max(now);
+        match input {
+            Input::Client {
+                client,
+                tag,
+                timestamp_ms,
+                command,
+            } => self.client_command(client, tag, timestamp_ms, command),
+            Input::Peer { from, message } => self.peer_message(from, message),
+            Input::PeerUp { peer } => self.peers.alive(peer),
+            Input::PeerDown { peer } => self.peers.mark_down(peer, self.now),
+            Input::Storage(completion) => self.storage_completion(completion),
+            Input::Timeout => {}
+        }
+        self.run_timers();
+    }
+
+    /// The next action for the shell; its bytes are valid until the next call.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action<'_>> {
+        let action = self.actions.poll();
+        if let Some(Action::Send { .. }) = action {
+            self.stats.messages_sent += 1;
+        }
+        action
+    }
+
+    /// When to call `handle(now, Input::Timeout)` next, if ever.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let hints = (self.hints.len() > 0).then_some(self.next_hint_round);
+        [
+            self.deadlines.next_deadline(),
+            self.peers.next_probe(),
+            hints,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn run_timers(&mut self) {
+        let now = self.now;
+        for _ in 0..self.config.expirations_per_wakeup_max {
+            // Leave room for what an expiry may emit; the rest waits for the next call.
+            if !self
+                .actions
+                .has_room(usize::from(self.config.replicas) * 2 + 4)
+            {
+                break;
+            }
+            let Some(index) = self.deadlines.pop_expired(now) else {
+                break;
+            };
+            if let Some(id) = self.requests.id_at(index) {
+                self.request_deadline(id);
+            }
+        }
+        while self.actions.has_room(2) {
+            let Some(peer) = self.peers.take_due_probe(now) else {
+                break;
+            };
+            let nonce = self.rng.next_u64();
+            let _ = self.actions.connect(peer);
+            self.send(peer, &Message::Ping { nonce });
+        }
+        if now >= self.next_hint_round {
+            self.next_hint_round = now + Duration::from_millis(self.config.hint_interval_ms);
+            self.deliver_hints();
+        }
+    }
+
+    /// Queues a frame to `to`; false when the action queue refused it.
+    fn send(&mut self, to: NodeId, message: &Message<'_>) -> bool {
+        self.actions
+            .send(to, self.config.cluster_id, message)
+            .is_ok()
+    }
+
+    fn insert_task(&mut self, task: Task) -> Option<u64> {
+        let id = self.tasks.insert(task).ok()?;
+        self.tasks_peak = self.tasks_peak.max(self.tasks.len());
+        Some(id.to_u64())
+    }
+
+    fn healthy(&self, node: NodeId) -> bool {
+        node == self.id || self.peers.is_up(node)
+    }
+
+    /// Starts (or continues after `after`) listing the hints on disk.
+    fn list_hints(&mut self, after: &[u8]) {
+        if let Some(token) = self.insert_task(Task::ListHints) {
+            let limit = 1024u32.min(self.config.hints_max);
+            if self
+                .actions
+                .list(token, Space::Hints, after, limit)
+                .is_err()
+            {
+                self.tasks.remove(crate::slab::SlotId::from_u64(token));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

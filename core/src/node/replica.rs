@@ -1,0 +1,752 @@
+//! The replica side: answering peers' reads and writes, the per-key read-modify-write
+//! that mints, merges and stores versions, storage completions, and hint delivery.
+
+use super::actions::Space;
+use super::coordinator::{DeliveryRequest, KeyOp, NO_REQUEST, ReplyTo, Request, Task, WriteSpec};
+use super::hints::{hint_key, parse_hint_key};
+use super::locks::{Enqueued, LocksFull};
+use super::{Completion, Node, RequestError, StorageFailure};
+use crate::slab::SlotId;
+use crate::version::{NodeId, Value, VersionSet, VersionVector};
+use crate::wire::{Message, ReplicaStatus};
+use core::time::Duration;
+
+/// How a key operation's read step ended.
+enum Step {
+    /// A write or delete was issued; wait for its completion.
+    Storing,
+    /// Nothing to store: the operation is over.
+    Done(Result<(), StorageFailure>),
+}
+
+impl Node {
+    pub(crate) fn peer_message(&mut self, from: NodeId, message: Message<'_>) {
+        if from == self.id || self.peers.get(from).is_none() {
+            return;
+        }
+        self.peers.alive(from);
+        match message {
+            Message::Ping { nonce } => {
+                self.send(from, &Message::Pong { nonce });
+            }
+            Message::ReplicaGet { request, key } => self.replica_read(from, request, key),
+            Message::ReplicaGetReply {
+                request,
+                status,
+                versions,
+            } => {
+                let answer = match status {
+                    ReplicaStatus::Ok => VersionSet::decode(versions, self.config.version_bounds)
+                        .map(Some)
+                        .map_err(|_| ()),
+                    ReplicaStatus::NotFound => Ok(None),
+                    ReplicaStatus::StorageFailed | ReplicaStatus::Overloaded => Err(()),
+                };
+                self.read_answer(SlotId::from_u64(request), from, answer);
+            }
+            Message::ReplicaPut {
+                request,
+                key,
+                versions,
+                hint,
+            } => self.replica_write(from, request, key, versions, hint),
+            Message::ReplicaPutReply { request, status } => {
+                let id = SlotId::from_u64(request);
+                match self.requests.get(id) {
+                    Some(Request::Write(_)) => self.write_answer(id, from, status),
+                    Some(Request::Delivery(_)) => self.delivery_answer(id, from, status),
+                    _ => {}
+                }
+            }
+            Message::ForwardPut {
+                request,
+                key,
+                context,
+                plain,
+                value,
+                timestamp_ms,
+                write_quorum,
+            } => self.forwarded_write(
+                from,
+                request,
+                key,
+                context,
+                plain,
+                value,
+                timestamp_ms,
+                write_quorum,
+            ),
+            Message::ForwardPutReply {
+                request,
+                status,
+                context,
+            } => self.forward_answer(SlotId::from_u64(request), from, status, context),
+            // Membership, anti-entropy and transfer arrive with issue 6.
+            Message::Hello { .. }
+            | Message::Pong { .. }
+            | Message::Gossip { .. }
+            | Message::GossipReply { .. }
+            | Message::TreeHashes { .. }
+            | Message::KeyHashes { .. }
+            | Message::TransferBatch { .. }
+            | Message::TransferAck { .. } => {}
+        }
+    }
+
+    fn replica_read(&mut self, from: NodeId, request: u64, key: &[u8]) {
+        if key.len() > self.config.key_size_bytes_max {
+            return self.reply_replica_read(from, request, ReplicaStatus::StorageFailed, &[]);
+        }
+        let Some(token) = self.insert_task(Task::ReplicaRead {
+            peer: from,
+            request,
+        }) else {
+            return self.reply_replica_read(from, request, ReplicaStatus::Overloaded, &[]);
+        };
+        if self.actions.read(token, Space::Data, key).is_err() {
+            self.tasks.remove(SlotId::from_u64(token));
+        }
+    }
+
+    fn reply_replica_read(
+        &mut self,
+        to: NodeId,
+        request: u64,
+        status: ReplicaStatus,
+        versions: &[u8],
+    ) {
+        self.send(
+            to,
+            &Message::ReplicaGetReply {
+                request,
+                status,
+                versions,
+            },
+        );
+    }
+
+    fn replica_write(
+        &mut self,
+        from: NodeId,
+        request: u64,
+        key: &[u8],
+        versions: &[u8],
+        hint: Option<NodeId>,
+    ) {
+        let reply = (request != NO_REQUEST).then_some((from, request));
+        let refuse = |node: &mut Node, status| {
+            if let Some((peer, request)) = reply {
+                node.send(peer, &Message::ReplicaPutReply { request, status });
+            }
+        };
+        if key.len() > self.config.key_size_bytes_max {
+            return refuse(self, ReplicaStatus::StorageFailed);
+        }
+        let Ok(versions) = VersionSet::decode(versions, self.config.version_bounds) else {
+            return refuse(self, ReplicaStatus::StorageFailed);
+        };
+        let hint_owner = hint.filter(|&owner| owner != self.id);
+        if hint_owner.is_some() && !self.hints.reserve() {
+            self.stats.overloaded += 1;
+            return refuse(self, ReplicaStatus::Overloaded);
+        }
+        let reply = if self.sabotage().ack_before_durable {
+            refuse(self, ReplicaStatus::Ok);
+            None
+        } else {
+            reply
+        };
+        if let Err(status) = self.merge_locally(key, versions, reply, hint_owner) {
+            if hint_owner.is_some() {
+                self.hints.unreserve();
+            }
+            if let Some((peer, request)) = reply {
+                self.send(peer, &Message::ReplicaPutReply { request, status });
+            }
+        }
+    }
+
+    /// Queues a merge of `versions` into this node's copy of `key` (its own, or a hint
+    /// for `hint_owner`).
+    pub(crate) fn merge_locally(
+        &mut self,
+        key: &[u8],
+        versions: VersionSet,
+        reply: Option<(NodeId, u64)>,
+        hint_owner: Option<NodeId>,
+    ) -> Result<(), ReplicaStatus> {
+        let space = match hint_owner {
+            Some(owner) => {
+                hint_key(owner, key, &mut self.scratch);
+                Space::Hints
+            }
+            None => {
+                self.scratch.clear();
+                self.scratch.extend_from_slice(key);
+                Space::Data
+            }
+        };
+        let storage_key = std::mem::take(&mut self.scratch);
+        let queued = self.enqueue_key_op(
+            space,
+            &storage_key,
+            KeyOp::Merge {
+                versions,
+                reply,
+                hint_owner,
+            },
+        );
+        self.scratch = storage_key;
+        queued.map_err(|_| {
+            self.stats.overloaded += 1;
+            ReplicaStatus::Overloaded
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forwarded_write(
+        &mut self,
+        from: NodeId,
+        request: u64,
+        key: &[u8],
+        context: &[u8],
+        plain: bool,
+        value: Option<&[u8]>,
+        timestamp_ms: u64,
+        write_quorum: u8,
+    ) {
+        let reply = ReplyTo::Peer {
+            peer: from,
+            request,
+        };
+        let context = if plain {
+            None
+        } else if context.is_empty() {
+            Some(VersionVector::new())
+        } else {
+            match core::str::from_utf8(context)
+                .ok()
+                .map(VersionVector::from_token)
+            {
+                Some(Ok(context)) => Some(context),
+                _ => return self.finish_write(reply, true, Err(RequestError::ForwardFailed)),
+            }
+        };
+        let checked = self
+            .check_quorum(Some(write_quorum), write_quorum)
+            .and_then(|quorum| {
+                self.check_sizes(key, value.map_or(0, <[u8]>::len))
+                    .map(|()| quorum)
+            });
+        let write_quorum = match checked {
+            Ok(quorum) => quorum,
+            Err(error) => return self.finish_write(reply, true, Err(error)),
+        };
+        let value = match value {
+            Some(data) => Value::new(data.to_vec(), timestamp_ms),
+            None => Value::tombstone(timestamp_ms),
+        };
+        let spec = WriteSpec {
+            context,
+            value,
+            write_quorum,
+        };
+        let partition = self.ring.partition_of(key);
+        let owner = if self
+            .ring
+            .preference_list(partition)
+            .any(|node| node == self.id)
+        {
+            None
+        } else {
+            self.ring.preference_list(partition).next()
+        };
+        self.coordinate_write(reply, true, key, spec, owner);
+    }
+
+    // ---- storage --------------------------------------------------------------------
+
+    pub(crate) fn storage_completion(&mut self, completion: Completion<'_>) {
+        let token = match completion {
+            Completion::Read { token, .. }
+            | Completion::Written { token, .. }
+            | Completion::Listed { token, .. } => token,
+        };
+        let id = SlotId::from_u64(token);
+        let Some(&task) = self.tasks.get(id) else {
+            return;
+        };
+        match (task, completion) {
+            (Task::Locked { lock }, Completion::Read { result, .. }) => {
+                match self.locked_read(lock, token, result) {
+                    Step::Storing => {}
+                    Step::Done(result) => {
+                        self.tasks.remove(id);
+                        self.finish_locked(lock, result);
+                    }
+                }
+            }
+            (Task::Locked { lock }, Completion::Written { result, .. }) => {
+                self.tasks.remove(id);
+                self.finish_locked(lock, result);
+            }
+            (Task::ReplicaRead { peer, request }, Completion::Read { result, .. }) => {
+                self.tasks.remove(id);
+                match result {
+                    Ok(Some(versions)) => {
+                        self.reply_replica_read(peer, request, ReplicaStatus::Ok, versions)
+                    }
+                    Ok(None) => {
+                        self.reply_replica_read(peer, request, ReplicaStatus::NotFound, &[])
+                    }
+                    Err(_) => {
+                        self.reply_replica_read(peer, request, ReplicaStatus::StorageFailed, &[])
+                    }
+                }
+            }
+            (Task::LocalRead { request }, Completion::Read { result, .. }) => {
+                self.tasks.remove(id);
+                let answer = match result {
+                    Ok(Some(bytes)) => VersionSet::decode(bytes, self.config.version_bounds)
+                        .map(Some)
+                        .map_err(|_| ()),
+                    Ok(None) => Ok(None),
+                    Err(_) => Err(()),
+                };
+                self.read_answer(request, self.id, answer);
+            }
+            (Task::ListHints, Completion::Listed { result, .. }) => {
+                self.tasks.remove(id);
+                let Ok(listing) = result else {
+                    return;
+                };
+                let mut room = true;
+                for stored in listing.keys {
+                    if let Some((owner, key)) = parse_hint_key(stored) {
+                        room = self.hints.found(owner, key);
+                        if !room {
+                            break;
+                        }
+                    }
+                }
+                if let (true, false, Some(last)) = (room, listing.complete, listing.keys.last()) {
+                    self.list_hints(last);
+                }
+            }
+            // A completion of the wrong kind for its token: a shell bug; drop the task so
+            // nothing waits on it forever.
+            _ => {
+                self.tasks.remove(id);
+            }
+        }
+    }
+
+    /// Queues `op` on a key; starts it when the key is free.
+    pub(crate) fn enqueue_key_op(
+        &mut self,
+        space: Space,
+        key: &[u8],
+        op: KeyOp,
+    ) -> Result<(), KeyOp> {
+        match self.locks.enqueue(space, key, op) {
+            Ok(Enqueued::Started(lock)) => {
+                self.run_lock(lock);
+                Ok(())
+            }
+            Ok(Enqueued::Waiting) => Ok(()),
+            Err(LocksFull(op)) => Err(op),
+        }
+    }
+
+    /// Issues the read for `lock`'s running operation, failing operations that cannot
+    /// start until one starts or none is left.
+    fn run_lock(&mut self, lock: u32) {
+        loop {
+            let Some(slot) = self.locks.get(lock) else {
+                return;
+            };
+            let space = slot.space;
+            let key = std::mem::take(&mut self.scratch);
+            let mut key = key;
+            key.clear();
+            key.extend_from_slice(&slot.key);
+            let started = self.insert_task(Task::Locked { lock }).map(|token| {
+                let queued = self.actions.read(token, space, &key);
+                if queued.is_err() {
+                    self.tasks.remove(SlotId::from_u64(token));
+                }
+                queued.is_ok()
+            });
+            self.scratch = key;
+            if started == Some(true) {
+                return;
+            }
+            self.stats.overloaded += 1;
+            let Some((op, more)) = self.locks.finish(lock) else {
+                return;
+            };
+            self.key_op_ended(lock, op, Err(Overload));
+            if !more {
+                return;
+            }
+        }
+    }
+
+    /// The running operation of `lock` read its key.
+    fn locked_read(
+        &mut self,
+        lock: u32,
+        token: u64,
+        result: Result<Option<&[u8]>, StorageFailure>,
+    ) -> Step {
+        let current = match result {
+            Ok(None) => VersionSet::new(),
+            Ok(Some(bytes)) => match VersionSet::decode(bytes, self.config.version_bounds) {
+                Ok(current) => current,
+                Err(_) => return Step::Done(Err(StorageFailure::Corrupt)),
+            },
+            Err(failure) => return Step::Done(Err(failure)),
+        };
+        let drop_concurrent_siblings = self.sabotage().drop_concurrent_siblings;
+        let Some(op) = self.locks.running_mut(lock) else {
+            return Step::Done(Ok(()));
+        };
+        match op {
+            KeyOp::Mint { request } => {
+                let request = *request;
+                self.mint(lock, token, request, current)
+            }
+            KeyOp::Merge { versions, .. } => {
+                let merged = if drop_concurrent_siblings {
+                    newest_sibling_only(current.sync(versions))
+                } else {
+                    current.sync(versions)
+                };
+                if merged == current {
+                    return Step::Done(Ok(()));
+                }
+                self.store_locked(lock, token, &merged)
+            }
+            KeyOp::ReadHint { delivery } => {
+                let delivery = *delivery;
+                self.send_delivery(delivery, result.ok().flatten());
+                Step::Done(Ok(()))
+            }
+            KeyOp::DeleteHint { owner, generation } => {
+                let (owner, generation) = (*owner, *generation);
+                let Some(slot) = self.locks.get(lock) else {
+                    return Step::Done(Ok(()));
+                };
+                let unchanged = parse_hint_key(&slot.key)
+                    .is_some_and(|(_, key)| self.hints.generation(owner, key) == Some(generation));
+                if !unchanged {
+                    return Step::Done(Ok(()));
+                }
+                let key = slot.key.clone();
+                match self.actions.delete(token, Space::Hints, &key) {
+                    Ok(()) => Step::Storing,
+                    Err(_) => Step::Done(Err(StorageFailure::Io)),
+                }
+            }
+        }
+    }
+
+    /// Mints write `request` against `current` and stores the result.
+    fn mint(&mut self, lock: u32, token: u64, request: SlotId, current: VersionSet) -> Step {
+        let bounds = self.config.version_bounds;
+        let ignore_context = self.sabotage().ignore_context;
+        let Some(Request::Write(write)) = self.requests.get_mut(request) else {
+            // The request timed out while waiting for the lock: nothing to write.
+            return Step::Done(Ok(()));
+        };
+        let Some(spec) = write.spec.take() else {
+            return Step::Done(Ok(()));
+        };
+        let context = match spec.context {
+            _ if ignore_context => VersionVector::new(),
+            Some(context) => context,
+            None => current.join(),
+        };
+        let writer = write.writer;
+        let minted = VersionSet::update(
+            VersionSet::from_context(&context, spec.value),
+            &current,
+            writer,
+        );
+        if minted.sibling_count() > bounds.siblings_max
+            || minted.clock_size() > bounds.coordinators_max
+        {
+            self.fail_write(request, RequestError::TooManyVersions);
+            return Step::Done(Ok(()));
+        }
+        let Some(Request::Write(write)) = self.requests.get_mut(request) else {
+            return Step::Done(Ok(()));
+        };
+        write.versions.clear();
+        minted.encode(&mut write.versions);
+        let Some(slot) = self.locks.get(lock) else {
+            return Step::Done(Ok(()));
+        };
+        let queued = self
+            .actions
+            .write(token, slot.space, &slot.key, &write.versions);
+        self.write_minted(request, minted.join());
+        match queued {
+            Ok(()) => {
+                if self.sabotage().ack_before_durable {
+                    self.replicate(request);
+                }
+                Step::Storing
+            }
+            Err(_) => {
+                self.fail_write(request, RequestError::Overloaded("too many queued actions"));
+                Step::Done(Ok(()))
+            }
+        }
+    }
+
+    fn store_locked(&mut self, lock: u32, token: u64, versions: &VersionSet) -> Step {
+        let Some(slot) = self.locks.get(lock) else {
+            return Step::Done(Ok(()));
+        };
+        let mut record = std::mem::take(&mut self.scratch);
+        record.clear();
+        versions.encode(&mut record);
+        let queued = self.actions.write(token, slot.space, &slot.key, &record);
+        self.scratch = record;
+        match queued {
+            Ok(()) => Step::Storing,
+            Err(_) => Step::Done(Err(StorageFailure::Io)),
+        }
+    }
+
+    /// The running operation of `lock` is over: apply its effects and start the next.
+    fn finish_locked(&mut self, lock: u32, result: Result<(), StorageFailure>) {
+        let Some((op, more)) = self.locks.finish(lock) else {
+            return;
+        };
+        self.key_op_ended(lock, op, result.map_err(Failure::Storage));
+        if more {
+            self.run_lock(lock);
+        }
+    }
+
+    fn key_op_ended(&mut self, lock: u32, op: KeyOp, result: Result<(), impl Into<Failure>>) {
+        let result = result.map_err(Into::into);
+        match op {
+            KeyOp::Mint { request } => match result {
+                Ok(()) if !self.sabotage().ack_before_durable => self.replicate(request),
+                Ok(()) => {}
+                Err(failure) => self.fail_write(request, failure.into_request_error()),
+            },
+            KeyOp::Merge {
+                reply, hint_owner, ..
+            } => {
+                let status = match result {
+                    Ok(()) => ReplicaStatus::Ok,
+                    Err(Failure::Overloaded) => ReplicaStatus::Overloaded,
+                    Err(Failure::Storage(_)) => ReplicaStatus::StorageFailed,
+                };
+                if let Some(owner) = hint_owner {
+                    match (status, self.locks_key(lock)) {
+                        (ReplicaStatus::Ok, Some(key)) => {
+                            self.stats.hints_stored += 1;
+                            self.hints.stored(owner, &key);
+                        }
+                        _ => self.hints.unreserve(),
+                    }
+                }
+                if let Some((peer, request)) = reply {
+                    self.send(peer, &Message::ReplicaPutReply { request, status });
+                }
+            }
+            KeyOp::ReadHint { delivery } => {
+                if result.is_err() {
+                    self.remove_request(delivery);
+                }
+            }
+            KeyOp::DeleteHint { owner, generation } => {
+                if let (Ok(()), Some(key)) = (result, self.locks_key(lock)) {
+                    self.hints.remove_if_unchanged(owner, &key, generation);
+                }
+            }
+        }
+    }
+
+    /// The user key of a hint lock (the stored key without its owner prefix).
+    fn locks_key(&self, lock: u32) -> Option<Vec<u8>> {
+        let slot = self.locks.slot_key(lock)?;
+        parse_hint_key(slot).map(|(_, key)| key.to_vec())
+    }
+
+    // ---- hint delivery --------------------------------------------------------------
+
+    /// Offers hints to owners that are up, within the delivery bound.
+    pub(crate) fn deliver_hints(&mut self) {
+        if self.sabotage().skip_repair {
+            return;
+        }
+        let now = self.now;
+        while self.hint_deliveries < self.config.hint_deliveries_max && self.actions.has_room(4) {
+            let peers = &self.peers;
+            let Some((owner, key)) = self.hints.next_deliverable(|owner| {
+                peers
+                    .get(owner)
+                    .is_some_and(|peer| peer.up && peer.hints_next_at <= now)
+            }) else {
+                return;
+            };
+            let generation = self.hints.generation(owner, &key).unwrap_or(0);
+            let request = Request::Delivery(DeliveryRequest {
+                owner,
+                key,
+                generation,
+                sent: false,
+                attempt_at: now + Duration::from_millis(self.config.replica_timeout_ms),
+            });
+            let id = match self.insert_request(request) {
+                Ok(id) => id,
+                Err(_) => return,
+            };
+            self.hint_deliveries += 1;
+            self.hint_deliveries_peak = self.hint_deliveries_peak.max(self.hint_deliveries);
+            let Some(Request::Delivery(delivery)) = self.requests.get(id) else {
+                return;
+            };
+            let mut stored = Vec::new();
+            hint_key(delivery.owner, &delivery.key, &mut stored);
+            if self
+                .enqueue_key_op(Space::Hints, &stored, KeyOp::ReadHint { delivery: id })
+                .is_err()
+            {
+                self.remove_request(id);
+                return;
+            }
+        }
+    }
+
+    /// The hint of `id` was read (under its lock): send it to its owner.
+    fn send_delivery(&mut self, id: SlotId, record: Option<&[u8]>) {
+        let Some(Request::Delivery(delivery)) = self.requests.get_mut(id) else {
+            return;
+        };
+        let Some(record) = record else {
+            // Gone already (delivered by an earlier round): forget it.
+            let (owner, generation) = (delivery.owner, delivery.generation);
+            let key = delivery.key.clone();
+            self.hints.remove_if_unchanged(owner, &key, generation);
+            self.remove_request(id);
+            return;
+        };
+        let owner = delivery.owner;
+        if !self.peers.begin_request(owner) {
+            self.remove_request(id);
+            return;
+        }
+        delivery.sent = true;
+        // The generation now: every merge before this read is in `record`.
+        delivery.generation = self.hints.generation(owner, &delivery.key).unwrap_or(0);
+        let sent = self.actions.send(
+            owner,
+            self.config.cluster_id,
+            &Message::ReplicaPut {
+                request: id.to_u64(),
+                key: &delivery.key,
+                versions: record,
+                hint: None,
+            },
+        );
+        if sent.is_err() {
+            self.remove_request(id);
+        }
+    }
+
+    fn delivery_answer(&mut self, id: SlotId, from: NodeId, status: ReplicaStatus) {
+        let Some(Request::Delivery(delivery)) = self.requests.get(id) else {
+            return;
+        };
+        if delivery.owner != from || !delivery.sent {
+            return;
+        }
+        let Some(Request::Delivery(delivery)) = self.remove_request(id) else {
+            return;
+        };
+        if status != ReplicaStatus::Ok {
+            self.peers.hints_refused(from, self.now);
+            return;
+        }
+        self.stats.hints_delivered += 1;
+        self.peers.hints_delivered(from);
+        let mut stored = Vec::new();
+        hint_key(delivery.owner, &delivery.key, &mut stored);
+        let op = KeyOp::DeleteHint {
+            owner: delivery.owner,
+            generation: delivery.generation,
+        };
+        // Refused: the hint stays and is delivered again later (the owner merges it
+        // idempotently).
+        let _ = self.enqueue_key_op(Space::Hints, &stored, op);
+    }
+
+    pub(crate) fn delivery_deadline(&mut self, id: SlotId) {
+        let Some(Request::Delivery(delivery)) = self.remove_request(id) else {
+            return;
+        };
+        self.peers.timed_out(delivery.owner, self.now);
+        self.peers.hints_refused(delivery.owner, self.now);
+    }
+
+    pub(crate) fn check_sizes(&self, key: &[u8], value_size: usize) -> Result<(), RequestError> {
+        if key.len() > self.config.key_size_bytes_max {
+            return Err(RequestError::KeyTooLarge {
+                size: key.len(),
+                max: self.config.key_size_bytes_max,
+            });
+        }
+        if value_size > self.config.value_size_bytes_max {
+            return Err(RequestError::ValueTooLarge {
+                size: value_size,
+                max: self.config.value_size_bytes_max,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why a key operation did not complete.
+#[derive(Clone, Copy, Debug)]
+enum Failure {
+    Overloaded,
+    Storage(StorageFailure),
+}
+
+/// A lock that could not start its operation.
+#[derive(Clone, Copy, Debug)]
+struct Overload;
+
+impl From<Overload> for Failure {
+    fn from(_: Overload) -> Failure {
+        Failure::Overloaded
+    }
+}
+
+impl Failure {
+    fn into_request_error(self) -> RequestError {
+        match self {
+            Failure::Overloaded => RequestError::Overloaded("too many storage operations"),
+            Failure::Storage(failure) => RequestError::StorageFailed(failure),
+        }
+    }
+}
+
+/// Sabotage: keeps only the last-write-wins sibling, losing concurrent ones.
+#[cfg(feature = "sabotage")]
+fn newest_sibling_only(mut versions: VersionSet) -> VersionSet {
+    versions.sabotage_keep_newest_sibling();
+    versions
+}
+
+#[cfg(not(feature = "sabotage"))]
+fn newest_sibling_only(versions: VersionSet) -> VersionSet {
+    versions
+}

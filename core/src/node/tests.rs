@@ -1,0 +1,1 @@
+//! Node tests: a small in-memory harness.
