@@ -71,6 +71,7 @@ impl Hints {
             return false;
         }
         self.reserved += 1;
+        self.peak = self.peak.max(self.entries.len() + self.reserved);
         true
     }
 
