@@ -599,6 +599,11 @@ impl Node {
         local_owner: Option<NodeId>,
     ) {
         self.stats.writes_coordinated += 1;
+        if local_owner.is_some() && !self.hints.reserve() {
+            self.stats.overloaded += 1;
+            let error = RequestError::Overloaded("too many hints held");
+            return self.finish_write(reply, reply_context, Err(error));
+        }
         let writer = match local_owner {
             None => self.id,
             Some(_) => {
@@ -626,7 +631,12 @@ impl Node {
         });
         let id = match self.insert_request(request) {
             Ok(id) => id,
-            Err(error) => return self.finish_write(reply, reply_context, Err(error)),
+            Err(error) => {
+                if local_owner.is_some() {
+                    self.hints.unreserve();
+                }
+                return self.finish_write(reply, reply_context, Err(error));
+            }
         };
         let space = match local_owner {
             None => {
@@ -643,6 +653,9 @@ impl Node {
         let queued = self.enqueue_key_op(space, &storage_key, KeyOp::Mint { request: id });
         self.scratch = storage_key;
         if queued.is_err() {
+            if local_owner.is_some() {
+                self.hints.unreserve();
+            }
             self.fail_write(id, RequestError::Overloaded("too many keys being written"));
         }
     }

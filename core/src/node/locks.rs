@@ -131,10 +131,10 @@ impl<Op> KeyLocks<Op> {
     }
 
     /// The key of `lock`'s slot, running or just finished (until the slot is reused).
-    pub(crate) fn slot_key(&self, lock: u32) -> Option<&[u8]> {
+    pub(crate) fn slot_key(&self, lock: u32) -> Option<(Space, &[u8])> {
         self.slots
             .get(lock as usize)
-            .map(|slot| slot.key.as_slice())
+            .map(|slot| (slot.space, slot.key.as_slice()))
     }
 
     /// The running operation of `lock`.

@@ -534,11 +534,24 @@ impl Node {
     fn key_op_ended(&mut self, lock: u32, op: KeyOp, result: Result<(), impl Into<Failure>>) {
         let result = result.map_err(Into::into);
         match op {
-            KeyOp::Mint { request } => match result {
-                Ok(()) if !self.sabotage().ack_before_durable => self.replicate(request),
-                Ok(()) => {}
-                Err(failure) => self.fail_write(request, failure.into_request_error()),
-            },
+            KeyOp::Mint { request } => {
+                // A stand-in's own copy is a hint for the owner (reserved when the
+                // write was admitted).
+                if let Some((owner, key)) = self.hint_of_lock(lock) {
+                    match result {
+                        Ok(()) => {
+                            self.stats.hints_stored += 1;
+                            self.hints.stored(owner, &key);
+                        }
+                        Err(_) => self.hints.unreserve(),
+                    }
+                }
+                match result {
+                    Ok(()) if !self.sabotage().ack_before_durable => self.replicate(request),
+                    Ok(()) => {}
+                    Err(failure) => self.fail_write(request, failure.into_request_error()),
+                }
+            }
             KeyOp::Merge {
                 reply, hint_owner, ..
             } => {
@@ -575,8 +588,16 @@ impl Node {
 
     /// The user key of a hint lock (the stored key without its owner prefix).
     fn locks_key(&self, lock: u32) -> Option<Vec<u8>> {
-        let slot = self.locks.slot_key(lock)?;
-        parse_hint_key(slot).map(|(_, key)| key.to_vec())
+        self.hint_of_lock(lock).map(|(_, key)| key)
+    }
+
+    /// The owner and user key of `lock`, when it locks a hint.
+    fn hint_of_lock(&self, lock: u32) -> Option<(NodeId, Vec<u8>)> {
+        let (space, stored) = self.locks.slot_key(lock)?;
+        if space != Space::Hints {
+            return None;
+        }
+        parse_hint_key(stored).map(|(owner, key)| (owner, key.to_vec()))
     }
 
     // ---- hint delivery --------------------------------------------------------------

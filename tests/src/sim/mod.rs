@@ -1,5 +1,26 @@
-//! The deterministic cluster simulator (issue 5), built up piece by piece. Everything
-//! random draws from one seed, so a printed seed replays a run exactly.
+//! The deterministic cluster simulator (design.md section 9). Everything random draws
+//! from one seed, so a printed seed replays a run exactly.
+//!
+//! | module | what it is |
+//! |---|---|
+//! | [`network`], [`disk`] | the simulated network and disks, with their faults |
+//! | [`swarm`] | a run's parameters, drawn from its seed |
+//! | [`cluster`] | nodes, clients and faults in one event loop |
+//! | [`history`] | what clients did and which dots writes got |
+//! | [`checkers`] | the five properties, checked after quiescence |
 
+pub mod checkers;
+pub mod cluster;
 pub mod disk;
+pub mod history;
 pub mod network;
+pub mod reply;
+pub mod swarm;
+
+/// Runs the simulation for `seed` and returns its violations (empty: all held).
+pub fn run_seed(parameters: swarm::Parameters) -> (cluster::Cluster, Vec<checkers::Violation>) {
+    let mut cluster = cluster::Cluster::new(parameters);
+    cluster.run();
+    let violations = checkers::check_all(&cluster);
+    (cluster, violations)
+}

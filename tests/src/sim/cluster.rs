@@ -1,0 +1,1075 @@
+//! The simulated cluster: K ringkv nodes in one thread, on a simulated network and
+//! disks, driven by simulated clients under seeded faults (design.md section 9).
+//!
+//! One run: clients issue operations while faults come and go (crashes and restarts,
+//! symmetric and one-way partitions, loss, duplication, reordering, slow and failing
+//! disks); then faults stop, crashed nodes restart, the network heals, the cluster is
+//! given time to deliver hints, every key is read once with R = N (read repair is the
+//! repair until anti-entropy lands), and the checkers look at what every disk holds.
+//!
+//! Determinism: every choice comes from the run's seed through seeded generators, all
+//! queues break ties by insertion order, and maps are ordered. The same seed replays
+//! the same run, event for event.
+//!
+//! Storage model: an operation completes after a seeded latency; a write or delete
+//! takes effect, durably, at its completion, so a crash before completion loses it
+//! (and a read never sees a write that is not durable, as with ringkv-storage, whose
+//! index is updated after the fsync). A failing disk fails writes.
+
+use super::disk::{DiskConfig, SimDisk};
+use super::history::{History, Operation, OperationKind, Outcome, WriteId};
+use super::network::{Network, NetworkConfig};
+use super::reply::{Reply, parse_reply};
+use super::swarm::Parameters;
+use ringkv_core::node::{
+    Action, ClientId, Completion, Config, Input, Listing, Node, NodeIdentity, Space,
+    StorageFailure, StorageOp,
+};
+use ringkv_core::placement::{Member, Ring};
+use ringkv_core::resp::{Arguments, Command};
+use ringkv_core::wire::decode_frame;
+use ringkv_core::{Instant, NodeId, Rng, VersionSet, VersionVector};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::time::Duration;
+
+/// The cluster id every simulated node shares.
+pub const CLUSTER_ID: u64 = 0x5151_0001;
+
+/// A storage operation waiting for its completion.
+#[derive(Clone, Debug)]
+enum StorageJob {
+    Read {
+        token: u64,
+        space: Space,
+        key: Vec<u8>,
+    },
+    Write {
+        token: u64,
+        space: Space,
+        key: Vec<u8>,
+        record: Vec<u8>,
+    },
+    Delete {
+        token: u64,
+        space: Space,
+        key: Vec<u8>,
+    },
+    List {
+        token: u64,
+        space: Space,
+        after: Vec<u8>,
+        limit: u32,
+    },
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    Storage {
+        node: usize,
+        boot: u32,
+        job: StorageJob,
+    },
+    ClientStep {
+        client: usize,
+    },
+    Fault,
+    Restart {
+        node: usize,
+    },
+    HealPartition {
+        generation: u64,
+    },
+    CalmNetwork {
+        generation: u64,
+    },
+    DiskRecovers {
+        node: usize,
+    },
+    LinkDown {
+        node: usize,
+        peer: NodeId,
+        boot: u32,
+    },
+}
+
+#[derive(Debug)]
+struct Scheduled(Instant, u64, Event);
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.0, self.1) == (other.0, other.1)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.0, self.1).cmp(&(other.0, other.1))
+    }
+}
+
+/// One simulated node: the state machine (None while crashed) and its disks.
+#[derive(Debug)]
+pub struct SimNode {
+    pub id: NodeId,
+    pub node: Option<Node>,
+    pub data: SimDisk,
+    pub hints: SimDisk,
+    pub boot: u32,
+    /// Bound peaks over every boot: (name, peak, max).
+    pub bounds: BTreeMap<&'static str, (u64, u64)>,
+    pub disk_failing: bool,
+}
+
+/// A simulated client: one operation at a time.
+#[derive(Debug)]
+struct Client {
+    operations_left: u32,
+    /// The operation in flight (index into the history).
+    outstanding: Option<usize>,
+    /// Per key, the context and siblings of the client's last VGET.
+    last_read: BTreeMap<Vec<u8>, (String, Vec<WriteId>)>,
+    rng: Rng,
+}
+
+/// Counters for reports.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunStats {
+    pub crashes: u64,
+    pub partitions: u64,
+    pub storage_failures: u64,
+    pub decode_failures: u64,
+}
+
+/// The whole simulated cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    pub parameters: Parameters,
+    pub now: Instant,
+    rng: Rng,
+    pub nodes: Vec<SimNode>,
+    pub network: Network<Vec<u8>>,
+    clients: Vec<Client>,
+    events: BinaryHeap<Reverse<Scheduled>>,
+    sequence: u64,
+    pub history: History,
+    next_write_id: WriteId,
+    /// Bumped on every fault change (crash, restart, partition, heal, loss, disk);
+    /// `epochs[fault_epoch]` describes the current one.
+    pub fault_epoch: u64,
+    network_config: NetworkConfig,
+    faults_on: bool,
+    partition_generation: u64,
+    network_generation: u64,
+    pub ring: Ring,
+    pub config: Config,
+    pub stats: RunStats,
+    /// Directed links a partition blocks, by node index.
+    blocked: Vec<(usize, usize)>,
+    /// The fault state of every epoch, for the availability check.
+    pub epochs: Vec<EpochState>,
+}
+
+/// The fault state during one fault epoch.
+#[derive(Clone, Debug)]
+pub struct EpochState {
+    pub started: Instant,
+    pub up: Vec<bool>,
+    pub blocked: Vec<(usize, usize)>,
+    pub lossy: bool,
+    pub failing_disks: Vec<bool>,
+}
+
+impl Cluster {
+    /// A cluster for `parameters`, every node up.
+    pub fn new(parameters: Parameters) -> Cluster {
+        let mut rng = Rng::new(parameters.seed);
+        let members: Vec<Member> = (0..parameters.nodes)
+            .map(|index| Member {
+                id: NodeId(index as u64 + 1),
+                weight: 1,
+                zone: None,
+            })
+            .collect();
+        let config = parameters.node_config(CLUSTER_ID, members.clone());
+        let ring = Ring::new(
+            &members,
+            config.partition_bits,
+            usize::from(config.replicas),
+        )
+        .expect("the simulator builds valid rings");
+        let now = Instant::from_millis(1_000);
+        let nodes = (0..parameters.nodes)
+            .map(|index| {
+                let id = NodeId(index as u64 + 1);
+                let node = Node::new(config.clone(), NodeIdentity { id }, rng.next_u64(), now)
+                    .expect("valid config");
+                SimNode {
+                    id,
+                    node: Some(node),
+                    data: SimDisk::new(parameters.disk, rng.next_u64()),
+                    hints: SimDisk::new(parameters.disk, rng.next_u64()),
+                    boot: 0,
+                    bounds: BTreeMap::new(),
+                    disk_failing: false,
+                }
+            })
+            .collect();
+        let network = Network::new(parameters.network, rng.next_u64());
+        let clients = (0..parameters.clients)
+            .map(|_| Client {
+                operations_left: parameters.operations_per_client,
+                outstanding: None,
+                last_read: BTreeMap::new(),
+                rng: Rng::new(rng.next_u64()),
+            })
+            .collect();
+        let mut cluster = Cluster {
+            now,
+            rng,
+            nodes,
+            network,
+            clients,
+            events: BinaryHeap::new(),
+            sequence: 0,
+            history: History::default(),
+            next_write_id: 1,
+            fault_epoch: 0,
+            network_config: parameters.network,
+            faults_on: false,
+            partition_generation: 0,
+            network_generation: 0,
+            ring,
+            config,
+            stats: RunStats::default(),
+            blocked: Vec::new(),
+            epochs: Vec::new(),
+            parameters,
+        };
+        cluster.record_epoch();
+        for index in 0..cluster.nodes.len() {
+            cluster.drain(index);
+        }
+        cluster
+    }
+
+    fn schedule(&mut self, at: Instant, event: Event) {
+        self.sequence += 1;
+        self.events
+            .push(Reverse(Scheduled(at, self.sequence, event)));
+    }
+
+    fn record_epoch(&mut self) {
+        self.epochs.push(EpochState {
+            started: self.now,
+            up: self.nodes.iter().map(|n| n.node.is_some()).collect(),
+            blocked: self.blocked.clone(),
+            lossy: self.network_lossy(),
+            failing_disks: self.nodes.iter().map(|n| n.disk_failing).collect(),
+        });
+    }
+
+    fn network_lossy(&self) -> bool {
+        self.network_config.loss > 0.0
+    }
+
+    fn fault_changed(&mut self) {
+        self.fault_epoch += 1;
+        self.record_epoch();
+    }
+
+    /// Runs the whole scenario: workload under faults, heal, quiesce, read sweep.
+    pub fn run(&mut self) {
+        let start = self.now;
+        self.faults_on = true;
+        for client in 0..self.clients.len() {
+            let delay = self.clients[client].rng.below(50);
+            self.schedule(
+                start + Duration::from_millis(delay),
+                Event::ClientStep { client },
+            );
+        }
+        if self.parameters.faults.any() {
+            let first = self.fault_delay();
+            self.schedule(start + first, Event::Fault);
+        }
+        let fault_end = start + Duration::from_millis(self.parameters.fault_phase_ms);
+        self.run_until(fault_end, |_| false);
+        self.stop_faults();
+        // Let clients finish what they started and hints reach their owners.
+        let quiet_limit = self.now + Duration::from_millis(120_000);
+        self.run_until(quiet_limit, |cluster| cluster.is_quiet());
+        self.read_sweep();
+        let sweep_limit = self.now + Duration::from_millis(30_000);
+        self.run_until(sweep_limit, |cluster| cluster.is_quiet());
+        // Read repair goes out after the repair window; let it land.
+        let settle = self.now + Duration::from_millis(self.config.read_repair_window_ms + 5_000);
+        self.run_until(settle, |_| false);
+    }
+
+    /// True when no client operation, request, hint or message is outstanding and
+    /// every node believes every other node is up.
+    pub fn is_quiet(&self) -> bool {
+        let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        self.clients
+            .iter()
+            .all(|c| c.outstanding.is_none() && c.operations_left == 0)
+            && self.network.in_flight() == 0
+            && self.nodes.iter().all(|n| {
+                n.node.as_ref().is_none_or(|node| {
+                    node.hints_held() == 0
+                        && node.requests_in_flight() == 0
+                        && ids.iter().all(|&peer| node.believes_up(peer))
+                })
+            })
+    }
+
+    fn fault_delay(&mut self) -> Duration {
+        let mean = self.parameters.faults.mean_interval_ms.max(1);
+        Duration::from_millis(mean / 2 + self.rng.below(mean))
+    }
+
+    /// Processes events until `end`, or until `done` holds.
+    pub fn run_until(&mut self, end: Instant, done: impl Fn(&Cluster) -> bool) {
+        loop {
+            if done(self) {
+                return;
+            }
+            let next = [
+                self.network.next_delivery(),
+                self.events.peek().map(|Reverse(Scheduled(at, _, _))| *at),
+                self.nodes
+                    .iter()
+                    .filter_map(|n| n.node.as_ref().and_then(Node::poll_timeout))
+                    .min(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let Some(next) = next.filter(|&next| next <= end) else {
+                self.now = self.now.max(end);
+                return;
+            };
+            self.now = self.now.max(next);
+            self.step();
+        }
+    }
+
+    fn step(&mut self) {
+        let now = self.now;
+        while let Some((from, to, frame)) = self.network.deliver_due(now) {
+            self.deliver_frame(from, to, &frame);
+        }
+        while let Some(Reverse(Scheduled(at, _, _))) = self.events.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse(Scheduled(_, _, event))) = self.events.pop() else {
+                break;
+            };
+            self.handle_event(event);
+        }
+        for index in 0..self.nodes.len() {
+            let due = self.nodes[index]
+                .node
+                .as_ref()
+                .and_then(Node::poll_timeout)
+                .is_some_and(|at| at <= now);
+            if due {
+                self.with_node(index, |node, now| node.handle(now, Input::Timeout));
+            }
+        }
+    }
+
+    fn index_of(&self, id: NodeId) -> Option<usize> {
+        let index = usize::try_from(id.0).ok()?.checked_sub(1)?;
+        (index < self.nodes.len()).then_some(index)
+    }
+
+    fn deliver_frame(&mut self, from: NodeId, to: NodeId, frame: &[u8]) {
+        let Some(index) = self.index_of(to) else {
+            return;
+        };
+        let Some(node) = self.nodes[index].node.as_mut() else {
+            return;
+        };
+        match decode_frame(frame, CLUSTER_ID, node.wire_limits()) {
+            Ok((message, _)) => {
+                node.handle(self.now, Input::Peer { from, message });
+                self.drain(index);
+            }
+            Err(_) => self.stats.decode_failures += 1,
+        }
+    }
+
+    fn with_node(&mut self, index: usize, apply: impl FnOnce(&mut Node, Instant)) {
+        let now = self.now;
+        if let Some(node) = self.nodes[index].node.as_mut() {
+            apply(node, now);
+            self.drain(index);
+        }
+    }
+
+    /// Performs every action node `index` has queued.
+    fn drain(&mut self, index: usize) {
+        let now = self.now;
+        let boot = self.nodes[index].boot;
+        let from = self.nodes[index].id;
+        loop {
+            let latency = self.nodes[index].data.latency();
+            let Some(node) = self.nodes[index].node.as_mut() else {
+                return;
+            };
+            let Some(action) = node.poll_action() else {
+                break;
+            };
+            match action {
+                Action::Send { to, frame } => {
+                    let frame = frame.to_vec();
+                    self.network.send(now, from, to, frame);
+                }
+                Action::Reply { client, bytes, .. } => {
+                    let reply = parse_reply(bytes);
+                    self.client_reply(client.0 as usize, reply);
+                }
+                Action::Storage(op) => {
+                    let job = match op {
+                        StorageOp::Read { token, space, key } => StorageJob::Read {
+                            token,
+                            space,
+                            key: key.to_vec(),
+                        },
+                        StorageOp::Write {
+                            token,
+                            space,
+                            key,
+                            record,
+                        } => StorageJob::Write {
+                            token,
+                            space,
+                            key: key.to_vec(),
+                            record: record.to_vec(),
+                        },
+                        StorageOp::Delete { token, space, key } => StorageJob::Delete {
+                            token,
+                            space,
+                            key: key.to_vec(),
+                        },
+                        StorageOp::List {
+                            token,
+                            space,
+                            after,
+                            limit,
+                        } => StorageJob::List {
+                            token,
+                            space,
+                            after: after.to_vec(),
+                            limit,
+                        },
+                    };
+                    self.schedule(
+                        now + latency,
+                        Event::Storage {
+                            node: index,
+                            boot,
+                            job,
+                        },
+                    );
+                }
+                Action::Connect { .. } => {}
+            }
+        }
+        if let Some(node) = self.nodes[index].node.as_ref() {
+            for bound in node.bounds() {
+                let entry = self.nodes[index]
+                    .bounds
+                    .entry(bound.name)
+                    .or_insert((0, bound.max));
+                entry.0 = entry.0.max(bound.peak);
+            }
+        }
+    }
+
+    fn handle_event(&mut self, event: Event) {
+        match event {
+            Event::Storage { node, boot, job } => self.complete_storage(node, boot, job),
+            Event::ClientStep { client } => self.client_step(client),
+            Event::Fault => self.inject_fault(),
+            Event::Restart { node } => self.restart(node),
+            Event::HealPartition { generation } => {
+                if generation == self.partition_generation {
+                    self.network.heal();
+                    self.blocked.clear();
+                    self.fault_changed();
+                }
+            }
+            Event::CalmNetwork { generation } => {
+                if generation == self.network_generation {
+                    self.set_network(self.parameters.network);
+                }
+            }
+            Event::DiskRecovers { node } => {
+                self.nodes[node].disk_failing = false;
+                self.nodes[node].data.set_failing(false);
+                self.nodes[node].hints.set_failing(false);
+                self.fault_changed();
+            }
+            Event::LinkDown { node, peer, boot } => {
+                if self.nodes[node].boot == boot {
+                    self.with_node(node, |n, now| n.handle(now, Input::PeerDown { peer }));
+                }
+            }
+        }
+    }
+
+    fn complete_storage(&mut self, index: usize, boot: u32, job: StorageJob) {
+        if self.nodes[index].boot != boot || self.nodes[index].node.is_none() {
+            return; // lost with the crash
+        }
+        let now = self.now;
+        let sim = &mut self.nodes[index];
+        match job {
+            StorageJob::Read { token, space, key } => {
+                let disk = match space {
+                    Space::Data => &sim.data,
+                    Space::Hints => &sim.hints,
+                };
+                let value = disk.read(&key).map(<[u8]>::to_vec);
+                if let Some(node) = sim.node.as_mut() {
+                    node.handle(
+                        now,
+                        Input::Storage(Completion::Read {
+                            token,
+                            result: Ok(value.as_deref()),
+                        }),
+                    );
+                }
+            }
+            StorageJob::Write {
+                token,
+                space,
+                key,
+                record,
+            } => {
+                let disk = match space {
+                    Space::Data => &mut sim.data,
+                    Space::Hints => &mut sim.hints,
+                };
+                let result = disk
+                    .write(&key, Some(&record))
+                    .map_err(|_| StorageFailure::Io);
+                disk.sync();
+                if result.is_ok() {
+                    if let Ok(versions) =
+                        VersionSet::decode(&record, ringkv_core::version::VersionBounds::default())
+                    {
+                        let user_key = match space {
+                            Space::Data => Some(key.as_slice()),
+                            Space::Hints => key.get(8..),
+                        };
+                        if let Some(user_key) = user_key {
+                            self.history.observe_stored(user_key, &versions);
+                        }
+                    }
+                } else {
+                    self.stats.storage_failures += 1;
+                }
+                if let Some(node) = self.nodes[index].node.as_mut() {
+                    node.handle(now, Input::Storage(Completion::Written { token, result }));
+                }
+            }
+            StorageJob::Delete { token, space, key } => {
+                let disk = match space {
+                    Space::Data => &mut sim.data,
+                    Space::Hints => &mut sim.hints,
+                };
+                let result = disk.write(&key, None).map_err(|_| StorageFailure::Io);
+                disk.sync();
+                if let Some(node) = sim.node.as_mut() {
+                    node.handle(now, Input::Storage(Completion::Written { token, result }));
+                }
+            }
+            StorageJob::List {
+                token,
+                space,
+                after,
+                limit,
+            } => {
+                let disk = match space {
+                    Space::Data => &sim.data,
+                    Space::Hints => &sim.hints,
+                };
+                let mut keys: Vec<Vec<u8>> = disk
+                    .contents()
+                    .map(|(key, _)| key.to_vec())
+                    .filter(|key| after.is_empty() || *key > after)
+                    .collect();
+                keys.sort();
+                let complete = keys.len() <= limit as usize;
+                keys.truncate(limit as usize);
+                if let Some(node) = sim.node.as_mut() {
+                    node.handle(
+                        now,
+                        Input::Storage(Completion::Listed {
+                            token,
+                            result: Ok(Listing {
+                                keys: &keys,
+                                complete,
+                            }),
+                        }),
+                    );
+                }
+            }
+        }
+        self.drain(index);
+    }
+
+    // ---- clients ----------------------------------------------------------------------
+
+    fn client_step(&mut self, client: usize) {
+        if self.clients[client].outstanding.is_some() {
+            return;
+        }
+        if self.clients[client].operations_left == 0 || !self.faults_on {
+            self.clients[client].operations_left = 0;
+            return;
+        }
+        self.clients[client].operations_left -= 1;
+        let parameters = &self.parameters;
+        let keys = parameters.keys.max(1);
+        let nodes = self.nodes.len() as u64;
+        let rng = &mut self.clients[client].rng;
+        let key = format!("key-{}", rng.below(u64::from(keys))).into_bytes();
+        let node = rng.below(nodes) as usize;
+        let roll = rng.below(100);
+        let write_quorum = if rng.chance(0.2) {
+            Some(1 + rng.below(u64::from(parameters.replicas)) as u8)
+        } else {
+            None
+        };
+        let kind = match roll {
+            0..30 => OperationKind::VGet,
+            30..55 => OperationKind::VSet,
+            55..70 => OperationKind::Set,
+            70..80 => OperationKind::Get,
+            80..90 => OperationKind::Del,
+            _ => OperationKind::VDel,
+        };
+        self.issue(client, node, kind, key, write_quorum);
+    }
+
+    /// Sends one client operation to node `node` and records it.
+    pub fn issue(
+        &mut self,
+        client: usize,
+        node: usize,
+        kind: OperationKind,
+        key: Vec<u8>,
+        quorum: Option<u8>,
+    ) {
+        let write_id = kind.is_write().then(|| {
+            self.next_write_id += 1;
+            self.next_write_id
+        });
+        let (context_token, context_siblings) = match kind {
+            OperationKind::VSet | OperationKind::VDel => self.clients[client]
+                .last_read
+                .get(&key)
+                .cloned()
+                .unwrap_or_default(),
+            _ => (String::new(), Vec::new()),
+        };
+        let context = if kind.has_context() {
+            Some(if context_token.is_empty() {
+                VersionVector::new()
+            } else {
+                VersionVector::from_token(&context_token).expect("tokens come from the node")
+            })
+        } else {
+            None
+        };
+        if let (Some(id), Some(context)) = (write_id, &context) {
+            self.history.record_context(id, context);
+        }
+        let mut value = Vec::new();
+        if let Some(id) = write_id {
+            value.extend_from_slice(&id.to_le_bytes());
+            let filler = self.clients[client].rng.below(32) as usize;
+            value.resize(8 + filler, b'.');
+        }
+        let index = self.history.operations.len();
+        self.history.operations.push(Operation {
+            client,
+            node,
+            kind,
+            key: key.clone(),
+            write_id,
+            write_quorum: quorum.unwrap_or(self.config.write_quorum_default),
+            context,
+            context_siblings,
+            read_values: Vec::new(),
+            start: self.now,
+            end: None,
+            outcome: Outcome::Pending,
+            start_epoch: self.fault_epoch,
+            end_epoch: self.fault_epoch,
+        });
+        self.clients[client].outstanding = Some(index);
+        if self.nodes[node].node.is_none() {
+            // Connection refused: the client tries again later.
+            return self.client_reply(client, None);
+        }
+        let mut keys = Arguments::new();
+        keys.push(key.as_slice());
+        let command = match kind {
+            OperationKind::Get => Command::Get { key: &key },
+            OperationKind::VGet => Command::VGet {
+                key: &key,
+                read_quorum: quorum,
+            },
+            OperationKind::Set => Command::Set {
+                key: &key,
+                value: &value,
+            },
+            OperationKind::VSet => Command::VSet {
+                key: &key,
+                context: context_token.as_bytes(),
+                value: &value,
+                write_quorum: quorum,
+            },
+            OperationKind::Del => Command::Del { keys },
+            OperationKind::VDel => Command::VDel {
+                key: &key,
+                context: context_token.as_bytes(),
+                write_quorum: quorum,
+            },
+        };
+        let timestamp_ms = write_id.unwrap_or(0);
+        self.with_node(node, |n, now| {
+            n.handle(
+                now,
+                Input::Client {
+                    client: ClientId(client as u64),
+                    tag: index as u64,
+                    timestamp_ms,
+                    command,
+                },
+            )
+        });
+    }
+
+    fn client_reply(&mut self, client: usize, reply: Option<Reply>) {
+        let Some(index) = self.clients[client].outstanding.take() else {
+            return;
+        };
+        let operation = &mut self.history.operations[index];
+        operation.end = Some(self.now);
+        operation.end_epoch = self.fault_epoch;
+        operation.outcome = match &reply {
+            None => Outcome::Unknown,
+            Some(Reply::Error(text)) => Outcome::Failed(text.clone()),
+            Some(_) => Outcome::Ok,
+        };
+        match (operation.kind, reply) {
+            (OperationKind::VGet, Some(Reply::Array(items))) => {
+                if let [Reply::Bulk(token), Reply::Array(values)] = items.as_slice() {
+                    let ids: Vec<WriteId> = values
+                        .iter()
+                        .filter_map(|v| match v {
+                            Reply::Bulk(data) => Some(value_id(data)),
+                            _ => None,
+                        })
+                        .collect();
+                    operation.read_values = ids.clone();
+                    let token = String::from_utf8_lossy(token).into_owned();
+                    let key = operation.key.clone();
+                    self.clients[client].last_read.insert(key, (token, ids));
+                }
+            }
+            (OperationKind::Get, Some(Reply::Bulk(data))) => {
+                operation.read_values = vec![value_id(&data)];
+            }
+            _ => {}
+        }
+        let think = self.clients[client]
+            .rng
+            .below(self.parameters.think_time_max_ms + 1);
+        let at = self.now + Duration::from_millis(think);
+        self.schedule(at, Event::ClientStep { client });
+    }
+
+    // ---- faults -----------------------------------------------------------------------
+
+    fn inject_fault(&mut self) {
+        if !self.faults_on {
+            return;
+        }
+        let faults = self.parameters.faults;
+        let mut choices: Vec<u8> = Vec::new();
+        if faults.crashes {
+            choices.push(0);
+        }
+        if faults.partitions {
+            choices.push(1);
+        }
+        if faults.loss || faults.duplication {
+            choices.push(2);
+        }
+        if faults.disk_failures {
+            choices.push(3);
+        }
+        if !choices.is_empty() {
+            let choice = choices[self.rng.below(choices.len() as u64) as usize];
+            match choice {
+                0 => self.crash_random(),
+                1 => self.partition_random(),
+                2 => self.storm(),
+                _ => self.fail_disk_random(),
+            }
+        }
+        let next = self.fault_delay();
+        self.schedule(self.now + next, Event::Fault);
+    }
+
+    fn crash_random(&mut self) {
+        let down = self.nodes.iter().filter(|n| n.node.is_none()).count();
+        if down >= self.parameters.faults.max_down {
+            return;
+        }
+        let index = self.rng.below(self.nodes.len() as u64) as usize;
+        if self.nodes[index].node.is_none() {
+            return;
+        }
+        self.crash(index);
+        let restart_after = 200 + self.rng.below(3_000);
+        self.schedule(
+            self.now + Duration::from_millis(restart_after),
+            Event::Restart { node: index },
+        );
+    }
+
+    /// Crashes node `index`: its state machine and unsynced writes are gone; clients
+    /// waiting on it see their connection die; peers notice the broken links.
+    pub fn crash(&mut self, index: usize) {
+        self.stats.crashes += 1;
+        let sim = &mut self.nodes[index];
+        sim.node = None;
+        sim.boot += 1;
+        sim.data.crash();
+        sim.hints.crash();
+        let id = sim.id;
+        for client in 0..self.clients.len() {
+            let waiting = self.clients[client]
+                .outstanding
+                .is_some_and(|op| self.history.operations[op].node == index);
+            if waiting {
+                self.client_reply(client, None);
+            }
+        }
+        // Connection resets reach most peers quickly; some only notice by timeout.
+        for peer in 0..self.nodes.len() {
+            if peer != index && self.rng.chance(0.7) {
+                let delay = Duration::from_millis(1 + self.rng.below(20));
+                let boot = self.nodes[peer].boot;
+                self.schedule(
+                    self.now + delay,
+                    Event::LinkDown {
+                        node: peer,
+                        peer: id,
+                        boot,
+                    },
+                );
+            }
+        }
+        self.fault_changed();
+    }
+
+    /// Restarts node `index` from its disks, with a fresh seed.
+    pub fn restart(&mut self, index: usize) {
+        if self.nodes[index].node.is_some() {
+            return;
+        }
+        let seed = self.rng.next_u64();
+        let node = Node::new(
+            self.config.clone(),
+            NodeIdentity {
+                id: self.nodes[index].id,
+            },
+            seed,
+            self.now,
+        )
+        .expect("valid config");
+        self.nodes[index].node = Some(node);
+        self.drain(index);
+        self.fault_changed();
+    }
+
+    fn partition_random(&mut self) {
+        self.stats.partitions += 1;
+        let count = self.nodes.len();
+        if count < 2 {
+            return;
+        }
+        let mut side_a = Vec::new();
+        let mut side_b = Vec::new();
+        for index in 0..count {
+            if self.rng.chance(0.5) {
+                side_a.push(index);
+            } else {
+                side_b.push(index);
+            }
+        }
+        if side_a.is_empty() || side_b.is_empty() {
+            return;
+        }
+        let one_way = self.parameters.faults.one_way && self.rng.chance(0.5);
+        let ids = |side: &[usize]| {
+            side.iter()
+                .map(|&i| NodeId(i as u64 + 1))
+                .collect::<Vec<_>>()
+        };
+        self.network
+            .partition(&ids(&side_a), &ids(&side_b), one_way);
+        for &a in &side_a {
+            for &b in &side_b {
+                self.blocked.push((a, b));
+                if !one_way {
+                    self.blocked.push((b, a));
+                }
+            }
+        }
+        self.partition_generation += 1;
+        let heal_after = 300 + self.rng.below(3_000);
+        let generation = self.partition_generation;
+        self.schedule(
+            self.now + Duration::from_millis(heal_after),
+            Event::HealPartition { generation },
+        );
+        self.fault_changed();
+    }
+
+    fn storm(&mut self) {
+        let faults = self.parameters.faults;
+        let mut config = self.parameters.network;
+        if faults.loss {
+            config.loss = self.rng.next_f64() * 0.15;
+        }
+        if faults.duplication {
+            config.duplication = self.rng.next_f64() * 0.1;
+        }
+        config.latency_max_ms = config.latency_max_ms.max(1 + self.rng.below(60));
+        self.set_network(config);
+        self.network_generation += 1;
+        let generation = self.network_generation;
+        let calm_after = 300 + self.rng.below(2_000);
+        self.schedule(
+            self.now + Duration::from_millis(calm_after),
+            Event::CalmNetwork { generation },
+        );
+    }
+
+    fn set_network(&mut self, config: NetworkConfig) {
+        self.network.set_config(config);
+        self.network_config = config;
+        self.fault_changed();
+    }
+
+    fn fail_disk_random(&mut self) {
+        let index = self.rng.below(self.nodes.len() as u64) as usize;
+        let sim = &mut self.nodes[index];
+        sim.disk_failing = true;
+        sim.data.set_failing(true);
+        sim.hints.set_failing(true);
+        let recover_after = 100 + self.rng.below(1_500);
+        self.schedule(
+            self.now + Duration::from_millis(recover_after),
+            Event::DiskRecovers { node: index },
+        );
+        self.fault_changed();
+    }
+
+    /// Ends the fault phase: heal, calm, restart everyone, disks healthy.
+    pub fn stop_faults(&mut self) {
+        self.faults_on = false;
+        self.partition_generation += 1;
+        self.network_generation += 1;
+        self.network.heal();
+        self.blocked.clear();
+        let calm = NetworkConfig {
+            loss: 0.0,
+            duplication: 0.0,
+            ..self.parameters.network
+        };
+        self.network.set_config(calm);
+        self.network_config = calm;
+        for index in 0..self.nodes.len() {
+            let sim = &mut self.nodes[index];
+            sim.disk_failing = false;
+            sim.data.set_failing(false);
+            sim.hints.set_failing(false);
+            sim.data.set_config(DiskConfig {
+                failure: 0.0,
+                ..self.parameters.disk
+            });
+            sim.hints.set_config(DiskConfig {
+                failure: 0.0,
+                ..self.parameters.disk
+            });
+            self.restart(index);
+        }
+        self.fault_changed();
+    }
+
+    /// Reads every key ever written once with R = N, from a random live node, so read
+    /// repair brings every replica up to the merge.
+    pub fn read_sweep(&mut self) {
+        let mut keys: Vec<Vec<u8>> = self
+            .history
+            .operations
+            .iter()
+            .map(|op| op.key.clone())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let replicas = self.config.replicas;
+        if self.clients.is_empty() {
+            return;
+        }
+        for key in keys {
+            // One read at a time, retried a few times if it fails.
+            for _ in 0..5 {
+                let node = self.rng.below(self.nodes.len() as u64) as usize;
+                self.issue(0, node, OperationKind::VGet, key.clone(), Some(replicas));
+                let limit = self.now + Duration::from_millis(30_000);
+                self.run_until(limit, |cluster| cluster.clients[0].outstanding.is_none());
+                let succeeded = self
+                    .history
+                    .operations
+                    .last()
+                    .is_some_and(|op| op.outcome == Outcome::Ok);
+                if succeeded {
+                    break;
+                }
+                let pause = self.now + Duration::from_millis(500);
+                self.run_until(pause, |_| false);
+            }
+        }
+    }
+
+    /// What node `index` durably holds for `key` (its own copy, not hints).
+    pub fn stored(&self, index: usize, key: &[u8]) -> Option<VersionSet> {
+        let bytes = self.nodes[index].data.read(key)?;
+        VersionSet::decode(bytes, ringkv_core::version::VersionBounds::default()).ok()
+    }
+}
+
+fn value_id(data: &[u8]) -> WriteId {
+    let mut id = [0u8; 8];
+    let length = data.len().min(8);
+    id[..length].copy_from_slice(&data[..length]);
+    u64::from_le_bytes(id)
+}

@@ -1,0 +1,132 @@
+//! A run's parameters, all drawn from its seed (swarm testing: each run turns a random
+//! subset of fault kinds on, so rare combinations get runs of their own).
+
+use super::disk::DiskConfig;
+use super::network::NetworkConfig;
+use ringkv_core::Rng;
+use ringkv_core::node::Config;
+use ringkv_core::placement::Member;
+
+/// Which faults a run injects.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Faults {
+    pub crashes: bool,
+    pub partitions: bool,
+    pub one_way: bool,
+    pub loss: bool,
+    pub duplication: bool,
+    pub disk_failures: bool,
+    /// Mean time between fault injections.
+    pub mean_interval_ms: u64,
+    /// Nodes down at once, at most.
+    pub max_down: usize,
+}
+
+impl Faults {
+    pub fn any(&self) -> bool {
+        self.crashes || self.partitions || self.loss || self.duplication || self.disk_failures
+    }
+}
+
+/// Everything that shapes one run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Parameters {
+    pub seed: u64,
+    pub nodes: usize,
+    pub replicas: u8,
+    pub read_quorum: u8,
+    pub write_quorum: u8,
+    pub clients: usize,
+    pub operations_per_client: u32,
+    pub keys: u32,
+    pub think_time_max_ms: u64,
+    pub network: NetworkConfig,
+    pub disk: DiskConfig,
+    pub faults: Faults,
+    pub fault_phase_ms: u64,
+    pub requests_max: u32,
+    pub sabotage: ringkv_core::node::Sabotage,
+}
+
+impl Parameters {
+    /// A run's parameters from its seed.
+    pub fn from_seed(seed: u64) -> Parameters {
+        let mut rng = Rng::new(seed ^ 0x5a5a_0f0f_1234_8765);
+        let nodes = match rng.below(10) {
+            0 => 1 + rng.below(2) as usize,
+            1 => 8 + rng.below(9) as usize,
+            _ => 3 + rng.below(5) as usize,
+        };
+        let replicas = (nodes as u8).min(if rng.chance(0.8) {
+            3
+        } else {
+            1 + rng.below(5) as u8
+        });
+        let read_quorum = 1 + rng.below(u64::from(replicas)) as u8;
+        let write_quorum = 1 + rng.below(u64::from(replicas)) as u8;
+        let latency_min_ms = rng.below(3);
+        let network = NetworkConfig {
+            latency_min_ms,
+            latency_max_ms: latency_min_ms + rng.below(15),
+            loss: 0.0,
+            duplication: 0.0,
+            in_flight_max: 100_000,
+        };
+        let disk_latency_min_ms = rng.below(3);
+        let disk = DiskConfig {
+            latency_min_ms: disk_latency_min_ms,
+            latency_max_ms: disk_latency_min_ms + rng.below(10),
+            failure: if rng.chance(0.2) {
+                rng.next_f64() * 0.02
+            } else {
+                0.0
+            },
+        };
+        let faults = Faults {
+            crashes: rng.chance(0.6),
+            partitions: rng.chance(0.5),
+            one_way: rng.chance(0.5),
+            loss: rng.chance(0.4),
+            duplication: rng.chance(0.4),
+            disk_failures: rng.chance(0.3),
+            mean_interval_ms: 200 + rng.below(1_500),
+            max_down: 1 + rng.below(nodes as u64 / 2 + 1) as usize,
+        };
+        Parameters {
+            seed,
+            nodes,
+            replicas,
+            read_quorum,
+            write_quorum,
+            clients: 1 + rng.below(6) as usize,
+            operations_per_client: 10 + rng.below(40) as u32,
+            keys: 1 + rng.below(12) as u32,
+            think_time_max_ms: rng.below(200),
+            network,
+            disk,
+            faults,
+            fault_phase_ms: 2_000 + rng.below(8_000),
+            requests_max: 4_096,
+            sabotage: ringkv_core::node::Sabotage::default(),
+        }
+    }
+
+    /// The node configuration for this run.
+    pub fn node_config(&self, cluster_id: u64, members: Vec<Member>) -> Config {
+        let mut config = Config::new(cluster_id, members);
+        config.partition_bits = 6;
+        config.replicas = self.replicas;
+        config.read_quorum_default = self.read_quorum;
+        config.write_quorum_default = self.write_quorum;
+        config.request_timeout_ms = 2_000;
+        config.replica_timeout_ms = 150;
+        config.read_repair_window_ms = 100;
+        config.probe_interval_initial_ms = 50;
+        config.probe_interval_max_ms = 1_000;
+        config.hint_interval_ms = 100;
+        config.hint_backoff_max_ms = 1_000;
+        config.requests_max = self.requests_max;
+        config.sabotage = self.sabotage;
+        config
+    }
+}

@@ -1,0 +1,98 @@
+//! The deterministic cluster simulator over many seeds (design.md section 9).
+//!
+//! `cargo test` runs `DEFAULT_RUNS` seeds; `RINGKV_SEED=<n>` replays one,
+//! `RINGKV_SIM_RUNS=<n>` and `RINGKV_SIM_SEED_BASE=<n>` try others.
+
+use ringkv_tests::seeds::SeedPlan;
+use ringkv_tests::sim::run_seed;
+use ringkv_tests::sim::swarm::Parameters;
+
+const DEFAULT_RUNS: u64 = 200;
+
+#[test]
+fn every_seed_keeps_the_five_properties() {
+    let plan = SeedPlan::from_env(DEFAULT_RUNS).expect("seed variables");
+    let mut failures = Vec::new();
+    for seed in plan.seeds() {
+        let parameters = Parameters::from_seed(seed);
+        let (cluster, violations) = run_seed(parameters.clone());
+        if plan.replay {
+            println!("seed {seed}: {parameters:?}");
+            println!("operations: {}", cluster.history.operations.len());
+        }
+        if !violations.is_empty() {
+            println!(
+                "seed {seed} FAILED (replay: RINGKV_SEED={seed} cargo test -p ringkv-tests --test simulator)"
+            );
+            for violation in violations.iter().take(10) {
+                println!("  {violation}");
+            }
+            failures.push(seed);
+        }
+    }
+    assert!(failures.is_empty(), "seeds that failed: {failures:?}");
+}
+
+/// Prints a replayed seed's history (for debugging with `RINGKV_SEED`).
+#[test]
+fn print_replayed_history() {
+    let plan = SeedPlan::from_env(0).expect("seed variables");
+    if !plan.replay || std::env::var("RINGKV_SIM_PRINT").is_err() {
+        return;
+    }
+    let (cluster, violations) = run_seed(Parameters::from_seed(plan.base));
+    for (index, op) in cluster.history.operations.iter().enumerate() {
+        println!(
+            "{index:4} c{} n{} {:?} {} id={:?} w={} ctx={:?} seen={:?} read={:?} {:?}..{:?} {:?}",
+            op.client,
+            op.node + 1,
+            op.kind,
+            String::from_utf8_lossy(&op.key),
+            op.write_id,
+            op.write_quorum,
+            op.context.as_ref().map(|c| c.entries().to_vec()),
+            op.context_siblings,
+            op.read_values,
+            op.start,
+            op.end,
+            op.outcome
+        );
+    }
+    for violation in violations {
+        println!("{violation}");
+    }
+    for (id, dots) in &cluster.history.dots {
+        println!(
+            "write {id}: dots {dots:?} past {:?}",
+            cluster
+                .history
+                .causal_past
+                .get(id)
+                .map(|p| p.entries().to_vec())
+        );
+    }
+    let mut keys: Vec<&[u8]> = cluster
+        .history
+        .operations
+        .iter()
+        .map(|op| op.key.as_slice())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        for index in 0..cluster.nodes.len() {
+            if let Some(versions) = cluster.stored(index, key) {
+                let siblings: Vec<_> = versions
+                    .siblings()
+                    .map(|s| (s.dot, ringkv_tests::sim::history::write_id_of(s.value)))
+                    .collect();
+                println!(
+                    "{} on node {}: clock {:?} siblings {siblings:?}",
+                    String::from_utf8_lossy(key),
+                    index + 1,
+                    versions.join().entries()
+                );
+            }
+        }
+    }
+}
