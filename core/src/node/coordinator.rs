@@ -894,13 +894,11 @@ impl Node {
     }
 
     fn send_forward(&mut self, id: SlotId, to: NodeId) {
-        let attempt_at = self.deadline_after(self.config.replica_timeout_ms * 2);
         let Some(Request::Forward(forward)) = self.requests.get_mut(id) else {
             return;
         };
         forward.to = to;
         forward.tried.push(to);
-        forward.attempt_at = attempt_at;
         let started = self.peers.begin_request(to);
         let token = forward.spec.context.as_ref().map(VersionVector::to_token);
         let sent = started
@@ -943,7 +941,8 @@ impl Node {
         if forward.to != from {
             return;
         }
-        if status != ReplicaStatus::Ok {
+        if status == ReplicaStatus::Overloaded {
+            // Refused before minting: nothing was written, another replica may try.
             self.peers.end_request(from);
             if let Some(Request::Forward(forward)) = self.requests.get_mut(id) {
                 forward.to = self.id;
@@ -953,6 +952,12 @@ impl Node {
         let Some(Request::Forward(forward)) = self.remove_request(id) else {
             return;
         };
+        if status != ReplicaStatus::Ok {
+            // The replica may have minted and stored the write before failing: trying
+            // another replica could mint it a second time under another dot.
+            let error = RequestError::ForwardFailed;
+            return self.finish_write(forward.reply, forward.reply_context, Err(error));
+        }
         match core::str::from_utf8(context) {
             Ok(token) => self.finish_write(forward.reply, forward.reply_context, Ok(token)),
             Err(_) => self.finish_write(
@@ -963,8 +968,10 @@ impl Node {
         }
     }
 
-    /// The current forward target failed: try the next healthy replica, else mint here
-    /// as a stand-in.
+    /// The forward never reached its target, or was refused unwritten: try the next
+    /// healthy replica, else mint here as a stand-in. (A forward that may have been
+    /// written is never retried: a retry would mint the same client write again under
+    /// another dot, and a later write superseding one copy would leave the other.)
     fn forward_failed(&mut self, id: SlotId) {
         let Some(Request::Forward(forward)) = self.requests.get(id) else {
             return;
@@ -993,32 +1000,20 @@ impl Node {
     }
 
     fn forward_deadline(&mut self, id: SlotId) {
-        let now = self.now;
-        let Some(Request::Forward(forward)) = self.requests.get(id) else {
+        let Some(Request::Forward(forward)) = self.remove_request(id) else {
             return;
         };
-        if now >= forward.final_at {
-            self.stats.requests_timed_out += 1;
-            let Some(Request::Forward(forward)) = self.remove_request(id) else {
-                return;
-            };
-            let required = forward.spec.write_quorum;
-            return self.finish_write(
-                forward.reply,
-                forward.reply_context,
-                Err(RequestError::QuorumTimeout {
-                    operation: "write",
-                    required,
-                }),
-            );
-        }
-        let to = forward.to;
-        self.peers.timed_out(to, now);
-        self.peers.end_request(to);
-        if let Some(Request::Forward(forward)) = self.requests.get_mut(id) {
-            forward.to = self.id;
-        }
-        self.forward_failed(id);
+        self.stats.requests_timed_out += 1;
+        self.peers.timed_out(forward.to, self.now);
+        let required = forward.spec.write_quorum;
+        self.finish_write(
+            forward.reply,
+            forward.reply_context,
+            Err(RequestError::QuorumTimeout {
+                operation: "write",
+                required,
+            }),
+        );
     }
 
     // ---- batches --------------------------------------------------------------------
