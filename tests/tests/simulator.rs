@@ -40,7 +40,19 @@ fn print_replayed_history() {
     if !plan.replay || std::env::var("RINGKV_SIM_PRINT").is_err() {
         return;
     }
-    let (cluster, violations) = run_seed(Parameters::from_seed(plan.base));
+    let mut cluster = ringkv_tests::sim::cluster::Cluster::new(Parameters::from_seed(plan.base));
+    cluster.history.trace = true;
+    cluster.run();
+    let violations = ringkv_tests::sim::checkers::check_all(&cluster);
+    let only = std::env::var("RINGKV_SIM_PRINT").unwrap_or_default();
+    for (key, siblings, clock) in &cluster.history.records {
+        if only.is_empty() || only.as_bytes() == key.as_slice() {
+            println!(
+                "stored {}: {siblings:?} clock {clock:?}",
+                String::from_utf8_lossy(key)
+            );
+        }
+    }
     for (index, op) in cluster.history.operations.iter().enumerate() {
         println!(
             "{index:4} c{} n{} {:?} {} id={:?} w={} ctx={:?} seen={:?} read={:?} {:?}..{:?} {:?}",

@@ -76,6 +76,7 @@ mod actions;
 mod client;
 mod config;
 mod coordinator;
+mod forwards;
 mod hints;
 mod locks;
 mod peers;
@@ -97,6 +98,7 @@ use crate::wire::Message;
 use actions::ActionQueue;
 use coordinator::{KeyOp, Request, Task};
 use core::time::Duration;
+use forwards::RecentForwards;
 use hints::Hints;
 use locks::KeyLocks;
 use peers::Peers;
@@ -286,6 +288,7 @@ pub struct Node {
     tasks: Slab<Task>,
     tasks_peak: usize,
     locks: KeyLocks<KeyOp>,
+    forwards: RecentForwards,
     peers: Peers,
     hints: Hints,
     hint_deliveries: u32,
@@ -329,6 +332,7 @@ impl Node {
             tasks: Slab::with_capacity(config.storage_operations_max),
             tasks_peak: 0,
             locks: KeyLocks::new(config.locked_keys_max, config.waiting_operations_max),
+            forwards: RecentForwards::new(config.requests_max),
             peers: Peers::new(&config, identity.id),
             hints: Hints::new(config.hints_max),
             hint_deliveries: 0,

@@ -215,6 +215,13 @@ impl Node {
         timestamp_ms: u64,
         write_quorum: u8,
     ) {
+        let expires = self.now + Duration::from_millis(self.config.request_timeout_ms * 2);
+        if !self
+            .forwards
+            .first_time(self.now, expires, from, request, timestamp_ms, key)
+        {
+            return; // a duplicate: the first copy answers
+        }
         let reply = ReplyTo::Peer {
             peer: from,
             request,

@@ -708,7 +708,13 @@ impl Cluster {
             kind,
             key: key.clone(),
             write_id,
-            write_quorum: quorum.unwrap_or(self.config.write_quorum_default),
+            // DEL and SET carry no W: the node uses its default.
+            write_quorum: match kind {
+                OperationKind::VSet | OperationKind::VDel => {
+                    quorum.unwrap_or(self.config.write_quorum_default)
+                }
+                _ => self.config.write_quorum_default,
+            },
             context,
             context_siblings,
             read_values: Vec::new(),

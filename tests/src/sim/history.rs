@@ -87,6 +87,14 @@ pub struct History {
     /// What each write superseded: its context, or for a plain write the clock of the
     /// first record that held it.
     pub causal_past: BTreeMap<WriteId, VersionVector>,
+    /// When set, every durable record is kept in `records` (for debugging a seed).
+    pub trace: bool,
+    /// (key, siblings as (dot, write id), clock) of every durable record, if tracing.
+    pub records: Vec<(
+        Vec<u8>,
+        Vec<(Option<Dot>, WriteId)>,
+        Vec<(ringkv_core::NodeId, u64)>,
+    )>,
 }
 
 /// The write id a stored value names.
@@ -105,6 +113,14 @@ impl History {
     /// Learns from one durable record of `key`'s versions.
     pub fn observe_stored(&mut self, key: &[u8], versions: &VersionSet) {
         let clock = versions.join();
+        if self.trace {
+            let siblings = versions
+                .siblings()
+                .map(|s| (s.dot, write_id_of(s.value)))
+                .collect();
+            self.records
+                .push((key.to_vec(), siblings, clock.entries().to_vec()));
+        }
         for sibling in versions.siblings() {
             let Some(dot) = sibling.dot else {
                 continue;
