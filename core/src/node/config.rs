@@ -81,6 +81,8 @@ pub struct Sabotage {
     pub skip_repair: bool,
     /// The in-flight request table admits requests past `requests_max`.
     pub ignore_request_bound: bool,
+    /// Writes use a strict quorum: no stand-ins for unreachable replicas.
+    pub strict_quorum: bool,
 }
 
 /// A configuration that cannot work.

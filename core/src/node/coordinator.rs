@@ -289,6 +289,9 @@ impl Node {
                 missing.push(node);
             }
         }
+        if self.sabotage().strict_quorum {
+            return targets;
+        }
         let pref: SmallVec<[NodeId; 8]> = self.ring.preference_list(partition).collect();
         let mut owners = missing.into_iter();
         for node in self.ring.extended_list(partition).skip(replicas) {
@@ -308,6 +311,9 @@ impl Node {
 
     /// The next healthy node of the extended list that `taken` does not hold.
     fn next_stand_in(&self, partition: usize, taken: &[NodeId]) -> Option<NodeId> {
+        if self.sabotage().strict_quorum {
+            return None;
+        }
         self.ring
             .extended_list(partition)
             .find(|&node| node != self.id && self.healthy(node) && !taken.contains(&node))
@@ -580,6 +586,14 @@ impl Node {
         match first_healthy {
             Some(replica) => {
                 self.forward_write(reply, reply_context, key, partition, spec, replica)
+            }
+            None if self.sabotage().strict_quorum => {
+                let required = spec.write_quorum;
+                let error = RequestError::QuorumUnreachable {
+                    operation: "write",
+                    required,
+                };
+                self.finish_write(reply, reply_context, Err(error))
             }
             None => {
                 let owner = self.ring.preference_list(partition).next();
@@ -1080,6 +1094,7 @@ pub(crate) struct NoSabotage {
     pub(crate) ignore_context: bool,
     pub(crate) skip_repair: bool,
     pub(crate) ignore_request_bound: bool,
+    pub(crate) strict_quorum: bool,
 }
 
 /// The first N healthy nodes of `partition`'s extended list.

@@ -73,6 +73,13 @@ pub struct Operation {
     pub end_epoch: u64,
 }
 
+/// One durable record, for tracing: key, siblings as (dot, write id), clock.
+pub type StoredRecord = (
+    Vec<u8>,
+    Vec<(Option<Dot>, WriteId)>,
+    Vec<(ringkv_core::NodeId, u64)>,
+);
+
 /// The run's history.
 #[derive(Clone, Debug, Default)]
 pub struct History {
@@ -90,11 +97,7 @@ pub struct History {
     /// When set, every durable record is kept in `records` (for debugging a seed).
     pub trace: bool,
     /// (key, siblings as (dot, write id), clock) of every durable record, if tracing.
-    pub records: Vec<(
-        Vec<u8>,
-        Vec<(Option<Dot>, WriteId)>,
-        Vec<(ringkv_core::NodeId, u64)>,
-    )>,
+    pub records: Vec<StoredRecord>,
 }
 
 /// The write id a stored value names.

@@ -1,0 +1,151 @@
+//! A checker that cannot fail proves nothing: each of the five properties' checkers is
+//! shown here to catch a node broken on purpose (`ringkv_core::node::Sabotage`).
+//!
+//! Each test runs seeds (from `FIRST_SEED`, at most `SEEDS_MAX`) with one sabotage and
+//! fault settings that give it a chance to show, and passes once a seed violates the
+//! property that sabotage breaks. It prints the seed that caught it, and runs the same
+//! seed and settings again with the sabotage off, which must keep the property: the
+//! broken node, not the fault settings, is what the checker caught.
+
+use ringkv_core::node::Sabotage;
+use ringkv_tests::sim::run_seed;
+use ringkv_tests::sim::swarm::{Faults, Parameters};
+
+const FIRST_SEED: u64 = 7_000;
+const SEEDS_MAX: u64 = 200;
+
+/// Runs seeds with `shape` applied until one violates `property`.
+fn caught(name: &str, property: u8, shape: impl Fn(&mut Parameters)) {
+    for seed in FIRST_SEED..FIRST_SEED + SEEDS_MAX {
+        let mut parameters = Parameters::from_seed(seed);
+        shape(&mut parameters);
+        let (_, violations) = run_seed(parameters.clone());
+        if let Some(violation) = violations.iter().find(|v| v.property == property) {
+            println!("{name}: seed {seed} caught it: {violation}");
+            parameters.sabotage = Sabotage::default();
+            let (_, honest) = run_seed(parameters);
+            let still: Vec<_> = honest.iter().filter(|v| v.property == property).collect();
+            assert!(
+                still.is_empty(),
+                "{name}: seed {seed} fails without sabotage: {still:?}"
+            );
+            return;
+        }
+    }
+    panic!("{name}: no seed in {FIRST_SEED}..+{SEEDS_MAX} violated property {property}");
+}
+
+fn no_faults() -> Faults {
+    Faults {
+        mean_interval_ms: 1_000,
+        max_down: 1,
+        ..Faults::default()
+    }
+}
+
+#[test]
+fn acking_before_durable_loses_acknowledged_writes() {
+    caught("ack before durable", 1, |p| {
+        p.sabotage = Sabotage {
+            ack_before_durable: true,
+            ..Sabotage::default()
+        };
+        p.nodes = 3;
+        p.replicas = 1;
+        p.read_quorum = 1;
+        p.write_quorum = 1;
+        p.disk.latency_min_ms = 20;
+        p.disk.latency_max_ms = 60;
+        p.disk.failure = 0.0;
+        p.faults = Faults {
+            crashes: true,
+            mean_interval_ms: 100,
+            max_down: 1,
+            ..Faults::default()
+        };
+    });
+}
+
+#[test]
+fn dropping_a_concurrent_sibling_loses_acknowledged_writes() {
+    caught("drop concurrent siblings", 1, |p| {
+        p.sabotage = Sabotage {
+            drop_concurrent_siblings: true,
+            ..Sabotage::default()
+        };
+        p.clients = p.clients.max(3);
+        p.keys = 2;
+        p.faults = no_faults();
+    });
+}
+
+#[test]
+fn ignoring_the_context_brings_superseded_values_back() {
+    caught("ignore context", 3, |p| {
+        p.sabotage = Sabotage {
+            ignore_context: true,
+            ..Sabotage::default()
+        };
+        p.keys = 2;
+        p.faults = no_faults();
+    });
+}
+
+#[test]
+fn skipping_repair_and_handoff_leaves_replicas_diverged() {
+    caught("skip repair", 2, |p| {
+        p.sabotage = Sabotage {
+            skip_repair: true,
+            ..Sabotage::default()
+        };
+        p.nodes = p.nodes.max(3);
+        p.replicas = 3;
+        p.write_quorum = 1;
+        p.faults = Faults {
+            partitions: true,
+            crashes: true,
+            mean_interval_ms: 300,
+            max_down: 1,
+            ..Faults::default()
+        };
+    });
+}
+
+#[test]
+fn a_strict_quorum_is_not_always_writable() {
+    caught("strict quorum", 4, |p| {
+        p.sabotage = Sabotage {
+            strict_quorum: true,
+            ..Sabotage::default()
+        };
+        p.nodes = 5;
+        p.replicas = 3;
+        p.write_quorum = 3;
+        p.disk.failure = 0.0;
+        p.fault_phase_ms = 10_000;
+        p.operations_per_client = 60;
+        p.faults = Faults {
+            crashes: true,
+            mean_interval_ms: 2_000,
+            max_down: 2,
+            ..Faults::default()
+        };
+    });
+}
+
+#[test]
+fn ignoring_the_request_bound_is_seen() {
+    caught("ignore request bound", 5, |p| {
+        p.sabotage = Sabotage {
+            ignore_request_bound: true,
+            ..Sabotage::default()
+        };
+        p.requests_max = 1;
+        p.clients = 6;
+        p.nodes = 2;
+        p.replicas = 2;
+        p.read_quorum = 1;
+        p.write_quorum = 1;
+        p.faults = no_faults();
+    });
+}
