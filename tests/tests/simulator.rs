@@ -13,9 +13,11 @@ const DEFAULT_RUNS: u64 = 200;
 fn every_seed_keeps_the_five_properties() {
     let plan = SeedPlan::from_env(DEFAULT_RUNS).expect("seed variables");
     let mut failures = Vec::new();
+    let mut totals = Totals::default();
     for seed in plan.seeds() {
         let parameters = Parameters::from_seed(seed);
         let (cluster, violations) = run_seed(parameters.clone());
+        totals.add(&cluster);
         if plan.replay {
             println!("seed {seed}: {parameters:?}");
             println!("operations: {}", cluster.history.operations.len());
@@ -31,6 +33,87 @@ fn every_seed_keeps_the_five_properties() {
         }
     }
     assert!(failures.is_empty(), "seeds that failed: {failures:?}");
+    println!("{totals:#?}");
+    if plan.runs >= DEFAULT_RUNS {
+        totals.assert_exercised();
+    }
+}
+
+/// What a batch of runs exercised, so a simulator that quietly stopped injecting faults
+/// or stopped reaching a mechanism fails instead of passing vacuously.
+#[derive(Debug, Default)]
+struct Totals {
+    runs: u64,
+    operations: u64,
+    acknowledged_writes: u64,
+    failed_operations: u64,
+    unknown_outcomes: u64,
+    reads_with_siblings: u64,
+    crashes: u64,
+    partitions: u64,
+    stand_in_writes: u64,
+    hints_stored: u64,
+    hints_delivered: u64,
+    read_repairs: u64,
+    forwarded_writes: u64,
+    peers_marked_down: u64,
+    storage_failures: u64,
+    messages_lost: u64,
+    messages_duplicated: u64,
+}
+
+impl Totals {
+    fn add(&mut self, cluster: &ringkv_tests::sim::cluster::Cluster) {
+        use ringkv_tests::sim::history::{OperationKind, Outcome};
+        let stats = cluster.node_stats();
+        let network = cluster.network.stats();
+        self.runs += 1;
+        for op in &cluster.history.operations {
+            self.operations += 1;
+            match &op.outcome {
+                Outcome::Ok if op.kind.is_write() => self.acknowledged_writes += 1,
+                Outcome::Failed(_) => self.failed_operations += 1,
+                Outcome::Unknown => self.unknown_outcomes += 1,
+                _ => {}
+            }
+            if op.kind == OperationKind::VGet && op.read_values.len() > 1 {
+                self.reads_with_siblings += 1;
+            }
+        }
+        self.crashes += cluster.stats.crashes;
+        self.partitions += cluster.stats.partitions;
+        self.storage_failures += cluster.stats.storage_failures;
+        self.stand_in_writes += stats.stand_in_writes;
+        self.hints_stored += stats.hints_stored;
+        self.hints_delivered += stats.hints_delivered;
+        self.read_repairs += stats.read_repairs_sent;
+        self.forwarded_writes += stats.writes_forwarded;
+        self.peers_marked_down += stats.peers_marked_down;
+        self.messages_lost += network.lost + network.blocked;
+        self.messages_duplicated += network.duplicated;
+    }
+
+    fn assert_exercised(&self) {
+        for (what, count) in [
+            ("acknowledged writes", self.acknowledged_writes),
+            ("failed operations", self.failed_operations),
+            ("unknown outcomes", self.unknown_outcomes),
+            ("reads with siblings", self.reads_with_siblings),
+            ("crashes", self.crashes),
+            ("partitions", self.partitions),
+            ("stand-in writes", self.stand_in_writes),
+            ("hints stored", self.hints_stored),
+            ("hints delivered", self.hints_delivered),
+            ("read repairs", self.read_repairs),
+            ("forwarded writes", self.forwarded_writes),
+            ("peers marked down", self.peers_marked_down),
+            ("storage failures", self.storage_failures),
+            ("messages lost", self.messages_lost),
+            ("messages duplicated", self.messages_duplicated),
+        ] {
+            assert!(count > 0, "{} runs exercised no {what}", self.runs);
+        }
+    }
 }
 
 /// Prints a replayed seed's history (for debugging with `RINGKV_SEED`).

@@ -22,7 +22,7 @@ use super::network::{Network, NetworkConfig};
 use super::reply::{Reply, parse_reply};
 use super::swarm::Parameters;
 use ringkv_core::node::{
-    Action, ClientId, Completion, Config, Input, Listing, Node, NodeIdentity, Space,
+    Action, ClientId, Completion, Config, Input, Listing, Node, NodeIdentity, Space, Stats,
     StorageFailure, StorageOp,
 };
 use ringkv_core::placement::{Member, Ring};
@@ -122,6 +122,8 @@ pub struct SimNode {
     pub boot: u32,
     /// Bound peaks over every boot: (name, peak, max).
     pub bounds: BTreeMap<&'static str, (u64, u64)>,
+    /// Counters of earlier boots (a crash loses the node's own).
+    pub earlier_stats: Stats,
     pub disk_failing: bool,
 }
 
@@ -215,6 +217,7 @@ impl Cluster {
                     hints: SimDisk::new(parameters.disk, rng.next_u64()),
                     boot: 0,
                     bounds: BTreeMap::new(),
+                    earlier_stats: Stats::default(),
                     disk_failing: false,
                 }
             })
@@ -863,7 +866,9 @@ impl Cluster {
     pub fn crash(&mut self, index: usize) {
         self.stats.crashes += 1;
         let sim = &mut self.nodes[index];
-        sim.node = None;
+        if let Some(node) = sim.node.take() {
+            sim.earlier_stats = add_stats(sim.earlier_stats, node.stats());
+        }
         sim.boot += 1;
         sim.data.crash();
         sim.hints.crash();
@@ -1078,4 +1083,32 @@ fn value_id(data: &[u8]) -> WriteId {
     let length = data.len().min(8);
     id[..length].copy_from_slice(&data[..length]);
     u64::from_le_bytes(id)
+}
+
+/// Sums two nodes' counters.
+pub fn add_stats(a: Stats, b: Stats) -> Stats {
+    Stats {
+        reads_coordinated: a.reads_coordinated + b.reads_coordinated,
+        writes_coordinated: a.writes_coordinated + b.writes_coordinated,
+        writes_forwarded: a.writes_forwarded + b.writes_forwarded,
+        stand_in_writes: a.stand_in_writes + b.stand_in_writes,
+        messages_sent: a.messages_sent + b.messages_sent,
+        read_repairs_sent: a.read_repairs_sent + b.read_repairs_sent,
+        hints_stored: a.hints_stored + b.hints_stored,
+        hints_delivered: a.hints_delivered + b.hints_delivered,
+        overloaded: a.overloaded + b.overloaded,
+        requests_timed_out: a.requests_timed_out + b.requests_timed_out,
+        peers_marked_down: a.peers_marked_down + b.peers_marked_down,
+        actions_refused: a.actions_refused + b.actions_refused,
+    }
+}
+
+impl Cluster {
+    /// Every node's counters over all its boots.
+    pub fn node_stats(&self) -> Stats {
+        self.nodes.iter().fold(Stats::default(), |total, sim| {
+            let current = sim.node.as_ref().map(Node::stats).unwrap_or_default();
+            add_stats(total, add_stats(sim.earlier_stats, current))
+        })
+    }
 }
