@@ -368,7 +368,7 @@ impl Node {
 
 /// A read's client reply: GET the last-write-wins value (null when deleted), VGET the
 /// context and every live sibling, EXISTS 1 or 0.
-fn write_read(out: &mut Vec<u8>, kind: ReadKind, merged: &VersionSet) {
+pub(crate) fn write_read(out: &mut Vec<u8>, kind: ReadKind, merged: &VersionSet) {
     match kind {
         ReadKind::Get => match merged
             .last_write_wins()

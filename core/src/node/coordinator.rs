@@ -371,10 +371,14 @@ impl Node {
             return;
         };
         if target == self.id {
-            let key = read.key.clone();
-            let started = self
-                .insert_task(Task::LocalRead { request: id })
-                .map(|token| (token, self.actions.read(token, Space::Data, &key)));
+            let started = match self.tasks.insert(Task::LocalRead { request: id }) {
+                Ok(task) => {
+                    self.tasks_peak = self.tasks_peak.max(self.tasks.len());
+                    let token = task.to_u64();
+                    Some((token, self.actions.read(token, Space::Data, &read.key)))
+                }
+                Err(_) => None,
+            };
             match started {
                 Some((_, Ok(()))) => {}
                 Some((token, Err(_))) => {
@@ -442,9 +446,19 @@ impl Node {
                 read.replied = true;
                 read.attempt_at =
                     self.now + Duration::from_millis(self.config.read_repair_window_ms);
-                let (reply, kind) = (read.reply, read.kind);
-                let merged = read.quorum.merged().clone();
-                self.finish_read(reply, kind, Ok(&merged));
+                match read.reply {
+                    // Written straight from the quorum's merge: no copy of the versions.
+                    ReplyTo::Client { client, tag } => {
+                        let (kind, merged) = (read.kind, read.quorum.merged());
+                        let _ = self.actions.reply(client, tag, false, |out| {
+                            super::client::write_read(out, kind, merged)
+                        });
+                    }
+                    reply => {
+                        let (kind, merged) = (read.kind, read.quorum.merged().clone());
+                        self.finish_read(reply, kind, Ok(&merged));
+                    }
+                }
                 if settled {
                     self.end_read(id);
                 } else {
@@ -806,7 +820,13 @@ impl Node {
             Progress::Reached if !write.replied => {
                 write.replied = true;
                 let (reply, reply_context) = (write.reply, write.reply_context);
-                let token = write.context.to_token();
+                // A plain SET's client gets +OK: no token to build.
+                let needs_token = reply_context || matches!(reply, ReplyTo::Peer { .. });
+                let token = if needs_token {
+                    write.context.to_token()
+                } else {
+                    String::new()
+                };
                 self.finish_write(reply, reply_context, Ok(&token));
                 if settled {
                     self.remove_request(id);
