@@ -20,7 +20,7 @@ use super::disk::{DiskConfig, SimDisk};
 use super::history::{History, Operation, OperationKind, Outcome, WriteId};
 use super::network::{Network, NetworkConfig};
 use super::reply::{Reply, parse_reply};
-use super::swarm::Parameters;
+use super::swarm::{Parameters, Workload};
 use ringkv_core::node::{
     Action, ClientId, Completion, Config, Input, Listing, Node, NodeIdentity, Space, Stats,
     StorageFailure, StorageOp,
@@ -135,6 +135,8 @@ struct Client {
     outstanding: Option<usize>,
     /// Per key, the context and siblings of the client's last VGET.
     last_read: BTreeMap<Vec<u8>, (String, Vec<WriteId>)>,
+    /// Read-modify-write: the key just read, to write next.
+    pending_write: Option<Vec<u8>>,
     rng: Rng,
 }
 
@@ -174,6 +176,10 @@ pub struct Cluster {
     blocked: Vec<(usize, usize)>,
     /// The fault state of every epoch, for the availability check.
     pub epochs: Vec<EpochState>,
+    /// Network counters and operations issued when the workload phase ended (before
+    /// healing, hint delivery and the read sweep), for reports.
+    pub workload_network: super::network::NetworkStats,
+    pub workload_operations: usize,
 }
 
 /// The fault state during one fault epoch.
@@ -228,6 +234,7 @@ impl Cluster {
                 operations_left: parameters.operations_per_client,
                 outstanding: None,
                 last_read: BTreeMap::new(),
+                pending_write: None,
                 rng: Rng::new(rng.next_u64()),
             })
             .collect();
@@ -251,6 +258,8 @@ impl Cluster {
             stats: RunStats::default(),
             blocked: Vec::new(),
             epochs: Vec::new(),
+            workload_network: Default::default(),
+            workload_operations: 0,
             parameters,
         };
         cluster.record_epoch();
@@ -289,6 +298,9 @@ impl Cluster {
     pub fn run(&mut self) {
         let start = self.now;
         self.faults_on = true;
+        for index in 0..self.parameters.down_from_start.min(self.nodes.len()) {
+            self.crash(index);
+        }
         for client in 0..self.clients.len() {
             let delay = self.clients[client].rng.below(50);
             self.schedule(
@@ -302,6 +314,8 @@ impl Cluster {
         }
         let fault_end = start + Duration::from_millis(self.parameters.fault_phase_ms);
         self.run_until(fault_end, |_| false);
+        self.workload_network = self.network.stats();
+        self.workload_operations = self.history.operations.len();
         self.stop_faults();
         // Let clients finish what they started and hints reach their owners.
         let quiet_limit = self.now + Duration::from_millis(120_000);
@@ -649,18 +663,32 @@ impl Cluster {
         let key = format!("key-{}", rng.below(u64::from(keys))).into_bytes();
         let node = rng.below(nodes) as usize;
         let roll = rng.below(100);
-        let write_quorum = if rng.chance(0.2) {
+        let write_quorum = if parameters.workload == Workload::Mixed && rng.chance(0.2) {
             Some(1 + rng.below(u64::from(parameters.replicas)) as u8)
         } else {
             None
         };
-        let kind = match roll {
-            0..30 => OperationKind::VGet,
-            30..55 => OperationKind::VSet,
-            55..70 => OperationKind::Set,
-            70..80 => OperationKind::Get,
-            80..90 => OperationKind::Del,
-            _ => OperationKind::VDel,
+        let (kind, key) = match parameters.workload {
+            Workload::Mixed => (
+                match roll {
+                    0..30 => OperationKind::VGet,
+                    30..55 => OperationKind::VSet,
+                    55..70 => OperationKind::Set,
+                    70..80 => OperationKind::Get,
+                    80..90 => OperationKind::Del,
+                    _ => OperationKind::VDel,
+                },
+                key,
+            ),
+            Workload::GetsOnly => (OperationKind::Get, key),
+            Workload::SetsOnly => (OperationKind::Set, key),
+            Workload::ReadModifyWrite => match self.clients[client].pending_write.take() {
+                Some(read_key) => (OperationKind::VSet, read_key),
+                None => {
+                    self.clients[client].pending_write = Some(key.clone());
+                    (OperationKind::VGet, key)
+                }
+            },
         };
         self.issue(client, node, kind, key, write_quorum);
     }

@@ -28,6 +28,18 @@ impl Faults {
     }
 }
 
+/// What clients do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Workload {
+    /// Every kind of operation, at random (the default for checking).
+    #[default]
+    Mixed,
+    GetsOnly,
+    SetsOnly,
+    /// Read-modify-write: a VGET, then a VSET with its context, on the same key.
+    ReadModifyWrite,
+}
+
 /// Everything that shapes one run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Parameters {
@@ -45,6 +57,9 @@ pub struct Parameters {
     pub faults: Faults,
     pub fault_phase_ms: u64,
     pub requests_max: u32,
+    pub workload: Workload,
+    /// Nodes (the first ones) crashed at the start and kept down for the fault phase.
+    pub down_from_start: usize,
     pub sabotage: ringkv_core::node::Sabotage,
 }
 
@@ -107,6 +122,8 @@ impl Parameters {
             faults,
             fault_phase_ms: 2_000 + rng.below(8_000),
             requests_max: 4_096,
+            workload: Workload::Mixed,
+            down_from_start: 0,
             sabotage: ringkv_core::node::Sabotage::default(),
         }
     }

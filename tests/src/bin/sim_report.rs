@@ -1,0 +1,143 @@
+//! Numbers for BENCHMARKS.md from the deterministic simulator: messages per get and per
+//! put, how many versions reads see under concurrent read-modify-writes, and how
+//! available writes stay with nodes down, sloppy quorum next to a strict one.
+//!
+//! `cargo run --release -p ringkv-tests --bin ringkv-sim-report` (fixed seeds: the
+//! same output every run).
+
+use ringkv_core::node::Sabotage;
+use ringkv_tests::sim::cluster::Cluster;
+use ringkv_tests::sim::disk::DiskConfig;
+use ringkv_tests::sim::history::{OperationKind, Outcome};
+use ringkv_tests::sim::network::NetworkConfig;
+use ringkv_tests::sim::swarm::{Faults, Parameters, Workload};
+
+const SEEDS: std::ops::Range<u64> = 1..11;
+
+fn base(seed: u64, nodes: usize, workload: Workload) -> Parameters {
+    let mut parameters = Parameters::from_seed(seed);
+    parameters.nodes = nodes;
+    parameters.replicas = 3;
+    parameters.read_quorum = 2;
+    parameters.write_quorum = 2;
+    parameters.clients = 8;
+    parameters.operations_per_client = 200;
+    parameters.keys = 256;
+    parameters.think_time_max_ms = 20;
+    parameters.network = NetworkConfig {
+        latency_min_ms: 1,
+        latency_max_ms: 3,
+        ..NetworkConfig::reliable()
+    };
+    parameters.disk = DiskConfig {
+        latency_min_ms: 1,
+        latency_max_ms: 2,
+        failure: 0.0,
+    };
+    parameters.faults = Faults {
+        mean_interval_ms: 1_000,
+        max_down: 0,
+        ..Faults::default()
+    };
+    parameters.fault_phase_ms = 60_000;
+    parameters.workload = workload;
+    parameters
+}
+
+fn run(parameters: Parameters) -> Cluster {
+    let mut cluster = Cluster::new(parameters);
+    cluster.run();
+    cluster
+}
+
+/// Peer messages per successful operation during the workload.
+fn messages_per_operation(nodes: usize, workload: Workload) -> (f64, u64) {
+    let (mut messages, mut operations) = (0u64, 0u64);
+    for seed in SEEDS {
+        let cluster = run(base(seed, nodes, workload));
+        messages += cluster.workload_network.sent;
+        operations += cluster.history.operations[..cluster.workload_operations]
+            .iter()
+            .filter(|op| op.outcome == Outcome::Ok)
+            .count() as u64;
+    }
+    (messages as f64 / operations as f64, operations)
+}
+
+/// Share of VGETs (that found the key) answering 1, 2 and 3+ values.
+fn versions_seen(keys: u32) -> ([f64; 3], u64) {
+    let mut counts = [0u64; 3];
+    for seed in SEEDS {
+        let mut parameters = base(seed, 5, Workload::ReadModifyWrite);
+        parameters.keys = keys;
+        let cluster = run(parameters);
+        for op in &cluster.history.operations[..cluster.workload_operations] {
+            if op.kind == OperationKind::VGet && op.outcome == Outcome::Ok {
+                match op.read_values.len() {
+                    0 => {}
+                    1 => counts[0] += 1,
+                    2 => counts[1] += 1,
+                    _ => counts[2] += 1,
+                }
+            }
+        }
+    }
+    let total: u64 = counts.iter().sum();
+    (counts.map(|count| count as f64 / total as f64 * 100.0), total)
+}
+
+/// Share of writes sent to live coordinators that succeeded, with `down` of 5 nodes
+/// down from the start.
+fn write_availability(down: usize, write_quorum: u8, strict: bool) -> (f64, u64) {
+    let (mut succeeded, mut attempted) = (0u64, 0u64);
+    for seed in SEEDS {
+        let mut parameters = base(seed, 5, Workload::SetsOnly);
+        parameters.down_from_start = down;
+        parameters.write_quorum = write_quorum;
+        parameters.fault_phase_ms = 20_000;
+        parameters.sabotage = Sabotage {
+            strict_quorum: strict,
+            ..Sabotage::default()
+        };
+        let cluster = run(parameters);
+        for op in &cluster.history.operations[..cluster.workload_operations] {
+            if op.node < down || op.outcome == Outcome::Unknown || op.outcome == Outcome::Pending {
+                continue; // a client would try another node
+            }
+            attempted += 1;
+            if op.outcome == Outcome::Ok {
+                succeeded += 1;
+            }
+        }
+    }
+    (succeeded as f64 / attempted as f64 * 100.0, attempted)
+}
+
+fn main() {
+    println!("Seeds {}..{} per row; 8 clients, N=3, R=2, W=2 unless stated.\n", SEEDS.start, SEEDS.end - 1);
+    println!("| cluster | operation | peer messages per operation | operations |");
+    println!("|---|---|---|---|");
+    for nodes in [3, 5] {
+        for (name, workload) in [("GET", Workload::GetsOnly), ("SET", Workload::SetsOnly)] {
+            let (per, operations) = messages_per_operation(nodes, workload);
+            println!("| {nodes} nodes | {name} | {per:.2} | {operations} |");
+        }
+    }
+
+    println!("\n| keys | reads seeing 1 version | 2 versions | 3+ versions | reads |");
+    println!("|---|---|---|---|---|");
+    for keys in [256, 16, 2] {
+        let ([one, two, more], reads) = versions_seen(keys);
+        println!("| {keys} | {one:.2}% | {two:.2}% | {more:.2}% | {reads} |");
+    }
+
+    println!("\n| nodes down of 5 | W | sloppy quorum: writes succeeded | strict quorum | writes |");
+    println!("|---|---|---|---|---|");
+    for down in [1, 2] {
+        for write_quorum in [2, 3] {
+            let (sloppy, writes) = write_availability(down, write_quorum, false);
+            let (strict, _) = write_availability(down, write_quorum, true);
+            println!("| {down} | {write_quorum} | {sloppy:.2}% | {strict:.2}% | {writes} |");
+        }
+    }
+}
