@@ -928,11 +928,13 @@ impl Node {
     }
 
     fn send_forward(&mut self, id: SlotId, to: NodeId) {
+        let attempt_at = self.deadline_after(self.config.replica_timeout_ms);
         let Some(Request::Forward(forward)) = self.requests.get_mut(id) else {
             return;
         };
         forward.to = to;
         forward.tried.push(to);
+        forward.attempt_at = attempt_at;
         let started = self.peers.begin_request(to);
         let token = forward.spec.context.as_ref().map(VersionVector::to_token);
         let sent = started
@@ -1034,6 +1036,18 @@ impl Node {
     }
 
     fn forward_deadline(&mut self, id: SlotId) {
+        let now = self.now;
+        let Some(Request::Forward(forward)) = self.requests.get_mut(id) else {
+            return;
+        };
+        if now < forward.final_at {
+            // Silent past the replica timeout: evidence against the replica, so later
+            // writes go elsewhere; this one keeps waiting (it is never retried).
+            forward.attempt_at = Instant::MAX;
+            let to = forward.to;
+            self.peers.timed_out(to, now);
+            return self.arm(id);
+        }
         let Some(Request::Forward(forward)) = self.remove_request(id) else {
             return;
         };
