@@ -385,6 +385,11 @@ impl Node {
         self.requests.len()
     }
 
+    /// Storage operations in flight (including the hint listing after a start).
+    pub fn storage_operations_in_flight(&self) -> usize {
+        self.tasks.len()
+    }
+
     /// Every bounded structure with its peak use and its bound.
     pub fn bounds(&self) -> [BoundUse; 9] {
         let config = &self.config;

@@ -83,7 +83,10 @@ fn versions_seen(keys: u32) -> ([f64; 3], u64) {
         }
     }
     let total: u64 = counts.iter().sum();
-    (counts.map(|count| count as f64 / total as f64 * 100.0), total)
+    (
+        counts.map(|count| count as f64 / total as f64 * 100.0),
+        total,
+    )
 }
 
 /// Share of writes sent to live coordinators that succeeded, with `down` of 5 nodes
@@ -114,7 +117,11 @@ fn write_availability(down: usize, write_quorum: u8, strict: bool) -> (f64, u64)
 }
 
 fn main() {
-    println!("Seeds {}..{} per row; 8 clients, N=3, R=2, W=2 unless stated.\n", SEEDS.start, SEEDS.end - 1);
+    println!(
+        "Seeds {}..{} per row; 8 clients, N=3, R=2, W=2 unless stated.\n",
+        SEEDS.start,
+        SEEDS.end - 1
+    );
     println!("| cluster | operation | peer messages per operation | operations |");
     println!("|---|---|---|---|");
     for nodes in [3, 5] {
@@ -131,7 +138,9 @@ fn main() {
         println!("| {keys} | {one:.2}% | {two:.2}% | {more:.2}% | {reads} |");
     }
 
-    println!("\n| nodes down of 5 | W | sloppy quorum: writes succeeded | strict quorum | writes |");
+    println!(
+        "\n| nodes down of 5 | W | sloppy quorum: writes succeeded | strict quorum | writes |"
+    );
     println!("|---|---|---|---|---|");
     for down in [1, 2] {
         for write_quorum in [2, 3] {

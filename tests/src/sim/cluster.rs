@@ -328,8 +328,9 @@ impl Cluster {
         self.run_until(settle, |_| false);
     }
 
-    /// True when no client operation, request, hint or message is outstanding and
-    /// every node believes every other node is up.
+    /// True when no client operation, request, storage operation, hint or message is
+    /// outstanding and every node believes every other node is up. (Storage matters: a
+    /// node that just restarted is still listing the hints on its disk.)
     pub fn is_quiet(&self) -> bool {
         let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
         self.clients
@@ -340,6 +341,7 @@ impl Cluster {
                 n.node.as_ref().is_none_or(|node| {
                     node.hints_held() == 0
                         && node.requests_in_flight() == 0
+                        && node.storage_operations_in_flight() == 0
                         && ids.iter().all(|&peer| node.believes_up(peer))
                 })
             })
