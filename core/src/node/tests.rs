@@ -1,1 +1,604 @@
-//! Node tests: a small in-memory harness.
+//! Node behaviour, step by step, on a tiny in-memory cluster whose frames and storage
+//! completions the test releases by hand. (The simulator in tests/ runs whole clusters
+//! under faults; these pin single behaviours down.)
+
+use super::*;
+use crate::placement::Member;
+use crate::resp::Arguments;
+use crate::version::VersionSet;
+use crate::wire::decode_frame;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+enum Job {
+    Read {
+        token: u64,
+        space: Space,
+        key: Vec<u8>,
+    },
+    Write {
+        token: u64,
+        space: Space,
+        key: Vec<u8>,
+        record: Option<Vec<u8>>,
+    },
+    List {
+        token: u64,
+    },
+}
+
+/// One node's stored records by (space, key).
+type Disk = BTreeMap<(Space, Vec<u8>), Vec<u8>>;
+
+struct Harness {
+    nodes: Vec<Node>,
+    disks: Vec<Disk>,
+    frames: VecDeque<(NodeId, NodeId, Vec<u8>)>,
+    jobs: Vec<VecDeque<Job>>,
+    replies: Vec<(usize, Vec<u8>)>,
+    /// Nodes whose frames (both ways) are dropped.
+    cut: BTreeSet<usize>,
+    now: Instant,
+    next_tag: u64,
+}
+
+const CLUSTER: u64 = 77;
+
+impl Harness {
+    fn new(count: u64, configure: impl Fn(&mut Config)) -> Harness {
+        let members: Vec<Member> = (1..=count)
+            .map(|id| Member {
+                id: NodeId(id),
+                weight: 1,
+                zone: None,
+            })
+            .collect();
+        let mut config = Config::new(CLUSTER, members);
+        config.partition_bits = 4;
+        configure(&mut config);
+        let now = Instant::from_millis(10);
+        let nodes: Vec<Node> = (1..=count)
+            .map(|id| Node::new(config.clone(), NodeIdentity { id: NodeId(id) }, id, now).unwrap())
+            .collect();
+        let mut harness = Harness {
+            disks: vec![BTreeMap::new(); nodes.len()],
+            jobs: (0..nodes.len()).map(|_| VecDeque::new()).collect(),
+            nodes,
+            frames: VecDeque::new(),
+            replies: Vec::new(),
+            cut: BTreeSet::new(),
+            now,
+            next_tag: 0,
+        };
+        for index in 0..harness.nodes.len() {
+            harness.drain(index);
+        }
+        harness.settle();
+        harness
+    }
+
+    fn index(id: NodeId) -> usize {
+        id.0 as usize - 1
+    }
+
+    fn drain(&mut self, index: usize) {
+        let from = self.nodes[index].id();
+        while let Some(action) = self.nodes[index].poll_action() {
+            match action {
+                Action::Send { to, frame } => self.frames.push_back((from, to, frame.to_vec())),
+                Action::Reply { bytes, .. } => self.replies.push((index, bytes.to_vec())),
+                Action::Storage(StorageOp::Read { token, space, key }) => self.jobs[index]
+                    .push_back(Job::Read {
+                        token,
+                        space,
+                        key: key.to_vec(),
+                    }),
+                Action::Storage(StorageOp::Write {
+                    token,
+                    space,
+                    key,
+                    record,
+                }) => self.jobs[index].push_back(Job::Write {
+                    token,
+                    space,
+                    key: key.to_vec(),
+                    record: Some(record.to_vec()),
+                }),
+                Action::Storage(StorageOp::Delete { token, space, key }) => self.jobs[index]
+                    .push_back(Job::Write {
+                        token,
+                        space,
+                        key: key.to_vec(),
+                        record: None,
+                    }),
+                Action::Storage(StorageOp::List { token, .. }) => {
+                    self.jobs[index].push_back(Job::List { token })
+                }
+                Action::Connect { .. } => {}
+            }
+        }
+    }
+
+    /// Delivers every queued frame once (frames to or from a cut node are dropped).
+    fn deliver(&mut self) -> bool {
+        let frames: Vec<_> = self.frames.drain(..).collect();
+        let any = !frames.is_empty();
+        for (from, to, frame) in frames {
+            let (a, b) = (Harness::index(from), Harness::index(to));
+            if self.cut.contains(&a) || self.cut.contains(&b) {
+                continue;
+            }
+            let (message, _) = decode_frame(&frame, CLUSTER, self.nodes[b].wire_limits()).unwrap();
+            self.nodes[b].handle(self.now, Input::Peer { from, message });
+            self.drain(b);
+        }
+        any
+    }
+
+    /// Completes node `index`'s oldest storage operation.
+    fn complete_one(&mut self, index: usize) -> bool {
+        let Some(job) = self.jobs[index].pop_front() else {
+            return false;
+        };
+        let now = self.now;
+        match job {
+            Job::Read { token, space, key } => {
+                let value = self.disks[index].get(&(space, key)).cloned();
+                let completion = Completion::Read {
+                    token,
+                    result: Ok(value.as_deref()),
+                };
+                self.nodes[index].handle(now, Input::Storage(completion));
+            }
+            Job::Write {
+                token,
+                space,
+                key,
+                record,
+            } => {
+                match record {
+                    Some(record) => self.disks[index].insert((space, key), record),
+                    None => self.disks[index].remove(&(space, key)),
+                };
+                let completion = Completion::Written {
+                    token,
+                    result: Ok(()),
+                };
+                self.nodes[index].handle(now, Input::Storage(completion));
+            }
+            Job::List { token } => {
+                let keys: Vec<Vec<u8>> = self.disks[index]
+                    .keys()
+                    .filter(|(space, _)| *space == Space::Hints)
+                    .map(|(_, key)| key.clone())
+                    .collect();
+                let listing = Listing {
+                    keys: &keys,
+                    complete: true,
+                };
+                self.nodes[index].handle(
+                    now,
+                    Input::Storage(Completion::Listed {
+                        token,
+                        result: Ok(listing),
+                    }),
+                );
+            }
+        }
+        self.drain(index);
+        true
+    }
+
+    /// Runs frames and storage (of nodes not cut) until nothing moves.
+    fn settle(&mut self) {
+        loop {
+            let mut moved = self.deliver();
+            for index in 0..self.nodes.len() {
+                if !self.cut.contains(&index) {
+                    while self.complete_one(index) {
+                        moved = true;
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// Moves time forward by `milliseconds`, firing timers on the way.
+    fn advance(&mut self, milliseconds: u64) {
+        let end = self.now + core::time::Duration::from_millis(milliseconds);
+        loop {
+            let next = self.nodes.iter().filter_map(Node::poll_timeout).min();
+            match next {
+                Some(at) if at <= end => {
+                    self.now = self.now.max(at);
+                    for index in 0..self.nodes.len() {
+                        if self.nodes[index]
+                            .poll_timeout()
+                            .is_some_and(|t| t <= self.now)
+                        {
+                            self.nodes[index].handle(self.now, Input::Timeout);
+                            self.drain(index);
+                        }
+                    }
+                    self.settle();
+                }
+                _ => break,
+            }
+        }
+        self.now = end;
+    }
+
+    fn send(&mut self, index: usize, command: Command<'_>) {
+        self.next_tag += 1;
+        let timestamp_ms = self.now.as_nanos() / 1_000_000;
+        let input = Input::Client {
+            client: ClientId(1),
+            tag: self.next_tag,
+            timestamp_ms,
+            command,
+        };
+        self.nodes[index].handle(self.now, input);
+        self.drain(index);
+    }
+
+    fn last_reply(&self) -> String {
+        self.replies
+            .last()
+            .map(|(_, bytes)| String::from_utf8_lossy(bytes).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// A node index whose data is a replica of `key`, and one that is not (if any).
+    fn replicas_of(&self, key: &[u8]) -> Vec<usize> {
+        let partition = self.nodes[0].ring.partition_of(key);
+        self.nodes[0]
+            .ring
+            .preference_list(partition)
+            .map(Harness::index)
+            .collect()
+    }
+
+    fn stored(&self, index: usize, key: &[u8]) -> Option<VersionSet> {
+        let bytes = self.disks[index].get(&(Space::Data, key.to_vec()))?;
+        Some(VersionSet::decode(bytes, Default::default()).unwrap())
+    }
+}
+
+fn values(versions: &VersionSet) -> Vec<Vec<u8>> {
+    let mut values: Vec<Vec<u8>> = versions
+        .siblings()
+        .filter_map(|s| s.value.data.clone())
+        .collect();
+    values.sort();
+    values
+}
+
+#[test]
+fn a_set_replies_only_after_w_replicas_made_it_durable() {
+    let mut harness = Harness::new(3, |c| c.write_quorum_default = 2);
+    let key = b"cart";
+    harness.send(
+        0,
+        Command::Set {
+            key,
+            value: b"apples",
+        },
+    );
+    // The coordinator reads, mints and writes locally; nothing is sent before that write
+    // is durable, and no reply comes before a second replica's write is.
+    assert!(harness.complete_one(0), "the coordinator's read");
+    assert!(
+        harness.frames.is_empty(),
+        "nothing leaves before the local write is durable"
+    );
+    assert!(harness.complete_one(0), "the coordinator's write");
+    assert_eq!(
+        harness.frames.len(),
+        2,
+        "then both other replicas are sent the versions"
+    );
+    harness.deliver();
+    assert!(harness.complete_one(1), "replica 2 reads");
+    harness.deliver();
+    assert!(
+        harness.replies.is_empty(),
+        "W=2: one durable copy is not enough"
+    );
+    assert!(harness.complete_one(1), "replica 2's write is durable");
+    harness.deliver();
+    assert_eq!(harness.last_reply(), "+OK\r\n");
+    harness.settle();
+    for index in 0..3 {
+        assert_eq!(
+            values(&harness.stored(index, key).unwrap()),
+            [b"apples".to_vec()]
+        );
+    }
+}
+
+#[test]
+fn concurrent_writes_become_siblings_and_a_context_write_supersedes_them() {
+    let mut harness = Harness::new(3, |_| {});
+    let key = b"cart";
+    harness.send(
+        0,
+        Command::VSet {
+            key,
+            context: b"",
+            value: b"apples",
+            write_quorum: None,
+        },
+    );
+    harness.send(
+        1,
+        Command::VSet {
+            key,
+            context: b"",
+            value: b"pears",
+            write_quorum: None,
+        },
+    );
+    harness.settle();
+    harness.send(
+        2,
+        Command::VGet {
+            key,
+            read_quorum: Some(3),
+        },
+    );
+    harness.settle();
+    let reply = harness.last_reply();
+    assert!(
+        reply.contains("apples") && reply.contains("pears"),
+        "both siblings: {reply}"
+    );
+    let token = reply.split("\r\n").nth(2).unwrap().to_string();
+    harness.send(
+        2,
+        Command::VSet {
+            key,
+            context: token.as_bytes(),
+            value: b"both",
+            write_quorum: Some(3),
+        },
+    );
+    harness.settle();
+    for index in 0..3 {
+        assert_eq!(
+            values(&harness.stored(index, key).unwrap()),
+            [b"both".to_vec()]
+        );
+    }
+    harness.send(0, Command::Get { key });
+    harness.settle();
+    assert_eq!(harness.last_reply(), "$4\r\nboth\r\n");
+}
+
+#[test]
+fn a_read_repairs_the_replica_that_answered_with_less() {
+    let mut harness = Harness::new(3, |c| c.write_quorum_default = 2);
+    let key = b"profile";
+    harness.cut.insert(2);
+    harness.send(0, Command::Set { key, value: b"v1" });
+    harness.settle();
+    harness.cut.clear();
+    harness.frames.clear();
+    assert_eq!(harness.stored(2, key), None, "node 3 missed the write");
+    harness.send(
+        1,
+        Command::VGet {
+            key,
+            read_quorum: Some(3),
+        },
+    );
+    harness.settle();
+    assert!(harness.last_reply().contains("v1"));
+    harness.advance(1_000);
+    harness.settle();
+    assert_eq!(
+        harness.stored(2, key),
+        harness.stored(0, key),
+        "read repair brought node 3 up"
+    );
+    assert_eq!(harness.nodes[1].stats().read_repairs_sent, 1);
+    let hints_stored: u64 = harness.nodes.iter().map(|n| n.stats().hints_stored).sum();
+    assert_eq!(hints_stored, 0, "repaired by the read, not by a hint");
+}
+
+#[test]
+fn a_write_for_a_down_replica_goes_to_a_stand_in_and_is_handed_off_when_it_returns() {
+    let mut harness = Harness::new(4, |c| {
+        c.replicas = 3;
+        c.write_quorum_default = 3;
+        c.read_quorum_default = 2;
+    });
+    let key = b"k";
+    let replicas = harness.replicas_of(key);
+    let (coordinator, down) = (replicas[0], replicas[2]);
+    let stand_in = (0..4).find(|i| !replicas.contains(i)).unwrap();
+    harness.cut.insert(down);
+    let down_id = NodeId(down as u64 + 1);
+    harness.nodes[coordinator].handle(harness.now, Input::PeerDown { peer: down_id });
+    harness.send(
+        coordinator,
+        Command::Set {
+            key,
+            value: b"hinted",
+        },
+    );
+    harness.settle();
+    assert_eq!(harness.last_reply(), "+OK\r\n", "W=3 met with a stand-in");
+    assert_eq!(harness.nodes[stand_in].hints_held(), 1);
+    assert_eq!(
+        harness.stored(stand_in, key),
+        None,
+        "a stand-in keeps the write as a hint, not as its own"
+    );
+    // The owner comes back; the coordinator's probe finds it; the stand-in delivers.
+    harness.cut.clear();
+    harness.nodes[stand_in].handle(harness.now, Input::PeerUp { peer: down_id });
+    harness.drain(stand_in);
+    harness.advance(2_000);
+    harness.settle();
+    assert_eq!(
+        values(&harness.stored(down, key).unwrap()),
+        [b"hinted".to_vec()]
+    );
+    assert_eq!(
+        harness.nodes[stand_in].hints_held(),
+        0,
+        "delivered hints are deleted"
+    );
+    assert!(
+        !harness.disks[stand_in]
+            .keys()
+            .any(|(space, _)| *space == Space::Hints)
+    );
+    assert!(
+        harness.nodes[coordinator].believes_up(down_id),
+        "the probe brought it back"
+    );
+}
+
+#[test]
+fn a_write_whose_replicas_are_all_down_is_minted_by_a_stand_in() {
+    let mut harness = Harness::new(5, |c| {
+        c.replicas = 2;
+        c.write_quorum_default = 2;
+        c.read_quorum_default = 1;
+    });
+    let key = b"lonely";
+    let replicas = harness.replicas_of(key);
+    let coordinator = (0..5).find(|i| !replicas.contains(i)).unwrap();
+    for &replica in &replicas {
+        harness.cut.insert(replica);
+        harness.nodes[coordinator].handle(
+            harness.now,
+            Input::PeerDown {
+                peer: NodeId(replica as u64 + 1),
+            },
+        );
+    }
+    harness.send(
+        coordinator,
+        Command::VSet {
+            key,
+            context: b"",
+            value: b"x",
+            write_quorum: None,
+        },
+    );
+    harness.settle();
+    assert!(
+        harness.last_reply().starts_with('$'),
+        "a context comes back: {}",
+        harness.last_reply()
+    );
+    let held: usize = harness.nodes.iter().map(Node::hints_held).sum();
+    assert_eq!(held, 2, "two stand-ins hold it for the two replicas");
+    assert_eq!(harness.nodes[coordinator].stats().stand_in_writes, 1);
+}
+
+#[test]
+fn requests_past_the_in_flight_bound_are_refused_as_overloaded() {
+    let mut harness = Harness::new(3, |c| c.requests_max = 1);
+    harness.send(0, Command::Get { key: b"a" });
+    harness.send(0, Command::Get { key: b"b" });
+    assert!(
+        harness.last_reply().starts_with("-OVERLOADED"),
+        "{}",
+        harness.last_reply()
+    );
+    harness.settle();
+    assert_eq!(harness.replies.len(), 2, "the first still completes");
+    assert!(harness.nodes[0].bounds().iter().all(|b| b.peak <= b.max));
+}
+
+#[test]
+fn bad_requests_get_clear_errors_and_change_nothing() {
+    let mut harness = Harness::new(3, |c| c.key_size_bytes_max = 8);
+    harness.send(
+        0,
+        Command::VGet {
+            key: b"k",
+            read_quorum: Some(4),
+        },
+    );
+    assert_eq!(
+        harness.last_reply(),
+        "-ERR quorum 4 must be within 1..=3\r\n"
+    );
+    harness.send(
+        0,
+        Command::Set {
+            key: b"much too long",
+            value: b"v",
+        },
+    );
+    assert_eq!(
+        harness.last_reply(),
+        "-ERR key of 13 bytes exceeds the limit of 8\r\n"
+    );
+    harness.send(
+        0,
+        Command::VSet {
+            key: b"k",
+            context: b"not-a-token",
+            value: b"v",
+            write_quorum: None,
+        },
+    );
+    assert!(
+        harness.last_reply().starts_with("-ERR invalid context"),
+        "{}",
+        harness.last_reply()
+    );
+    let mut keys = Arguments::new();
+    keys.push(b"k".as_slice());
+    harness.send(
+        0,
+        Command::Admin(crate::resp::AdminCommand::Join { seed: b"x" }),
+    );
+    assert!(harness.last_reply().starts_with("-ERR RINGKV.JOIN"));
+    harness.settle();
+    assert!(
+        harness.disks.iter().all(BTreeMap::is_empty),
+        "nothing was written"
+    );
+    harness.send(0, Command::Exists { keys });
+    harness.settle();
+    assert_eq!(harness.last_reply(), ":0\r\n");
+}
+
+#[test]
+fn a_quorum_that_cannot_be_met_times_out_with_a_clear_error() {
+    let mut harness = Harness::new(3, |c| {
+        c.write_quorum_default = 3;
+        c.request_timeout_ms = 500;
+    });
+    harness.cut.insert(1);
+    harness.cut.insert(2);
+    harness.send(
+        0,
+        Command::Set {
+            key: b"k",
+            value: b"v",
+        },
+    );
+    harness.settle();
+    harness.advance(1_000);
+    assert!(
+        harness.last_reply().starts_with("-UNAVAILABLE")
+            || harness.last_reply().starts_with("-TIMEOUT"),
+        "{}",
+        harness.last_reply()
+    );
+    assert_eq!(harness.replies.len(), 1, "one answer");
+    assert_eq!(
+        values(&harness.stored(0, b"k").unwrap()),
+        [b"v".to_vec()],
+        "the local write stays"
+    );
+}
