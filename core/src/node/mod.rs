@@ -22,6 +22,12 @@
 //! once durable. A shell must pass a fresh random `seed` at every start: stand-in writer
 //! ids are drawn from it and must never repeat.
 //!
+//! Two promises the shell's storage must keep, because dots depend on them: a read
+//! returns only durable records (ringkv-storage updates its index after the fsync), and
+//! a node's data survives its restarts. A node whose data directory was lost must come
+//! back under a new id: under its old id it would mint dots its peers already hold for
+//! other values. (Issue 6's membership will carry that rule.)
+//!
 //! # Requests
 //!
 //! - Any node coordinates any request. A read asks the first N healthy nodes of the
