@@ -35,13 +35,12 @@ impl Node {
                 status,
                 versions,
             } => {
-                let answer = match status {
-                    ReplicaStatus::Ok => VersionSet::decode(versions, self.config.version_bounds)
-                        .map(Some)
-                        .map_err(|_| ()),
+                let found = match status {
+                    ReplicaStatus::Ok => Ok(Some(versions)),
                     ReplicaStatus::NotFound => Ok(None),
                     ReplicaStatus::StorageFailed | ReplicaStatus::Overloaded => Err(()),
                 };
+                let answer = self.decode_answer(found);
                 self.read_answer(SlotId::from_u64(request), from, answer);
             }
             Message::ReplicaPut {
@@ -90,6 +89,17 @@ impl Node {
             | Message::KeyHashes { .. }
             | Message::TransferBatch { .. }
             | Message::TransferAck { .. } => {}
+        }
+    }
+
+    /// One replica's answer to a read, decoded: versions, nothing, or a failure (an
+    /// undecodable record counts as a failure, never as "nothing").
+    fn decode_answer(&self, found: Result<Option<&[u8]>, ()>) -> Result<Option<VersionSet>, ()> {
+        match found? {
+            Some(bytes) => VersionSet::decode(bytes, self.config.version_bounds)
+                .map(Some)
+                .map_err(|_| ()),
+            None => Ok(None),
         }
     }
 
@@ -313,13 +323,7 @@ impl Node {
             }
             (Task::LocalRead { request }, Completion::Read { result, .. }) => {
                 self.tasks.remove(id);
-                let answer = match result {
-                    Ok(Some(bytes)) => VersionSet::decode(bytes, self.config.version_bounds)
-                        .map(Some)
-                        .map_err(|_| ()),
-                    Ok(None) => Ok(None),
-                    Err(_) => Err(()),
-                };
+                let answer = self.decode_answer(result.map_err(|_| ()));
                 self.read_answer(request, self.id, answer);
             }
             (Task::ListHints, Completion::Listed { result, .. }) => {
