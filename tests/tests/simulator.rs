@@ -16,7 +16,17 @@ fn every_seed_keeps_the_five_properties() {
     let mut totals = Totals::default();
     for seed in plan.seeds() {
         let parameters = Parameters::from_seed(seed);
-        let (cluster, violations) = run_seed(parameters.clone());
+        // A panic (in a node or the simulator) is a failure of this seed: say which.
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_seed(parameters.clone())
+        }));
+        let Ok((cluster, violations)) = run else {
+            println!(
+                "seed {seed} PANICKED (replay: RINGKV_SEED={seed} cargo test -p ringkv-tests --test simulator)"
+            );
+            failures.push(seed);
+            continue;
+        };
         totals.add(&cluster);
         if plan.replay {
             println!("seed {seed}: {parameters:?}");
