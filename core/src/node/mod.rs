@@ -58,6 +58,11 @@
 //! `hint_interval_ms` (backing off per owner on failure); a hint is deleted once its
 //! owner acknowledged it durable, unless a newer hinted write merged into it meanwhile.
 //!
+//! Reads use the same targets, stand-ins included for replicas believed down or silent.
+//! A stand-in answers from its own data only, so for a key it holds just as a hint it
+//! answers "nothing", and that answer counts toward R (Riak's default, `notfound_ok`):
+//! while every replica of a key is unreachable, a read can miss a value that exists.
+//!
 //! When no preference-list member is reachable at all, the coordinator mints the write
 //! itself as a stand-in, under a fresh writer id with [`STAND_IN_WRITER_BIT`] set (one
 //! id per such write: a stand-in holds no durable counter for the key, so it can never
