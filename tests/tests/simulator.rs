@@ -68,6 +68,7 @@ struct Totals {
     forwarded_writes: u64,
     peers_marked_down: u64,
     storage_failures: u64,
+    writes_promised_writable: u64,
     messages_lost: u64,
     messages_duplicated: u64,
 }
@@ -93,6 +94,8 @@ impl Totals {
         self.crashes += cluster.stats.crashes;
         self.partitions += cluster.stats.partitions;
         self.storage_failures += cluster.stats.storage_failures;
+        self.writes_promised_writable +=
+            ringkv_tests::sim::checkers::writes_promised_writable(cluster) as u64;
         self.stand_in_writes += stats.stand_in_writes;
         self.hints_stored += stats.hints_stored;
         self.hints_delivered += stats.hints_delivered;
@@ -118,6 +121,10 @@ impl Totals {
             ("forwarded writes", self.forwarded_writes),
             ("peers marked down", self.peers_marked_down),
             ("storage failures", self.storage_failures),
+            (
+                "writes the availability checker judged",
+                self.writes_promised_writable,
+            ),
             ("messages lost", self.messages_lost),
             ("messages duplicated", self.messages_duplicated),
         ] {

@@ -40,6 +40,7 @@ fn base(seed: u64, nodes: usize, workload: Workload) -> Parameters {
         ..Faults::default()
     };
     parameters.fault_phase_ms = 60_000;
+    parameters.calm_phase_ms = 0;
     parameters.workload = workload;
     parameters
 }

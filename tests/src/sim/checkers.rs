@@ -18,7 +18,7 @@
 //!    stayed within its bound, and every frame decoded.
 
 use super::cluster::Cluster;
-use super::history::{Outcome, WriteId, covers, write_id_of};
+use super::history::{Operation, Outcome, WriteId, covers, write_id_of};
 use ringkv_core::VersionSet;
 use ringkv_core::version::Dot;
 use std::collections::BTreeSet;
@@ -202,52 +202,70 @@ pub fn causality_holds(cluster: &Cluster) -> Vec<Violation> {
 /// Property 4.
 pub fn always_writable(cluster: &Cluster) -> Vec<Violation> {
     let mut violations = Vec::new();
-    if cluster.parameters.disk.failure > 0.0 {
-        return violations; // any write may fail at random: nothing to hold nodes to
-    }
-    let settle = std::time::Duration::from_millis(cluster.config.request_timeout_ms);
     for operation in &cluster.history.operations {
         let Outcome::Failed(error) = &operation.outcome else {
             continue;
         };
-        if !operation.kind.is_write()
-            || !(error.starts_with("TIMEOUT") || error.starts_with("UNAVAILABLE"))
-            || operation.start_epoch != operation.end_epoch
-        {
+        if !(error.starts_with("TIMEOUT") || error.starts_with("UNAVAILABLE")) {
             continue;
         }
-        let Some(state) = cluster.epochs.get(operation.start_epoch as usize) else {
+        let Some(reachable) = promised_writable(cluster, operation) else {
             continue;
         };
-        if state.started + settle > operation.start || state.lossy {
-            continue;
-        }
-        let coordinator = operation.node;
-        if !state.up[coordinator] || state.failing_disks[coordinator] {
-            continue;
-        }
-        let reachable = (0..state.up.len())
-            .filter(|&node| {
-                state.up[node]
-                    && !state.failing_disks[node]
-                    && !state.blocked.contains(&(coordinator, node))
-                    && !state.blocked.contains(&(node, coordinator))
-            })
-            .count();
-        if reachable >= usize::from(operation.write_quorum) {
-            violations.push(Violation {
-                property: 4,
-                detail: format!(
-                    "write {:?} to {:?} at node {} failed ({error}) with {reachable} nodes reachable, W = {}",
-                    operation.write_id,
-                    String::from_utf8_lossy(&operation.key),
-                    coordinator + 1,
-                    operation.write_quorum
-                ),
-            });
-        }
+        violations.push(Violation {
+            property: 4,
+            detail: format!(
+                "write {:?} to {:?} at node {} failed ({error}) with {reachable} nodes reachable, W = {}",
+                operation.write_id,
+                String::from_utf8_lossy(&operation.key),
+                operation.node + 1,
+                operation.write_quorum
+            ),
+        });
     }
     violations
+}
+
+/// Writes property 4 holds to account: how many the run had.
+pub fn writes_promised_writable(cluster: &Cluster) -> usize {
+    cluster
+        .history
+        .operations
+        .iter()
+        .filter(|op| promised_writable(cluster, op).is_some())
+        .count()
+}
+
+/// For a write issued while, for the whole request and `request_timeout_ms` before it,
+/// no fault changed, the network lost nothing, no disk failed at random, the
+/// coordinator was up with a working disk, and at least W live nodes with working disks
+/// were reachable both ways from it: how many were. `None` for every other operation.
+fn promised_writable(cluster: &Cluster, operation: &Operation) -> Option<usize> {
+    let settle = std::time::Duration::from_millis(cluster.config.request_timeout_ms);
+    if !operation.kind.is_write()
+        || operation.start_epoch != operation.end_epoch
+        || cluster.parameters.disk.failure > 0.0
+    {
+        return None;
+    }
+    let state = cluster.epochs.get(operation.start_epoch as usize)?;
+    let coordinator = operation.node;
+    if state.started + settle > operation.start
+        || state.lossy
+        || !state.up[coordinator]
+        || state.failing_disks[coordinator]
+    {
+        return None;
+    }
+    let reachable = (0..state.up.len())
+        .filter(|&node| {
+            state.up[node]
+                && !state.failing_disks[node]
+                && !state.blocked.contains(&(coordinator, node))
+                && !state.blocked.contains(&(node, coordinator))
+        })
+        .count();
+    (reachable >= usize::from(operation.write_quorum)).then_some(reachable)
 }
 
 /// Property 5.

@@ -180,6 +180,8 @@ pub struct Cluster {
     /// healing, hint delivery and the read sweep), for reports.
     pub workload_network: super::network::NetworkStats,
     pub workload_operations: usize,
+    /// Clients keep issuing operations until then, budget or not (the calm tail).
+    calm_until: Instant,
 }
 
 /// The fault state during one fault epoch.
@@ -260,6 +262,7 @@ impl Cluster {
             epochs: Vec::new(),
             workload_network: Default::default(),
             workload_operations: 0,
+            calm_until: Instant::ZERO,
             parameters,
         };
         cluster.record_epoch();
@@ -317,6 +320,22 @@ impl Cluster {
         self.workload_network = self.network.stats();
         self.workload_operations = self.history.operations.len();
         self.stop_faults();
+        // A calm tail: clients keep working with every fault gone, so the availability
+        // checker has writes to judge (it needs `request_timeout_ms` without a fault
+        // change before a write).
+        if self.parameters.calm_phase_ms > 0 {
+            self.calm_until = self.now + Duration::from_millis(self.parameters.calm_phase_ms);
+            for client in 0..self.clients.len() {
+                if self.clients[client].outstanding.is_none() {
+                    self.schedule(self.now, Event::ClientStep { client });
+                }
+            }
+            let calm_until = self.calm_until;
+            self.run_until(calm_until, |_| false);
+            for client in &mut self.clients {
+                client.operations_left = 0;
+            }
+        }
         // Let clients finish what they started and hints reach their owners.
         let quiet_limit = self.now + Duration::from_millis(120_000);
         self.run_until(quiet_limit, |cluster| cluster.is_quiet());
@@ -653,11 +672,13 @@ impl Cluster {
         if self.clients[client].outstanding.is_some() {
             return;
         }
-        if self.clients[client].operations_left == 0 || !self.faults_on {
+        let calm = self.now < self.calm_until;
+        if !calm && (self.clients[client].operations_left == 0 || !self.faults_on) {
             self.clients[client].operations_left = 0;
             return;
         }
-        self.clients[client].operations_left -= 1;
+        self.clients[client].operations_left =
+            self.clients[client].operations_left.saturating_sub(1);
         let parameters = &self.parameters;
         let keys = parameters.keys.max(1);
         let nodes = self.nodes.len() as u64;

@@ -56,6 +56,8 @@ pub struct Parameters {
     pub disk: DiskConfig,
     pub faults: Faults,
     pub fault_phase_ms: u64,
+    /// After the faults stop, clients keep working this long (see `Cluster::run`).
+    pub calm_phase_ms: u64,
     pub requests_max: u32,
     pub workload: Workload,
     /// Nodes (the first ones) crashed at the start and kept down for the fault phase.
@@ -121,6 +123,7 @@ impl Parameters {
             disk,
             faults,
             fault_phase_ms: 2_000 + rng.below(8_000),
+            calm_phase_ms: 3_000 + rng.below(2_000),
             requests_max: 4_096,
             workload: Workload::Mixed,
             down_from_start: 0,
