@@ -68,7 +68,8 @@ pub struct Config {
 }
 
 /// Ways to break a node on purpose, so a test can show that a checker catches them.
-#[cfg(feature = "sabotage")]
+/// Only a build with the `sabotage` feature can switch them on (through
+/// `Config::sabotage`); otherwise every knob reads as off.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Sabotage {
     /// A replica acknowledges a write before its storage says it is durable.

@@ -202,14 +202,13 @@ impl Node {
         Ok(id)
     }
 
-    #[cfg(feature = "sabotage")]
+    /// The deliberate faults this node runs with (all off unless built with the
+    /// `sabotage` feature and configured so).
     pub(crate) fn sabotage(&self) -> super::config::Sabotage {
-        self.config.sabotage
-    }
-
-    #[cfg(not(feature = "sabotage"))]
-    pub(crate) fn sabotage(&self) -> NoSabotage {
-        NoSabotage::default()
+        #[cfg(feature = "sabotage")]
+        return self.config.sabotage;
+        #[cfg(not(feature = "sabotage"))]
+        super::config::Sabotage::default()
     }
 
     /// Re-arms `id`'s deadline from its state.
@@ -731,7 +730,7 @@ impl Node {
             return;
         };
         if !self.peers.begin_request(node) {
-            return self.write_target_failed(id, node, false);
+            return self.write_target_failed(id, node);
         }
         let sent = self.actions.send(
             node,
@@ -745,7 +744,7 @@ impl Node {
         );
         if sent.is_err() {
             self.peers.end_request(node);
-            self.write_target_failed(id, node, false);
+            self.write_target_failed(id, node);
         }
     }
 
@@ -765,14 +764,13 @@ impl Node {
             quorum.record_ack(node);
             self.write_progress(id);
         } else {
-            self.write_target_failed(id, node, true);
+            self.write_target_failed(id, node);
         }
     }
 
     /// `node` will not acknowledge write `id`: ask a stand-in in its place, or count it
-    /// failed when none is left. `answered`: it said so (else it is silent or refused).
-    fn write_target_failed(&mut self, id: SlotId, node: NodeId, answered: bool) {
-        let _ = answered;
+    /// failed when none is left.
+    fn write_target_failed(&mut self, id: SlotId, node: NodeId) {
         let Some(Request::Write(write)) = self.requests.get(id) else {
             return;
         };
@@ -893,7 +891,7 @@ impl Node {
         for node in silent {
             self.peers.timed_out(node, now);
             self.peers.end_request(node);
-            self.write_target_failed(id, node, false);
+            self.write_target_failed(id, node);
         }
         self.arm(id);
     }
@@ -1117,18 +1115,6 @@ impl Node {
             Some(Request::Batch(_)) | None => {}
         }
     }
-}
-
-/// Sabotage knobs, all off, for builds without the `sabotage` feature.
-#[cfg(not(feature = "sabotage"))]
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct NoSabotage {
-    pub(crate) ack_before_durable: bool,
-    pub(crate) drop_concurrent_siblings: bool,
-    pub(crate) ignore_context: bool,
-    pub(crate) skip_repair: bool,
-    pub(crate) ignore_request_bound: bool,
-    pub(crate) strict_quorum: bool,
 }
 
 /// The first N healthy nodes of `partition`'s extended list.

@@ -15,7 +15,7 @@
 //!    nothing, and at least W live nodes with working disks were reachable both ways
 //!    from its coordinator, is a violation.
 //! 5. Bounds hold: no node's bounded structure peaked past its bound, the network queue
-//!    stayed within its bound, and every frame decoded.
+//!    stayed within its bound, every frame decoded and every client reply parsed.
 
 use super::cluster::Cluster;
 use super::history::{Operation, Outcome, WriteId, covers, write_id_of};
@@ -294,5 +294,34 @@ pub fn bounds_hold(cluster: &Cluster) -> Vec<Violation> {
             detail: format!("{} frames failed to decode", cluster.stats.decode_failures),
         });
     }
+    if cluster.stats.bad_replies > 0 {
+        violations.push(Violation {
+            property: 5,
+            detail: format!(
+                "{} client replies were not RESP or carried an unreadable context",
+                cluster.stats.bad_replies
+            ),
+        });
+    }
     violations
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::swarm::Parameters;
+
+    #[test]
+    fn undecodable_frames_and_broken_replies_are_violations() {
+        let mut cluster = Cluster::new(Parameters::from_seed(1));
+        assert!(
+            bounds_hold(&cluster).is_empty(),
+            "a fresh cluster holds its bounds"
+        );
+        cluster.stats.bad_replies = 2;
+        cluster.stats.decode_failures = 1;
+        let violations = bounds_hold(&cluster);
+        assert_eq!(violations.len(), 2, "{violations:?}");
+        assert!(violations.iter().all(|v| v.property == 5));
+    }
 }

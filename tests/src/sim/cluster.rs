@@ -133,8 +133,8 @@ struct Client {
     operations_left: u32,
     /// The operation in flight (index into the history).
     outstanding: Option<usize>,
-    /// Per key, the context and siblings of the client's last VGET.
-    last_read: BTreeMap<Vec<u8>, (String, Vec<WriteId>)>,
+    /// Per key, the context (as sent and parsed) and siblings of the client's last VGET.
+    last_read: BTreeMap<Vec<u8>, (String, VersionVector, Vec<WriteId>)>,
     /// Read-modify-write: the key just read, to write next.
     pending_write: Option<Vec<u8>>,
     rng: Rng,
@@ -147,6 +147,8 @@ pub struct RunStats {
     pub partitions: u64,
     pub storage_failures: u64,
     pub decode_failures: u64,
+    /// Client replies that were not RESP, or VGET contexts that did not parse.
+    pub bad_replies: u64,
 }
 
 /// The whole simulated cluster.
@@ -211,13 +213,14 @@ impl Cluster {
             config.partition_bits,
             usize::from(config.replicas),
         )
-        .expect("the simulator builds valid rings");
+        // The same members and N that `boot` validates: an invalid set is a bug in the
+        // test that shaped the parameters, and panics before any run starts.
+        .expect("parameters give 1 <= N <= nodes");
         let now = Instant::from_millis(1_000);
         let nodes = (0..parameters.nodes)
             .map(|index| {
                 let id = NodeId(index as u64 + 1);
-                let node = Node::new(config.clone(), NodeIdentity { id }, rng.next_u64(), now)
-                    .expect("valid config");
+                let node = boot(&config, id, rng.next_u64(), now);
                 SimNode {
                     id,
                     node: Some(node),
@@ -472,6 +475,9 @@ impl Cluster {
                 }
                 Action::Reply { client, bytes, .. } => {
                     let reply = parse_reply(bytes);
+                    if reply.is_none() {
+                        self.stats.bad_replies += 1; // a node wrote broken RESP
+                    }
                     self.client_reply(client.0 as usize, reply);
                 }
                 Action::Storage(op) => {
@@ -729,20 +735,16 @@ impl Cluster {
             self.next_write_id += 1;
             self.next_write_id
         });
-        let (context_token, context_siblings) = match kind {
+        let (context_token, context_vector, context_siblings) = match kind {
             OperationKind::VSet | OperationKind::VDel => self.clients[client]
                 .last_read
                 .get(&key)
                 .cloned()
                 .unwrap_or_default(),
-            _ => (String::new(), Vec::new()),
+            _ => (String::new(), VersionVector::new(), Vec::new()),
         };
         let context = if kind.has_context() {
-            Some(if context_token.is_empty() {
-                VersionVector::new()
-            } else {
-                VersionVector::from_token(&context_token).expect("tokens come from the node")
-            })
+            Some(context_vector)
         } else {
             None
         };
@@ -847,7 +849,15 @@ impl Cluster {
                     operation.read_values = ids.clone();
                     let token = String::from_utf8_lossy(token).into_owned();
                     let key = operation.key.clone();
-                    self.clients[client].last_read.insert(key, (token, ids));
+                    match VersionVector::from_token(&token) {
+                        Ok(context) => {
+                            self.clients[client]
+                                .last_read
+                                .insert(key, (token, context, ids));
+                        }
+                        // A node handed out a context it cannot read back.
+                        Err(_) => self.stats.bad_replies += 1,
+                    }
                 }
             }
             (OperationKind::Get, Some(Reply::Bulk(data))) => {
@@ -956,15 +966,7 @@ impl Cluster {
             return;
         }
         let seed = self.rng.next_u64();
-        let node = Node::new(
-            self.config.clone(),
-            NodeIdentity {
-                id: self.nodes[index].id,
-            },
-            seed,
-            self.now,
-        )
-        .expect("valid config");
+        let node = boot(&self.config, self.nodes[index].id, seed, self.now);
         self.nodes[index].node = Some(node);
         self.drain(index);
         self.fault_changed();
@@ -1162,4 +1164,12 @@ impl Cluster {
             add_stats(total, add_stats(sim.earlier_stats, current))
         })
     }
+}
+
+/// A node for `id`. The configuration comes from `Parameters::node_config`, whose
+/// fields the swarm keeps valid (1 <= R, W <= N <= nodes, non-zero bounds); a test that
+/// shapes invalid parameters is itself broken, and this panics before the run starts.
+fn boot(config: &Config, id: NodeId, seed: u64, now: Instant) -> Node {
+    Node::new(config.clone(), NodeIdentity { id }, seed, now)
+        .expect("parameters give a valid node configuration")
 }
