@@ -1,5 +1,7 @@
 //! `ringkv-placement-report`: balance and movement of placement for a few cluster
 //! sizes, as a Markdown table for BENCHMARKS.md. Deterministic: no clock, no randomness.
+//! The member lists are built here and always valid, so `Ring::new` cannot fail (the
+//! `expect`s state that invariant).
 
 use ringkv_core::NodeId;
 use ringkv_core::placement::{Member, PARTITION_BITS_DEFAULT, Ring, moved_share};

@@ -7,6 +7,9 @@
 //! cache (ringkv through `get_into` with one reused buffer per reader thread, fjall
 //! through its `get`). Latencies go into HdrHistograms; the output is a Markdown table
 //! for BENCHMARKS.md. Bounded by op counts; it stops by itself.
+//!
+//! A storage error aborts the run with `expect` on purpose: a benchmark whose writes
+//! failed measured nothing, and must not print a table as if it had.
 
 use clap::Parser;
 use hdrhistogram::Histogram;
