@@ -33,6 +33,7 @@ fn peer_messages(c: &mut Criterion) {
         zone: u32::MAX,
         status: MemberStatus::Up,
         version: 3,
+        heartbeat: 9,
     };
     let messages = [
         (

@@ -32,6 +32,7 @@
 pub mod bytes;
 pub mod deadline;
 pub mod limits;
+pub mod membership;
 pub mod node;
 pub mod placement;
 pub mod quorum;

@@ -83,8 +83,11 @@ pub struct MemberRecord<'a> {
     /// `u32::MAX` when the member has no zone.
     pub zone: u32,
     pub status: MemberStatus,
-    /// Entries merge by version: the larger wins.
+    /// Entries merge by version: the larger wins. Bumped for status, weight, zone or
+    /// address changes.
     pub version: u64,
+    /// Bumped by the member itself every gossip round: how others tell it is alive.
+    pub heartbeat: u64,
 }
 
 /// Every message nodes exchange.
@@ -296,6 +299,7 @@ fn encode_members(out: &mut Vec<u8>, members: &[MemberRecord<'_>]) -> Result<(),
             MemberStatus::Left => 3,
         });
         out.put_u64(member.version);
+        out.put_u64(member.heartbeat);
     }
     Ok(())
 }
@@ -542,7 +546,7 @@ fn members<'a>(
     reader: &mut Reader<'a>,
     limits: WireLimits,
 ) -> Result<Vec<MemberRecord<'a>>, DecodeError> {
-    let count = list_length(reader, limits, 8 + 2 + 2 + 4 + 4 + 1 + 8)?;
+    let count = list_length(reader, limits, 8 + 2 + 2 + 4 + 4 + 1 + 8 + 8)?;
     let mut members = Vec::with_capacity(count);
     for _ in 0..count {
         let id = NodeId(reader.u64()?);
@@ -558,6 +562,7 @@ fn members<'a>(
             _ => return Err(DecodeError::Invalid("unknown member status")),
         };
         let version = reader.u64()?;
+        let heartbeat = reader.u64()?;
         members.push(MemberRecord {
             id,
             peer_address,
@@ -566,6 +571,7 @@ fn members<'a>(
             zone,
             status,
             version,
+            heartbeat,
         });
     }
     Ok(members)
@@ -730,6 +736,7 @@ mod tests {
             zone: u32::MAX,
             status: MemberStatus::Up,
             version: 12,
+            heartbeat: 40,
         };
         vec![
             Message::Hello { node: NodeId(42) },
