@@ -583,9 +583,15 @@ mod tests {
     /// One push-pull round: `a` sends its view to `b`, `b` answers with its own.
     fn exchange(a: &mut Membership, b: &mut Membership, now: Instant) {
         let sent: Vec<MemberState> = a.members().to_vec();
-        b.merge(&sent.iter().map(MemberState::record).collect::<Vec<_>>(), now);
+        b.merge(
+            &sent.iter().map(MemberState::record).collect::<Vec<_>>(),
+            now,
+        );
         let answer: Vec<MemberState> = b.members().to_vec();
-        a.merge(&answer.iter().map(MemberState::record).collect::<Vec<_>>(), now);
+        a.merge(
+            &answer.iter().map(MemberState::record).collect::<Vec<_>>(),
+            now,
+        );
     }
 
     #[test]

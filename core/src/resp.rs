@@ -288,6 +288,20 @@ fn quorum_option(arguments: &[&[u8]], name: &'static [u8]) -> Result<Option<u8>,
 }
 
 impl<'a> Command<'a> {
+    /// True for commands that read or write keys (they need a placement).
+    pub fn is_data(&self) -> bool {
+        matches!(
+            self,
+            Command::Get { .. }
+                | Command::Set { .. }
+                | Command::Del { .. }
+                | Command::Exists { .. }
+                | Command::VGet { .. }
+                | Command::VSet { .. }
+                | Command::VDel { .. }
+        )
+    }
+
     /// Types a request's arguments.
     pub fn parse(arguments: &[&'a [u8]]) -> Result<Command<'a>, CommandError> {
         let Some((name, rest)) = arguments.split_first() else {

@@ -73,8 +73,17 @@ pub enum Action<'a> {
     },
     Storage(StorageOp<'a>),
     /// Open (or reopen) a connection to a peer; sent before probing a down peer.
+    /// `address` is the peer address gossip announced for it (empty while unknown: the
+    /// initial members' addresses come from the shell's own configuration).
     Connect {
         peer: NodeId,
+        address: &'a [u8],
+    },
+    /// Connect to a node known only by its peer address (a seed), say hello, then
+    /// send `frame`. Its answers arrive as peer messages under its id.
+    Introduce {
+        address: &'a [u8],
+        frame: &'a [u8],
     },
 }
 
@@ -108,6 +117,9 @@ enum Kind {
     },
     Connect {
         peer: NodeId,
+    },
+    Introduce {
+        address_size: usize,
     },
 }
 
@@ -263,8 +275,24 @@ impl ActionQueue {
         )
     }
 
-    pub(crate) fn connect(&mut self, peer: NodeId) -> Result<(), ActionsFull> {
-        self.push(Kind::Connect { peer }, |_| true)
+    pub(crate) fn connect(&mut self, peer: NodeId, address: &[u8]) -> Result<(), ActionsFull> {
+        self.push(Kind::Connect { peer }, |out| {
+            out.extend_from_slice(address);
+            true
+        })
+    }
+
+    pub(crate) fn introduce(
+        &mut self,
+        address: &[u8],
+        cluster_id: u64,
+        message: &Message<'_>,
+    ) -> Result<(), ActionsFull> {
+        let address_size = address.len();
+        self.push(Kind::Introduce { address_size }, |out| {
+            out.extend_from_slice(address);
+            encode_frame(out, cluster_id, message).is_ok()
+        })
     }
 
     pub(crate) fn poll(&mut self) -> Option<Action<'_>> {
@@ -314,7 +342,14 @@ impl ActionQueue {
                 after: bytes,
                 limit,
             }),
-            Kind::Connect { peer } => Action::Connect { peer },
+            Kind::Connect { peer } => Action::Connect {
+                peer,
+                address: bytes,
+            },
+            Kind::Introduce { address_size } => {
+                let (address, frame) = bytes.split_at(address_size);
+                Action::Introduce { address, frame }
+            }
         })
     }
 }
@@ -367,14 +402,18 @@ mod tests {
     #[test]
     fn a_full_queue_refuses_and_counts() {
         let mut queue = ActionQueue::new(2, 8);
-        queue.connect(NodeId(1)).unwrap();
+        queue.connect(NodeId(1), b"").unwrap();
         assert_eq!(
             queue.read(1, Space::Data, b"123456789"),
             Err(ActionsFull),
             "byte bound"
         );
-        queue.connect(NodeId(2)).unwrap();
-        assert_eq!(queue.connect(NodeId(3)), Err(ActionsFull), "count bound");
+        queue.connect(NodeId(2), b"").unwrap();
+        assert_eq!(
+            queue.connect(NodeId(3), b""),
+            Err(ActionsFull),
+            "count bound"
+        );
         assert_eq!(queue.refused, 2);
         assert_eq!(queue.actions_peak, 2);
         assert_eq!(queue.queue.len(), 2);

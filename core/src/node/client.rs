@@ -8,8 +8,18 @@ use crate::resp::{
     write_simple,
 };
 use crate::version::{Value, VersionSet, VersionVector};
-use crate::wire::Message;
+use crate::wire::{MemberStatus, Message};
 use core::fmt::Write as _;
+
+/// A status as `RINGKV.MEMBERS` and INFO print it.
+fn status_name(status: MemberStatus) -> &'static str {
+    match status {
+        MemberStatus::Joining => "joining",
+        MemberStatus::Up => "up",
+        MemberStatus::Leaving => "leaving",
+        MemberStatus::Left => "left",
+    }
+}
 
 impl Node {
     pub(crate) fn client_command(
@@ -20,6 +30,10 @@ impl Node {
         command: Command<'_>,
     ) {
         let reply = ReplyTo::Client { client, tag };
+        if !self.ring_ready && command.is_data() {
+            let error = RequestError::NotJoined.to_string();
+            return self.reply_with(client, tag, false, |out| write_error(out, &error));
+        }
         match command {
             Command::Get { key } => self.client_read(reply, ReadKind::Get, key, None),
             Command::VGet { key, read_quorum } => {
@@ -255,58 +269,69 @@ impl Node {
     fn admin(&mut self, client: ClientId, tag: u64, admin: AdminCommand<'_>) {
         match admin {
             AdminCommand::Members => {
-                let members: Vec<String> = self
-                    .config
-                    .members
-                    .iter()
-                    .map(|member| {
-                        let state = if self.healthy(member.id) {
-                            "up"
-                        } else {
-                            "down"
-                        };
-                        format!("{} weight={} {}", member.id.0, member.weight, state)
-                    })
-                    .collect();
+                let lines = self.member_lines();
                 self.reply_with(client, tag, false, |out| {
-                    write_array_header(out, members.len());
-                    for member in &members {
-                        write_bulk(out, member.as_bytes());
+                    write_array_header(out, lines.len());
+                    for line in &lines {
+                        write_bulk(out, line.as_bytes());
                     }
                 });
             }
             AdminCommand::Ring => {
                 let held = self.ring.replicas_held();
                 let mut text = format!(
-                    "partitions={} replicas={} balance={:.3}\r\n",
+                    "partitions={} replicas={} balance={:.3} placement_digest={:016x}\r\n",
                     self.ring.partition_count(),
                     self.ring.replicas(),
-                    self.ring.balance()
+                    self.ring.balance(),
+                    self.membership.placement_digest(),
                 );
+                if !self.ring_ready {
+                    text.push_str("not joined: no member is up in this node's view\r\n");
+                }
                 for (member, held) in self.ring.members().iter().zip(held) {
                     let _ = write!(text, "{} holds {held} partition replicas\r\n", member.id.0);
                 }
                 self.reply_with(client, tag, false, |out| write_bulk(out, text.as_bytes()));
             }
-            AdminCommand::Join { .. } => self.reply_with(client, tag, false, |out| {
-                write_error(
-                    out,
-                    &RequestError::NotSupported(
-                        "RINGKV.JOIN (membership is static until gossip lands)",
-                    )
-                    .to_string(),
-                )
-            }),
-            AdminCommand::Leave => self.reply_with(client, tag, false, |out| {
-                write_error(
-                    out,
-                    &RequestError::NotSupported(
-                        "RINGKV.LEAVE (membership is static until gossip lands)",
-                    )
-                    .to_string(),
-                )
-            }),
+            AdminCommand::Join { seed } => {
+                let result = self.admin_join(seed);
+                self.reply_admin(client, tag, result);
+            }
+            AdminCommand::Leave => {
+                let result = self.admin_leave();
+                self.reply_admin(client, tag, result);
+            }
         }
+    }
+
+    fn reply_admin(&mut self, client: ClientId, tag: u64, result: Result<(), &'static str>) {
+        self.reply_with(client, tag, false, |out| match result {
+            Ok(()) => write_simple(out, "OK"),
+            Err(why) => write_error(out, &format!("ERR {why}")),
+        });
+    }
+
+    /// `RINGKV.MEMBERS`: one line per member of the view.
+    fn member_lines(&self) -> Vec<String> {
+        self.membership
+            .members()
+            .iter()
+            .map(|member| {
+                let reachable = if self.healthy(member.id) { "yes" } else { "no" };
+                let zone = member.zone.map_or_else(|| "-".to_string(), |zone| zone.to_string());
+                format!(
+                    "id={} status={} weight={} zone={zone} peer={} client={} version={} heartbeat={} reachable={reachable}",
+                    member.id.0,
+                    status_name(member.status),
+                    member.weight,
+                    String::from_utf8_lossy(&member.peer_address),
+                    String::from_utf8_lossy(&member.client_address),
+                    member.version,
+                    member.heartbeat,
+                )
+            })
+            .collect()
     }
 
     fn info(&self, section: Option<&[u8]>) -> String {
@@ -324,16 +349,18 @@ impl Node {
             );
         }
         if wants("cluster") {
-            let up = self
-                .config
-                .members
+            let members = self.membership.members();
+            let up = members
                 .iter()
-                .filter(|m| self.healthy(m.id))
+                .filter(|m| m.status != MemberStatus::Left && self.healthy(m.id))
                 .count();
             let _ = write!(
                 text,
-                "# Cluster\r\nmembers:{}\r\nmembers_up:{up}\r\nreplicas:{}\r\nread_quorum:{}\r\nwrite_quorum:{}\r\nhints_held:{}\r\n\r\n",
-                self.config.members.len(),
+                "# Cluster\r\nstatus:{}\r\nmembers:{}\r\nmembers_reachable:{up}\r\nmembers_placed:{}\r\nplacement_digest:{:016x}\r\nreplicas:{}\r\nread_quorum:{}\r\nwrite_quorum:{}\r\nhints_held:{}\r\n\r\n",
+                status_name(self.membership.local().status),
+                members.len(),
+                self.ring.members().len(),
+                self.membership.placement_digest(),
                 self.config.replicas,
                 self.config.read_quorum_default,
                 self.config.write_quorum_default,

@@ -10,8 +10,18 @@ use crate::wire::WireLimits;
 pub struct Config {
     /// Frames from another cluster id are refused.
     pub cluster_id: u64,
-    /// The members and their weights. Static until membership lands (issue 6).
+    /// The initial cluster: nodes started with the same list form it at once, every
+    /// member `Up`. A node joining a running cluster starts with an empty list and
+    /// `seeds`. Later changes travel by gossip (see `crate::membership`).
     pub members: Vec<Member>,
+    /// Where peers and clients reach this node, as gossip announces it.
+    pub peer_address: Vec<u8>,
+    pub client_address: Vec<u8>,
+    /// This node's weight and zone when it joins (members of `members` use theirs).
+    pub weight: u32,
+    pub zone: Option<u32>,
+    /// Peer addresses of nodes to gossip with when alone, and now and then otherwise.
+    pub seeds: Vec<Vec<u8>>,
     pub partition_bits: u32,
     /// N: copies of every key.
     pub replicas: u8,
@@ -35,6 +45,13 @@ pub struct Config {
     /// How often hints are offered to their owners; failures back off to the maximum.
     pub hint_interval_ms: u64,
     pub hint_backoff_max_ms: u64,
+    /// A gossip round every interval, to a random live member, and one round in
+    /// `gossip_seed_one_in` to a seed.
+    pub gossip_interval_ms: u64,
+    pub gossip_seed_one_in: u32,
+    /// A member whose heartbeat has not advanced for this long, and that this node has
+    /// not heard from itself meanwhile, is marked down (and probed).
+    pub gossip_silence_ms: u64,
 
     /// Coordinated requests (client and forwarded) in flight.
     pub requests_max: u32,
@@ -52,6 +69,8 @@ pub struct Config {
     /// Actions waiting to be polled, and the bytes they carry.
     pub actions_max: u32,
     pub action_bytes_max: usize,
+    /// Entries in the membership view (members that left included).
+    pub members_max: u32,
     /// Keys in one DEL or EXISTS.
     pub keys_per_command_max: u32,
     /// Expired deadlines handled in one call; the rest wait for the next.
@@ -101,7 +120,9 @@ pub enum ConfigError {
     ZeroBound(&'static str),
     /// Member ids with the top bit set are reserved for stand-in writers.
     ReservedMemberId(NodeId),
-    NotAMember(NodeId),
+    /// The node is not in `members` and has no seeds to join through.
+    NoWayIn(NodeId),
+    Membership(crate::membership::MembershipError),
     Placement(crate::placement::PlacementError),
 }
 
@@ -120,7 +141,12 @@ impl core::fmt::Display for ConfigError {
             ConfigError::ReservedMemberId(id) => {
                 write!(f, "member id {} uses the reserved top bit", id.0)
             }
-            ConfigError::NotAMember(id) => write!(f, "node {} is not in the member list", id.0),
+            ConfigError::NoWayIn(id) => write!(
+                f,
+                "node {} is not in the member list and has no seeds to join through",
+                id.0
+            ),
+            ConfigError::Membership(error) => write!(f, "membership: {error}"),
             ConfigError::Placement(error) => write!(f, "placement: {error:?}"),
         }
     }
@@ -140,6 +166,11 @@ impl Config {
         Config {
             cluster_id,
             members,
+            peer_address: Vec::new(),
+            client_address: Vec::new(),
+            weight: 1,
+            zone: None,
+            seeds: Vec::new(),
             partition_bits: PARTITION_BITS_DEFAULT,
             replicas,
             read_quorum_default: quorum,
@@ -152,6 +183,9 @@ impl Config {
             failure_timeouts: 1,
             hint_interval_ms: 200,
             hint_backoff_max_ms: 5_000,
+            gossip_interval_ms: 1_000,
+            gossip_seed_one_in: 10,
+            gossip_silence_ms: 10_000,
             requests_max: 4_096,
             storage_operations_max: 4_096,
             locked_keys_max: 4_096,
@@ -161,6 +195,7 @@ impl Config {
             peer_requests_max: 4_096,
             actions_max: 65_536,
             action_bytes_max: 256 << 20,
+            members_max: 1_024,
             keys_per_command_max: 256,
             expirations_per_wakeup_max: 1_024,
             key_size_bytes_max: crate::limits::KEY_SIZE_BYTES_MAX,
@@ -175,7 +210,11 @@ impl Config {
     /// Checks every field a node relies on.
     pub fn validate(&self, identity: NodeId) -> Result<(), ConfigError> {
         let replicas = self.replicas;
-        if replicas == 0 || usize::from(replicas) > self.members.len() {
+        let joining = !self.members.iter().any(|m| m.id == identity);
+        if joining && self.seeds.is_empty() {
+            return Err(ConfigError::NoWayIn(identity));
+        }
+        if replicas == 0 || (!joining && usize::from(replicas) > self.members.len()) {
             return Err(ConfigError::ReplicasOutOfRange {
                 replicas,
                 members: self.members.len(),
@@ -208,10 +247,15 @@ impl Config {
                 self.expirations_per_wakeup_max,
             ),
             ("failure_timeouts", self.failure_timeouts),
+            ("members_max", self.members_max),
+            ("gossip_seed_one_in", self.gossip_seed_one_in),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroBound(name));
             }
+        }
+        if self.gossip_interval_ms == 0 {
+            return Err(ConfigError::ZeroBound("gossip_interval_ms"));
         }
         if let Some(member) = self
             .members
@@ -220,8 +264,8 @@ impl Config {
         {
             return Err(ConfigError::ReservedMemberId(member.id));
         }
-        if !self.members.iter().any(|m| m.id == identity) {
-            return Err(ConfigError::NotAMember(identity));
+        if identity.0 & STAND_IN_WRITER_BIT != 0 {
+            return Err(ConfigError::ReservedMemberId(identity));
         }
         Ok(())
     }

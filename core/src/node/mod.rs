@@ -88,6 +88,7 @@ mod client;
 mod config;
 mod coordinator;
 mod forwards;
+mod gossip;
 mod hints;
 mod locks;
 mod peers;
@@ -99,12 +100,14 @@ pub use config::Sabotage;
 pub use config::{Config, ConfigError, STAND_IN_WRITER_BIT};
 
 use crate::deadline::Deadlines;
-use crate::placement::Ring;
+use crate::membership::{LocalMember, Membership};
+use crate::placement::{Member, Ring};
 use crate::random::Rng;
 use crate::resp::Command;
 use crate::slab::Slab;
 use crate::time::Instant;
 use crate::version::{ContextError, NodeId};
+use crate::wire::MemberStatus;
 use crate::wire::Message;
 use actions::ActionQueue;
 use coordinator::{KeyOp, Request, Task};
@@ -214,6 +217,8 @@ pub enum RequestError {
     /// The replica a write was forwarded to could not complete it.
     ForwardFailed,
     NotSupported(&'static str),
+    /// This node's view holds no member that is up: it has not joined a cluster yet.
+    NotJoined,
 }
 
 impl core::fmt::Display for RequestError {
@@ -253,6 +258,9 @@ impl core::fmt::Display for RequestError {
                 f.write_str("UNAVAILABLE the coordinating replica could not complete the write")
             }
             RequestError::NotSupported(what) => write!(f, "ERR {what} is not supported yet"),
+            RequestError::NotJoined => {
+                f.write_str("UNAVAILABLE this node has not joined a cluster yet")
+            }
         }
     }
 }
@@ -289,7 +297,13 @@ pub struct Stats {
 pub struct Node {
     config: Config,
     id: NodeId,
+    membership: Membership,
+    /// Placement from the membership view's `Up` members.
     ring: Ring,
+    /// False while the view has no `Up` member: `ring` is then a placeholder and
+    /// client requests are refused.
+    ring_ready: bool,
+    next_gossip_at: Instant,
     rng: Rng,
     now: Instant,
     actions: ActionQueue,
@@ -319,12 +333,27 @@ impl Node {
         now: Instant,
     ) -> Result<Node, ConfigError> {
         config.validate(identity.id)?;
-        let ring = Ring::new(
+        let initial = config.members.iter().find(|m| m.id == identity.id);
+        let local = LocalMember {
+            id: identity.id,
+            peer_address: config.peer_address.clone(),
+            client_address: config.client_address.clone(),
+            weight: initial.map_or(config.weight, |m| m.weight),
+            zone: initial.map_or(config.zone, |m| m.zone),
+            status: match initial {
+                Some(_) => MemberStatus::Up,
+                None => MemberStatus::Joining,
+            },
+        };
+        let membership = Membership::new(
+            local,
             &config.members,
-            config.partition_bits,
-            usize::from(config.replicas),
+            config.seeds.clone(),
+            config.members_max as usize,
+            now,
         )
-        .map_err(ConfigError::Placement)?;
+        .map_err(ConfigError::Membership)?;
+        let (ring, ring_ready) = placement_ring(&membership, &config)?;
         let request_slots = if cfg!(feature = "sabotage") {
             // Room for the sabotaged node that ignores its bound; the checker must see it.
             config.requests_max.saturating_mul(2)
@@ -333,7 +362,10 @@ impl Node {
         };
         let mut node = Node {
             id: identity.id,
+            membership,
             ring,
+            ring_ready,
+            next_gossip_at: now,
             rng: Rng::new(seed),
             now,
             actions: ActionQueue::new(config.actions_max, config.action_bytes_max),
@@ -465,7 +497,7 @@ impl Node {
                 command,
             } => self.client_command(client, tag, timestamp_ms, command),
             Input::Peer { from, message } => self.peer_message(from, message),
-            Input::PeerUp { peer } => self.peers.alive(peer),
+            Input::PeerUp { peer } => self.peer_up(peer),
             Input::PeerDown { peer } => self.peers.mark_down(peer, self.now),
             Input::Storage(completion) => self.storage_completion(completion),
             Input::Timeout => {}
@@ -491,6 +523,7 @@ impl Node {
             self.deadlines.next_deadline(),
             self.peers.next_probe(),
             hints,
+            Some(self.next_gossip_at),
         ]
         .into_iter()
         .flatten()
@@ -519,12 +552,20 @@ impl Node {
                 break;
             };
             let nonce = self.rng.next_u64();
-            let _ = self.actions.connect(peer);
+            let address = self
+                .membership
+                .get(peer)
+                .map_or(&[][..], |member| &member.peer_address);
+            let _ = self.actions.connect(peer, address);
             self.send(peer, &Message::Ping { nonce });
         }
         if now >= self.next_hint_round {
             self.next_hint_round = now + Duration::from_millis(self.config.hint_interval_ms);
             self.deliver_hints();
+        }
+        if now >= self.next_gossip_at {
+            self.next_gossip_at = now + Duration::from_millis(self.config.gossip_interval_ms);
+            self.gossip_round();
         }
     }
 
@@ -558,6 +599,27 @@ impl Node {
             }
         }
     }
+}
+
+/// The ring of `membership`'s `Up` members with N capped at their count; a one-node
+/// placeholder (and `false`) while none is `Up`.
+fn placement_ring(membership: &Membership, config: &Config) -> Result<(Ring, bool), ConfigError> {
+    let placed = membership.placement();
+    let (members, ready) = if placed.is_empty() {
+        let local = membership.local();
+        let placeholder = Member {
+            id: local.id,
+            weight: local.weight,
+            zone: local.zone,
+        };
+        (vec![placeholder], false)
+    } else {
+        (placed, true)
+    };
+    let replicas = usize::from(config.replicas).min(members.len());
+    let ring =
+        Ring::new(&members, config.partition_bits, replicas).map_err(ConfigError::Placement)?;
+    Ok((ring, ready))
 }
 
 #[cfg(test)]

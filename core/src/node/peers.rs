@@ -28,6 +28,8 @@ pub(crate) struct Peer {
     pub(crate) requests: u32,
     hint_backoff_ms: u64,
     pub(crate) hints_next_at: Instant,
+    /// When the peer last showed life to this node directly.
+    heard_at: Instant,
 }
 
 #[derive(Debug)]
@@ -59,9 +61,11 @@ impl Peers {
                 requests: 0,
                 hint_backoff_ms: config.hint_interval_ms,
                 hints_next_at: Instant::ZERO,
+                heard_at: Instant::ZERO,
             })
             .collect();
         peers.sort_by_key(|peer| peer.id);
+        peers.dedup_by_key(|peer| peer.id);
         Peers {
             peers,
             failure_timeouts: config.failure_timeouts,
@@ -75,6 +79,35 @@ impl Peers {
             requests_peak: 0,
             marked_down: 0,
         }
+    }
+
+    /// Starts tracking a member learnt from gossip, believed up until evidence says
+    /// otherwise (as the initial members are). The caller bounds how many there are.
+    pub(crate) fn add(&mut self, id: NodeId, now: Instant) {
+        let Err(at) = self.peers.binary_search_by_key(&id, |peer| peer.id) else {
+            return;
+        };
+        self.peers.insert(
+            at,
+            Peer {
+                id,
+                up: true,
+                timeouts: 0,
+                probe_backoff_ms: self.probe_initial_ms,
+                next_probe_at: Instant::MAX,
+                requests: 0,
+                hint_backoff_ms: self.hint_initial_ms,
+                hints_next_at: Instant::ZERO,
+                heard_at: now,
+            },
+        );
+    }
+
+    /// True when the peer showed life directly within `window_ms` before `now`.
+    pub(crate) fn heard_within(&self, id: NodeId, now: Instant, window_ms: u64) -> bool {
+        self.get(id).is_some_and(|peer| {
+            now.saturating_duration_since(peer.heard_at).as_millis() < u128::from(window_ms)
+        })
     }
 
     fn get_mut(&mut self, id: NodeId) -> Option<&mut Peer> {
@@ -93,9 +126,10 @@ impl Peers {
     }
 
     /// Evidence of life: any message from the peer.
-    pub(crate) fn alive(&mut self, id: NodeId) {
+    pub(crate) fn alive(&mut self, id: NodeId, now: Instant) {
         let initial = self.probe_initial_ms;
         if let Some(peer) = self.get_mut(id) {
+            peer.heard_at = peer.heard_at.max(now);
             peer.timeouts = 0;
             peer.up = true;
             peer.probe_backoff_ms = initial;
@@ -216,13 +250,13 @@ mod tests {
         let now = Instant::from_millis(1_000);
         peers.timed_out(NodeId(2), now);
         assert!(peers.is_up(NodeId(2)), "one timeout is not enough");
-        peers.alive(NodeId(2));
+        peers.alive(NodeId(2), now);
         peers.timed_out(NodeId(2), now);
         assert!(peers.is_up(NodeId(2)), "a message reset the count");
         peers.timed_out(NodeId(2), now);
         assert!(!peers.is_up(NodeId(2)));
         assert!(!peers.is_up(NodeId(1)), "this node is not its own peer");
-        peers.alive(NodeId(2));
+        peers.alive(NodeId(2), now);
         assert!(peers.is_up(NodeId(2)));
     }
 

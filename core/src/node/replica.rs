@@ -21,10 +21,21 @@ enum Step {
 
 impl Node {
     pub(crate) fn peer_message(&mut self, from: NodeId, message: Message<'_>) {
-        if from == self.id || self.peers.get(from).is_none() {
+        if from == self.id {
             return;
         }
-        self.peers.alive(from);
+        // Gossip is how strangers become members; everything else needs a member.
+        match message {
+            Message::Gossip { members } => return self.gossip_received(from, &members, true),
+            Message::GossipReply { members } => {
+                return self.gossip_received(from, &members, false);
+            }
+            _ => {}
+        }
+        if self.peers.get(from).is_none() {
+            return;
+        }
+        self.peers.alive(from, self.now);
         match message {
             Message::Ping { nonce } => {
                 self.send(from, &Message::Pong { nonce });
@@ -80,7 +91,7 @@ impl Node {
                 status,
                 context,
             } => self.forward_answer(SlotId::from_u64(request), from, status, context),
-            // Membership, anti-entropy and transfer arrive with issue 6.
+            // Anti-entropy and transfer arrive later in issue 6.
             Message::Hello { .. }
             | Message::Pong { .. }
             | Message::Gossip { .. }

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::placement::Member;
-use crate::resp::Arguments;
+use crate::resp::{AdminCommand, Arguments};
 use crate::version::VersionSet;
 use crate::wire::decode_frame;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -57,7 +57,11 @@ impl Harness {
         configure(&mut config);
         let now = Instant::from_millis(10);
         let nodes: Vec<Node> = (1..=count)
-            .map(|id| Node::new(config.clone(), NodeIdentity { id: NodeId(id) }, id, now).unwrap())
+            .map(|id| {
+                let mut config = config.clone();
+                config.peer_address = format!("n{id}").into_bytes();
+                Node::new(config, NodeIdentity { id: NodeId(id) }, id, now).unwrap()
+            })
             .collect();
         let mut harness = Harness {
             disks: vec![BTreeMap::new(); nodes.len()],
@@ -114,8 +118,33 @@ impl Harness {
                     self.jobs[index].push_back(Job::List { token })
                 }
                 Action::Connect { .. } => {}
+                Action::Introduce { address, frame } => {
+                    let to = core::str::from_utf8(address)
+                        .ok()
+                        .and_then(|a| a.strip_prefix('n'))
+                        .and_then(|id| id.parse().ok())
+                        .map(NodeId);
+                    if let Some(to) = to {
+                        self.frames.push_back((from, to, frame.to_vec()));
+                    }
+                }
             }
         }
+    }
+
+    /// Starts node `id` outside the cluster, with node 1 as its seed.
+    fn add_joining(&mut self, id: u64) {
+        let mut config = self.nodes[0].config().clone();
+        config.members.clear();
+        config.peer_address = format!("n{id}").into_bytes();
+        config.seeds = vec![b"n1".to_vec()];
+        let node = Node::new(config, NodeIdentity { id: NodeId(id) }, id, self.now).unwrap();
+        assert_eq!(Harness::index(node.id()), self.nodes.len());
+        self.nodes.push(node);
+        self.disks.push(BTreeMap::new());
+        self.jobs.push(VecDeque::new());
+        let index = self.nodes.len() - 1;
+        self.drain(index);
     }
 
     /// Delivers every queued frame once (frames to or from a cut node are dropped).
@@ -557,11 +586,13 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     );
     let mut keys = Arguments::new();
     keys.push(b"k".as_slice());
-    harness.send(
-        0,
-        Command::Admin(crate::resp::AdminCommand::Join { seed: b"x" }),
+    let long_seed = [b'x'; 300];
+    harness.send(0, Command::Admin(AdminCommand::Join { seed: &long_seed }));
+    assert!(
+        harness.last_reply().starts_with("-ERR seed address"),
+        "{}",
+        harness.last_reply()
     );
-    assert!(harness.last_reply().starts_with("-ERR RINGKV.JOIN"));
     harness.settle();
     assert!(
         harness.disks.iter().all(BTreeMap::is_empty),
@@ -601,4 +632,66 @@ fn a_quorum_that_cannot_be_met_times_out_with_a_clear_error() {
         [b"v".to_vec()],
         "the local write stays"
     );
+}
+
+#[test]
+fn a_node_started_with_a_seed_joins_and_every_view_agrees_on_placement() {
+    let mut harness = Harness::new(3, |_| {});
+    harness.add_joining(4);
+    harness.send(3, Command::Get { key: b"early" });
+    assert!(
+        harness
+            .last_reply()
+            .starts_with("-UNAVAILABLE this node has not joined"),
+        "{}",
+        harness.last_reply()
+    );
+    harness.settle();
+    // A few gossip rounds spread the join.
+    harness.advance(10_000);
+    let digest = harness.nodes[0].membership.placement_digest();
+    for node in &harness.nodes {
+        assert_eq!(node.membership.placement_digest(), digest);
+        assert_eq!(node.ring.members().len(), 4);
+        assert_eq!(node.membership.local().status, MemberStatus::Up);
+    }
+    // The new member coordinates requests and holds a share of the partitions.
+    harness.send(
+        3,
+        Command::Set {
+            key: b"k",
+            value: b"v",
+        },
+    );
+    harness.settle();
+    assert_eq!(harness.last_reply(), "+OK\r\n");
+    harness.send(3, Command::Admin(AdminCommand::Members));
+    let members = harness.last_reply();
+    assert_eq!(members.matches("status=up").count(), 4, "{members}");
+}
+
+#[test]
+fn a_leaving_node_drops_out_of_placement_everywhere() {
+    let mut harness = Harness::new(4, |_| {});
+    harness.send(3, Command::Admin(AdminCommand::Leave));
+    assert_eq!(harness.last_reply(), "+OK\r\n");
+    harness.advance(10_000);
+    for node in &harness.nodes {
+        assert_eq!(node.ring.members().len(), 3);
+        assert!(node.ring.members().iter().all(|m| m.id != NodeId(4)));
+        assert_eq!(
+            node.membership.get(NodeId(4)).map(|m| m.status),
+            Some(MemberStatus::Leaving)
+        );
+    }
+    // Writes go on while the leaver is out of every preference list.
+    harness.send(
+        0,
+        Command::Set {
+            key: b"k",
+            value: b"v",
+        },
+    );
+    harness.settle();
+    assert_eq!(harness.last_reply(), "+OK\r\n");
 }

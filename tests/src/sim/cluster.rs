@@ -525,6 +525,12 @@ impl Cluster {
                     );
                 }
                 Action::Connect { .. } => {}
+                Action::Introduce { address, frame } => {
+                    if let Some(to) = sim_address_node(address) {
+                        let frame = frame.to_vec();
+                        self.network.send(now, from, to, frame);
+                    }
+                }
             }
         }
         if let Some(node) = self.nodes[index].node.as_ref() {
@@ -1170,6 +1176,20 @@ impl Cluster {
 /// fields the swarm keeps valid (1 <= R, W <= N <= nodes, non-zero bounds); a test that
 /// shapes invalid parameters is itself broken, and this panics before the run starts.
 fn boot(config: &Config, id: NodeId, seed: u64, now: Instant) -> Node {
-    Node::new(config.clone(), NodeIdentity { id }, seed, now)
+    let mut config = config.clone();
+    config.peer_address = sim_address(id).into_bytes();
+    config.client_address = format!("client-{}", id.0).into_bytes();
+    Node::new(config, NodeIdentity { id }, seed, now)
         .expect("parameters give a valid node configuration")
+}
+
+/// A simulated node's peer address.
+pub fn sim_address(id: NodeId) -> String {
+    format!("sim-{}", id.0)
+}
+
+/// The node a simulated peer address names.
+fn sim_address_node(address: &[u8]) -> Option<NodeId> {
+    let text = core::str::from_utf8(address).ok()?;
+    text.strip_prefix("sim-")?.parse().ok().map(NodeId)
 }

@@ -1,0 +1,176 @@
+//! The node's side of membership: gossip rounds, merging what peers say, keeping the
+//! ring and the peer table in step with the view, and the admin commands that change
+//! this node's own entry (see `crate::membership` for the view and its merge rules).
+//!
+//! - Every `gossip_interval_ms` the node beats its heartbeat and sends its whole view
+//!   to one random live member, or (one round in `gossip_seed_one_in`, and whenever it
+//!   knows no live member) to a seed by address. The receiver merges and answers with
+//!   its own view. Full views keep the protocol stateless; at 1,000 members a view is
+//!   about 50 KB per round.
+//! - When a merge changes the placement, the ring is recomputed at once; requests in
+//!   flight keep their partition (partitions never change, only their lists).
+//! - A `Joining` node turns itself `Up` as soon as its view holds another `Up`
+//!   member: it has heard the cluster, so its own announcement will spread.
+//! - A member whose heartbeat has been still for `gossip_silence_ms`, and that this
+//!   node has not heard from directly in that time, is marked down locally, which
+//!   starts probes; any message brings it back (idle peers are noticed this way).
+
+use super::{Node, placement_ring};
+use crate::membership::{GossipTarget, Merged};
+use crate::version::NodeId;
+use crate::wire::{MemberRecord, MemberStatus, Message};
+
+impl Node {
+    /// One gossip round (the timer in `run_timers` calls it).
+    pub(crate) fn gossip_round(&mut self) {
+        let now = self.now;
+        self.membership.beat(now);
+        self.suspect_silent_members();
+        let peers = &self.peers;
+        let target =
+            self.membership
+                .gossip_target(&mut self.rng, self.config.gossip_seed_one_in, |id| {
+                    peers.is_up(id)
+                });
+        let members: Vec<MemberRecord<'_>> = self.membership.records().collect();
+        let message = Message::Gossip { members };
+        // A refused gossip frame is counted in `actions_refused`; the next round retries.
+        let _ = match target {
+            Some(GossipTarget::Member(to)) => {
+                self.actions.send(to, self.config.cluster_id, &message)
+            }
+            Some(GossipTarget::Seed(address)) => {
+                self.actions
+                    .introduce(address, self.config.cluster_id, &message)
+            }
+            None => Ok(()),
+        };
+    }
+
+    fn suspect_silent_members(&mut self) {
+        let now = self.now;
+        let silence_ms = self.config.gossip_silence_ms;
+        let silent: Vec<NodeId> = self
+            .membership
+            .silent_members(now, silence_ms)
+            .filter(|&id| self.peers.is_up(id) && !self.peers.heard_within(id, now, silence_ms))
+            .collect();
+        for id in silent {
+            log::warn!(
+                "node {}: member {} silent in gossip for {silence_ms} ms, marking it down",
+                self.id.0,
+                id.0
+            );
+            self.peers.mark_down(id, now);
+        }
+    }
+
+    /// A peer's view arrived: merge it, answer a `Gossip` with this node's view.
+    pub(crate) fn gossip_received(
+        &mut self,
+        from: NodeId,
+        members: &[MemberRecord<'_>],
+        answer: bool,
+    ) {
+        let merged = self.membership.merge(members, self.now);
+        self.view_changed(merged);
+        if self.peers.get(from).is_some() {
+            self.peers.alive(from, self.now);
+        }
+        if answer {
+            let members: Vec<MemberRecord<'_>> = self.membership.records().collect();
+            let message = Message::GossipReply { members };
+            let _ = self.actions.send(from, self.config.cluster_id, &message);
+        }
+    }
+
+    /// The shell connected to `peer` (or it connected to us).
+    pub(crate) fn peer_up(&mut self, peer: NodeId) {
+        self.peers.alive(peer, self.now);
+    }
+
+    /// Brings the peer table and the ring in line with the view after a change.
+    pub(crate) fn view_changed(&mut self, mut merged: Merged) {
+        if merged.refused > 0 {
+            log::warn!(
+                "node {}: refused {} membership records (view full or malformed)",
+                self.id.0,
+                merged.refused
+            );
+        }
+        if !merged.changed {
+            return;
+        }
+        if self.membership.local().status == MemberStatus::Joining
+            && self
+                .membership
+                .members()
+                .iter()
+                .any(|member| member.id != self.id && member.is_placed())
+        {
+            log::info!("node {}: heard the cluster, now up", self.id.0);
+            let turned_up = self.membership.set_local_status(MemberStatus::Up);
+            merged.placement_changed |= turned_up.placement_changed;
+        }
+        let now = self.now;
+        for member in self.membership.members() {
+            if member.id != self.id && member.status != MemberStatus::Left {
+                self.peers.add(member.id, now);
+            }
+        }
+        if merged.placement_changed {
+            self.rebuild_ring();
+        }
+    }
+
+    fn rebuild_ring(&mut self) {
+        match placement_ring(&self.membership, &self.config) {
+            Ok((ring, ready)) => {
+                log::info!(
+                    "node {}: placement changed: {} members placed, digest {:016x}",
+                    self.id.0,
+                    ring.members().len(),
+                    self.membership.placement_digest()
+                );
+                self.ring = ring;
+                self.ring_ready = ready;
+            }
+            // Merge refuses zero weights and bounds the member count, so the ring can
+            // always be built; keep the old one if that ever stops holding.
+            Err(error) => log::warn!("node {}: placement not rebuilt: {error}", self.id.0),
+        }
+    }
+
+    /// `RINGKV.JOIN <seed>`: gossip with `seed` now (and as a seed from then on).
+    pub(crate) fn admin_join(&mut self, seed: &[u8]) -> Result<(), &'static str> {
+        if self.membership.local().status == MemberStatus::Left {
+            return Err("this node has left the cluster; start it under a new id");
+        }
+        if !self.membership.add_seed(seed) && !self.membership.seeds().iter().any(|s| s == seed) {
+            return Err("seed address is empty, too long or one too many");
+        }
+        let members: Vec<MemberRecord<'_>> = self.membership.records().collect();
+        let message = Message::Gossip { members };
+        self.actions
+            .introduce(seed, self.config.cluster_id, &message)
+            .map_err(|_| "the node is overloaded, retry later")
+    }
+
+    /// `RINGKV.LEAVE`: this node stops taking part in placement; its partitions move
+    /// to the next members and it hands its data over before it marks itself `Left`.
+    pub(crate) fn admin_leave(&mut self) -> Result<(), &'static str> {
+        match self.membership.local().status {
+            MemberStatus::Left => Err("this node has already left"),
+            MemberStatus::Leaving => Ok(()),
+            MemberStatus::Joining | MemberStatus::Up => {
+                if self.membership.placement().len() <= 1 {
+                    return Err("the last member cannot leave");
+                }
+                log::info!("node {}: leaving the cluster", self.id.0);
+                let merged = self.membership.set_local_status(MemberStatus::Leaving);
+                self.view_changed(merged);
+                Ok(())
+            }
+        }
+    }
+}
