@@ -27,6 +27,12 @@
 //!   it, so the node's own word is always the newest. Its heartbeat jumps past any
 //!   heartbeat the cluster remembers for it.
 //!
+//! # Joining
+//!
+//! A node outside the initial cluster starts `Joining` with seeds. The first merge
+//! that shows it an `Up` member (it has heard the cluster) turns it `Up`, and from then
+//! on its entry spreads like any other.
+//!
 //! # Placement
 //!
 //! Placement ([`crate::placement::Ring`]) is computed from the members that are `Up`:
@@ -139,6 +145,8 @@ pub struct Merged {
     pub placement_changed: bool,
     /// Records dropped because the view was full or they were malformed.
     pub refused: u32,
+    /// This node was `Joining` and, having heard of an `Up` member, is now `Up`.
+    pub joined: bool,
 }
 
 /// Where the next gossip round goes.
@@ -351,6 +359,20 @@ impl Membership {
             }
         }
         self.refused += u64::from(merged.refused);
+        // A joining node that has heard the cluster announces itself Up: from now on
+        // its own entry spreads with every round.
+        if self.local().status == MemberStatus::Joining
+            && self
+                .members
+                .iter()
+                .any(|member| member.id != self.local && member.is_placed())
+        {
+            let index = self.index_of(self.local).unwrap_or(0);
+            self.members[index].status = MemberStatus::Up;
+            self.members[index].version += 1;
+            merged.changed = true;
+            merged.joined = true;
+        }
         if merged.changed {
             let digest = self.compute_placement_digest();
             merged.placement_changed = digest != self.placement_digest;
@@ -463,7 +485,7 @@ impl Membership {
         Merged {
             changed: true,
             placement_changed,
-            refused: 0,
+            ..Merged::default()
         }
     }
 
@@ -606,12 +628,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(joining.placement(), Vec::new());
-        exchange(&mut joining, &mut a, Instant::ZERO);
-        assert_eq!(joining.members().len(), 4);
-        assert_eq!(a.get(NodeId(9)).unwrap().status, MemberStatus::Joining);
-        // Joining members are not placed; once it says Up, placement changes.
         let before = a.placement_digest();
-        assert!(joining.set_local_status(MemberStatus::Up).placement_changed);
+        // The seed learns of a Joining node: not placed yet.
+        let sent: Vec<MemberState> = joining.members().to_vec();
+        a.merge(
+            &sent.iter().map(MemberState::record).collect::<Vec<_>>(),
+            Instant::ZERO,
+        );
+        assert_eq!(a.get(NodeId(9)).unwrap().status, MemberStatus::Joining);
+        assert_eq!(a.placement_digest(), before);
+        // Its answer shows the joiner Up members, so the joiner turns Up.
+        let answer: Vec<MemberState> = a.members().to_vec();
+        let merged = joining.merge(
+            &answer.iter().map(MemberState::record).collect::<Vec<_>>(),
+            Instant::ZERO,
+        );
+        assert!(merged.joined && merged.placement_changed);
+        assert_eq!(joining.members().len(), 4);
         exchange(&mut joining, &mut a, Instant::ZERO);
         assert_ne!(a.placement_digest(), before);
         assert_eq!(a.placement_digest(), joining.placement_digest());

@@ -9,8 +9,6 @@
 //!   about 50 KB per round.
 //! - When a merge changes the placement, the ring is recomputed at once; requests in
 //!   flight keep their partition (partitions never change, only their lists).
-//! - A `Joining` node turns itself `Up` as soon as its view holds another `Up`
-//!   member: it has heard the cluster, so its own announcement will spread.
 //! - A member whose heartbeat has been still for `gossip_silence_ms`, and that this
 //!   node has not heard from directly in that time, is marked down locally, which
 //!   starts probes; any message brings it back (idle peers are noticed this way).
@@ -90,7 +88,7 @@ impl Node {
     }
 
     /// Brings the peer table and the ring in line with the view after a change.
-    pub(crate) fn view_changed(&mut self, mut merged: Merged) {
+    pub(crate) fn view_changed(&mut self, merged: Merged) {
         if merged.refused > 0 {
             log::warn!(
                 "node {}: refused {} membership records (view full or malformed)",
@@ -101,16 +99,8 @@ impl Node {
         if !merged.changed {
             return;
         }
-        if self.membership.local().status == MemberStatus::Joining
-            && self
-                .membership
-                .members()
-                .iter()
-                .any(|member| member.id != self.id && member.is_placed())
-        {
+        if merged.joined {
             log::info!("node {}: heard the cluster, now up", self.id.0);
-            let turned_up = self.membership.set_local_status(MemberStatus::Up);
-            merged.placement_changed |= turned_up.placement_changed;
         }
         let now = self.now;
         for member in self.membership.members() {

@@ -2,12 +2,14 @@
 //! put, how many versions reads see under concurrent read-modify-writes, and how
 //! available writes stay with nodes down, sloppy quorum next to a strict one.
 //!
-//! `cargo run --release -p ringkv-tests --bin ringkv-sim-report` (fixed seeds: the
-//! same output every run).
+//! `cargo run --release -p ringkv-tests --bin ringkv-sim-report [cluster] [gossip]`
+//! (fixed seeds: the same output every run; no section names: all of them). The gossip
+//! section measures membership convergence at 10, 100 and 1,000 nodes.
 
 use ringkv_core::node::Sabotage;
 use ringkv_tests::sim::cluster::Cluster;
 use ringkv_tests::sim::disk::DiskConfig;
+use ringkv_tests::sim::gossip::{FailureSpread, failure_rounds, join_rounds};
 use ringkv_tests::sim::history::{OperationKind, Outcome};
 use ringkv_tests::sim::network::NetworkConfig;
 use ringkv_tests::sim::swarm::{Faults, Parameters, Workload};
@@ -117,7 +119,73 @@ fn write_availability(down: usize, write_quorum: u8, strict: bool) -> (f64, u64)
     (succeeded as f64 / attempted as f64 * 100.0, attempted)
 }
 
+/// Median of a run's rounds over `seeds` (None counts as past the limit).
+fn median(mut rounds: Vec<u64>) -> u64 {
+    rounds.sort_unstable();
+    rounds[rounds.len() / 2]
+}
+
+/// Rounds for a join and for a failure to reach every view, membership only.
+fn gossip_convergence() {
+    const ROUNDS_MAX: u64 = 200;
+    const SILENCE_ROUNDS: u64 = 10;
+    println!(
+        "\nMembership only (tests/src/sim/gossip.rs): push-pull rounds, one per gossip interval, seeds 1..5 (median, min-max)."
+    );
+    println!(
+        "\n| nodes | join: rounds until Up in every view | failure: rounds until the first view suspects (silence window {SILENCE_ROUNDS}) | until every view suspects | spread (all - first) | log2(n) |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for nodes in [10usize, 100, 1000] {
+        let seeds = 1..=5u64;
+        let joins: Vec<u64> = seeds
+            .clone()
+            .map(|seed| join_rounds(nodes, seed, ROUNDS_MAX).unwrap_or(ROUNDS_MAX + 1))
+            .collect();
+        let failures: Vec<FailureSpread> = seeds
+            .map(|seed| {
+                failure_rounds(nodes, seed, SILENCE_ROUNDS, ROUNDS_MAX).unwrap_or(FailureSpread {
+                    first: ROUNDS_MAX + 1,
+                    all: ROUNDS_MAX + 1,
+                })
+            })
+            .collect();
+        let range = |values: &[u64]| {
+            let (min, max) = (values.iter().min(), values.iter().max());
+            format!(
+                "{} ({}-{})",
+                median(values.to_vec()),
+                min.unwrap_or(&0),
+                max.unwrap_or(&0)
+            )
+        };
+        let firsts: Vec<u64> = failures.iter().map(|f| f.first).collect();
+        let alls: Vec<u64> = failures.iter().map(|f| f.all).collect();
+        let spreads: Vec<u64> = failures.iter().map(|f| f.all - f.first).collect();
+        println!(
+            "| {nodes} | {} | {} | {} | {} | {:.1} |",
+            range(&joins),
+            range(&firsts),
+            range(&alls),
+            range(&spreads),
+            (nodes as f64).log2()
+        );
+    }
+}
+
 fn main() {
+    let sections: Vec<String> = std::env::args().skip(1).collect();
+    let wants = |name: &str| sections.is_empty() || sections.iter().any(|s| s == name);
+    if wants("cluster") {
+        cluster_numbers();
+    }
+    if wants("gossip") {
+        gossip_convergence();
+    }
+}
+
+/// Messages per operation, versions seen and write availability, full simulator.
+fn cluster_numbers() {
     println!(
         "Seeds {}..{} per row; 8 clients, N=3, R=2, W=2 unless stated.\n",
         SEEDS.start,

@@ -7,11 +7,13 @@
 //! | [`swarm`] | a run's parameters, drawn from its seed |
 //! | [`cluster`] | nodes, clients and faults in one event loop |
 //! | [`history`] | what clients did and which dots writes got |
+//! | [`gossip`] | membership views alone, at scale: rounds to converge |
 //! | [`checkers`] | the five properties, checked after quiescence |
 
 pub mod checkers;
 pub mod cluster;
 pub mod disk;
+pub mod gossip;
 pub mod history;
 pub mod network;
 pub mod reply;
