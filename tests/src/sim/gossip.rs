@@ -26,6 +26,7 @@ fn address(id: u64) -> Vec<u8> {
 }
 
 /// A set of views gossiping in rounds.
+#[derive(Debug)]
 pub struct GossipSim {
     views: Vec<Membership>,
     alive: Vec<bool>,
