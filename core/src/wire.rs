@@ -157,16 +157,23 @@ pub enum Message<'a> {
     GossipReply {
         members: Vec<MemberRecord<'a>>,
     },
-    /// Anti-entropy: the sender's hashes of `buckets` of a partition's tree at `level`.
+    /// Anti-entropy: a partition's hash tree. Level 0 carries the sender's root (one
+    /// entry); the answer is level 1, every bucket `(index, hash)` of the answerer's
+    /// tree, or no entries when the roots already agree. `request` names the exchange.
     TreeHashes {
+        request: u64,
         partition: u32,
         level: u8,
         hashes: Vec<(u32, u64)>,
     },
-    /// Anti-entropy: per key of one bucket, a hash of its versions.
+    /// Anti-entropy: per key of one bucket, a hash of its stored versions. The
+    /// receiver sends back the keys it holds differently (as merges), and answers a
+    /// request (`reply` false) with its own list.
     KeyHashes {
+        request: u64,
         partition: u32,
         bucket: u32,
+        reply: bool,
         keys: Vec<(&'a [u8], u64)>,
     },
     /// Handoff and rebalancing: a batch of a partition's keys after `cursor`.
@@ -399,11 +406,13 @@ fn encode_message(out: &mut Vec<u8>, message: &Message<'_>) -> Result<(), Encode
             encode_members(out, members)?;
         }
         Message::TreeHashes {
+            request,
             partition,
             level,
             hashes,
         } => {
             out.put_u8(kind::TREE_HASHES);
+            out.put_u64(*request);
             out.put_u32(*partition);
             out.put_u8(*level);
             put_count(out, hashes.len())?;
@@ -413,13 +422,17 @@ fn encode_message(out: &mut Vec<u8>, message: &Message<'_>) -> Result<(), Encode
             }
         }
         Message::KeyHashes {
+            request,
             partition,
             bucket,
+            reply,
             keys,
         } => {
             out.put_u8(kind::KEY_HASHES);
+            out.put_u64(*request);
             out.put_u32(*partition);
             out.put_u32(*bucket);
+            out.put_u8(u8::from(*reply));
             put_count(out, keys.len())?;
             for (key, hash) in keys {
                 put_key(out, key)?;
@@ -516,6 +529,14 @@ fn context<'a>(reader: &mut Reader<'a>) -> Result<&'a [u8], DecodeError> {
         return Err(DecodeError::Invalid("context over the size limit"));
     }
     reader.slice(length)
+}
+
+fn flag(reader: &mut Reader<'_>) -> Result<bool, DecodeError> {
+    match reader.u8()? {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(DecodeError::Invalid("a flag other than 0 or 1")),
+    }
 }
 
 fn status(reader: &mut Reader<'_>) -> Result<ReplicaStatus, DecodeError> {
@@ -649,6 +670,7 @@ fn decode_message<'a>(
             members: members(reader, limits)?,
         },
         kind::TREE_HASHES => {
+            let request = reader.u64()?;
             let partition = reader.u32()?;
             let level = reader.u8()?;
             let count = list_length(reader, limits, 12)?;
@@ -657,33 +679,34 @@ fn decode_message<'a>(
                 hashes.push((reader.u32()?, reader.u64()?));
             }
             Message::TreeHashes {
+                request,
                 partition,
                 level,
                 hashes,
             }
         }
         kind::KEY_HASHES => {
+            let request = reader.u64()?;
             let partition = reader.u32()?;
             let bucket = reader.u32()?;
+            let reply = flag(reader)?;
             let count = list_length(reader, limits, 2 + 8)?;
             let mut keys = Vec::with_capacity(count);
             for _ in 0..count {
                 keys.push((key(reader, limits)?, reader.u64()?));
             }
             Message::KeyHashes {
+                request,
                 partition,
                 bucket,
+                reply,
                 keys,
             }
         }
         kind::TRANSFER_BATCH => {
             let partition = reader.u32()?;
             let cursor = reader.u64()?;
-            let last = match reader.u8()? {
-                0 => false,
-                1 => true,
-                _ => return Err(DecodeError::Invalid("bad last flag")),
-            };
+            let last = flag(reader)?;
             let count = list_length(reader, limits, 2 + 4)?;
             let mut items = Vec::with_capacity(count);
             for _ in 0..count {
@@ -799,14 +822,24 @@ mod tests {
                 ],
             },
             Message::TreeHashes {
+                request: 31,
                 partition: 5,
-                level: 2,
+                level: 1,
                 hashes: vec![(0, 99), (7, 1)],
             },
             Message::KeyHashes {
+                request: 32,
                 partition: 5,
                 bucket: 7,
+                reply: false,
                 keys: vec![(b"a", 1), (b"", 2)],
+            },
+            Message::KeyHashes {
+                request: 33,
+                partition: 5,
+                bucket: 7,
+                reply: true,
+                keys: Vec::new(),
             },
             Message::TransferBatch {
                 partition: 5,

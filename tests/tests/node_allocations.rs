@@ -199,6 +199,25 @@ impl Harness {
                         )
                     });
                 }
+                // Time stands still here, so anti-entropy never starts a scan; a scan
+                // would be background work, not part of a GET or SET.
+                Action::Storage(StorageOp::Scan { token, .. }) => {
+                    let node = &mut self.nodes[index];
+                    let now = self.now;
+                    let page = ringkv_core::node::ScanPage {
+                        items: &[],
+                        next: None,
+                    };
+                    counted(|| {
+                        node.handle(
+                            now,
+                            Input::Storage(Completion::Scanned {
+                                token,
+                                result: Ok(page),
+                            }),
+                        )
+                    });
+                }
                 // Initial members need no introductions; gossip to seeds is not measured here.
                 Action::Connect { .. } | Action::Introduce { .. } => {}
             }

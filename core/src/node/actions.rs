@@ -52,6 +52,54 @@ pub enum StorageOp<'a> {
         after: &'a [u8],
         limit: u32,
     },
+    /// Up to `limit` of this node's own keys with their records, whose
+    /// `placement::key_hash` lies in `first..=last` and is above `after` when given, in
+    /// hash order; keys sharing a hash are never split across pages (completion:
+    /// `Scanned`). ringkv-storage's `Store::scan` is exactly this.
+    Scan {
+        token: u64,
+        first: u64,
+        last: u64,
+        after: Option<u64>,
+        limit: u32,
+    },
+}
+
+/// A stored key and its record.
+pub type KeyRecord = (Vec<u8>, Vec<u8>);
+
+/// What [`StorageOp::Scan`] answers, computed over an in-memory map of this node's
+/// own keys (for simulators and tests; ringkv-storage's `Store::scan` is the real one):
+/// up to `limit` (key, record) pairs with `first <= key_hash <= last` and above
+/// `after`, in hash order (then key order), never splitting keys that share a hash,
+/// and the cursor of the next page.
+pub fn scan_in_memory<'k>(
+    records: impl Iterator<Item = (&'k [u8], &'k [u8])>,
+    (first, last): (u64, u64),
+    after: Option<u64>,
+    limit: u32,
+) -> (Vec<KeyRecord>, Option<u64>) {
+    let mut matching: Vec<(u64, &[u8], &[u8])> = records
+        .map(|(key, record)| (crate::placement::key_hash(key), key, record))
+        .filter(|&(hash, _, _)| {
+            hash >= first && hash <= last && after.is_none_or(|after| hash > after)
+        })
+        .collect();
+    matching.sort_unstable();
+    let limit = (limit as usize).max(1);
+    let mut items: Vec<KeyRecord> = Vec::new();
+    let mut next = None;
+    for (hash, key, record) in matching {
+        if items.len() >= limit {
+            let previous = crate::placement::key_hash(&items[items.len() - 1].0);
+            if previous != hash {
+                next = Some(previous);
+                break;
+            }
+        }
+        items.push((key.to_vec(), record.to_vec()));
+    }
+    (items, next)
 }
 
 /// One thing for the shell to do.
@@ -120,6 +168,13 @@ enum Kind {
     },
     Introduce {
         address_size: usize,
+    },
+    Scan {
+        token: u64,
+        first: u64,
+        last: u64,
+        after: Option<u64>,
+        limit: u32,
     },
 }
 
@@ -275,6 +330,23 @@ impl ActionQueue {
         )
     }
 
+    pub(crate) fn scan(
+        &mut self,
+        token: u64,
+        (first, last): (u64, u64),
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<(), ActionsFull> {
+        let kind = Kind::Scan {
+            token,
+            first,
+            last,
+            after,
+            limit,
+        };
+        self.push(kind, |_| true)
+    }
+
     pub(crate) fn connect(&mut self, peer: NodeId, address: &[u8]) -> Result<(), ActionsFull> {
         self.push(Kind::Connect { peer }, |out| {
             out.extend_from_slice(address);
@@ -346,6 +418,19 @@ impl ActionQueue {
                 peer,
                 address: bytes,
             },
+            Kind::Scan {
+                token,
+                first,
+                last,
+                after,
+                limit,
+            } => Action::Storage(StorageOp::Scan {
+                token,
+                first,
+                last,
+                after,
+                limit,
+            }),
             Kind::Introduce { address_size } => {
                 let (address, frame) = bytes.split_at(address_size);
                 Action::Introduce { address, frame }

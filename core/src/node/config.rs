@@ -52,6 +52,12 @@ pub struct Config {
     /// A member whose heartbeat has not advanced for this long, and that this node has
     /// not heard from itself meanwhile, is marked down (and probed).
     pub gossip_silence_ms: u64,
+    /// Anti-entropy (see `node::entropy`): one exchange may start per interval, at most
+    /// `anti_entropy_exchanges_max` run at once (0: never; trees are still kept), each
+    /// comparing at most `anti_entropy_buckets_max` differing buckets key by key.
+    pub anti_entropy_interval_ms: u64,
+    pub anti_entropy_exchanges_max: u32,
+    pub anti_entropy_buckets_max: u32,
 
     /// Coordinated requests (client and forwarded) in flight.
     pub requests_max: u32,
@@ -186,6 +192,9 @@ impl Config {
             gossip_interval_ms: 1_000,
             gossip_seed_one_in: 10,
             gossip_silence_ms: 10_000,
+            anti_entropy_interval_ms: 1_000,
+            anti_entropy_exchanges_max: 2,
+            anti_entropy_buckets_max: 8,
             requests_max: 4_096,
             storage_operations_max: 4_096,
             locked_keys_max: 4_096,
@@ -254,8 +263,16 @@ impl Config {
                 return Err(ConfigError::ZeroBound(name));
             }
         }
-        if self.gossip_interval_ms == 0 {
-            return Err(ConfigError::ZeroBound("gossip_interval_ms"));
+        for (name, value) in [
+            ("gossip_interval_ms", self.gossip_interval_ms),
+            ("anti_entropy_interval_ms", self.anti_entropy_interval_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::ZeroBound(name));
+            }
+        }
+        if self.anti_entropy_buckets_max == 0 {
+            return Err(ConfigError::ZeroBound("anti_entropy_buckets_max"));
         }
         if let Some(member) = self
             .members

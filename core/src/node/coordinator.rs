@@ -163,9 +163,11 @@ pub(crate) enum KeyOp {
 /// A storage operation in flight.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Task {
-    /// The running operation of a key lock.
+    /// The running operation of a key lock. `change`: the entry hashes of the record
+    /// it read and of the one it is writing, for the anti-entropy tree once durable.
     Locked {
         lock: u32,
+        change: Option<(Option<u64>, Option<u64>)>,
     },
     /// A peer's ReplicaGet.
     ReplicaRead {
@@ -177,6 +179,10 @@ pub(crate) enum Task {
         request: SlotId,
     },
     ListHints,
+    /// A page of the anti-entropy tree rebuild.
+    BuildTrees,
+    /// A bucket read for an anti-entropy comparison.
+    EntropyScan,
 }
 
 /// Targets of a write: (node, owner it stands in for).

@@ -87,6 +87,7 @@ mod actions;
 mod client;
 mod config;
 mod coordinator;
+mod entropy;
 mod forwards;
 mod gossip;
 mod hints;
@@ -94,7 +95,7 @@ mod locks;
 mod peers;
 mod replica;
 
-pub use actions::{Action, ClientId, Space, StorageOp};
+pub use actions::{Action, ClientId, Space, StorageOp, scan_in_memory};
 #[cfg(feature = "sabotage")]
 pub use config::Sabotage;
 pub use config::{Config, ConfigError, STAND_IN_WRITER_BIT};
@@ -164,6 +165,15 @@ pub struct Listing<'a> {
     pub complete: bool,
 }
 
+/// A page of this node's own keys and records from a `Scan` operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScanPage<'a> {
+    /// (key, record) in key-hash order.
+    pub items: &'a [(Vec<u8>, Vec<u8>)],
+    /// Where the next page starts (`after`), or `None` when the range is done.
+    pub next: Option<u64>,
+}
+
 /// The end of a [`StorageOp`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Completion<'a> {
@@ -179,6 +189,10 @@ pub enum Completion<'a> {
     Listed {
         token: u64,
         result: Result<Listing<'a>, StorageFailure>,
+    },
+    Scanned {
+        token: u64,
+        result: Result<ScanPage<'a>, StorageFailure>,
     },
 }
 
@@ -290,6 +304,12 @@ pub struct Stats {
     pub requests_timed_out: u64,
     pub peers_marked_down: u64,
     pub actions_refused: u64,
+    /// Anti-entropy: exchanges started, of those found in sync at the root, keys sent
+    /// to a replica that held them differently, ticks refused for foreground load.
+    pub entropy_exchanges: u64,
+    pub entropy_in_sync: u64,
+    pub entropy_keys_pushed: u64,
+    pub entropy_ticks_refused: u64,
 }
 
 /// A Dynamo node. See the module documentation for how to drive it.
@@ -304,6 +324,7 @@ pub struct Node {
     /// client requests are refused.
     ring_ready: bool,
     next_gossip_at: Instant,
+    entropy: entropy::Entropy,
     rng: Rng,
     now: Instant,
     actions: ActionQueue,
@@ -366,6 +387,11 @@ impl Node {
             ring,
             ring_ready,
             next_gossip_at: now,
+            entropy: entropy::Entropy::new(
+                config.partition_bits,
+                now,
+                config.anti_entropy_interval_ms,
+            ),
             rng: Rng::new(seed),
             now,
             actions: ActionQueue::new(config.actions_max, config.action_bytes_max),
@@ -409,6 +435,10 @@ impl Node {
         Stats {
             peers_marked_down: self.peers.marked_down,
             actions_refused: self.actions.refused,
+            entropy_exchanges: self.entropy.exchanges_started,
+            entropy_in_sync: self.entropy.exchanges_in_sync,
+            entropy_keys_pushed: self.entropy.keys_pushed,
+            entropy_ticks_refused: self.entropy.ticks_refused,
             ..self.stats
         }
     }
@@ -431,6 +461,21 @@ impl Node {
     /// Storage operations in flight (including the hint listing after a start).
     pub fn storage_operations_in_flight(&self) -> usize {
         self.tasks.len()
+    }
+
+    /// True once the anti-entropy trees cover all of this node's data.
+    pub fn trees_built(&self) -> bool {
+        self.entropy.trees.fully_built()
+    }
+
+    /// Anti-entropy exchanges and comparisons under way.
+    pub fn entropy_in_flight(&self) -> usize {
+        self.entropy.in_flight()
+    }
+
+    /// Keys this node holds in `partition` (from its anti-entropy tree).
+    pub fn keys_held(&self, partition: usize) -> u32 {
+        self.entropy.trees.keys_held(partition)
     }
 
     /// Every bounded structure with its peak use and its bound.
@@ -524,6 +569,7 @@ impl Node {
             self.peers.next_probe(),
             hints,
             Some(self.next_gossip_at),
+            Some(self.entropy.next_at()),
         ]
         .into_iter()
         .flatten()
@@ -566,6 +612,9 @@ impl Node {
         if now >= self.next_gossip_at {
             self.next_gossip_at = now + Duration::from_millis(self.config.gossip_interval_ms);
             self.gossip_round();
+        }
+        if now >= self.entropy.next_at() {
+            self.entropy_tick();
         }
     }
 

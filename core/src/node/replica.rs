@@ -3,9 +3,11 @@
 
 use super::actions::Space;
 use super::coordinator::{DeliveryRequest, KeyOp, NO_REQUEST, ReplyTo, Request, Task, WriteSpec};
+use super::entropy::entry_hash;
 use super::hints::{hint_key, parse_hint_key};
 use super::locks::{Enqueued, LocksFull};
 use super::{Completion, Node, RequestError, StorageFailure};
+use crate::placement::key_hash;
 use crate::slab::SlotId;
 use crate::version::{NodeId, Value, VersionSet, VersionVector};
 use crate::wire::{Message, ReplicaStatus};
@@ -91,13 +93,24 @@ impl Node {
                 status,
                 context,
             } => self.forward_answer(SlotId::from_u64(request), from, status, context),
-            // Anti-entropy and transfer arrive later in issue 6.
+            Message::TreeHashes {
+                request,
+                partition,
+                level,
+                hashes,
+            } => self.tree_hashes(from, request, partition, level, &hashes),
+            Message::KeyHashes {
+                request,
+                partition,
+                bucket,
+                reply,
+                keys,
+            } => self.key_hashes(from, request, partition, bucket, reply, &keys),
+            // Transfer arrives later in issue 6.
             Message::Hello { .. }
             | Message::Pong { .. }
             | Message::Gossip { .. }
             | Message::GossipReply { .. }
-            | Message::TreeHashes { .. }
-            | Message::KeyHashes { .. }
             | Message::TransferBatch { .. }
             | Message::TransferAck { .. } => {}
         }
@@ -298,14 +311,16 @@ impl Node {
         let token = match completion {
             Completion::Read { token, .. }
             | Completion::Written { token, .. }
-            | Completion::Listed { token, .. } => token,
+            | Completion::Listed { token, .. }
+            | Completion::Scanned { token, .. } => token,
         };
         let id = SlotId::from_u64(token);
         let Some(&task) = self.tasks.get(id) else {
             return;
         };
         match (task, completion) {
-            (Task::Locked { lock }, Completion::Read { result, .. }) => {
+            (Task::Locked { lock, .. }, Completion::Read { result, .. }) => {
+                self.note_tree_read(token, lock, result);
                 match self.locked_read(lock, token, result) {
                     Step::Storing => {}
                     Step::Done(result) => {
@@ -314,9 +329,29 @@ impl Node {
                     }
                 }
             }
-            (Task::Locked { lock }, Completion::Written { result, .. }) => {
+            (Task::Locked { lock, change }, Completion::Written { result, .. }) => {
                 self.tasks.remove(id);
+                if let (Ok(()), Some((old, new @ Some(_))), Some(slot)) =
+                    (result, change, self.locks.get(lock))
+                {
+                    self.entropy.trees.apply(key_hash(&slot.key), old, new);
+                }
                 self.finish_locked(lock, result);
+            }
+            (Task::BuildTrees, Completion::Scanned { result, .. }) => {
+                self.tasks.remove(id);
+                match result {
+                    Ok(page) => self.tree_page(page.items, page.next),
+                    // Try again at the next tick.
+                    Err(_) => self.entropy.building = false,
+                }
+            }
+            (Task::EntropyScan, Completion::Scanned { result, .. }) => {
+                self.tasks.remove(id);
+                match result {
+                    Ok(page) => self.bucket_scanned(token, page.items, page.next.is_none()),
+                    Err(_) => self.scan_failed(token),
+                }
             }
             (Task::ReplicaRead { peer, request }, Completion::Read { result, .. }) => {
                 self.tasks.remove(id);
@@ -392,13 +427,15 @@ impl Node {
             let mut key = key;
             key.clear();
             key.extend_from_slice(&slot.key);
-            let started = self.insert_task(Task::Locked { lock }).map(|token| {
-                let queued = self.actions.read(token, space, &key);
-                if queued.is_err() {
-                    self.tasks.remove(SlotId::from_u64(token));
-                }
-                queued.is_ok()
-            });
+            let started = self
+                .insert_task(Task::Locked { lock, change: None })
+                .map(|token| {
+                    let queued = self.actions.read(token, space, &key);
+                    if queued.is_err() {
+                        self.tasks.remove(SlotId::from_u64(token));
+                    }
+                    queued.is_ok()
+                });
             self.scratch = key;
             if started == Some(true) {
                 return;
@@ -411,6 +448,40 @@ impl Node {
             if !more {
                 return;
             }
+        }
+    }
+
+    /// Remembers the entry hash of the record a data-space key operation read (None:
+    /// the key was absent), so the tree can be updated once its write is durable.
+    fn note_tree_read(
+        &mut self,
+        token: u64,
+        lock: u32,
+        result: Result<Option<&[u8]>, StorageFailure>,
+    ) {
+        let Some(slot) = self.locks.get(lock) else {
+            return;
+        };
+        let Ok(found) = result else {
+            return;
+        };
+        if slot.space != Space::Data {
+            return;
+        }
+        let old = found.map(|record| entry_hash(&slot.key, record));
+        if let Some(Task::Locked { change, .. }) = self.tasks.get_mut(SlotId::from_u64(token)) {
+            *change = Some((old, None));
+        }
+    }
+
+    /// Records the entry hash of the record a key operation is writing.
+    fn note_tree_write(&mut self, token: u64, key: &[u8], record: &[u8]) {
+        if let Some(Task::Locked {
+            change: Some((_, new)),
+            ..
+        }) = self.tasks.get_mut(SlotId::from_u64(token))
+        {
+            *new = Some(entry_hash(key, record));
         }
     }
 
@@ -512,6 +583,14 @@ impl Node {
         let queued = self
             .actions
             .write(token, slot.space, &slot.key, &write.versions);
+        let new = entry_hash(&slot.key, &write.versions);
+        if let Some(Task::Locked {
+            change: Some((_, slot_new)),
+            ..
+        }) = self.tasks.get_mut(SlotId::from_u64(token))
+        {
+            *slot_new = Some(new);
+        }
         self.write_minted(request, minted.join());
         match queued {
             Ok(()) => {
@@ -535,6 +614,8 @@ impl Node {
         record.clear();
         versions.encode(&mut record);
         let queued = self.actions.write(token, slot.space, &slot.key, &record);
+        let key = slot.key.clone();
+        self.note_tree_write(token, &key, &record);
         self.scratch = record;
         match queued {
             Ok(()) => Step::Storing,

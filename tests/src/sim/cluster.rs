@@ -22,8 +22,8 @@ use super::network::{Network, NetworkConfig};
 use super::reply::{Reply, parse_reply};
 use super::swarm::{Parameters, Workload};
 use ringkv_core::node::{
-    Action, ClientId, Completion, Config, Input, Listing, Node, NodeIdentity, Space, Stats,
-    StorageFailure, StorageOp,
+    Action, ClientId, Completion, Config, Input, Listing, Node, NodeIdentity, ScanPage, Space,
+    Stats, StorageFailure, StorageOp, scan_in_memory,
 };
 use ringkv_core::placement::{Member, Ring};
 use ringkv_core::resp::{Arguments, Command};
@@ -59,6 +59,12 @@ enum StorageJob {
         token: u64,
         space: Space,
         after: Vec<u8>,
+        limit: u32,
+    },
+    Scan {
+        token: u64,
+        range: (u64, u64),
+        after: Option<u64>,
         limit: u32,
     },
 }
@@ -514,6 +520,18 @@ impl Cluster {
                             after: after.to_vec(),
                             limit,
                         },
+                        StorageOp::Scan {
+                            token,
+                            first,
+                            last,
+                            after,
+                            limit,
+                        } => StorageJob::Scan {
+                            token,
+                            range: (first, last),
+                            after,
+                            limit,
+                        },
                     };
                     self.schedule(
                         now + latency,
@@ -670,6 +688,27 @@ impl Cluster {
                                 keys: &keys,
                                 complete,
                             }),
+                        }),
+                    );
+                }
+            }
+            StorageJob::Scan {
+                token,
+                range,
+                after,
+                limit,
+            } => {
+                let (items, next) = scan_in_memory(sim.data.contents(), range, after, limit);
+                if let Some(node) = sim.node.as_mut() {
+                    let page = ScanPage {
+                        items: &items,
+                        next,
+                    };
+                    node.handle(
+                        now,
+                        Input::Storage(Completion::Scanned {
+                            token,
+                            result: Ok(page),
                         }),
                     );
                 }
@@ -1159,6 +1198,10 @@ pub fn add_stats(a: Stats, b: Stats) -> Stats {
         requests_timed_out: a.requests_timed_out + b.requests_timed_out,
         peers_marked_down: a.peers_marked_down + b.peers_marked_down,
         actions_refused: a.actions_refused + b.actions_refused,
+        entropy_exchanges: a.entropy_exchanges + b.entropy_exchanges,
+        entropy_in_sync: a.entropy_in_sync + b.entropy_in_sync,
+        entropy_keys_pushed: a.entropy_keys_pushed + b.entropy_keys_pushed,
+        entropy_ticks_refused: a.entropy_ticks_refused + b.entropy_ticks_refused,
     }
 }
 
