@@ -793,6 +793,13 @@ impl Node {
             taken.push(owner);
         }
         let stand_in = self.next_stand_in(write.partition, &taken);
+        // A preference-list member that was not a target (it was down when the write
+        // began) takes the write as its own copy, not as a hint for another owner.
+        let is_owner = stand_in.is_some_and(|stand_in| {
+            self.ring
+                .preference_list(write.partition)
+                .any(|member| member == stand_in)
+        });
         let Some(Request::Write(write)) = self.requests.get_mut(id) else {
             return;
         };
@@ -800,6 +807,10 @@ impl Node {
             return;
         };
         match stand_in {
+            Some(stand_in) if is_owner => {
+                quorum.replace(node, stand_in);
+                self.send_write(id, stand_in, None);
+            }
             Some(stand_in) => {
                 quorum.replace(node, stand_in);
                 write.stand_ins.push((stand_in, owner));

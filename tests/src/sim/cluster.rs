@@ -348,12 +348,18 @@ impl Cluster {
         // Let clients finish what they started and hints reach their owners.
         let quiet_limit = self.now + Duration::from_millis(120_000);
         self.run_until(quiet_limit, |cluster| cluster.is_quiet());
-        self.read_sweep();
-        let sweep_limit = self.now + Duration::from_millis(30_000);
-        self.run_until(sweep_limit, |cluster| cluster.is_quiet());
+        if self.parameters.read_sweep {
+            self.read_sweep();
+            let sweep_limit = self.now + Duration::from_millis(30_000);
+            self.run_until(sweep_limit, |cluster| cluster.is_quiet());
+        }
         // Read repair goes out after the repair window; let it land.
         let settle = self.now + Duration::from_millis(self.config.read_repair_window_ms + 5_000);
         self.run_until(settle, |_| false);
+        if self.parameters.entropy_phase_ms > 0 {
+            let entropy_end = self.now + Duration::from_millis(self.parameters.entropy_phase_ms);
+            self.run_until(entropy_end, |_| false);
+        }
     }
 
     /// True when no client operation, request, storage operation, hint or message is

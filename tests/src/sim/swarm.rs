@@ -63,6 +63,12 @@ pub struct Parameters {
     /// Nodes (the first ones) crashed at the start and kept down for the fault phase.
     pub down_from_start: usize,
     pub sabotage: ringkv_core::node::Sabotage,
+    /// After quiescence, read every key at R=N (read repair converges replicas).
+    pub read_sweep: bool,
+    /// Then let time pass this long with no clients (anti-entropy's turn).
+    pub entropy_phase_ms: u64,
+    pub anti_entropy_interval_ms: u64,
+    pub anti_entropy_exchanges_max: u32,
 }
 
 impl Parameters {
@@ -128,6 +134,10 @@ impl Parameters {
             workload: Workload::Mixed,
             down_from_start: 0,
             sabotage: ringkv_core::node::Sabotage::default(),
+            read_sweep: true,
+            entropy_phase_ms: 0,
+            anti_entropy_interval_ms: 1_000,
+            anti_entropy_exchanges_max: 2,
         }
     }
 
@@ -147,6 +157,8 @@ impl Parameters {
         config.hint_backoff_max_ms = 1_000;
         config.requests_max = self.requests_max;
         config.sabotage = self.sabotage;
+        config.anti_entropy_interval_ms = self.anti_entropy_interval_ms;
+        config.anti_entropy_exchanges_max = self.anti_entropy_exchanges_max;
         config
     }
 }
