@@ -76,12 +76,20 @@
 //! have a bound from [`Config`]; at a bound the node refuses with an overloaded error
 //! instead of growing. [`Node::bounds`] reports each peak next to its bound.
 //!
+//! # Membership and anti-entropy
+//!
+//! Membership is gossiped (`node::gossip`, `crate::membership`): placement follows
+//! the `Up` members of this node's view and is recomputed when it changes. Replicas
+//! that drifted apart are repaired in the background by anti-entropy
+//! (`node::entropy`), besides read repair and hinted handoff.
+//!
 //! # Not yet
 //!
-//! Membership is static (the member list in [`Config`]); gossip, join, leave, data
-//! transfer and anti-entropy arrive with issue 6. Until then a replica that missed a
-//! write and was never read again keeps missing it: read repair and hinted handoff are
-//! the only repair. Tombstones are never reaped.
+//! When placement moves a partition, nothing streams its data to the new replica:
+//! anti-entropy, read repair and new writes fill it. A leaving node stays `Leaving`
+//! (no handoff, never `Left`). Tombstones are never reaped. A node whose data is
+//! deleted (handoff, reaping) will need fresh writer ids for the partitions it later
+//! regains, or it could mint a dot its peers already hold; that comes with transfer.
 
 mod actions;
 mod client;
