@@ -2,13 +2,14 @@
 //! put, how many versions reads see under concurrent read-modify-writes, and how
 //! available writes stay with nodes down, sloppy quorum next to a strict one.
 //!
-//! `cargo run --release -p ringkv-tests --bin ringkv-sim-report [cluster] [gossip]`
+//! `cargo run --release -p ringkv-tests --bin ringkv-sim-report [cluster] [gossip] [entropy]`
 //! (fixed seeds: the same output every run; no section names: all of them). The gossip
 //! section measures membership convergence at 10, 100 and 1,000 nodes.
 
 use ringkv_core::node::Sabotage;
 use ringkv_tests::sim::cluster::Cluster;
 use ringkv_tests::sim::disk::DiskConfig;
+use ringkv_tests::sim::entropy_bytes::repair_cost;
 use ringkv_tests::sim::gossip::{FailureSpread, failure_rounds, join_rounds};
 use ringkv_tests::sim::history::{OperationKind, Outcome};
 use ringkv_tests::sim::network::NetworkConfig;
@@ -173,6 +174,34 @@ fn gossip_convergence() {
     }
 }
 
+/// Anti-entropy bytes to repair k divergent keys out of 1 million (two replicas).
+fn entropy_bytes() {
+    const KEYS: u32 = 1_000_000;
+    println!(
+        "\nAnti-entropy only (tests/src/sim/entropy_bytes.rs): two replicas of {KEYS} keys (N=2, 1,024 partitions), k held newer by one; bytes of TreeHashes, KeyHashes and ReplicaPut frames until both agree and each has compared every partition once."
+    );
+    println!("\n| k divergent | bytes | bytes beyond the in-sync pass | keys pushed | exchanges |");
+    println!("|---|---|---|---|---|");
+    let mut baseline = 0;
+    for divergent in [0u32, 1, 10, 100, 1_000, 10_000] {
+        match repair_cost(KEYS, divergent, 600_000) {
+            Some(cost) => {
+                if divergent == 0 {
+                    baseline = cost.bytes;
+                }
+                println!(
+                    "| {divergent} | {} | {} | {} | {} |",
+                    cost.bytes,
+                    cost.bytes.saturating_sub(baseline),
+                    cost.keys_pushed,
+                    cost.exchanges
+                );
+            }
+            None => println!("| {divergent} | did not converge in 600 s simulated | | | |"),
+        }
+    }
+}
+
 fn main() {
     let sections: Vec<String> = std::env::args().skip(1).collect();
     let wants = |name: &str| sections.is_empty() || sections.iter().any(|s| s == name);
@@ -181,6 +210,9 @@ fn main() {
     }
     if wants("gossip") {
         gossip_convergence();
+    }
+    if wants("entropy") {
+        entropy_bytes();
     }
 }
 

@@ -8,11 +8,13 @@
 //! | [`cluster`] | nodes, clients and faults in one event loop |
 //! | [`history`] | what clients did and which dots writes got |
 //! | [`gossip`] | membership views alone, at scale: rounds to converge |
+//! | [`entropy_bytes`] | two replicas, anti-entropy only: bytes to repair k keys |
 //! | [`checkers`] | the five properties, checked after quiescence |
 
 pub mod checkers;
 pub mod cluster;
 pub mod disk;
+pub mod entropy_bytes;
 pub mod gossip;
 pub mod history;
 pub mod network;
