@@ -247,7 +247,7 @@ pub fn repair_cost(keys: u32, divergent: u32, simulated_ms_max: u64) -> Option<R
         checks += 1;
         let exchanges: u64 = pair.nodes.iter().map(|n| n.stats().entropy_exchanges).sum();
         let full_pass = exchanges >= 2 * partitions;
-        if full_pass && checks.is_multiple_of(64) && pair.stores[0] == pair.stores[1] {
+        if full_pass && checks % 64 == 0 && pair.stores[0] == pair.stores[1] {
             let pushed = pair
                 .nodes
                 .iter()
