@@ -74,6 +74,21 @@ pub struct MemberState {
 }
 
 impl MemberState {
+    /// An entry from a gossiped record, first heard at `now`.
+    fn from_record(record: &MemberRecord<'_>, now: Instant) -> MemberState {
+        MemberState {
+            id: record.id,
+            peer_address: record.peer_address.to_vec(),
+            client_address: record.client_address.to_vec(),
+            weight: record.weight,
+            zone: (record.zone != u32::MAX).then_some(record.zone),
+            status: record.status,
+            version: record.version,
+            heartbeat: record.heartbeat,
+            heartbeat_seen_at: now,
+        }
+    }
+
     /// The entry as gossip carries it.
     pub fn record(&self) -> MemberRecord<'_> {
         MemberRecord {
@@ -226,17 +241,7 @@ impl Membership {
             heartbeat: 0,
         };
         check_record(&own)?;
-        let mut members = vec![MemberState {
-            id: local.id,
-            peer_address: local.peer_address,
-            client_address: local.client_address,
-            weight: local.weight,
-            zone: local.zone,
-            status: local.status,
-            version: 1,
-            heartbeat: 0,
-            heartbeat_seen_at: now,
-        }];
+        let mut members = vec![MemberState::from_record(&own, now)];
         for member in initial.iter().filter(|member| member.id != local.id) {
             if member.weight == 0 {
                 return Err(MembershipError::ZeroWeight(member.id));
@@ -266,7 +271,7 @@ impl Membership {
             placement_digest: 0,
             refused: 0,
         };
-        view.placement_digest = view.compute_placement_digest();
+        view.refresh_placement_digest();
         Ok(view)
     }
 
@@ -367,18 +372,36 @@ impl Membership {
                 .iter()
                 .any(|member| member.id != self.local && member.is_placed())
         {
-            let index = self.index_of(self.local).unwrap_or(0);
-            self.members[index].status = MemberStatus::Up;
-            self.members[index].version += 1;
-            merged.changed = true;
-            merged.joined = true;
+            merged.joined = self.change_own_status(MemberStatus::Up);
+            merged.changed |= merged.joined;
         }
         if merged.changed {
-            let digest = self.compute_placement_digest();
-            merged.placement_changed = digest != self.placement_digest;
-            self.placement_digest = digest;
+            merged.placement_changed = self.refresh_placement_digest();
         }
         merged
+    }
+
+    /// Sets this node's own status, bumping its version; false when nothing changed
+    /// (`Left` is final).
+    fn change_own_status(&mut self, status: MemberStatus) -> bool {
+        let Some(index) = self.index_of(self.local) else {
+            return false;
+        };
+        let own = &mut self.members[index];
+        if own.status == status || own.status == MemberStatus::Left {
+            return false;
+        }
+        own.status = status;
+        own.version += 1;
+        true
+    }
+
+    /// Recomputes the placement digest; true when it changed.
+    fn refresh_placement_digest(&mut self) -> bool {
+        let digest = self.compute_placement_digest();
+        let changed = digest != self.placement_digest;
+        self.placement_digest = digest;
+        changed
     }
 
     fn merge_one(
@@ -396,17 +419,7 @@ impl Membership {
                     max: self.members_max,
                 });
             }
-            let state = MemberState {
-                id: record.id,
-                peer_address: record.peer_address.to_vec(),
-                client_address: record.client_address.to_vec(),
-                weight: record.weight,
-                zone: (record.zone != u32::MAX).then_some(record.zone),
-                status: record.status,
-                version: record.version,
-                heartbeat: record.heartbeat,
-                heartbeat_seen_at: now,
-            };
+            let state = MemberState::from_record(record, now);
             let at = self.members.partition_point(|member| member.id < record.id);
             self.members.insert(at, state);
             return Ok(true);
@@ -470,21 +483,12 @@ impl Membership {
 
     /// Changes this node's own status; returns what changed. `Left` is final.
     pub fn set_local_status(&mut self, status: MemberStatus) -> Merged {
-        let Some(index) = self.index_of(self.local) else {
-            return Merged::default();
-        };
-        let own = &mut self.members[index];
-        if own.status == status || own.status == MemberStatus::Left {
+        if !self.change_own_status(status) {
             return Merged::default();
         }
-        own.status = status;
-        own.version += 1;
-        let digest = self.compute_placement_digest();
-        let placement_changed = digest != self.placement_digest;
-        self.placement_digest = digest;
         Merged {
             changed: true,
-            placement_changed,
+            placement_changed: self.refresh_placement_digest(),
             ..Merged::default()
         }
     }
@@ -505,13 +509,6 @@ impl Membership {
     /// The seeds' peer addresses.
     pub fn seeds(&self) -> &[Vec<u8>] {
         &self.seeds
-    }
-
-    /// True when the view knows some member other than this node that is not `Left`.
-    pub fn knows_others(&self) -> bool {
-        self.members
-            .iter()
-            .any(|member| member.id != self.local && member.status != MemberStatus::Left)
     }
 
     /// Picks the next gossip partner: a uniformly random member that is not `Left` and

@@ -240,10 +240,6 @@ impl Entropy {
     pub(crate) fn next_at(&self) -> Instant {
         self.next_at
     }
-
-    pub(crate) fn in_flight(&self) -> usize {
-        self.exchanges.len() + self.comparisons.len()
-    }
 }
 
 impl Node {

@@ -476,11 +476,6 @@ impl Node {
         self.entropy.trees.fully_built()
     }
 
-    /// Anti-entropy exchanges and comparisons under way.
-    pub fn entropy_in_flight(&self) -> usize {
-        self.entropy.in_flight()
-    }
-
     /// Keys this node holds in `partition` (from its anti-entropy tree).
     pub fn keys_held(&self, partition: usize) -> u32 {
         self.entropy.trees.keys_held(partition)

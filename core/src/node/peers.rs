@@ -48,26 +48,8 @@ pub(crate) struct Peers {
 
 impl Peers {
     pub(crate) fn new(config: &Config, me: NodeId) -> Peers {
-        let mut peers: Vec<Peer> = config
-            .members
-            .iter()
-            .filter(|member| member.id != me)
-            .map(|member| Peer {
-                id: member.id,
-                up: true,
-                timeouts: 0,
-                probe_backoff_ms: config.probe_interval_initial_ms,
-                next_probe_at: Instant::MAX,
-                requests: 0,
-                hint_backoff_ms: config.hint_interval_ms,
-                hints_next_at: Instant::ZERO,
-                heard_at: Instant::ZERO,
-            })
-            .collect();
-        peers.sort_by_key(|peer| peer.id);
-        peers.dedup_by_key(|peer| peer.id);
-        Peers {
-            peers,
+        let mut peers = Peers {
+            peers: Vec::new(),
             failure_timeouts: config.failure_timeouts,
             probe_initial_ms: config.probe_interval_initial_ms,
             probe_max_ms: config
@@ -78,7 +60,11 @@ impl Peers {
             requests_max: config.peer_requests_max,
             requests_peak: 0,
             marked_down: 0,
+        };
+        for member in config.members.iter().filter(|member| member.id != me) {
+            peers.add(member.id, Instant::ZERO);
         }
+        peers
     }
 
     /// Starts tracking a member learnt from gossip, believed up until evidence says

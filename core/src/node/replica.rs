@@ -8,7 +8,7 @@ use super::hints::{hint_key, parse_hint_key};
 use super::locks::{Enqueued, LocksFull};
 use super::{Completion, Node, RequestError, StorageFailure};
 use crate::placement::key_hash;
-use crate::slab::SlotId;
+use crate::slab::{Slab, SlotId};
 use crate::version::{NodeId, Value, VersionSet, VersionVector};
 use crate::wire::{Message, ReplicaStatus};
 use core::time::Duration;
@@ -474,17 +474,6 @@ impl Node {
         }
     }
 
-    /// Records the entry hash of the record a key operation is writing.
-    fn note_tree_write(&mut self, token: u64, key: &[u8], record: &[u8]) {
-        if let Some(Task::Locked {
-            change: Some((_, new)),
-            ..
-        }) = self.tasks.get_mut(SlotId::from_u64(token))
-        {
-            *new = Some(entry_hash(key, record));
-        }
-    }
-
     /// The running operation of `lock` read its key.
     fn locked_read(
         &mut self,
@@ -583,14 +572,9 @@ impl Node {
         let queued = self
             .actions
             .write(token, slot.space, &slot.key, &write.versions);
-        let new = entry_hash(&slot.key, &write.versions);
-        if let Some(Task::Locked {
-            change: Some((_, slot_new)),
-            ..
-        }) = self.tasks.get_mut(SlotId::from_u64(token))
-        {
-            *slot_new = Some(new);
-        }
+        let new =
+            tree_change_pending(&self.tasks, token).then(|| entry_hash(&slot.key, &write.versions));
+        note_tree_write(&mut self.tasks, token, new);
         self.write_minted(request, minted.join());
         match queued {
             Ok(()) => {
@@ -614,8 +598,8 @@ impl Node {
         record.clear();
         versions.encode(&mut record);
         let queued = self.actions.write(token, slot.space, &slot.key, &record);
-        let key = slot.key.clone();
-        self.note_tree_write(token, &key, &record);
+        let new = tree_change_pending(&self.tasks, token).then(|| entry_hash(&slot.key, &record));
+        note_tree_write(&mut self.tasks, token, new);
         self.scratch = record;
         match queued {
             Ok(()) => Step::Storing,
@@ -873,4 +857,30 @@ fn newest_sibling_only(mut versions: VersionSet) -> VersionSet {
 #[cfg(not(feature = "sabotage"))]
 fn newest_sibling_only(versions: VersionSet) -> VersionSet {
     versions
+}
+
+/// True when the key operation of `token` read a data-space record, so its write will
+/// change the anti-entropy tree (hints are not in the tree: their hash is never taken).
+fn tree_change_pending(tasks: &Slab<Task>, token: u64) -> bool {
+    matches!(
+        tasks.get(SlotId::from_u64(token)),
+        Some(Task::Locked {
+            change: Some(_),
+            ..
+        })
+    )
+}
+
+/// Records the entry hash of the record the key operation of `token` is writing.
+fn note_tree_write(tasks: &mut Slab<Task>, token: u64, hash: Option<u64>) {
+    if let (
+        Some(hash),
+        Some(Task::Locked {
+            change: Some((_, new)),
+            ..
+        }),
+    ) = (hash, tasks.get_mut(SlotId::from_u64(token)))
+    {
+        *new = Some(hash);
+    }
 }
