@@ -176,17 +176,19 @@ pub enum Message<'a> {
         reply: bool,
         keys: Vec<(&'a [u8], u64)>,
     },
-    /// Handoff and rebalancing: a batch of a partition's keys after `cursor`.
-    TransferBatch {
+    /// Handoff: a node that no longer replicates `partition` offers one page of a
+    /// bucket's keys, each with its record's entry hash, to a replica of it.
+    HandoffOffer {
+        request: u64,
         partition: u32,
-        cursor: u64,
-        items: Vec<(&'a [u8], &'a [u8])>,
-        last: bool,
+        bucket: u32,
+        keys: Vec<(&'a [u8], u64)>,
     },
-    /// The receiver has made the batch up to `cursor` durable.
-    TransferAck {
-        partition: u32,
-        cursor: u64,
+    /// The replica's answer to an offer: the positions of the offered keys it lacks
+    /// or holds differently (the offerer sends those as `ReplicaPut`s).
+    HandoffNeed {
+        request: u64,
+        wanted: Vec<u32>,
     },
 }
 
@@ -223,8 +225,8 @@ mod kind {
     pub const GOSSIP_REPLY: u8 = 9;
     pub const TREE_HASHES: u8 = 10;
     pub const KEY_HASHES: u8 = 11;
-    pub const TRANSFER_BATCH: u8 = 12;
-    pub const TRANSFER_ACK: u8 = 13;
+    pub const HANDOFF_OFFER: u8 = 12;
+    pub const HANDOFF_NEED: u8 = 13;
     pub const FORWARD_PUT: u8 = 14;
     pub const FORWARD_PUT_REPLY: u8 = 15;
 }
@@ -439,26 +441,29 @@ fn encode_message(out: &mut Vec<u8>, message: &Message<'_>) -> Result<(), Encode
                 out.put_u64(*hash);
             }
         }
-        Message::TransferBatch {
+        Message::HandoffOffer {
+            request,
             partition,
-            cursor,
-            items,
-            last,
+            bucket,
+            keys,
         } => {
-            out.put_u8(kind::TRANSFER_BATCH);
+            out.put_u8(kind::HANDOFF_OFFER);
+            out.put_u64(*request);
             out.put_u32(*partition);
-            out.put_u64(*cursor);
-            out.put_u8(u8::from(*last));
-            put_count(out, items.len())?;
-            for (key, versions) in items {
+            out.put_u32(*bucket);
+            put_count(out, keys.len())?;
+            for (key, hash) in keys {
                 put_key(out, key)?;
-                put_bytes_u32(out, versions)?;
+                out.put_u64(*hash);
             }
         }
-        Message::TransferAck { partition, cursor } => {
-            out.put_u8(kind::TRANSFER_ACK);
-            out.put_u32(*partition);
-            out.put_u64(*cursor);
+        Message::HandoffNeed { request, wanted } => {
+            out.put_u8(kind::HANDOFF_NEED);
+            out.put_u64(*request);
+            put_count(out, wanted.len())?;
+            for position in wanted {
+                out.put_u32(*position);
+            }
         }
     }
     Ok(())
@@ -703,26 +708,31 @@ fn decode_message<'a>(
                 keys,
             }
         }
-        kind::TRANSFER_BATCH => {
+        kind::HANDOFF_OFFER => {
+            let request = reader.u64()?;
             let partition = reader.u32()?;
-            let cursor = reader.u64()?;
-            let last = flag(reader)?;
-            let count = list_length(reader, limits, 2 + 4)?;
-            let mut items = Vec::with_capacity(count);
+            let bucket = reader.u32()?;
+            let count = list_length(reader, limits, 2 + 8)?;
+            let mut keys = Vec::with_capacity(count);
             for _ in 0..count {
-                items.push((key(reader, limits)?, versions(reader, limits)?));
+                keys.push((key(reader, limits)?, reader.u64()?));
             }
-            Message::TransferBatch {
+            Message::HandoffOffer {
+                request,
                 partition,
-                cursor,
-                items,
-                last,
+                bucket,
+                keys,
             }
         }
-        kind::TRANSFER_ACK => Message::TransferAck {
-            partition: reader.u32()?,
-            cursor: reader.u64()?,
-        },
+        kind::HANDOFF_NEED => {
+            let request = reader.u64()?;
+            let count = list_length(reader, limits, 4)?;
+            let mut wanted = Vec::with_capacity(count);
+            for _ in 0..count {
+                wanted.push(reader.u32()?);
+            }
+            Message::HandoffNeed { request, wanted }
+        }
         _ => return Err(DecodeError::Invalid("unknown message type")),
     };
     Ok(message)
@@ -841,21 +851,25 @@ mod tests {
                 reply: true,
                 keys: Vec::new(),
             },
-            Message::TransferBatch {
+            Message::HandoffOffer {
+                request: 40,
                 partition: 5,
-                cursor: 77,
-                items: vec![(b"a", b"x"), (b"b", b"")],
-                last: true,
+                bucket: 63,
+                keys: vec![(b"a", 7), (b"", 0)],
             },
-            Message::TransferBatch {
+            Message::HandoffOffer {
+                request: 41,
                 partition: 5,
-                cursor: 78,
-                items: vec![],
-                last: false,
+                bucket: 0,
+                keys: vec![],
             },
-            Message::TransferAck {
-                partition: 5,
-                cursor: 77,
+            Message::HandoffNeed {
+                request: 40,
+                wanted: vec![0, 1],
+            },
+            Message::HandoffNeed {
+                request: 41,
+                wanted: vec![],
             },
             Message::ForwardPut {
                 request: 12,

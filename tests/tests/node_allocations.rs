@@ -99,7 +99,7 @@ enum Pending {
 }
 
 /// One node's stored records: (is a hint, key) to record.
-type Disk = BTreeMap<(bool, Vec<u8>), Vec<u8>>;
+type Disk = BTreeMap<(Space, Vec<u8>), Vec<u8>>;
 
 struct Harness {
     nodes: Vec<Node>,
@@ -241,7 +241,7 @@ impl Harness {
                     space,
                     key,
                 } => {
-                    let value = self.disks[node].get(&(space == Space::Hints, key)).cloned();
+                    let value = self.disks[node].get(&(space, key)).cloned();
                     let target = &mut self.nodes[node];
                     counted(|| {
                         target.handle(
@@ -261,7 +261,7 @@ impl Harness {
                     key,
                     record,
                 } => {
-                    let stored = (space == Space::Hints, key);
+                    let stored = (space, key);
                     match record {
                         Some(record) => self.disks[node].insert(stored, record),
                         None => self.disks[node].remove(&stored),

@@ -15,12 +15,15 @@ use std::collections::VecDeque;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ClientId(pub u64);
 
-/// Which local store an operation is for: the node's own keys, or the writes it holds
-/// for other nodes (hints; key = intended owner's id, 8 bytes big-endian, then the key).
+/// Which local store an operation is for: the node's own keys, the writes it holds
+/// for other nodes (hints; key = intended owner's id, 8 bytes big-endian, then the key),
+/// or the node's own few records about itself (`Meta`: today one, the writer epoch of
+/// `node::writer`). A shell keeps the three apart; `Scan` reads `Data` only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Space {
     Data,
     Hints,
+    Meta,
 }
 
 /// A storage operation. Its completion carries `token` back.

@@ -384,6 +384,22 @@ impl Node {
                 stats.requests_timed_out,
                 stats.peers_marked_down,
             );
+            let handing_off = self
+                .handoffs
+                .partition()
+                .map_or_else(|| "none".to_string(), |p| p.to_string());
+            let _ = write!(
+                text,
+                "# Background\r\nentropy_exchanges:{}\r\nentropy_in_sync:{}\r\nentropy_keys_pushed:{}\r\nhandoff_partition:{handing_off}\r\nhandoff_pages:{}\r\nhandoff_keys_sent:{}\r\nhandoff_bytes_sent:{}\r\nhandoff_keys_deleted:{}\r\nwriter_epochs_started:{}\r\n\r\n",
+                stats.entropy_exchanges,
+                stats.entropy_in_sync,
+                stats.entropy_keys_pushed,
+                stats.handoff_pages,
+                stats.handoff_keys_sent,
+                stats.handoff_bytes_sent,
+                stats.handoff_keys_deleted,
+                stats.writer_epochs_started,
+            );
         }
         if wants("latency") {
             // Latency is measured where time is real: the shell appends its histograms.

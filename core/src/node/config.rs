@@ -58,6 +58,13 @@ pub struct Config {
     pub anti_entropy_interval_ms: u64,
     pub anti_entropy_exchanges_max: u32,
     pub anti_entropy_buckets_max: u32,
+    /// Handoff (see `node::handoff`): every interval a node that holds data of
+    /// partitions it no longer replicates offers it to their replicas, one page of at
+    /// most `handoff_page_keys` keys at a time, sending at most
+    /// `handoff_bytes_per_second` of records.
+    pub handoff_interval_ms: u64,
+    pub handoff_page_keys: u32,
+    pub handoff_bytes_per_second: u64,
 
     /// Coordinated requests (client and forwarded) in flight.
     pub requests_max: u32,
@@ -124,7 +131,7 @@ pub enum ConfigError {
         members: usize,
     },
     ZeroBound(&'static str),
-    /// Member ids with the top bit set are reserved for stand-in writers.
+    /// Member ids with either of the top two bits set are reserved for writer ids.
     ReservedMemberId(NodeId),
     /// The node is not in `members` and has no seeds to join through.
     NoWayIn(NodeId),
@@ -145,7 +152,7 @@ impl core::fmt::Display for ConfigError {
             }
             ConfigError::ZeroBound(name) => write!(f, "{name} must be at least 1"),
             ConfigError::ReservedMemberId(id) => {
-                write!(f, "member id {} uses the reserved top bit", id.0)
+                write!(f, "member id {} uses a reserved top bit", id.0)
             }
             ConfigError::NoWayIn(id) => write!(
                 f,
@@ -162,6 +169,11 @@ impl std::error::Error for ConfigError {}
 
 /// Dots minted by stand-ins use writer ids with this bit set (see `node` docs).
 pub const STAND_IN_WRITER_BIT: u64 = 1 << 63;
+/// Dots minted by a node under a writer epoch after its first use this bit (see
+/// `node::writer`).
+pub const EPOCH_WRITER_BIT: u64 = 1 << 62;
+/// Member ids never use these bits, so no writer id can equal a member's.
+const RESERVED_ID_BITS: u64 = STAND_IN_WRITER_BIT | EPOCH_WRITER_BIT;
 
 impl Config {
     /// A configuration for `members` with production defaults: N=3 (or fewer members),
@@ -195,6 +207,9 @@ impl Config {
             anti_entropy_interval_ms: 1_000,
             anti_entropy_exchanges_max: 2,
             anti_entropy_buckets_max: 8,
+            handoff_interval_ms: 200,
+            handoff_page_keys: 64,
+            handoff_bytes_per_second: 32 << 20,
             requests_max: 4_096,
             storage_operations_max: 4_096,
             locked_keys_max: 4_096,
@@ -258,6 +273,7 @@ impl Config {
             ("failure_timeouts", self.failure_timeouts),
             ("members_max", self.members_max),
             ("gossip_seed_one_in", self.gossip_seed_one_in),
+            ("handoff_page_keys", self.handoff_page_keys),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroBound(name));
@@ -266,6 +282,8 @@ impl Config {
         for (name, value) in [
             ("gossip_interval_ms", self.gossip_interval_ms),
             ("anti_entropy_interval_ms", self.anti_entropy_interval_ms),
+            ("handoff_interval_ms", self.handoff_interval_ms),
+            ("handoff_bytes_per_second", self.handoff_bytes_per_second),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroBound(name));
@@ -274,14 +292,10 @@ impl Config {
         if self.anti_entropy_buckets_max == 0 {
             return Err(ConfigError::ZeroBound("anti_entropy_buckets_max"));
         }
-        if let Some(member) = self
-            .members
-            .iter()
-            .find(|m| m.id.0 & STAND_IN_WRITER_BIT != 0)
-        {
+        if let Some(member) = self.members.iter().find(|m| m.id.0 & RESERVED_ID_BITS != 0) {
             return Err(ConfigError::ReservedMemberId(member.id));
         }
-        if identity.0 & STAND_IN_WRITER_BIT != 0 {
+        if identity.0 & RESERVED_ID_BITS != 0 {
             return Err(ConfigError::ReservedMemberId(identity));
         }
         Ok(())

@@ -158,6 +158,9 @@ pub(crate) enum KeyOp {
     ReadHint { delivery: SlotId },
     /// Delete a delivered hint if nothing merged into it since `generation`.
     DeleteHint { owner: NodeId, generation: u64 },
+    /// Delete a key handed off in page `serial`, if its record's entry hash is still
+    /// `expected` (the record every replica confirmed).
+    HandoffDelete { expected: u64, serial: u32 },
 }
 
 /// A storage operation in flight.
@@ -183,6 +186,13 @@ pub(crate) enum Task {
     BuildTrees,
     /// A bucket read for an anti-entropy comparison.
     EntropyScan,
+    /// The writer epoch record: read at start, stored on a change.
+    LoadWriter,
+    StoreWriter,
+    /// A page of a partition this node hands off.
+    HandoffPage,
+    /// This node's bucket, read to answer a peer's handoff offer.
+    OfferScan,
 }
 
 /// Targets of a write: (node, owner it stands in for).
@@ -637,8 +647,9 @@ impl Node {
             let error = RequestError::Overloaded("too many hints held");
             return self.finish_write(reply, reply_context, Err(error));
         }
+        let partition = self.ring.partition_of(key);
         let writer = match local_owner {
-            None => self.id,
+            None => self.writer_for(partition),
             Some(_) => {
                 self.stats.stand_in_writes += 1;
                 NodeId(super::STAND_IN_WRITER_BIT | (self.rng.next_u64() >> 1))
@@ -649,7 +660,7 @@ impl Node {
             reply,
             reply_context,
             key: key.to_vec(),
-            partition: self.ring.partition_of(key),
+            partition,
             writer,
             local_owner,
             spec: Some(spec),

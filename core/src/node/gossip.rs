@@ -124,6 +124,7 @@ impl Node {
                 );
                 self.ring = ring;
                 self.ring_ready = ready;
+                self.check_regained_partitions();
             }
             // Merge refuses zero weights and bounds the member count, so the ring can
             // always be built; keep the old one if that ever stops holding.

@@ -54,6 +54,7 @@ fn lock_hash(space: Space, key: &[u8]) -> u64 {
     match space {
         Space::Data => key_hash(key),
         Space::Hints => !key_hash(key),
+        Space::Meta => key_hash(key).rotate_left(32),
     }
 }
 

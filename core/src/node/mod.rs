@@ -98,15 +98,17 @@ mod coordinator;
 mod entropy;
 mod forwards;
 mod gossip;
+mod handoff;
 mod hints;
 mod locks;
 mod peers;
 mod replica;
+mod writer;
 
 pub use actions::{Action, ClientId, Space, StorageOp, scan_in_memory};
 #[cfg(feature = "sabotage")]
 pub use config::Sabotage;
-pub use config::{Config, ConfigError, STAND_IN_WRITER_BIT};
+pub use config::{Config, ConfigError, EPOCH_WRITER_BIT, STAND_IN_WRITER_BIT};
 
 use crate::deadline::Deadlines;
 use crate::membership::{LocalMember, Membership};
@@ -318,6 +320,17 @@ pub struct Stats {
     pub entropy_in_sync: u64,
     pub entropy_keys_pushed: u64,
     pub entropy_ticks_refused: u64,
+    /// Handoff: pages offered, records sent and their bytes, keys deleted once every
+    /// replica confirmed them, pages abandoned (timeout, refusal, a replica down).
+    pub handoff_pages: u64,
+    pub handoff_keys_sent: u64,
+    pub handoff_bytes_sent: u64,
+    pub handoff_keys_deleted: u64,
+    pub handoff_pages_abandoned: u64,
+    /// Writer epochs started, and dots minted under one-shot writer ids while a new
+    /// epoch was not yet durable (see `node::writer`).
+    pub writer_epochs_started: u64,
+    pub one_shot_writes: u64,
 }
 
 /// A Dynamo node. See the module documentation for how to drive it.
@@ -333,6 +346,8 @@ pub struct Node {
     ring_ready: bool,
     next_gossip_at: Instant,
     entropy: entropy::Entropy,
+    handoffs: handoff::Handoffs,
+    writer: writer::Writer,
     rng: Rng,
     now: Instant,
     actions: ActionQueue,
@@ -400,6 +415,12 @@ impl Node {
                 now,
                 config.anti_entropy_interval_ms,
             ),
+            handoffs: handoff::Handoffs::new(
+                now,
+                config.handoff_interval_ms,
+                config.handoff_bytes_per_second,
+            ),
+            writer: writer::Writer::default(),
             rng: Rng::new(seed),
             now,
             actions: ActionQueue::new(config.actions_max, config.action_bytes_max),
@@ -420,6 +441,7 @@ impl Node {
             config,
         };
         node.list_hints(&[]);
+        node.load_writer();
         Ok(node)
     }
 
@@ -447,6 +469,13 @@ impl Node {
             entropy_in_sync: self.entropy.exchanges_in_sync,
             entropy_keys_pushed: self.entropy.keys_pushed,
             entropy_ticks_refused: self.entropy.ticks_refused,
+            handoff_pages: self.handoffs.pages,
+            handoff_keys_sent: self.handoffs.keys_sent,
+            handoff_bytes_sent: self.handoffs.bytes_sent,
+            handoff_keys_deleted: self.handoffs.keys_deleted,
+            handoff_pages_abandoned: self.handoffs.pages_abandoned,
+            writer_epochs_started: self.writer.epochs_started,
+            one_shot_writes: self.writer.one_shot_writes,
             ..self.stats
         }
     }
@@ -573,6 +602,7 @@ impl Node {
             hints,
             Some(self.next_gossip_at),
             Some(self.entropy.next_at()),
+            Some(self.handoffs.next_at()),
         ]
         .into_iter()
         .flatten()
@@ -618,6 +648,9 @@ impl Node {
         }
         if now >= self.entropy.next_at() {
             self.entropy_tick();
+        }
+        if now >= self.handoffs.next_at() {
+            self.handoff_tick();
         }
     }
 

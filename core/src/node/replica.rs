@@ -63,6 +63,9 @@ impl Node {
                 hint,
             } => self.replica_write(from, request, key, versions, hint),
             Message::ReplicaPutReply { request, status } => {
+                if self.handoffs.owns_request(request) {
+                    return self.handoff_ack(from, request, status);
+                }
                 let id = SlotId::from_u64(request);
                 match self.requests.get(id) {
                     Some(Request::Write(_)) => self.write_answer(id, from, status),
@@ -106,13 +109,17 @@ impl Node {
                 reply,
                 keys,
             } => self.key_hashes(from, request, partition, bucket, reply, &keys),
-            // Transfer arrives later in issue 6.
+            Message::HandoffOffer {
+                request,
+                partition,
+                bucket,
+                keys,
+            } => self.handoff_offer(from, request, partition, bucket, &keys),
+            Message::HandoffNeed { request, wanted } => self.handoff_need(from, request, &wanted),
             Message::Hello { .. }
             | Message::Pong { .. }
             | Message::Gossip { .. }
-            | Message::GossipReply { .. }
-            | Message::TransferBatch { .. }
-            | Message::TransferAck { .. } => {}
+            | Message::GossipReply { .. } => {}
         }
     }
 
@@ -331,7 +338,7 @@ impl Node {
             }
             (Task::Locked { lock, change }, Completion::Written { result, .. }) => {
                 self.tasks.remove(id);
-                if let (Ok(()), Some((old, new @ Some(_))), Some(slot)) =
+                if let (Ok(()), Some((old, new)), Some(slot)) =
                     (result, change, self.locks.get(lock))
                 {
                     self.entropy.trees.apply(key_hash(&slot.key), old, new);
@@ -352,6 +359,22 @@ impl Node {
                     Ok(page) => self.bucket_scanned(token, page.items, page.next.is_none()),
                     Err(_) => self.scan_failed(token),
                 }
+            }
+            (Task::LoadWriter, Completion::Read { result, .. }) => {
+                self.tasks.remove(id);
+                self.writer_loaded(result);
+            }
+            (Task::StoreWriter, Completion::Written { result, .. }) => {
+                self.tasks.remove(id);
+                self.writer_stored(result);
+            }
+            (Task::HandoffPage, Completion::Scanned { result, .. }) => {
+                self.tasks.remove(id);
+                self.handoff_page(result);
+            }
+            (Task::OfferScan, Completion::Scanned { result, .. }) => {
+                self.tasks.remove(id);
+                self.offer_scanned(token, result);
             }
             (Task::ReplicaRead { peer, request }, Completion::Read { result, .. }) => {
                 self.tasks.remove(id);
@@ -514,6 +537,26 @@ impl Node {
                 self.send_delivery(delivery, result.ok().flatten());
                 Step::Done(Ok(()))
             }
+            KeyOp::HandoffDelete { expected, .. } => {
+                let expected = *expected;
+                let Some(slot) = self.locks.get(lock) else {
+                    return Step::Done(Ok(()));
+                };
+                let unchanged = result
+                    .ok()
+                    .flatten()
+                    .is_some_and(|record| entry_hash(&slot.key, record) == expected);
+                if !unchanged {
+                    // Changed since the replicas confirmed it (or unreadable): kept, and
+                    // reported to the handoff as not deleted.
+                    return Step::Done(Err(StorageFailure::Io));
+                }
+                let key = slot.key.clone();
+                match self.actions.delete(token, Space::Data, &key) {
+                    Ok(()) => Step::Storing,
+                    Err(_) => Step::Done(Err(StorageFailure::Io)),
+                }
+            }
             KeyOp::DeleteHint { owner, generation } => {
                 let (owner, generation) = (*owner, *generation);
                 let Some(slot) = self.locks.get(lock) else {
@@ -665,6 +708,7 @@ impl Node {
                     self.remove_request(delivery);
                 }
             }
+            KeyOp::HandoffDelete { serial, .. } => self.handoff_deleted(serial, result.is_ok()),
             KeyOp::DeleteHint { owner, generation } => {
                 if let (Ok(()), Some(key)) = (result, self.locks_key(lock)) {
                     self.hints.remove_if_unchanged(owner, &key, generation);

@@ -709,19 +709,47 @@ fn a_node_started_with_a_seed_joins_and_every_view_agrees_on_placement() {
     assert_eq!(members.matches("status=up").count(), 4, "{members}");
 }
 
+fn keys_held(node: &Node) -> u32 {
+    (0..node.ring.partition_count())
+        .map(|p| node.keys_held(p))
+        .sum()
+}
+
 #[test]
-fn a_leaving_node_drops_out_of_placement_everywhere() {
+fn a_leaving_node_hands_off_its_data_and_then_has_left() {
     let mut harness = Harness::new(4, |_| {});
+    let keys: Vec<Vec<u8>> = (0..40).map(|i| format!("key-{i}").into_bytes()).collect();
+    for key in &keys {
+        harness.send(0, Command::Set { key, value: key });
+        harness.settle();
+        assert_eq!(harness.last_reply(), "+OK\r\n");
+    }
+    harness.advance(2_000); // trees built
+    assert!(keys_held(&harness.nodes[3]) > 0, "node 4 holds a share");
     harness.send(3, Command::Admin(AdminCommand::Leave));
     assert_eq!(harness.last_reply(), "+OK\r\n");
-    harness.advance(10_000);
+    harness.advance(20_000);
+    harness.settle();
     for node in &harness.nodes {
         assert_eq!(node.ring.members().len(), 3);
         assert!(node.ring.members().iter().all(|m| m.id != NodeId(4)));
         assert_eq!(
             node.membership.get(NodeId(4)).map(|m| m.status),
-            Some(MemberStatus::Leaving)
+            Some(MemberStatus::Left),
+            "node {} sees node 4 left",
+            node.id.0
         );
+    }
+    // Everything moved before anything was deleted: N = 3 of 3 members hold every key.
+    let leaver = &harness.nodes[3];
+    assert_eq!(keys_held(leaver), 0);
+    assert!(leaver.stats().handoff_keys_deleted > 0);
+    for key in &keys {
+        assert_eq!(harness.stored(3, key), None);
+        let stored = harness.stored(0, key);
+        assert!(stored.is_some());
+        assert_eq!(harness.stored(1, key), stored);
+        assert_eq!(harness.stored(2, key), stored);
     }
     // Writes go on while the leaver is out of every preference list.
     harness.send(
@@ -788,4 +816,111 @@ fn replicas_in_sync_exchange_roots_and_nothing_else() {
     assert!(started >= 30, "{started} exchanges");
     assert!(in_sync + 3 >= started, "{in_sync} of {started} in sync");
     assert_eq!(pushed, 0);
+}
+
+#[test]
+fn a_join_moves_each_key_to_its_new_replicas_and_the_old_copies_go() {
+    let mut harness = Harness::new(3, |_| {});
+    let keys: Vec<Vec<u8>> = (0..60).map(|i| format!("key-{i}").into_bytes()).collect();
+    for key in &keys {
+        harness.send(0, Command::Set { key, value: key });
+        harness.settle();
+        assert_eq!(harness.last_reply(), "+OK\r\n");
+    }
+    harness.add_joining(4);
+    harness.settle();
+    harness.advance(30_000);
+    harness.settle();
+    let ring = &harness.nodes[0].ring;
+    assert_eq!(ring.members().len(), 4);
+    for key in &keys {
+        let partition = ring.partition_of(key);
+        let replicas: Vec<usize> = ring
+            .preference_list(partition)
+            .map(Harness::index)
+            .collect();
+        let expected = harness.stored(0, key).or_else(|| harness.stored(1, key));
+        for index in 0..4 {
+            let stored = harness.stored(index, key);
+            if replicas.contains(&index) {
+                assert_eq!(stored, expected, "replica {index} of {key:?}");
+                assert!(stored.is_some());
+            } else {
+                assert_eq!(stored, None, "node {index} handed {key:?} off");
+            }
+        }
+    }
+    let sent: u64 = harness
+        .nodes
+        .iter()
+        .map(|n| n.stats().handoff_keys_sent)
+        .sum();
+    let deleted: u64 = harness
+        .nodes
+        .iter()
+        .map(|n| n.stats().handoff_keys_deleted)
+        .sum();
+    // Keys whose list now holds node 4 lost one old replica each; the rest did not
+    // move. Only the new member lacked them: replicas that kept theirs got no record.
+    let to_new = keys
+        .iter()
+        .filter(|key| {
+            ring.preference_list(ring.partition_of(key))
+                .any(|node| node == NodeId(4))
+        })
+        .count() as u64;
+    assert!(to_new > 0 && to_new < keys.len() as u64);
+    assert_eq!(deleted, to_new);
+    // (Anti-entropy may have copied a few to node 4 first: those cost no record.)
+    assert!(
+        sent > 0 && sent <= to_new,
+        "{sent} records sent for {to_new} keys"
+    );
+}
+
+#[test]
+fn a_node_that_regains_a_partition_it_handed_off_mints_under_a_new_writer() {
+    let mut harness = Harness::new(3, |_| {});
+    let keys: Vec<Vec<u8>> = (0..30).map(|i| format!("key-{i}").into_bytes()).collect();
+    for key in &keys {
+        harness.send(0, Command::Set { key, value: b"old" });
+        harness.settle();
+    }
+    harness.add_joining(4);
+    harness.settle();
+    harness.advance(30_000);
+    harness.settle();
+    // A key node 1 handed off to node 4.
+    let dropped = keys
+        .iter()
+        .find(|key| harness.stored(0, key).is_none())
+        .expect("node 1 handed some key off")
+        .clone();
+    // Node 4 leaves: node 1 replicates the key's partition again.
+    harness.send(3, Command::Admin(AdminCommand::Leave));
+    harness.advance(30_000);
+    harness.settle();
+    assert_eq!(
+        harness.nodes[0].membership.get(NodeId(4)).map(|m| m.status),
+        Some(MemberStatus::Left)
+    );
+    assert!(harness.nodes[0].stats().writer_epochs_started >= 1);
+    harness.send(
+        0,
+        Command::Set {
+            key: &dropped,
+            value: b"new",
+        },
+    );
+    harness.settle();
+    assert_eq!(harness.last_reply(), "+OK\r\n");
+    let stored = harness.stored(0, &dropped).unwrap();
+    assert_eq!(values(&stored), [b"new".to_vec()]);
+    let writers: Vec<NodeId> = stored.join().entries().iter().map(|&(n, _)| n).collect();
+    assert!(
+        writers
+            .iter()
+            .any(|w| w.0 & crate::node::EPOCH_WRITER_BIT != 0),
+        "the new dot is under node 1's new epoch: {writers:?}"
+    );
 }

@@ -112,6 +112,28 @@ impl PartialOrd for Scheduled {
         Some(self.cmp(other))
     }
 }
+impl SimNode {
+    pub fn disk(&self, space: Space) -> &SimDisk {
+        match space {
+            Space::Data => &self.data,
+            Space::Hints => &self.hints,
+            Space::Meta => &self.meta,
+        }
+    }
+
+    pub fn disk_mut(&mut self, space: Space) -> &mut SimDisk {
+        match space {
+            Space::Data => &mut self.data,
+            Space::Hints => &mut self.hints,
+            Space::Meta => &mut self.meta,
+        }
+    }
+
+    fn disks_mut(&mut self) -> [&mut SimDisk; 3] {
+        [&mut self.data, &mut self.hints, &mut self.meta]
+    }
+}
+
 impl Ord for Scheduled {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         (self.0, self.1).cmp(&(other.0, other.1))
@@ -125,6 +147,8 @@ pub struct SimNode {
     pub node: Option<Node>,
     pub data: SimDisk,
     pub hints: SimDisk,
+    /// The node's records about itself (its writer epoch).
+    pub meta: SimDisk,
     pub boot: u32,
     /// Bound peaks over every boot: (name, peak, max).
     pub bounds: BTreeMap<&'static str, (u64, u64)>,
@@ -232,6 +256,7 @@ impl Cluster {
                     node: Some(node),
                     data: SimDisk::new(parameters.disk, rng.next_u64()),
                     hints: SimDisk::new(parameters.disk, rng.next_u64()),
+                    meta: SimDisk::new(parameters.disk, rng.next_u64()),
                     boot: 0,
                     bounds: BTreeMap::new(),
                     earlier_stats: Stats::default(),
@@ -588,8 +613,9 @@ impl Cluster {
             }
             Event::DiskRecovers { node } => {
                 self.nodes[node].disk_failing = false;
-                self.nodes[node].data.set_failing(false);
-                self.nodes[node].hints.set_failing(false);
+                for disk in self.nodes[node].disks_mut() {
+                    disk.set_failing(false);
+                }
                 self.fault_changed();
             }
             Event::LinkDown { node, peer, boot } => {
@@ -608,10 +634,7 @@ impl Cluster {
         let sim = &mut self.nodes[index];
         match job {
             StorageJob::Read { token, space, key } => {
-                let disk = match space {
-                    Space::Data => &sim.data,
-                    Space::Hints => &sim.hints,
-                };
+                let disk = sim.disk(space);
                 let value = disk.read(&key).map(<[u8]>::to_vec);
                 if let Some(node) = sim.node.as_mut() {
                     node.handle(
@@ -629,10 +652,7 @@ impl Cluster {
                 key,
                 record,
             } => {
-                let disk = match space {
-                    Space::Data => &mut sim.data,
-                    Space::Hints => &mut sim.hints,
-                };
+                let disk = sim.disk_mut(space);
                 let result = disk
                     .write(&key, Some(&record))
                     .map_err(|_| StorageFailure::Io);
@@ -644,6 +664,7 @@ impl Cluster {
                         let user_key = match space {
                             Space::Data => Some(key.as_slice()),
                             Space::Hints => key.get(8..),
+                            Space::Meta => None,
                         };
                         if let Some(user_key) = user_key {
                             self.history.observe_stored(user_key, &versions);
@@ -657,10 +678,7 @@ impl Cluster {
                 }
             }
             StorageJob::Delete { token, space, key } => {
-                let disk = match space {
-                    Space::Data => &mut sim.data,
-                    Space::Hints => &mut sim.hints,
-                };
+                let disk = sim.disk_mut(space);
                 let result = disk.write(&key, None).map_err(|_| StorageFailure::Io);
                 disk.sync();
                 if let Some(node) = sim.node.as_mut() {
@@ -673,10 +691,7 @@ impl Cluster {
                 after,
                 limit,
             } => {
-                let disk = match space {
-                    Space::Data => &sim.data,
-                    Space::Hints => &sim.hints,
-                };
+                let disk = sim.disk(space);
                 let mut keys: Vec<Vec<u8>> = disk
                     .contents()
                     .map(|(key, _)| key.to_vec())
@@ -982,8 +997,9 @@ impl Cluster {
             sim.earlier_stats = add_stats(sim.earlier_stats, node.stats());
         }
         sim.boot += 1;
-        sim.data.crash();
-        sim.hints.crash();
+        for disk in sim.disks_mut() {
+            disk.crash();
+        }
         let id = sim.id;
         for client in 0..self.clients.len() {
             let waiting = self.clients[client]
@@ -1097,8 +1113,9 @@ impl Cluster {
         let index = self.rng.below(self.nodes.len() as u64) as usize;
         let sim = &mut self.nodes[index];
         sim.disk_failing = true;
-        sim.data.set_failing(true);
-        sim.hints.set_failing(true);
+        for disk in sim.disks_mut() {
+            disk.set_failing(true);
+        }
         let recover_after = 100 + self.rng.below(1_500);
         self.schedule(
             self.now + Duration::from_millis(recover_after),
@@ -1124,16 +1141,13 @@ impl Cluster {
         for index in 0..self.nodes.len() {
             let sim = &mut self.nodes[index];
             sim.disk_failing = false;
-            sim.data.set_failing(false);
-            sim.hints.set_failing(false);
-            sim.data.set_config(DiskConfig {
-                failure: 0.0,
-                ..self.parameters.disk
-            });
-            sim.hints.set_config(DiskConfig {
-                failure: 0.0,
-                ..self.parameters.disk
-            });
+            for disk in sim.disks_mut() {
+                disk.set_failing(false);
+                disk.set_config(DiskConfig {
+                    failure: 0.0,
+                    ..self.parameters.disk
+                });
+            }
             self.restart(index);
         }
         self.fault_changed();
@@ -1208,6 +1222,13 @@ pub fn add_stats(a: Stats, b: Stats) -> Stats {
         entropy_in_sync: a.entropy_in_sync + b.entropy_in_sync,
         entropy_keys_pushed: a.entropy_keys_pushed + b.entropy_keys_pushed,
         entropy_ticks_refused: a.entropy_ticks_refused + b.entropy_ticks_refused,
+        handoff_pages: a.handoff_pages + b.handoff_pages,
+        handoff_keys_sent: a.handoff_keys_sent + b.handoff_keys_sent,
+        handoff_bytes_sent: a.handoff_bytes_sent + b.handoff_bytes_sent,
+        handoff_keys_deleted: a.handoff_keys_deleted + b.handoff_keys_deleted,
+        handoff_pages_abandoned: a.handoff_pages_abandoned + b.handoff_pages_abandoned,
+        writer_epochs_started: a.writer_epochs_started + b.writer_epochs_started,
+        one_shot_writes: a.one_shot_writes + b.one_shot_writes,
     }
 }
 

@@ -10,7 +10,7 @@
 //! frames are not counted.
 
 use ringkv_core::node::{
-    Action, Completion, Config, Input, Node, NodeIdentity, ScanPage, StorageOp,
+    Action, Completion, Config, Input, Node, NodeIdentity, ScanPage, Space, StorageOp,
 };
 use ringkv_core::placement::{Member, key_hash};
 use ringkv_core::time::Instant;
@@ -147,6 +147,14 @@ impl Done {
 
 fn storage(store: &mut Store, op: StorageOp<'_>) -> Done {
     match op {
+        // Only the data space is kept: the writer epoch record of an unchanged
+        // membership is never written, and nothing here writes hints.
+        StorageOp::Read { token, space, .. } if space != Space::Data => Done::Read(token, None),
+        StorageOp::Write { token, space, .. } | StorageOp::Delete { token, space, .. }
+            if space != Space::Data =>
+        {
+            Done::Written(token)
+        }
         StorageOp::Read { token, key, .. } => {
             Done::Read(token, store.get(&(key_hash(key), key.to_vec())).cloned())
         }

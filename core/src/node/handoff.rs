@@ -1,0 +1,615 @@
+//! Handoff (design.md section 6): when placement moves a partition away from this node
+//! (another node joined, or this one is leaving), this node streams its copy to the
+//! partition's replicas and deletes each key only once every one of them confirmed it.
+//!
+//! # One page at a time
+//!
+//! Every `handoff_interval_ms`, when background work is admitted, the node picks a
+//! partition it holds keys of (its anti-entropy tree counts them) but does not
+//! replicate, whose replicas are all up. It marks the partition dropped in its writer
+//! epoch (`node::writer`; durable before anything is deleted), then walks the
+//! partition bucket by bucket, skipping empty buckets:
+//!
+//! 1. scan a page of at most `handoff_page_keys` keys of the bucket;
+//! 2. offer the page to every replica (`HandoffOffer`: each key with the entry hash of
+//!    its record). A replica, if it agrees it replicates the partition, scans its own
+//!    bucket and answers with the positions it lacks or holds differently
+//!    (`HandoffNeed`);
+//! 3. send each wanted record as a `ReplicaPut` with a reply: the replica merges it by
+//!    DVVSet sync and acknowledges once durable. A key is confirmed by a replica that
+//!    held the same record or acknowledged the merge;
+//! 4. once every replica confirmed every key of the page, delete each key under its
+//!    lock, and only if its record is still the one offered (a write that arrived
+//!    meanwhile keeps the key for the next pass). The tree is updated as for any
+//!    durable change;
+//! 5. go on after the page.
+//!
+//! Bytes sent: the offers (key and 8 bytes per key and replica) and the records a
+//! replica lacks; replicas that already hold a key cost no record. Records sent are
+//! charged to a token bucket refilled at `handoff_bytes_per_second`; an empty bucket,
+//! or a busy node, pauses the walk until the next tick.
+//!
+//! # Failures and restarts
+//!
+//! A missing answer (`request_timeout_ms`), a refused merge or a replica going down
+//! abandons the page; the next tick starts the partition over. Nothing here is
+//! persisted but the dropped mark: deleted keys are what progress is, so a restart on
+//! either side resumes where the deletes got to, and a replica that restarts has made
+//! durable whatever it acknowledged.
+//!
+//! While a partition is moving, reads and writes go to its new replicas. With one
+//! membership change at a time, at most one replica of a partition is new, so a read
+//! at R >= 2 always hears a replica that held the data; an R = 1 read can miss a key
+//! not yet handed over (read repair then copies it).
+//!
+//! # Leaving
+//!
+//! A `Leaving` node replicates nothing, so handoff moves all its data away. Once its
+//! trees are built and count no key, and it holds no hints, it marks itself `Left`
+//! (final; gossip spreads it) and may be shut down.
+
+use super::Node;
+use super::coordinator::{KeyOp, Task};
+use super::entropy::{BUCKET_BITS, entry_hash};
+use super::{ScanPage, Space, StorageFailure};
+use crate::slab::SlotId;
+use crate::time::Instant;
+use crate::version::NodeId;
+use crate::wire::{MemberStatus, Message, ReplicaStatus};
+use core::time::Duration;
+use smallvec::SmallVec;
+
+const BUCKETS: u32 = 1 << BUCKET_BITS;
+/// Request ids of handoff messages and of the `ReplicaPut`s they send carry this bit;
+/// below it: the page serial (32 bits) and the key's position in the page (20 bits).
+const HANDOFF_REQUEST_BIT: u64 = 1 << 62;
+const POSITION_BITS: u32 = 20;
+/// Offers a replica scans at once; more are ignored (the offerer retries).
+const OFFERS_MAX: usize = 4;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the dropped mark to be durable, or for a tick (budget, load).
+    Waiting,
+    Scanning,
+    /// Offers sent; waiting for every replica's confirmations.
+    Offered,
+    /// Deleting the confirmed page; this many deletes are still running.
+    Deleting(u32),
+}
+
+/// The partition this node is handing off.
+#[derive(Debug)]
+struct Pass {
+    partition: u32,
+    bucket: u32,
+    after: Option<u64>,
+    targets: SmallVec<[NodeId; 4]>,
+    serial: u32,
+    phase: Phase,
+    /// The page: (key, record), its entry hashes, where the scan goes on.
+    page: Vec<(Vec<u8>, Vec<u8>)>,
+    hashes: Vec<u64>,
+    next: Option<u64>,
+    /// Per target, per key of the page: confirmed. Per target: answered the offer.
+    confirmed: Vec<Vec<bool>>,
+    answered: SmallVec<[bool; 4]>,
+    expires_at: Instant,
+}
+
+impl Pass {
+    fn request(&self, position: u32) -> u64 {
+        HANDOFF_REQUEST_BIT | (u64::from(self.serial) << POSITION_BITS) | u64::from(position)
+    }
+
+    fn all_confirmed(&self) -> bool {
+        self.answered.iter().all(|&answered| answered)
+            && self.confirmed.iter().flatten().all(|&confirmed| confirmed)
+    }
+}
+
+/// A peer's offer this node is scanning its own bucket for.
+#[derive(Debug)]
+struct OfferScan {
+    from: NodeId,
+    request: u64,
+    /// (key, entry hash, position in the offer), sorted by key.
+    keys: Vec<(Vec<u8>, u64, u32)>,
+}
+
+/// The node's handoff state.
+#[derive(Debug)]
+pub(crate) struct Handoffs {
+    next_at: Instant,
+    budget_bytes: u64,
+    budget_at: Instant,
+    cursor: usize,
+    serial: u32,
+    pass: Option<Pass>,
+    offers: Vec<(u64, OfferScan)>,
+    pub(crate) pages: u64,
+    pub(crate) keys_sent: u64,
+    pub(crate) bytes_sent: u64,
+    pub(crate) keys_deleted: u64,
+    pub(crate) pages_abandoned: u64,
+}
+
+impl Handoffs {
+    pub(crate) fn new(now: Instant, interval_ms: u64, bytes_per_second: u64) -> Handoffs {
+        Handoffs {
+            next_at: now + Duration::from_millis(interval_ms),
+            budget_bytes: bytes_per_second,
+            budget_at: now,
+            cursor: 0,
+            serial: 0,
+            pass: None,
+            offers: Vec::new(),
+            pages: 0,
+            keys_sent: 0,
+            bytes_sent: 0,
+            keys_deleted: 0,
+            pages_abandoned: 0,
+        }
+    }
+
+    pub(crate) fn next_at(&self) -> Instant {
+        self.next_at
+    }
+
+    /// True for the request ids of the page in flight.
+    pub(crate) fn owns_request(&self, request: u64) -> bool {
+        request & HANDOFF_REQUEST_BIT != 0
+            && self
+                .pass
+                .as_ref()
+                .is_some_and(|pass| request >> POSITION_BITS == pass.request(0) >> POSITION_BITS)
+    }
+
+    /// The partition being handed off, if any.
+    pub(crate) fn partition(&self) -> Option<u32> {
+        self.pass.as_ref().map(|pass| pass.partition)
+    }
+}
+
+impl Node {
+    /// The handoff timer.
+    pub(crate) fn handoff_tick(&mut self) {
+        let now = self.now;
+        self.handoffs.next_at = now + Duration::from_millis(self.config.handoff_interval_ms);
+        let rate = self.config.handoff_bytes_per_second;
+        let elapsed_ms = now
+            .saturating_duration_since(self.handoffs.budget_at)
+            .as_millis() as u64;
+        self.handoffs.budget_at = now;
+        self.handoffs.budget_bytes = self
+            .handoffs
+            .budget_bytes
+            .saturating_add(rate.saturating_mul(elapsed_ms) / 1_000)
+            .min(rate);
+        self.load_writer();
+        self.store_writer();
+        if let Some(pass) = &self.handoffs.pass {
+            let stalled = matches!(pass.phase, Phase::Offered) && now >= pass.expires_at;
+            let lost_target = pass.targets.iter().any(|&t| !self.peers.is_up(t));
+            if stalled || (lost_target && !matches!(pass.phase, Phase::Deleting(_))) {
+                self.abandon_page();
+            }
+        }
+        match &self.handoffs.pass {
+            Some(pass) if pass.phase == Phase::Waiting => self.continue_pass(),
+            Some(_) => {}
+            None => {
+                self.maybe_left();
+                if self.background_admitted() {
+                    self.start_pass();
+                }
+            }
+        }
+    }
+
+    fn abandon_page(&mut self) {
+        if let Some(pass) = self.handoffs.pass.take() {
+            log::debug!(
+                "node {}: handoff of partition {} paused at bucket {}",
+                self.id.0,
+                pass.partition,
+                pass.bucket
+            );
+            self.handoffs.pages_abandoned += 1;
+        }
+    }
+
+    /// Marks this node `Left` once a leave has moved everything away.
+    fn maybe_left(&mut self) {
+        if self.membership.local().status != MemberStatus::Leaving
+            || !self.entropy.trees.fully_built()
+            || self.hints.len() > 0
+            || (0..self.ring.partition_count()).any(|p| self.entropy.trees.keys_held(p) > 0)
+        {
+            return;
+        }
+        log::info!("node {}: handed everything off, now left", self.id.0);
+        let merged = self.membership.set_local_status(MemberStatus::Left);
+        self.view_changed(merged);
+    }
+
+    fn start_pass(&mut self) {
+        if !self.ring_ready {
+            return;
+        }
+        let partitions = self.ring.partition_count();
+        for _ in 0..partitions {
+            let partition = self.handoffs.cursor % partitions;
+            self.handoffs.cursor = (partition + 1) % partitions;
+            if !self.entropy.trees.is_built(partition)
+                || self.entropy.trees.keys_held(partition) == 0
+                || self.replicates(partition)
+            {
+                continue;
+            }
+            let targets: SmallVec<[NodeId; 4]> = self.ring.preference_list(partition).collect();
+            if targets.is_empty() || targets.iter().any(|&t| !self.peers.is_up(t)) {
+                continue;
+            }
+            self.handoffs.pass = Some(Pass {
+                partition: partition as u32,
+                bucket: 0,
+                after: None,
+                answered: SmallVec::from_elem(false, targets.len()),
+                confirmed: Vec::new(),
+                targets,
+                serial: 0,
+                phase: Phase::Waiting,
+                page: Vec::new(),
+                hashes: Vec::new(),
+                next: None,
+                expires_at: self.now,
+            });
+            self.continue_pass();
+            return;
+        }
+    }
+
+    /// Scans the next page, once the drop is durable and the budget allows.
+    fn continue_pass(&mut self) {
+        let Some(pass) = &self.handoffs.pass else {
+            return;
+        };
+        let partition = pass.partition as usize;
+        if self.replicates(partition) {
+            // Placement gave it back: nothing to hand off any more.
+            self.handoffs.pass = None;
+            return;
+        }
+        if !self.mark_dropped(partition)
+            || self.handoffs.budget_bytes == 0
+            || !self.background_admitted()
+        {
+            if let Some(pass) = &mut self.handoffs.pass {
+                pass.phase = Phase::Waiting;
+            }
+            return;
+        }
+        let trees = &self.entropy.trees;
+        let Some(pass) = &mut self.handoffs.pass else {
+            return;
+        };
+        while pass.bucket < BUCKETS
+            && pass.after.is_none()
+            && trees.buckets(partition)[pass.bucket as usize] == 0
+        {
+            pass.bucket += 1;
+        }
+        if pass.bucket == BUCKETS {
+            self.handoffs.pass = None;
+            return;
+        }
+        let range = trees.bucket_range(partition, pass.bucket as usize);
+        let after = pass.after;
+        let Some(token) = self.insert_task(Task::HandoffPage) else {
+            return self.wait_for_tick();
+        };
+        let limit = self
+            .config
+            .handoff_page_keys
+            .min(self.config.wire_limits.list_length_max as u32);
+        if self.actions.scan(token, range, after, limit).is_err() {
+            self.tasks.remove(SlotId::from_u64(token));
+            return self.wait_for_tick();
+        }
+        if let Some(pass) = &mut self.handoffs.pass {
+            pass.phase = Phase::Scanning;
+        }
+    }
+
+    /// Continues a pass that waited for its dropped mark to become durable.
+    pub(crate) fn resume_handoff(&mut self) {
+        if self
+            .handoffs
+            .pass
+            .as_ref()
+            .is_some_and(|pass| pass.phase == Phase::Waiting)
+        {
+            self.continue_pass();
+        }
+    }
+
+    fn wait_for_tick(&mut self) {
+        if let Some(pass) = &mut self.handoffs.pass {
+            pass.phase = Phase::Waiting;
+        }
+    }
+
+    /// This node's page of the partition it hands off was read.
+    pub(crate) fn handoff_page(&mut self, result: Result<ScanPage<'_>, StorageFailure>) {
+        let Some(pass) = &mut self.handoffs.pass else {
+            return;
+        };
+        if pass.phase != Phase::Scanning {
+            return;
+        }
+        let Ok(ScanPage { items, next }) = result else {
+            pass.phase = Phase::Waiting;
+            return;
+        };
+        if items.is_empty() {
+            advance(pass, next);
+            return self.continue_pass();
+        }
+        self.handoffs.serial = self.handoffs.serial.wrapping_add(1);
+        pass.serial = self.handoffs.serial;
+        pass.page.clear();
+        pass.page.extend(items.iter().cloned());
+        pass.hashes.clear();
+        pass.hashes
+            .extend(items.iter().map(|(key, record)| entry_hash(key, record)));
+        pass.next = next;
+        pass.confirmed = vec![vec![false; items.len()]; pass.targets.len()];
+        pass.answered
+            .iter_mut()
+            .for_each(|answered| *answered = false);
+        pass.phase = Phase::Offered;
+        pass.expires_at = self.now + Duration::from_millis(self.config.request_timeout_ms);
+        self.handoffs.pages += 1;
+        let request = pass.request(0);
+        let partition = pass.partition;
+        let bucket = pass.bucket;
+        let targets = pass.targets.clone();
+        let keys: Vec<(&[u8], u64)> = pass
+            .page
+            .iter()
+            .zip(&pass.hashes)
+            .map(|((key, _), &hash)| (key.as_slice(), hash))
+            .collect();
+        let message = Message::HandoffOffer {
+            request,
+            partition,
+            bucket,
+            keys,
+        };
+        let mut sent = true;
+        for target in targets {
+            sent &= self
+                .actions
+                .send(target, self.config.cluster_id, &message)
+                .is_ok();
+        }
+        if !sent {
+            self.abandon_page();
+        }
+    }
+
+    /// A replica's answer to this node's offer.
+    pub(crate) fn handoff_need(&mut self, from: NodeId, request: u64, wanted: &[u32]) {
+        if !self.handoffs.owns_request(request) {
+            return;
+        }
+        let Some(pass) = &mut self.handoffs.pass else {
+            return;
+        };
+        let Some(target) = pass.targets.iter().position(|&t| t == from) else {
+            return;
+        };
+        if pass.phase != Phase::Offered || pass.answered[target] {
+            return;
+        }
+        pass.answered[target] = true;
+        let length = pass.page.len();
+        let confirmed = &mut pass.confirmed[target];
+        confirmed.iter_mut().for_each(|c| *c = true);
+        let mut wanted_positions: SmallVec<[u32; 64]> = SmallVec::new();
+        for &position in wanted {
+            if (position as usize) < length && confirmed[position as usize] {
+                confirmed[position as usize] = false;
+                wanted_positions.push(position);
+            }
+        }
+        let mut sent_all = true;
+        for position in wanted_positions {
+            let Some(pass) = &self.handoffs.pass else {
+                return;
+            };
+            let (key, record) = &pass.page[position as usize];
+            let message = Message::ReplicaPut {
+                request: pass.request(position),
+                key,
+                versions: record,
+                hint: None,
+            };
+            let bytes = record.len() as u64;
+            sent_all &= self
+                .actions
+                .send(from, self.config.cluster_id, &message)
+                .is_ok();
+            self.handoffs.keys_sent += 1;
+            self.handoffs.bytes_sent += bytes;
+            self.handoffs.budget_bytes = self.handoffs.budget_bytes.saturating_sub(bytes);
+        }
+        if !sent_all {
+            return self.abandon_page();
+        }
+        self.maybe_delete_page();
+    }
+
+    /// A replica's acknowledgement of one record this node handed it.
+    pub(crate) fn handoff_ack(&mut self, from: NodeId, request: u64, status: ReplicaStatus) {
+        if !self.handoffs.owns_request(request) {
+            return;
+        }
+        let Some(pass) = &mut self.handoffs.pass else {
+            return;
+        };
+        let Some(target) = pass.targets.iter().position(|&t| t == from) else {
+            return;
+        };
+        if pass.phase != Phase::Offered {
+            return;
+        }
+        if status != ReplicaStatus::Ok {
+            return self.abandon_page();
+        }
+        let position = (request & ((1 << POSITION_BITS) - 1)) as usize;
+        if let Some(confirmed) = pass.confirmed[target].get_mut(position) {
+            *confirmed = true;
+        }
+        self.maybe_delete_page();
+    }
+
+    fn maybe_delete_page(&mut self) {
+        let Some(pass) = &mut self.handoffs.pass else {
+            return;
+        };
+        if pass.phase != Phase::Offered || !pass.all_confirmed() {
+            return;
+        }
+        let serial = pass.serial;
+        let page = std::mem::take(&mut pass.page);
+        let hashes = std::mem::take(&mut pass.hashes);
+        pass.phase = Phase::Deleting(page.len() as u32);
+        for ((key, _), &expected) in page.iter().zip(&hashes) {
+            let op = KeyOp::HandoffDelete { expected, serial };
+            if self.enqueue_key_op(Space::Data, key, op).is_err() {
+                self.handoff_deleted(serial, false);
+            }
+        }
+    }
+
+    /// One delete of the page `serial` is over (`deleted`: the key was removed).
+    pub(crate) fn handoff_deleted(&mut self, serial: u32, deleted: bool) {
+        if deleted {
+            self.handoffs.keys_deleted += 1;
+        }
+        let Some(pass) = &mut self.handoffs.pass else {
+            return;
+        };
+        if pass.serial != serial {
+            return;
+        }
+        match pass.phase {
+            Phase::Deleting(running) if running > 1 => pass.phase = Phase::Deleting(running - 1),
+            Phase::Deleting(_) => self.page_deleted(),
+            _ => {}
+        }
+    }
+
+    fn page_deleted(&mut self) {
+        let Some(pass) = &mut self.handoffs.pass else {
+            return;
+        };
+        let next = pass.next;
+        advance(pass, next);
+        pass.phase = Phase::Waiting;
+        self.continue_pass();
+    }
+
+    // ---- the replica's side -----------------------------------------------------------
+
+    /// A node handing off a partition offers a page of it.
+    pub(crate) fn handoff_offer(
+        &mut self,
+        from: NodeId,
+        request: u64,
+        partition: u32,
+        bucket: u32,
+        keys: &[(&[u8], u64)],
+    ) {
+        let index = partition as usize;
+        if index >= self.ring.partition_count()
+            || bucket >= BUCKETS
+            || !self.replicates(index)
+            || self.handoffs.offers.len() >= OFFERS_MAX
+        {
+            return; // the offerer's page expires and is offered again later
+        }
+        let range = self.entropy.trees.bucket_range(index, bucket as usize);
+        let Some(token) = self.insert_task(Task::OfferScan) else {
+            return;
+        };
+        let limit = self.config.wire_limits.list_length_max as u32;
+        if self.actions.scan(token, range, None, limit).is_err() {
+            self.tasks.remove(SlotId::from_u64(token));
+            return;
+        }
+        let mut keys: Vec<(Vec<u8>, u64, u32)> = (0u32..)
+            .zip(keys)
+            .map(|(position, &(key, hash))| (key.to_vec(), hash, position))
+            .collect();
+        keys.sort_unstable();
+        self.handoffs.offers.push((
+            token,
+            OfferScan {
+                from,
+                request,
+                keys,
+            },
+        ));
+    }
+
+    /// This node's scan for an offer finished: answer with what it lacks.
+    pub(crate) fn offer_scanned(
+        &mut self,
+        token: u64,
+        result: Result<ScanPage<'_>, StorageFailure>,
+    ) {
+        let Some(position) = self.handoffs.offers.iter().position(|(t, _)| *t == token) else {
+            return;
+        };
+        let (_, offer) = self.handoffs.offers.swap_remove(position);
+        let Ok(page) = result else {
+            return; // the offerer retries
+        };
+        let mut mine: Vec<(&[u8], u64)> = page
+            .items
+            .iter()
+            .map(|(key, record)| (key.as_slice(), entry_hash(key, record)))
+            .collect();
+        mine.sort_unstable();
+        let wanted: Vec<u32> = offer
+            .keys
+            .iter()
+            .filter(|(key, hash, _)| {
+                mine.binary_search_by(|(k, _)| (*k).cmp(key.as_slice()))
+                    .map_or(true, |at| mine[at].1 != *hash)
+            })
+            .map(|&(_, _, position)| position)
+            .collect();
+        self.send(
+            offer.from,
+            &Message::HandoffNeed {
+                request: offer.request,
+                wanted,
+            },
+        );
+    }
+}
+
+/// Moves a pass past the page that ended at `next`.
+fn advance(pass: &mut Pass, next: Option<u64>) {
+    match next {
+        Some(after) => pass.after = Some(after),
+        None => {
+            pass.bucket += 1;
+            pass.after = None;
+        }
+    }
+}

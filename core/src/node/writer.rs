@@ -1,0 +1,327 @@
+//! Writer epochs: which id this node's dots carry, so that a dot is never minted twice.
+//!
+//! A node mints a key's next dot from its own stored versions of the key (see
+//! `crate::version`). That is safe only while its copy remembers every dot it minted
+//! for the key. Handoff deletes copies: a node that handed a partition to its new
+//! replicas and later regains it (another node left) would mint from an empty or stale
+//! copy and could reuse a dot its peers hold for another value, silently losing one of
+//! the two writes. So dots are minted under a *writer epoch*:
+//!
+//! - The node's first epoch is 0, whose writer id is the node id itself. A later epoch
+//!   is a random 62-bit number and its writer id a hash of (node id, epoch) with
+//!   [`EPOCH_WRITER_BIT`] set (member ids never use that bit).
+//! - Before handoff deletes any key of a partition, the partition is marked *dropped*
+//!   in the current epoch, durably (one small record in the `Meta` space).
+//! - A partition dropped in the current epoch never gets a dot of the current writer
+//!   id again. A write minted for it asks for a new epoch (random, so it was never used
+//!   before; partitions still being handed off stay marked in it) and, until that is
+//!   durable, is minted under a one-shot writer id like a stand-in's (one extra clock
+//!   entry on that key; never a refusal). The same happens before the record has been
+//!   read at start.
+//!
+//! Epoch changes follow membership changes that give a partition back to a node that
+//! handed it off, so they are rare; each adds one entry to the clocks of keys written
+//! afterwards in partitions that had been dropped. A record that fails to decode is
+//! replaced by a fresh epoch (always safe: a new epoch has minted nothing).
+//!
+//! Deletes queued before an epoch change stay safe: a handoff deletes a key only if its
+//! record is still the one its new replicas confirmed, and any dot minted since changed
+//! that record.
+
+use super::Node;
+use super::config::EPOCH_WRITER_BIT;
+use super::coordinator::Task;
+use super::{Space, StorageFailure};
+use crate::bytes::{PutBytes, Reader};
+use crate::slab::SlotId;
+use crate::version::NodeId;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+/// The `Meta` key of the writer epoch record.
+pub(crate) const WRITER_KEY: &[u8] = b"writer-epoch";
+
+/// The stored record: the epoch and the partitions dropped in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct EpochRecord {
+    epoch: u64,
+    dropped: Vec<u64>,
+}
+
+impl EpochRecord {
+    fn new(epoch: u64, partitions: usize) -> EpochRecord {
+        EpochRecord {
+            epoch,
+            dropped: vec![0; partitions.div_ceil(64)],
+        }
+    }
+
+    fn is_dropped(&self, partition: usize) -> bool {
+        self.dropped
+            .get(partition / 64)
+            .is_some_and(|word| word & (1 << (partition % 64)) != 0)
+    }
+
+    fn set_dropped(&mut self, partition: usize, dropped: bool) {
+        if let Some(word) = self.dropped.get_mut(partition / 64) {
+            let bit = 1 << (partition % 64);
+            if dropped {
+                *word |= bit;
+            } else {
+                *word &= !bit;
+            }
+        }
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.put_u64(self.epoch);
+        out.put_u32(self.dropped.len() as u32);
+        for word in &self.dropped {
+            out.put_u64(*word);
+        }
+    }
+
+    fn decode(bytes: &[u8], partitions: usize) -> Option<EpochRecord> {
+        let mut reader = Reader::new(bytes);
+        let epoch = reader.u64().ok()?;
+        let words = reader.u32().ok()? as usize;
+        if words != partitions.div_ceil(64) {
+            return None;
+        }
+        let dropped = (0..words)
+            .map(|_| reader.u64().ok())
+            .collect::<Option<Vec<u64>>>()?;
+        reader.finish("writer epoch record").ok()?;
+        Some(EpochRecord { epoch, dropped })
+    }
+}
+
+/// The writer id of `node` in `epoch`.
+pub(crate) fn epoch_writer(node: NodeId, epoch: u64) -> NodeId {
+    if epoch == 0 {
+        return node;
+    }
+    NodeId(EPOCH_WRITER_BIT | (xxh3_64_with_seed(&node.0.to_le_bytes(), epoch) >> 2))
+}
+
+/// The node's writer epoch state.
+#[derive(Debug, Default)]
+pub(crate) struct Writer {
+    /// What storage holds; `None` until it was read at start.
+    durable: Option<EpochRecord>,
+    /// The write in flight.
+    storing: Option<EpochRecord>,
+    /// The next record to write, when it differs from the others.
+    wanted: Option<EpochRecord>,
+    loading: bool,
+    pub(crate) one_shot_writes: u64,
+    pub(crate) epochs_started: u64,
+}
+
+impl Writer {
+    /// The newest record this node means to hold.
+    fn intended(&self) -> Option<&EpochRecord> {
+        self.wanted
+            .as_ref()
+            .or(self.storing.as_ref())
+            .or(self.durable.as_ref())
+    }
+
+    /// True when `partition`'s drop in the current epoch is durable.
+    pub(crate) fn is_dropped_durably(&self, partition: usize) -> bool {
+        self.durable
+            .as_ref()
+            .is_some_and(|record| record.is_dropped(partition))
+    }
+}
+
+impl Node {
+    /// Reads the writer epoch record (at start, and again after a failed read).
+    pub(crate) fn load_writer(&mut self) {
+        if self.writer.durable.is_some() || self.writer.loading {
+            return;
+        }
+        let Some(token) = self.insert_task(Task::LoadWriter) else {
+            return;
+        };
+        if self.actions.read(token, Space::Meta, WRITER_KEY).is_err() {
+            self.tasks.remove(SlotId::from_u64(token));
+            return;
+        }
+        self.writer.loading = true;
+    }
+
+    pub(crate) fn writer_loaded(&mut self, result: Result<Option<&[u8]>, StorageFailure>) {
+        self.writer.loading = false;
+        let partitions = self.ring.partition_count();
+        match result {
+            Ok(None) => self.writer.durable = Some(EpochRecord::new(0, partitions)),
+            Ok(Some(bytes)) => match EpochRecord::decode(bytes, partitions) {
+                Some(record) => self.writer.durable = Some(record),
+                None => {
+                    log::error!("writer epoch record does not decode; starting a new epoch");
+                    let epoch = self.fresh_epoch();
+                    self.writer.wanted = Some(EpochRecord::new(epoch, partitions));
+                    self.store_writer();
+                }
+            },
+            Err(failure) => log::warn!("reading the writer epoch failed ({failure:?}); retrying"),
+        }
+    }
+
+    fn fresh_epoch(&mut self) -> u64 {
+        self.writer.epochs_started += 1;
+        (self.rng.next_u64() >> 2).max(1)
+    }
+
+    /// The writer id for a dot this node mints as a replica of `partition`.
+    pub(crate) fn writer_for(&mut self, partition: usize) -> NodeId {
+        match &self.writer.durable {
+            Some(record) if !record.is_dropped(partition) => epoch_writer(self.id, record.epoch),
+            durable => {
+                if durable.is_some() {
+                    self.start_new_epoch();
+                }
+                self.writer.one_shot_writes += 1;
+                NodeId(super::STAND_IN_WRITER_BIT | (self.rng.next_u64() >> 1))
+            }
+        }
+    }
+
+    /// Asks for a new epoch unless one is already on its way. Partitions this node
+    /// does not replicate stay marked (their handoff may still be deleting).
+    pub(crate) fn start_new_epoch(&mut self) {
+        let (Some(durable), Some(intended)) = (&self.writer.durable, self.writer.intended()) else {
+            return;
+        };
+        if intended.epoch != durable.epoch {
+            return;
+        }
+        let mut record = intended.clone();
+        record.epoch = self.fresh_epoch();
+        for partition in 0..self.ring.partition_count() {
+            if self.replicates(partition) {
+                record.set_dropped(partition, false);
+            }
+        }
+        self.writer.wanted = Some(record);
+        self.store_writer();
+    }
+
+    /// After a placement change: a new epoch when a partition dropped in this one came
+    /// back, so writes to it need no one-shot ids for long.
+    pub(crate) fn check_regained_partitions(&mut self) {
+        let regained = match &self.writer.durable {
+            Some(record) => {
+                (0..self.ring.partition_count()).any(|p| record.is_dropped(p) && self.replicates(p))
+            }
+            None => false,
+        };
+        if regained {
+            self.start_new_epoch();
+        }
+    }
+
+    /// Marks `partition` dropped; true once that is durable (handoff may then delete).
+    pub(crate) fn mark_dropped(&mut self, partition: usize) -> bool {
+        if self.writer.is_dropped_durably(partition) {
+            return true;
+        }
+        let Some(intended) = self.writer.intended() else {
+            return false;
+        };
+        if !intended.is_dropped(partition) {
+            let mut record = intended.clone();
+            record.set_dropped(partition, true);
+            self.writer.wanted = Some(record);
+        }
+        self.store_writer();
+        false
+    }
+
+    /// Writes the wanted record unless a write is in flight.
+    pub(crate) fn store_writer(&mut self) {
+        if self.writer.storing.is_some() {
+            return;
+        }
+        let Some(record) = self.writer.wanted.take() else {
+            return;
+        };
+        let Some(token) = self.insert_task(Task::StoreWriter) else {
+            self.writer.wanted = Some(record);
+            return;
+        };
+        let mut bytes = Vec::new();
+        record.encode(&mut bytes);
+        if self
+            .actions
+            .write(token, Space::Meta, WRITER_KEY, &bytes)
+            .is_err()
+        {
+            self.tasks.remove(SlotId::from_u64(token));
+            self.writer.wanted = Some(record);
+            return;
+        }
+        self.writer.storing = Some(record);
+    }
+
+    pub(crate) fn writer_stored(&mut self, result: Result<(), StorageFailure>) {
+        let Some(record) = self.writer.storing.take() else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                self.writer.durable = Some(record);
+                self.resume_handoff();
+            }
+            Err(failure) => {
+                log::warn!("storing the writer epoch failed ({failure:?}); retrying");
+                if self.writer.wanted.is_none() {
+                    self.writer.wanted = Some(record);
+                }
+                return; // retried by the next handoff tick
+            }
+        }
+        self.store_writer();
+    }
+
+    /// True when this node is in `partition`'s preference list.
+    pub(crate) fn replicates(&self, partition: usize) -> bool {
+        self.ring_ready
+            && self
+                .ring
+                .preference_list(partition)
+                .any(|node| node == self.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_round_trips_and_refuses_a_wrong_size() {
+        let mut record = EpochRecord::new(77, 1024);
+        record.set_dropped(0, true);
+        record.set_dropped(1023, true);
+        record.set_dropped(64, true);
+        record.set_dropped(64, false);
+        let mut bytes = Vec::new();
+        record.encode(&mut bytes);
+        let decoded = EpochRecord::decode(&bytes, 1024).unwrap();
+        assert_eq!(decoded, record);
+        assert!(decoded.is_dropped(0) && decoded.is_dropped(1023) && !decoded.is_dropped(64));
+        assert_eq!(EpochRecord::decode(&bytes, 2048), None);
+        assert_eq!(EpochRecord::decode(&bytes[..bytes.len() - 1], 1024), None);
+    }
+
+    #[test]
+    fn epoch_writers_are_the_node_first_and_never_a_member_id_later() {
+        let node = NodeId(5);
+        assert_eq!(epoch_writer(node, 0), node);
+        let later = epoch_writer(node, 99);
+        assert_ne!(later, node);
+        assert_ne!(later.0 & EPOCH_WRITER_BIT, 0);
+        assert_eq!(later.0 & super::super::STAND_IN_WRITER_BIT, 0);
+        assert_ne!(epoch_writer(node, 100), later);
+    }
+}
