@@ -116,6 +116,10 @@ pub struct Sabotage {
     pub ignore_request_bound: bool,
     /// Writes use a strict quorum: no stand-ins for unreachable replicas.
     pub strict_quorum: bool,
+    /// Handoff deletes a page as soon as it is offered, before any replica confirmed.
+    pub handoff_unconfirmed: bool,
+    /// Minting ignores the writer epoch: a regained partition keeps the old writer id.
+    pub ignore_writer_epoch: bool,
 }
 
 /// A configuration that cannot work.

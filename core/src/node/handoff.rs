@@ -395,8 +395,9 @@ impl Node {
                 .is_ok();
         }
         if !sent {
-            self.abandon_page();
+            return self.abandon_page();
         }
+        self.maybe_delete_page(); // only a sabotaged node deletes before any answer
     }
 
     /// A replica's answer to this node's offer.
@@ -476,10 +477,12 @@ impl Node {
     }
 
     fn maybe_delete_page(&mut self) {
+        let unconfirmed = self.sabotage().handoff_unconfirmed;
         let Some(pass) = &mut self.handoffs.pass else {
             return;
         };
-        if pass.phase != Phase::Offered || !pass.all_confirmed() {
+        let confirmed = pass.all_confirmed() || unconfirmed;
+        if pass.phase != Phase::Offered || !confirmed {
             return;
         }
         let serial = pass.serial;

@@ -505,6 +505,16 @@ impl Node {
         self.entropy.trees.fully_built()
     }
 
+    /// Placement as this node sees it.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// This node's membership view.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
     /// Keys this node holds in `partition` (from its anti-entropy tree).
     pub fn keys_held(&self, partition: usize) -> u32 {
         self.entropy.trees.keys_held(partition)

@@ -175,6 +175,9 @@ impl Node {
 
     /// The writer id for a dot this node mints as a replica of `partition`.
     pub(crate) fn writer_for(&mut self, partition: usize) -> NodeId {
+        if self.sabotage().ignore_writer_epoch {
+            return self.id;
+        }
         match &self.writer.durable {
             Some(record) if !record.is_dropped(partition) => epoch_writer(self.id, record.epoch),
             durable => {

@@ -226,6 +226,10 @@ pub fn always_writable(cluster: &Cluster) -> Vec<Violation> {
     violations
 }
 
+/// Gossip rounds after a membership change before property 4 holds writes to account
+/// (views agree within this many rounds: the membership scenario checks it).
+pub const MEMBERSHIP_SETTLE_ROUNDS: u64 = 10;
+
 /// Writes property 4 holds to account: how many the run had.
 pub fn writes_promised_writable(cluster: &Cluster) -> usize {
     cluster
@@ -239,7 +243,9 @@ pub fn writes_promised_writable(cluster: &Cluster) -> usize {
 /// For a write issued while, for the whole request and `request_timeout_ms` before it,
 /// no fault changed, the network lost nothing, no disk failed at random, the
 /// coordinator was up with a working disk, and at least W live nodes with working disks
-/// were reachable both ways from it: how many were. `None` for every other operation.
+/// were reachable both ways from it: how many were. `None` for every other operation,
+/// and for writes within `MEMBERSHIP_SETTLE_ROUNDS` gossip rounds of a join or leave
+/// (until gossip told the coordinator, a joiner is no use to it).
 fn promised_writable(cluster: &Cluster, operation: &Operation) -> Option<usize> {
     let settle = std::time::Duration::from_millis(cluster.config.request_timeout_ms);
     if !operation.kind.is_write()
@@ -250,7 +256,13 @@ fn promised_writable(cluster: &Cluster, operation: &Operation) -> Option<usize> 
     }
     let state = cluster.epochs.get(operation.start_epoch as usize)?;
     let coordinator = operation.node;
+    let membership_settle = std::time::Duration::from_millis(
+        cluster.config.gossip_interval_ms * MEMBERSHIP_SETTLE_ROUNDS,
+    );
+    let membership_settled = state.membership_changed_at == ringkv_core::Instant::ZERO
+        || state.membership_changed_at + membership_settle <= operation.start;
     if state.started + settle > operation.start
+        || !membership_settled
         || state.lossy
         || !state.up[coordinator]
         || state.failing_disks[coordinator]

@@ -20,14 +20,14 @@ use super::disk::{DiskConfig, SimDisk};
 use super::history::{History, Operation, OperationKind, Outcome, WriteId};
 use super::network::{Network, NetworkConfig};
 use super::reply::{Reply, parse_reply};
-use super::swarm::{Parameters, Workload};
+use super::swarm::{MembershipChange, Parameters, Workload};
 use ringkv_core::node::{
     Action, ClientId, Completion, Config, Input, Listing, Node, NodeIdentity, ScanPage, Space,
     Stats, StorageFailure, StorageOp, scan_in_memory,
 };
 use ringkv_core::placement::{Member, Ring};
-use ringkv_core::resp::{Arguments, Command};
-use ringkv_core::wire::decode_frame;
+use ringkv_core::resp::{AdminCommand, Arguments, Command};
+use ringkv_core::wire::{MemberStatus, decode_frame};
 use ringkv_core::{Instant, NodeId, Rng, VersionSet, VersionVector};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -35,6 +35,8 @@ use std::time::Duration;
 
 /// The cluster id every simulated node shares.
 pub const CLUSTER_ID: u64 = 0x5151_0001;
+/// The client id of admin commands the harness sends itself.
+const ADMIN_CLIENT: u64 = u64::MAX;
 
 /// A storage operation waiting for its completion.
 #[derive(Clone, Debug)]
@@ -97,6 +99,7 @@ enum Event {
         peer: NodeId,
         boot: u32,
     },
+    Membership(MembershipChange),
 }
 
 #[derive(Debug)]
@@ -214,6 +217,15 @@ pub struct Cluster {
     pub workload_operations: usize,
     /// Clients keep issuing operations until then, budget or not (the calm tail).
     calm_until: Instant,
+    /// With membership changes planned: every stretch of time in which the running
+    /// nodes' views disagreed (membership digests without heartbeats), as (from, the
+    /// last change a node made to its own entry before the end, to).
+    pub view_disagreements: Vec<(Instant, Instant, Instant)>,
+    views_disagree_since: Option<Instant>,
+    /// Every running node's own (version, status), and when one last changed.
+    own_entries: Vec<Option<(u64, ringkv_core::wire::MemberStatus)>>,
+    own_entry_changed_at: Instant,
+    membership_changed_at: Instant,
 }
 
 /// The fault state during one fault epoch.
@@ -224,6 +236,8 @@ pub struct EpochState {
     pub blocked: Vec<(usize, usize)>,
     pub lossy: bool,
     pub failing_disks: Vec<bool>,
+    /// When a node last joined or was told to leave (`Instant::ZERO`: never).
+    pub membership_changed_at: Instant,
 }
 
 impl Cluster {
@@ -237,7 +251,13 @@ impl Cluster {
                 zone: None,
             })
             .collect();
-        let config = parameters.node_config(CLUSTER_ID, members.clone());
+        let mut config = parameters.node_config(CLUSTER_ID, members.clone());
+        if !parameters.membership_changes.is_empty() {
+            // Joiners, and joined nodes restarting, come in through the first three.
+            config.seeds = (1..=3)
+                .map(|id| sim_address(NodeId(id)).into_bytes())
+                .collect();
+        }
         let ring = Ring::new(
             &members,
             config.partition_bits,
@@ -297,6 +317,11 @@ impl Cluster {
             workload_network: Default::default(),
             workload_operations: 0,
             calm_until: Instant::ZERO,
+            view_disagreements: Vec::new(),
+            views_disagree_since: None,
+            own_entries: Vec::new(),
+            own_entry_changed_at: Instant::ZERO,
+            membership_changed_at: Instant::ZERO,
             parameters,
         };
         cluster.record_epoch();
@@ -319,6 +344,7 @@ impl Cluster {
             blocked: self.blocked.clone(),
             lossy: self.network_lossy(),
             failing_disks: self.nodes.iter().map(|n| n.disk_failing).collect(),
+            membership_changed_at: self.membership_changed_at,
         });
     }
 
@@ -348,6 +374,12 @@ impl Cluster {
         if self.parameters.faults.any() {
             let first = self.fault_delay();
             self.schedule(start + first, Event::Fault);
+        }
+        for (at_ms, change) in self.parameters.membership_changes.clone() {
+            self.schedule(
+                start + Duration::from_millis(at_ms),
+                Event::Membership(change),
+            );
         }
         let fault_end = start + Duration::from_millis(self.parameters.fault_phase_ms);
         self.run_until(fault_end, |_| false);
@@ -385,6 +417,54 @@ impl Cluster {
             let entropy_end = self.now + Duration::from_millis(self.parameters.entropy_phase_ms);
             self.run_until(entropy_end, |_| false);
         }
+        if !self.parameters.membership_changes.is_empty() {
+            // The checkers judge replicas by the placement the cluster ended with (the
+            // test checks that every view agrees on it).
+            if let Some(node) = self.nodes[0].node.as_ref() {
+                self.ring = node.ring().clone();
+            }
+        }
+    }
+
+    /// Starts a new node that joins through node 1; returns its index.
+    pub fn add_node(&mut self) -> usize {
+        let index = self.nodes.len();
+        let id = NodeId(index as u64 + 1);
+        let node = boot(&self.config, id, self.rng.next_u64(), self.now);
+        let disk = self.parameters.disk;
+        self.nodes.push(SimNode {
+            id,
+            node: Some(node),
+            data: SimDisk::new(disk, self.rng.next_u64()),
+            hints: SimDisk::new(disk, self.rng.next_u64()),
+            meta: SimDisk::new(disk, self.rng.next_u64()),
+            boot: 0,
+            bounds: BTreeMap::new(),
+            earlier_stats: Stats::default(),
+            disk_failing: false,
+        });
+        self.membership_changed_at = self.now;
+        self.fault_changed();
+        self.drain(index);
+        index
+    }
+
+    /// Tells node `index` to leave (its reply goes to no client).
+    pub fn leave(&mut self, index: usize) {
+        let command = Command::Admin(AdminCommand::Leave);
+        self.with_node(index, |node, now| {
+            node.handle(
+                now,
+                Input::Client {
+                    client: ClientId(ADMIN_CLIENT),
+                    tag: 0,
+                    timestamp_ms: 0,
+                    command,
+                },
+            )
+        });
+        self.membership_changed_at = self.now;
+        self.fault_changed();
     }
 
     /// True when no client operation, request, storage operation, hint or message is
@@ -461,6 +541,40 @@ impl Cluster {
                 self.with_node(index, |node, now| node.handle(now, Input::Timeout));
             }
         }
+        if !self.parameters.membership_changes.is_empty() {
+            self.track_views();
+        }
+    }
+
+    fn track_views(&mut self) {
+        let own: Vec<Option<(u64, ringkv_core::wire::MemberStatus)>> = self
+            .nodes
+            .iter()
+            .map(|sim| {
+                let local = sim.node.as_ref()?.membership().local();
+                Some((local.version, local.status))
+            })
+            .collect();
+        if own != self.own_entries {
+            self.own_entries = own;
+            self.own_entry_changed_at = self.now;
+        }
+        let mut digests = self
+            .nodes
+            .iter()
+            .filter_map(|sim| sim.node.as_ref())
+            .map(|node| node.membership().view_digest());
+        let first = digests.next();
+        let agree = digests.all(|digest| Some(digest) == first);
+        match (agree, self.views_disagree_since) {
+            (false, None) => self.views_disagree_since = Some(self.now),
+            (true, Some(since)) => {
+                let origin = self.own_entry_changed_at.max(since);
+                self.view_disagreements.push((since, origin, self.now));
+                self.views_disagree_since = None;
+            }
+            _ => {}
+        }
     }
 
     fn index_of(&self, id: NodeId) -> Option<usize> {
@@ -515,7 +629,9 @@ impl Cluster {
                     if reply.is_none() {
                         self.stats.bad_replies += 1; // a node wrote broken RESP
                     }
-                    self.client_reply(client.0 as usize, reply);
+                    if client.0 != ADMIN_CLIENT {
+                        self.client_reply(client.0 as usize, reply);
+                    }
                 }
                 Action::Storage(op) => {
                     let job = match op {
@@ -617,6 +733,28 @@ impl Cluster {
                     disk.set_failing(false);
                 }
                 self.fault_changed();
+            }
+            Event::Membership(MembershipChange::Join) => {
+                self.add_node();
+            }
+            Event::Membership(MembershipChange::Leave(index)) => {
+                // Like an operator's script: (re)issue the leave until the node says it
+                // is leaving (a crash before its status spread, or while it was down,
+                // loses the command: the view is not persisted), then until it is gone.
+                let Some(sim) = self.nodes.get(index) else {
+                    return;
+                };
+                let status = sim.node.as_ref().map(|n| n.membership().local().status);
+                match status {
+                    Some(MemberStatus::Left) => return,
+                    Some(MemberStatus::Leaving) => {}
+                    Some(_) => self.leave(index),
+                    None => {}
+                }
+                self.schedule(
+                    self.now + Duration::from_millis(1_000),
+                    Event::Membership(MembershipChange::Leave(index)),
+                );
             }
             Event::LinkDown { node, peer, boot } => {
                 if self.nodes[node].boot == boot {
@@ -1247,6 +1385,10 @@ impl Cluster {
 /// shapes invalid parameters is itself broken, and this panics before the run starts.
 fn boot(config: &Config, id: NodeId, seed: u64, now: Instant) -> Node {
     let mut config = config.clone();
+    if !config.members.iter().any(|member| member.id == id) {
+        // A joiner knows only its seeds, as an operator would start it.
+        config.members.clear();
+    }
     config.peer_address = sim_address(id).into_bytes();
     config.client_address = format!("client-{}", id.0).into_bytes();
     Node::new(config, NodeIdentity { id }, seed, now)

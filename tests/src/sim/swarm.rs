@@ -69,6 +69,17 @@ pub struct Parameters {
     pub entropy_phase_ms: u64,
     pub anti_entropy_interval_ms: u64,
     pub anti_entropy_exchanges_max: u32,
+    /// Membership changes during the fault phase: (milliseconds after the start, change).
+    pub membership_changes: Vec<(u64, MembershipChange)>,
+}
+
+/// A planned change of the cluster's membership.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// A new node starts with nodes 1 to 3 as its seeds and joins.
+    Join,
+    /// The node at this index is told to leave (`RINGKV.LEAVE`); it stays running.
+    Leave(usize),
 }
 
 impl Parameters {
@@ -138,6 +149,7 @@ impl Parameters {
             entropy_phase_ms: 0,
             anti_entropy_interval_ms: 1_000,
             anti_entropy_exchanges_max: 2,
+            membership_changes: Vec::new(),
         }
     }
 
