@@ -130,6 +130,7 @@ pub(crate) struct Handoffs {
     pub(crate) pages: u64,
     pub(crate) keys_sent: u64,
     pub(crate) bytes_sent: u64,
+    pub(crate) offer_bytes: u64,
     pub(crate) keys_deleted: u64,
     pub(crate) pages_abandoned: u64,
 }
@@ -147,6 +148,7 @@ impl Handoffs {
             pages: 0,
             keys_sent: 0,
             bytes_sent: 0,
+            offer_bytes: 0,
             keys_deleted: 0,
             pages_abandoned: 0,
         }
@@ -375,6 +377,8 @@ impl Node {
         let partition = pass.partition;
         let bucket = pass.bucket;
         let targets = pass.targets.clone();
+        let offered: usize = pass.page.iter().map(|(key, _)| key.len() + 2 + 8).sum();
+        let offer_bytes = (offered * targets.len()) as u64;
         let keys: Vec<(&[u8], u64)> = pass
             .page
             .iter()
@@ -387,6 +391,7 @@ impl Node {
             bucket,
             keys,
         };
+        self.handoffs.offer_bytes += offer_bytes;
         let mut sent = true;
         for target in targets {
             sent &= self

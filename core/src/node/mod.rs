@@ -79,17 +79,20 @@
 //! # Membership and anti-entropy
 //!
 //! Membership is gossiped (`node::gossip`, `crate::membership`): placement follows
-//! the `Up` members of this node's view and is recomputed when it changes. Replicas
-//! that drifted apart are repaired in the background by anti-entropy
-//! (`node::entropy`), besides read repair and hinted handoff.
+//! the `Up` members of this node's view and is recomputed when it changes. When a
+//! partition moves away from a node, the node hands its copy to the partition's
+//! replicas and deletes each key once all of them confirmed it (`node::handoff`); a
+//! leaving node does so for everything, then marks itself `Left`. Dots are minted
+//! under writer epochs (`node::writer`) so that a node that regains a partition it
+//! handed off never reuses a dot. Replicas that drifted apart are repaired in the
+//! background by anti-entropy (`node::entropy`), besides read repair and hinted
+//! handoff.
 //!
 //! # Not yet
 //!
-//! When placement moves a partition, nothing streams its data to the new replica:
-//! anti-entropy, read repair and new writes fill it. A leaving node stays `Leaving`
-//! (no handoff, never `Left`). Tombstones are never reaped. A node whose data is
-//! deleted (handoff, reaping) will need fresh writer ids for the partitions it later
-//! regains, or it could mint a dot its peers already hold; that comes with transfer.
+//! Tombstones are never reaped. The membership view is not persisted (a restarted
+//! node relearns it from its configuration and gossip; a leave not yet gossiped is
+//! forgotten).
 
 mod actions;
 mod client;
@@ -320,11 +323,13 @@ pub struct Stats {
     pub entropy_in_sync: u64,
     pub entropy_keys_pushed: u64,
     pub entropy_ticks_refused: u64,
-    /// Handoff: pages offered, records sent and their bytes, keys deleted once every
-    /// replica confirmed them, pages abandoned (timeout, refusal, a replica down).
+    /// Handoff: pages offered, records sent and their bytes, the offers' key and hash
+    /// bytes (per replica offered to), keys deleted once every replica confirmed them,
+    /// pages abandoned (timeout, refusal, a replica down).
     pub handoff_pages: u64,
     pub handoff_keys_sent: u64,
     pub handoff_bytes_sent: u64,
+    pub handoff_offer_bytes: u64,
     pub handoff_keys_deleted: u64,
     pub handoff_pages_abandoned: u64,
     /// Writer epochs started, and dots minted under one-shot writer ids while a new
@@ -472,6 +477,7 @@ impl Node {
             handoff_pages: self.handoffs.pages,
             handoff_keys_sent: self.handoffs.keys_sent,
             handoff_bytes_sent: self.handoffs.bytes_sent,
+            handoff_offer_bytes: self.handoffs.offer_bytes,
             handoff_keys_deleted: self.handoffs.keys_deleted,
             handoff_pages_abandoned: self.handoffs.pages_abandoned,
             writer_epochs_started: self.writer.epochs_started,

@@ -2,7 +2,7 @@
 //! put, how many versions reads see under concurrent read-modify-writes, and how
 //! available writes stay with nodes down, sloppy quorum next to a strict one.
 //!
-//! `cargo run --release -p ringkv-tests --bin ringkv-sim-report [cluster] [gossip] [entropy]`
+//! `cargo run --release -p ringkv-tests --bin ringkv-sim-report [cluster] [gossip] [entropy] [join]`
 //! (fixed seeds: the same output every run; no section names: all of them). The gossip
 //! section measures membership convergence at 10, 100 and 1,000 nodes.
 
@@ -13,7 +13,7 @@ use ringkv_tests::sim::entropy_bytes::repair_cost;
 use ringkv_tests::sim::gossip::{FailureSpread, failure_rounds, join_rounds};
 use ringkv_tests::sim::history::{OperationKind, Outcome};
 use ringkv_tests::sim::network::NetworkConfig;
-use ringkv_tests::sim::swarm::{Faults, Parameters, Workload};
+use ringkv_tests::sim::swarm::{Faults, MembershipChange, Parameters, Workload};
 
 const SEEDS: std::ops::Range<u64> = 1..11;
 
@@ -213,6 +213,59 @@ fn main() {
     }
     if wants("entropy") {
         entropy_bytes();
+    }
+    if wants("join") {
+        join_bytes();
+    }
+}
+
+/// Bytes a join moves against the ideal: the records of the new node's share.
+fn join_bytes() {
+    println!(
+        "| seed | keys | new node's keys | records sent | record bytes sent / ideal | offer bytes / ideal | keys anti-entropy pushed |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for seed in 1..6 {
+        let mut parameters = base(seed, 3, Workload::SetsOnly);
+        parameters.keys = 4_096;
+        parameters.operations_per_client = 1_000;
+        parameters.think_time_max_ms = 0;
+        parameters.fault_phase_ms = 30_000;
+        parameters.membership_changes = vec![(20_000, MembershipChange::Join)];
+        parameters.read_sweep = false;
+        parameters.entropy_phase_ms = 30_000;
+        let cluster = run(parameters);
+        let new = cluster.nodes.len() - 1;
+        let stats = cluster.node_stats();
+        let (mut keys, mut ideal) = (0u64, 0u64);
+        let mut all = 0u64;
+        for (key, record) in cluster.nodes[0]
+            .data
+            .contents()
+            .chain(cluster.nodes[1].data.contents())
+            .chain(cluster.nodes[2].data.contents())
+            .collect::<std::collections::BTreeMap<_, _>>()
+        {
+            all += 1;
+            let partition = cluster.ring.partition_of(key);
+            if cluster
+                .ring
+                .preference_list(partition)
+                .any(|n| n == cluster.nodes[new].id)
+            {
+                keys += 1;
+                ideal += record.len() as u64;
+            }
+        }
+        let held = cluster.nodes[new].data.contents().count() as u64;
+        assert_eq!(held, keys, "the new node holds exactly its share");
+        println!(
+            "| {seed} | {all} | {keys} | {} | {:.2} | {:.2} | {} |",
+            stats.handoff_keys_sent,
+            stats.handoff_bytes_sent as f64 / ideal as f64,
+            stats.handoff_offer_bytes as f64 / ideal as f64,
+            stats.entropy_keys_pushed,
+        );
     }
 }
 

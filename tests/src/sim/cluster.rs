@@ -1363,6 +1363,7 @@ pub fn add_stats(a: Stats, b: Stats) -> Stats {
         handoff_pages: a.handoff_pages + b.handoff_pages,
         handoff_keys_sent: a.handoff_keys_sent + b.handoff_keys_sent,
         handoff_bytes_sent: a.handoff_bytes_sent + b.handoff_bytes_sent,
+        handoff_offer_bytes: a.handoff_offer_bytes + b.handoff_offer_bytes,
         handoff_keys_deleted: a.handoff_keys_deleted + b.handoff_keys_deleted,
         handoff_pages_abandoned: a.handoff_pages_abandoned + b.handoff_pages_abandoned,
         writer_epochs_started: a.writer_epochs_started + b.writer_epochs_started,
