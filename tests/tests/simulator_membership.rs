@@ -10,20 +10,18 @@
 
 use ringkv_core::node::Sabotage;
 use ringkv_core::wire::MemberStatus;
+use ringkv_tests::seeds::SeedPlan;
 use ringkv_tests::sim::cluster::Cluster;
 use ringkv_tests::sim::swarm::{Faults, MembershipChange, Parameters, Workload};
 use ringkv_tests::sim::{checkers, run_seed};
 
-/// Seeds 1 to 10; `RINGKV_SIM_SEED_BASE` and `RINGKV_SIM_RUNS` try others.
-fn seeds() -> std::ops::Range<u64> {
-    let read = |name: &str, default: u64| {
-        std::env::var(name)
-            .ok()
-            .and_then(|value| value.parse().ok())
-            .unwrap_or(default)
-    };
-    let base = read("RINGKV_SIM_SEED_BASE", 1);
-    base..base + read("RINGKV_SIM_RUNS", 10)
+/// Ten seeds from 0; `RINGKV_SEED`, `RINGKV_SIM_SEED_BASE` and `RINGKV_SIM_RUNS`
+/// choose others (see `ringkv_tests::seeds`).
+fn seeds() -> Vec<u64> {
+    SeedPlan::from_env(10)
+        .expect("seed variables")
+        .seeds()
+        .collect()
 }
 /// Gossip rounds (1 s each) within which views must agree again after the last change
 /// a node made to its own entry (a join, a status change, a restart); property 4 relies
@@ -167,7 +165,7 @@ fn growing_to_eight_nodes_and_shrinking_by_two_loses_nothing() {
     }
     println!(
         "handoff deleted {deleted} keys over {} seeds",
-        seeds().count()
+        seeds().len()
     );
 }
 
@@ -197,7 +195,7 @@ fn the_scenario_catches_unconfirmed_deletes_and_reused_writer_ids() {
         },
     ] {
         // The first catching seed is enough; the clean test runs the same seeds.
-        let caught = seeds().find(|&seed| sabotaged(seed, sabotage));
+        let caught = seeds().into_iter().find(|&seed| sabotaged(seed, sabotage));
         println!("{sabotage:?}: first caught on seed {caught:?}");
         assert!(caught.is_some(), "{sabotage:?} went unnoticed");
     }

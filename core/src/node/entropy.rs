@@ -65,6 +65,14 @@ pub(crate) fn entry_hash(key: &[u8], record: &[u8]) -> u64 {
     xxh3_64_with_seed(record, key_hash(key))
 }
 
+/// (key, entry hash) of each scanned item, in scan order.
+pub(crate) fn entry_hashes(items: &[(Vec<u8>, Vec<u8>)]) -> Vec<(&[u8], u64)> {
+    items
+        .iter()
+        .map(|(key, record)| (key.as_slice(), entry_hash(key, record)))
+        .collect()
+}
+
 /// Every partition's bucket hashes and key count on this node.
 #[derive(Debug)]
 pub(crate) struct HashTrees {
@@ -277,23 +285,34 @@ impl Node {
         self.start_exchange();
     }
 
+    /// Queues a scan for `task`; its token, or None when the task table or the action
+    /// queue is full (nothing is left behind).
+    pub(crate) fn start_scan(
+        &mut self,
+        task: Task,
+        range: (u64, u64),
+        after: Option<u64>,
+        limit: u32,
+    ) -> Option<u64> {
+        let token = self.insert_task(task)?;
+        if self.actions.scan(token, range, after, limit).is_err() {
+            self.tasks.remove(SlotId::from_u64(token));
+            return None;
+        }
+        Some(token)
+    }
+
     fn continue_tree_build(&mut self) {
         if self.entropy.building {
             return;
         }
-        let Some(token) = self.insert_task(Task::BuildTrees) else {
-            return;
-        };
         let after = self.entropy.trees.build_cursor();
         if self
-            .actions
-            .scan(token, (0, u64::MAX), after, BUILD_PAGE_KEYS)
-            .is_err()
+            .start_scan(Task::BuildTrees, (0, u64::MAX), after, BUILD_PAGE_KEYS)
+            .is_some()
         {
-            self.tasks.remove(SlotId::from_u64(token));
-            return;
+            self.entropy.building = true;
         }
-        self.entropy.building = true;
     }
 
     pub(crate) fn tree_page(&mut self, items: &[(Vec<u8>, Vec<u8>)], next: Option<u64>) {
@@ -312,11 +331,7 @@ impl Node {
             if !self.entropy.trees.is_built(partition) {
                 continue;
             }
-            if !self
-                .ring
-                .preference_list(partition)
-                .any(|node| node == self.id)
-            {
+            if !self.replicates(partition) {
                 continue;
             }
             let peers: smallvec::SmallVec<[NodeId; 8]> = self
@@ -469,15 +484,10 @@ impl Node {
             .entropy
             .trees
             .bucket_range(comparison.partition as usize, comparison.bucket as usize);
-        let Some(token) = self.insert_task(Task::EntropyScan) else {
-            return;
-        };
         let limit = self.config.wire_limits.list_length_max as u32;
-        if self.actions.scan(token, range, None, limit).is_err() {
-            self.tasks.remove(SlotId::from_u64(token));
-            return;
+        if let Some(token) = self.start_scan(Task::EntropyScan, range, None, limit) {
+            self.entropy.comparisons.push((token, comparison));
         }
-        self.entropy.comparisons.push((token, comparison));
     }
 
     /// This node's scan of a bucket under comparison finished.
@@ -496,10 +506,7 @@ impl Node {
             return;
         };
         let (_, comparison) = self.entropy.comparisons.swap_remove(position);
-        let mine: Vec<(&[u8], u64)> = items
-            .iter()
-            .map(|(key, record)| (key.as_slice(), entry_hash(key, record)))
-            .collect();
+        let mine = entry_hashes(items);
         if complete {
             let hash = mine.iter().fold(0, |acc, &(_, h)| acc ^ h);
             self.entropy.trees.reset_bucket(

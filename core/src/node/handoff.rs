@@ -50,9 +50,8 @@
 
 use super::Node;
 use super::coordinator::{KeyOp, Task};
-use super::entropy::{BUCKET_BITS, entry_hash};
+use super::entropy::{BUCKET_BITS, entry_hash, entry_hashes};
 use super::{ScanPage, Space, StorageFailure};
-use crate::slab::SlotId;
 use crate::time::Instant;
 use crate::version::NodeId;
 use crate::wire::{MemberStatus, Message, ReplicaStatus};
@@ -308,15 +307,14 @@ impl Node {
         }
         let range = trees.bucket_range(partition, pass.bucket as usize);
         let after = pass.after;
-        let Some(token) = self.insert_task(Task::HandoffPage) else {
-            return self.wait_for_tick();
-        };
         let limit = self
             .config
             .handoff_page_keys
             .min(self.config.wire_limits.list_length_max as u32);
-        if self.actions.scan(token, range, after, limit).is_err() {
-            self.tasks.remove(SlotId::from_u64(token));
+        if self
+            .start_scan(Task::HandoffPage, range, after, limit)
+            .is_none()
+        {
             return self.wait_for_tick();
         }
         if let Some(pass) = &mut self.handoffs.pass {
@@ -550,14 +548,10 @@ impl Node {
             return; // the offerer's page expires and is offered again later
         }
         let range = self.entropy.trees.bucket_range(index, bucket as usize);
-        let Some(token) = self.insert_task(Task::OfferScan) else {
+        let limit = self.config.wire_limits.list_length_max as u32;
+        let Some(token) = self.start_scan(Task::OfferScan, range, None, limit) else {
             return;
         };
-        let limit = self.config.wire_limits.list_length_max as u32;
-        if self.actions.scan(token, range, None, limit).is_err() {
-            self.tasks.remove(SlotId::from_u64(token));
-            return;
-        }
         let mut keys: Vec<(Vec<u8>, u64, u32)> = (0u32..)
             .zip(keys)
             .map(|(position, &(key, hash))| (key.to_vec(), hash, position))
@@ -586,11 +580,7 @@ impl Node {
         let Ok(page) = result else {
             return; // the offerer retries
         };
-        let mut mine: Vec<(&[u8], u64)> = page
-            .items
-            .iter()
-            .map(|(key, record)| (key.as_slice(), entry_hash(key, record)))
-            .collect();
+        let mut mine = entry_hashes(page.items);
         mine.sort_unstable();
         let wanted: Vec<u32> = offer
             .keys

@@ -116,6 +116,21 @@ impl PartialOrd for Scheduled {
     }
 }
 impl SimNode {
+    /// A node just booted, with fresh disks seeded from `rng`.
+    fn new(id: NodeId, node: Node, disk: DiskConfig, rng: &mut Rng) -> SimNode {
+        SimNode {
+            id,
+            node: Some(node),
+            data: SimDisk::new(disk, rng.next_u64()),
+            hints: SimDisk::new(disk, rng.next_u64()),
+            meta: SimDisk::new(disk, rng.next_u64()),
+            boot: 0,
+            bounds: BTreeMap::new(),
+            earlier_stats: Stats::default(),
+            disk_failing: false,
+        }
+    }
+
     pub fn disk(&self, space: Space) -> &SimDisk {
         match space {
             Space::Data => &self.data,
@@ -271,17 +286,7 @@ impl Cluster {
             .map(|index| {
                 let id = NodeId(index as u64 + 1);
                 let node = boot(&config, id, rng.next_u64(), now);
-                SimNode {
-                    id,
-                    node: Some(node),
-                    data: SimDisk::new(parameters.disk, rng.next_u64()),
-                    hints: SimDisk::new(parameters.disk, rng.next_u64()),
-                    meta: SimDisk::new(parameters.disk, rng.next_u64()),
-                    boot: 0,
-                    bounds: BTreeMap::new(),
-                    earlier_stats: Stats::default(),
-                    disk_failing: false,
-                }
+                SimNode::new(id, node, parameters.disk, &mut rng)
             })
             .collect();
         let network = Network::new(parameters.network, rng.next_u64());
@@ -431,18 +436,8 @@ impl Cluster {
         let index = self.nodes.len();
         let id = NodeId(index as u64 + 1);
         let node = boot(&self.config, id, self.rng.next_u64(), self.now);
-        let disk = self.parameters.disk;
-        self.nodes.push(SimNode {
-            id,
-            node: Some(node),
-            data: SimDisk::new(disk, self.rng.next_u64()),
-            hints: SimDisk::new(disk, self.rng.next_u64()),
-            meta: SimDisk::new(disk, self.rng.next_u64()),
-            boot: 0,
-            bounds: BTreeMap::new(),
-            earlier_stats: Stats::default(),
-            disk_failing: false,
-        });
+        let sim = SimNode::new(id, node, self.parameters.disk, &mut self.rng);
+        self.nodes.push(sim);
         self.membership_changed_at = self.now;
         self.fault_changed();
         self.drain(index);
