@@ -25,7 +25,8 @@
 //! coordinator that is not a replica of the key forwards the write to one that is.
 //!
 //! A delete is an update with a [`Value::tombstone`]; when a tombstone may be reaped is
-//! the membership and anti-entropy layer's decision (it needs every replica to hold it).
+//! the node's decision (`node::reap`). A node that reaped a key mints its next dots for
+//! it above a counter floor ([`VersionSet::update_above`]).
 
 use crate::bytes::{DecodeError, PutBytes, Reader};
 use core::cmp::Ordering;
@@ -131,6 +132,25 @@ impl VersionSet {
     /// the coordinator's current versions `current`, with a new dot of `coordinator`.
     /// Everything `write`'s context covers is superseded; the rest stays as siblings.
     pub fn update(write: VersionSet, current: &VersionSet, coordinator: NodeId) -> VersionSet {
+        VersionSet::update_above(write, current, coordinator, 0)
+    }
+
+    /// [`VersionSet::update`], except that unless the coordinator's entry holds live
+    /// values, the new dot's counter is above `floor`.
+    ///
+    /// A coordinator whose copy of a key was removed (a reaped tombstone) no longer
+    /// knows which counters it used for the key, while other copies, and the contexts
+    /// clients still hold, may name lower ones: an old context can even bring back a
+    /// stale entry of the coordinator. It keeps a floor at least as high as every
+    /// counter it removed, and a dot above the floor is one no copy has seen. An entry
+    /// with live values came from a record holding the coordinator's newest dots (its
+    /// counter cannot jump: the values' dots count down from it).
+    pub fn update_above(
+        write: VersionSet,
+        current: &VersionSet,
+        coordinator: NodeId,
+        floor: u64,
+    ) -> VersionSet {
         let VersionSet {
             entries,
             mut anonymous,
@@ -148,27 +168,79 @@ impl VersionSet {
             anonymous: Vec::new(),
         };
         let mut merged = context_only.sync(current);
-        merged.event(coordinator, value);
+        merged.event(coordinator, value, floor);
         merged
     }
 
-    /// A new dot of `node` for `value`.
-    fn event(&mut self, node: NodeId, value: Value) {
+    /// A new dot of `node` for `value`, above `floor` unless the entry holds values
+    /// (their dots are counted down from the counter, so it cannot jump).
+    fn event(&mut self, node: NodeId, value: Value, floor: u64) {
         match self.entries.binary_search_by_key(&node, |entry| entry.node) {
             Ok(index) => {
                 let entry = &mut self.entries[index];
-                entry.counter += 1;
+                // Saturating: a counter at u64::MAX (a hostile peer's) must not panic.
+                entry.counter = if entry.values.is_empty() {
+                    entry.counter.max(floor).saturating_add(1)
+                } else {
+                    entry.counter.saturating_add(1)
+                };
                 entry.values.insert(0, value);
             }
             Err(index) => self.entries.insert(
                 index,
                 Entry {
                     node,
-                    counter: 1,
+                    counter: floor.saturating_add(1),
                     values: vec![value],
                 },
             ),
         }
+    }
+
+    /// The counter of `node`'s entry in the clock (0: none).
+    pub fn counter_of(&self, node: NodeId) -> u64 {
+        self.entries
+            .binary_search_by_key(&node, |entry| entry.node)
+            .map_or(0, |index| self.entries[index].counter)
+    }
+
+    /// True when `bytes`, an encoded set, holds at least one sibling and every sibling
+    /// is a tombstone: a key whose only content is its delete. Reads the record in
+    /// place without allocating; a record that does not parse is not deleted.
+    pub fn record_is_deleted(bytes: &[u8]) -> bool {
+        fn values_deleted(reader: &mut Reader<'_>, count: u16) -> Option<bool> {
+            for _ in 0..count {
+                reader.u64().ok()?;
+                let flags = reader.u8().ok()?;
+                let length = reader.u32().ok()? as usize;
+                reader.slice(length).ok()?;
+                if flags != VALUE_FLAG_TOMBSTONE {
+                    return Some(false);
+                }
+            }
+            Some(true)
+        }
+        let mut reader = Reader::new(bytes);
+        let parse = |reader: &mut Reader<'_>| -> Option<bool> {
+            if reader.u8().ok()? != ENCODING_VERSION {
+                return None;
+            }
+            let mut siblings = 0usize;
+            for _ in 0..reader.u16().ok()? {
+                reader.u64().ok()?;
+                reader.u64().ok()?;
+                let count = reader.u16().ok()?;
+                siblings += usize::from(count);
+                if !values_deleted(reader, count)? {
+                    return Some(false);
+                }
+            }
+            let count = reader.u16().ok()?;
+            siblings += usize::from(count);
+            let deleted = values_deleted(reader, count)?;
+            Some(deleted && siblings > 0 && reader.remaining() == 0)
+        };
+        parse(&mut reader).unwrap_or(false)
     }
 
     /// Merges two replicas' versions of the same key.
@@ -694,6 +766,69 @@ mod tests {
         coordinator: NodeId,
     ) -> VersionSet {
         VersionSet::update(VersionSet::from_context(read, value), current, coordinator)
+    }
+
+    #[test]
+    fn a_dot_minted_above_a_floor_survives_the_tombstone_a_copy_still_holds() {
+        // A wrote a, then deleted it: the tombstone's clock is {A: 2}.
+        let written = put(&VersionSet::new(), &VersionVector::new(), v("a"), A);
+        let tombstone = put(&written, &written.join(), Value::tombstone(1), A);
+        // A reaped its copy; another replica still holds the tombstone.
+        let reaped = VersionSet::new();
+        let naive = put(&reaped, &VersionVector::new(), v("b"), A);
+        assert_eq!(
+            texts(&naive.sync(&tombstone)),
+            ["<deleted>"],
+            "without a floor the new write reuses dot (A, 1) and the tombstone hides it"
+        );
+        let floored = VersionSet::update_above(
+            VersionSet::from_context(&VersionVector::new(), v("b")),
+            &reaped,
+            A,
+            tombstone.counter_of(A),
+        );
+        assert_eq!(floored.counter_of(A), 3);
+        assert!(texts(&floored.sync(&tombstone)).contains(&"b".to_owned()));
+        // An old context names A's entry without its values: still above the floor.
+        let stale = VersionSet::update_above(
+            VersionSet::from_context(&written.join(), v("c")),
+            &reaped,
+            A,
+            1_000,
+        );
+        assert_eq!(stale.counter_of(A), 1_001);
+        // An entry with live values counts on from them (its dots count down from it).
+        let live = put(&VersionSet::new(), &VersionVector::new(), v("d"), A);
+        let concurrent = VersionSet::update_above(
+            VersionSet::from_context(&VersionVector::new(), v("e")),
+            &live,
+            A,
+            1_000,
+        );
+        assert_eq!(concurrent.counter_of(A), 2);
+        assert_eq!(texts(&concurrent), ["d", "e"]);
+    }
+
+    #[test]
+    fn a_record_is_deleted_only_when_every_sibling_is_a_tombstone() {
+        let encode = |set: &VersionSet| {
+            let mut bytes = Vec::new();
+            set.encode(&mut bytes);
+            bytes
+        };
+        let written = put(&VersionSet::new(), &VersionVector::new(), v("a"), A);
+        let deleted = put(&written, &written.join(), Value::tombstone(1), A);
+        let concurrent = put(&deleted, &written.join(), v("b"), B);
+        assert!(!VersionSet::record_is_deleted(&encode(&written)));
+        assert!(VersionSet::record_is_deleted(&encode(&deleted)));
+        assert!(!VersionSet::record_is_deleted(&encode(&concurrent)));
+        assert!(!VersionSet::record_is_deleted(&encode(&VersionSet::new())));
+        let bytes = encode(&deleted);
+        assert!(!VersionSet::record_is_deleted(&bytes[..bytes.len() - 1]));
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(!VersionSet::record_is_deleted(&longer));
+        assert!(!VersionSet::record_is_deleted(&[]));
     }
 
     #[test]

@@ -190,6 +190,24 @@ pub enum Message<'a> {
         request: u64,
         wanted: Vec<u32>,
     },
+    /// Reaping: a node about to reap tombstones asks every member what could bring a
+    /// deleted value back.
+    ReapQuery {
+        request: u64,
+    },
+    /// The answer: the partitions this node holds hints of, or data of it no longer
+    /// replicates (`complete` false: it cannot tell yet, or the list is too long).
+    ReapStatus {
+        request: u64,
+        complete: bool,
+        partitions: Vec<u32>,
+    },
+    /// Reaping: remove each key of `partition` whose record's entry hash is still the
+    /// one given (every replica held that tombstone for the grace period).
+    ReapKeys {
+        partition: u32,
+        keys: Vec<(&'a [u8], u64)>,
+    },
 }
 
 /// Why a frame could not be decoded.
@@ -229,6 +247,9 @@ mod kind {
     pub const HANDOFF_NEED: u8 = 13;
     pub const FORWARD_PUT: u8 = 14;
     pub const FORWARD_PUT_REPLY: u8 = 15;
+    pub const REAP_QUERY: u8 = 16;
+    pub const REAP_STATUS: u8 = 17;
+    pub const REAP_KEYS: u8 = 18;
 }
 
 /// ForwardPut flag bits: a value follows (else a delete); a plain write.
@@ -463,6 +484,32 @@ fn encode_message(out: &mut Vec<u8>, message: &Message<'_>) -> Result<(), Encode
             put_count(out, wanted.len())?;
             for position in wanted {
                 out.put_u32(*position);
+            }
+        }
+        Message::ReapQuery { request } => {
+            out.put_u8(kind::REAP_QUERY);
+            out.put_u64(*request);
+        }
+        Message::ReapStatus {
+            request,
+            complete,
+            partitions,
+        } => {
+            out.put_u8(kind::REAP_STATUS);
+            out.put_u64(*request);
+            out.put_u8(u8::from(*complete));
+            put_count(out, partitions.len())?;
+            for partition in partitions {
+                out.put_u32(*partition);
+            }
+        }
+        Message::ReapKeys { partition, keys } => {
+            out.put_u8(kind::REAP_KEYS);
+            out.put_u32(*partition);
+            put_count(out, keys.len())?;
+            for (key, hash) in keys {
+                put_key(out, key)?;
+                out.put_u64(*hash);
             }
         }
     }
@@ -733,6 +780,32 @@ fn decode_message<'a>(
             }
             Message::HandoffNeed { request, wanted }
         }
+        kind::REAP_QUERY => Message::ReapQuery {
+            request: reader.u64()?,
+        },
+        kind::REAP_STATUS => {
+            let request = reader.u64()?;
+            let complete = flag(reader)?;
+            let count = list_length(reader, limits, 4)?;
+            let mut partitions = Vec::with_capacity(count);
+            for _ in 0..count {
+                partitions.push(reader.u32()?);
+            }
+            Message::ReapStatus {
+                request,
+                complete,
+                partitions,
+            }
+        }
+        kind::REAP_KEYS => {
+            let partition = reader.u32()?;
+            let count = list_length(reader, limits, 2 + 8)?;
+            let mut keys = Vec::with_capacity(count);
+            for _ in 0..count {
+                keys.push((key(reader, limits)?, reader.u64()?));
+            }
+            Message::ReapKeys { partition, keys }
+        }
         _ => return Err(DecodeError::Invalid("unknown message type")),
     };
     Ok(message)
@@ -870,6 +943,21 @@ mod tests {
             Message::HandoffNeed {
                 request: 41,
                 wanted: vec![],
+            },
+            Message::ReapQuery { request: 50 },
+            Message::ReapStatus {
+                request: 50,
+                complete: true,
+                partitions: vec![0, 1023],
+            },
+            Message::ReapStatus {
+                request: 51,
+                complete: false,
+                partitions: vec![],
+            },
+            Message::ReapKeys {
+                partition: 9,
+                keys: vec![(b"gone", 3), (b"", 0)],
             },
             Message::ForwardPut {
                 request: 12,

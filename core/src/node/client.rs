@@ -390,7 +390,7 @@ impl Node {
                 .map_or_else(|| "none".to_string(), |p| p.to_string());
             let _ = write!(
                 text,
-                "# Background\r\nentropy_exchanges:{}\r\nentropy_in_sync:{}\r\nentropy_keys_pushed:{}\r\nhandoff_partition:{handing_off}\r\nhandoff_pages:{}\r\nhandoff_keys_sent:{}\r\nhandoff_bytes_sent:{}\r\nhandoff_keys_deleted:{}\r\nwriter_epochs_started:{}\r\n\r\n",
+                "# Background\r\nentropy_exchanges:{}\r\nentropy_in_sync:{}\r\nentropy_keys_pushed:{}\r\nhandoff_partition:{handing_off}\r\nhandoff_pages:{}\r\nhandoff_keys_sent:{}\r\nhandoff_bytes_sent:{}\r\nhandoff_keys_deleted:{}\r\nwriter_epochs_started:{}\r\nreap_walks:{}\r\nreap_walks_blocked:{}\r\nreap_keys:{}\r\nreap_candidates:{}\r\n\r\n",
                 stats.entropy_exchanges,
                 stats.entropy_in_sync,
                 stats.entropy_keys_pushed,
@@ -399,6 +399,10 @@ impl Node {
                 stats.handoff_bytes_sent,
                 stats.handoff_keys_deleted,
                 stats.writer_epochs_started,
+                stats.reap_walks,
+                stats.reap_walks_blocked,
+                stats.reap_keys,
+                stats.reap_candidates,
             );
         }
         if wants("latency") {

@@ -60,11 +60,19 @@ pub struct Config {
     pub anti_entropy_buckets_max: u32,
     /// Handoff (see `node::handoff`): every interval a node that holds data of
     /// partitions it no longer replicates offers it to their replicas, one page of at
-    /// most `handoff_page_keys` keys at a time, sending at most
+    /// most `background_page_keys` keys at a time, sending at most
     /// `handoff_bytes_per_second` of records.
     pub handoff_interval_ms: u64,
-    pub handoff_page_keys: u32,
+    pub background_page_keys: u32,
     pub handoff_bytes_per_second: u64,
+    /// Tombstone reaping (see `node::reap`): a tombstone is removed once every replica
+    /// has held it, unchanged, for `tombstone_grace_ms` and no member holds a hint or
+    /// a handed-off copy of its partition. A node walks the partitions it leads at
+    /// most once per `reap_interval_ms`, remembering at most `reap_candidates_max`
+    /// tombstones between walks (0: never reap).
+    pub tombstone_grace_ms: u64,
+    pub reap_interval_ms: u64,
+    pub reap_candidates_max: u32,
 
     /// Coordinated requests (client and forwarded) in flight.
     pub requests_max: u32,
@@ -120,6 +128,11 @@ pub struct Sabotage {
     pub handoff_unconfirmed: bool,
     /// Minting ignores the writer epoch: a regained partition keeps the old writer id.
     pub ignore_writer_epoch: bool,
+    /// Reaping removes every tombstone it scans: no replica confirmation, no grace
+    /// period, no question to the other members.
+    pub reap_unconfirmed: bool,
+    /// Reaping keeps no counter floor, and mints start at counter 1 again.
+    pub reap_without_floor: bool,
 }
 
 /// A configuration that cannot work.
@@ -212,8 +225,11 @@ impl Config {
             anti_entropy_exchanges_max: 2,
             anti_entropy_buckets_max: 8,
             handoff_interval_ms: 200,
-            handoff_page_keys: 64,
+            background_page_keys: 64,
             handoff_bytes_per_second: 32 << 20,
+            tombstone_grace_ms: 60_000,
+            reap_interval_ms: 10_000,
+            reap_candidates_max: 65_536,
             requests_max: 4_096,
             storage_operations_max: 4_096,
             locked_keys_max: 4_096,
@@ -277,7 +293,7 @@ impl Config {
             ("failure_timeouts", self.failure_timeouts),
             ("members_max", self.members_max),
             ("gossip_seed_one_in", self.gossip_seed_one_in),
-            ("handoff_page_keys", self.handoff_page_keys),
+            ("background_page_keys", self.background_page_keys),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroBound(name));
@@ -288,6 +304,7 @@ impl Config {
             ("anti_entropy_interval_ms", self.anti_entropy_interval_ms),
             ("handoff_interval_ms", self.handoff_interval_ms),
             ("handoff_bytes_per_second", self.handoff_bytes_per_second),
+            ("reap_interval_ms", self.reap_interval_ms),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroBound(name));

@@ -4,6 +4,7 @@
 //! stand-in replacement and read repair.
 
 use super::actions::{ClientId, Space};
+use super::entropy::TreeEntry;
 use super::hints::hint_key;
 use super::{Node, RequestError};
 use crate::placement::Ring;
@@ -158,9 +159,18 @@ pub(crate) enum KeyOp {
     ReadHint { delivery: SlotId },
     /// Delete a delivered hint if nothing merged into it since `generation`.
     DeleteHint { owner: NodeId, generation: u64 },
-    /// Delete a key handed off in page `serial`, if its record's entry hash is still
-    /// `expected` (the record every replica confirmed).
-    HandoffDelete { expected: u64, serial: u32 },
+    /// Delete a key if its record's entry hash is still `expected` (the record every
+    /// replica confirmed), for `cause`.
+    DeleteIfUnchanged { expected: u64, cause: DeleteCause },
+}
+
+/// Why a key is deleted from this node's data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DeleteCause {
+    /// Handed off in page `serial` (`node::handoff`).
+    Handoff { serial: u32 },
+    /// A tombstone every replica held for the grace period (`node::reap`).
+    Reap,
 }
 
 /// A storage operation in flight.
@@ -170,7 +180,7 @@ pub(crate) enum Task {
     /// it read and of the one it is writing, for the anti-entropy tree once durable.
     Locked {
         lock: u32,
-        change: Option<(Option<u64>, Option<u64>)>,
+        change: Option<(Option<TreeEntry>, Option<TreeEntry>)>,
     },
     /// A peer's ReplicaGet.
     ReplicaRead {
@@ -193,6 +203,8 @@ pub(crate) enum Task {
     HandoffPage,
     /// This node's bucket, read to answer a peer's handoff offer.
     OfferScan,
+    /// A page of a bucket whose tombstones this node may reap.
+    ReapPage,
 }
 
 /// Targets of a write: (node, owner it stands in for).

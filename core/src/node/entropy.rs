@@ -49,7 +49,7 @@ use super::coordinator::{NO_REQUEST, Task};
 use crate::placement::key_hash;
 use crate::slab::SlotId;
 use crate::time::Instant;
-use crate::version::NodeId;
+use crate::version::{NodeId, VersionSet};
 use crate::wire::Message;
 use core::time::Duration;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
@@ -65,6 +65,23 @@ pub(crate) fn entry_hash(key: &[u8], record: &[u8]) -> u64 {
     xxh3_64_with_seed(record, key_hash(key))
 }
 
+/// What the tree keeps of one stored record: its entry hash, and whether it is a
+/// tombstone and nothing else (reaping looks only at buckets that hold such records).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TreeEntry {
+    pub(crate) hash: u64,
+    pub(crate) deleted: bool,
+}
+
+impl TreeEntry {
+    pub(crate) fn of(key: &[u8], record: &[u8]) -> TreeEntry {
+        TreeEntry {
+            hash: entry_hash(key, record),
+            deleted: VersionSet::record_is_deleted(record),
+        }
+    }
+}
+
 /// (key, entry hash) of each scanned item, in scan order.
 pub(crate) fn entry_hashes(items: &[(Vec<u8>, Vec<u8>)]) -> Vec<(&[u8], u64)> {
     items
@@ -73,12 +90,14 @@ pub(crate) fn entry_hashes(items: &[(Vec<u8>, Vec<u8>)]) -> Vec<(&[u8], u64)> {
         .collect()
 }
 
-/// Every partition's bucket hashes and key count on this node.
+/// Every partition's bucket hashes and key count on this node, and every bucket's
+/// count of deleted records.
 #[derive(Debug)]
 pub(crate) struct HashTrees {
     partition_bits: u32,
     buckets: Vec<u64>,
     keys: Vec<u32>,
+    deleted: Vec<u32>,
     /// Every key hash up to this one has been scanned in; `None`: nothing yet.
     built_through: Option<u64>,
     built: bool,
@@ -91,6 +110,7 @@ impl HashTrees {
             partition_bits,
             buckets: vec![0; partitions * BUCKETS],
             keys: vec![0; partitions],
+            deleted: vec![0; partitions * BUCKETS],
             built_through: None,
             built: false,
         }
@@ -130,21 +150,31 @@ impl HashTrees {
         self.built_through
     }
 
-    /// A durable change of the key with `key_hash` `hash`, from a record whose
-    /// [`entry_hash`] was `old` to one whose is `new` (None: absent).
-    pub(crate) fn apply(&mut self, hash: u64, old: Option<u64>, new: Option<u64>) {
+    /// A durable change of the key with `key_hash` `hash`, from record `old` to
+    /// record `new` (None: absent).
+    pub(crate) fn apply(&mut self, hash: u64, old: Option<TreeEntry>, new: Option<TreeEntry>) {
         if !self.covers(hash) {
             return;
         }
         let (partition, bucket) = self.locate(hash);
         let index = partition * BUCKETS + bucket;
         if let Some(old) = old {
-            self.buckets[index] ^= old;
+            self.buckets[index] ^= old.hash;
             self.keys[partition] = self.keys[partition].saturating_sub(1);
+            if old.deleted {
+                self.deleted[index] = self.deleted[index].saturating_sub(1);
+            }
         }
         if let Some(new) = new {
-            self.buckets[index] ^= new;
-            self.keys[partition] = self.keys[partition].saturating_add(1);
+            self.add(index, partition, new);
+        }
+    }
+
+    fn add(&mut self, index: usize, partition: usize, entry: TreeEntry) {
+        self.buckets[index] ^= entry.hash;
+        self.keys[partition] = self.keys[partition].saturating_add(1);
+        if entry.deleted {
+            self.deleted[index] = self.deleted[index].saturating_add(1);
         }
     }
 
@@ -152,8 +182,11 @@ impl HashTrees {
     pub(crate) fn scanned(&mut self, items: &[(Vec<u8>, Vec<u8>)], next: Option<u64>) {
         for (key, record) in items {
             let (partition, bucket) = self.locate(key_hash(key));
-            self.buckets[partition * BUCKETS + bucket] ^= entry_hash(key, record);
-            self.keys[partition] = self.keys[partition].saturating_add(1);
+            self.add(
+                partition * BUCKETS + bucket,
+                partition,
+                TreeEntry::of(key, record),
+            );
         }
         match next {
             Some(after) => self.built_through = Some(after),
@@ -183,9 +216,22 @@ impl HashTrees {
         self.keys[partition]
     }
 
-    /// A whole bucket was just read: its hash is what was read.
-    fn reset_bucket(&mut self, partition: usize, bucket: usize, hash: u64) {
+    /// Deleted records (tombstones only) in one bucket.
+    pub(crate) fn deleted_in(&self, partition: usize, bucket: usize) -> u32 {
+        self.deleted[partition * BUCKETS + bucket]
+    }
+
+    /// Deleted records in a partition.
+    pub(crate) fn deleted_held(&self, partition: usize) -> u32 {
+        self.deleted[partition * BUCKETS..(partition + 1) * BUCKETS]
+            .iter()
+            .sum()
+    }
+
+    /// A whole bucket was just read: its hash and deleted count are what was read.
+    fn reset_bucket(&mut self, partition: usize, bucket: usize, hash: u64, deleted: u32) {
         self.buckets[partition * BUCKETS + bucket] = hash;
+        self.deleted[partition * BUCKETS + bucket] = deleted;
     }
 }
 
@@ -509,10 +555,15 @@ impl Node {
         let mine = entry_hashes(items);
         if complete {
             let hash = mine.iter().fold(0, |acc, &(_, h)| acc ^ h);
+            let deleted = items
+                .iter()
+                .filter(|(_, record)| VersionSet::record_is_deleted(record))
+                .count() as u32;
             self.entropy.trees.reset_bucket(
                 comparison.partition as usize,
                 comparison.bucket as usize,
                 hash,
+                deleted,
             );
         }
         if let Some(theirs) = &comparison.theirs {
@@ -567,8 +618,8 @@ mod tests {
         let mut by_writes = HashTrees::new(4);
         by_writes.scanned(&[], None);
         let change = |trees: &mut HashTrees, key: &[u8], old: Option<&[u8]>, new: Option<&[u8]>| {
-            let old = old.map(|record| entry_hash(key, record));
-            let new = new.map(|record| entry_hash(key, record));
+            let old = old.map(|record| TreeEntry::of(key, record));
+            let new = new.map(|record| TreeEntry::of(key, record));
             trees.apply(key_hash(key), old, new);
         };
         change(&mut by_writes, b"a", None, Some(b"1"));
@@ -587,6 +638,38 @@ mod tests {
         // A different value changes the root.
         change(&mut by_writes, b"a", Some(b"3"), Some(b"5"));
         assert_ne!(by_writes.root(partition), by_scan.root(partition));
+    }
+
+    #[test]
+    fn a_bucket_counts_its_deleted_records_through_writes_and_scans() {
+        use crate::version::{Value, VersionVector};
+        let encode = |value: Value| {
+            let set = VersionSet::update(
+                VersionSet::from_context(&VersionVector::new(), value),
+                &VersionSet::new(),
+                NodeId(1),
+            );
+            let mut bytes = Vec::new();
+            set.encode(&mut bytes);
+            bytes
+        };
+        let live = encode(Value::new(b"v".to_vec(), 1));
+        let deleted = encode(Value::tombstone(2));
+        let mut trees = HashTrees::new(4);
+        trees.scanned(&[], None);
+        let key = b"k".as_slice();
+        let (partition, bucket) = trees.locate(key_hash(key));
+        trees.apply(key_hash(key), None, Some(TreeEntry::of(key, &live)));
+        assert_eq!(trees.deleted_in(partition, bucket), 0);
+        let (old, new) = (TreeEntry::of(key, &live), TreeEntry::of(key, &deleted));
+        trees.apply(key_hash(key), Some(old), Some(new));
+        assert_eq!(trees.deleted_in(partition, bucket), 1);
+        assert_eq!(trees.deleted_held(partition), 1);
+        let mut scanned = HashTrees::new(4);
+        scanned.scanned(&[(key.to_vec(), deleted.clone())], None);
+        assert_eq!(scanned.deleted, trees.deleted);
+        trees.apply(key_hash(key), Some(new), None);
+        assert_eq!(trees.deleted_held(partition), 0);
     }
 
     #[test]
@@ -619,8 +702,8 @@ mod tests {
             .map(|i| i.to_le_bytes())
             .find(|k| key_hash(k) > u64::MAX / 2)
             .unwrap();
-        trees.apply(key_hash(&low), None, Some(entry_hash(&low, b"x")));
-        trees.apply(key_hash(&high), None, Some(entry_hash(&high, b"y")));
+        trees.apply(key_hash(&low), None, Some(TreeEntry::of(&low, b"x")));
+        trees.apply(key_hash(&high), None, Some(TreeEntry::of(&high, b"y")));
         assert_eq!(
             trees.keys.iter().sum::<u32>(),
             1,

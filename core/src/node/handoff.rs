@@ -10,7 +10,7 @@
 //! epoch (`node::writer`; durable before anything is deleted), then walks the
 //! partition bucket by bucket, skipping empty buckets:
 //!
-//! 1. scan a page of at most `handoff_page_keys` keys of the bucket;
+//! 1. scan a page of at most `background_page_keys` keys of the bucket;
 //! 2. offer the page to every replica (`HandoffOffer`: each key with the entry hash of
 //!    its record). A replica, if it agrees it replicates the partition, scans its own
 //!    bucket and answers with the positions it lacks or holds differently
@@ -49,8 +49,9 @@
 //! (final; gossip spreads it) and may be shut down.
 
 use super::Node;
-use super::coordinator::{KeyOp, Task};
+use super::coordinator::{DeleteCause, KeyOp, Task};
 use super::entropy::{BUCKET_BITS, entry_hash, entry_hashes};
+use super::reap::is_reap_request;
 use super::{ScanPage, Space, StorageFailure};
 use crate::time::Instant;
 use crate::version::NodeId;
@@ -309,7 +310,7 @@ impl Node {
         let after = pass.after;
         let limit = self
             .config
-            .handoff_page_keys
+            .background_page_keys
             .min(self.config.wire_limits.list_length_max as u32);
         if self
             .start_scan(Task::HandoffPage, range, after, limit)
@@ -493,7 +494,10 @@ impl Node {
         let hashes = std::mem::take(&mut pass.hashes);
         pass.phase = Phase::Deleting(page.len() as u32);
         for ((key, _), &expected) in page.iter().zip(&hashes) {
-            let op = KeyOp::HandoffDelete { expected, serial };
+            let op = KeyOp::DeleteIfUnchanged {
+                expected,
+                cause: DeleteCause::Handoff { serial },
+            };
             if self.enqueue_key_op(Space::Data, key, op).is_err() {
                 self.handoff_deleted(serial, false);
             }
@@ -580,6 +584,15 @@ impl Node {
         let Ok(page) = result else {
             return; // the offerer retries
         };
+        if is_reap_request(offer.request) {
+            let offered = &offer.keys;
+            let alike = page.items.iter().filter(|(key, record)| {
+                offered
+                    .binary_search_by(|(k, _, _)| k.as_slice().cmp(key))
+                    .is_ok_and(|at| offered[at].1 == entry_hash(key, record))
+            });
+            self.prepare_floor(alike.map(|(_, record)| record.as_slice()));
+        }
         let mut mine = entry_hashes(page.items);
         mine.sort_unstable();
         let wanted: Vec<u32> = offer

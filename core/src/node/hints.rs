@@ -47,6 +47,8 @@ pub(crate) struct Hints {
     /// Where the last delivery round stopped (round robin over owners and keys).
     cursor: Option<(NodeId, Vec<u8>)>,
     pub(crate) peak: usize,
+    /// The table holds every hint on disk (the listing at start finished).
+    pub(crate) listed: bool,
 }
 
 impl Hints {
@@ -58,11 +60,17 @@ impl Hints {
             generations: 0,
             cursor: None,
             peak: 0,
+            listed: false,
         }
     }
 
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// The user key of every hint held.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.entries.keys().map(|(_, key)| key.as_slice())
     }
 
     /// Admits a hinted write for `(owner, key)`: true if the table has room for it.

@@ -86,13 +86,14 @@
 //! under writer epochs (`node::writer`) so that a node that regains a partition it
 //! handed off never reuses a dot. Replicas that drifted apart are repaired in the
 //! background by anti-entropy (`node::entropy`), besides read repair and hinted
-//! handoff.
+//! handoff. Tombstones are reaped once every replica held them unchanged through a
+//! grace period and no member holds a copy that could bring the deleted value back
+//! (`node::reap`).
 //!
 //! # Not yet
 //!
-//! Tombstones are never reaped. The membership view is not persisted (a restarted
-//! node relearns it from its configuration and gossip; a leave not yet gossiped is
-//! forgotten).
+//! The membership view is not persisted (a restarted node relearns it from its
+//! configuration and gossip; a leave not yet gossiped is forgotten).
 
 mod actions;
 mod client;
@@ -105,6 +106,7 @@ mod handoff;
 mod hints;
 mod locks;
 mod peers;
+mod reap;
 mod replica;
 mod writer;
 
@@ -336,6 +338,13 @@ pub struct Stats {
     /// epoch was not yet durable (see `node::writer`).
     pub writer_epochs_started: u64,
     pub one_shot_writes: u64,
+    /// Reaping: walks started, walks blocked or abandoned (a member down or busy, a
+    /// missing answer, a placement change), tombstones removed from this node, and
+    /// tombstones waiting for their grace period.
+    pub reap_walks: u64,
+    pub reap_walks_blocked: u64,
+    pub reap_keys: u64,
+    pub reap_candidates: u64,
 }
 
 /// A Dynamo node. See the module documentation for how to drive it.
@@ -352,6 +361,7 @@ pub struct Node {
     next_gossip_at: Instant,
     entropy: entropy::Entropy,
     handoffs: handoff::Handoffs,
+    reaper: reap::Reaper,
     writer: writer::Writer,
     rng: Rng,
     now: Instant,
@@ -425,6 +435,7 @@ impl Node {
                 config.handoff_interval_ms,
                 config.handoff_bytes_per_second,
             ),
+            reaper: reap::Reaper::new(now, config.reap_interval_ms),
             writer: writer::Writer::default(),
             rng: Rng::new(seed),
             now,
@@ -480,6 +491,10 @@ impl Node {
             handoff_offer_bytes: self.handoffs.offer_bytes,
             handoff_keys_deleted: self.handoffs.keys_deleted,
             handoff_pages_abandoned: self.handoffs.pages_abandoned,
+            reap_walks: self.reaper.walks_started,
+            reap_walks_blocked: self.reaper.walks_blocked,
+            reap_keys: self.reaper.keys_reaped,
+            reap_candidates: self.reaper.candidates() as u64,
             writer_epochs_started: self.writer.epochs_started,
             one_shot_writes: self.writer.one_shot_writes,
             ..self.stats
@@ -619,6 +634,7 @@ impl Node {
             Some(self.next_gossip_at),
             Some(self.entropy.next_at()),
             Some(self.handoffs.next_at()),
+            Some(self.reaper.next_at()),
         ]
         .into_iter()
         .flatten()
@@ -667,6 +683,9 @@ impl Node {
         }
         if now >= self.handoffs.next_at() {
             self.handoff_tick();
+        }
+        if now >= self.reaper.next_at() {
+            self.reap_tick();
         }
     }
 

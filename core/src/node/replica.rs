@@ -2,8 +2,10 @@
 //! that mints, merges and stores versions, storage completions, and hint delivery.
 
 use super::actions::Space;
-use super::coordinator::{DeliveryRequest, KeyOp, NO_REQUEST, ReplyTo, Request, Task, WriteSpec};
-use super::entropy::entry_hash;
+use super::coordinator::{
+    DeleteCause, DeliveryRequest, KeyOp, NO_REQUEST, ReplyTo, Request, Task, WriteSpec,
+};
+use super::entropy::{TreeEntry, entry_hash};
 use super::hints::{hint_key, parse_hint_key};
 use super::locks::{Enqueued, LocksFull};
 use super::{Completion, Node, RequestError, StorageFailure};
@@ -115,7 +117,17 @@ impl Node {
                 bucket,
                 keys,
             } => self.handoff_offer(from, request, partition, bucket, &keys),
+            Message::HandoffNeed { request, wanted } if self.reaper.owns_request(request) => {
+                self.reap_need(from, request, &wanted)
+            }
             Message::HandoffNeed { request, wanted } => self.handoff_need(from, request, &wanted),
+            Message::ReapQuery { request } => self.reap_query(from, request),
+            Message::ReapStatus {
+                request,
+                complete,
+                partitions,
+            } => self.reap_status(from, request, complete, &partitions),
+            Message::ReapKeys { partition, keys } => self.reap_keys(partition, &keys),
             Message::Hello { .. }
             | Message::Pong { .. }
             | Message::Gossip { .. }
@@ -372,6 +384,10 @@ impl Node {
                 self.tasks.remove(id);
                 self.handoff_page(result);
             }
+            (Task::ReapPage, Completion::Scanned { result, .. }) => {
+                self.tasks.remove(id);
+                self.reap_page(result);
+            }
             (Task::OfferScan, Completion::Scanned { result, .. }) => {
                 self.tasks.remove(id);
                 self.offer_scanned(token, result);
@@ -412,6 +428,8 @@ impl Node {
                 if let (true, false, Some(last)) = (room, listing.complete, listing.keys.last()) {
                     self.list_hints(last);
                 }
+                // A full table cannot say which hints the disk holds beyond it.
+                self.hints.listed = room && listing.complete;
             }
             // A completion of the wrong kind for its token: a shell bug; drop the task so
             // nothing waits on it forever.
@@ -491,7 +509,7 @@ impl Node {
         if slot.space != Space::Data {
             return;
         }
-        let old = found.map(|record| entry_hash(&slot.key, record));
+        let old = found.map(|record| TreeEntry::of(&slot.key, record));
         if let Some(Task::Locked { change, .. }) = self.tasks.get_mut(SlotId::from_u64(token)) {
             *change = Some((old, None));
         }
@@ -537,20 +555,25 @@ impl Node {
                 self.send_delivery(delivery, result.ok().flatten());
                 Step::Done(Ok(()))
             }
-            KeyOp::HandoffDelete { expected, .. } => {
-                let expected = *expected;
+            KeyOp::DeleteIfUnchanged { expected, cause } => {
+                let (expected, cause) = (*expected, *cause);
                 let Some(slot) = self.locks.get(lock) else {
                     return Step::Done(Ok(()));
                 };
-                let unchanged = result
-                    .ok()
-                    .flatten()
-                    .is_some_and(|record| entry_hash(&slot.key, record) == expected);
+                let found = result.ok().flatten();
+                let unchanged =
+                    found.is_some_and(|record| entry_hash(&slot.key, record) == expected);
                 if !unchanged {
                     // Changed since the replicas confirmed it (or unreadable): kept, and
-                    // reported to the handoff as not deleted.
+                    // reported as not deleted.
                     return Step::Done(Err(StorageFailure::Io));
                 }
+                if cause == DeleteCause::Reap && !found.is_some_and(|r| self.reap_allowed(r)) {
+                    return Step::Done(Err(StorageFailure::Io));
+                }
+                let Some(slot) = self.locks.get(lock) else {
+                    return Step::Done(Ok(()));
+                };
                 let key = slot.key.clone();
                 match self.actions.delete(token, Space::Data, &key) {
                     Ok(()) => Step::Storing,
@@ -580,6 +603,11 @@ impl Node {
     fn mint(&mut self, lock: u32, token: u64, request: SlotId, current: VersionSet) -> Step {
         let bounds = self.config.version_bounds;
         let ignore_context = self.sabotage().ignore_context;
+        let floor = if self.sabotage().reap_without_floor {
+            0
+        } else {
+            self.writer.counter_floor()
+        };
         let Some(Request::Write(write)) = self.requests.get_mut(request) else {
             // The request timed out while waiting for the lock: nothing to write.
             return Step::Done(Ok(()));
@@ -593,10 +621,11 @@ impl Node {
             None => current.join(),
         };
         let writer = write.writer;
-        let minted = VersionSet::update(
+        let minted = VersionSet::update_above(
             VersionSet::from_context(&context, spec.value),
             &current,
             writer,
+            floor,
         );
         if minted.sibling_count() > bounds.siblings_max
             || minted.clock_size() > bounds.coordinators_max
@@ -615,8 +644,8 @@ impl Node {
         let queued = self
             .actions
             .write(token, slot.space, &slot.key, &write.versions);
-        let new =
-            tree_change_pending(&self.tasks, token).then(|| entry_hash(&slot.key, &write.versions));
+        let new = tree_change_pending(&self.tasks, token)
+            .then(|| TreeEntry::of(&slot.key, &write.versions));
         note_tree_write(&mut self.tasks, token, new);
         self.write_minted(request, minted.join());
         match queued {
@@ -641,7 +670,8 @@ impl Node {
         record.clear();
         versions.encode(&mut record);
         let queued = self.actions.write(token, slot.space, &slot.key, &record);
-        let new = tree_change_pending(&self.tasks, token).then(|| entry_hash(&slot.key, &record));
+        let new =
+            tree_change_pending(&self.tasks, token).then(|| TreeEntry::of(&slot.key, &record));
         note_tree_write(&mut self.tasks, token, new);
         self.scratch = record;
         match queued {
@@ -708,7 +738,10 @@ impl Node {
                     self.remove_request(delivery);
                 }
             }
-            KeyOp::HandoffDelete { serial, .. } => self.handoff_deleted(serial, result.is_ok()),
+            KeyOp::DeleteIfUnchanged { cause, .. } => match cause {
+                DeleteCause::Handoff { serial } => self.handoff_deleted(serial, result.is_ok()),
+                DeleteCause::Reap => self.reap_deleted(result.is_ok()),
+            },
             KeyOp::DeleteHint { owner, generation } => {
                 if let (Ok(()), Some(key)) = (result, self.locks_key(lock)) {
                     self.hints.remove_if_unchanged(owner, &key, generation);
@@ -916,15 +949,15 @@ fn tree_change_pending(tasks: &Slab<Task>, token: u64) -> bool {
 }
 
 /// Records the entry hash of the record the key operation of `token` is writing.
-fn note_tree_write(tasks: &mut Slab<Task>, token: u64, hash: Option<u64>) {
+fn note_tree_write(tasks: &mut Slab<Task>, token: u64, entry: Option<TreeEntry>) {
     if let (
-        Some(hash),
+        Some(entry),
         Some(Task::Locked {
             change: Some((_, new)),
             ..
         }),
-    ) = (hash, tasks.get_mut(SlotId::from_u64(token)))
+    ) = (entry, tasks.get_mut(SlotId::from_u64(token)))
     {
-        *new = Some(hash);
+        *new = Some(entry);
     }
 }

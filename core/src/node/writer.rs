@@ -24,6 +24,15 @@
 //! afterwards in partitions that had been dropped. A record that fails to decode is
 //! replaced by a fresh epoch (always safe: a new epoch has minted nothing).
 //!
+//! The record also holds the *counter floor* reaping needs (`node::reap`): removing a
+//! key's last record makes this node forget which counters its writer id used for the
+//! key, while a replica that has not reaped yet still holds a clock naming them. Before
+//! reaping a record, the node makes sure the durable floor is at least its writer's
+//! counter in that record (raising it by a large step when not), and a dot minted for a
+//! key whose record holds no live value of the writer gets a counter above the floor
+//! (`VersionSet::update_above`), so it is never one an old clock or an old client
+//! context already covers.
+//!
 //! Deletes queued before an epoch change stay safe: a handoff deletes a key only if its
 //! record is still the one its new replicas confirmed, and any dot minted since changed
 //! that record.
@@ -40,17 +49,24 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 /// The `Meta` key of the writer epoch record.
 pub(crate) const WRITER_KEY: &[u8] = b"writer-epoch";
 
-/// The stored record: the epoch and the partitions dropped in it.
+/// The stored record: the epoch, the partitions dropped in it, and the counter floor.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct EpochRecord {
     epoch: u64,
+    /// At least every counter of this epoch's writer id in a record reaping removed.
+    counter_floor: u64,
     dropped: Vec<u64>,
 }
+
+/// How far past a reaped record's counter the floor is raised, so that one raise
+/// covers many reaps (a dot's counter is a u64: the headroom is never missed).
+const FLOOR_STEP: u64 = 1 << 16;
 
 impl EpochRecord {
     fn new(epoch: u64, partitions: usize) -> EpochRecord {
         EpochRecord {
             epoch,
+            counter_floor: 0,
             dropped: vec![0; partitions.div_ceil(64)],
         }
     }
@@ -74,6 +90,7 @@ impl EpochRecord {
 
     fn encode(&self, out: &mut Vec<u8>) {
         out.put_u64(self.epoch);
+        out.put_u64(self.counter_floor);
         out.put_u32(self.dropped.len() as u32);
         for word in &self.dropped {
             out.put_u64(*word);
@@ -83,6 +100,7 @@ impl EpochRecord {
     fn decode(bytes: &[u8], partitions: usize) -> Option<EpochRecord> {
         let mut reader = Reader::new(bytes);
         let epoch = reader.u64().ok()?;
+        let counter_floor = reader.u64().ok()?;
         let words = reader.u32().ok()? as usize;
         if words != partitions.div_ceil(64) {
             return None;
@@ -91,7 +109,11 @@ impl EpochRecord {
             .map(|_| reader.u64().ok())
             .collect::<Option<Vec<u64>>>()?;
         reader.finish("writer epoch record").ok()?;
-        Some(EpochRecord { epoch, dropped })
+        Some(EpochRecord {
+            epoch,
+            counter_floor,
+            dropped,
+        })
     }
 }
 
@@ -124,6 +146,12 @@ impl Writer {
             .as_ref()
             .or(self.storing.as_ref())
             .or(self.durable.as_ref())
+    }
+
+    /// The floor a mint by the epoch writer must stay above, for keys it holds no
+    /// entry of (`VersionSet::update_above`).
+    pub(crate) fn counter_floor(&self) -> u64 {
+        self.intended().map_or(0, |record| record.counter_floor)
     }
 
     /// True when `partition`'s drop in the current epoch is durable.
@@ -241,6 +269,39 @@ impl Node {
         false
     }
 
+    /// True when reaping a record whose clock gives this node's current writer
+    /// `counter` may go ahead: the durable floor covers it. Otherwise asks for a
+    /// higher floor (the reap waits for a later pass).
+    pub(crate) fn floor_covers(&mut self, counter: u64) -> bool {
+        let Some(durable) = &self.writer.durable else {
+            return false;
+        };
+        if durable.counter_floor >= counter {
+            return true;
+        }
+        let Some(intended) = self.writer.intended() else {
+            return false;
+        };
+        if intended.counter_floor < counter {
+            let mut record = intended.clone();
+            record.counter_floor = counter.saturating_add(FLOOR_STEP);
+            self.writer.wanted = Some(record);
+        }
+        self.store_writer();
+        false
+    }
+
+    /// This node's current epoch writer id (before the record was read: the node id,
+    /// which is epoch 0's; nothing is reaped before then, see `floor_covers`).
+    pub(crate) fn writer_id(&self) -> NodeId {
+        let epoch = self
+            .writer
+            .durable
+            .as_ref()
+            .map_or(0, |record| record.epoch);
+        epoch_writer(self.id, epoch)
+    }
+
     /// Writes the wanted record unless a write is in flight.
     pub(crate) fn store_writer(&mut self) {
         if self.writer.storing.is_some() {
@@ -304,6 +365,7 @@ mod tests {
     #[test]
     fn the_record_round_trips_and_refuses_a_wrong_size() {
         let mut record = EpochRecord::new(77, 1024);
+        record.counter_floor = 1 << 40;
         record.set_dropped(0, true);
         record.set_dropped(1023, true);
         record.set_dropped(64, true);
