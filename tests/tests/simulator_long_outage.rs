@@ -1,6 +1,8 @@
 //! Issue 6's scenario: a node down for a long period while clients write and delete,
 //! then back. Hinted handoff and anti-entropy (no read sweep) must converge it, and no
-//! deleted or superseded value may come back (the causality checker).
+//! deleted or superseded value may come back (the causality checker, and property 1 for
+//! deletes whose tombstones were reaped). Tombstones are reaped with a 2 s grace period
+//! throughout: never while node 1 is down, and plenty once it is back.
 
 use ringkv_tests::sim::history::{OperationKind, Outcome};
 use ringkv_tests::sim::run_seed;
@@ -28,6 +30,8 @@ fn long_outage(seed: u64) -> Parameters {
     parameters.fault_phase_ms = 20_000;
     parameters.read_sweep = false;
     parameters.entropy_phase_ms = 20_000;
+    parameters.tombstone_grace_ms = 2_000;
+    parameters.reap_interval_ms = 500;
     parameters
 }
 
@@ -57,8 +61,19 @@ fn a_node_down_for_long_converges_and_deletes_stay_deleted() {
             .filter(|op| op.outcome == Outcome::Ok)
             .count();
         let held = cluster.nodes[0].data.contents().count();
-        println!("seed {seed}: {deletes} deletes acknowledged, node 1 holds {held} keys");
+        println!(
+            "seed {seed}: {deletes} deletes acknowledged, node 1 holds {held} keys, {} tombstones reaped ({} walks, {} blocked)",
+            stats.reap_keys, stats.reap_walks, stats.reap_walks_blocked
+        );
         assert!(deletes > 0 && held > 0, "RINGKV_SEED={seed}");
+        assert!(
+            stats.reap_keys > 0,
+            "RINGKV_SEED={seed}: tombstones were reaped"
+        );
+        assert!(
+            stats.reap_walks_blocked > 0,
+            "RINGKV_SEED={seed}: node 1 being down held reaping back"
+        );
     }
 }
 

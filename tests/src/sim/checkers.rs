@@ -5,9 +5,14 @@
 //! 1. No write acknowledged at W is lost: on every replica of its key, the write is a
 //!    sibling, or a sibling there causally supersedes it (the sibling's causal past, its
 //!    context or for a plain write the clock it was minted against, covers the write's
-//!    dot). Also: no dot ever names two different writes.
-//! 2. Replicas converge: the N replicas of every key hold equal version sets, and no
-//!    node still holds hints.
+//!    dot). For a key some node removed from its data (a reaped tombstone), a write
+//!    a stored delete of the key causally supersedes is kept too (reaping removed it
+//!    with the tombstone), and a delete is kept when the replica holds no sibling the
+//!    delete superseded: what matters is that no deleted value is back. Also: no dot
+//!    ever names two different writes.
+//! 2. Replicas converge: the N replicas of every key hold equal version sets (for a
+//!    key some node removed from its data: or all hold nothing but tombstones, a reap
+//!    still spreading), and no node still holds hints.
 //! 3. Causality: after an acknowledged VSET or VDEL, no sibling its context's read
 //!    returned is on any replica.
 //! 4. Always writable: a write that failed with a quorum error while, for the whole
@@ -20,8 +25,8 @@
 use super::cluster::Cluster;
 use super::history::{Operation, Outcome, WriteId, covers, write_id_of};
 use ringkv_core::VersionSet;
-use ringkv_core::version::Dot;
-use std::collections::BTreeSet;
+use ringkv_core::version::{Dot, VersionVector};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// One broken promise.
@@ -80,6 +85,18 @@ pub fn no_acknowledged_write_lost(cluster: &Cluster) -> Vec<Violation> {
             ),
         })
         .collect();
+    // The causal past of every stored delete, by key.
+    let mut delete_pasts: BTreeMap<&[u8], Vec<&VersionVector>> = BTreeMap::new();
+    for operation in &history.operations {
+        if let (true, Some(id)) = (operation.kind.is_delete(), operation.write_id) {
+            if let Some(past) = history.causal_past.get(&id) {
+                delete_pasts
+                    .entry(operation.key.as_slice())
+                    .or_default()
+                    .push(past);
+            }
+        }
+    }
     for operation in &history.operations {
         let (Some(id), Outcome::Ok) = (operation.write_id, &operation.outcome) else {
             continue;
@@ -94,8 +111,24 @@ pub fn no_acknowledged_write_lost(cluster: &Cluster) -> Vec<Violation> {
             });
             continue;
         };
+        let removed = history.removed.contains(&operation.key);
+        let reaped_with_a_delete = removed
+            && delete_pasts
+                .get(operation.key.as_slice())
+                .is_some_and(|pasts| {
+                    pasts
+                        .iter()
+                        .any(|past| dots.iter().any(|&dot| covers(past, dot)))
+                });
+        let reaped_delete = removed && operation.kind.is_delete();
         for (replica, versions) in replica_states(cluster, &operation.key) {
             if holds(&versions, id) || superseded(cluster, &versions, dots) {
+                continue;
+            }
+            if reaped_with_a_delete && !reaped_delete {
+                continue;
+            }
+            if reaped_delete && !holds_what_it_deleted(cluster, &versions, id) {
                 continue;
             }
             violations.push(Violation {
@@ -110,6 +143,17 @@ pub fn no_acknowledged_write_lost(cluster: &Cluster) -> Vec<Violation> {
         }
     }
     violations
+}
+
+/// True when a sibling of `versions` is one delete `id` superseded: a deleted value
+/// is back.
+fn holds_what_it_deleted(cluster: &Cluster, versions: &VersionSet, id: WriteId) -> bool {
+    let Some(past) = cluster.history.causal_past.get(&id) else {
+        return true; // nothing to judge by: keep the strict verdict
+    };
+    versions
+        .siblings()
+        .any(|sibling| sibling.dot.is_some_and(|dot| covers(past, dot)))
 }
 
 /// True when a sibling of `versions` causally follows one of `dots`.
@@ -137,8 +181,10 @@ pub fn replicas_converge(cluster: &Cluster) -> Vec<Violation> {
         let Some((first_node, first)) = states.first() else {
             continue;
         };
+        let reap_spreading = cluster.history.removed.contains(key)
+            && states.iter().all(|(_, versions)| versions.is_deleted());
         for (node, versions) in &states[1..] {
-            if versions != first {
+            if versions != first && !reap_spreading {
                 violations.push(Violation {
                     property: 2,
                     detail: format!(

@@ -814,6 +814,9 @@ impl Cluster {
                 let disk = sim.disk_mut(space);
                 let result = disk.write(&key, None).map_err(|_| StorageFailure::Io);
                 disk.sync();
+                if result.is_ok() && space == Space::Data {
+                    self.history.removed.insert(key.clone());
+                }
                 if let Some(node) = sim.node.as_mut() {
                     node.handle(now, Input::Storage(Completion::Written { token, result }));
                 }
@@ -1363,6 +1366,10 @@ pub fn add_stats(a: Stats, b: Stats) -> Stats {
         handoff_pages_abandoned: a.handoff_pages_abandoned + b.handoff_pages_abandoned,
         writer_epochs_started: a.writer_epochs_started + b.writer_epochs_started,
         one_shot_writes: a.one_shot_writes + b.one_shot_writes,
+        reap_walks: a.reap_walks + b.reap_walks,
+        reap_walks_blocked: a.reap_walks_blocked + b.reap_walks_blocked,
+        reap_keys: a.reap_keys + b.reap_keys,
+        reap_candidates: a.reap_candidates + b.reap_candidates,
     }
 }
 

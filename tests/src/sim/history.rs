@@ -33,6 +33,11 @@ impl OperationKind {
         )
     }
 
+    /// True for DEL and VDEL.
+    pub fn is_delete(self) -> bool {
+        matches!(self, OperationKind::Del | OperationKind::VDel)
+    }
+
     /// True for writes that name a context (VSET, VDEL).
     pub fn has_context(self) -> bool {
         matches!(self, OperationKind::VSet | OperationKind::VDel)
@@ -94,6 +99,8 @@ pub struct History {
     /// What each write superseded: its context, or for a plain write the clock of the
     /// first record that held it.
     pub causal_past: BTreeMap<WriteId, VersionVector>,
+    /// Keys some node removed from its data (a reaped tombstone, a handed-off copy).
+    pub removed: BTreeSet<Vec<u8>>,
     /// When set, every durable record is kept in `records` (for debugging a seed).
     pub trace: bool,
     /// (key, siblings as (dot, write id), clock) of every durable record, if tracing.

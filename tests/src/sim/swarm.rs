@@ -71,6 +71,9 @@ pub struct Parameters {
     pub anti_entropy_exchanges_max: u32,
     /// Membership changes during the fault phase: (milliseconds after the start, change).
     pub membership_changes: Vec<(u64, MembershipChange)>,
+    /// Tombstone reaping (`node::reap`): the grace period and the walk interval.
+    pub tombstone_grace_ms: u64,
+    pub reap_interval_ms: u64,
 }
 
 /// A planned change of the cluster's membership.
@@ -126,7 +129,7 @@ impl Parameters {
             mean_interval_ms: 200 + rng.below(1_500),
             max_down: 1 + rng.below(nodes as u64 / 2 + 1) as usize,
         };
-        Parameters {
+        let mut parameters = Parameters {
             seed,
             nodes,
             replicas,
@@ -150,7 +153,13 @@ impl Parameters {
             anti_entropy_interval_ms: 1_000,
             anti_entropy_exchanges_max: 2,
             membership_changes: Vec::new(),
-        }
+            tombstone_grace_ms: 0,
+            reap_interval_ms: 0,
+        };
+        // Drawn last, so the draws above mean what they meant before reaping existed.
+        parameters.tombstone_grace_ms = 500 + rng.below(2_500);
+        parameters.reap_interval_ms = 200 + rng.below(800);
+        parameters
     }
 
     /// The node configuration for this run.
@@ -171,6 +180,8 @@ impl Parameters {
         config.sabotage = self.sabotage;
         config.anti_entropy_interval_ms = self.anti_entropy_interval_ms;
         config.anti_entropy_exchanges_max = self.anti_entropy_exchanges_max;
+        config.tombstone_grace_ms = self.tombstone_grace_ms;
+        config.reap_interval_ms = self.reap_interval_ms;
         config
     }
 }
