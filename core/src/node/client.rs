@@ -29,7 +29,11 @@ impl Node {
         timestamp_ms: u64,
         command: Command<'_>,
     ) {
-        let reply = ReplyTo::Client { client, tag };
+        let reply = ReplyTo::Client {
+            client,
+            tag,
+            received_at: self.now,
+        };
         if !self.ring_ready && command.is_data() {
             let error = RequestError::NotJoined.to_string();
             return self.reply_with(client, tag, false, |out| write_error(out, &error));
@@ -191,7 +195,12 @@ impl Node {
         result: Result<&VersionSet, RequestError>,
     ) {
         match reply {
-            ReplyTo::Client { client, tag } => {
+            ReplyTo::Client {
+                client,
+                tag,
+                received_at,
+            } => {
+                self.foreground.record(self.now, received_at);
                 self.reply_with(client, tag, false, |out| match result {
                     Err(error) => write_error(out, &error.to_string()),
                     Ok(merged) => write_read(out, kind, merged),
@@ -214,7 +223,12 @@ impl Node {
         result: Result<&str, RequestError>,
     ) {
         match reply {
-            ReplyTo::Client { client, tag } => {
+            ReplyTo::Client {
+                client,
+                tag,
+                received_at,
+            } => {
+                self.foreground.record(self.now, received_at);
                 self.reply_with(client, tag, false, |out| match result {
                     Err(error) => write_error(out, &error.to_string()),
                     Ok(token) if reply_context => write_bulk(out, token.as_bytes()),

@@ -73,6 +73,9 @@ pub struct Config {
     pub tombstone_grace_ms: u64,
     pub reap_interval_ms: u64,
     pub reap_candidates_max: u32,
+    /// Background work (anti-entropy, handoff, reaping) pauses while client requests
+    /// this node coordinated lately took longer than this on average.
+    pub background_latency_max_ms: u64,
 
     /// Coordinated requests (client and forwarded) in flight.
     pub requests_max: u32,
@@ -230,6 +233,7 @@ impl Config {
             tombstone_grace_ms: 60_000,
             reap_interval_ms: 10_000,
             reap_candidates_max: 65_536,
+            background_latency_max_ms: 250,
             requests_max: 4_096,
             storage_operations_max: 4_096,
             locked_keys_max: 4_096,

@@ -26,16 +26,13 @@ pub(crate) enum ReplyTo {
     Client {
         client: ClientId,
         tag: u64,
+        /// When the command arrived, for the foreground latency admission watches.
+        received_at: Instant,
     },
     /// A peer forwarded this write here.
-    Peer {
-        peer: NodeId,
-        request: u64,
-    },
+    Peer { peer: NodeId, request: u64 },
     /// One key of a DEL or EXISTS.
-    Batch {
-        parent: SlotId,
-    },
+    Batch { parent: SlotId },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -475,7 +472,12 @@ impl Node {
                     self.now + Duration::from_millis(self.config.read_repair_window_ms);
                 match read.reply {
                     // Written straight from the quorum's merge: no copy of the versions.
-                    ReplyTo::Client { client, tag } => {
+                    ReplyTo::Client {
+                        client,
+                        tag,
+                        received_at,
+                    } => {
+                        self.foreground.record(self.now, received_at);
                         let (kind, merged) = (read.kind, read.quorum.merged());
                         let _ = self.actions.reply(client, tag, false, |out| {
                             super::client::write_read(out, kind, merged)

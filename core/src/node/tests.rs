@@ -1128,3 +1128,49 @@ fn without_the_counter_floor_the_tombstone_hides_the_new_write() {
     });
     assert_eq!(write_after_a_lost_reap(&mut harness), Vec::<Vec<u8>>::new());
 }
+
+#[test]
+fn background_work_waits_while_client_requests_are_slow() {
+    let mut harness = Harness::new(3, |c| c.background_latency_max_ms = 100);
+    harness.advance(3_000); // trees built
+    let refused = |h: &Harness| h.nodes[0].stats().entropy_ticks_refused;
+    harness.advance(3_000);
+    assert_eq!(refused(&harness), 0, "fast (idle) foreground: admitted");
+    // A write whose storage takes 400 ms: the coordinator's mean latency is 400 ms.
+    harness.send(
+        0,
+        Command::Set {
+            key: b"k",
+            value: b"v",
+        },
+    );
+    harness.now += core::time::Duration::from_millis(400);
+    harness.settle();
+    assert_eq!(harness.last_reply(), "+OK\r\n");
+    harness.advance(900);
+    let during = refused(&harness);
+    assert!(during > 0, "slow foreground: anti-entropy refused");
+    // Two quiet windows later the slow request is old news.
+    harness.advance(5_000);
+    let after = refused(&harness);
+    harness.advance(5_000);
+    assert_eq!(
+        refused(&harness),
+        after,
+        "admitted again once requests are fast"
+    );
+    // Under the default bound (250 ms), a 200 ms request holds nothing back.
+    let mut relaxed = Harness::new(3, |_| {});
+    relaxed.advance(3_000);
+    relaxed.send(
+        0,
+        Command::Set {
+            key: b"k",
+            value: b"v",
+        },
+    );
+    relaxed.now += core::time::Duration::from_millis(200);
+    relaxed.settle();
+    relaxed.advance(900);
+    assert_eq!(refused(&relaxed), 0);
+}
