@@ -62,7 +62,7 @@ use smallvec::SmallVec;
 const BUCKETS: u32 = 1 << BUCKET_BITS;
 /// Request ids of handoff messages and of the `ReplicaPut`s they send carry this bit;
 /// below it: the page serial (32 bits) and the key's position in the page (20 bits).
-const HANDOFF_REQUEST_BIT: u64 = 1 << 62;
+pub(crate) const HANDOFF_REQUEST_BIT: u64 = 1 << 62;
 const POSITION_BITS: u32 = 20;
 /// Offers a replica scans at once; more are ignored (the offerer retries).
 const OFFERS_MAX: usize = 4;

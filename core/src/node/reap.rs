@@ -60,6 +60,7 @@
 use super::Node;
 use super::coordinator::{DeleteCause, KeyOp, Task};
 use super::entropy::{BUCKET_BITS, entry_hash};
+use super::handoff::HANDOFF_REQUEST_BIT;
 use super::{ScanPage, Space, StorageFailure};
 use crate::placement::key_hash;
 use crate::time::Instant;
@@ -77,9 +78,9 @@ const PAGE_BITS: u32 = 20;
 /// While a walk runs, a step that had to wait is tried again this often.
 const STEP_MS: u64 = 200;
 
-/// True for the request id of a reaping offer (handoff's carry bit 62 instead).
+/// True for the request id of a reaping offer (handoff's carry their own bit instead).
 pub(crate) fn is_reap_request(request: u64) -> bool {
-    request & REAP_REQUEST_BIT != 0 && request & (1 << 62) == 0
+    request & REAP_REQUEST_BIT != 0 && request & HANDOFF_REQUEST_BIT == 0
 }
 
 /// A tombstone every replica held alike at its first check.
@@ -651,10 +652,6 @@ impl Node {
                 };
                 let _ = self.enqueue_key_op(Space::Data, key, op);
             }
-        }
-        if let Some(walk) = &mut self.reaper.walk {
-            walk.page = page;
-            walk.page.clear();
         }
         self.continue_walk();
     }
