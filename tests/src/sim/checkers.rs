@@ -131,14 +131,24 @@ pub fn no_acknowledged_write_lost(cluster: &Cluster) -> Vec<Violation> {
             if reaped_delete && !holds_what_it_deleted(cluster, &versions, id) {
                 continue;
             }
-            violations.push(Violation {
-                property: 1,
-                detail: format!(
+            let detail = if reaped_delete {
+                format!(
+                    "a value acknowledged delete {id} of {:?} superseded is back on node {} after the delete was reaped ({} siblings)",
+                    String::from_utf8_lossy(&operation.key),
+                    replica + 1,
+                    versions.sibling_count()
+                )
+            } else {
+                format!(
                     "acknowledged write {id} of {:?} is neither on node {} nor superseded by what it holds ({} siblings)",
                     String::from_utf8_lossy(&operation.key),
                     replica + 1,
                     versions.sibling_count()
-                ),
+                )
+            };
+            violations.push(Violation {
+                property: 1,
+                detail,
             });
         }
     }
