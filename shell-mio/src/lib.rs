@@ -11,3 +11,10 @@
 )]
 
 pub mod clock;
+pub mod connection;
+pub mod dev;
+pub mod executor;
+pub mod identity;
+pub mod metrics;
+pub mod server;
+pub mod settings;

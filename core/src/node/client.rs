@@ -348,7 +348,10 @@ impl Node {
             .collect()
     }
 
-    fn info(&self, section: Option<&[u8]>) -> String {
+    /// INFO's text for `section` (all sections when `None` or `all`): server, cluster
+    /// (with one line per member), stats and background. A shell answers INFO itself
+    /// with this text followed by what only it can measure (latency, storage).
+    pub fn info(&self, section: Option<&[u8]>) -> String {
         let wants = |name: &str| {
             section.is_none_or(|s| {
                 s.eq_ignore_ascii_case(name.as_bytes()) || s.eq_ignore_ascii_case(b"all")
@@ -370,7 +373,7 @@ impl Node {
                 .count();
             let _ = write!(
                 text,
-                "# Cluster\r\nstatus:{}\r\nmembers:{}\r\nmembers_reachable:{up}\r\nmembers_placed:{}\r\nplacement_digest:{:016x}\r\nreplicas:{}\r\nread_quorum:{}\r\nwrite_quorum:{}\r\nhints_held:{}\r\n\r\n",
+                "# Cluster\r\nstatus:{}\r\nmembers:{}\r\nmembers_reachable:{up}\r\nmembers_placed:{}\r\nplacement_digest:{:016x}\r\nreplicas:{}\r\nread_quorum:{}\r\nwrite_quorum:{}\r\nhints_held:{}\r\n",
                 status_name(self.membership.local().status),
                 members.len(),
                 self.ring.members().len(),
@@ -380,6 +383,18 @@ impl Node {
                 self.config.write_quorum_default,
                 self.hints.len(),
             );
+            for member in members {
+                let _ = write!(
+                    text,
+                    "member_{}:status={},reachable={},peer={},client={}\r\n",
+                    member.id.0,
+                    status_name(member.status),
+                    u8::from(member.id == self.id || self.healthy(member.id)),
+                    String::from_utf8_lossy(&member.peer_address),
+                    String::from_utf8_lossy(&member.client_address),
+                );
+            }
+            text.push_str("\r\n");
         }
         if wants("stats") {
             let stats = self.stats();
@@ -418,10 +433,6 @@ impl Node {
                 stats.reap_keys,
                 stats.reap_candidates,
             );
-        }
-        if wants("latency") {
-            // Latency is measured where time is real: the shell appends its histograms.
-            text.push_str("# Latency\r\n\r\n");
         }
         text
     }

@@ -110,7 +110,7 @@ mod reap;
 mod replica;
 mod writer;
 
-pub use actions::{Action, ClientId, Space, StorageOp, scan_in_memory};
+pub use actions::{Action, ClientId, KeyRecord, Space, StorageOp, scan_in_memory};
 #[cfg(feature = "sabotage")]
 pub use config::Sabotage;
 pub use config::{Config, ConfigError, EPOCH_WRITER_BIT, STAND_IN_WRITER_BIT};
@@ -259,10 +259,10 @@ impl core::fmt::Display for RequestError {
                 replicas,
             } => write!(f, "ERR quorum {requested} must be within 1..={replicas}"),
             RequestError::KeyTooLarge { size, max } => {
-                write!(f, "ERR key of {size} bytes exceeds the limit of {max}")
+                write!(f, "ERR key too large: {size} bytes, the limit is {max}")
             }
             RequestError::ValueTooLarge { size, max } => {
-                write!(f, "ERR value of {size} bytes exceeds the limit of {max}")
+                write!(f, "ERR value too large: {size} bytes, the limit is {max}")
             }
             RequestError::InvalidContext(error) => write!(f, "ERR invalid context: {error}"),
             RequestError::QuorumTimeout {

@@ -608,7 +608,7 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     );
     assert_eq!(
         harness.last_reply(),
-        "-ERR key of 13 bytes exceeds the limit of 8\r\n"
+        "-ERR key too large: 13 bytes, the limit is 8\r\n"
     );
     harness.send(
         0,

@@ -1,0 +1,677 @@
+//! The storage executor: the node's three stores (`data`, `hints`, `meta`, one
+//! ringkv-storage directory each) and the threads that run the core's storage
+//! operations on them, so the event loop never waits on the disk.
+//!
+//! - **One writer thread** takes every write and delete. Each round it drains what is
+//!   queued (at most [`BATCH_OPERATIONS_MAX`] operations or [`BATCH_BYTES_MAX`] bytes),
+//!   writes each store's share as one batch and syncs it once: group commit, one fsync
+//!   for every write queued when the round starts. Operations on one key keep their
+//!   order because one thread applies them in arrival order. A failed batch fails each
+//!   of its operations (nothing of it is acknowledged).
+//! - **Reader threads** ([`READERS`]) take reads, listings and scans, and compaction
+//!   slices, so reads never wait behind an fsync.
+//! - Completions go back on a channel, and the loop is woken through the `wake`
+//!   callback (a mio `Waker` for ringkv-node) once per round, not once per operation.
+//!
+//! Both channels are bounded at the core's `storage_operations_max` (the core never
+//! has more in flight), so submission never blocks; a full channel would be a bug and
+//! completes the operation as an I/O failure rather than blocking the loop.
+//!
+//! `List` (the hints space, read at start) has no ordered index to use: it scans the
+//! store's whole hash range, sorts the keys and returns the page after `after`. Hints
+//! are bounded by `hints_max`, and the core lists them once per start.
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use ringkv_core::node::{
+    Completion, KeyRecord, Listing, ScanPage, Space, StorageFailure, StorageOp,
+};
+use ringkv_storage::{CompactionProgress, Durability, StorageError, Store, WriteBatch};
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// Most operations one writer round puts in one batch.
+pub const BATCH_OPERATIONS_MAX: usize = 1024;
+/// Most record bytes one writer round puts in one batch.
+pub const BATCH_BYTES_MAX: usize = 16 << 20;
+/// Threads serving reads, scans and compaction.
+pub const READERS: usize = 2;
+
+/// A storage operation with its bytes owned, on its way to a thread.
+#[derive(Debug)]
+enum Job {
+    Read {
+        token: u64,
+        space: Space,
+        key: Vec<u8>,
+    },
+    Write {
+        token: u64,
+        space: Space,
+        key: Vec<u8>,
+        record: Vec<u8>,
+    },
+    Delete {
+        token: u64,
+        space: Space,
+        key: Vec<u8>,
+    },
+    List {
+        token: u64,
+        space: Space,
+        after: Vec<u8>,
+        limit: u32,
+    },
+    Scan {
+        token: u64,
+        first: u64,
+        last: u64,
+        after: Option<u64>,
+        limit: u32,
+    },
+    /// One compaction slice of the data store.
+    Compact { budget_bytes: u64 },
+    /// Make every write durable (interval and none modes; shutdown).
+    Sync,
+}
+
+/// A finished operation, bytes owned, until the loop hands it to the core.
+#[derive(Debug)]
+pub enum Done {
+    Read {
+        token: u64,
+        result: Result<Option<Vec<u8>>, StorageFailure>,
+    },
+    Written {
+        token: u64,
+        result: Result<(), StorageFailure>,
+    },
+    Listed {
+        token: u64,
+        result: Result<(Vec<Vec<u8>>, bool), StorageFailure>,
+    },
+    Scanned {
+        token: u64,
+        result: Result<(Vec<KeyRecord>, Option<u64>), StorageFailure>,
+    },
+    /// A compaction slice: what it did, or why it failed.
+    Compacted(Result<CompactionProgress, String>),
+}
+
+impl Done {
+    /// The completion the core takes, borrowing this.
+    pub fn completion(&self) -> Option<Completion<'_>> {
+        Some(match self {
+            Done::Read { token, result } => Completion::Read {
+                token: *token,
+                result: result.as_ref().map(|v| v.as_deref()).map_err(|e| *e),
+            },
+            Done::Written { token, result } => Completion::Written {
+                token: *token,
+                result: *result,
+            },
+            Done::Listed { token, result } => Completion::Listed {
+                token: *token,
+                result: result
+                    .as_ref()
+                    .map(|(keys, complete)| Listing {
+                        keys,
+                        complete: *complete,
+                    })
+                    .map_err(|e| *e),
+            },
+            Done::Scanned { token, result } => Completion::Scanned {
+                token: *token,
+                result: result
+                    .as_ref()
+                    .map(|(items, next)| ScanPage { items, next: *next })
+                    .map_err(|e| *e),
+            },
+            Done::Compacted(_) => return None,
+        })
+    }
+}
+
+/// How big each store may grow its records and segments.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreSizes {
+    pub durability: Durability,
+    pub data_segment_size_bytes: u32,
+    /// Largest encoded record (all siblings of a key).
+    pub record_size_bytes_max: usize,
+}
+
+/// Why the stores could not open.
+#[derive(Debug)]
+pub struct OpenError {
+    pub store: &'static str,
+    pub error: StorageError,
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot open the {} store: {}", self.store, self.error)
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+#[derive(Debug)]
+struct Stores {
+    data: Store,
+    hints: Store,
+    meta: Store,
+}
+
+impl Stores {
+    fn get(&self, space: Space) -> &Store {
+        match space {
+            Space::Data => &self.data,
+            Space::Hints => &self.hints,
+            Space::Meta => &self.meta,
+        }
+    }
+}
+
+/// The executor: submit operations, collect completions.
+#[derive(Debug)]
+pub struct Executor {
+    stores: Arc<Stores>,
+    writes: Option<Sender<Job>>,
+    reads: Option<Sender<Job>>,
+    done: Receiver<Done>,
+    done_sender: Sender<Done>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Opens the three stores under `dir`.
+fn open_stores(dir: &Path, sizes: StoreSizes) -> Result<Stores, OpenError> {
+    let value_size_bytes_max = sizes
+        .record_size_bytes_max
+        .min(ringkv_storage::store::VALUE_SIZE_BYTES_LIMIT);
+    let config = |segment_size_bytes: u32| ringkv_storage::Config {
+        durability: sizes.durability,
+        segment_size_bytes,
+        value_size_bytes_max,
+        ..ringkv_storage::Config::default()
+    };
+    // Every store must hold one largest record in a segment.
+    let smallest = u32::try_from(value_size_bytes_max + (1 << 20)).unwrap_or(u32::MAX);
+    let open = |store: &'static str, segment_size_bytes: u32| {
+        Store::open(dir.join(store), config(segment_size_bytes.max(smallest)))
+            .map_err(|error| OpenError { store, error })
+    };
+    Ok(Stores {
+        data: open("data", sizes.data_segment_size_bytes)?,
+        hints: open("hints", 16 << 20)?,
+        meta: open("meta", 1 << 20)?,
+    })
+}
+
+impl Executor {
+    /// Opens the stores under `dir` and starts the threads. `queue_max` bounds each
+    /// channel (the core's `storage_operations_max`); `wake` is called when
+    /// completions are waiting.
+    pub fn start(
+        dir: &Path,
+        sizes: StoreSizes,
+        queue_max: usize,
+        wake: impl Fn() + Send + Sync + 'static,
+    ) -> Result<Executor, OpenError> {
+        let stores = Arc::new(open_stores(dir, sizes)?);
+        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(wake);
+        let (writes, write_jobs) = crossbeam_channel::bounded(queue_max);
+        let (reads, read_jobs) = crossbeam_channel::bounded(queue_max);
+        // Completions: room for every operation the core can have in flight, plus
+        // compaction and sync jobs.
+        let (done_sender, done) = crossbeam_channel::bounded(queue_max * 2 + 64);
+        let mut threads = Vec::new();
+        {
+            let (stores, sender, wake) =
+                (Arc::clone(&stores), done_sender.clone(), Arc::clone(&wake));
+            threads.push(spawn("ringkv-writer", move || {
+                write_loop(&stores, &write_jobs, &sender, &*wake)
+            }));
+        }
+        for reader in 0..READERS {
+            let (stores, jobs, sender, wake) = (
+                Arc::clone(&stores),
+                read_jobs.clone(),
+                done_sender.clone(),
+                Arc::clone(&wake),
+            );
+            threads.push(spawn(&format!("ringkv-reader-{reader}"), move || {
+                read_loop(&stores, &jobs, &sender, &*wake)
+            }));
+        }
+        Ok(Executor {
+            stores,
+            writes: Some(writes),
+            reads: Some(reads),
+            done,
+            done_sender,
+            threads,
+        })
+    }
+
+    /// Queues one of the core's storage operations.
+    pub fn submit(&self, operation: StorageOp<'_>) {
+        let (job, token, is_write) = match operation {
+            StorageOp::Read { token, space, key } => (
+                Job::Read {
+                    token,
+                    space,
+                    key: key.to_vec(),
+                },
+                token,
+                false,
+            ),
+            StorageOp::Write {
+                token,
+                space,
+                key,
+                record,
+            } => (
+                Job::Write {
+                    token,
+                    space,
+                    key: key.to_vec(),
+                    record: record.to_vec(),
+                },
+                token,
+                true,
+            ),
+            StorageOp::Delete { token, space, key } => (
+                Job::Delete {
+                    token,
+                    space,
+                    key: key.to_vec(),
+                },
+                token,
+                true,
+            ),
+            StorageOp::List {
+                token,
+                space,
+                after,
+                limit,
+            } => (
+                Job::List {
+                    token,
+                    space,
+                    after: after.to_vec(),
+                    limit,
+                },
+                token,
+                false,
+            ),
+            StorageOp::Scan {
+                token,
+                first,
+                last,
+                after,
+                limit,
+            } => (
+                Job::Scan {
+                    token,
+                    first,
+                    last,
+                    after,
+                    limit,
+                },
+                token,
+                false,
+            ),
+        };
+        let channel = if is_write { &self.writes } else { &self.reads };
+        let sent = match channel {
+            Some(channel) => channel.try_send(job).map_err(TrySendError::into_inner),
+            None => Err(job),
+        };
+        if let Err(job) = sent {
+            log::error!("storage queue full or closed; failing operation {token}");
+            let _ = self.done_sender.try_send(failed(job));
+        }
+    }
+
+    /// Asks a reader thread for one compaction slice of the data store.
+    pub fn compact(&self, budget_bytes: u64) -> bool {
+        self.reads
+            .as_ref()
+            .is_some_and(|r| r.try_send(Job::Compact { budget_bytes }).is_ok())
+    }
+
+    /// Asks the writer to make every write durable (interval and none modes).
+    pub fn sync(&self) {
+        if let Some(writes) = &self.writes {
+            let _ = writes.try_send(Job::Sync);
+        }
+    }
+
+    /// The next finished operation, if any.
+    pub fn try_done(&self) -> Option<Done> {
+        self.done.try_recv().ok()
+    }
+
+    /// Storage counters of the data store, and its size on disk.
+    pub fn data_stats(&self) -> ringkv_storage::Stats {
+        self.stores.data.stats()
+    }
+
+    /// Stops the threads after the queued work and syncs every store.
+    pub fn shutdown(mut self) -> Result<(), StorageError> {
+        self.writes = None;
+        self.reads = None;
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        self.stores.data.sync()?;
+        self.stores.hints.sync()?;
+        self.stores.meta.sync()
+    }
+}
+
+fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+    match std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(body)
+    {
+        Ok(handle) => handle,
+        // Without its storage threads a node cannot serve at all; failing to start
+        // one happens only when the OS is out of threads or memory at start.
+        Err(error) => {
+            log::error!("cannot start thread {name}: {error}");
+            std::process::exit(1)
+        }
+    }
+}
+
+fn failure(error: &StorageError) -> StorageFailure {
+    match error {
+        StorageError::DiskFull | StorageError::IndexFull { .. } => StorageFailure::DiskFull,
+        StorageError::Corrupt { .. } => StorageFailure::Corrupt,
+        _ => StorageFailure::Io,
+    }
+}
+
+/// The completion of a job that could not run.
+fn failed(job: Job) -> Done {
+    let io = StorageFailure::Io;
+    match job {
+        Job::Read { token, .. } => Done::Read {
+            token,
+            result: Err(io),
+        },
+        Job::Write { token, .. } | Job::Delete { token, .. } => Done::Written {
+            token,
+            result: Err(io),
+        },
+        Job::List { token, .. } => Done::Listed {
+            token,
+            result: Err(io),
+        },
+        Job::Scan { token, .. } => Done::Scanned {
+            token,
+            result: Err(io),
+        },
+        Job::Compact { .. } | Job::Sync => Done::Compacted(Err("not run".to_owned())),
+    }
+}
+
+fn write_loop(stores: &Stores, jobs: &Receiver<Job>, done: &Sender<Done>, wake: &dyn Fn()) {
+    let mut round: Vec<Job> = Vec::with_capacity(BATCH_OPERATIONS_MAX);
+    let mut batches = [WriteBatch::new(), WriteBatch::new(), WriteBatch::new()];
+    while let Ok(first) = jobs.recv() {
+        round.clear();
+        round.push(first);
+        let mut bytes = 0usize;
+        while round.len() < BATCH_OPERATIONS_MAX && bytes < BATCH_BYTES_MAX {
+            let Ok(job) = jobs.try_recv() else { break };
+            if let Job::Write { key, record, .. } = &job {
+                bytes += key.len() + record.len();
+            }
+            round.push(job);
+        }
+        for batch in &mut batches {
+            batch.clear();
+        }
+        let mut sync = false;
+        for job in &round {
+            match job {
+                Job::Write {
+                    space, key, record, ..
+                } => batches[space_index(*space)].put(key, record),
+                Job::Delete { space, key, .. } => batches[space_index(*space)].delete(key),
+                Job::Sync => sync = true,
+                _ => {}
+            }
+        }
+        let mut results: [Result<(), StorageFailure>; 3] = [Ok(()), Ok(()), Ok(())];
+        for space in [Space::Data, Space::Hints, Space::Meta] {
+            let index = space_index(space);
+            if let Err(error) = stores.get(space).write(&batches[index]) {
+                log::warn!("storage: writing a batch to {space:?} failed: {error}");
+                results[index] = Err(failure(&error));
+            }
+        }
+        if sync {
+            for space in [Space::Data, Space::Hints, Space::Meta] {
+                if let Err(error) = stores.get(space).sync() {
+                    log::warn!("storage: syncing {space:?} failed: {error}");
+                }
+            }
+        }
+        for job in round.drain(..) {
+            let finished = match job {
+                Job::Write { token, space, .. } | Job::Delete { token, space, .. } => {
+                    Done::Written {
+                        token,
+                        result: results[space_index(space)],
+                    }
+                }
+                Job::Sync => continue,
+                other => failed(other),
+            };
+            if done.send(finished).is_err() {
+                return;
+            }
+        }
+        wake();
+    }
+}
+
+fn space_index(space: Space) -> usize {
+    match space {
+        Space::Data => 0,
+        Space::Hints => 1,
+        Space::Meta => 2,
+    }
+}
+
+fn read_loop(stores: &Stores, jobs: &Receiver<Job>, done: &Sender<Done>, wake: &dyn Fn()) {
+    while let Ok(job) = jobs.recv() {
+        let finished = run_read(stores, job);
+        if done.send(finished).is_err() {
+            return;
+        }
+        // Wake once for everything this thread finishes back to back.
+        if jobs.is_empty() {
+            wake();
+        }
+    }
+}
+
+fn run_read(stores: &Stores, job: Job) -> Done {
+    match job {
+        Job::Read { token, space, key } => Done::Read {
+            token,
+            result: stores.get(space).get(&key).map_err(|error| {
+                log::warn!("storage: reading from {space:?} failed: {error}");
+                failure(&error)
+            }),
+        },
+        Job::List {
+            token,
+            space,
+            after,
+            limit,
+        } => Done::Listed {
+            token,
+            result: list(stores.get(space), &after, limit).map_err(|e| failure(&e)),
+        },
+        Job::Scan {
+            token,
+            first,
+            last,
+            after,
+            limit,
+        } => Done::Scanned {
+            token,
+            result: stores
+                .data
+                .scan(first, last, after, limit as usize)
+                .map(|chunk| (chunk.items, chunk.next))
+                .map_err(|error| {
+                    log::warn!("storage: scan failed: {error}");
+                    failure(&error)
+                }),
+        },
+        Job::Compact { budget_bytes } => Done::Compacted(
+            stores
+                .data
+                .compact_step(budget_bytes)
+                .map_err(|error| error.to_string()),
+        ),
+        other => failed(other),
+    }
+}
+
+/// Up to `limit` keys after `after` in byte order, and whether none follow.
+fn list(store: &Store, after: &[u8], limit: u32) -> Result<(Vec<Vec<u8>>, bool), StorageError> {
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    let mut cursor = None;
+    loop {
+        let chunk = store.scan(0, u64::MAX, cursor, 4096)?;
+        keys.extend(
+            chunk
+                .items
+                .into_iter()
+                .map(|(key, _)| key)
+                .filter(|key| key.as_slice() > after),
+        );
+        match chunk.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    keys.sort_unstable();
+    let limit = (limit as usize).max(1);
+    let complete = keys.len() <= limit;
+    keys.truncate(limit);
+    Ok((keys, complete))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn wait(executor: &Executor, count: usize) -> Vec<Done> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut all = Vec::new();
+        while all.len() < count && Instant::now() < deadline {
+            match executor.try_done() {
+                Some(done) => all.push(done),
+                None => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        all
+    }
+
+    fn executor(dir: &Path) -> Executor {
+        let sizes = StoreSizes {
+            durability: Durability::Group,
+            data_segment_size_bytes: 16 << 20,
+            record_size_bytes_max: 2 << 20,
+        };
+        Executor::start(dir, sizes, 64, || {}).unwrap()
+    }
+
+    #[test]
+    fn writes_complete_durable_and_read_back_per_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let executor = executor(dir.path());
+        for (token, space) in [(1, Space::Data), (2, Space::Hints), (3, Space::Meta)] {
+            executor.submit(StorageOp::Write {
+                token,
+                space,
+                key: b"k",
+                record: format!("record {token}").as_bytes(),
+            });
+        }
+        let written = wait(&executor, 3);
+        assert_eq!(written.len(), 3);
+        assert!(
+            written
+                .iter()
+                .all(|d| matches!(d, Done::Written { result: Ok(()), .. }))
+        );
+        executor.submit(StorageOp::Read {
+            token: 4,
+            space: Space::Hints,
+            key: b"k",
+        });
+        let read = wait(&executor, 1);
+        assert!(
+            matches!(&read[0], Done::Read { token: 4, result: Ok(Some(v)) } if v == b"record 2"),
+            "the spaces are kept apart: {read:?}"
+        );
+        executor.shutdown().unwrap();
+        let executor = self::executor(dir.path());
+        executor.submit(StorageOp::Read {
+            token: 5,
+            space: Space::Meta,
+            key: b"k",
+        });
+        let read = wait(&executor, 1);
+        assert!(
+            matches!(&read[0], Done::Read { result: Ok(Some(v)), .. } if v == b"record 3"),
+            "kept across a restart: {read:?}"
+        );
+    }
+
+    #[test]
+    fn listing_pages_through_keys_in_byte_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let executor = executor(dir.path());
+        let keys: Vec<Vec<u8>> = (0..10u8).rev().map(|i| vec![b'h', i]).collect();
+        for (token, key) in keys.iter().enumerate() {
+            executor.submit(StorageOp::Write {
+                token: token as u64,
+                space: Space::Hints,
+                key,
+                record: b"r",
+            });
+        }
+        assert_eq!(wait(&executor, 10).len(), 10);
+        executor.submit(StorageOp::List {
+            token: 99,
+            space: Space::Hints,
+            after: &[b'h', 3],
+            limit: 4,
+        });
+        let listed = wait(&executor, 1);
+        let Done::Listed {
+            result: Ok((page, complete)),
+            ..
+        } = &listed[0]
+        else {
+            panic!("{listed:?}");
+        };
+        assert_eq!(
+            page,
+            &vec![vec![b'h', 4], vec![b'h', 5], vec![b'h', 6], vec![b'h', 7]]
+        );
+        assert!(!complete);
+    }
+}

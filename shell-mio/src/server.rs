@@ -1,0 +1,1331 @@
+//! The mio event loop of `ringkv-node`: one thread owns the core [`Node`] and moves
+//! bytes between it, the sockets and the storage executor.
+//!
+//! # Connections
+//! - **Clients** (RESP): requests are parsed in place from the connection's read
+//!   buffer, handed to the core with a tag, and the replies put back in request order
+//!   ([`Pipeline`]). INFO is answered here: the core's sections plus latency, clients
+//!   and storage. Malformed RESP gets `-ERR Protocol error: ...` and the connection
+//!   closes once that is written. Past `connections_max`, a new connection gets
+//!   `-ERR max number of clients reached` and is closed.
+//! - **Peers**: connections are one-way. A node sends to a peer on its own outbound
+//!   connection, which starts with a `Hello` naming the sender, and receives on the
+//!   connections peers opened to it. An outbound connection coming up is `PeerUp` for
+//!   the core, breaking is `PeerDown`; a broken one is retried when the core sends to
+//!   the peer again, at most every 100 ms doubling to 5 s (the core's probes back off
+//!   too). A frame of another cluster or protocol version closes the connection with a
+//!   log line naming both.
+//! - **Introductions** (`Action::Introduce`): a short connection to a seed known only
+//!   by address: `Hello`, the frame, then close. The seed answers on its own
+//!   connection to the address this node announces.
+//!
+//! # Bounds
+//! Each read buffer is bounded (a client's by the largest request, a peer's by the
+//! largest frame), each write buffer too (a client past it is closed as too slow; a
+//! frame past a peer's bound is dropped and counted, and the core's timeouts treat it
+//! as lost). Per wakeup, at most [`READS_PER_WAKEUP`] reads per connection,
+//! [`ACCEPTS_PER_WAKEUP`] accepts and [`COMPLETIONS_PER_WAKEUP`] storage completions are
+//! handled; what is left is picked up by the next iteration without sleeping.
+//!
+//! # Writes go out in batches
+//! Replies and frames are appended to their connection's buffer while a wakeup's
+//! events are handled, and written once at its end: under load, many replies and many
+//! frames share one write syscall.
+//!
+//! # Shutdown
+//! On SIGINT or SIGTERM the node stops accepting and stops reading new client
+//! requests, lets in-flight requests finish (at most [`SHUTDOWN_GRACE_MS`]), writes
+//! what is buffered, syncs its stores and exits 0. A second signal exits at once.
+
+use crate::clock::Clock;
+use crate::connection::{OutBuffer, Pipeline};
+use crate::executor::{Done, Executor, StoreSizes};
+use crate::metrics::{CommandKind, Metrics};
+use crate::settings::Settings;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use ringkv_core::Instant;
+use ringkv_core::node::{Action, ClientId, Input, Node, NodeIdentity};
+use ringkv_core::resp::{self, Command, Parsed, RespLimits};
+use ringkv_core::version::NodeId;
+use ringkv_core::wire::{self, FrameError, Message, WireLimits};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+const CLIENT_LISTENER: Token = Token(0);
+const PEER_LISTENER: Token = Token(1);
+const WAKER: Token = Token(2);
+const SIGNALS: Token = Token(3);
+const FIRST_CONNECTION: usize = 16;
+
+/// Reads from one connection per wakeup before others get a turn.
+pub const READS_PER_WAKEUP: usize = 16;
+/// Connections accepted per listener per wakeup.
+pub const ACCEPTS_PER_WAKEUP: usize = 256;
+/// Storage completions handed to the core per wakeup.
+pub const COMPLETIONS_PER_WAKEUP: usize = 4096;
+/// Peer frames decoded from one connection per wakeup.
+pub const FRAMES_PER_WAKEUP: usize = 1024;
+/// Bytes a client may leave unread before it is closed as too slow.
+pub const CLIENT_WRITE_BUFFER_MAX: usize = 64 << 20;
+/// Bytes queued to one peer; past it frames are dropped.
+pub const PEER_WRITE_BUFFER_MAX: usize = 64 << 20;
+/// Inbound peer connections at once.
+pub const INBOUND_PEERS_MAX: usize = 1024;
+/// Introductions (seed connections) at once.
+pub const INTRODUCTIONS_MAX: usize = 16;
+/// How long shutdown waits for in-flight requests.
+pub const SHUTDOWN_GRACE_MS: u64 = 5_000;
+const READ_CHUNK_BYTES: usize = 64 << 10;
+const RECONNECT_INITIAL_MS: u64 = 100;
+const RECONNECT_MAX_MS: u64 = 5_000;
+/// Data-store compaction: one slice of this many bytes per tick.
+const COMPACTION_SLICE_BYTES: u64 = 4 << 20;
+const TICK_MS: u64 = 100;
+
+/// Why the node could not start or stopped with an error.
+#[derive(Debug)]
+pub enum ServerError {
+    Bind {
+        address: SocketAddr,
+        error: io::Error,
+    },
+    Io(io::Error),
+    Storage(crate::executor::OpenError),
+    Config(ringkv_core::node::ConfigError),
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerError::Bind { address, error } => {
+                write!(f, "cannot listen on {address}: {error}")
+            }
+            ServerError::Io(error) => write!(f, "event loop: {error}"),
+            ServerError::Storage(error) => write!(f, "{error}"),
+            ServerError::Config(error) => write!(f, "configuration: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+impl From<io::Error> for ServerError {
+    fn from(error: io::Error) -> ServerError {
+        ServerError::Io(error)
+    }
+}
+
+#[derive(Debug)]
+struct ClientConnection {
+    stream: TcpStream,
+    generation: u32,
+    read: Vec<u8>,
+    out: OutBuffer,
+    pipeline: Pipeline<(CommandKind, Instant)>,
+    /// Close once `out` is written (QUIT, a protocol error).
+    closing: bool,
+    /// Reading paused: the pipeline is full.
+    paused: bool,
+}
+
+#[derive(Debug)]
+enum PeerState {
+    /// Not connected; frames are queued and a connection is opened at the end of the
+    /// wakeup.
+    Idle,
+    Connecting,
+    Connected,
+    /// Broke; frames are dropped until `retry_at`.
+    Down {
+        retry_at: Instant,
+    },
+}
+
+#[derive(Debug)]
+struct PeerConnection {
+    peer: NodeId,
+    stream: Option<TcpStream>,
+    state: PeerState,
+    out: OutBuffer,
+    backoff_ms: u64,
+}
+
+#[derive(Debug)]
+struct InboundPeer {
+    stream: TcpStream,
+    address: SocketAddr,
+    read: Vec<u8>,
+    /// From its `Hello`.
+    peer: Option<NodeId>,
+}
+
+#[derive(Debug)]
+struct Introduction {
+    stream: TcpStream,
+    out: OutBuffer,
+}
+
+#[derive(Debug)]
+enum Connection {
+    Client(ClientConnection),
+    Peer(PeerConnection),
+    Inbound(InboundPeer),
+    Introduction(Introduction),
+}
+
+/// Everything but the node, so actions can be performed while the node is borrowed.
+#[derive(Debug)]
+struct Io {
+    registry: Registry,
+    clock: Clock,
+    executor: Executor,
+    settings: Settings,
+    node_id: NodeId,
+    cluster_id: u64,
+    wire_limits: WireLimits,
+    resp_limits: RespLimits,
+    connections: Vec<Option<Connection>>,
+    generations: Vec<u32>,
+    free: Vec<usize>,
+    peers: HashMap<NodeId, usize>,
+    addresses: HashMap<NodeId, SocketAddr>,
+    clients: usize,
+    inbound: usize,
+    introductions: usize,
+    /// Connections with bytes to write at the end of the wakeup.
+    dirty: Vec<usize>,
+    /// Connections to read again without waiting for an event.
+    again: Vec<usize>,
+    /// Peers to connect at the end of the wakeup.
+    to_connect: Vec<NodeId>,
+    /// Peer links that came up or went down, for the core after the drain.
+    link_events: Vec<(NodeId, bool)>,
+    metrics: Metrics,
+    /// Scratch for replies made here (errors, INFO).
+    scratch: Vec<u8>,
+    compaction_busy: bool,
+    /// The last slice copied records: the next one follows at the next tick.
+    compaction_active: bool,
+    compaction_note: String,
+}
+
+/// A running node.
+pub struct Server {
+    node: Node,
+    io: Io,
+    poll: Poll,
+    client_listener: Option<TcpListener>,
+    peer_listener: Option<TcpListener>,
+    signals: Signals,
+    _waker: Arc<Waker>,
+    shutdown_at: Option<Instant>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("node", &self.node.id())
+            .field("shutdown_at", &self.shutdown_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Opens the stores, binds both addresses and builds the node.
+    pub fn start(settings: Settings, node_id: NodeId, seed: u64) -> Result<Server, ServerError> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let clock = Clock::start();
+        let mut config = settings.core_config(node_id);
+        config.validate(node_id).map_err(ServerError::Config)?;
+        let record_size_bytes_max = config.wire_limits.versions_size_bytes_max;
+        let sizes = StoreSizes {
+            durability: settings.durability,
+            data_segment_size_bytes: settings.segment_size_bytes,
+            record_size_bytes_max,
+        };
+        let wake = {
+            let waker = Arc::clone(&waker);
+            move || {
+                let _ = waker.wake();
+            }
+        };
+        let executor = Executor::start(
+            settings.data_dir(),
+            sizes,
+            config.storage_operations_max as usize,
+            wake,
+        )
+        .map_err(ServerError::Storage)?;
+        let bind = |address: SocketAddr| {
+            TcpListener::bind(address).map_err(|error| ServerError::Bind { address, error })
+        };
+        let mut client_listener = bind(settings.client_address)?;
+        let mut peer_listener = bind(settings.peer_address)?;
+        poll.registry()
+            .register(&mut client_listener, CLIENT_LISTENER, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut peer_listener, PEER_LISTENER, Interest::READABLE)?;
+        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        if !settings.durability.acknowledges_after_sync() {
+            log::warn!(
+                "durability {}: acknowledged writes can be lost on power failure",
+                settings.durability
+            );
+        }
+        config.requests_max = config.requests_max.max(1);
+        let cluster_id = config.cluster_id;
+        let now = clock.now();
+        let node = Node::new(config, NodeIdentity { id: node_id }, seed, now)
+            .map_err(ServerError::Config)?;
+        let wire_limits = node.wire_limits();
+        let addresses = settings
+            .members
+            .iter()
+            .map(|m| (m.id, m.peer_address))
+            .collect();
+        let io = Io {
+            registry: poll.registry().try_clone()?,
+            clock,
+            executor,
+            node_id,
+            cluster_id,
+            wire_limits,
+            resp_limits: RespLimits::default(),
+            connections: Vec::new(),
+            generations: Vec::new(),
+            free: Vec::new(),
+            peers: HashMap::new(),
+            addresses,
+            clients: 0,
+            inbound: 0,
+            introductions: 0,
+            dirty: Vec::new(),
+            again: Vec::new(),
+            to_connect: Vec::new(),
+            link_events: Vec::new(),
+            metrics: Metrics::default(),
+            scratch: Vec::new(),
+            compaction_busy: false,
+            compaction_active: false,
+            compaction_note: "idle".to_owned(),
+            settings,
+        };
+        log::info!(
+            "node {} serving clients on {} and peers on {} (data in {})",
+            node_id.0,
+            io.settings.client_address,
+            io.settings.peer_address,
+            io.settings.data_dir().display()
+        );
+        let mut server = Server {
+            node,
+            io,
+            poll,
+            client_listener: Some(client_listener),
+            peer_listener: Some(peer_listener),
+            signals,
+            _waker: waker,
+            shutdown_at: None,
+        };
+        server.drain();
+        Ok(server)
+    }
+
+    /// Runs until a signal stops the node; returns once the stores are synced.
+    pub fn run(mut self) -> Result<(), ServerError> {
+        let mut events = Events::with_capacity(1024);
+        let mut next_tick = self.io.clock.now();
+        let mut ticks = 0u64;
+        loop {
+            let now = self.io.clock.now();
+            let mut wake_at = next_tick;
+            if let Some(deadline) = self.node.poll_timeout() {
+                wake_at = wake_at.min(deadline);
+            }
+            let timeout = if self.io.again.is_empty() {
+                wake_at.saturating_duration_since(now)
+            } else {
+                Duration::ZERO
+            };
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error.into()),
+            }
+            for event in &events {
+                match event.token() {
+                    CLIENT_LISTENER => self.accept_clients(),
+                    PEER_LISTENER => self.accept_peers(),
+                    WAKER => {}
+                    SIGNALS => {
+                        if self.signalled() {
+                            return Ok(());
+                        }
+                    }
+                    Token(token) => self.connection_ready(
+                        token - FIRST_CONNECTION,
+                        event.is_readable() || event.is_read_closed(),
+                        event.is_writable() || event.is_error(),
+                    ),
+                }
+            }
+            for index in std::mem::take(&mut self.io.again) {
+                self.connection_ready(index, true, false);
+            }
+            self.completions();
+            let now = self.io.clock.now();
+            if self
+                .node
+                .poll_timeout()
+                .is_some_and(|deadline| deadline <= now)
+            {
+                self.node.handle(now, Input::Timeout);
+                self.drain();
+            }
+            if now >= next_tick {
+                next_tick = now + Duration::from_millis(TICK_MS);
+                ticks += 1;
+                self.tick(ticks);
+            }
+            self.io.flush();
+            if !self.io.link_events.is_empty() {
+                self.drain();
+                self.io.flush();
+            }
+            if let Some(deadline) = self.shutdown_at {
+                let idle = self.node.requests_in_flight() == 0
+                    && self.node.storage_operations_in_flight() == 0
+                    && self.io.clients_flushed();
+                if idle || now >= deadline {
+                    return self.finish();
+                }
+            }
+        }
+    }
+
+    /// Handles a signal; true when the node must exit at once (a second signal).
+    fn signalled(&mut self) -> bool {
+        let received: Vec<i32> = self.signals.pending().collect();
+        if received.is_empty() {
+            return false;
+        }
+        if self.shutdown_at.is_some() {
+            log::warn!("second signal: exiting without waiting");
+            return true;
+        }
+        log::info!("signal received: finishing in-flight requests, then stopping");
+        for listener in [self.client_listener.take(), self.peer_listener.take()]
+            .into_iter()
+            .flatten()
+        {
+            let mut listener = listener;
+            let _ = self.io.registry.deregister(&mut listener);
+        }
+        self.shutdown_at = Some(self.io.clock.now() + Duration::from_millis(SHUTDOWN_GRACE_MS));
+        false
+    }
+
+    fn finish(self) -> Result<(), ServerError> {
+        let Server { mut io, .. } = self;
+        io.flush();
+        let executor = io.executor;
+        match executor.shutdown() {
+            Ok(()) => {
+                log::info!("stores synced; stopped");
+                Ok(())
+            }
+            Err(error) => {
+                log::error!("syncing the stores at shutdown failed: {error}");
+                Err(ServerError::Io(io::Error::other(error.to_string())))
+            }
+        }
+    }
+
+    /// Performs every action the node has queued, then connects peers it sent to and
+    /// reports links that changed (which may queue more).
+    fn drain(&mut self) {
+        for _ in 0..64 {
+            while let Some(action) = self.node.poll_action() {
+                self.io.perform(action);
+            }
+            self.io.connect_pending(&self.node);
+            let events = std::mem::take(&mut self.io.link_events);
+            if events.is_empty() {
+                return;
+            }
+            let now = self.io.clock.now();
+            for (peer, up) in events {
+                let input = if up {
+                    Input::PeerUp { peer }
+                } else {
+                    Input::PeerDown { peer }
+                };
+                self.node.handle(now, input);
+            }
+        }
+    }
+
+    fn completions(&mut self) {
+        for _ in 0..COMPLETIONS_PER_WAKEUP {
+            let Some(done) = self.io.executor.try_done() else {
+                return;
+            };
+            match done.completion() {
+                Some(completion) => {
+                    let now = self.io.clock.now();
+                    self.node.handle(now, Input::Storage(completion));
+                    self.drain();
+                }
+                None => self.io.compacted(done),
+            }
+        }
+        // More are waiting: come back without sleeping.
+        self.io.again.push(usize::MAX);
+    }
+
+    /// Every 100 ms: the next compaction slice while one is under way; every second:
+    /// operations per second, the interval-mode sync, and a look for compaction work.
+    fn tick(&mut self, ticks: u64) {
+        let second = ticks % (1_000 / TICK_MS) == 0;
+        if second {
+            self.io.metrics.tick_second();
+            if matches!(
+                self.io.settings.durability,
+                ringkv_storage::Durability::Interval { .. }
+            ) {
+                self.io.executor.sync();
+            }
+        }
+        let wanted = second || self.io.compaction_active;
+        if wanted && !self.io.compaction_busy && self.shutdown_at.is_none() {
+            self.io.compaction_busy = self.io.executor.compact(COMPACTION_SLICE_BYTES);
+        }
+    }
+
+    fn accept_clients(&mut self) {
+        let Some(listener) = &self.client_listener else {
+            return;
+        };
+        for _ in 0..ACCEPTS_PER_WAKEUP {
+            let (stream, address) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) => {
+                    log::warn!("accepting a client failed: {error}");
+                    return;
+                }
+            };
+            if self.io.clients >= self.io.settings.connections_max as usize {
+                self.io.metrics.clients_refused += 1;
+                log::debug!("refusing client {address}: connection limit reached");
+                refuse(stream, b"-ERR max number of clients reached\r\n");
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let generation = 0; // set by `insert`
+            let connection = Connection::Client(ClientConnection {
+                stream,
+                generation,
+                read: Vec::new(),
+                out: OutBuffer::default(),
+                pipeline: Pipeline::default(),
+                closing: false,
+                paused: false,
+            });
+            if self.io.insert(connection).is_some() {
+                self.io.clients += 1;
+                self.io.metrics.clients_connected = self.io.clients as u64;
+            }
+        }
+        self.io.again.push(usize::MAX - 1);
+    }
+
+    fn accept_peers(&mut self) {
+        let Some(listener) = &self.peer_listener else {
+            return;
+        };
+        for _ in 0..ACCEPTS_PER_WAKEUP {
+            let (stream, address) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) => {
+                    log::warn!("accepting a peer failed: {error}");
+                    return;
+                }
+            };
+            if self.io.inbound >= INBOUND_PEERS_MAX {
+                log::warn!("refusing peer connection from {address}: {INBOUND_PEERS_MAX} open");
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let connection = Connection::Inbound(InboundPeer {
+                stream,
+                address,
+                read: Vec::new(),
+                peer: None,
+            });
+            if self.io.insert(connection).is_some() {
+                self.io.inbound += 1;
+            }
+        }
+        self.io.again.push(usize::MAX - 2);
+    }
+
+    fn connection_ready(&mut self, index: usize, readable: bool, writable: bool) {
+        match index {
+            // Markers for "more to do" without a connection behind them.
+            i if i == usize::MAX => return self.completions(),
+            i if i == usize::MAX - 1 => return self.accept_clients(),
+            i if i == usize::MAX - 2 => return self.accept_peers(),
+            _ => {}
+        }
+        let kind = match self.io.connections.get(index) {
+            Some(Some(Connection::Client(_))) => 0,
+            Some(Some(Connection::Peer(_))) => 1,
+            Some(Some(Connection::Inbound(_))) => 2,
+            Some(Some(Connection::Introduction(_))) => 3,
+            _ => return,
+        };
+        match kind {
+            0 => {
+                if writable {
+                    self.io.mark_dirty(index);
+                }
+                if readable && self.shutdown_at.is_none() {
+                    self.read_client(index);
+                }
+            }
+            1 => self.io.peer_ready(index, readable, writable),
+            2 if readable => self.read_inbound(index),
+            3 if writable => self.io.mark_dirty(index),
+            _ => {}
+        }
+        let events = !self.io.link_events.is_empty();
+        if events {
+            self.drain();
+        }
+    }
+
+    /// Reads a client's requests and hands each to the node.
+    fn read_client(&mut self, index: usize) {
+        let Some(Some(Connection::Client(client))) = self.io.connections.get_mut(index) else {
+            return;
+        };
+        if client.closing {
+            return;
+        }
+        let limit = self.io.resp_limits.bulk_size_bytes_max + READ_CHUNK_BYTES;
+        let (closed, more) = match read_some(&mut client.stream, &mut client.read, limit) {
+            Ok(state) => state,
+            Err(error) => {
+                log::debug!("client connection failed: {error}");
+                self.io.close(index);
+                return;
+            }
+        };
+        self.parse_requests(index);
+        let paused = matches!(
+            self.io.connections.get(index),
+            Some(Some(Connection::Client(c))) if c.paused
+        );
+        if closed {
+            let done = matches!(
+                self.io.connections.get(index),
+                Some(Some(Connection::Client(c))) if c.pipeline.is_empty() && c.out.is_empty()
+            );
+            if done {
+                self.io.close(index);
+            } else if let Some(Some(Connection::Client(c))) = self.io.connections.get_mut(index) {
+                c.closing = true;
+            }
+        } else if more && !paused {
+            self.io.again.push(index);
+        }
+    }
+
+    fn parse_requests(&mut self, index: usize) {
+        let Some(Some(Connection::Client(client))) = self.io.connections.get_mut(index) else {
+            return;
+        };
+        let mut buffer = std::mem::take(&mut client.read);
+        let generation = client.generation;
+        let id = client_id(index, generation);
+        let mut consumed = 0;
+        loop {
+            let Some(Some(Connection::Client(client))) = self.io.connections.get_mut(index) else {
+                return; // closed meanwhile
+            };
+            if client.pipeline.is_full() {
+                client.paused = true;
+                break;
+            }
+            client.paused = false;
+            match resp::parse_request(&buffer[consumed..], self.io.resp_limits) {
+                Parsed::Incomplete => {
+                    let limit = self.io.resp_limits.bulk_size_bytes_max + READ_CHUNK_BYTES;
+                    if buffer.len() - consumed >= limit {
+                        self.io.metrics.protocol_errors += 1;
+                        self.reply_here(index, CommandKind::Other, true, |out| {
+                            resp::write_error(out, "ERR Protocol error: request too large")
+                        });
+                        consumed = buffer.len();
+                    }
+                    break;
+                }
+                Parsed::Invalid(reason) => {
+                    self.io.metrics.protocol_errors += 1;
+                    log::debug!("client protocol error: {reason}");
+                    self.reply_here(index, CommandKind::Other, true, |out| {
+                        resp::write_error(out, &format!("ERR Protocol error: {reason}"))
+                    });
+                    consumed = buffer.len();
+                    break;
+                }
+                Parsed::Request {
+                    consumed: used,
+                    arguments,
+                } => {
+                    consumed += used;
+                    if arguments.is_empty() {
+                        continue;
+                    }
+                    match Command::parse(&arguments) {
+                        Err(error) => {
+                            let text = error.to_string();
+                            self.reply_here(index, CommandKind::Other, false, |out| {
+                                resp::write_error(out, &text)
+                            });
+                        }
+                        Ok(Command::Info { section }) => {
+                            let text = self.info(section);
+                            self.reply_here(index, CommandKind::Other, false, |out| {
+                                resp::write_bulk(out, text.as_bytes())
+                            });
+                        }
+                        Ok(command) => {
+                            let now = self.io.clock.now();
+                            let kind = CommandKind::of(&command);
+                            let tag = client.pipeline.start((kind, now));
+                            self.node.handle(
+                                now,
+                                Input::Client {
+                                    client: id,
+                                    tag,
+                                    timestamp_ms: wall_clock_ms(),
+                                    command,
+                                },
+                            );
+                            self.drain();
+                        }
+                    }
+                }
+            }
+        }
+        buffer.drain(..consumed);
+        if let Some(Some(Connection::Client(client))) = self.io.connections.get_mut(index) {
+            client.read = buffer;
+        }
+    }
+
+    /// A reply made by the shell itself (errors, INFO), in the request's turn.
+    fn reply_here(
+        &mut self,
+        index: usize,
+        kind: CommandKind,
+        close: bool,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let Some(Some(Connection::Client(client))) = self.io.connections.get_mut(index) else {
+            return;
+        };
+        let now = self.io.clock.now();
+        let tag = client.pipeline.start((kind, now));
+        let id = client_id(index, client.generation);
+        let mut scratch = std::mem::take(&mut self.io.scratch);
+        scratch.clear();
+        write(&mut scratch);
+        self.io.deliver(id, tag, &scratch, close);
+        self.io.scratch = scratch;
+    }
+
+    fn info(&self, section: Option<&[u8]>) -> String {
+        let wants = |name: &str| {
+            section.is_none_or(|s| {
+                s.eq_ignore_ascii_case(name.as_bytes()) || s.eq_ignore_ascii_case(b"all")
+            })
+        };
+        let mut text = self.node.info(section);
+        if let Some(name) = &self.io.settings.node_name {
+            if wants("server") {
+                let _ = write!(text, "# Node\r\nnode_name:{name}\r\n\r\n");
+            }
+        }
+        self.io.metrics.write_info(&mut text, wants);
+        if wants("storage") {
+            let stats = self.io.executor.data_stats();
+            let _ = write!(
+                text,
+                "# Storage\r\ndurability:{}\r\nkeys:{}\r\nsegments:{}\r\ndata_size_bytes:{}\r\nsyncs:{}\r\ncompactions:{}\r\ncompaction:{}\r\ncorrupt_records:{}\r\nreplayed_records:{}\r\n\r\n",
+                self.io.settings.durability,
+                stats.keys,
+                stats.segments,
+                directory_size_bytes(&self.io.settings.data_dir().join("data")),
+                stats.syncs,
+                stats.compactions,
+                self.io.compaction_note,
+                stats.corrupt_records,
+                stats.replayed_records,
+            );
+        }
+        text
+    }
+
+    /// Decodes a peer's frames and hands each to the node.
+    fn read_inbound(&mut self, index: usize) {
+        let Some(Some(Connection::Inbound(inbound))) = self.io.connections.get_mut(index) else {
+            return;
+        };
+        let limit = self.io.wire_limits.frame_size_bytes_max + READ_CHUNK_BYTES;
+        let (closed, more) = match read_some(&mut inbound.stream, &mut inbound.read, limit) {
+            Ok(state) => state,
+            Err(error) => {
+                log::debug!("peer connection from {} failed: {error}", inbound.address);
+                self.io.close(index);
+                return;
+            }
+        };
+        let mut buffer = std::mem::take(&mut inbound.read);
+        let mut peer = inbound.peer;
+        let address = inbound.address;
+        let mut consumed = 0;
+        let mut broken = false;
+        for _ in 0..FRAMES_PER_WAKEUP {
+            match wire::decode_frame(&buffer[consumed..], self.io.cluster_id, self.io.wire_limits) {
+                Err(FrameError::Incomplete { .. }) => break,
+                Err(FrameError::Foreign {
+                    version,
+                    cluster_id,
+                }) => {
+                    self.io.metrics.peers_refused += 1;
+                    log::warn!(
+                        "refusing peer at {address}: it speaks protocol {version} of cluster {cluster_id}; this node speaks protocol {} of cluster {}",
+                        wire::PROTOCOL_VERSION,
+                        self.io.cluster_id
+                    );
+                    broken = true;
+                    break;
+                }
+                Err(FrameError::Invalid(reason)) => {
+                    log::warn!("closing peer connection from {address}: {reason}");
+                    broken = true;
+                    break;
+                }
+                Ok((message, size)) => {
+                    consumed += size;
+                    match (peer, message) {
+                        (None, Message::Hello { node }) => peer = Some(node),
+                        (None, _) => {
+                            log::warn!("closing peer connection from {address}: no hello first");
+                            broken = true;
+                            break;
+                        }
+                        (Some(from), message) => {
+                            let now = self.io.clock.now();
+                            self.node.handle(now, Input::Peer { from, message });
+                            self.drain();
+                        }
+                    }
+                }
+            }
+        }
+        if broken {
+            self.io.close(index);
+            return;
+        }
+        buffer.drain(..consumed);
+        if let Some(Some(Connection::Inbound(inbound))) = self.io.connections.get_mut(index) {
+            inbound.read = buffer;
+            inbound.peer = peer;
+            if closed {
+                self.io.close(index);
+            } else if more || consumed > 0 {
+                self.io.again.push(index);
+            }
+        }
+    }
+}
+
+/// Reads until the socket is drained, `limit` bytes are buffered or the per-wakeup
+/// bound is reached: `(closed by the peer, more may be waiting)`.
+fn read_some(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    limit: usize,
+) -> io::Result<(bool, bool)> {
+    for _ in 0..READS_PER_WAKEUP {
+        if buffer.len() >= limit {
+            return Ok((false, true));
+        }
+        let start = buffer.len();
+        let room = READ_CHUNK_BYTES.min(limit - start);
+        buffer.resize(start + room, 0);
+        match stream.read(&mut buffer[start..]) {
+            Ok(0) => {
+                buffer.truncate(start);
+                return Ok((true, false));
+            }
+            Ok(n) => buffer.truncate(start + n),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                buffer.truncate(start);
+                return Ok((false, false));
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => buffer.truncate(start),
+            Err(error) => {
+                buffer.truncate(start);
+                return Err(error);
+            }
+        }
+    }
+    Ok((false, true))
+}
+
+fn refuse(mut stream: TcpStream, message: &[u8]) {
+    use std::io::Write;
+    let _ = stream.write(message);
+}
+
+fn client_id(index: usize, generation: u32) -> ClientId {
+    ClientId((u64::from(generation) << 32) | index as u64)
+}
+
+fn wall_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn directory_size_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn parse_address(bytes: &[u8]) -> Option<SocketAddr> {
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+impl Io {
+    fn insert(&mut self, mut connection: Connection) -> Option<usize> {
+        let index = match self.free.pop() {
+            Some(index) => index,
+            None => {
+                self.connections.push(None);
+                self.generations.push(0);
+                self.connections.len() - 1
+            }
+        };
+        self.generations[index] = self.generations[index].wrapping_add(1);
+        let token = Token(index + FIRST_CONNECTION);
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let registered = match &mut connection {
+            Connection::Client(c) => {
+                c.generation = self.generations[index];
+                self.registry.register(&mut c.stream, token, interest)
+            }
+            Connection::Peer(p) => match &mut p.stream {
+                Some(stream) => self.registry.register(stream, token, interest),
+                None => Ok(()),
+            },
+            Connection::Inbound(i) => self.registry.register(&mut i.stream, token, interest),
+            Connection::Introduction(i) => self.registry.register(&mut i.stream, token, interest),
+        };
+        if let Err(error) = registered {
+            log::warn!("cannot register a connection: {error}");
+            self.free.push(index);
+            return None;
+        }
+        self.connections[index] = Some(connection);
+        Some(index)
+    }
+
+    /// Closes connection `index` (peer connections keep their slot, marked down).
+    fn close(&mut self, index: usize) {
+        let Some(slot) = self.connections.get_mut(index) else {
+            return;
+        };
+        if let Some(Connection::Peer(peer)) = slot {
+            if let Some(mut stream) = peer.stream.take() {
+                let _ = self.registry.deregister(&mut stream);
+            }
+            let was_up = matches!(peer.state, PeerState::Connected | PeerState::Connecting);
+            let now = self.clock.now();
+            peer.state = PeerState::Down {
+                retry_at: now + Duration::from_millis(peer.backoff_ms),
+            };
+            peer.backoff_ms = (peer.backoff_ms * 2).min(RECONNECT_MAX_MS);
+            peer.out.clear();
+            if was_up {
+                self.link_events.push((peer.peer, false));
+            }
+            return;
+        }
+        match slot.take() {
+            Some(Connection::Client(mut c)) => {
+                let _ = self.registry.deregister(&mut c.stream);
+                self.clients -= 1;
+                self.metrics.clients_connected = self.clients as u64;
+            }
+            Some(Connection::Inbound(mut i)) => {
+                let _ = self.registry.deregister(&mut i.stream);
+                self.inbound -= 1;
+            }
+            Some(Connection::Introduction(mut i)) => {
+                let _ = self.registry.deregister(&mut i.stream);
+                self.introductions -= 1;
+            }
+            Some(Connection::Peer(_)) | None => return,
+        }
+        self.free.push(index);
+    }
+
+    fn mark_dirty(&mut self, index: usize) {
+        self.dirty.push(index);
+    }
+
+    fn perform(&mut self, action: Action<'_>) {
+        match action {
+            Action::Send { to, frame } => self.send(to, frame),
+            Action::Reply {
+                client,
+                tag,
+                bytes,
+                close,
+            } => self.deliver(client, tag, bytes, close),
+            Action::Storage(operation) => self.executor.submit(operation),
+            Action::Connect { peer, address } => {
+                if let Some(address) = parse_address(address) {
+                    self.addresses.insert(peer, address);
+                }
+                let index = self.peer_slot(peer);
+                if let Some(Some(Connection::Peer(connection))) = self.connections.get_mut(index) {
+                    if matches!(connection.state, PeerState::Down { .. } | PeerState::Idle) {
+                        connection.state = PeerState::Idle;
+                        self.to_connect.push(peer);
+                    }
+                }
+            }
+            Action::Introduce { address, frame } => self.introduce(address, frame),
+        }
+    }
+
+    /// The slot of the outbound connection to `peer`, made on first use.
+    fn peer_slot(&mut self, peer: NodeId) -> usize {
+        if let Some(&index) = self.peers.get(&peer) {
+            return index;
+        }
+        let connection = Connection::Peer(PeerConnection {
+            peer,
+            stream: None,
+            state: PeerState::Idle,
+            out: OutBuffer::default(),
+            backoff_ms: RECONNECT_INITIAL_MS,
+        });
+        match self.insert(connection) {
+            Some(index) => {
+                self.peers.insert(peer, index);
+                index
+            }
+            None => usize::MAX,
+        }
+    }
+
+    fn send(&mut self, to: NodeId, frame: &[u8]) {
+        let index = self.peer_slot(to);
+        let now = self.clock.now();
+        let Some(Some(Connection::Peer(connection))) = self.connections.get_mut(index) else {
+            self.metrics.peer_frames_dropped += 1;
+            return;
+        };
+        match connection.state {
+            PeerState::Down { retry_at } if now < retry_at => {
+                self.metrics.peer_frames_dropped += 1;
+                return;
+            }
+            PeerState::Down { .. } => {
+                connection.state = PeerState::Idle;
+                self.to_connect.push(to);
+            }
+            PeerState::Idle => self.to_connect.push(to),
+            PeerState::Connecting | PeerState::Connected => {}
+        }
+        if connection.out.push(frame, PEER_WRITE_BUFFER_MAX).is_err() {
+            self.metrics.peer_frames_dropped += 1;
+            return;
+        }
+        if matches!(connection.state, PeerState::Connected) {
+            self.dirty.push(index);
+        }
+    }
+
+    /// Opens the connections `send` and `Connect` asked for. Addresses come from the
+    /// initial member list, `Connect` actions and the node's membership view.
+    fn connect_pending(&mut self, node: &Node) {
+        let pending = std::mem::take(&mut self.to_connect);
+        for peer in pending {
+            let Some(&index) = self.peers.get(&peer) else {
+                continue;
+            };
+            let address = node
+                .membership()
+                .get(peer)
+                .and_then(|m| parse_address(&m.peer_address))
+                .or_else(|| self.addresses.get(&peer).copied());
+            let Some(Some(Connection::Peer(connection))) = self.connections.get_mut(index) else {
+                continue;
+            };
+            if !matches!(connection.state, PeerState::Idle) {
+                continue;
+            }
+            let Some(address) = address else {
+                log::debug!("no address known for peer {}", peer.0);
+                connection.out.clear();
+                continue;
+            };
+            let mut stream = match TcpStream::connect(address) {
+                Ok(stream) => stream,
+                Err(error) => {
+                    log::debug!("connecting to peer {} at {address}: {error}", peer.0);
+                    self.close(index);
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let token = Token(index + FIRST_CONNECTION);
+            if let Err(error) =
+                self.registry
+                    .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+            {
+                log::warn!("cannot register a peer connection: {error}");
+                continue;
+            }
+            // The hello goes first, before frames queued while idle.
+            let mut hello = Vec::new();
+            if wire::encode_frame(
+                &mut hello,
+                self.cluster_id,
+                &Message::Hello { node: self.node_id },
+            )
+            .is_err()
+            {
+                continue;
+            }
+            let mut out = OutBuffer::default();
+            let _ = out.push(&hello, usize::MAX);
+            let _ = out.push(connection.out.bytes(), usize::MAX);
+            connection.out = out;
+            connection.stream = Some(stream);
+            connection.state = PeerState::Connecting;
+        }
+    }
+
+    /// An outbound peer connection's event.
+    fn peer_ready(&mut self, index: usize, readable: bool, writable: bool) {
+        let Some(Some(Connection::Peer(connection))) = self.connections.get_mut(index) else {
+            return;
+        };
+        let Some(stream) = connection.stream.as_mut() else {
+            return;
+        };
+        if matches!(connection.state, PeerState::Connecting) && writable {
+            let failed = match stream.take_error() {
+                Ok(Some(error)) | Err(error) => Some(error),
+                Ok(None) => stream.peer_addr().err(),
+            };
+            if let Some(error) = failed {
+                if error.kind() == io::ErrorKind::NotConnected {
+                    return; // not finished yet
+                }
+                log::debug!("peer {} unreachable: {error}", connection.peer.0);
+                self.close(index);
+                return;
+            }
+            connection.state = PeerState::Connected;
+            connection.backoff_ms = RECONNECT_INITIAL_MS;
+            log::debug!("connected to peer {}", connection.peer.0);
+            self.link_events.push((connection.peer, true));
+        }
+        if readable {
+            // Peers never send on this connection; reading tells us when it closed.
+            let mut scratch = [0u8; 512];
+            loop {
+                match stream.read(&mut scratch) {
+                    Ok(0) => {
+                        log::info!("peer {} closed its connection", connection.peer.0);
+                        self.close(index);
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        log::debug!("peer {} connection failed: {e}", connection.peer.0);
+                        self.close(index);
+                        return;
+                    }
+                }
+            }
+        }
+        if writable {
+            self.dirty.push(index);
+        }
+    }
+
+    fn introduce(&mut self, address: &[u8], frame: &[u8]) {
+        let Some(address) = parse_address(address) else {
+            log::warn!(
+                "seed address {:?} is not ip:port",
+                String::from_utf8_lossy(address)
+            );
+            return;
+        };
+        if self.introductions >= INTRODUCTIONS_MAX {
+            return;
+        }
+        let stream = match TcpStream::connect(address) {
+            Ok(stream) => stream,
+            Err(error) => {
+                log::debug!("seed {address} unreachable: {error}");
+                return;
+            }
+        };
+        let mut out = OutBuffer::default();
+        let mut hello = Vec::new();
+        if wire::encode_frame(
+            &mut hello,
+            self.cluster_id,
+            &Message::Hello { node: self.node_id },
+        )
+        .is_err()
+        {
+            return;
+        }
+        let _ = out.push(&hello, usize::MAX);
+        let _ = out.push(frame, PEER_WRITE_BUFFER_MAX);
+        if self
+            .insert(Connection::Introduction(Introduction { stream, out }))
+            .is_some()
+        {
+            self.introductions += 1;
+        }
+    }
+
+    /// Files a reply in its connection's pipeline and releases what is in order.
+    fn deliver(&mut self, client: ClientId, tag: u64, bytes: &[u8], close: bool) {
+        let index = (client.0 & 0xffff_ffff) as usize;
+        let generation = (client.0 >> 32) as u32;
+        let now = self.clock.now();
+        let Some(Some(Connection::Client(connection))) = self.connections.get_mut(index) else {
+            return; // the client went away
+        };
+        if connection.generation != generation {
+            return;
+        }
+        if let Some(&(kind, started)) = connection.pipeline.finish(tag, bytes, close) {
+            let latency_us = now.saturating_duration_since(started).as_micros();
+            self.metrics
+                .record(kind, u64::try_from(latency_us).unwrap_or(u64::MAX));
+        }
+        let mut overflow = false;
+        let out = &mut connection.out;
+        let closing = connection.pipeline.release(|reply| {
+            overflow |= out.push(reply, CLIENT_WRITE_BUFFER_MAX).is_err();
+        });
+        if overflow {
+            log::warn!("closing a client that does not read its replies");
+            connection.out.clear();
+            connection.closing = true;
+        }
+        connection.closing |= closing;
+        if connection.paused && !connection.pipeline.is_full() {
+            self.again.push(index);
+        }
+        self.dirty.push(index);
+    }
+
+    fn clients_flushed(&self) -> bool {
+        self.connections.iter().flatten().all(|c| match c {
+            Connection::Client(c) => c.out.is_empty(),
+            _ => true,
+        })
+    }
+
+    /// Writes every connection that has bytes waiting.
+    fn flush(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for &index in &dirty {
+            let Some(Some(connection)) = self.connections.get_mut(index) else {
+                continue;
+            };
+            let close = match connection {
+                Connection::Client(c) => match c.out.flush(&mut c.stream) {
+                    Ok(true) => c.closing && c.pipeline.is_empty(),
+                    Ok(false) => false,
+                    Err(_) => true,
+                },
+                Connection::Peer(p) => match (&p.state, p.stream.as_mut()) {
+                    (PeerState::Connected, Some(stream)) => p.out.flush(stream).is_err(),
+                    _ => false,
+                },
+                Connection::Introduction(i) => !matches!(i.out.flush(&mut i.stream), Ok(false)),
+                Connection::Inbound(_) => false,
+            };
+            if close {
+                self.close(index);
+            }
+        }
+        dirty.clear();
+        self.dirty = dirty;
+    }
+
+    fn compacted(&mut self, done: Done) {
+        self.compaction_busy = false;
+        if let Done::Compacted(result) = done {
+            self.compaction_active = matches!(
+                result,
+                Ok(ringkv_storage::CompactionProgress::Copied { .. })
+            );
+            self.compaction_note = match result {
+                Ok(ringkv_storage::CompactionProgress::Idle) => "idle".to_owned(),
+                Ok(ringkv_storage::CompactionProgress::Copied { bytes }) => {
+                    format!("copying ({bytes} bytes this slice)")
+                }
+                Ok(ringkv_storage::CompactionProgress::Finished {
+                    segment_id,
+                    reclaimed_bytes,
+                }) => format!("finished segment {segment_id}, reclaimed {reclaimed_bytes} bytes"),
+                Err(error) => {
+                    log::warn!("compaction failed: {error}");
+                    format!("failed: {error}")
+                }
+            };
+        }
+    }
+}
