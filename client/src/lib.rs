@@ -3,9 +3,19 @@
 //! Single responsibility: let an application talk to a ringkv cluster over RESP the
 //! Dynamo way: any node can take any request, reads return every concurrent sibling
 //! with an opaque context, and a write hands that context back so it supersedes exactly
-//! what was read. Codecs and version types come from `ringkv_core`; this crate adds
-//! connections, failover between nodes and the read-merge-write loop.
+//! what was read. This crate adds connections, failover between nodes and the
+//! read-merge-write loop; `examples/shopping_cart.rs` shows the paper's cart merge.
+//!
+//! ```no_run
+//! let mut client = ringkv_client::Client::new(["127.0.0.1:7379".parse().unwrap()]).unwrap();
+//! let cart = client.get(b"cart:alice").unwrap();
+//! client.put(b"cart:alice", &cart.context, b"book").unwrap();
+//! ```
 
+pub mod client;
 pub mod endpoints;
+pub mod reply;
 
+pub use client::{Client, ClientError, ClientOptions, Versions};
 pub use endpoints::{Endpoints, NoEndpoints};
+pub use reply::Reply;

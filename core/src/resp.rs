@@ -375,9 +375,14 @@ impl<'a> Command<'a> {
             (b"CLIENT", [sub, name]) if sub.eq_ignore_ascii_case(b"SETNAME") => {
                 Command::ClientSetName { name }
             }
+            // Client libraries announce themselves (redis-py, go-redis); accepted and
+            // not kept, like the name.
+            (b"CLIENT", [sub, _, _]) if sub.eq_ignore_ascii_case(b"SETINFO") => {
+                Command::ClientSetName { name: b"" }
+            }
             (b"CLIENT", _) => {
                 return Err(CommandError::Syntax(
-                    "only CLIENT SETNAME <name> is supported",
+                    "only CLIENT SETNAME <name> and CLIENT SETINFO are supported",
                 ));
             }
             (b"RINGKV.MEMBERS", []) => Command::Admin(AdminCommand::Members),
@@ -564,6 +569,10 @@ mod tests {
         assert_eq!(
             parse(&[b"client", b"setname", b"app"]),
             Ok(Command::ClientSetName { name: b"app" })
+        );
+        assert_eq!(
+            parse(&[b"client", b"SETINFO", b"LIB-NAME", b"redis-py"]),
+            Ok(Command::ClientSetName { name: b"" })
         );
         assert_eq!(
             parse(&[b"ringkv.join", b"127.0.0.1:7380"]),

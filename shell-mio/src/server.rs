@@ -133,6 +133,8 @@ struct ClientConnection {
     closing: bool,
     /// Reading paused: the pipeline is full.
     paused: bool,
+    /// The client switched to RESP3 with `HELLO 3` (see [`hello`]).
+    resp3: bool,
 }
 
 #[derive(Debug)]
@@ -541,6 +543,7 @@ impl Server {
                 pipeline: Pipeline::default(),
                 closing: false,
                 paused: false,
+                resp3: false,
             });
             if self.io.insert(connection).is_some() {
                 self.io.clients += 1;
@@ -697,6 +700,14 @@ impl Server {
                 } => {
                     consumed += used;
                     if arguments.is_empty() {
+                        continue;
+                    }
+                    if arguments[0].eq_ignore_ascii_case(b"HELLO") {
+                        let (resp3, reply) = hello(&arguments, client.resp3, id.0);
+                        client.resp3 = resp3;
+                        self.reply_here(index, CommandKind::Other, false, |out| {
+                            out.extend_from_slice(&reply)
+                        });
                         continue;
                     }
                     match Command::parse(&arguments) {
@@ -863,6 +874,69 @@ impl Server {
             }
         }
     }
+}
+
+/// `HELLO [protover [AUTH user password] [SETNAME name]]`: the protocol switch newer
+/// client libraries start with (redis-py 8 asks for RESP3 by default). ringkv's
+/// replies are RESP2 and RESP3 alike except the null, which the loop swaps for a RESP3
+/// connection; so both versions are offered. Returns the connection's protocol after
+/// the command, and the reply.
+fn hello(arguments: &[&[u8]], resp3: bool, connection_id: u64) -> (bool, Vec<u8>) {
+    let mut reply = Vec::new();
+    let version = match arguments.get(1) {
+        None => Some(if resp3 { 3 } else { 2 }),
+        Some(v) if *v == b"2" => Some(2),
+        Some(v) if *v == b"3" => Some(3),
+        Some(_) => None,
+    };
+    let Some(version) = version else {
+        resp::write_error(
+            &mut reply,
+            "NOPROTO sorry, this protocol version is not supported",
+        );
+        return (resp3, reply);
+    };
+    let mut rest = arguments.get(2..).unwrap_or_default();
+    while let Some((option, after)) = rest.split_first() {
+        if option.eq_ignore_ascii_case(b"SETNAME") && !after.is_empty() {
+            rest = &after[1..];
+        } else if option.eq_ignore_ascii_case(b"AUTH") {
+            resp::write_error(&mut reply, "ERR AUTH is not supported: ringkv has no users");
+            return (resp3, reply);
+        } else {
+            resp::write_error(&mut reply, "ERR syntax error in HELLO");
+            return (resp3, reply);
+        }
+    }
+    let fields: [(&str, HelloValue<'_>); 7] = [
+        ("server", HelloValue::Text("ringkv")),
+        ("version", HelloValue::Text(env!("CARGO_PKG_VERSION"))),
+        ("proto", HelloValue::Number(version)),
+        ("id", HelloValue::Number(connection_id & 0xffff_ffff)),
+        ("mode", HelloValue::Text("standalone")),
+        ("role", HelloValue::Text("master")),
+        ("modules", HelloValue::Empty),
+    ];
+    if version == 3 {
+        reply.extend_from_slice(format!("%{}\r\n", fields.len()).as_bytes());
+    } else {
+        resp::write_array_header(&mut reply, fields.len() * 2);
+    }
+    for (name, value) in fields {
+        resp::write_bulk(&mut reply, name.as_bytes());
+        match value {
+            HelloValue::Text(text) => resp::write_bulk(&mut reply, text.as_bytes()),
+            HelloValue::Number(n) => resp::write_integer(&mut reply, n as i64),
+            HelloValue::Empty => resp::write_array_header(&mut reply, 0),
+        }
+    }
+    (version == 3, reply)
+}
+
+enum HelloValue<'a> {
+    Text(&'a str),
+    Number(u64),
+    Empty,
 }
 
 /// Reads until the socket is drained, `limit` bytes are buffered or the per-wakeup
@@ -1246,6 +1320,13 @@ impl Io {
         if connection.generation != generation {
             return;
         }
+        // RESP3's null is `_`; RESP2's `$-1` only ever comes as a whole reply (a GET
+        // that found nothing), so the swap is exact.
+        let bytes = if connection.resp3 && bytes == b"$-1\r\n" {
+            b"_\r\n"
+        } else {
+            bytes
+        };
         if let Some(&(kind, started)) = connection.pipeline.finish(tag, bytes, close) {
             let latency_us = now.saturating_duration_since(started).as_micros();
             self.metrics
@@ -1327,5 +1408,25 @@ impl Io {
                 }
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_offers_resp2_and_resp3_and_refuses_others() {
+        let (resp3, reply) = hello(&[b"HELLO", b"3"], false, 7);
+        assert!(resp3);
+        assert!(reply.starts_with(b"%7\r\n$6\r\nserver\r\n$6\r\nringkv\r\n"));
+        let (resp3, reply) = hello(&[b"hello", b"2", b"SETNAME", b"app"], true, 7);
+        assert!(!resp3);
+        assert!(reply.starts_with(b"*14\r\n"));
+        let (resp3, reply) = hello(&[b"HELLO", b"4"], true, 7);
+        assert!(resp3, "unchanged");
+        assert!(reply.starts_with(b"-NOPROTO"));
+        let (_, reply) = hello(&[b"HELLO", b"3", b"AUTH", b"u", b"p"], false, 7);
+        assert!(reply.starts_with(b"-ERR AUTH"));
     }
 }

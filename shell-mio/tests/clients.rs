@@ -1,0 +1,194 @@
+//! A 3-node cluster of real `ringkv-node` processes on 127.0.0.1, used by clients none
+//! of us wrote (redis-cli, redis-py) and by our own, and fed bad input.
+
+mod support;
+
+use ringkv_client::Reply;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+use support::LocalCluster;
+
+fn redis_cli(port: u16, arguments: &[&str]) -> String {
+    let output = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(arguments)
+        .output()
+        .expect("redis-cli runs (install redis-tools; .ci/run does)");
+    assert!(
+        output.status.success(),
+        "redis-cli {arguments:?}: {output:?}"
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+#[test]
+fn redis_cli_sets_gets_and_deletes_across_nodes() {
+    let cluster = LocalCluster::start(3, &[]);
+    let ports: Vec<u16> = (0..3).map(|i| cluster.client_address(i).port()).collect();
+    assert_eq!(
+        redis_cli(ports[0], &["SET", "greeting", "hello world"]),
+        "OK"
+    );
+    assert_eq!(redis_cli(ports[2], &["GET", "greeting"]), "hello world");
+    assert_eq!(redis_cli(ports[1], &["EXISTS", "greeting"]), "1");
+    assert_eq!(redis_cli(ports[1], &["DEL", "greeting"]), "1");
+    assert_eq!(redis_cli(ports[0], &["GET", "greeting"]), "");
+    assert_eq!(redis_cli(ports[2], &["EXISTS", "greeting"]), "0");
+    let members = redis_cli(ports[0], &["RINGKV.MEMBERS"]);
+    assert_eq!(members.matches("status=up").count(), 3, "{members}");
+}
+
+#[test]
+fn the_python_redis_client_round_trips() {
+    let cluster = LocalCluster::start(3, &[]);
+    let python = std::env::var("RINGKV_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let script = r#"
+import sys, redis
+ports = [int(p) for p in sys.argv[1:]]
+# redis-py's default protocol (RESP3 from version 8 on, through HELLO 3), and RESP2.
+first = redis.Redis(host="127.0.0.1", port=ports[0])
+last = redis.Redis(host="127.0.0.1", port=ports[-1], protocol=2)
+assert first.ping()
+assert first.set("py:key", b"\x00binary\xffvalue") is True
+assert last.get("py:key") == b"\x00binary\xffvalue", last.get("py:key")
+pipe = first.pipeline(transaction=False)
+for i in range(50):
+    pipe.set(f"py:{i}", str(i))
+assert all(pipe.execute())
+assert [last.get(f"py:{i}") for i in range(50)] == [str(i).encode() for i in range(50)]
+assert first.delete("py:key") == 1
+assert last.get("py:key") is None
+assert first.get("py:key") is None
+assert first.exists("py:0") == 1
+print("python ok")
+"#;
+    let mut command = Command::new(&python);
+    command.arg("-c").arg(script);
+    for index in 0..3 {
+        command.arg(cluster.client_address(index).port().to_string());
+    }
+    let output = command
+        .output()
+        .expect("python3 runs (with redis from PyPI; .ci/run installs it)");
+    assert!(
+        output.status.success() && String::from_utf8_lossy(&output.stdout).contains("python ok"),
+        "python redis client: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn concurrent_puts_become_siblings_and_an_update_merges_them() {
+    let cluster = LocalCluster::start(3, &[]);
+    let mut phone = cluster.client(0);
+    let mut laptop = cluster.client(2);
+    let start = phone.get(b"cart").unwrap();
+    assert!(start.siblings.is_empty());
+    phone.put(b"cart", &start.context, b"book").unwrap();
+    laptop.put(b"cart", &start.context, b"pen").unwrap();
+    let both = phone.get_with(b"cart", Some(3)).unwrap();
+    let mut siblings = both.siblings.clone();
+    siblings.sort();
+    assert_eq!(siblings, vec![b"book".to_vec(), b"pen".to_vec()]);
+    let merged = laptop
+        .update(b"cart", |siblings| siblings.join(&b","[..]))
+        .unwrap();
+    let after = phone.get_with(b"cart", Some(3)).unwrap();
+    assert_eq!(after.siblings, vec![merged], "one value supersedes both");
+}
+
+/// Sends `request` on a new connection and reads until the node closes it or stays
+/// silent for 3 s: (what it said, whether it closed).
+fn raw_exchange(address: std::net::SocketAddr, request: &[u8]) -> (Vec<u8>, bool) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let _ = stream.write_all(request);
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let closed = loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break true,
+            Ok(n) => reply.extend_from_slice(&chunk[..n]),
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false, // silent: still open
+        }
+    };
+    (reply, closed)
+}
+
+#[test]
+fn malformed_resp_gets_an_error_and_the_connection_closes() {
+    let cluster = LocalCluster::start(1, &[]);
+    let address = cluster.client_address(0);
+    let (reply, closed) = raw_exchange(address, b"*2\r\n$3\r\nGET\r\n:oops\r\n");
+    let text = String::from_utf8_lossy(&reply);
+    assert!(text.starts_with("-ERR Protocol error"), "{text}");
+    assert!(closed, "the connection is closed after a protocol error");
+    // The node keeps serving others.
+    let mut client = cluster.client_of(0);
+    assert_eq!(
+        client.command(&[b"PING"]).unwrap(),
+        Reply::Simple("PONG".into())
+    );
+    assert_eq!(
+        cluster.info_field(0, "protocol_errors").as_deref(),
+        Some("1")
+    );
+}
+
+#[test]
+fn a_value_over_one_mebibyte_is_refused_and_the_connection_stays() {
+    let cluster = LocalCluster::start(1, &[]);
+    let mut client = cluster.client_of(0);
+    let too_large = vec![b'x'; (1 << 20) + 1];
+    match client.command(&[b"SET", b"big", &too_large]).unwrap() {
+        Reply::Error(text) => assert!(text.starts_with("ERR value too large"), "{text}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    let at_limit = vec![b'y'; 1 << 20];
+    assert_eq!(
+        client.command(&[b"SET", b"big", &at_limit]).unwrap(),
+        Reply::Simple("OK".into()),
+        "the same connection still works, and 1 MiB exactly is accepted"
+    );
+    assert_eq!(
+        client.command(&[b"GET", b"big"]).unwrap(),
+        Reply::Bulk(Some(at_limit))
+    );
+}
+
+#[test]
+fn past_the_connection_limit_new_connections_are_refused_cleanly() {
+    let cluster = LocalCluster::start(1, &["--connections-max", "4"]);
+    let address = cluster.client_address(0);
+    let mut held: Vec<TcpStream> = Vec::new();
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(address).unwrap();
+        stream.write_all(b"PING\r\n").unwrap();
+        let mut pong = [0u8; 7];
+        stream.read_exact(&mut pong).unwrap();
+        assert_eq!(&pong, b"+PONG\r\n");
+        held.push(stream);
+    }
+    let (reply, closed) = raw_exchange(address, b"PING\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        "-ERR max number of clients reached\r\n"
+    );
+    assert!(closed);
+    // Those within the limit are still served.
+    held[0].write_all(b"PING\r\n").unwrap();
+    let mut pong = [0u8; 7];
+    held[0].read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"+PONG\r\n");
+    drop(held);
+    // And once they leave, new clients get in again.
+    assert!(support::eventually(Duration::from_secs(5), || {
+        ringkv_mio::dev::answers_ping(address)
+    }));
+}
