@@ -8,11 +8,14 @@
 //! - [`Client::update`] is the read-merge-write loop: read the siblings, let the
 //!   application merge them into one value, write it back with the context.
 //! - Failover: a request goes to the node that answered last; when its connection
-//!   fails (connect, write or read error, or a timeout) the client tries each other
-//!   node once. A request that failed after it was sent may have been applied: retrying
-//!   a put with the same context at worst adds a sibling with the same value, which the
-//!   next update merges; a retried delete is a delete. Server errors (`-ERR`,
-//!   `-UNAVAILABLE`, `-TIMEOUT`, ...) are returned as they are, not retried.
+//!   fails (connect, write or read error, or a timeout), or the node answers that the
+//!   cluster could not complete it in time (`-TIMEOUT`, `-UNAVAILABLE`: typically a
+//!   replica died while it held the request), the client tries each other node once.
+//!   Such a request may have been applied: a retried put then leaves at most a second
+//!   sibling with the same value (a plain GET picks one; the next `update` merges
+//!   them), and a retried delete is a delete. This is at-least-once, as Dynamo's
+//!   clients retry. Other server errors (`-ERR`, `-OVERLOADED`, ...) are returned as
+//!   they are. [`ClientOptions::retry_unavailable`] turns the retry off.
 
 use crate::endpoints::{Endpoints, NoEndpoints};
 use crate::reply::{Malformed, Reply, ReplyLimits, parse_reply, write_request};
@@ -68,6 +71,8 @@ pub struct ClientOptions {
     /// Longest wait for one reply (a node's own request timeout is 2 s by default).
     pub reply_timeout: Duration,
     pub limits: ReplyLimits,
+    /// Retry `-TIMEOUT` and `-UNAVAILABLE` replies on the other nodes (default on).
+    pub retry_unavailable: bool,
 }
 
 impl Default for ClientOptions {
@@ -76,6 +81,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(1),
             reply_timeout: Duration::from_secs(5),
             limits: ReplyLimits::default(),
+            retry_unavailable: true,
         }
     }
 }
@@ -126,8 +132,14 @@ impl Client {
         write_request(&mut self.request, arguments);
         let order: Vec<SocketAddr> = self.endpoints.attempt_order().collect();
         let mut last = io::Error::other("no node tried");
+        let mut unavailable = None;
         for address in &order {
             match self.round_trip(*address) {
+                Ok(Reply::Error(text))
+                    if self.options.retry_unavailable && retried_error(&text) =>
+                {
+                    unavailable = Some(Reply::Error(text));
+                }
                 Ok(reply) => {
                     self.endpoints.record_success(*address);
                     return Ok(reply);
@@ -141,6 +153,9 @@ impl Client {
                     return Err(error.into());
                 }
             }
+        }
+        if let Some(reply) = unavailable {
+            return Ok(reply);
         }
         Err(ClientError::Unreachable {
             tried: order.len(),
@@ -247,6 +262,11 @@ impl Client {
         self.put(key, &read.context, &value)?;
         Ok(value)
     }
+}
+
+/// The errors a node gives when the cluster could not complete a request in time.
+fn retried_error(text: &str) -> bool {
+    text.starts_with("TIMEOUT") || text.starts_with("UNAVAILABLE")
 }
 
 enum RoundTrip {
