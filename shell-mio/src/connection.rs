@@ -18,6 +18,8 @@ pub const PIPELINE_MAX: usize = 1024;
 pub struct OutBuffer {
     bytes: Vec<u8>,
     written: usize,
+    /// Write calls that moved bytes, since the buffer was made.
+    pub write_calls: u64,
 }
 
 /// The buffer would pass its bound; nothing was appended.
@@ -54,7 +56,10 @@ impl OutBuffer {
         while self.written < self.bytes.len() {
             match out.write(&self.bytes[self.written..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.written += n,
+                Ok(n) => {
+                    self.written += n;
+                    self.write_calls += 1;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.compact();
                     return Ok(false);

@@ -77,6 +77,10 @@ pub struct Metrics {
     pub protocol_errors: u64,
     pub peer_frames_dropped: u64,
     pub peers_refused: u64,
+    /// Frames queued to peers, and the write calls that carried them: under load many
+    /// frames share one call.
+    pub peer_frames_sent: u64,
+    pub peer_write_calls: u64,
 }
 
 impl Default for Metrics {
@@ -94,6 +98,8 @@ impl Default for Metrics {
             protocol_errors: 0,
             peer_frames_dropped: 0,
             peers_refused: 0,
+            peer_frames_sent: 0,
+            peer_write_calls: 0,
         }
     }
 }
@@ -118,12 +124,14 @@ impl Metrics {
         if wants("clients") {
             let _ = write!(
                 text,
-                "# Clients\r\nconnected_clients:{}\r\nrejected_connections:{}\r\nprotocol_errors:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\npeer_frames_dropped:{}\r\npeers_refused:{}\r\n\r\n",
+                "# Clients\r\nconnected_clients:{}\r\nrejected_connections:{}\r\nprotocol_errors:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\npeer_frames_sent:{}\r\npeer_write_calls:{}\r\npeer_frames_dropped:{}\r\npeers_refused:{}\r\n\r\n",
                 self.clients_connected,
                 self.clients_refused,
                 self.protocol_errors,
                 self.operations,
                 self.operations_per_second,
+                self.peer_frames_sent,
+                self.peer_write_calls,
                 self.peer_frames_dropped,
                 self.peers_refused,
             );

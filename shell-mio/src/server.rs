@@ -1152,6 +1152,7 @@ impl Io {
             self.metrics.peer_frames_dropped += 1;
             return;
         }
+        self.metrics.peer_frames_sent += 1;
         if matches!(connection.state, PeerState::Connected) {
             self.dirty.push(index);
         }
@@ -1372,7 +1373,12 @@ impl Io {
                     Err(_) => true,
                 },
                 Connection::Peer(p) => match (&p.state, p.stream.as_mut()) {
-                    (PeerState::Connected, Some(stream)) => p.out.flush(stream).is_err(),
+                    (PeerState::Connected, Some(stream)) => {
+                        let before = p.out.write_calls;
+                        let failed = p.out.flush(stream).is_err();
+                        self.metrics.peer_write_calls += p.out.write_calls - before;
+                        failed
+                    }
                     _ => false,
                 },
                 Connection::Introduction(i) => !matches!(i.out.flush(&mut i.stream), Ok(false)),

@@ -48,7 +48,8 @@ impl LocalCluster {
     pub fn start(nodes: u16, extra: &[&str]) -> LocalCluster {
         let mut cluster = LocalCluster {
             dir: tempfile::tempdir().expect("temporary directory"),
-            base_port: free_base(2 * nodes + 2),
+            // Room for two more nodes than it starts with (joiners).
+            base_port: free_base(2 * nodes + 4),
             nodes,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             children: (0..nodes).map(|_| None).collect(),
@@ -63,6 +64,22 @@ impl LocalCluster {
     }
 
     fn spawn(&mut self, index: u16) {
+        let arguments = dev::node_arguments(index, self.nodes, self.base_port, self.dir.path());
+        self.spawn_with(index, arguments);
+    }
+
+    /// Adds node `index` (id `index + 1`, the next one) started with `arguments`
+    /// instead of the cluster's member list (for a node that joins through seeds).
+    pub fn add_node(&mut self, arguments: Vec<String>) -> u16 {
+        let index = self.nodes;
+        self.nodes += 1;
+        self.children.push(None);
+        self.spawn_with(index, arguments);
+        self.wait_ready(index);
+        index
+    }
+
+    fn spawn_with(&mut self, index: u16, arguments: Vec<String>) {
         let log_path = self.log_path(index);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -70,12 +87,7 @@ impl LocalCluster {
             .open(&log_path)
             .expect("node log");
         let child = Command::new(BINARY)
-            .args(dev::node_arguments(
-                index,
-                self.nodes,
-                self.base_port,
-                self.dir.path(),
-            ))
+            .args(arguments)
             .args(&self.extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

@@ -1,0 +1,113 @@
+//! The peer side of real nodes: peers of another cluster and peers that send garbage
+//! are refused without harm, and a node started with seeds joins a running cluster.
+
+mod support;
+
+use ringkv_client::Reply;
+use ringkv_core::version::NodeId;
+use ringkv_core::wire::{Message, encode_frame};
+use ringkv_mio::dev;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+use support::{LocalCluster, eventually};
+
+/// Writes `bytes` to node 1's peer port; true when the node then closes the connection
+/// (within 5 s).
+fn closes_after(cluster: &LocalCluster, bytes: &[u8]) -> bool {
+    let mut stream = TcpStream::connect(dev::peer_address(cluster.base_port, 0)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(bytes).unwrap();
+    let mut scratch = [0u8; 64];
+    match stream.read(&mut scratch) {
+        Ok(0) => true,
+        Err(error) => error.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => false, // peers never answer on a connection they did not open
+    }
+}
+
+#[test]
+fn a_peer_of_another_cluster_is_refused_and_the_node_serves_on() {
+    let cluster = LocalCluster::start(1, &[]);
+    // Control: a hello of this cluster keeps the connection open.
+    let mut own = Vec::new();
+    encode_frame(&mut own, 1, &Message::Hello { node: NodeId(7) }).unwrap();
+    assert!(
+        !closes_after(&cluster, &own),
+        "a peer of this cluster is kept"
+    );
+    let mut frame = Vec::new();
+    encode_frame(&mut frame, 99, &Message::Hello { node: NodeId(7) }).unwrap();
+    assert!(
+        closes_after(&cluster, &frame),
+        "a foreign hello closes the connection"
+    );
+    assert!(eventually(Duration::from_secs(5), || {
+        cluster.info_field(0, "peers_refused").as_deref() == Some("1")
+    }));
+    let log = std::fs::read_to_string(cluster.log_path(0)).unwrap();
+    assert!(
+        log.contains("of cluster 99; this node speaks protocol 1 of cluster 1"),
+        "the log names both clusters"
+    );
+    assert!(
+        closes_after(&cluster, b"\x05\x00\x00\x00garbage-bytes"),
+        "garbage too"
+    );
+    let mut client = cluster.client_of(0);
+    assert_eq!(
+        client.command(&[b"SET", b"k", b"v"]).unwrap(),
+        Reply::Simple("OK".into())
+    );
+}
+
+#[test]
+fn a_node_started_with_seeds_joins_a_running_cluster() {
+    let mut cluster = LocalCluster::start(3, &[]);
+    let index = cluster.nodes;
+    let data_dir = cluster.path().join(format!("node-{}", index + 1));
+    let arguments = vec![
+        "--node-id".to_owned(),
+        (index + 1).to_string(),
+        "--client-address".to_owned(),
+        dev::client_address(cluster.base_port, index).to_string(),
+        "--peer-address".to_owned(),
+        dev::peer_address(cluster.base_port, index).to_string(),
+        "--data-dir".to_owned(),
+        data_dir.to_string_lossy().into_owned(),
+        "--seeds".to_owned(),
+        dev::peer_address(cluster.base_port, 0).to_string(),
+        "--replicas".to_owned(),
+        "3".to_owned(),
+    ];
+    let joiner = cluster.add_node(arguments);
+    let all_up = |cluster: &LocalCluster, node: u16| {
+        let mut client = cluster.client_of(node);
+        match client.command(&[b"RINGKV.MEMBERS"]) {
+            Ok(Reply::Array(Some(lines))) => {
+                let up = lines.iter().filter(|line| {
+                    matches!(line, Reply::Bulk(Some(text)) if text.windows(9).any(|w| w == b"status=up"))
+                });
+                up.count() == 4
+            }
+            _ => false,
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || (0..4)
+            .all(|n| all_up(&cluster, n))),
+        "every view shows four members up"
+    );
+    // The newcomer coordinates requests for the whole cluster.
+    let mut client = cluster.client_of(joiner);
+    assert!(eventually(Duration::from_secs(10), || {
+        matches!(client.command(&[b"SET", b"joined", b"yes"]), Ok(Reply::Simple(ok)) if ok == "OK")
+    }));
+    let mut other = cluster.client_of(0);
+    assert_eq!(
+        other.command(&[b"GET", b"joined"]).unwrap(),
+        Reply::Bulk(Some(b"yes".to_vec()))
+    );
+}
