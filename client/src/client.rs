@@ -247,7 +247,22 @@ impl Client {
 
     /// `VDEL key context`: deletes what `context` names; returns the delete's context.
     pub fn delete(&mut self, key: &[u8], context: &[u8]) -> Result<Vec<u8>, ClientError> {
-        expect_context("VDEL", self.command(&[b"VDEL", key, context])?)
+        self.delete_with(key, context, None)
+    }
+
+    /// `VDEL key context W w`.
+    pub fn delete_with(
+        &mut self,
+        key: &[u8],
+        context: &[u8],
+        write_quorum: Option<u8>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let quorum = write_quorum.map(|w| w.to_string());
+        let mut arguments: Vec<&[u8]> = vec![b"VDEL", key, context];
+        if let Some(quorum) = &quorum {
+            arguments.extend_from_slice(&[b"W", quorum.as_bytes()]);
+        }
+        expect_context("VDEL", self.command(&arguments)?)
     }
 
     /// Reads `key`, lets `merge` turn its siblings (none for a new key) into one value,

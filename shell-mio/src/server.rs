@@ -83,6 +83,8 @@ pub const INTRODUCTIONS_MAX: usize = 16;
 /// How long shutdown waits for in-flight requests.
 pub const SHUTDOWN_GRACE_MS: u64 = 5_000;
 const READ_CHUNK_BYTES: usize = 64 << 10;
+/// A peer connection not established by then is abandoned (and retried later).
+const CONNECT_TIMEOUT_MS: u64 = 1_000;
 const RECONNECT_INITIAL_MS: u64 = 100;
 const RECONNECT_MAX_MS: u64 = 5_000;
 /// Data-store compaction: one slice of this many bytes per tick.
@@ -142,7 +144,10 @@ enum PeerState {
     /// Not connected; frames are queued and a connection is opened at the end of the
     /// wakeup.
     Idle,
-    Connecting,
+    /// Since this instant; past [`CONNECT_TIMEOUT_MS`] the attempt is abandoned.
+    Connecting {
+        since: Instant,
+    },
     Connected,
     /// Broke; frames are dropped until `retry_at`.
     Down {
@@ -508,6 +513,7 @@ impl Server {
                 self.io.executor.sync();
             }
         }
+        self.io.abandon_slow_connects();
         let wanted = second || self.io.compaction_active;
         if wanted && !self.io.compaction_busy && self.shutdown_at.is_none() {
             self.io.compaction_busy = self.io.executor.compact(COMPACTION_SLICE_BYTES);
@@ -1047,7 +1053,10 @@ impl Io {
             if let Some(mut stream) = peer.stream.take() {
                 let _ = self.registry.deregister(&mut stream);
             }
-            let was_up = matches!(peer.state, PeerState::Connected | PeerState::Connecting);
+            let was_up = matches!(
+                peer.state,
+                PeerState::Connected | PeerState::Connecting { .. }
+            );
             let now = self.clock.now();
             peer.state = PeerState::Down {
                 retry_at: now + Duration::from_millis(peer.backoff_ms),
@@ -1146,7 +1155,7 @@ impl Io {
                 self.to_connect.push(to);
             }
             PeerState::Idle => self.to_connect.push(to),
-            PeerState::Connecting | PeerState::Connected => {}
+            PeerState::Connecting { .. } | PeerState::Connected => {}
         }
         if connection.out.push(frame, PEER_WRITE_BUFFER_MAX).is_err() {
             self.metrics.peer_frames_dropped += 1;
@@ -1215,7 +1224,33 @@ impl Io {
             let _ = out.push(connection.out.bytes(), usize::MAX);
             connection.out = out;
             connection.stream = Some(stream);
-            connection.state = PeerState::Connecting;
+            connection.state = PeerState::Connecting {
+                since: self.clock.now(),
+            };
+        }
+    }
+
+    /// Closes peer connections still connecting after [`CONNECT_TIMEOUT_MS`] (a host
+    /// that drops SYNs would otherwise hold frames for the OS's minutes-long timeout).
+    fn abandon_slow_connects(&mut self) {
+        let now = self.clock.now();
+        let slow: Vec<usize> = self
+            .peers
+            .values()
+            .copied()
+            .filter(|&index| {
+                matches!(
+                    self.connections.get(index),
+                    Some(Some(Connection::Peer(PeerConnection {
+                        state: PeerState::Connecting { since },
+                        ..
+                    }))) if now.saturating_duration_since(*since)
+                        >= Duration::from_millis(CONNECT_TIMEOUT_MS)
+                )
+            })
+            .collect();
+        for index in slow {
+            self.close(index);
         }
     }
 
@@ -1227,7 +1262,7 @@ impl Io {
         let Some(stream) = connection.stream.as_mut() else {
             return;
         };
-        if matches!(connection.state, PeerState::Connecting) && writable {
+        if matches!(connection.state, PeerState::Connecting { .. }) && writable {
             let failed = match stream.take_error() {
                 Ok(Some(error)) | Err(error) => Some(error),
                 Ok(None) => stream.peer_addr().err(),

@@ -98,6 +98,8 @@ fn concurrent_puts_become_siblings_and_an_update_merges_them() {
         .unwrap();
     let after = phone.get_with(b"cart", Some(3)).unwrap();
     assert_eq!(after.siblings, vec![merged], "one value supersedes both");
+    phone.delete_with(b"cart", &after.context, Some(3)).unwrap();
+    assert!(laptop.get(b"cart").unwrap().siblings.is_empty(), "deleted");
 }
 
 /// Sends `request` on a new connection and reads until the node closes it or stays
