@@ -17,9 +17,11 @@
 //! has more in flight), so submission never blocks; a full channel would be a bug and
 //! completes the operation as an I/O failure rather than blocking the loop.
 //!
-//! `List` (the hints space, read at start) has no ordered index to use: it scans the
-//! store's whole hash range, sorts the keys and returns the page after `after`. Hints
-//! are bounded by `hints_max`, and the core lists them once per start.
+//! `List` (the hints space, read at start) has no ordered index to use: a listing
+//! that starts (`after` empty) scans the store's whole hash range once and keeps the
+//! sorted keys; its later pages are cut from that list. Hints are bounded by
+//! `hints_max`, and the core lists them once per start; a key deleted meanwhile is
+//! listed but then read as absent, and hints written meanwhile the core already knows.
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use ringkv_core::node::{
@@ -27,7 +29,7 @@ use ringkv_core::node::{
 };
 use ringkv_storage::{CompactionProgress, Durability, StorageError, Store, WriteBatch};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// Most operations one writer round puts in one batch.
@@ -161,6 +163,8 @@ struct Stores {
     data: Store,
     hints: Store,
     meta: Store,
+    /// The keys of the listing under way: its space and its keys in byte order.
+    listing: Mutex<Option<(Space, Vec<Vec<u8>>)>>,
 }
 
 impl Stores {
@@ -205,6 +209,7 @@ fn open_stores(dir: &Path, sizes: StoreSizes) -> Result<Stores, OpenError> {
         data: open("data", sizes.data_segment_size_bytes)?,
         hints: open("hints", 16 << 20)?,
         meta: open("meta", 1 << 20)?,
+        listing: Mutex::new(None),
     })
 }
 
@@ -517,7 +522,7 @@ fn run_read(stores: &Stores, job: Job) -> Done {
             limit,
         } => Done::Listed {
             token,
-            result: list(stores.get(space), &after, limit).map_err(|e| failure(&e)),
+            result: list(stores, space, &after, limit).map_err(|e| failure(&e)),
         },
         Job::Scan {
             token,
@@ -547,28 +552,47 @@ fn run_read(stores: &Stores, job: Job) -> Done {
 }
 
 /// Up to `limit` keys after `after` in byte order, and whether none follow.
-fn list(store: &Store, after: &[u8], limit: u32) -> Result<(Vec<Vec<u8>>, bool), StorageError> {
+fn list(
+    stores: &Stores,
+    space: Space,
+    after: &[u8],
+    limit: u32,
+) -> Result<(Vec<Vec<u8>>, bool), StorageError> {
+    let mut listing = stores
+        .listing
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let current = matches!(&*listing, Some((listed, _)) if *listed == space);
+    if after.is_empty() || !current {
+        *listing = Some((space, all_keys(stores.get(space))?));
+    }
+    let Some((_, keys)) = listing.as_ref() else {
+        return Ok((Vec::new(), true));
+    };
+    let start = keys.partition_point(|key| key.as_slice() <= after);
+    let limit = (limit as usize).max(1);
+    let page: Vec<Vec<u8>> = keys[start..].iter().take(limit).cloned().collect();
+    let complete = start + page.len() >= keys.len();
+    if complete {
+        *listing = None;
+    }
+    Ok((page, complete))
+}
+
+/// Every live key of `store`, sorted.
+fn all_keys(store: &Store) -> Result<Vec<Vec<u8>>, StorageError> {
     let mut keys: Vec<Vec<u8>> = Vec::new();
     let mut cursor = None;
     loop {
         let chunk = store.scan(0, u64::MAX, cursor, 4096)?;
-        keys.extend(
-            chunk
-                .items
-                .into_iter()
-                .map(|(key, _)| key)
-                .filter(|key| key.as_slice() > after),
-        );
+        keys.extend(chunk.items.into_iter().map(|(key, _)| key));
         match chunk.next {
             Some(next) => cursor = Some(next),
             None => break,
         }
     }
     keys.sort_unstable();
-    let limit = (limit as usize).max(1);
-    let complete = keys.len() <= limit;
-    keys.truncate(limit);
-    Ok((keys, complete))
+    Ok(keys)
 }
 
 #[cfg(test)]
@@ -673,5 +697,16 @@ mod tests {
             &vec![vec![b'h', 4], vec![b'h', 5], vec![b'h', 6], vec![b'h', 7]]
         );
         assert!(!complete);
+        executor.submit(StorageOp::List {
+            token: 100,
+            space: Space::Hints,
+            after: &[b'h', 7],
+            limit: 4,
+        });
+        let listed = wait(&executor, 1);
+        assert!(
+            matches!(&listed[0], Done::Listed { result: Ok((page, true)), .. } if page == &vec![vec![b'h', 8], vec![b'h', 9]]),
+            "the last page, from the kept listing: {listed:?}"
+        );
     }
 }
