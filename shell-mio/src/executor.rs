@@ -25,7 +25,7 @@
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use ringkv_core::node::{
-    Completion, KeyRecord, Listing, ScanPage, Space, StorageFailure, StorageOp,
+    Completion, KeyRecord, Listing, ScanPage, Space, StorageFailure, StorageJob, StorageOp,
 };
 use ringkv_storage::{CompactionProgress, Durability, StorageError, Store, WriteBatch};
 use std::path::Path;
@@ -39,40 +39,14 @@ pub const BATCH_BYTES_MAX: usize = 16 << 20;
 /// Threads serving reads, scans and compaction.
 pub const READERS: usize = 2;
 
-/// A storage operation with its bytes owned, on its way to a thread.
+/// Work for a thread: one of the core's operations, or the shell's own.
 #[derive(Debug)]
 enum Job {
-    Read {
-        token: u64,
-        space: Space,
-        key: Vec<u8>,
-    },
-    Write {
-        token: u64,
-        space: Space,
-        key: Vec<u8>,
-        record: Vec<u8>,
-    },
-    Delete {
-        token: u64,
-        space: Space,
-        key: Vec<u8>,
-    },
-    List {
-        token: u64,
-        space: Space,
-        after: Vec<u8>,
-        limit: u32,
-    },
-    Scan {
-        token: u64,
-        first: u64,
-        last: u64,
-        after: Option<u64>,
-        limit: u32,
-    },
+    Core(StorageJob),
     /// One compaction slice of the data store.
-    Compact { budget_bytes: u64 },
+    Compact {
+        budget_bytes: u64,
+    },
     /// Make every write durable (interval and none modes; shutdown).
     Sync,
 }
@@ -261,77 +235,18 @@ impl Executor {
 
     /// Queues one of the core's storage operations.
     pub fn submit(&self, operation: StorageOp<'_>) {
-        let (job, token, is_write) = match operation {
-            StorageOp::Read { token, space, key } => (
-                Job::Read {
-                    token,
-                    space,
-                    key: key.to_vec(),
-                },
-                token,
-                false,
-            ),
-            StorageOp::Write {
-                token,
-                space,
-                key,
-                record,
-            } => (
-                Job::Write {
-                    token,
-                    space,
-                    key: key.to_vec(),
-                    record: record.to_vec(),
-                },
-                token,
-                true,
-            ),
-            StorageOp::Delete { token, space, key } => (
-                Job::Delete {
-                    token,
-                    space,
-                    key: key.to_vec(),
-                },
-                token,
-                true,
-            ),
-            StorageOp::List {
-                token,
-                space,
-                after,
-                limit,
-            } => (
-                Job::List {
-                    token,
-                    space,
-                    after: after.to_vec(),
-                    limit,
-                },
-                token,
-                false,
-            ),
-            StorageOp::Scan {
-                token,
-                first,
-                last,
-                after,
-                limit,
-            } => (
-                Job::Scan {
-                    token,
-                    first,
-                    last,
-                    after,
-                    limit,
-                },
-                token,
-                false,
-            ),
+        let job = StorageJob::from(operation);
+        let token = job.token();
+        let channel = if job.is_write() {
+            &self.writes
+        } else {
+            &self.reads
         };
-        let channel = if is_write { &self.writes } else { &self.reads };
         let sent = match channel {
-            Some(channel) => channel.try_send(job).map_err(TrySendError::into_inner),
-            None => Err(job),
+            Some(channel) => channel
+                .try_send(Job::Core(job))
+                .map_err(TrySendError::into_inner),
+            None => Err(Job::Core(job)),
         };
         if let Err(job) = sent {
             log::error!("storage queue full or closed; failing operation {token}");
@@ -403,22 +318,27 @@ fn failure(error: &StorageError) -> StorageFailure {
 fn failed(job: Job) -> Done {
     let io = StorageFailure::Io;
     match job {
-        Job::Read { token, .. } => Done::Read {
-            token,
-            result: Err(io),
-        },
-        Job::Write { token, .. } | Job::Delete { token, .. } => Done::Written {
-            token,
-            result: Err(io),
-        },
-        Job::List { token, .. } => Done::Listed {
-            token,
-            result: Err(io),
-        },
-        Job::Scan { token, .. } => Done::Scanned {
-            token,
-            result: Err(io),
-        },
+        Job::Core(job) => {
+            let token = job.token();
+            match job {
+                StorageJob::Read { .. } => Done::Read {
+                    token,
+                    result: Err(io),
+                },
+                StorageJob::Write { .. } | StorageJob::Delete { .. } => Done::Written {
+                    token,
+                    result: Err(io),
+                },
+                StorageJob::List { .. } => Done::Listed {
+                    token,
+                    result: Err(io),
+                },
+                StorageJob::Scan { .. } => Done::Scanned {
+                    token,
+                    result: Err(io),
+                },
+            }
+        }
         Job::Compact { .. } | Job::Sync => Done::Compacted(Err("not run".to_owned())),
     }
 }
@@ -432,7 +352,7 @@ fn write_loop(stores: &Stores, jobs: &Receiver<Job>, done: &Sender<Done>, wake: 
         let mut bytes = 0usize;
         while round.len() < BATCH_OPERATIONS_MAX && bytes < BATCH_BYTES_MAX {
             let Ok(job) = jobs.try_recv() else { break };
-            if let Job::Write { key, record, .. } = &job {
+            if let Job::Core(StorageJob::Write { key, record, .. }) = &job {
                 bytes += key.len() + record.len();
             }
             round.push(job);
@@ -443,10 +363,12 @@ fn write_loop(stores: &Stores, jobs: &Receiver<Job>, done: &Sender<Done>, wake: 
         let mut sync = false;
         for job in &round {
             match job {
-                Job::Write {
+                Job::Core(StorageJob::Write {
                     space, key, record, ..
-                } => batches[space_index(*space)].put(key, record),
-                Job::Delete { space, key, .. } => batches[space_index(*space)].delete(key),
+                }) => batches[space_index(*space)].put(key, record),
+                Job::Core(StorageJob::Delete { space, key, .. }) => {
+                    batches[space_index(*space)].delete(key)
+                }
                 Job::Sync => sync = true,
                 _ => {}
             }
@@ -468,12 +390,13 @@ fn write_loop(stores: &Stores, jobs: &Receiver<Job>, done: &Sender<Done>, wake: 
         }
         for job in round.drain(..) {
             let finished = match job {
-                Job::Write { token, space, .. } | Job::Delete { token, space, .. } => {
-                    Done::Written {
-                        token,
-                        result: results[space_index(space)],
-                    }
-                }
+                Job::Core(
+                    StorageJob::Write { token, space, .. }
+                    | StorageJob::Delete { token, space, .. },
+                ) => Done::Written {
+                    token,
+                    result: results[space_index(space)],
+                },
                 Job::Sync => continue,
                 other => failed(other),
             };
@@ -508,29 +431,29 @@ fn read_loop(stores: &Stores, jobs: &Receiver<Job>, done: &Sender<Done>, wake: &
 
 fn run_read(stores: &Stores, job: Job) -> Done {
     match job {
-        Job::Read { token, space, key } => Done::Read {
+        Job::Core(StorageJob::Read { token, space, key }) => Done::Read {
             token,
             result: stores.get(space).get(&key).map_err(|error| {
                 log::warn!("storage: reading from {space:?} failed: {error}");
                 failure(&error)
             }),
         },
-        Job::List {
+        Job::Core(StorageJob::List {
             token,
             space,
             after,
             limit,
-        } => Done::Listed {
+        }) => Done::Listed {
             token,
             result: list(stores, space, &after, limit).map_err(|e| failure(&e)),
         },
-        Job::Scan {
+        Job::Core(StorageJob::Scan {
             token,
             first,
             last,
             after,
             limit,
-        } => Done::Scanned {
+        }) => Done::Scanned {
             token,
             result: stores
                 .data

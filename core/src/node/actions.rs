@@ -68,6 +68,111 @@ pub enum StorageOp<'a> {
     },
 }
 
+/// A [`StorageOp`] with its bytes owned: what a shell or simulator keeps while the
+/// operation runs (the action's borrowed bytes last only until the next poll).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageJob {
+    Read {
+        token: u64,
+        space: Space,
+        key: Vec<u8>,
+    },
+    Write {
+        token: u64,
+        space: Space,
+        key: Vec<u8>,
+        record: Vec<u8>,
+    },
+    Delete {
+        token: u64,
+        space: Space,
+        key: Vec<u8>,
+    },
+    List {
+        token: u64,
+        space: Space,
+        after: Vec<u8>,
+        limit: u32,
+    },
+    Scan {
+        token: u64,
+        first: u64,
+        last: u64,
+        after: Option<u64>,
+        limit: u32,
+    },
+}
+
+impl From<StorageOp<'_>> for StorageJob {
+    fn from(operation: StorageOp<'_>) -> StorageJob {
+        match operation {
+            StorageOp::Read { token, space, key } => StorageJob::Read {
+                token,
+                space,
+                key: key.to_vec(),
+            },
+            StorageOp::Write {
+                token,
+                space,
+                key,
+                record,
+            } => StorageJob::Write {
+                token,
+                space,
+                key: key.to_vec(),
+                record: record.to_vec(),
+            },
+            StorageOp::Delete { token, space, key } => StorageJob::Delete {
+                token,
+                space,
+                key: key.to_vec(),
+            },
+            StorageOp::List {
+                token,
+                space,
+                after,
+                limit,
+            } => StorageJob::List {
+                token,
+                space,
+                after: after.to_vec(),
+                limit,
+            },
+            StorageOp::Scan {
+                token,
+                first,
+                last,
+                after,
+                limit,
+            } => StorageJob::Scan {
+                token,
+                first,
+                last,
+                after,
+                limit,
+            },
+        }
+    }
+}
+
+impl StorageJob {
+    /// The token its completion carries back.
+    pub fn token(&self) -> u64 {
+        match self {
+            StorageJob::Read { token, .. }
+            | StorageJob::Write { token, .. }
+            | StorageJob::Delete { token, .. }
+            | StorageJob::List { token, .. }
+            | StorageJob::Scan { token, .. } => *token,
+        }
+    }
+
+    /// True for writes and deletes (they complete once durable).
+    pub fn is_write(&self) -> bool {
+        matches!(self, StorageJob::Write { .. } | StorageJob::Delete { .. })
+    }
+}
+
 /// A stored key and its record.
 pub type KeyRecord = (Vec<u8>, Vec<u8>);
 

@@ -19,11 +19,11 @@
 use super::disk::{DiskConfig, SimDisk};
 use super::history::{History, Operation, OperationKind, Outcome, WriteId};
 use super::network::{Network, NetworkConfig};
-use super::reply::{Reply, parse_reply};
 use super::swarm::{MembershipChange, Parameters, Workload};
+use ringkv_client::reply::{Reply, ReplyLimits};
 use ringkv_core::node::{
     Action, ClientId, Completion, Config, Input, Listing, Node, NodeIdentity, ScanPage, Space,
-    Stats, StorageFailure, StorageOp, scan_in_memory,
+    Stats, StorageFailure, StorageJob, scan_in_memory,
 };
 use ringkv_core::placement::{Member, Ring};
 use ringkv_core::resp::{AdminCommand, Arguments, Command};
@@ -37,39 +37,6 @@ use std::time::Duration;
 pub const CLUSTER_ID: u64 = 0x5151_0001;
 /// The client id of admin commands the harness sends itself.
 const ADMIN_CLIENT: u64 = u64::MAX;
-
-/// A storage operation waiting for its completion.
-#[derive(Clone, Debug)]
-enum StorageJob {
-    Read {
-        token: u64,
-        space: Space,
-        key: Vec<u8>,
-    },
-    Write {
-        token: u64,
-        space: Space,
-        key: Vec<u8>,
-        record: Vec<u8>,
-    },
-    Delete {
-        token: u64,
-        space: Space,
-        key: Vec<u8>,
-    },
-    List {
-        token: u64,
-        space: Space,
-        after: Vec<u8>,
-        limit: u32,
-    },
-    Scan {
-        token: u64,
-        range: (u64, u64),
-        after: Option<u64>,
-        limit: u32,
-    },
-}
 
 #[derive(Clone, Debug)]
 enum Event {
@@ -629,52 +596,7 @@ impl Cluster {
                     }
                 }
                 Action::Storage(op) => {
-                    let job = match op {
-                        StorageOp::Read { token, space, key } => StorageJob::Read {
-                            token,
-                            space,
-                            key: key.to_vec(),
-                        },
-                        StorageOp::Write {
-                            token,
-                            space,
-                            key,
-                            record,
-                        } => StorageJob::Write {
-                            token,
-                            space,
-                            key: key.to_vec(),
-                            record: record.to_vec(),
-                        },
-                        StorageOp::Delete { token, space, key } => StorageJob::Delete {
-                            token,
-                            space,
-                            key: key.to_vec(),
-                        },
-                        StorageOp::List {
-                            token,
-                            space,
-                            after,
-                            limit,
-                        } => StorageJob::List {
-                            token,
-                            space,
-                            after: after.to_vec(),
-                            limit,
-                        },
-                        StorageOp::Scan {
-                            token,
-                            first,
-                            last,
-                            after,
-                            limit,
-                        } => StorageJob::Scan {
-                            token,
-                            range: (first, last),
-                            after,
-                            limit,
-                        },
-                    };
+                    let job = StorageJob::from(op);
                     self.schedule(
                         now + latency,
                         Event::Storage {
@@ -851,11 +773,13 @@ impl Cluster {
             }
             StorageJob::Scan {
                 token,
-                range,
+                first,
+                last,
                 after,
                 limit,
             } => {
-                let (items, next) = scan_in_memory(sim.data.contents(), range, after, limit);
+                let (items, next) =
+                    scan_in_memory(sim.data.contents(), (first, last), after, limit);
                 if let Some(node) = sim.node.as_mut() {
                     let page = ScanPage {
                         items: &items,
@@ -1039,12 +963,12 @@ impl Cluster {
             Some(_) => Outcome::Ok,
         };
         match (operation.kind, reply) {
-            (OperationKind::VGet, Some(Reply::Array(items))) => {
-                if let [Reply::Bulk(token), Reply::Array(values)] = items.as_slice() {
+            (OperationKind::VGet, Some(Reply::Array(Some(items)))) => {
+                if let [Reply::Bulk(Some(token)), Reply::Array(Some(values))] = items.as_slice() {
                     let ids: Vec<WriteId> = values
                         .iter()
                         .filter_map(|v| match v {
-                            Reply::Bulk(data) => Some(value_id(data)),
+                            Reply::Bulk(Some(data)) => Some(value_id(data)),
                             _ => None,
                         })
                         .collect();
@@ -1062,7 +986,7 @@ impl Cluster {
                     }
                 }
             }
-            (OperationKind::Get, Some(Reply::Bulk(data))) => {
+            (OperationKind::Get, Some(Reply::Bulk(Some(data)))) => {
                 operation.read_values = vec![value_id(&data)];
             }
             _ => {}
@@ -1407,4 +1331,12 @@ pub fn sim_address(id: NodeId) -> String {
 fn sim_address_node(address: &[u8]) -> Option<NodeId> {
     let text = core::str::from_utf8(address).ok()?;
     text.strip_prefix("sim-")?.parse().ok().map(NodeId)
+}
+
+/// Parses a node's whole reply; `None` unless the bytes are exactly one RESP reply.
+fn parse_reply(bytes: &[u8]) -> Option<Reply> {
+    match ringkv_client::reply::parse_reply(bytes, ReplyLimits::default()) {
+        Ok(Some((reply, used))) if used == bytes.len() => Some(reply),
+        _ => None,
+    }
 }

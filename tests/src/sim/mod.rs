@@ -18,7 +18,6 @@ pub mod entropy_bytes;
 pub mod gossip;
 pub mod history;
 pub mod network;
-pub mod reply;
 pub mod swarm;
 
 /// Runs the simulation for `seed` and returns its violations (empty: all held).
