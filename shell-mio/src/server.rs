@@ -83,6 +83,11 @@ pub const INTRODUCTIONS_MAX: usize = 16;
 /// How long shutdown waits for in-flight requests.
 pub const SHUTDOWN_GRACE_MS: u64 = 5_000;
 const READ_CHUNK_BYTES: usize = 64 << 10;
+/// Entries of `Io::again` for work that is not one connection's: more completions, or
+/// more connections to accept, than one wakeup handles.
+const AGAIN_COMPLETIONS: usize = usize::MAX;
+const AGAIN_CLIENT_ACCEPTS: usize = usize::MAX - 1;
+const AGAIN_PEER_ACCEPTS: usize = usize::MAX - 2;
 /// A peer connection not established by then is abandoned (and retried later).
 const CONNECT_TIMEOUT_MS: u64 = 1_000;
 const RECONNECT_INITIAL_MS: u64 = 100;
@@ -497,7 +502,7 @@ impl Server {
             }
         }
         // More are waiting: come back without sleeping.
-        self.io.again.push(usize::MAX);
+        self.io.again.push(AGAIN_COMPLETIONS);
     }
 
     /// Every 100 ms: the next compaction slice while one is under way; every second:
@@ -521,81 +526,65 @@ impl Server {
     }
 
     fn accept_clients(&mut self) {
-        let Some(listener) = &self.client_listener else {
-            return;
-        };
-        for _ in 0..ACCEPTS_PER_WAKEUP {
-            let (stream, address) = match listener.accept() {
-                Ok(accepted) => accepted,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
-                Err(error) => {
-                    log::warn!("accepting a client failed: {error}");
+        let io = &mut self.io;
+        let more = accept_some(
+            self.client_listener.as_ref(),
+            "client",
+            |stream, address| {
+                if io.clients >= io.settings.connections_max as usize {
+                    io.metrics.clients_refused += 1;
+                    log::debug!("refusing client {address}: connection limit reached");
+                    refuse(stream, b"-ERR max number of clients reached\r\n");
                     return;
                 }
-            };
-            if self.io.clients >= self.io.settings.connections_max as usize {
-                self.io.metrics.clients_refused += 1;
-                log::debug!("refusing client {address}: connection limit reached");
-                refuse(stream, b"-ERR max number of clients reached\r\n");
-                continue;
-            }
-            let _ = stream.set_nodelay(true);
-            let generation = 0; // set by `insert`
-            let connection = Connection::Client(ClientConnection {
-                stream,
-                generation,
-                read: Vec::new(),
-                out: OutBuffer::default(),
-                pipeline: Pipeline::default(),
-                closing: false,
-                paused: false,
-                resp3: false,
-            });
-            if self.io.insert(connection).is_some() {
-                self.io.clients += 1;
-                self.io.metrics.clients_connected = self.io.clients as u64;
-            }
+                let connection = Connection::Client(ClientConnection {
+                    stream,
+                    generation: 0, // set by `insert`
+                    read: Vec::new(),
+                    out: OutBuffer::default(),
+                    pipeline: Pipeline::default(),
+                    closing: false,
+                    paused: false,
+                    resp3: false,
+                });
+                if io.insert(connection).is_some() {
+                    io.clients += 1;
+                    io.metrics.clients_connected = io.clients as u64;
+                }
+            },
+        );
+        if more {
+            self.io.again.push(AGAIN_CLIENT_ACCEPTS);
         }
-        self.io.again.push(usize::MAX - 1);
     }
 
     fn accept_peers(&mut self) {
-        let Some(listener) = &self.peer_listener else {
-            return;
-        };
-        for _ in 0..ACCEPTS_PER_WAKEUP {
-            let (stream, address) = match listener.accept() {
-                Ok(accepted) => accepted,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
-                Err(error) => {
-                    log::warn!("accepting a peer failed: {error}");
-                    return;
-                }
-            };
-            if self.io.inbound >= INBOUND_PEERS_MAX {
+        let io = &mut self.io;
+        let more = accept_some(self.peer_listener.as_ref(), "peer", |stream, address| {
+            if io.inbound >= INBOUND_PEERS_MAX {
                 log::warn!("refusing peer connection from {address}: {INBOUND_PEERS_MAX} open");
-                continue;
+                return;
             }
-            let _ = stream.set_nodelay(true);
             let connection = Connection::Inbound(InboundPeer {
                 stream,
                 address,
                 read: Vec::new(),
                 peer: None,
             });
-            if self.io.insert(connection).is_some() {
-                self.io.inbound += 1;
+            if io.insert(connection).is_some() {
+                io.inbound += 1;
             }
+        });
+        if more {
+            self.io.again.push(AGAIN_PEER_ACCEPTS);
         }
-        self.io.again.push(usize::MAX - 2);
     }
 
     fn connection_ready(&mut self, index: usize, readable: bool, writable: bool) {
         match index {
-            // Markers for "more to do" without a connection behind them.
-            i if i == usize::MAX => return self.completions(),
-            i if i == usize::MAX - 1 => return self.accept_clients(),
-            i if i == usize::MAX - 2 => return self.accept_peers(),
+            AGAIN_COMPLETIONS => return self.completions(),
+            AGAIN_CLIENT_ACCEPTS => return self.accept_clients(),
+            AGAIN_PEER_ACCEPTS => return self.accept_peers(),
             _ => {}
         }
         let kind = match self.io.connections.get(index) {
@@ -977,6 +966,32 @@ fn read_some(
         }
     }
     Ok((false, true))
+}
+
+/// Accepts up to [`ACCEPTS_PER_WAKEUP`] connections (no-delay set) and hands each to
+/// `take`; true when more may be waiting.
+fn accept_some(
+    listener: Option<&TcpListener>,
+    what: &str,
+    mut take: impl FnMut(TcpStream, SocketAddr),
+) -> bool {
+    let Some(listener) = listener else {
+        return false;
+    };
+    for _ in 0..ACCEPTS_PER_WAKEUP {
+        match listener.accept() {
+            Ok((stream, address)) => {
+                let _ = stream.set_nodelay(true);
+                take(stream, address);
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(error) => {
+                log::warn!("accepting a {what} failed: {error}");
+                return false;
+            }
+        }
+    }
+    true
 }
 
 fn refuse(mut stream: TcpStream, message: &[u8]) {
