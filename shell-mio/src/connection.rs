@@ -137,22 +137,45 @@ impl<K> Pipeline<K> {
         tag
     }
 
-    /// Files the reply of `tag`; returns the request's kind, or `None` for a tag that
-    /// is not waiting (a late or duplicate reply, ignored).
-    pub fn finish(&mut self, tag: u64, reply: &[u8], close: bool) -> Option<&K> {
+    /// Files the reply of `tag` and writes, through `out`, every reply that is now next
+    /// in order: the reply itself without a copy when it is next (the usual case), else
+    /// a copy held until the replies before it arrive. Returns the request's kind and
+    /// whether a reply that asked to close the connection went out (nothing after it
+    /// does); `None` for a tag that is not waiting (a late or duplicate reply, ignored).
+    pub fn finish(
+        &mut self,
+        tag: u64,
+        reply: &[u8],
+        close: bool,
+        mut out: impl FnMut(&[u8]),
+    ) -> Option<(K, bool)>
+    where
+        K: Copy,
+    {
         let index = usize::try_from(tag.checked_sub(self.first_tag)?).ok()?;
         let waiting = self.waiting.get_mut(index)?;
         if waiting.reply.is_some() {
             return None;
         }
-        waiting.reply = Some(reply.to_vec());
-        waiting.close = close;
-        Some(&waiting.kind)
+        let kind = waiting.kind;
+        if index > 0 {
+            waiting.reply = Some(reply.to_vec());
+            waiting.close = close;
+            return Some((kind, false));
+        }
+        out(reply);
+        self.waiting.pop_front();
+        self.first_tag += 1;
+        if close {
+            self.waiting.clear();
+            return Some((kind, true));
+        }
+        Some((kind, self.release(out)))
     }
 
-    /// Moves the replies that are next in order into `out`; returns true when one of
-    /// them asked to close the connection (nothing after it is written).
-    pub fn release(&mut self, mut out: impl FnMut(&[u8])) -> bool {
+    /// Moves the held replies that are next in order into `out`; returns true when one
+    /// of them asked to close the connection (nothing after it is written).
+    fn release(&mut self, mut out: impl FnMut(&[u8])) -> bool {
         while let Some(front) = self.waiting.front() {
             let Some(reply) = &front.reply else { break };
             out(reply);
@@ -177,15 +200,14 @@ mod tests {
         let mut pipeline: Pipeline<&str> = Pipeline::default();
         let first = pipeline.start("set");
         let second = pipeline.start("get");
-        assert_eq!(pipeline.finish(second, b"+second\r\n", false), Some(&"get"));
         let mut out = Vec::new();
-        pipeline.release(|r| out.extend_from_slice(r));
+        let filed = pipeline.finish(second, b"+second\r\n", false, |r| out.extend_from_slice(r));
+        assert_eq!(filed, Some(("get", false)));
         assert!(out.is_empty(), "the first reply is not in yet");
-        pipeline.finish(first, b"+first\r\n", false);
-        pipeline.release(|r| out.extend_from_slice(r));
+        pipeline.finish(first, b"+first\r\n", false, |r| out.extend_from_slice(r));
         assert_eq!(out, b"+first\r\n+second\r\n");
         assert!(pipeline.is_empty());
-        assert_eq!(pipeline.finish(first, b"+again\r\n", false), None);
+        assert_eq!(pipeline.finish(first, b"+again\r\n", false, |_| {}), None);
     }
 
     #[test]
@@ -193,11 +215,12 @@ mod tests {
         let mut pipeline: Pipeline<()> = Pipeline::default();
         let quit = pipeline.start(());
         let after = pipeline.start(());
-        pipeline.finish(after, b"+late\r\n", false);
-        pipeline.finish(quit, b"+OK\r\n", true);
         let mut out = Vec::new();
-        assert!(pipeline.release(|r| out.extend_from_slice(r)));
+        pipeline.finish(after, b"+late\r\n", false, |r| out.extend_from_slice(r));
+        let filed = pipeline.finish(quit, b"+OK\r\n", true, |r| out.extend_from_slice(r));
+        assert_eq!(filed, Some(((), true)));
         assert_eq!(out, b"+OK\r\n");
+        assert!(pipeline.is_empty());
     }
 
     #[test]

@@ -1378,16 +1378,17 @@ impl Io {
         } else {
             bytes
         };
-        if let Some(&(kind, started)) = connection.pipeline.finish(tag, bytes, close) {
-            let latency_us = now.saturating_duration_since(started).as_micros();
-            self.metrics
-                .record(kind, u64::try_from(latency_us).unwrap_or(u64::MAX));
-        }
         let mut overflow = false;
         let out = &mut connection.out;
-        let closing = connection.pipeline.release(|reply| {
+        let filed = connection.pipeline.finish(tag, bytes, close, |reply| {
             overflow |= out.push(reply, CLIENT_WRITE_BUFFER_MAX).is_err();
         });
+        let Some(((kind, started), closing)) = filed else {
+            return;
+        };
+        let latency_us = now.saturating_duration_since(started).as_micros();
+        self.metrics
+            .record(kind, u64::try_from(latency_us).unwrap_or(u64::MAX));
         if overflow {
             log::warn!("closing a client that does not read its replies");
             connection.out.clear();
