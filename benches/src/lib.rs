@@ -5,3 +5,4 @@
 //! same run so that results are ratios, not numbers from different days.
 
 pub mod keys;
+pub mod load;

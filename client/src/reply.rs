@@ -136,14 +136,32 @@ fn parse_at(
     }
 }
 
-/// Appends a request (a multibulk array of `arguments`) to `out`.
+/// Appends a request (a multibulk array of `arguments`) to `out`, allocating nothing
+/// beyond `out`'s growth (load generators call it per request).
 pub fn write_request(out: &mut Vec<u8>, arguments: &[&[u8]]) {
-    out.extend_from_slice(format!("*{}\r\n", arguments.len()).as_bytes());
+    write_length_line(out, b'*', arguments.len());
     for argument in arguments {
-        out.extend_from_slice(format!("${}\r\n", argument.len()).as_bytes());
+        write_length_line(out, b'$', argument.len());
         out.extend_from_slice(argument);
         out.extend_from_slice(b"\r\n");
     }
+}
+
+fn write_length_line(out: &mut Vec<u8>, kind: u8, length: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = length;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.push(kind);
+    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]
@@ -197,5 +215,11 @@ mod tests {
         let mut out = Vec::new();
         write_request(&mut out, &[b"SET", b"k", b"v v"]);
         assert_eq!(out, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nv v\r\n");
+        out.clear();
+        write_request(&mut out, &[&[b'x'; 1234567]]);
+        assert!(out.starts_with(b"*1\r\n$1234567\r\nxx"));
+        out.clear();
+        write_request(&mut out, &[b""]);
+        assert_eq!(out, b"*1\r\n$0\r\n\r\n");
     }
 }
