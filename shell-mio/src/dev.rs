@@ -1,15 +1,15 @@
-//! `ringkv-node dev`: a local cluster in one command.
+//! Local clusters of real `ringkv-node` processes on 127.0.0.1: `ringkv-node dev`, and
+//! [`ProcessCluster`], which the dev command, the real-process tests and the
+//! benchmark scenarios all start their clusters with.
 //!
-//! Starts `--nodes` processes of this same binary on 127.0.0.1 (node i, counted from
-//! zero, serves clients on `base_port + 2i` and peers on `base_port + 2i + 1`), all
-//! with the same initial member list, so they form one cluster at once. Data lives in
-//! `--dir` (one subdirectory per node, kept) or a new temporary directory (removed at
-//! exit). Each node logs to `node-<id>.log` there. Once every node answers PING it
-//! prints how to reach the cluster with redis-cli, then waits: Ctrl-C (or SIGTERM)
-//! stops every node gracefully. A node that dies meanwhile is reported.
+//! Node i (counted from zero, id i + 1) serves clients on `base_port + 2i` and peers on
+//! `base_port + 2i + 1`; every node gets the same initial member list, so they form one
+//! cluster at once. Data lives in `dir/node-<id>`, logs in `dir/node-<id>.log`.
 //!
-//! [`node_arguments`] is the one place that says how node i of a local cluster is
-//! started; the real-process tests start their clusters with it too.
+//! `ringkv-node dev` uses `--dir` (kept) or a new temporary directory (removed at exit).
+//! Once every node answers PING it prints how to reach the cluster with redis-cli, then
+//! waits: Ctrl-C (or SIGTERM) stops every node gracefully. A node that dies meanwhile is
+//! reported.
 
 use crate::settings::DevFlags;
 use std::io::{Read, Write};
@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// How long the nodes have to answer PING after they start.
+/// How long a node has to answer PING after it starts.
 pub const START_TIMEOUT_MS: u64 = 20_000;
 /// How long a node has to stop after SIGTERM before it is killed.
 pub const STOP_TIMEOUT_MS: u64 = 10_000;
@@ -35,12 +35,35 @@ pub fn peer_address(base_port: u16, index: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], base_port + 2 * index + 1))
 }
 
-/// The flags that start node `index` (id `index + 1`) of a local cluster of `nodes`
-/// with its data under `dir/node-<id>`.
+/// Where node `id`'s data lives.
+pub fn data_dir(dir: &Path, id: u16) -> PathBuf {
+    dir.join(format!("node-{id}"))
+}
+
+/// Where node `id`'s log goes.
+pub fn log_path(dir: &Path, id: u16) -> PathBuf {
+    dir.join(format!("node-{id}.log"))
+}
+
+/// The flags that start node `index` (id `index + 1`) of a local cluster of `nodes`:
+/// its addresses, data directory and the shared member list.
 pub fn node_arguments(index: u16, nodes: u16, base_port: u16, dir: &Path) -> Vec<String> {
     let members: Vec<String> = (0..nodes)
         .map(|i| format!("{}@{}", i + 1, peer_address(base_port, i)))
         .collect();
+    let mut arguments = own_arguments(index, base_port, dir);
+    arguments.extend(["--members".to_owned(), members.join(",")]);
+    arguments
+}
+
+/// The flags of node `index` that join a running cluster through node 1 as a seed.
+pub fn joiner_arguments(index: u16, base_port: u16, dir: &Path) -> Vec<String> {
+    let mut arguments = own_arguments(index, base_port, dir);
+    arguments.extend(["--seeds".to_owned(), peer_address(base_port, 0).to_string()]);
+    arguments
+}
+
+fn own_arguments(index: u16, base_port: u16, dir: &Path) -> Vec<String> {
     vec![
         "--node-id".to_owned(),
         (index + 1).to_string(),
@@ -49,11 +72,7 @@ pub fn node_arguments(index: u16, nodes: u16, base_port: u16, dir: &Path) -> Vec
         "--peer-address".to_owned(),
         peer_address(base_port, index).to_string(),
         "--data-dir".to_owned(),
-        dir.join(format!("node-{}", index + 1))
-            .to_string_lossy()
-            .into_owned(),
-        "--members".to_owned(),
-        members.join(","),
+        data_dir(dir, index + 1).to_string_lossy().into_owned(),
     ]
 }
 
@@ -88,6 +107,205 @@ pub fn stop_gracefully(child: &mut Child, timeout: Duration) -> bool {
     false
 }
 
+/// Nodes of one local cluster, each its own process. Dropping it kills every node.
+#[derive(Debug)]
+pub struct ProcessCluster {
+    binary: PathBuf,
+    dir: PathBuf,
+    base_port: u16,
+    /// Flags every node gets after its own (durability, N/R/W, limits).
+    extra: Vec<String>,
+    children: Vec<Option<Child>>,
+    /// Each node's own flags, kept for restarts.
+    arguments: Vec<Vec<String>>,
+}
+
+impl ProcessCluster {
+    /// Starts `nodes` nodes of `binary` with `extra` flags each, and waits until every
+    /// one answers PING.
+    pub fn start(
+        binary: &Path,
+        nodes: u16,
+        base_port: u16,
+        dir: &Path,
+        extra: &[String],
+    ) -> Result<ProcessCluster, String> {
+        if nodes == 0 || nodes > 64 {
+            return Err("a local cluster has 1 to 64 nodes".to_owned());
+        }
+        if u32::from(base_port) + 2 * u32::from(nodes) + 4 > u32::from(u16::MAX) {
+            return Err("the base port leaves no room for every node's two ports".to_owned());
+        }
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut cluster = ProcessCluster {
+            binary: binary.to_path_buf(),
+            dir: dir.to_path_buf(),
+            base_port,
+            extra: extra.to_vec(),
+            children: Vec::new(),
+            arguments: Vec::new(),
+        };
+        for index in 0..nodes {
+            cluster.children.push(None);
+            cluster
+                .arguments
+                .push(node_arguments(index, nodes, base_port, dir));
+            cluster.spawn(index)?;
+        }
+        for index in 0..nodes {
+            cluster.wait_ready(index)?;
+        }
+        Ok(cluster)
+    }
+
+    pub fn nodes(&self) -> u16 {
+        self.children.len() as u16
+    }
+
+    pub fn base_port(&self) -> u16 {
+        self.base_port
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn client_address(&self, index: u16) -> SocketAddr {
+        client_address(self.base_port, index)
+    }
+
+    pub fn client_addresses(&self) -> Vec<SocketAddr> {
+        (0..self.nodes()).map(|i| self.client_address(i)).collect()
+    }
+
+    pub fn log_path(&self, index: u16) -> PathBuf {
+        log_path(&self.dir, index + 1)
+    }
+
+    fn spawn(&mut self, index: u16) -> Result<(), String> {
+        let slot = usize::from(index);
+        let log_path = self.log_path(index);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let mut command = Command::new(&self.binary);
+        command
+            .args(&self.arguments[slot])
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        if std::env::var_os("RUST_LOG").is_none() {
+            command.env("RUST_LOG", "info");
+        }
+        let child = command
+            .spawn()
+            .map_err(|e| format!("cannot start node {}: {e}", index + 1))?;
+        self.children[slot] = Some(child);
+        Ok(())
+    }
+
+    /// Waits (at most [`START_TIMEOUT_MS`]) until node `index` answers PING.
+    pub fn wait_ready(&mut self, index: u16) -> Result<(), String> {
+        let address = self.client_address(index);
+        let deadline = Instant::now() + Duration::from_millis(START_TIMEOUT_MS);
+        while !answers_ping(address) {
+            if let Some(Some(child)) = self.children.get_mut(usize::from(index)) {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!(
+                        "node {} exited ({status}) before it served; see {}",
+                        index + 1,
+                        self.log_path(index).display()
+                    ));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "node {} did not answer on {address} in time",
+                    index + 1
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Adds a node started with `arguments` (for example [`joiner_arguments`]) and
+    /// waits until it serves; returns its index.
+    pub fn add_node(&mut self, arguments: Vec<String>) -> Result<u16, String> {
+        let index = self.nodes();
+        self.children.push(None);
+        self.arguments.push(arguments);
+        self.spawn(index)?;
+        self.wait_ready(index)?;
+        Ok(index)
+    }
+
+    /// kill -9 of node `index`.
+    pub fn kill(&mut self, index: u16) {
+        if let Some(mut child) = self
+            .children
+            .get_mut(usize::from(index))
+            .and_then(Option::take)
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM to node `index`; true when it exited 0 within [`STOP_TIMEOUT_MS`].
+    pub fn stop(&mut self, index: u16) -> bool {
+        match self
+            .children
+            .get_mut(usize::from(index))
+            .and_then(Option::take)
+        {
+            Some(mut child) => stop_gracefully(&mut child, Duration::from_millis(STOP_TIMEOUT_MS)),
+            None => false,
+        }
+    }
+
+    /// Starts node `index` again on its data and waits until it serves.
+    pub fn restart(&mut self, index: u16) -> Result<(), String> {
+        self.spawn(index)?;
+        self.wait_ready(index)
+    }
+
+    /// The nodes that exited by themselves: (index, status).
+    pub fn exited(&mut self) -> Vec<(u16, std::process::ExitStatus)> {
+        let mut exited = Vec::new();
+        for (index, slot) in self.children.iter_mut().enumerate() {
+            if let Some(child) = slot {
+                if let Ok(Some(status)) = child.try_wait() {
+                    exited.push((index as u16, status));
+                    *slot = None;
+                }
+            }
+        }
+        exited
+    }
+
+    /// Stops every node gracefully.
+    pub fn stop_all(&mut self) {
+        for index in 0..self.nodes() {
+            self.stop(index);
+        }
+    }
+}
+
+impl Drop for ProcessCluster {
+    fn drop(&mut self) {
+        for index in 0..self.nodes() {
+            self.kill(index);
+        }
+    }
+}
+
 /// Runs `ringkv-node dev`.
 pub fn run(flags: DevFlags) -> ExitCode {
     match run_cluster(flags) {
@@ -100,12 +318,6 @@ pub fn run(flags: DevFlags) -> ExitCode {
 }
 
 fn run_cluster(flags: DevFlags) -> Result<(), String> {
-    if flags.nodes == 0 || flags.nodes > 64 {
-        return Err("--nodes must lie in 1..=64".to_owned());
-    }
-    if u32::from(flags.base_port) + 2 * u32::from(flags.nodes) > u32::from(u16::MAX) {
-        return Err("--base-port leaves no room for every node's two ports".to_owned());
-    }
     let (dir, temporary) = match &flags.dir {
         Some(dir) => (dir.clone(), None),
         None => {
@@ -116,127 +328,55 @@ fn run_cluster(flags: DevFlags) -> Result<(), String> {
             (temporary.path().to_path_buf(), Some(temporary))
         }
     };
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let binary = std::env::current_exe().map_err(|e| format!("cannot find myself: {e}"))?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .map_err(|e| format!("cannot handle signals: {e}"))?;
     }
-    let mut children: Vec<Child> = Vec::new();
-    let started = start_nodes(&binary, &flags, &dir, &mut children);
-    let result = started.and_then(|()| wait_ready(&flags, &mut children, &stop));
-    if result.is_ok() {
-        print_welcome(&flags, &dir, temporary.is_some());
-        watch(&mut children, &stop);
+    let extra = vec!["--durability".to_owned(), flags.durability.clone()];
+    let mut cluster = ProcessCluster::start(&binary, flags.nodes, flags.base_port, &dir, &extra)?;
+    print_welcome(&cluster, temporary.is_some());
+    while !stop.load(Ordering::Relaxed) {
+        for (index, status) in cluster.exited() {
+            eprintln!(
+                "node {} exited ({status}); see {}",
+                index + 1,
+                cluster.log_path(index).display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
-    println!("stopping {} nodes...", children.len());
-    for child in &mut children {
-        stop_gracefully(child, Duration::from_millis(STOP_TIMEOUT_MS));
-    }
+    println!("stopping {} nodes...", cluster.nodes());
+    cluster.stop_all();
+    drop(cluster);
     drop(temporary);
-    result
-}
-
-fn start_nodes(
-    binary: &Path,
-    flags: &DevFlags,
-    dir: &Path,
-    children: &mut Vec<Child>,
-) -> Result<(), String> {
-    for index in 0..flags.nodes {
-        let log_path = log_path(dir, index + 1);
-        let log =
-            std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| format!("{}: {e}", log_path.display()))?;
-        let mut command = Command::new(binary);
-        command
-            .args(node_arguments(index, flags.nodes, flags.base_port, dir))
-            .args(["--durability", &flags.durability])
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err);
-        if std::env::var_os("RUST_LOG").is_none() {
-            command.env("RUST_LOG", "info");
-        }
-        let child = command
-            .spawn()
-            .map_err(|e| format!("cannot start node {}: {e}", index + 1))?;
-        children.push(child);
-    }
     Ok(())
 }
 
-fn wait_ready(flags: &DevFlags, children: &mut [Child], stop: &AtomicBool) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_millis(START_TIMEOUT_MS);
-    for index in 0..flags.nodes {
-        let address = client_address(flags.base_port, index);
-        while !answers_ping(address) {
-            if let Some(child) = children.get_mut(usize::from(index)) {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!(
-                        "node {} exited ({status}) before it served; see its log",
-                        index + 1
-                    ));
-                }
-            }
-            if Instant::now() >= deadline || stop.load(Ordering::Relaxed) {
-                return Err(format!(
-                    "node {} did not answer on {address} in time",
-                    index + 1
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    Ok(())
-}
-
-fn print_welcome(flags: &DevFlags, dir: &Path, temporary: bool) {
+fn print_welcome(cluster: &ProcessCluster, temporary: bool) {
+    let nodes = cluster.nodes();
     println!(
-        "ringkv dev cluster: {} nodes on 127.0.0.1, N={} (data in {}{})",
-        flags.nodes,
-        flags.nodes.min(3),
-        dir.display(),
+        "ringkv dev cluster: {nodes} nodes on 127.0.0.1, N={} (data in {}{})",
+        nodes.min(3),
+        cluster.dir().display(),
         if temporary { ", removed at exit" } else { "" }
     );
-    for index in 0..flags.nodes {
+    for index in 0..nodes {
         println!(
             "  node {}: redis-cli -p {}    (peers on {}, log {})",
             index + 1,
-            client_address(flags.base_port, index).port(),
-            peer_address(flags.base_port, index),
-            log_path(dir, index + 1).display()
+            cluster.client_address(index).port(),
+            peer_address(cluster.base_port(), index),
+            cluster.log_path(index).display()
         );
     }
-    let first = client_address(flags.base_port, 0).port();
-    let last = client_address(flags.base_port, flags.nodes - 1).port();
+    let first = cluster.client_address(0).port();
+    let last = cluster.client_address(nodes - 1).port();
     println!("try:");
     println!("  redis-cli -p {first} SET greeting hello");
     println!("  redis-cli -p {last} GET greeting");
     println!("  redis-cli -p {first} VGET greeting");
     println!("  redis-cli -p {first} RINGKV.MEMBERS");
     println!("Ctrl-C stops the cluster.");
-}
-
-fn watch(children: &mut [Child], stop: &AtomicBool) {
-    let mut reported = vec![false; children.len()];
-    while !stop.load(Ordering::Relaxed) {
-        for (index, child) in children.iter_mut().enumerate() {
-            if let Ok(Some(status)) = child.try_wait() {
-                if !reported[index] {
-                    eprintln!("node {} exited ({status}); see its log", index + 1);
-                    reported[index] = true;
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Where `ringkv-node dev` keeps node `id`'s log.
-pub fn log_path(dir: &Path, id: u16) -> PathBuf {
-    dir.join(format!("node-{id}.log"))
 }

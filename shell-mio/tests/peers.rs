@@ -15,7 +15,7 @@ use support::{LocalCluster, eventually};
 /// Writes `bytes` to node 1's peer port; true when the node then closes the connection
 /// (within 5 s).
 fn closes_after(cluster: &LocalCluster, bytes: &[u8]) -> bool {
-    let mut stream = TcpStream::connect(dev::peer_address(cluster.base_port, 0)).unwrap();
+    let mut stream = TcpStream::connect(dev::peer_address(cluster.base_port(), 0)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
@@ -66,23 +66,7 @@ fn a_peer_of_another_cluster_is_refused_and_the_node_serves_on() {
 #[test]
 fn a_node_started_with_seeds_joins_a_running_cluster() {
     let mut cluster = LocalCluster::start(3, &[]);
-    let index = cluster.nodes;
-    let data_dir = cluster.path().join(format!("node-{}", index + 1));
-    let arguments = vec![
-        "--node-id".to_owned(),
-        (index + 1).to_string(),
-        "--client-address".to_owned(),
-        dev::client_address(cluster.base_port, index).to_string(),
-        "--peer-address".to_owned(),
-        dev::peer_address(cluster.base_port, index).to_string(),
-        "--data-dir".to_owned(),
-        data_dir.to_string_lossy().into_owned(),
-        "--seeds".to_owned(),
-        dev::peer_address(cluster.base_port, 0).to_string(),
-        "--replicas".to_owned(),
-        "3".to_owned(),
-    ];
-    let joiner = cluster.add_node(arguments);
+    let joiner = cluster.add_joiner(&["--replicas", "3"]);
     let all_up = |cluster: &LocalCluster, node: u16| {
         let mut client = cluster.client_of(node);
         match client.command(&[b"RINGKV.MEMBERS"]) {

@@ -1,21 +1,18 @@
-//! Real `ringkv-node` processes on 127.0.0.1 for tests: start, kill -9, stop
-//! gracefully, restart, and talk to them. Nodes are started exactly as
-//! `ringkv-node dev` starts them (`ringkv_mio::dev::node_arguments`). Ports come from a
-//! per-process range checked free before use. Every wait is bounded; when a test
-//! panics, the tail of each node's log is printed.
+//! Real `ringkv-node` processes on 127.0.0.1 for tests: a [`ProcessCluster`] (the one
+//! `ringkv-node dev` uses) in a temporary directory, on ports checked free, with the
+//! tail of every node's log printed when a test panics. Every wait is bounded.
 #![allow(dead_code)] // each test file uses a different part
 
-use ringkv_client::{Client, ClientOptions, Reply};
-use ringkv_mio::dev;
+use ringkv_client::{Client, Reply};
+use ringkv_mio::dev::{self, ProcessCluster};
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_ringkv-node");
-/// Ports for this test process: 40 per cluster, from a base that depends on the pid so
-/// two test processes rarely collide (and free ports are checked anyway).
+/// Ports for this test process, from a base that depends on the pid so two test
+/// processes rarely collide (and free ports are checked anyway).
 static NEXT_BASE: AtomicU16 = AtomicU16::new(0);
 
 fn free_base(ports: u16) -> u16 {
@@ -34,125 +31,74 @@ fn free_base(ports: u16) -> u16 {
     panic!("no free port range on 127.0.0.1");
 }
 
-/// A local cluster of real processes.
+/// A local cluster of real processes in a temporary directory.
 pub struct LocalCluster {
-    pub dir: tempfile::TempDir,
-    pub base_port: u16,
-    pub nodes: u16,
-    extra: Vec<String>,
-    children: Vec<Option<Child>>,
+    pub cluster: ProcessCluster,
+    _dir: tempfile::TempDir,
 }
 
 impl LocalCluster {
     /// Starts `nodes` nodes with `extra` flags each and waits until all answer PING.
     pub fn start(nodes: u16, extra: &[&str]) -> LocalCluster {
-        let mut cluster = LocalCluster {
-            dir: tempfile::tempdir().expect("temporary directory"),
-            // Room for two more nodes than it starts with (joiners).
-            base_port: free_base(2 * nodes + 4),
-            nodes,
-            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
-            children: (0..nodes).map(|_| None).collect(),
-        };
-        for index in 0..nodes {
-            cluster.spawn(index);
-        }
-        for index in 0..nodes {
-            cluster.wait_ready(index);
-        }
-        cluster
+        let dir = tempfile::tempdir().expect("temporary directory");
+        // Room for two more nodes than it starts with (joiners).
+        let base_port = free_base(2 * nodes + 4);
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        let cluster = ProcessCluster::start(BINARY.as_ref(), nodes, base_port, dir.path(), &extra)
+            .unwrap_or_else(|error| panic!("cluster start: {error}"));
+        LocalCluster { cluster, _dir: dir }
     }
 
-    fn spawn(&mut self, index: u16) {
-        let arguments = dev::node_arguments(index, self.nodes, self.base_port, self.dir.path());
-        self.spawn_with(index, arguments);
+    pub fn nodes(&self) -> u16 {
+        self.cluster.nodes()
     }
 
-    /// Adds node `index` (id `index + 1`, the next one) started with `arguments`
-    /// instead of the cluster's member list (for a node that joins through seeds).
-    pub fn add_node(&mut self, arguments: Vec<String>) -> u16 {
-        let index = self.nodes;
-        self.nodes += 1;
-        self.children.push(None);
-        self.spawn_with(index, arguments);
-        self.wait_ready(index);
-        index
-    }
-
-    fn spawn_with(&mut self, index: u16, arguments: Vec<String>) {
-        let log_path = self.log_path(index);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .expect("node log");
-        let child = Command::new(BINARY)
-            .args(arguments)
-            .args(&self.extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("start ringkv-node");
-        self.children[usize::from(index)] = Some(child);
+    pub fn base_port(&self) -> u16 {
+        self.cluster.base_port()
     }
 
     pub fn log_path(&self, index: u16) -> PathBuf {
-        dev::log_path(self.dir.path(), index + 1)
+        self.cluster.log_path(index)
+    }
+
+    pub fn data_dir(&self, index: u16) -> PathBuf {
+        dev::data_dir(self.cluster.dir(), index + 1)
     }
 
     pub fn client_address(&self, index: u16) -> SocketAddr {
-        dev::client_address(self.base_port, index)
+        self.cluster.client_address(index)
     }
 
-    /// Waits (at most 20 s) until node `index` answers PING.
-    pub fn wait_ready(&mut self, index: u16) {
-        let address = self.client_address(index);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !dev::answers_ping(address) {
-            if let Some(Some(child)) = self.children.get_mut(usize::from(index)) {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!("node {} exited with {status} before serving", index + 1);
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {} did not start",
-                index + 1
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// kill -9.
     pub fn kill(&mut self, index: u16) {
-        if let Some(mut child) = self.children[usize::from(index)].take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.cluster.kill(index);
     }
 
     /// SIGTERM; returns whether the node exited 0 within 10 s.
     pub fn stop(&mut self, index: u16) -> bool {
-        match self.children[usize::from(index)].take() {
-            Some(mut child) => dev::stop_gracefully(&mut child, Duration::from_secs(10)),
-            None => false,
-        }
+        self.cluster.stop(index)
     }
 
-    /// Starts node `index` again on its data directory and waits until it serves.
     pub fn restart(&mut self, index: u16) {
-        self.spawn(index);
-        self.wait_ready(index);
+        self.cluster
+            .restart(index)
+            .unwrap_or_else(|error| panic!("restart: {error}"));
+    }
+
+    /// Adds a node that joins through node 1 as its seed.
+    pub fn add_joiner(&mut self, extra: &[&str]) -> u16 {
+        let index = self.nodes();
+        let mut arguments = dev::joiner_arguments(index, self.base_port(), self.cluster.dir());
+        arguments.extend(extra.iter().map(|s| (*s).to_owned()));
+        self.cluster
+            .add_node(arguments)
+            .unwrap_or_else(|error| panic!("add node: {error}"))
     }
 
     /// A client that talks to every node, node `first` first.
     pub fn client(&self, first: u16) -> Client {
-        let mut addresses: Vec<SocketAddr> =
-            (0..self.nodes).map(|i| self.client_address(i)).collect();
+        let mut addresses = self.cluster.client_addresses();
         addresses.rotate_left(usize::from(first));
-        Client::with_options(addresses, ClientOptions::default()).expect("addresses")
+        Client::new(addresses).expect("addresses")
     }
 
     /// A client of node `index` alone (no failover).
@@ -171,23 +117,12 @@ impl LocalCluster {
             .find_map(|line| line.strip_prefix(&format!("{field}:")))
             .map(str::to_owned)
     }
-
-    pub fn data_dir(&self, index: u16) -> PathBuf {
-        self.dir.path().join(format!("node-{}", index + 1))
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
 }
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
-        for index in 0..self.nodes {
-            self.kill(index);
-        }
         if std::thread::panicking() {
-            for index in 0..self.nodes {
+            for index in 0..self.nodes() {
                 let log = std::fs::read_to_string(self.log_path(index)).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(25).collect();
                 eprintln!("--- node {} log (last lines) ---", index + 1);
