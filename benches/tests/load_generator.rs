@@ -84,6 +84,7 @@ fn plan(host: SocketAddr, rate: Option<f64>) -> Plan {
             write_quorum: None,
         },
         seed: 7,
+        window: None,
     }
 }
 

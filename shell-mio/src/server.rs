@@ -1309,7 +1309,7 @@ impl Io {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
-                        log::debug!("peer {} connection failed: {e}", connection.peer.0);
+                        log::info!("connection to peer {} lost: {e}", connection.peer.0);
                         self.close(index);
                         return;
                     }
@@ -1426,9 +1426,12 @@ impl Io {
                 Connection::Peer(p) => match (&p.state, p.stream.as_mut()) {
                     (PeerState::Connected, Some(stream)) => {
                         let before = p.out.write_calls;
-                        let failed = p.out.flush(stream).is_err();
+                        let flushed = p.out.flush(stream);
                         self.metrics.peer_write_calls += p.out.write_calls - before;
-                        failed
+                        if let Err(error) = &flushed {
+                            log::info!("connection to peer {} lost: {error}", p.peer.0);
+                        }
+                        flushed.is_err()
                     }
                     _ => false,
                 },

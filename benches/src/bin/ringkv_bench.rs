@@ -1,21 +1,82 @@
 //! `ringkv-bench`: the load generator that reports p99.9. It speaks RESP, so the same
 //! run can target ringkv or Redis. `ringkv-bench --help` explains every flag.
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use ringkv_bench::keys::KeyChooser;
 use ringkv_bench::load::report::Results;
 use ringkv_bench::load::run::{Length, Plan, run};
 use ringkv_bench::load::workload::{Mix, ValueSize, Workload, parse_distribution};
+use ringkv_mio::dev::{self, ProcessCluster};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Load a RESP server (ringkv or Redis) and report latency percentiles to p99.99.
 #[derive(Debug, Parser)]
-#[command(name = "ringkv-bench", version, about)]
+#[command(
+    name = "ringkv-bench",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<CliCommand>,
+    #[command(flatten)]
+    load: Flags,
+}
+
+#[derive(Debug, Subcommand)]
+enum CliCommand {
+    /// Start a local ringkv cluster, run the load against it while the scenario
+    /// happens, report (the failure window on its own), and stop the cluster.
+    Scenario(ScenarioFlags),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ScenarioName {
+    /// Steady load, nothing happens.
+    Steady,
+    /// The last node is killed (kill -9) a third into the run and restarted at two
+    /// thirds; the window is the time it is down.
+    NodeKilled,
+    /// A node joins through a seed a third into the run; the window is the rest.
+    NodeJoins,
+}
+
+#[derive(Debug, Args)]
+struct ScenarioFlags {
+    name: ScenarioName,
+    /// Nodes the cluster starts with.
+    #[arg(long, default_value_t = 3)]
+    nodes: u16,
+    /// N, R and W of the cluster.
+    #[arg(long, default_value_t = 3)]
+    replicas: u8,
+    #[arg(long, default_value_t = 2)]
+    read_quorum: u8,
+    #[arg(long, default_value_t = 2)]
+    write_quorum: u8,
+    /// Durability of every node (always, group, interval:<ms>, none).
+    #[arg(long, default_value = "group")]
+    durability: String,
+    /// The ringkv-node binary (default: next to this one).
+    #[arg(long)]
+    node_binary: Option<PathBuf>,
+    /// First port of the cluster (node i: base + 2i for clients, + 1 for peers).
+    #[arg(long, default_value_t = 27379)]
+    base_port: u16,
+    /// Where the nodes keep data and logs (default: a temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    #[command(flatten)]
+    load: Flags,
+}
+
+#[derive(Debug, Args)]
 struct Flags {
     /// Servers to load, comma separated; connections are spread over them.
     #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:7379")]
@@ -121,12 +182,108 @@ fn plan(flags: &Flags) -> Result<Plan, String> {
         warmup: Duration::from_secs_f64(flags.warmup_seconds),
         workload,
         seed: flags.seed,
+        window: None,
     })
 }
 
+/// The scenario's moments, as offsets from the start of measuring: (first, second).
+fn moments(plan: &Plan) -> Result<(Duration, Duration), String> {
+    match plan.length {
+        Length::Duration(duration) => Ok((duration / 3, duration * 2 / 3)),
+        Length::Requests(_) => {
+            Err("a scenario runs for a duration, not a request count".to_owned())
+        }
+    }
+}
+
+/// Runs a scenario; the load runs on this thread while another one acts on the cluster.
+fn scenario(
+    flags: &ScenarioFlags,
+    mut plan: Plan,
+    progress: impl FnMut(&Results),
+) -> Result<Results, String> {
+    let binary = match &flags.node_binary {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name("ringkv-node"),
+    };
+    if !binary.exists() {
+        return Err(format!(
+            "{} not found: build it (cargo build --release -p ringkv-mio) or pass --node-binary",
+            binary.display()
+        ));
+    }
+    let temporary = tempfile::Builder::new()
+        .prefix("ringkv-bench-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    let dir = flags
+        .dir
+        .clone()
+        .unwrap_or_else(|| temporary.path().to_path_buf());
+    let extra: Vec<String> = [
+        "--replicas",
+        &flags.replicas.to_string(),
+        "--read-quorum",
+        &flags.read_quorum.to_string(),
+        "--write-quorum",
+        &flags.write_quorum.to_string(),
+        "--durability",
+        &flags.durability,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let mut cluster = ProcessCluster::start(&binary, flags.nodes, flags.base_port, &dir, &extra)?;
+    plan.hosts = cluster.client_addresses();
+    let (first, second) = moments(&plan)?;
+    let start = Instant::now() + plan.warmup;
+    plan.window = match flags.name {
+        ScenarioName::Steady => None,
+        ScenarioName::NodeKilled => Some((first, second)),
+        ScenarioName::NodeJoins => Some((first, second + first)),
+    };
+    let name = flags.name;
+    let nodes = flags.nodes;
+    let actor = std::thread::spawn(move || -> Result<ProcessCluster, String> {
+        let sleep_until =
+            |at: Instant| std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        match name {
+            ScenarioName::Steady => {}
+            ScenarioName::NodeKilled => {
+                sleep_until(start + first);
+                println!("scenario: kill -9 node {nodes}");
+                cluster.kill(nodes - 1);
+                sleep_until(start + second);
+                println!("scenario: restarting node {nodes}");
+                cluster.restart(nodes - 1)?;
+            }
+            ScenarioName::NodeJoins => {
+                sleep_until(start + first);
+                println!("scenario: node {} joins", nodes + 1);
+                let arguments = dev::joiner_arguments(nodes, cluster.base_port(), cluster.dir());
+                cluster.add_node(arguments)?;
+            }
+        }
+        Ok(cluster)
+    });
+    let results = run(&plan, progress).map_err(|e| e.to_string())?;
+    let mut cluster = actor
+        .join()
+        .map_err(|_| "the scenario thread panicked".to_owned())??;
+    cluster.stop_all();
+    drop(temporary);
+    Ok(results)
+}
+
 fn main() -> ExitCode {
-    let flags = Flags::parse();
-    let plan = match plan(&flags) {
+    let cli = Cli::parse();
+    let flags = match &cli.command {
+        Some(CliCommand::Scenario(scenario)) => &scenario.load,
+        None => &cli.load,
+    };
+    let plan = match plan(flags) {
         Ok(plan) => plan,
         Err(error) => {
             eprintln!("ringkv-bench: {error}");
@@ -171,7 +328,11 @@ fn main() -> ExitCode {
             bar.tick();
         }
     };
-    let results = match run(&plan, progress) {
+    let outcome = match &cli.command {
+        Some(CliCommand::Scenario(scenario_flags)) => scenario(scenario_flags, plan, progress),
+        None => run(&plan, progress).map_err(|e| e.to_string()),
+    };
+    let results = match outcome {
         Ok(results) => results,
         Err(error) => {
             eprintln!("ringkv-bench: {error}");

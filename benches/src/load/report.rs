@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const LATENCY_MAX_US: u64 = 60_000_000;
 
@@ -31,11 +31,23 @@ pub struct Recorder {
     per_second: Vec<Histogram<u64>>,
     /// Latencies of requests started before `measure_from` (warm-up), not recorded.
     pub warmup_requests: u64,
+    /// The window reported on its own: its bounds, its latencies, and its requests
+    /// that failed, in all and writes only.
+    window: Option<(Instant, Instant)>,
+    window_latency: Histogram<u64>,
+    window_failed: u64,
+    window_writes: u64,
+    window_writes_failed: u64,
 }
 
 impl Recorder {
-    pub fn new(measure_from: Instant) -> Recorder {
+    pub fn new(measure_from: Instant, window: Option<(Duration, Duration)>) -> Recorder {
         Recorder {
+            window: window.map(|(from, to)| (measure_from + from, measure_from + to)),
+            window_latency: histogram(),
+            window_failed: 0,
+            window_writes: 0,
+            window_writes_failed: 0,
             measure_from,
             stopped_at: None,
             per_operation: Operation::ALL.iter().map(|_| histogram()).collect(),
@@ -56,6 +68,10 @@ impl Recorder {
             .unwrap_or(u64::MAX)
             .clamp(1, LATENCY_MAX_US);
         self.per_operation[operation.index()].saturating_record(latency_us);
+        if self.in_window(started) {
+            self.window_latency.saturating_record(latency_us);
+            self.window_writes += u64::from(operation.is_write());
+        }
         let second = started
             .saturating_duration_since(self.measure_from)
             .as_secs() as usize;
@@ -73,8 +89,20 @@ impl Recorder {
             self.warmup_requests += 1;
             return;
         }
-        let kind = text.split_whitespace().next().unwrap_or("error").to_owned();
+        if self.in_window(started) {
+            self.window_failed += 1;
+            self.window_writes += u64::from(operation.is_write());
+            self.window_writes_failed += u64::from(operation.is_write());
+        }
+        // The error's first 60 characters: its kind and what failed
+        // (`UNAVAILABLE write cannot reach 2 replicas`).
+        let kind: String = text.chars().take(60).collect();
         *self.errors.entry((operation, kind)).or_default() += 1;
+    }
+
+    fn in_window(&self, started: Instant) -> bool {
+        self.window
+            .is_some_and(|(from, to)| started >= from && started < to)
     }
 
     /// A failure not tied to one operation's start.
@@ -151,6 +179,33 @@ impl Recorder {
                 .iter()
                 .map(|h| (!h.is_empty()).then(|| h.value_at_quantile(0.999)))
                 .collect(),
+            window: self.window.map(|(from, to)| {
+                let succeeded = self.window_latency.len();
+                let total = succeeded + self.window_failed;
+                let share = |ok: u64, all: u64| {
+                    if all == 0 {
+                        100.0
+                    } else {
+                        ok as f64 * 100.0 / all as f64
+                    }
+                };
+                WindowResult {
+                    from_seconds: from
+                        .saturating_duration_since(self.measure_from)
+                        .as_secs_f64(),
+                    to_seconds: to
+                        .saturating_duration_since(self.measure_from)
+                        .as_secs_f64(),
+                    requests: total,
+                    success_percent: share(succeeded, total),
+                    writes: self.window_writes,
+                    writes_success_percent: share(
+                        self.window_writes - self.window_writes_failed,
+                        self.window_writes,
+                    ),
+                    latency_us: Percentiles::of(&self.window_latency),
+                }
+            }),
             length: match plan.length {
                 Length::Duration(d) => format!("{} s", d.as_secs_f64()),
                 Length::Requests(n) => format!("{n} requests"),
@@ -214,6 +269,20 @@ pub struct Results {
     pub errors: BTreeMap<String, u64>,
     /// p99.9 of the requests started in each second (`null`: none finished).
     pub p999_per_second_us: Vec<Option<u64>>,
+    /// The scenario's window (a node down, a node joining), on its own.
+    pub window: Option<WindowResult>,
+}
+
+/// The requests that started inside a scenario's window.
+#[derive(Clone, Debug, Serialize)]
+pub struct WindowResult {
+    pub from_seconds: f64,
+    pub to_seconds: f64,
+    pub requests: u64,
+    pub success_percent: f64,
+    pub writes: u64,
+    pub writes_success_percent: f64,
+    pub latency_us: Percentiles,
 }
 
 fn milliseconds(us: u64) -> String {
@@ -276,6 +345,22 @@ impl Results {
         );
         for (kind, count) in &self.errors {
             let _ = writeln!(text, "  error {kind}: {count}");
+        }
+        if let Some(window) = &self.window {
+            let _ = writeln!(
+                text,
+                "window {:.1}-{:.1} s: {} requests, {:.3}% succeeded (writes: {} of which {:.3}% succeeded), p50 {} ms, p99 {} ms, p99.9 {} ms, max {} ms",
+                window.from_seconds,
+                window.to_seconds,
+                window.requests,
+                window.success_percent,
+                window.writes,
+                window.writes_success_percent,
+                milliseconds(window.latency_us.p50),
+                milliseconds(window.latency_us.p99),
+                milliseconds(window.latency_us.p999),
+                milliseconds(window.latency_us.max),
+            );
         }
         text
     }

@@ -8,7 +8,7 @@
 //!   latency is measured from the request's *intended* send time. A server that stalls
 //!   therefore shows the whole stall in every request scheduled during it: no
 //!   coordinated omission (Gil Tene's term; wrk2 measures the same way).
-//! - A connection that breaks (a node killed) is reopened to the next host; requests
+//! - A connection that breaks (a node killed) is reopened to the next host at once; requests
 //!   that were in flight on it are sent again there, up to [`ATTEMPTS_MAX`] times,
 //!   keeping their original start, so a failover shows as latency, and only a request
 //!   that fails every attempt counts as an error (`disconnected`).
@@ -57,6 +57,9 @@ pub struct Plan {
     pub warmup: Duration,
     pub workload: Workload,
     pub seed: u64,
+    /// A window of the measured time (offsets from its start) reported on its own:
+    /// the failure window of a scenario.
+    pub window: Option<(Duration, Duration)>,
 }
 
 /// A request in flight.
@@ -92,7 +95,7 @@ pub fn run(plan: &Plan, mut progress: impl FnMut(&Results)) -> io::Result<Result
     let mut events = Events::with_capacity(1024);
     let start = Instant::now();
     let measure_from = start + plan.warmup;
-    let mut recorder = Recorder::new(measure_from);
+    let mut recorder = Recorder::new(measure_from, plan.window);
     let interval = plan
         .rate
         .map(|rate| Duration::from_secs_f64(plan.connections as f64 / rate.max(0.001)));
@@ -476,6 +479,7 @@ fn fail_connection(
     plan: &Plan,
     now: Instant,
 ) {
+    let was_connected = connection.connected;
     connection.stream = None;
     connection.connected = false;
     connection.out.clear();
@@ -493,5 +497,12 @@ fn fail_connection(
         }
     }
     connection.host = (connection.host + 1) % plan.hosts.len();
-    connection.reconnect_at = Some(now + RECONNECT_DELAY);
+    // A connection that worked fails over to the next host at once; one that could not
+    // even connect waits a little before the next try.
+    let delay = if was_connected {
+        Duration::ZERO
+    } else {
+        RECONNECT_DELAY
+    };
+    connection.reconnect_at = Some(now + delay);
 }

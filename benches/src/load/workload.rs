@@ -39,6 +39,11 @@ impl Operation {
     pub fn index(self) -> usize {
         self as usize
     }
+
+    /// Writes and deletes (what "always writable" is about).
+    pub fn is_write(self) -> bool {
+        matches!(self, Operation::Set | Operation::Del | Operation::VSet)
+    }
 }
 
 /// The share of reads, writes and deletes, in percent (they add up to 100).
