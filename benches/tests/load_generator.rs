@@ -4,7 +4,7 @@
 //! omission), while the closed loop, by its nature, hides it in a few slow requests.
 
 use ringkv_bench::keys::{KeyChooser, KeyDistribution};
-use ringkv_bench::load::run::{Length, Plan, run};
+use ringkv_bench::load::run::{Length, Plan, Protocol, run};
 use ringkv_bench::load::workload::{Mix, ValueSize, Workload};
 use ringkv_core::resp::{Parsed, RespLimits, parse_request};
 use std::io::{Read, Write};
@@ -85,6 +85,7 @@ fn plan(host: SocketAddr, rate: Option<f64>) -> Plan {
         },
         seed: 7,
         window: None,
+        protocol: Protocol::Resp,
     }
 }
 

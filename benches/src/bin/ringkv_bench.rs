@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use ringkv_bench::keys::KeyChooser;
 use ringkv_bench::load::report::Results;
-use ringkv_bench::load::run::{Length, Plan, run};
+use ringkv_bench::load::run::{Length, Plan, Protocol, run};
 use ringkv_bench::load::workload::{Mix, ValueSize, Workload, parse_distribution};
 use ringkv_mio::dev::{self, ProcessCluster};
 use std::io::IsTerminal;
@@ -136,11 +136,23 @@ struct Flags {
     /// No live progress line even on a terminal.
     #[arg(long)]
     quiet: bool,
+    /// resp (ringkv, Redis) or etcd (its HTTP gateway; GET/SET/DEL only).
+    #[arg(long, value_enum, default_value_t = ProtocolName::Resp)]
+    protocol: ProtocolName,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ProtocolName {
+    Resp,
+    Etcd,
 }
 
 fn plan(flags: &Flags) -> Result<Plan, String> {
     if flags.connections == 0 || flags.pipeline == 0 {
         return Err("--connections and --pipeline must be at least 1".to_owned());
+    }
+    if flags.versioned && flags.protocol == ProtocolName::Etcd {
+        return Err("etcd has no versioned reads and writes: drop --versioned".to_owned());
     }
     if !flags.versioned && (flags.read_quorum.is_some() || flags.write_quorum.is_some()) {
         return Err("--read-quorum and --write-quorum need --versioned".to_owned());
@@ -183,6 +195,10 @@ fn plan(flags: &Flags) -> Result<Plan, String> {
         workload,
         seed: flags.seed,
         window: None,
+        protocol: match flags.protocol {
+            ProtocolName::Resp => Protocol::Resp,
+            ProtocolName::Etcd => Protocol::EtcdHttp,
+        },
     })
 }
 

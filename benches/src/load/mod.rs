@@ -2,6 +2,7 @@
 //! Redis. [`workload`] says what to send, [`run`] sends it (closed or open loop) and
 //! [`report`] says how it went.
 
+pub mod etcd;
 pub mod report;
 pub mod run;
 pub mod workload;

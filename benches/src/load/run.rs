@@ -18,6 +18,7 @@
 //!   recorded (`vget`, `vset`). Versioned deletes are VDELs with that context too and
 //!   record as `del`.
 
+use super::etcd;
 use super::report::{Recorder, Results};
 use super::workload::{Operation, Step, Workload};
 use mio::net::TcpStream;
@@ -60,6 +61,17 @@ pub struct Plan {
     /// A window of the measured time (offsets from its start) reported on its own:
     /// the failure window of a scenario.
     pub window: Option<(Duration, Duration)>,
+    pub protocol: Protocol,
+}
+
+/// How requests are spelled on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// RESP: ringkv, Redis.
+    #[default]
+    Resp,
+    /// etcd's HTTP gateway (GET/SET/DEL map to range/put/deleterange).
+    EtcdHttp,
 }
 
 /// A request in flight.
@@ -172,7 +184,7 @@ pub fn run(plan: &Plan, mut progress: impl FnMut(&Results)) -> io::Result<Result
             while let Some(pending) = connection.retry.pop_front() {
                 send(
                     connection,
-                    &plan.workload,
+                    plan,
                     pending,
                     &mut key,
                     &mut value,
@@ -224,7 +236,7 @@ pub fn run(plan: &Plan, mut progress: impl FnMut(&Results)) -> io::Result<Result
                 };
                 send(
                     connection,
-                    &plan.workload,
+                    plan,
                     pending,
                     &mut key,
                     &mut value,
@@ -292,17 +304,33 @@ pub fn run(plan: &Plan, mut progress: impl FnMut(&Results)) -> io::Result<Result
 #[allow(clippy::too_many_arguments)]
 fn send(
     connection: &mut Connection,
-    workload: &Workload,
+    plan: &Plan,
     mut pending: Pending,
     key: &mut Vec<u8>,
     value: &mut Vec<u8>,
     scratch: &mut Vec<u8>,
     context: Option<&[u8]>,
 ) {
+    let workload = &plan.workload;
     let index = match pending.step {
         Step::Read(i) | Step::Write(i) | Step::Delete(i) => i,
     };
     workload.key(index, key);
+    if plan.protocol == Protocol::EtcdHttp {
+        let host = plan.hosts[connection.host].to_string();
+        let request = match pending.operation {
+            Operation::Set | Operation::VSet => {
+                fill_value(value, workload, &mut connection.rng);
+                etcd::Request::Put { key, value }
+            }
+            Operation::Del => etcd::Request::DeleteRange { key },
+            Operation::Get | Operation::VGet => etcd::Request::Range { key },
+        };
+        etcd::write_request(&mut connection.out, &host, request);
+        pending.attempts += 1;
+        connection.in_flight.push_back(pending);
+        return;
+    }
     let read_quorum = workload.read_quorum.map(|r| r.to_string());
     let write_quorum = workload.write_quorum.map(|w| w.to_string());
     let mut arguments: smallvec::SmallVec<[&[u8]; 6]> = smallvec::SmallVec::new();
@@ -415,7 +443,12 @@ fn read_replies(
     }
     let mut used = 0;
     loop {
-        let parsed = parse_reply(&connection.input[used..], ReplyLimits::default());
+        let parsed = match plan.protocol {
+            Protocol::Resp => {
+                parse_reply(&connection.input[used..], ReplyLimits::default()).map_err(|_| ())
+            }
+            Protocol::EtcdHttp => etcd::parse_response(&connection.input[used..]).map_err(|_| ()),
+        };
         let (reply, size) = match parsed {
             Ok(Some(found)) => found,
             Ok(None) => break,
@@ -454,15 +487,7 @@ fn read_replies(
                 attempts: 0,
             };
             let context = context.clone();
-            send(
-                connection,
-                &plan.workload,
-                next,
-                key,
-                value,
-                scratch,
-                Some(&context),
-            );
+            send(connection, plan, next, key, value, scratch, Some(&context));
         }
     }
     connection.input.drain(..used);
