@@ -4,5 +4,6 @@
 //! and measure a peer (Redis, etcd, an embedded engine) with the same workload in the
 //! same run so that results are ratios, not numbers from different days.
 
+pub mod compare;
 pub mod keys;
 pub mod load;

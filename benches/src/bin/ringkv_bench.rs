@@ -3,6 +3,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use ringkv_bench::compare;
 use ringkv_bench::keys::KeyChooser;
 use ringkv_bench::load::report::Results;
 use ringkv_bench::load::run::{Length, Plan, Protocol, run};
@@ -31,6 +32,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum CliCommand {
+    /// The side-by-side: the same SET and GET workload with redis-benchmark and with
+    /// ringkv-bench against Redis (no persistence; appendfsync always), one etcd node,
+    /// one ringkv node (N=1) and a 3-node ringkv cluster (N=3 R=2 W=2), in one run.
+    /// Needs redis-server, redis-benchmark and etcd; says so when one is missing.
+    Compare(CompareFlags),
     /// Start a local ringkv cluster, run the load against it while the scenario
     /// happens, report (the failure window on its own), and stop the cluster.
     Scenario(ScenarioFlags),
@@ -72,6 +78,21 @@ struct ScenarioFlags {
     /// Where the nodes keep data and logs (default: a temporary directory).
     #[arg(long)]
     dir: Option<PathBuf>,
+    #[command(flatten)]
+    load: Flags,
+}
+
+#[derive(Debug, Args)]
+struct CompareFlags {
+    /// Requests of each redis-benchmark test (-n).
+    #[arg(long, default_value_t = 200_000)]
+    redis_benchmark_requests: u64,
+    /// The ringkv-node binary (default: next to this one).
+    #[arg(long)]
+    node_binary: Option<PathBuf>,
+    /// Port of each server in turn (a cluster uses the ports above it too).
+    #[arg(long, default_value_t = 27379)]
+    base_port: u16,
     #[command(flatten)]
     load: Flags,
 }
@@ -218,12 +239,7 @@ fn scenario(
     mut plan: Plan,
     progress: impl FnMut(&Results),
 ) -> Result<Results, String> {
-    let binary = match &flags.node_binary {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()
-            .map_err(|e| e.to_string())?
-            .with_file_name("ringkv-node"),
-    };
+    let binary = node_binary(flags.node_binary.as_ref())?;
     if !binary.exists() {
         return Err(format!(
             "{} not found: build it (cargo build --release -p ringkv-mio) or pass --node-binary",
@@ -293,10 +309,70 @@ fn scenario(
     Ok(results)
 }
 
+fn node_binary(given: Option<&PathBuf>) -> Result<PathBuf, String> {
+    match given {
+        Some(path) => Ok(path.clone()),
+        None => Ok(std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name("ringkv-node")),
+    }
+}
+
+fn run_comparison(flags: &CompareFlags, plan: Plan) -> ExitCode {
+    let node_binary = match node_binary(flags.node_binary.as_ref()) {
+        Ok(path) => path,
+        Err(error) => {
+            eprintln!("ringkv-bench compare: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let missing = compare::missing_tools(&node_binary);
+    if !missing.is_empty() {
+        eprintln!("ringkv-bench compare needs, and will not install:");
+        for tool in missing {
+            eprintln!("  {tool}");
+        }
+        return ExitCode::from(2);
+    }
+    let seconds = match plan.length {
+        Length::Duration(duration) => duration.as_secs_f64(),
+        Length::Requests(_) => {
+            eprintln!("ringkv-bench compare: give --duration-seconds, not --requests");
+            return ExitCode::FAILURE;
+        }
+    };
+    let comparison = compare::Comparison {
+        seconds,
+        redis_benchmark_requests: flags.redis_benchmark_requests,
+        connections: plan.connections,
+        workload: plan.workload,
+        node_binary,
+        base_port: flags.base_port,
+    };
+    println!(
+        "compare: {} connections, values {} B, {} keys; redis-benchmark -n {}; ringkv-bench {seconds} s per operation after 1 s of warm-up",
+        comparison.connections,
+        comparison.workload.value_size.max(),
+        comparison.workload.key_count,
+        comparison.redis_benchmark_requests
+    );
+    match compare::compare(&comparison, |step| eprintln!("compare: {step}")) {
+        Ok(lines) => {
+            print!("{}", compare::table(&lines));
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("ringkv-bench compare: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let flags = match &cli.command {
         Some(CliCommand::Scenario(scenario)) => &scenario.load,
+        Some(CliCommand::Compare(compare)) => &compare.load,
         None => &cli.load,
     };
     let plan = match plan(flags) {
@@ -314,16 +390,30 @@ fn main() -> ExitCode {
         );
         bar
     });
-    println!(
-        "ringkv-bench: {} connections x pipeline {} to {} ({}), mix {}, {} keys {}, values {} B, seed {}",
-        plan.connections,
-        plan.pipeline,
-        flags
+    if let Some(CliCommand::Compare(compare_flags)) = &cli.command {
+        return run_comparison(compare_flags, plan);
+    }
+    let target = match &cli.command {
+        Some(CliCommand::Scenario(scenario)) => format!(
+            "a local {}-node cluster (scenario {:?}, N={} R={} W={})",
+            scenario.nodes,
+            scenario.name,
+            scenario.replicas,
+            scenario.read_quorum,
+            scenario.write_quorum
+        ),
+        _ => flags
             .hosts
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(","),
+    };
+    println!(
+        "ringkv-bench: {} connections x pipeline {} to {} ({}), mix {}, {} keys {}, values {} B, seed {}",
+        plan.connections,
+        plan.pipeline,
+        target,
         plan.rate.map_or("closed loop".to_owned(), |r| format!(
             "open loop at {r} req/s"
         )),
@@ -346,7 +436,7 @@ fn main() -> ExitCode {
     };
     let outcome = match &cli.command {
         Some(CliCommand::Scenario(scenario_flags)) => scenario(scenario_flags, plan, progress),
-        None => run(&plan, progress).map_err(|e| e.to_string()),
+        _ => run(&plan, progress).map_err(|e| e.to_string()),
     };
     let results = match outcome {
         Ok(results) => results,
