@@ -11,6 +11,10 @@
 //! let cart = client.get(b"cart:alice").unwrap();
 //! client.put(b"cart:alice", &cart.context, b"book").unwrap();
 //! ```
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod client;
 pub mod endpoints;
