@@ -222,6 +222,8 @@ struct Io {
     metrics: Metrics,
     /// Scratch for replies made here (errors, INFO).
     scratch: Vec<u8>,
+    /// Every socket read lands here first ([`READ_CHUNK_BYTES`], zeroed once).
+    read_chunk: Box<[u8]>,
     compaction_busy: bool,
     /// The last slice copied records: the next one follows at the next tick.
     compaction_active: bool,
@@ -327,6 +329,7 @@ impl Server {
             link_events: Vec::new(),
             metrics: Metrics::default(),
             scratch: Vec::new(),
+            read_chunk: vec![0u8; READ_CHUNK_BYTES].into_boxed_slice(),
             compaction_busy: false,
             compaction_active: false,
             compaction_note: "idle".to_owned(),
@@ -623,7 +626,12 @@ impl Server {
             return;
         }
         let limit = self.io.resp_limits.bulk_size_bytes_max + READ_CHUNK_BYTES;
-        let (closed, more) = match read_some(&mut client.stream, &mut client.read, limit) {
+        let (closed, more) = match read_some(
+            &mut client.stream,
+            &mut client.read,
+            limit,
+            &mut self.io.read_chunk,
+        ) {
             Ok(state) => state,
             Err(error) => {
                 log::debug!("client connection failed: {error}");
@@ -802,7 +810,12 @@ impl Server {
             return;
         };
         let limit = self.io.wire_limits.frame_size_bytes_max + READ_CHUNK_BYTES;
-        let (closed, more) = match read_some(&mut inbound.stream, &mut inbound.read, limit) {
+        let (closed, more) = match read_some(
+            &mut inbound.stream,
+            &mut inbound.read,
+            limit,
+            &mut self.io.read_chunk,
+        ) {
             Ok(state) => state,
             Err(error) => {
                 log::debug!("peer connection from {} failed: {error}", inbound.address);
@@ -940,29 +953,21 @@ fn read_some(
     stream: &mut TcpStream,
     buffer: &mut Vec<u8>,
     limit: usize,
+    chunk: &mut [u8],
 ) -> io::Result<(bool, bool)> {
     for _ in 0..READS_PER_WAKEUP {
         if buffer.len() >= limit {
             return Ok((false, true));
         }
-        let start = buffer.len();
-        let room = READ_CHUNK_BYTES.min(limit - start);
-        buffer.resize(start + room, 0);
-        match stream.read(&mut buffer[start..]) {
-            Ok(0) => {
-                buffer.truncate(start);
-                return Ok((true, false));
-            }
-            Ok(n) => buffer.truncate(start + n),
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                buffer.truncate(start);
-                return Ok((false, false));
-            }
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => buffer.truncate(start),
-            Err(error) => {
-                buffer.truncate(start);
-                return Err(error);
-            }
+        // Read into the loop's one zeroed chunk and copy what came: growing `buffer`
+        // by a zero-filled chunk per read would cost a 64 KiB memset per call.
+        let room = chunk.len().min(limit - buffer.len());
+        match stream.read(&mut chunk[..room]) {
+            Ok(0) => return Ok((true, false)),
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok((false, false)),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
         }
     }
     Ok((false, true))
