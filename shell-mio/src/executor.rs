@@ -29,6 +29,7 @@ use ringkv_core::node::{
 };
 use ringkv_storage::{CompactionProgress, Durability, StorageError, Store, WriteBatch};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -139,6 +140,26 @@ struct Stores {
     meta: Store,
     /// The keys of the listing under way: its space and its keys in byte order.
     listing: Mutex<Option<(Space, Vec<Vec<u8>>)>>,
+    rounds: RoundCounters,
+}
+
+/// What the writer's rounds cost (INFO): each round writes one batch per store and
+/// syncs it, so a write that arrives during a round waits for the next one.
+#[derive(Debug, Default)]
+struct RoundCounters {
+    rounds: AtomicU64,
+    operations: AtomicU64,
+    round_us_total: AtomicU64,
+    round_us_max: AtomicU64,
+}
+
+/// A copy of the writer's round counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteRounds {
+    pub rounds: u64,
+    pub operations: u64,
+    pub round_us_total: u64,
+    pub round_us_max: u64,
 }
 
 impl Stores {
@@ -184,6 +205,7 @@ fn open_stores(dir: &Path, sizes: StoreSizes) -> Result<Stores, OpenError> {
         hints: open("hints", 16 << 20)?,
         meta: open("meta", 1 << 20)?,
         listing: Mutex::new(None),
+        rounds: RoundCounters::default(),
     })
 }
 
@@ -278,6 +300,17 @@ impl Executor {
         self.stores.data.stats()
     }
 
+    /// The writer's rounds so far.
+    pub fn write_rounds(&self) -> WriteRounds {
+        let counters = &self.stores.rounds;
+        WriteRounds {
+            rounds: counters.rounds.load(Ordering::Relaxed),
+            operations: counters.operations.load(Ordering::Relaxed),
+            round_us_total: counters.round_us_total.load(Ordering::Relaxed),
+            round_us_max: counters.round_us_max.load(Ordering::Relaxed),
+        }
+    }
+
     /// Stops the threads after the queued work and syncs every store.
     pub fn shutdown(mut self) -> Result<(), StorageError> {
         self.writes = None;
@@ -357,6 +390,7 @@ fn write_loop(stores: &Stores, jobs: &Receiver<Job>, done: &Sender<Done>, wake: 
             }
             round.push(job);
         }
+        let round_started = std::time::Instant::now();
         for batch in &mut batches {
             batch.clear();
         }
@@ -388,6 +422,16 @@ fn write_loop(stores: &Stores, jobs: &Receiver<Job>, done: &Sender<Done>, wake: 
                 }
             }
         }
+        let round_us = u64::try_from(round_started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let counters = &stores.rounds;
+        counters.rounds.fetch_add(1, Ordering::Relaxed);
+        counters
+            .operations
+            .fetch_add(round.len() as u64, Ordering::Relaxed);
+        counters
+            .round_us_total
+            .fetch_add(round_us, Ordering::Relaxed);
+        counters.round_us_max.fetch_max(round_us, Ordering::Relaxed);
         for job in round.drain(..) {
             let finished = match job {
                 Job::Core(

@@ -787,9 +787,10 @@ impl Server {
         self.io.metrics.write_info(&mut text, wants);
         if wants("storage") {
             let stats = self.io.executor.data_stats();
+            let rounds = self.io.executor.write_rounds();
             let _ = write!(
                 text,
-                "# Storage\r\ndurability:{}\r\nkeys:{}\r\nsegments:{}\r\ndata_size_bytes:{}\r\nsyncs:{}\r\ncompactions:{}\r\ncompaction:{}\r\ncorrupt_records:{}\r\nreplayed_records:{}\r\n\r\n",
+                "# Storage\r\ndurability:{}\r\nkeys:{}\r\nsegments:{}\r\ndata_size_bytes:{}\r\nsyncs:{}\r\ncompactions:{}\r\ncompaction:{}\r\ncorrupt_records:{}\r\nreplayed_records:{}\r\nwrite_rounds:{}\r\nwrite_round_operations_avg:{:.1}\r\nwrite_round_us_avg:{}\r\nwrite_round_us_max:{}\r\n\r\n",
                 self.io.settings.durability,
                 stats.keys,
                 stats.segments,
@@ -799,6 +800,10 @@ impl Server {
                 self.io.compaction_note,
                 stats.corrupt_records,
                 stats.replayed_records,
+                rounds.rounds,
+                rounds.operations as f64 / rounds.rounds.max(1) as f64,
+                rounds.round_us_total / rounds.rounds.max(1),
+                rounds.round_us_max,
             );
         }
         text
