@@ -148,20 +148,38 @@ pub fn write_request(out: &mut Vec<u8>, arguments: &[&[u8]]) {
 }
 
 fn write_length_line(out: &mut Vec<u8>, kind: u8, length: usize) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = length;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
     out.push(kind);
-    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(Decimal::of(length as u64).bytes());
     out.extend_from_slice(b"\r\n");
+}
+
+/// A number's decimal digits, made without allocating (request writers call it per
+/// request: lengths, quorums).
+#[derive(Clone, Copy, Debug)]
+pub struct Decimal {
+    digits: [u8; 20],
+    start: usize,
+}
+
+impl Decimal {
+    pub fn of(value: u64) -> Decimal {
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        let mut rest = value;
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        Decimal { digits, start }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.digits[self.start..]
+    }
 }
 
 #[cfg(test)]
@@ -221,5 +239,10 @@ mod tests {
         out.clear();
         write_request(&mut out, &[b""]);
         assert_eq!(out, b"*1\r\n$0\r\n\r\n");
+        assert_eq!(Decimal::of(255).bytes(), b"255");
+        assert_eq!(
+            Decimal::of(u64::MAX).bytes(),
+            u64::MAX.to_string().as_bytes()
+        );
     }
 }

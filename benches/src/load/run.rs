@@ -23,7 +23,7 @@ use super::report::{Recorder, Results};
 use super::workload::{Operation, Step, Workload};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use ringkv_client::reply::{Reply, ReplyLimits, parse_reply, write_request};
+use ringkv_client::reply::{Decimal, Reply, ReplyLimits, parse_reply, write_request};
 use ringkv_core::Rng;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -331,8 +331,8 @@ fn send(
         connection.in_flight.push_back(pending);
         return;
     }
-    let read_quorum = workload.read_quorum.map(|r| r.to_string());
-    let write_quorum = workload.write_quorum.map(|w| w.to_string());
+    let read_quorum = workload.read_quorum.map(|r| Decimal::of(u64::from(r)));
+    let write_quorum = workload.write_quorum.map(|w| Decimal::of(u64::from(w)));
     let mut arguments: smallvec::SmallVec<[&[u8]; 6]> = smallvec::SmallVec::new();
     match pending.operation {
         Operation::Get => arguments.extend_from_slice(&[b"GET", key]),
@@ -343,21 +343,21 @@ fn send(
         Operation::Del if workload.versioned => {
             arguments.extend_from_slice(&[b"VDEL", key, context.unwrap_or(b"")]);
             if let Some(w) = &write_quorum {
-                arguments.extend_from_slice(&[b"W", w.as_bytes()]);
+                arguments.extend_from_slice(&[b"W", w.bytes()]);
             }
         }
         Operation::Del => arguments.extend_from_slice(&[b"DEL", key]),
         Operation::VGet => {
             arguments.extend_from_slice(&[b"VGET", key]);
             if let Some(r) = &read_quorum {
-                arguments.extend_from_slice(&[b"R", r.as_bytes()]);
+                arguments.extend_from_slice(&[b"R", r.bytes()]);
             }
         }
         Operation::VSet => {
             fill_value(value, workload, &mut connection.rng);
             arguments.extend_from_slice(&[b"VSET", key, context.unwrap_or(b""), value]);
             if let Some(w) = &write_quorum {
-                arguments.extend_from_slice(&[b"W", w.as_bytes()]);
+                arguments.extend_from_slice(&[b"W", w.bytes()]);
             }
         }
     }
