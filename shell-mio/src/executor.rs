@@ -8,8 +8,15 @@
 //!   for every write queued when the round starts. Operations on one key keep their
 //!   order because one thread applies them in arrival order. A failed batch fails each
 //!   of its operations (nothing of it is acknowledged).
-//! - **Reader threads** ([`READERS`]) take reads, listings and scans, and compaction
-//!   slices, so reads never wait behind an fsync.
+//! - **Point reads run inline** on the caller's thread (the event loop) when the page
+//!   cache holds what they need (`Store::get_cached_into`, one `preadv2(RWF_NOWAIT)`),
+//!   and their completion is queued at once: a cached read costs no thread handoff,
+//!   no wakeup and no context switch. Profiling a node under 50 connections of SETs
+//!   (each one reads before it writes) found the reader threads spending more CPU
+//!   spinning, yielding and being woken than reading, on a 2-core host.
+//! - **Reader threads** ([`READERS`]) take the reads the page cache cannot serve,
+//!   listings and scans, and compaction slices, so nothing waits behind an fsync and
+//!   the loop never waits for the disk.
 //! - Completions go back on a channel, and the loop is woken through the `wake`
 //!   callback (a mio `Waker` for ringkv-node) once per round, not once per operation.
 //!
@@ -27,7 +34,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use ringkv_core::node::{
     Completion, KeyRecord, Listing, ScanPage, Space, StorageFailure, StorageJob, StorageOp,
 };
-use ringkv_storage::{CompactionProgress, Durability, StorageError, Store, WriteBatch};
+use ringkv_storage::{CachedRead, CompactionProgress, Durability, StorageError, Store, WriteBatch};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -181,6 +188,9 @@ pub struct Executor {
     done: Receiver<Done>,
     done_sender: Sender<Done>,
     threads: Vec<JoinHandle<()>>,
+    /// Point reads served inline, and those handed to a reader thread.
+    reads_inline: AtomicU64,
+    reads_deferred: AtomicU64,
 }
 
 /// Opens the three stores under `dir`.
@@ -252,12 +262,35 @@ impl Executor {
             done,
             done_sender,
             threads,
+            reads_inline: AtomicU64::new(0),
+            reads_deferred: AtomicU64::new(0),
         })
     }
 
-    /// Queues one of the core's storage operations.
+    /// Queues one of the core's storage operations. A point read the page cache can
+    /// serve is done here and now: its completion is waiting when this returns.
     pub fn submit(&self, operation: StorageOp<'_>) {
-        let job = StorageJob::from(operation);
+        if let StorageOp::Read { token, space, key } = operation {
+            let mut value = Vec::new();
+            let result = match self.stores.get(space).get_cached_into(key, &mut value) {
+                Ok(CachedRead::Found) => Ok(Some(value)),
+                Ok(CachedRead::Absent) => Ok(None),
+                Ok(CachedRead::NotCached) => {
+                    self.reads_deferred.fetch_add(1, Ordering::Relaxed);
+                    return self.queue(StorageJob::from(operation));
+                }
+                Err(error) => {
+                    log::warn!("storage: reading from {space:?} failed: {error}");
+                    Err(failure(&error))
+                }
+            };
+            return self.finish_inline(token, result);
+        }
+        self.queue(StorageJob::from(operation));
+    }
+
+    /// Hands a job to the writer or the reader threads.
+    fn queue(&self, job: StorageJob) {
         let token = job.token();
         let channel = if job.is_write() {
             &self.writes
@@ -274,6 +307,32 @@ impl Executor {
             log::error!("storage queue full or closed; failing operation {token}");
             let _ = self.done_sender.try_send(failed(job));
         }
+    }
+
+    fn finish_inline(&self, token: u64, result: Result<Option<Vec<u8>>, StorageFailure>) {
+        self.reads_inline.fetch_add(1, Ordering::Relaxed);
+        if self
+            .done_sender
+            .try_send(Done::Read { token, result })
+            .is_err()
+        {
+            // The channel holds every operation the core can have in flight, twice.
+            log::error!("completion queue full; read {token} is lost");
+        }
+    }
+
+    /// True when completions are waiting (an inline read's, or a thread's): the loop
+    /// must not sleep before handing them to the core.
+    pub fn has_done(&self) -> bool {
+        !self.done.is_empty()
+    }
+
+    /// Point reads served inline so far, and those a reader thread served.
+    pub fn reads(&self) -> (u64, u64) {
+        (
+            self.reads_inline.load(Ordering::Relaxed),
+            self.reads_deferred.load(Ordering::Relaxed),
+        )
     }
 
     /// Asks a reader thread for one compaction slice of the data store.
@@ -629,6 +688,51 @@ mod tests {
             matches!(&read[0], Done::Read { result: Ok(Some(v)), .. } if v == b"record 3"),
             "kept across a restart: {read:?}"
         );
+    }
+
+    #[test]
+    fn a_cached_read_completes_at_once_and_an_evicted_one_on_a_reader_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let executor = executor(dir.path());
+        executor.submit(StorageOp::Write {
+            token: 1,
+            space: Space::Data,
+            key: b"k",
+            record: b"value",
+        });
+        assert_eq!(wait(&executor, 1).len(), 1);
+        executor.submit(StorageOp::Read {
+            token: 2,
+            space: Space::Data,
+            key: b"k",
+        });
+        // No waiting: the completion is queued before `submit` returns.
+        assert!(executor.has_done());
+        let done = executor.try_done();
+        assert!(
+            matches!(&done, Some(Done::Read { token: 2, result: Ok(Some(v)) }) if v == b"value"),
+            "{done:?}"
+        );
+        assert_eq!(executor.reads(), (1, 0));
+        // Drop the (synced, so clean) segment pages from the page cache.
+        for entry in std::fs::read_dir(dir.path().join("data")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "seg") {
+                let file = std::fs::File::open(&path).unwrap();
+                rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+            }
+        }
+        executor.submit(StorageOp::Read {
+            token: 3,
+            space: Space::Data,
+            key: b"k",
+        });
+        let read = wait(&executor, 1);
+        assert!(
+            matches!(&read[0], Done::Read { token: 3, result: Ok(Some(v)) } if v == b"value"),
+            "{read:?}"
+        );
+        assert_eq!(executor.reads(), (1, 1), "served by a reader thread");
     }
 
     #[test]

@@ -102,14 +102,22 @@ fn concurrent_puts_become_siblings_and_an_update_merges_them() {
     assert!(laptop.get(b"cart").unwrap().siblings.is_empty(), "deleted");
 }
 
-/// Sends `request` on a new connection and reads until the node closes it or stays
-/// silent for 3 s: (what it said, whether it closed).
-fn raw_exchange(address: std::net::SocketAddr, request: &[u8]) -> (Vec<u8>, bool) {
+/// Sends `request` on a new connection (then ends its side of the stream when
+/// `half_close`) and reads until the node closes it or stays silent for 3 s: (what it
+/// said, whether it closed).
+fn raw_exchange(
+    address: std::net::SocketAddr,
+    request: &[u8],
+    half_close: bool,
+) -> (Vec<u8>, bool) {
     let mut stream = TcpStream::connect(address).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(3)))
         .unwrap();
     let _ = stream.write_all(request);
+    if half_close {
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+    }
     let mut reply = Vec::new();
     let mut chunk = [0u8; 4096];
     let closed = loop {
@@ -127,7 +135,7 @@ fn raw_exchange(address: std::net::SocketAddr, request: &[u8]) -> (Vec<u8>, bool
 fn malformed_resp_gets_an_error_and_the_connection_closes() {
     let cluster = LocalCluster::start(1, &[]);
     let address = cluster.client_address(0);
-    let (reply, closed) = raw_exchange(address, b"*2\r\n$3\r\nGET\r\n:oops\r\n");
+    let (reply, closed) = raw_exchange(address, b"*2\r\n$3\r\nGET\r\n:oops\r\n", false);
     let text = String::from_utf8_lossy(&reply);
     assert!(text.starts_with("-ERR Protocol error"), "{text}");
     assert!(closed, "the connection is closed after a protocol error");
@@ -141,6 +149,20 @@ fn malformed_resp_gets_an_error_and_the_connection_closes() {
         cluster.info_field(0, "protocol_errors").as_deref(),
         Some("1")
     );
+}
+
+#[test]
+fn a_client_that_ends_its_stream_after_requests_is_answered_then_closed() {
+    // The request and the end of stream arrive together: the node must not take the
+    // short read for a drained socket and miss the end of stream (the connection
+    // would linger half-closed).
+    let cluster = LocalCluster::start(1, &[]);
+    let address = cluster.client_address(0);
+    for round in 0..20 {
+        let (reply, closed) = raw_exchange(address, b"PING\r\nPING\r\n", true);
+        assert_eq!(reply, b"+PONG\r\n+PONG\r\n", "round {round}");
+        assert!(closed, "round {round}: the node closes after answering");
+    }
 }
 
 #[test]
@@ -177,7 +199,7 @@ fn past_the_connection_limit_new_connections_are_refused_cleanly() {
         assert_eq!(&pong, b"+PONG\r\n");
         held.push(stream);
     }
-    let (reply, closed) = raw_exchange(address, b"PING\r\n");
+    let (reply, closed) = raw_exchange(address, b"PING\r\n", false);
     assert_eq!(
         String::from_utf8_lossy(&reply),
         "-ERR max number of clients reached\r\n"

@@ -294,9 +294,13 @@ impl Segment {
     }
 
     /// Reads the record at `offset` of `size_bytes`, expecting the key `key`: header and
-    /// key land in `head`, the value in `value` (one vectored read, no copy). Returns
-    /// `Ok(None)` when the record holds another key (a hash collision), `Ok(Some(tombstone))`
-    /// when it holds `key`. Everything is verified before `value` counts.
+    /// key land in `head`, the value in `value` (one vectored read, no copy). Tells
+    /// whether the record holds `key` (and is a tombstone) or another key (a hash
+    /// collision). Everything is verified before `value` counts. With
+    /// [`ReadWait::PageCacheOnly`] the read is one `preadv2(RWF_NOWAIT)`: whatever
+    /// would wait for the device (data not cached, a short read, a kernel or
+    /// filesystem without the flag) answers [`ValueRead::NotCached`] instead.
+    #[allow(clippy::too_many_arguments)]
     pub fn read_value(
         &self,
         offset: u32,
@@ -305,7 +309,8 @@ impl Segment {
         bounds: Bounds,
         head: &mut [u8; HEAD_SIZE_BYTES_MAX],
         value: &mut Vec<u8>,
-    ) -> Result<Option<bool>> {
+        wait: ReadWait,
+    ) -> Result<ValueRead> {
         let corrupt = |reason| StorageError::Corrupt {
             segment_id: self.id,
             offset,
@@ -314,7 +319,7 @@ impl Segment {
         let size = size_bytes as usize;
         let head_size = record::HEADER_SIZE_BYTES + key.len();
         if head_size > HEAD_SIZE_BYTES_MAX {
-            return Ok(None);
+            return Ok(ValueRead::OtherKey);
         }
         if size < head_size
             || size
@@ -322,10 +327,20 @@ impl Segment {
                     + bounds.key_size_bytes_max
                     + bounds.value_size_bytes_max
         {
-            // Too short to hold this key: it is another record; read it whole to check.
+            // Too short to hold this key: it is another record; read it whole to check
+            // (rare: a hash collision), always from a thread that may wait.
+            if wait == ReadWait::PageCacheOnly {
+                return Ok(ValueRead::NotCached);
+            }
             let mut whole = Vec::new();
             let record = self.read_record(offset, size_bytes, bounds, &mut whole)?;
-            return Ok((record.key == key).then_some(record.header.tombstone));
+            return Ok(if record.key == key {
+                ValueRead::Key {
+                    tombstone: record.header.tombstone,
+                }
+            } else {
+                ValueRead::OtherKey
+            });
         }
         let head = &mut head[..head_size];
         // Reusing the caller's buffer: no zeroing when its length already fits.
@@ -335,8 +350,23 @@ impl Segment {
                 std::io::IoSliceMut::new(head),
                 std::io::IoSliceMut::new(value),
             ];
-            rustix::io::preadv(&self.file, &mut slices, u64::from(offset))
-                .map_err(|e| StorageError::io("reading a record", e.into()))?
+            match wait {
+                ReadWait::Allowed => rustix::io::preadv(&self.file, &mut slices, u64::from(offset))
+                    .map_err(|e| StorageError::io("reading a record", e.into()))?,
+                ReadWait::PageCacheOnly => {
+                    match rustix::io::preadv2(
+                        &self.file,
+                        &mut slices,
+                        u64::from(offset),
+                        rustix::io::ReadWriteFlags::NOWAIT,
+                    ) {
+                        Ok(read) if read == size => read,
+                        // Partly cached, past the end, or would block: a thread that
+                        // may wait reads it again from the start and reports errors.
+                        Ok(_) | Err(_) => return Ok(ValueRead::NotCached),
+                    }
+                }
+            }
         };
         // A short read (end of file, or interrupted) is finished piecewise.
         while done < size {
@@ -369,9 +399,11 @@ impl Segment {
         if usize::from(header.key_size_bytes) != key.len()
             || &head[record::HEADER_SIZE_BYTES..] != key
         {
-            return Ok(None);
+            return Ok(ValueRead::OtherKey);
         }
-        Ok(Some(header.tombstone))
+        Ok(ValueRead::Key {
+            tombstone: header.tombstone,
+        })
     }
 
     /// True when the record at `offset` holds `key`. One read of the header and a
@@ -592,6 +624,26 @@ impl Segment {
     }
 }
 
+/// Whether a read may wait for the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadWait {
+    /// A blocking read: the caller is a thread that may wait for the disk.
+    Allowed,
+    /// Only what the page cache already holds (an event loop's inline read).
+    PageCacheOnly,
+}
+
+/// What [`Segment::read_value`] found at an index position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueRead {
+    /// The record holds the key; `tombstone` when it is a delete.
+    Key { tombstone: bool },
+    /// The record holds another key sharing the hash.
+    OtherKey,
+    /// [`ReadWait::PageCacheOnly`] and the record is not (wholly) cached.
+    NotCached,
+}
+
 fn preallocate(file: &File, size_bytes: u32) -> Result<()> {
     match rustix::fs::fallocate(
         file,
@@ -713,16 +765,26 @@ mod tests {
         let (_dir, segment, offsets) = segment_with(&[(b"abc", b"value")]);
         let size = (record::HEADER_SIZE_BYTES + 8) as u32;
         let (mut head, mut value) = ([0u8; HEAD_SIZE_BYTES_MAX], Vec::new());
+        let wait = ReadWait::Allowed;
         for other in [&b"abd"[..], b"ab", b"abcd", b"", &[b'x'; 40]] {
-            let found = segment.read_value(offsets[0], size, other, BOUNDS, &mut head, &mut value);
-            assert_eq!(found.unwrap(), None, "{other:?}");
+            let found =
+                segment.read_value(offsets[0], size, other, BOUNDS, &mut head, &mut value, wait);
+            assert_eq!(found.unwrap(), ValueRead::OtherKey, "{other:?}");
         }
-        let found = segment.read_value(offsets[0], size, b"abc", BOUNDS, &mut head, &mut value);
-        assert_eq!(found.unwrap(), Some(false));
-        assert_eq!(value, b"value");
+        for wait in [ReadWait::Allowed, ReadWait::PageCacheOnly] {
+            value.clear();
+            let found = segment.read_value(
+                offsets[0], size, b"abc", BOUNDS, &mut head, &mut value, wait,
+            );
+            // Just written, so cached: both modes read it.
+            assert_eq!(found.unwrap(), ValueRead::Key { tombstone: false });
+            assert_eq!(value, b"value");
+        }
         segment.write_at(b"X", offsets[0] + 29).unwrap();
         assert!(matches!(
-            segment.read_value(offsets[0], size, b"abc", BOUNDS, &mut head, &mut value),
+            segment.read_value(
+                offsets[0], size, b"abc", BOUNDS, &mut head, &mut value, wait
+            ),
             Err(StorageError::Corrupt {
                 reason: "checksum mismatch",
                 ..

@@ -45,7 +45,7 @@ use crate::durability::Durability;
 use crate::error::{Result, StorageError};
 use crate::index::{Checkpoint, Entry, InsertError, Table};
 use crate::record::{self, Bounds};
-use crate::segment::{self, ScanEvent, ScanMode, Segment, SegmentKind};
+use crate::segment::{self, ReadWait, ScanEvent, ScanMode, Segment, SegmentKind, ValueRead};
 use smallvec::SmallVec;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -233,6 +233,18 @@ impl PreparedWrite {
     pub fn sequences(&self) -> impl Iterator<Item = u64> + '_ {
         self.records.iter().map(|r| r.entry.sequence)
     }
+}
+
+/// What [`Store::get_cached_into`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CachedRead {
+    /// The value is in the caller's buffer.
+    Found,
+    /// No live value under the key (absent or deleted).
+    Absent,
+    /// A record it needs is not in the page cache: read it again with
+    /// [`Store::get_into`] from a thread that may wait.
+    NotCached,
 }
 
 /// One chunk of a scan over live keys.
@@ -942,8 +954,28 @@ impl Store {
     /// and returns whether the key was found. A caller that reuses one buffer saves an
     /// allocation per read, which matters for large values.
     pub fn get_into(&self, key: &[u8], value: &mut Vec<u8>) -> Result<bool> {
+        match self.read_into(key, value, ReadWait::Allowed)? {
+            CachedRead::Found => Ok(true),
+            CachedRead::Absent => Ok(false),
+            // A read that may wait never answers this; an error rather than a panic.
+            CachedRead::NotCached => Err(StorageError::io(
+                "reading a record",
+                std::io::Error::other("a waiting read reported an uncached record"),
+            )),
+        }
+    }
+
+    /// Like [`Store::get_into`], but never waits for the device: answers
+    /// [`CachedRead::NotCached`] when a record it needs is not in the page cache (or the
+    /// kernel cannot tell), so an event loop can serve cached reads inline and hand the
+    /// rest to a thread that may block. Errors are those of `get_into`.
+    pub fn get_cached_into(&self, key: &[u8], value: &mut Vec<u8>) -> Result<CachedRead> {
+        self.read_into(key, value, ReadWait::PageCacheOnly)
+    }
+
+    fn read_into(&self, key: &[u8], value: &mut Vec<u8>, wait: ReadWait) -> Result<CachedRead> {
         if key.len() > self.config.key_size_bytes_max {
-            return Ok(false);
+            return Ok(CachedRead::Absent);
         }
         let hash = key_hash(key);
         let candidates: SmallVec<[(Entry, Arc<Segment>); 2]> = {
@@ -969,15 +1001,21 @@ impl Store {
                 self.bounds,
                 &mut head,
                 value,
+                wait,
             );
             match found {
-                Ok(Some(tombstone)) => {
+                Ok(ValueRead::Key { tombstone }) => {
                     if tombstone {
                         value.clear();
+                        return Ok(CachedRead::Absent);
                     }
-                    return Ok(!tombstone);
+                    return Ok(CachedRead::Found);
                 }
-                Ok(None) => {}
+                Ok(ValueRead::NotCached) => {
+                    value.clear();
+                    return Ok(CachedRead::NotCached);
+                }
+                Ok(ValueRead::OtherKey) => {}
                 Err(error @ StorageError::Corrupt { .. }) => {
                     self.counters.corruption(&error);
                     corrupt = Some(error);
@@ -988,7 +1026,7 @@ impl Store {
         value.clear();
         match corrupt {
             Some(error) => Err(error),
-            None => Ok(false),
+            None => Ok(CachedRead::Absent),
         }
     }
 

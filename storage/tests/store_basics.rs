@@ -1,6 +1,8 @@
 //! The store's plain API: what a node relies on every request.
 
-use ringkv_storage::{CompactionProgress, Config, Durability, StorageError, Store, WriteBatch};
+use ringkv_storage::{
+    CachedRead, CompactionProgress, Config, Durability, StorageError, Store, WriteBatch,
+};
 
 fn small_config() -> Config {
     Config {
@@ -312,4 +314,52 @@ fn a_clean_restart_reads_no_sealed_segment_beyond_its_header() {
     );
     assert!(!store.stats().index_rebuilt);
     assert_eq!(store.stats().keys, 2_000);
+}
+
+/// Drops the directory's segment pages from the page cache (they are clean once synced).
+fn evict_segments(dir: &std::path::Path) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "seg") {
+            let file = std::fs::File::open(&path).unwrap();
+            rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        }
+    }
+}
+
+#[test]
+fn reads_that_may_not_wait_serve_cached_records_and_defer_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), small_config()).unwrap();
+    store.put(b"apple", b"red").unwrap();
+    store.put(b"banana", b"yellow").unwrap();
+    store.delete(b"banana").unwrap();
+    store.sync().unwrap();
+    let mut value = Vec::new();
+    assert_eq!(
+        store.get_cached_into(b"apple", &mut value).unwrap(),
+        CachedRead::Found
+    );
+    assert_eq!(value, b"red");
+    for absent in [&b"banana"[..], b"cherry"] {
+        assert_eq!(
+            store.get_cached_into(absent, &mut value).unwrap(),
+            CachedRead::Absent
+        );
+        assert!(value.is_empty());
+    }
+    evict_segments(dir.path());
+    assert_eq!(
+        store.get_cached_into(b"apple", &mut value).unwrap(),
+        CachedRead::NotCached,
+        "evicted pages are not read inline"
+    );
+    assert!(value.is_empty());
+    // A read that may wait brings the page back; the next inline read is served.
+    assert!(store.get_into(b"apple", &mut value).unwrap());
+    assert_eq!(
+        store.get_cached_into(b"apple", &mut value).unwrap(),
+        CachedRead::Found
+    );
+    assert_eq!(value, b"red");
 }
