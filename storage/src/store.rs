@@ -20,6 +20,21 @@
 //! after a failed fsync the kernel may have dropped the dirty pages, and retrying would
 //! report success for data that is gone.
 //!
+//! # Zeroing ahead of the log
+//! Segments are preallocated with `fallocate`, which on ext4 and XFS leaves *unwritten*
+//! extents: the first write into each turns it into a written extent, a metadata
+//! change that makes the next `fdatasync` commit the filesystem journal as well as
+//! flush the data. [`Store::write`] therefore writes zeros ahead of the log
+//! ([`ZERO_AHEAD_BYTES`] at a time, under the writer lock, once its batch is committed,
+//! so the batch's own latency does not include them), and the writes that follow land
+//! in blocks that are already written: their syncs flush data only. This matters once
+//! a sync covers more than a block of new records (4 KiB values, or group commit
+//! rounds of many small ones); measured in BENCHMARKS.md. The zeros go only past every
+//! reservation, while the writer lock keeps new reservations out, so they never
+//! overwrite a record; a split-API caller that writes prepared batches itself gets no
+//! zeroing (its syncs may be slower, never wrong). Recovery already reads zeros as
+//! preallocated space.
+//!
 //! # Recovery
 //! The index checkpoint says which log position it covers; opening replays only the
 //! records after it (the rest of that segment, then every segment with a larger id).
@@ -298,6 +313,10 @@ pub struct Stats {
     pub index_rebuilt: bool,
 }
 
+/// Zeros written ahead of the log at a time (see the module docs): one journal commit
+/// per this many bytes of records instead of one per sync.
+pub const ZERO_AHEAD_BYTES: u32 = 256 << 10;
+
 /// Open segments by id.
 type Segments = BTreeMap<u32, Arc<Segment>>;
 
@@ -317,6 +336,8 @@ struct Writer {
     unsynced: Vec<Arc<Segment>>,
     written_since_checkpoint: u64,
     last_sync: std::time::Instant,
+    /// The active segment holds written zeros (or records) up to here.
+    zeroed_until: u32,
 }
 
 #[derive(Debug, Default)]
@@ -556,6 +577,7 @@ impl Store {
             _lock_file: lock_file,
             shared: RwLock::new(Shared { table, segments }),
             writer: Mutex::new(Writer {
+                zeroed_until: active.end_offset(),
                 active,
                 next_sequence,
                 next_segment_id,
@@ -675,6 +697,7 @@ impl Store {
             return Err(error);
         }
         self.commit(prepared)?;
+        self.zero_ahead(&mut lock(&self.writer));
         self.maybe_checkpoint();
         Ok(())
     }
@@ -798,6 +821,27 @@ impl Store {
         })
     }
 
+    /// Writes zeros past the end of the active segment's records when fewer than
+    /// [`ZERO_AHEAD_BYTES`] of written blocks are left there (see the module docs).
+    /// The caller holds the writer lock.
+    /// Zeroing only makes later syncs cheaper: when it fails (the device is failing,
+    /// or a sparse file found the disk full), the batch's own write and sync report
+    /// what matters, and the next write tries again.
+    fn zero_ahead(&self, writer: &mut Writer) {
+        static ZEROS: [u8; ZERO_AHEAD_BYTES as usize] = [0; ZERO_AHEAD_BYTES as usize];
+        let end = writer.active.end_offset();
+        let size = self.config.segment_size_bytes;
+        let from = writer.zeroed_until.max(end);
+        if from >= size || from - end >= ZERO_AHEAD_BYTES / 2 {
+            return;
+        }
+        let to = from.saturating_add(ZERO_AHEAD_BYTES).min(size);
+        match writer.active.write_at(&ZEROS[..(to - from) as usize], from) {
+            Ok(()) => writer.zeroed_until = to,
+            Err(error) => log::debug!("{}: zeroing ahead failed: {error}", self.dir.display()),
+        }
+    }
+
     /// Undoes the newest reservation (the caller holds the writer lock).
     fn rewind(&self, writer: &mut Writer, prepared: &PreparedWrite) {
         writer.in_flight.remove(&prepared.first_sequence);
@@ -831,6 +875,7 @@ impl Store {
         write(&self.shared)
             .segments
             .insert(id, Arc::clone(&segment));
+        writer.zeroed_until = segment.end_offset();
         writer.active = segment;
         Ok(())
     }
