@@ -14,6 +14,7 @@ pub mod clock;
 pub mod connection;
 pub mod dev;
 pub mod executor;
+pub mod frontend;
 pub mod identity;
 pub mod metrics;
 pub mod server;

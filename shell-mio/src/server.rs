@@ -1,62 +1,32 @@
-//! The mio event loop of `ringkv-node`: one thread owns the core [`Node`] and moves
-//! bytes between it, the sockets and the storage executor.
+//! The mio event loop of `ringkv-node`: one thread waits on epoll (through mio) and
+//! moves bytes between the sockets and the [`Frontend`], which owns the core node,
+//! the storage executor and every connection's protocol state.
 //!
-//! # Connections
-//! - **Clients** (RESP): requests are parsed in place from the connection's read
-//!   buffer, handed to the core with a tag, and the replies put back in request order
-//!   ([`Pipeline`]). INFO is answered here: the core's sections plus latency, clients
-//!   and storage. Malformed RESP gets `-ERR Protocol error: ...` and the connection
-//!   closes once that is written. Past `connections_max`, a new connection gets
-//!   `-ERR max number of clients reached` and is closed.
-//! - **Peers**: connections are one-way. A node sends to a peer on its own outbound
-//!   connection, which starts with a `Hello` naming the sender, and receives on the
-//!   connections peers opened to it. An outbound connection coming up is `PeerUp` for
-//!   the core, breaking is `PeerDown`; a broken one is retried when the core sends to
-//!   the peer again, at most every 100 ms doubling to 5 s (the core's probes back off
-//!   too). A frame of another cluster or protocol version closes the connection with a
-//!   log line naming both.
-//! - **Introductions** (`Action::Introduce`): a short connection to a seed known only
-//!   by address: `Hello`, the frame, then close. The seed answers on its own
-//!   connection to the address this node announces.
-//!
-//! # Bounds
-//! Each read buffer is bounded (a client's by the largest request, a peer's by the
-//! largest frame), each write buffer too (a client past it is closed as too slow; a
-//! frame past a peer's bound is dropped and counted, and the core's timeouts treat it
-//! as lost). Per wakeup, at most [`READS_PER_WAKEUP`] reads per connection,
-//! [`ACCEPTS_PER_WAKEUP`] accepts and [`COMPLETIONS_PER_WAKEUP`] storage completions are
-//! handled; what is left is picked up by the next iteration without sleeping.
-//!
-//! # Writes go out in batches
-//! Replies and frames are appended to their connection's buffer while a wakeup's
-//! events are handled, and written once at its end: under load, many replies and many
-//! frames share one write syscall.
-//!
-//! # Shutdown
-//! On SIGINT or SIGTERM the node stops accepting and stops reading new client
-//! requests, lets in-flight requests finish (at most [`SHUTDOWN_GRACE_MS`]), writes
-//! what is buffered, syncs its stores and exits 0. A second signal exits at once.
+//! Readiness in, bytes out: a readable client or inbound peer connection is read into
+//! its buffer (at most [`READS_PER_WAKEUP`] reads per connection per wakeup, through
+//! one zeroed chunk), then the frontend parses what arrived; listeners accept at most
+//! [`ACCEPTS_PER_WAKEUP`] connections per wakeup; an outbound peer connection turning
+//! writable finishes its connect. What is left over is picked up by the next iteration
+//! without sleeping. Storage threads wake the loop through a mio `Waker`; SIGINT and
+//! SIGTERM arrive through signal-hook's mio source.
 
-use crate::clock::Clock;
-use crate::connection::{OutBuffer, Pipeline};
-use crate::executor::{Done, Executor, StoreSizes};
-use crate::metrics::{CommandKind, Metrics};
+use crate::connection::OutBuffer;
+use crate::frontend::{
+    AGAIN_CLIENT_ACCEPTS, AGAIN_COMPLETIONS, AGAIN_PEER_ACCEPTS, ConnectionKind, Frontend,
+    READ_CHUNK_BYTES, REFUSAL, TICK_MS, Transport,
+};
 use crate::settings::Settings;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
-use ringkv_core::Instant;
-use ringkv_core::node::{Action, ClientId, Input, Node, NodeIdentity};
-use ringkv_core::resp::{self, Command, Parsed, RespLimits};
 use ringkv_core::version::NodeId;
-use ringkv_core::wire::{self, FrameError, Message, WireLimits};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
-use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
+
+pub use crate::frontend::ServerError;
 
 const CLIENT_LISTENER: Token = Token(0);
 const PEER_LISTENER: Token = Token(1);
@@ -68,6 +38,40 @@ const FIRST_CONNECTION: usize = 16;
 pub const READS_PER_WAKEUP: usize = 16;
 /// Connections accepted per listener per wakeup.
 pub const ACCEPTS_PER_WAKEUP: usize = 256;
+
+/// The frontend's sockets are mio streams registered with this registry, edge
+/// triggered, readable and writable, under token `index + FIRST_CONNECTION`.
+#[derive(Debug)]
+pub struct MioTransport {
+    registry: Registry,
+}
+
+impl Transport for MioTransport {
+    type Stream = TcpStream;
+
+    fn register(&mut self, stream: &mut TcpStream, index: usize) -> io::Result<()> {
+        self.registry.register(
+            stream,
+            Token(index + FIRST_CONNECTION),
+            Interest::READABLE | Interest::WRITABLE,
+        )
+    }
+
+    fn deregister(&mut self, mut stream: TcpStream) {
+        let _ = self.registry.deregister(&mut stream);
+    }
+
+    fn connect(&mut self, address: SocketAddr) -> io::Result<TcpStream> {
+        let stream = TcpStream::connect(address)?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    fn flush(&mut self, stream: &mut TcpStream, out: &mut OutBuffer) -> io::Result<bool> {
+        out.flush(stream)
+    }
+}
+
 /// What the poller reported for a connection.
 #[derive(Clone, Copy, Debug)]
 struct Readiness {
@@ -77,185 +81,22 @@ struct Readiness {
     short_read_drains: bool,
 }
 
-/// Storage completions handed to the core per wakeup.
-pub const COMPLETIONS_PER_WAKEUP: usize = 4096;
-/// Peer frames decoded from one connection per wakeup.
-pub const FRAMES_PER_WAKEUP: usize = 1024;
-/// Bytes a client may leave unread before it is closed as too slow.
-pub const CLIENT_WRITE_BUFFER_MAX: usize = 64 << 20;
-/// Bytes queued to one peer; past it frames are dropped.
-pub const PEER_WRITE_BUFFER_MAX: usize = 64 << 20;
-/// Inbound peer connections at once.
-pub const INBOUND_PEERS_MAX: usize = 1024;
-/// Introductions (seed connections) at once.
-pub const INTRODUCTIONS_MAX: usize = 16;
-/// How long shutdown waits for in-flight requests.
-pub const SHUTDOWN_GRACE_MS: u64 = 5_000;
-const READ_CHUNK_BYTES: usize = 64 << 10;
-/// Entries of `Io::again` for work that is not one connection's: more completions, or
-/// more connections to accept, than one wakeup handles.
-const AGAIN_COMPLETIONS: usize = usize::MAX;
-const AGAIN_CLIENT_ACCEPTS: usize = usize::MAX - 1;
-const AGAIN_PEER_ACCEPTS: usize = usize::MAX - 2;
-/// A peer connection not established by then is abandoned (and retried later).
-const CONNECT_TIMEOUT_MS: u64 = 1_000;
-const RECONNECT_INITIAL_MS: u64 = 100;
-const RECONNECT_MAX_MS: u64 = 5_000;
-/// Data-store compaction: one slice of this many bytes per tick.
-const COMPACTION_SLICE_BYTES: u64 = 4 << 20;
-const TICK_MS: u64 = 100;
-
-/// Why the node could not start or stopped with an error.
-#[derive(Debug)]
-pub enum ServerError {
-    Bind {
-        address: SocketAddr,
-        error: io::Error,
-    },
-    Io(io::Error),
-    Storage(crate::executor::OpenError),
-    Config(ringkv_core::node::ConfigError),
-}
-
-impl std::fmt::Display for ServerError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ServerError::Bind { address, error } => {
-                write!(f, "cannot listen on {address}: {error}")
-            }
-            ServerError::Io(error) => write!(f, "event loop: {error}"),
-            ServerError::Storage(error) => write!(f, "{error}"),
-            ServerError::Config(error) => write!(f, "configuration: {error}"),
-        }
-    }
-}
-
-impl std::error::Error for ServerError {}
-
-impl From<io::Error> for ServerError {
-    fn from(error: io::Error) -> ServerError {
-        ServerError::Io(error)
-    }
-}
-
-#[derive(Debug)]
-struct ClientConnection {
-    stream: TcpStream,
-    generation: u32,
-    read: Vec<u8>,
-    out: OutBuffer,
-    pipeline: Pipeline<(CommandKind, Instant)>,
-    /// Close once `out` is written (QUIT, a protocol error).
-    closing: bool,
-    /// Reading paused: the pipeline is full.
-    paused: bool,
-    /// The client switched to RESP3 with `HELLO 3` (see [`hello`]).
-    resp3: bool,
-}
-
-#[derive(Debug)]
-enum PeerState {
-    /// Not connected; frames are queued and a connection is opened at the end of the
-    /// wakeup.
-    Idle,
-    /// Since this instant; past [`CONNECT_TIMEOUT_MS`] the attempt is abandoned.
-    Connecting {
-        since: Instant,
-    },
-    Connected,
-    /// Broke; frames are dropped until `retry_at`.
-    Down {
-        retry_at: Instant,
-    },
-}
-
-#[derive(Debug)]
-struct PeerConnection {
-    peer: NodeId,
-    stream: Option<TcpStream>,
-    state: PeerState,
-    out: OutBuffer,
-    backoff_ms: u64,
-}
-
-#[derive(Debug)]
-struct InboundPeer {
-    stream: TcpStream,
-    address: SocketAddr,
-    read: Vec<u8>,
-    /// From its `Hello`.
-    peer: Option<NodeId>,
-}
-
-#[derive(Debug)]
-struct Introduction {
-    stream: TcpStream,
-    out: OutBuffer,
-}
-
-#[derive(Debug)]
-enum Connection {
-    Client(ClientConnection),
-    Peer(PeerConnection),
-    Inbound(InboundPeer),
-    Introduction(Introduction),
-}
-
-/// Everything but the node, so actions can be performed while the node is borrowed.
-#[derive(Debug)]
-struct Io {
-    registry: Registry,
-    clock: Clock,
-    executor: Executor,
-    settings: Settings,
-    node_id: NodeId,
-    cluster_id: u64,
-    wire_limits: WireLimits,
-    resp_limits: RespLimits,
-    connections: Vec<Option<Connection>>,
-    generations: Vec<u32>,
-    free: Vec<usize>,
-    peers: HashMap<NodeId, usize>,
-    addresses: HashMap<NodeId, SocketAddr>,
-    clients: usize,
-    inbound: usize,
-    introductions: usize,
-    /// Connections with bytes to write at the end of the wakeup.
-    dirty: Vec<usize>,
-    /// Connections to read again without waiting for an event.
-    again: Vec<usize>,
-    /// Peers to connect at the end of the wakeup.
-    to_connect: Vec<NodeId>,
-    /// Peer links that came up or went down, for the core after the drain.
-    link_events: Vec<(NodeId, bool)>,
-    metrics: Metrics,
-    /// Scratch for replies made here (errors, INFO).
-    scratch: Vec<u8>,
-    /// Every socket read lands here first ([`READ_CHUNK_BYTES`], zeroed once).
-    read_chunk: Box<[u8]>,
-    compaction_busy: bool,
-    /// The last slice copied records: the next one follows at the next tick.
-    compaction_active: bool,
-    compaction_note: String,
-}
-
 /// A running node.
 pub struct Server {
-    node: Node,
-    io: Io,
+    frontend: Frontend<MioTransport>,
     poll: Poll,
     client_listener: Option<TcpListener>,
     peer_listener: Option<TcpListener>,
     signals: Signals,
     _waker: Arc<Waker>,
-    shutdown_at: Option<Instant>,
+    /// Every socket read lands here first ([`READ_CHUNK_BYTES`], zeroed once).
+    read_chunk: Box<[u8]>,
 }
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
-            .field("node", &self.node.id())
-            .field("shutdown_at", &self.shutdown_at)
+            .field("frontend", &self.frontend)
             .finish_non_exhaustive()
     }
 }
@@ -265,28 +106,12 @@ impl Server {
     pub fn start(settings: Settings, node_id: NodeId, seed: u64) -> Result<Server, ServerError> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let clock = Clock::start();
-        let mut config = settings.core_config(node_id);
-        config.validate(node_id).map_err(ServerError::Config)?;
-        let record_size_bytes_max = config.wire_limits.versions_size_bytes_max;
-        let sizes = StoreSizes {
-            durability: settings.durability,
-            data_segment_size_bytes: settings.segment_size_bytes,
-            record_size_bytes_max,
-        };
         let wake = {
             let waker = Arc::clone(&waker);
             move || {
                 let _ = waker.wake();
             }
         };
-        let executor = Executor::start(
-            settings.data_dir(),
-            sizes,
-            config.storage_operations_max as usize,
-            wake,
-        )
-        .map_err(ServerError::Storage)?;
         let bind = |address: SocketAddr| {
             TcpListener::bind(address).map_err(|error| ServerError::Bind { address, error })
         };
@@ -299,86 +124,36 @@ impl Server {
         let mut signals = Signals::new([SIGINT, SIGTERM])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
-        if !settings.durability.acknowledges_after_sync() {
-            log::warn!(
-                "durability {}: acknowledged writes can be lost on power failure",
-                settings.durability
-            );
-        }
-        config.requests_max = config.requests_max.max(1);
-        let cluster_id = config.cluster_id;
-        let now = clock.now();
-        let node = Node::new(config, NodeIdentity { id: node_id }, seed, now)
-            .map_err(ServerError::Config)?;
-        let wire_limits = node.wire_limits();
-        let addresses = settings
-            .members
-            .iter()
-            .map(|m| (m.id, m.peer_address))
-            .collect();
-        let io = Io {
+        let transport = MioTransport {
             registry: poll.registry().try_clone()?,
-            clock,
-            executor,
-            node_id,
-            cluster_id,
-            wire_limits,
-            resp_limits: RespLimits::default(),
-            connections: Vec::new(),
-            generations: Vec::new(),
-            free: Vec::new(),
-            peers: HashMap::new(),
-            addresses,
-            clients: 0,
-            inbound: 0,
-            introductions: 0,
-            dirty: Vec::new(),
-            again: Vec::new(),
-            to_connect: Vec::new(),
-            link_events: Vec::new(),
-            metrics: Metrics::default(),
-            scratch: Vec::new(),
-            read_chunk: vec![0u8; READ_CHUNK_BYTES].into_boxed_slice(),
-            compaction_busy: false,
-            compaction_active: false,
-            compaction_note: "idle".to_owned(),
-            settings,
         };
-        log::info!(
-            "node {} serving clients on {} and peers on {} (data in {})",
-            node_id.0,
-            io.settings.client_address,
-            io.settings.peer_address,
-            io.settings.data_dir().display()
-        );
-        let mut server = Server {
-            node,
-            io,
+        let frontend = Frontend::new(settings, node_id, seed, transport, wake)?;
+        frontend.log_serving();
+        Ok(Server {
+            frontend,
             poll,
             client_listener: Some(client_listener),
             peer_listener: Some(peer_listener),
             signals,
             _waker: waker,
-            shutdown_at: None,
-        };
-        server.drain();
-        Ok(server)
+            read_chunk: vec![0u8; READ_CHUNK_BYTES].into_boxed_slice(),
+        })
     }
 
     /// Runs until a signal stops the node; returns once the stores are synced.
     pub fn run(mut self) -> Result<(), ServerError> {
         let mut events = Events::with_capacity(1024);
-        let mut next_tick = self.io.clock.now();
+        let mut next_tick = self.frontend.now();
         let mut ticks = 0u64;
         loop {
-            let now = self.io.clock.now();
+            let now = self.frontend.now();
             let mut wake_at = next_tick;
-            if let Some(deadline) = self.node.poll_timeout() {
+            if let Some(deadline) = self.frontend.poll_timeout() {
                 wake_at = wake_at.min(deadline);
             }
             // Work left from the last wakeup, or completions already waiting (an
             // inline read's, queued after this wakeup's completions were handed over).
-            let timeout = if self.io.again.is_empty() && !self.io.executor.has_done() {
+            let timeout = if !self.frontend.has_again() && !self.frontend.executor().has_done() {
                 wake_at.saturating_duration_since(now)
             } else {
                 Duration::ZERO
@@ -410,7 +185,7 @@ impl Server {
                     ),
                 }
             }
-            for index in std::mem::take(&mut self.io.again) {
+            for index in self.frontend.take_again() {
                 self.connection_ready(
                     index,
                     Readiness {
@@ -420,569 +195,163 @@ impl Server {
                     },
                 );
             }
-            self.completions();
-            let now = self.io.clock.now();
-            if self
-                .node
-                .poll_timeout()
-                .is_some_and(|deadline| deadline <= now)
-            {
-                self.node.handle(now, Input::Timeout);
-                self.drain();
-            }
+            self.frontend.completions();
+            self.frontend.timeouts();
+            let now = self.frontend.now();
             if now >= next_tick {
                 next_tick = now + Duration::from_millis(TICK_MS);
                 ticks += 1;
-                self.tick(ticks);
+                self.frontend.tick(ticks);
             }
-            self.io.flush();
-            if !self.io.link_events.is_empty() {
-                self.drain();
-                self.io.flush();
-            }
-            if let Some(deadline) = self.shutdown_at {
-                let idle = self.node.requests_in_flight() == 0
-                    && self.node.storage_operations_in_flight() == 0
-                    && self.io.clients_flushed();
-                if idle || now >= deadline {
-                    return self.finish();
-                }
+            self.frontend.flush();
+            if self.frontend.ready_to_stop() {
+                return self.frontend.finish();
             }
         }
     }
 
     /// Handles a signal; true when the node must exit at once (a second signal).
     fn signalled(&mut self) -> bool {
-        let received: Vec<i32> = self.signals.pending().collect();
-        if received.is_empty() {
+        if self.signals.pending().count() == 0 {
             return false;
         }
-        if self.shutdown_at.is_some() {
-            log::warn!("second signal: exiting without waiting");
+        if self.frontend.begin_shutdown() {
             return true;
         }
-        log::info!("signal received: finishing in-flight requests, then stopping");
         for listener in [self.client_listener.take(), self.peer_listener.take()]
             .into_iter()
             .flatten()
         {
             let mut listener = listener;
-            let _ = self.io.registry.deregister(&mut listener);
+            let _ = self.poll.registry().deregister(&mut listener);
         }
-        self.shutdown_at = Some(self.io.clock.now() + Duration::from_millis(SHUTDOWN_GRACE_MS));
         false
     }
 
-    fn finish(self) -> Result<(), ServerError> {
-        let Server { mut io, .. } = self;
-        io.flush();
-        let executor = io.executor;
-        match executor.shutdown() {
-            Ok(()) => {
-                log::info!("stores synced; stopped");
-                Ok(())
-            }
-            Err(error) => {
-                log::error!("syncing the stores at shutdown failed: {error}");
-                Err(ServerError::Io(io::Error::other(error.to_string())))
-            }
-        }
-    }
-
-    /// Performs every action the node has queued, then connects peers it sent to and
-    /// reports links that changed (which may queue more).
-    fn drain(&mut self) {
-        for _ in 0..64 {
-            while let Some(action) = self.node.poll_action() {
-                self.io.perform(action);
-            }
-            self.io.connect_pending(&self.node);
-            let events = std::mem::take(&mut self.io.link_events);
-            if events.is_empty() {
-                return;
-            }
-            let now = self.io.clock.now();
-            for (peer, up) in events {
-                let input = if up {
-                    Input::PeerUp { peer }
-                } else {
-                    Input::PeerDown { peer }
-                };
-                self.node.handle(now, input);
-            }
-        }
-    }
-
-    fn completions(&mut self) {
-        for _ in 0..COMPLETIONS_PER_WAKEUP {
-            let Some(done) = self.io.executor.try_done() else {
-                return;
-            };
-            match done.completion() {
-                Some(completion) => {
-                    let now = self.io.clock.now();
-                    self.node.handle(now, Input::Storage(completion));
-                    self.drain();
-                }
-                None => self.io.compacted(done),
-            }
-        }
-        // More are waiting: come back without sleeping.
-        self.io.again.push(AGAIN_COMPLETIONS);
-    }
-
-    /// Every 100 ms: the next compaction slice while one is under way; every second:
-    /// operations per second, the interval-mode sync, and a look for compaction work.
-    fn tick(&mut self, ticks: u64) {
-        let second = ticks % (1_000 / TICK_MS) == 0;
-        if second {
-            self.io.metrics.tick_second();
-            if matches!(
-                self.io.settings.durability,
-                ringkv_storage::Durability::Interval { .. }
-            ) {
-                self.io.executor.sync();
-            }
-        }
-        self.io.abandon_slow_connects();
-        let wanted = second || self.io.compaction_active;
-        if wanted && !self.io.compaction_busy && self.shutdown_at.is_none() {
-            self.io.compaction_busy = self.io.executor.compact(COMPACTION_SLICE_BYTES);
-        }
-    }
-
     fn accept_clients(&mut self) {
-        let io = &mut self.io;
+        let frontend = &mut self.frontend;
         let more = accept_some(
             self.client_listener.as_ref(),
             "client",
             |stream, address| {
-                if io.clients >= io.settings.connections_max as usize {
-                    io.metrics.clients_refused += 1;
-                    log::debug!("refusing client {address}: connection limit reached");
-                    refuse(stream, b"-ERR max number of clients reached\r\n");
-                    return;
-                }
-                let connection = Connection::Client(ClientConnection {
-                    stream,
-                    generation: 0, // set by `insert`
-                    read: Vec::new(),
-                    out: OutBuffer::default(),
-                    pipeline: Pipeline::default(),
-                    closing: false,
-                    paused: false,
-                    resp3: false,
-                });
-                if io.insert(connection).is_some() {
-                    io.clients += 1;
-                    io.metrics.clients_connected = io.clients as u64;
+                if let Err(mut refused) = frontend.add_client(stream, address) {
+                    use std::io::Write;
+                    let _ = refused.write(REFUSAL);
                 }
             },
         );
         if more {
-            self.io.again.push(AGAIN_CLIENT_ACCEPTS);
+            self.frontend.push_again(AGAIN_CLIENT_ACCEPTS);
         }
     }
 
     fn accept_peers(&mut self) {
-        let io = &mut self.io;
+        let frontend = &mut self.frontend;
         let more = accept_some(self.peer_listener.as_ref(), "peer", |stream, address| {
-            if io.inbound >= INBOUND_PEERS_MAX {
-                log::warn!("refusing peer connection from {address}: {INBOUND_PEERS_MAX} open");
-                return;
-            }
-            let connection = Connection::Inbound(InboundPeer {
-                stream,
-                address,
-                read: Vec::new(),
-                peer: None,
-            });
-            if io.insert(connection).is_some() {
-                io.inbound += 1;
-            }
+            frontend.add_inbound(stream, address)
         });
         if more {
-            self.io.again.push(AGAIN_PEER_ACCEPTS);
+            self.frontend.push_again(AGAIN_PEER_ACCEPTS);
         }
     }
 
     fn connection_ready(&mut self, index: usize, ready: Readiness) {
-        let Readiness {
-            readable,
-            writable,
-            short_read_drains,
-        } = ready;
         match index {
-            AGAIN_COMPLETIONS => return self.completions(),
+            AGAIN_COMPLETIONS => return self.frontend.completions(),
             AGAIN_CLIENT_ACCEPTS => return self.accept_clients(),
             AGAIN_PEER_ACCEPTS => return self.accept_peers(),
             _ => {}
         }
-        let kind = match self.io.connections.get(index) {
-            Some(Some(Connection::Client(_))) => 0,
-            Some(Some(Connection::Peer(_))) => 1,
-            Some(Some(Connection::Inbound(_))) => 2,
-            Some(Some(Connection::Introduction(_))) => 3,
-            _ => return,
-        };
-        match kind {
-            0 => {
-                if writable {
-                    self.io.mark_dirty(index);
+        match self.frontend.kind(index) {
+            Some(ConnectionKind::Client) => {
+                if ready.writable {
+                    self.frontend.mark_dirty(index);
                 }
-                if readable && self.shutdown_at.is_none() {
-                    self.read_client(index, short_read_drains);
+                if ready.readable {
+                    self.read(index, ConnectionKind::Client, ready.short_read_drains);
                 }
             }
-            1 => self.io.peer_ready(index, readable, writable),
-            2 if readable => self.read_inbound(index, short_read_drains),
-            3 if writable => self.io.mark_dirty(index),
+            Some(ConnectionKind::Peer) => self.peer_ready(index, ready),
+            Some(ConnectionKind::Inbound) if ready.readable => {
+                self.read(index, ConnectionKind::Inbound, ready.short_read_drains)
+            }
+            Some(ConnectionKind::Introduction) if ready.writable => self.frontend.mark_dirty(index),
             _ => {}
         }
-        let events = !self.io.link_events.is_empty();
-        if events {
-            self.drain();
-        }
     }
 
-    /// Reads a client's requests and hands each to the node.
-    fn read_client(&mut self, index: usize, short_read_drains: bool) {
-        let Some(Some(Connection::Client(client))) = self.io.connections.get_mut(index) else {
+    /// Reads a client's requests or a peer's frames and hands them to the frontend.
+    fn read(&mut self, index: usize, kind: ConnectionKind, short_read_drains: bool) {
+        let Some((stream, buffer, limit)) = self.frontend.reader(index) else {
             return;
         };
-        if client.closing {
-            return;
-        }
-        let limit = self.io.resp_limits.bulk_size_bytes_max + READ_CHUNK_BYTES;
-        let (closed, more) = match read_some(
-            &mut client.stream,
-            &mut client.read,
+        match read_some(
+            stream,
+            buffer,
             limit,
-            &mut self.io.read_chunk,
+            &mut self.read_chunk,
             short_read_drains,
         ) {
-            Ok(state) => state,
+            Ok((closed, more)) => match kind {
+                ConnectionKind::Inbound => self.frontend.inbound_input(index, closed, more),
+                _ => self.frontend.client_input(index, closed, more),
+            },
             Err(error) => {
-                log::debug!("client connection failed: {error}");
-                self.io.close(index);
-                return;
+                log::debug!("{kind:?} connection failed: {error}");
+                self.frontend.close(index);
             }
-        };
-        self.parse_requests(index);
-        let paused = matches!(
-            self.io.connections.get(index),
-            Some(Some(Connection::Client(c))) if c.paused
-        );
-        if closed {
-            let done = matches!(
-                self.io.connections.get(index),
-                Some(Some(Connection::Client(c))) if c.pipeline.is_empty() && c.out.is_empty()
-            );
-            if done {
-                self.io.close(index);
-            } else if let Some(Some(Connection::Client(c))) = self.io.connections.get_mut(index) {
-                c.closing = true;
-            }
-        } else if more && !paused {
-            self.io.again.push(index);
         }
     }
 
-    fn parse_requests(&mut self, index: usize) {
-        let Some(Some(Connection::Client(client))) = self.io.connections.get_mut(index) else {
+    /// An outbound peer connection's event: a connect finishing, or the peer closing
+    /// it (peers never send on it), or room to write.
+    fn peer_ready(&mut self, index: usize, ready: Readiness) {
+        let peer = self.frontend.peer_of(index).map_or(0, |p| p.0);
+        let Some((stream, connecting)) = self.frontend.peer_stream(index) else {
             return;
         };
-        let mut buffer = std::mem::take(&mut client.read);
-        let generation = client.generation;
-        let id = client_id(index, generation);
-        let mut consumed = 0;
-        loop {
-            let Some(Some(Connection::Client(client))) = self.io.connections.get_mut(index) else {
-                return; // closed meanwhile
+        if connecting && ready.writable {
+            let failed = match stream.take_error() {
+                Ok(Some(error)) | Err(error) => Some(error),
+                Ok(None) => stream.peer_addr().err(),
             };
-            if client.pipeline.is_full() {
-                client.paused = true;
-                break;
-            }
-            client.paused = false;
-            match resp::parse_request(&buffer[consumed..], self.io.resp_limits) {
-                Parsed::Incomplete => {
-                    let limit = self.io.resp_limits.bulk_size_bytes_max + READ_CHUNK_BYTES;
-                    if buffer.len() - consumed >= limit {
-                        self.io.metrics.protocol_errors += 1;
-                        self.reply_here(index, CommandKind::Other, true, |out| {
-                            resp::write_error(out, "ERR Protocol error: request too large")
-                        });
-                        consumed = buffer.len();
-                    }
-                    break;
+            match failed {
+                Some(error) if error.kind() == io::ErrorKind::NotConnected => return,
+                Some(error) => {
+                    log::debug!("peer {peer} unreachable: {error}");
+                    self.frontend.close(index);
+                    return;
                 }
-                Parsed::Invalid(reason) => {
-                    self.io.metrics.protocol_errors += 1;
-                    log::debug!("client protocol error: {reason}");
-                    self.reply_here(index, CommandKind::Other, true, |out| {
-                        resp::write_error(out, &format!("ERR Protocol error: {reason}"))
-                    });
-                    consumed = buffer.len();
-                    break;
-                }
-                Parsed::Request {
-                    consumed: used,
-                    arguments,
-                } => {
-                    consumed += used;
-                    if arguments.is_empty() {
-                        continue;
-                    }
-                    if arguments[0].eq_ignore_ascii_case(b"HELLO") {
-                        let (resp3, reply) = hello(&arguments, client.resp3, id.0);
-                        client.resp3 = resp3;
-                        self.reply_here(index, CommandKind::Other, false, |out| {
-                            out.extend_from_slice(&reply)
-                        });
-                        continue;
-                    }
-                    match Command::parse(&arguments) {
-                        Err(error) => {
-                            let text = error.to_string();
-                            self.reply_here(index, CommandKind::Other, false, |out| {
-                                resp::write_error(out, &text)
-                            });
-                        }
-                        Ok(Command::Info { section }) => {
-                            let text = self.info(section);
-                            self.reply_here(index, CommandKind::Other, false, |out| {
-                                resp::write_bulk(out, text.as_bytes())
-                            });
-                        }
-                        Ok(command) => {
-                            let now = self.io.clock.now();
-                            let kind = CommandKind::of(&command);
-                            let tag = client.pipeline.start((kind, now));
-                            self.node.handle(
-                                now,
-                                Input::Client {
-                                    client: id,
-                                    tag,
-                                    timestamp_ms: wall_clock_ms(),
-                                    command,
-                                },
-                            );
-                            self.drain();
-                        }
-                    }
-                }
+                None => self.frontend.peer_connected(index),
             }
         }
-        buffer.drain(..consumed);
-        if let Some(Some(Connection::Client(client))) = self.io.connections.get_mut(index) {
-            client.read = buffer;
-        }
-    }
-
-    /// A reply made by the shell itself (errors, INFO), in the request's turn.
-    fn reply_here(
-        &mut self,
-        index: usize,
-        kind: CommandKind,
-        close: bool,
-        write: impl FnOnce(&mut Vec<u8>),
-    ) {
-        let Some(Some(Connection::Client(client))) = self.io.connections.get_mut(index) else {
-            return;
-        };
-        let now = self.io.clock.now();
-        let tag = client.pipeline.start((kind, now));
-        let id = client_id(index, client.generation);
-        let mut scratch = std::mem::take(&mut self.io.scratch);
-        scratch.clear();
-        write(&mut scratch);
-        self.io.deliver(id, tag, &scratch, close);
-        self.io.scratch = scratch;
-    }
-
-    fn info(&self, section: Option<&[u8]>) -> String {
-        let wants = |name: &str| {
-            section.is_none_or(|s| {
-                s.eq_ignore_ascii_case(name.as_bytes()) || s.eq_ignore_ascii_case(b"all")
-            })
-        };
-        let mut text = self.node.info(section);
-        if let Some(name) = &self.io.settings.node_name {
-            if wants("server") {
-                let _ = write!(text, "# Node\r\nnode_name:{name}\r\n\r\n");
-            }
-        }
-        self.io.metrics.write_info(&mut text, wants);
-        if wants("storage") {
-            let stats = self.io.executor.data_stats();
-            let rounds = self.io.executor.write_rounds();
-            let (reads_inline, reads_deferred) = self.io.executor.reads();
-            let _ = write!(
-                text,
-                "# Storage\r\ndurability:{}\r\nkeys:{}\r\nsegments:{}\r\ndata_size_bytes:{}\r\nsyncs:{}\r\ncompactions:{}\r\ncompaction:{}\r\ncorrupt_records:{}\r\nreplayed_records:{}\r\nwrite_rounds:{}\r\nwrite_round_operations_avg:{:.1}\r\nwrite_round_us_avg:{}\r\nwrite_round_us_max:{}\r\nreads_inline:{}\r\nreads_deferred:{}\r\n\r\n",
-                self.io.settings.durability,
-                stats.keys,
-                stats.segments,
-                directory_size_bytes(&self.io.settings.data_dir().join("data")),
-                stats.syncs,
-                stats.compactions,
-                self.io.compaction_note,
-                stats.corrupt_records,
-                stats.replayed_records,
-                rounds.rounds,
-                rounds.operations as f64 / rounds.rounds.max(1) as f64,
-                rounds.round_us_total / rounds.rounds.max(1),
-                rounds.round_us_max,
-                reads_inline,
-                reads_deferred,
-            );
-        }
-        text
-    }
-
-    /// Decodes a peer's frames and hands each to the node.
-    fn read_inbound(&mut self, index: usize, short_read_drains: bool) {
-        let Some(Some(Connection::Inbound(inbound))) = self.io.connections.get_mut(index) else {
-            return;
-        };
-        let limit = self.io.wire_limits.frame_size_bytes_max + READ_CHUNK_BYTES;
-        let (closed, more) = match read_some(
-            &mut inbound.stream,
-            &mut inbound.read,
-            limit,
-            &mut self.io.read_chunk,
-            short_read_drains,
-        ) {
-            Ok(state) => state,
-            Err(error) => {
-                log::debug!("peer connection from {} failed: {error}", inbound.address);
-                self.io.close(index);
+        if ready.readable {
+            let Some((stream, _)) = self.frontend.peer_stream(index) else {
                 return;
-            }
-        };
-        let mut buffer = std::mem::take(&mut inbound.read);
-        let mut peer = inbound.peer;
-        let address = inbound.address;
-        let mut consumed = 0;
-        let mut broken = false;
-        for _ in 0..FRAMES_PER_WAKEUP {
-            match wire::decode_frame(&buffer[consumed..], self.io.cluster_id, self.io.wire_limits) {
-                Err(FrameError::Incomplete { .. }) => break,
-                Err(FrameError::Foreign {
-                    version,
-                    cluster_id,
-                }) => {
-                    self.io.metrics.peers_refused += 1;
-                    log::warn!(
-                        "refusing peer at {address}: it speaks protocol {version} of cluster {cluster_id}; this node speaks protocol {} of cluster {}",
-                        wire::PROTOCOL_VERSION,
-                        self.io.cluster_id
-                    );
-                    broken = true;
-                    break;
-                }
-                Err(FrameError::Invalid(reason)) => {
-                    log::warn!("closing peer connection from {address}: {reason}");
-                    broken = true;
-                    break;
-                }
-                Ok((message, size)) => {
-                    consumed += size;
-                    match (peer, message) {
-                        (None, Message::Hello { node }) => peer = Some(node),
-                        (None, _) => {
-                            log::warn!("closing peer connection from {address}: no hello first");
-                            broken = true;
-                            break;
-                        }
-                        (Some(from), message) => {
-                            let now = self.io.clock.now();
-                            self.node.handle(now, Input::Peer { from, message });
-                            self.drain();
-                        }
+            };
+            let mut scratch = [0u8; 512];
+            loop {
+                match stream.read(&mut scratch) {
+                    Ok(0) => {
+                        log::info!("peer {peer} closed its connection");
+                        self.frontend.close(index);
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        log::info!("connection to peer {peer} lost: {e}");
+                        self.frontend.close(index);
+                        return;
                     }
                 }
             }
         }
-        if broken {
-            self.io.close(index);
-            return;
-        }
-        buffer.drain(..consumed);
-        if let Some(Some(Connection::Inbound(inbound))) = self.io.connections.get_mut(index) {
-            inbound.read = buffer;
-            inbound.peer = peer;
-            if closed {
-                self.io.close(index);
-            } else if more || consumed > 0 {
-                self.io.again.push(index);
-            }
+        if ready.writable {
+            self.frontend.mark_dirty(index);
         }
     }
-}
-
-/// `HELLO [protover [AUTH user password] [SETNAME name]]`: the protocol switch newer
-/// client libraries start with (redis-py 8 asks for RESP3 by default). ringkv's
-/// replies are RESP2 and RESP3 alike except the null, which the loop swaps for a RESP3
-/// connection; so both versions are offered. Returns the connection's protocol after
-/// the command, and the reply.
-fn hello(arguments: &[&[u8]], resp3: bool, connection_id: u64) -> (bool, Vec<u8>) {
-    let mut reply = Vec::new();
-    let version = match arguments.get(1) {
-        None => Some(if resp3 { 3 } else { 2 }),
-        Some(v) if *v == b"2" => Some(2),
-        Some(v) if *v == b"3" => Some(3),
-        Some(_) => None,
-    };
-    let Some(version) = version else {
-        resp::write_error(
-            &mut reply,
-            "NOPROTO sorry, this protocol version is not supported",
-        );
-        return (resp3, reply);
-    };
-    let mut rest = arguments.get(2..).unwrap_or_default();
-    while let Some((option, after)) = rest.split_first() {
-        if option.eq_ignore_ascii_case(b"SETNAME") && !after.is_empty() {
-            rest = &after[1..];
-        } else if option.eq_ignore_ascii_case(b"AUTH") {
-            resp::write_error(&mut reply, "ERR AUTH is not supported: ringkv has no users");
-            return (resp3, reply);
-        } else {
-            resp::write_error(&mut reply, "ERR syntax error in HELLO");
-            return (resp3, reply);
-        }
-    }
-    let fields: [(&str, HelloValue<'_>); 7] = [
-        ("server", HelloValue::Text("ringkv")),
-        ("version", HelloValue::Text(env!("CARGO_PKG_VERSION"))),
-        ("proto", HelloValue::Number(version)),
-        ("id", HelloValue::Number(connection_id & 0xffff_ffff)),
-        ("mode", HelloValue::Text("standalone")),
-        ("role", HelloValue::Text("master")),
-        ("modules", HelloValue::Empty),
-    ];
-    if version == 3 {
-        reply.extend_from_slice(format!("%{}\r\n", fields.len()).as_bytes());
-    } else {
-        resp::write_array_header(&mut reply, fields.len() * 2);
-    }
-    for (name, value) in fields {
-        resp::write_bulk(&mut reply, name.as_bytes());
-        match value {
-            HelloValue::Text(text) => resp::write_bulk(&mut reply, text.as_bytes()),
-            HelloValue::Number(n) => resp::write_integer(&mut reply, n as i64),
-            HelloValue::Empty => resp::write_array_header(&mut reply, 0),
-        }
-    }
-    (version == 3, reply)
-}
-
-enum HelloValue<'a> {
-    Text(&'a str),
-    Number(u64),
-    Empty,
 }
 
 /// Reads until the socket is drained, `limit` bytes are buffered or the per-wakeup
@@ -1050,501 +419,4 @@ fn accept_some(
         }
     }
     true
-}
-
-fn refuse(mut stream: TcpStream, message: &[u8]) {
-    use std::io::Write;
-    let _ = stream.write(message);
-}
-
-fn client_id(index: usize, generation: u32) -> ClientId {
-    ClientId((u64::from(generation) << 32) | index as u64)
-}
-
-fn wall_clock_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn directory_size_bytes(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-fn parse_address(bytes: &[u8]) -> Option<SocketAddr> {
-    std::str::from_utf8(bytes).ok()?.parse().ok()
-}
-
-impl Io {
-    fn insert(&mut self, mut connection: Connection) -> Option<usize> {
-        let index = match self.free.pop() {
-            Some(index) => index,
-            None => {
-                self.connections.push(None);
-                self.generations.push(0);
-                self.connections.len() - 1
-            }
-        };
-        self.generations[index] = self.generations[index].wrapping_add(1);
-        let token = Token(index + FIRST_CONNECTION);
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        let registered = match &mut connection {
-            Connection::Client(c) => {
-                c.generation = self.generations[index];
-                self.registry.register(&mut c.stream, token, interest)
-            }
-            Connection::Peer(p) => match &mut p.stream {
-                Some(stream) => self.registry.register(stream, token, interest),
-                None => Ok(()),
-            },
-            Connection::Inbound(i) => self.registry.register(&mut i.stream, token, interest),
-            Connection::Introduction(i) => self.registry.register(&mut i.stream, token, interest),
-        };
-        if let Err(error) = registered {
-            log::warn!("cannot register a connection: {error}");
-            self.free.push(index);
-            return None;
-        }
-        self.connections[index] = Some(connection);
-        Some(index)
-    }
-
-    /// Closes connection `index` (peer connections keep their slot, marked down).
-    fn close(&mut self, index: usize) {
-        let Some(slot) = self.connections.get_mut(index) else {
-            return;
-        };
-        if let Some(Connection::Peer(peer)) = slot {
-            if let Some(mut stream) = peer.stream.take() {
-                let _ = self.registry.deregister(&mut stream);
-            }
-            let was_up = matches!(
-                peer.state,
-                PeerState::Connected | PeerState::Connecting { .. }
-            );
-            let now = self.clock.now();
-            peer.state = PeerState::Down {
-                retry_at: now + Duration::from_millis(peer.backoff_ms),
-            };
-            peer.backoff_ms = (peer.backoff_ms * 2).min(RECONNECT_MAX_MS);
-            peer.out.clear();
-            if was_up {
-                self.link_events.push((peer.peer, false));
-            }
-            return;
-        }
-        match slot.take() {
-            Some(Connection::Client(mut c)) => {
-                let _ = self.registry.deregister(&mut c.stream);
-                self.clients -= 1;
-                self.metrics.clients_connected = self.clients as u64;
-            }
-            Some(Connection::Inbound(mut i)) => {
-                let _ = self.registry.deregister(&mut i.stream);
-                self.inbound -= 1;
-            }
-            Some(Connection::Introduction(mut i)) => {
-                let _ = self.registry.deregister(&mut i.stream);
-                self.introductions -= 1;
-            }
-            Some(Connection::Peer(_)) | None => return,
-        }
-        self.free.push(index);
-    }
-
-    fn mark_dirty(&mut self, index: usize) {
-        self.dirty.push(index);
-    }
-
-    fn perform(&mut self, action: Action<'_>) {
-        match action {
-            Action::Send { to, frame } => self.send(to, frame),
-            Action::Reply {
-                client,
-                tag,
-                bytes,
-                close,
-            } => self.deliver(client, tag, bytes, close),
-            Action::Storage(operation) => self.executor.submit(operation),
-            Action::Connect { peer, address } => {
-                if let Some(address) = parse_address(address) {
-                    self.addresses.insert(peer, address);
-                }
-                let index = self.peer_slot(peer);
-                if let Some(Some(Connection::Peer(connection))) = self.connections.get_mut(index) {
-                    if matches!(connection.state, PeerState::Down { .. } | PeerState::Idle) {
-                        connection.state = PeerState::Idle;
-                        self.to_connect.push(peer);
-                    }
-                }
-            }
-            Action::Introduce { address, frame } => self.introduce(address, frame),
-        }
-    }
-
-    /// The slot of the outbound connection to `peer`, made on first use.
-    fn peer_slot(&mut self, peer: NodeId) -> usize {
-        if let Some(&index) = self.peers.get(&peer) {
-            return index;
-        }
-        let connection = Connection::Peer(PeerConnection {
-            peer,
-            stream: None,
-            state: PeerState::Idle,
-            out: OutBuffer::default(),
-            backoff_ms: RECONNECT_INITIAL_MS,
-        });
-        match self.insert(connection) {
-            Some(index) => {
-                self.peers.insert(peer, index);
-                index
-            }
-            None => usize::MAX,
-        }
-    }
-
-    fn send(&mut self, to: NodeId, frame: &[u8]) {
-        let index = self.peer_slot(to);
-        let now = self.clock.now();
-        let Some(Some(Connection::Peer(connection))) = self.connections.get_mut(index) else {
-            self.metrics.peer_frames_dropped += 1;
-            return;
-        };
-        match connection.state {
-            PeerState::Down { retry_at } if now < retry_at => {
-                self.metrics.peer_frames_dropped += 1;
-                return;
-            }
-            PeerState::Down { .. } => {
-                connection.state = PeerState::Idle;
-                self.to_connect.push(to);
-            }
-            PeerState::Idle => self.to_connect.push(to),
-            PeerState::Connecting { .. } | PeerState::Connected => {}
-        }
-        if connection.out.push(frame, PEER_WRITE_BUFFER_MAX).is_err() {
-            self.metrics.peer_frames_dropped += 1;
-            return;
-        }
-        self.metrics.peer_frames_sent += 1;
-        if matches!(connection.state, PeerState::Connected) {
-            self.dirty.push(index);
-        }
-    }
-
-    /// Opens the connections `send` and `Connect` asked for. Addresses come from the
-    /// initial member list, `Connect` actions and the node's membership view.
-    fn connect_pending(&mut self, node: &Node) {
-        let pending = std::mem::take(&mut self.to_connect);
-        for peer in pending {
-            let Some(&index) = self.peers.get(&peer) else {
-                continue;
-            };
-            let address = node
-                .membership()
-                .get(peer)
-                .and_then(|m| parse_address(&m.peer_address))
-                .or_else(|| self.addresses.get(&peer).copied());
-            let Some(Some(Connection::Peer(connection))) = self.connections.get_mut(index) else {
-                continue;
-            };
-            if !matches!(connection.state, PeerState::Idle) {
-                continue;
-            }
-            let Some(address) = address else {
-                log::debug!("no address known for peer {}", peer.0);
-                connection.out.clear();
-                continue;
-            };
-            let mut stream = match TcpStream::connect(address) {
-                Ok(stream) => stream,
-                Err(error) => {
-                    log::debug!("connecting to peer {} at {address}: {error}", peer.0);
-                    self.close(index);
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let token = Token(index + FIRST_CONNECTION);
-            if let Err(error) =
-                self.registry
-                    .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-            {
-                log::warn!("cannot register a peer connection: {error}");
-                continue;
-            }
-            // The hello goes first, before frames queued while idle.
-            let mut hello = Vec::new();
-            if wire::encode_frame(
-                &mut hello,
-                self.cluster_id,
-                &Message::Hello { node: self.node_id },
-            )
-            .is_err()
-            {
-                continue;
-            }
-            let mut out = OutBuffer::default();
-            let _ = out.push(&hello, usize::MAX);
-            let _ = out.push(connection.out.bytes(), usize::MAX);
-            connection.out = out;
-            connection.stream = Some(stream);
-            connection.state = PeerState::Connecting {
-                since: self.clock.now(),
-            };
-        }
-    }
-
-    /// Closes peer connections still connecting after [`CONNECT_TIMEOUT_MS`] (a host
-    /// that drops SYNs would otherwise hold frames for the OS's minutes-long timeout).
-    fn abandon_slow_connects(&mut self) {
-        let now = self.clock.now();
-        let slow: Vec<usize> = self
-            .peers
-            .values()
-            .copied()
-            .filter(|&index| {
-                matches!(
-                    self.connections.get(index),
-                    Some(Some(Connection::Peer(PeerConnection {
-                        state: PeerState::Connecting { since },
-                        ..
-                    }))) if now.saturating_duration_since(*since)
-                        >= Duration::from_millis(CONNECT_TIMEOUT_MS)
-                )
-            })
-            .collect();
-        for index in slow {
-            self.close(index);
-        }
-    }
-
-    /// An outbound peer connection's event.
-    fn peer_ready(&mut self, index: usize, readable: bool, writable: bool) {
-        let Some(Some(Connection::Peer(connection))) = self.connections.get_mut(index) else {
-            return;
-        };
-        let Some(stream) = connection.stream.as_mut() else {
-            return;
-        };
-        if matches!(connection.state, PeerState::Connecting { .. }) && writable {
-            let failed = match stream.take_error() {
-                Ok(Some(error)) | Err(error) => Some(error),
-                Ok(None) => stream.peer_addr().err(),
-            };
-            if let Some(error) = failed {
-                if error.kind() == io::ErrorKind::NotConnected {
-                    return; // not finished yet
-                }
-                log::debug!("peer {} unreachable: {error}", connection.peer.0);
-                self.close(index);
-                return;
-            }
-            connection.state = PeerState::Connected;
-            connection.backoff_ms = RECONNECT_INITIAL_MS;
-            log::debug!("connected to peer {}", connection.peer.0);
-            self.link_events.push((connection.peer, true));
-        }
-        if readable {
-            // Peers never send on this connection; reading tells us when it closed.
-            let mut scratch = [0u8; 512];
-            loop {
-                match stream.read(&mut scratch) {
-                    Ok(0) => {
-                        log::info!("peer {} closed its connection", connection.peer.0);
-                        self.close(index);
-                        return;
-                    }
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        log::info!("connection to peer {} lost: {e}", connection.peer.0);
-                        self.close(index);
-                        return;
-                    }
-                }
-            }
-        }
-        if writable {
-            self.dirty.push(index);
-        }
-    }
-
-    fn introduce(&mut self, address: &[u8], frame: &[u8]) {
-        let Some(address) = parse_address(address) else {
-            log::warn!(
-                "seed address {:?} is not ip:port",
-                String::from_utf8_lossy(address)
-            );
-            return;
-        };
-        if self.introductions >= INTRODUCTIONS_MAX {
-            return;
-        }
-        let stream = match TcpStream::connect(address) {
-            Ok(stream) => stream,
-            Err(error) => {
-                log::debug!("seed {address} unreachable: {error}");
-                return;
-            }
-        };
-        let mut out = OutBuffer::default();
-        let mut hello = Vec::new();
-        if wire::encode_frame(
-            &mut hello,
-            self.cluster_id,
-            &Message::Hello { node: self.node_id },
-        )
-        .is_err()
-        {
-            return;
-        }
-        let _ = out.push(&hello, usize::MAX);
-        let _ = out.push(frame, PEER_WRITE_BUFFER_MAX);
-        if self
-            .insert(Connection::Introduction(Introduction { stream, out }))
-            .is_some()
-        {
-            self.introductions += 1;
-        }
-    }
-
-    /// Files a reply in its connection's pipeline and releases what is in order.
-    fn deliver(&mut self, client: ClientId, tag: u64, bytes: &[u8], close: bool) {
-        let index = (client.0 & 0xffff_ffff) as usize;
-        let generation = (client.0 >> 32) as u32;
-        let now = self.clock.now();
-        let Some(Some(Connection::Client(connection))) = self.connections.get_mut(index) else {
-            return; // the client went away
-        };
-        if connection.generation != generation {
-            return;
-        }
-        // RESP3's null is `_`; RESP2's `$-1` only ever comes as a whole reply (a GET
-        // that found nothing), so the swap is exact.
-        let bytes = if connection.resp3 && bytes == b"$-1\r\n" {
-            b"_\r\n"
-        } else {
-            bytes
-        };
-        let mut overflow = false;
-        let out = &mut connection.out;
-        let filed = connection.pipeline.finish(tag, bytes, close, |reply| {
-            overflow |= out.push(reply, CLIENT_WRITE_BUFFER_MAX).is_err();
-        });
-        let Some(((kind, started), closing)) = filed else {
-            return;
-        };
-        let latency_us = now.saturating_duration_since(started).as_micros();
-        self.metrics
-            .record(kind, u64::try_from(latency_us).unwrap_or(u64::MAX));
-        if overflow {
-            log::warn!("closing a client that does not read its replies");
-            connection.out.clear();
-            connection.closing = true;
-        }
-        connection.closing |= closing;
-        if connection.paused && !connection.pipeline.is_full() {
-            self.again.push(index);
-        }
-        self.dirty.push(index);
-    }
-
-    fn clients_flushed(&self) -> bool {
-        self.connections.iter().flatten().all(|c| match c {
-            Connection::Client(c) => c.out.is_empty(),
-            _ => true,
-        })
-    }
-
-    /// Writes every connection that has bytes waiting.
-    fn flush(&mut self) {
-        let mut dirty = std::mem::take(&mut self.dirty);
-        dirty.sort_unstable();
-        dirty.dedup();
-        for &index in &dirty {
-            let Some(Some(connection)) = self.connections.get_mut(index) else {
-                continue;
-            };
-            let close = match connection {
-                Connection::Client(c) => match c.out.flush(&mut c.stream) {
-                    Ok(true) => c.closing && c.pipeline.is_empty(),
-                    Ok(false) => false,
-                    Err(_) => true,
-                },
-                Connection::Peer(p) => match (&p.state, p.stream.as_mut()) {
-                    (PeerState::Connected, Some(stream)) => {
-                        let before = p.out.write_calls;
-                        let flushed = p.out.flush(stream);
-                        self.metrics.peer_write_calls += p.out.write_calls - before;
-                        if let Err(error) = &flushed {
-                            log::info!("connection to peer {} lost: {error}", p.peer.0);
-                        }
-                        flushed.is_err()
-                    }
-                    _ => false,
-                },
-                Connection::Introduction(i) => !matches!(i.out.flush(&mut i.stream), Ok(false)),
-                Connection::Inbound(_) => false,
-            };
-            if close {
-                self.close(index);
-            }
-        }
-        dirty.clear();
-        self.dirty = dirty;
-    }
-
-    fn compacted(&mut self, done: Done) {
-        self.compaction_busy = false;
-        if let Done::Compacted(result) = done {
-            self.compaction_active = matches!(
-                result,
-                Ok(ringkv_storage::CompactionProgress::Copied { .. })
-            );
-            self.compaction_note = match result {
-                Ok(ringkv_storage::CompactionProgress::Idle) => "idle".to_owned(),
-                Ok(ringkv_storage::CompactionProgress::Copied { bytes }) => {
-                    format!("copying ({bytes} bytes this slice)")
-                }
-                Ok(ringkv_storage::CompactionProgress::Finished {
-                    segment_id,
-                    reclaimed_bytes,
-                }) => format!("finished segment {segment_id}, reclaimed {reclaimed_bytes} bytes"),
-                Err(error) => {
-                    log::warn!("compaction failed: {error}");
-                    format!("failed: {error}")
-                }
-            };
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hello_offers_resp2_and_resp3_and_refuses_others() {
-        let (resp3, reply) = hello(&[b"HELLO", b"3"], false, 7);
-        assert!(resp3);
-        assert!(reply.starts_with(b"%7\r\n$6\r\nserver\r\n$6\r\nringkv\r\n"));
-        let (resp3, reply) = hello(&[b"hello", b"2", b"SETNAME", b"app"], true, 7);
-        assert!(!resp3);
-        assert!(reply.starts_with(b"*14\r\n"));
-        let (resp3, reply) = hello(&[b"HELLO", b"4"], true, 7);
-        assert!(resp3, "unchanged");
-        assert!(reply.starts_with(b"-NOPROTO"));
-        let (_, reply) = hello(&[b"HELLO", b"3", b"AUTH", b"u", b"p"], false, 7);
-        assert!(reply.starts_with(b"-ERR AUTH"));
-    }
 }
