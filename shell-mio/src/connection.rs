@@ -78,6 +78,21 @@ impl OutBuffer {
         self.written = 0;
     }
 
+    /// Hands every pending byte over in one buffer (a completion-based loop submits
+    /// it and keeps it until the kernel is done with it) and keeps `spare`, emptied,
+    /// for what comes next. Counts as one write call.
+    pub fn take_pending(&mut self, mut spare: Vec<u8>) -> Vec<u8> {
+        spare.clear();
+        if self.written > 0 {
+            spare.extend_from_slice(&self.bytes[self.written..]);
+            self.bytes.clear();
+            self.written = 0;
+            std::mem::swap(&mut spare, &mut self.bytes);
+        }
+        self.write_calls += 1;
+        std::mem::replace(&mut self.bytes, spare)
+    }
+
     fn compact(&mut self) {
         if self.written > self.bytes.len() / 2 {
             self.bytes.drain(..self.written);
@@ -194,6 +209,22 @@ impl<K> Pipeline<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn taking_the_pending_bytes_leaves_the_buffer_empty_and_counts_a_write() {
+        let mut out = OutBuffer::default();
+        out.push(b"hello", 100).unwrap();
+        assert_eq!(out.take_pending(Vec::with_capacity(8)), b"hello");
+        assert!(out.is_empty());
+        assert_eq!(out.write_calls, 1);
+        // After a partial write (two bytes went out) only what is left is taken.
+        out.push(b"abcdef", 100).unwrap();
+        out.written = 2;
+        assert_eq!(out.take_pending(b"junk".to_vec()), b"cdef");
+        assert!(out.is_empty());
+        out.push(b"next", 100).unwrap();
+        assert_eq!(out.bytes(), b"next", "the spare buffer comes back empty");
+    }
 
     #[test]
     fn replies_go_out_in_request_order() {

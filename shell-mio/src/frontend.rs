@@ -453,12 +453,12 @@ impl<T: Transport> Frontend<T> {
         idle || self.io.clock.now() >= deadline
     }
 
-    /// Writes what is buffered and syncs the stores.
-    pub fn finish(self) -> Result<(), ServerError> {
+    /// Writes what is buffered and syncs the stores; hands the transport back (a
+    /// ring must see its operations complete before it goes).
+    pub fn finish(self) -> (T, Result<(), ServerError>) {
         let Frontend { mut io, .. } = self;
         io.flush();
-        let executor = io.executor;
-        match executor.shutdown() {
+        let result = match io.executor.shutdown() {
             Ok(()) => {
                 log::info!("stores synced; stopped");
                 Ok(())
@@ -467,7 +467,8 @@ impl<T: Transport> Frontend<T> {
                 log::error!("syncing the stores at shutdown failed: {error}");
                 Err(ServerError::Io(io::Error::other(error.to_string())))
             }
-        }
+        };
+        (io.transport, result)
     }
 
     /// Performs every action the node has queued, then connects peers it sent to and

@@ -16,6 +16,7 @@ pub mod dev;
 pub mod executor;
 pub mod frontend;
 pub mod identity;
+pub mod launch;
 pub mod metrics;
 pub mod server;
 pub mod settings;

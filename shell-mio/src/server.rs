@@ -205,7 +205,7 @@ impl Server {
             }
             self.frontend.flush();
             if self.frontend.ready_to_stop() {
-                return self.frontend.finish();
+                return self.frontend.finish().1;
             }
         }
     }

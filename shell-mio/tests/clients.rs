@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
-use support::LocalCluster;
+use support::{Binary, LocalCluster};
 
 fn redis_cli(port: u16, arguments: &[&str]) -> String {
     let output = Command::new("redis-cli")
@@ -23,9 +23,8 @@ fn redis_cli(port: u16, arguments: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
-#[test]
-fn redis_cli_sets_gets_and_deletes_across_nodes() {
-    let cluster = LocalCluster::start(3, &[]);
+fn redis_cli_sets_gets_and_deletes_across_nodes(binary: Binary) {
+    let cluster = LocalCluster::start(binary, 3, &[]);
     let ports: Vec<u16> = (0..3).map(|i| cluster.client_address(i).port()).collect();
     assert_eq!(
         redis_cli(ports[0], &["SET", "greeting", "hello world"]),
@@ -40,9 +39,8 @@ fn redis_cli_sets_gets_and_deletes_across_nodes() {
     assert_eq!(members.matches("status=up").count(), 3, "{members}");
 }
 
-#[test]
-fn the_python_redis_client_round_trips() {
-    let cluster = LocalCluster::start(3, &[]);
+fn the_python_redis_client_round_trips(binary: Binary) {
+    let cluster = LocalCluster::start(binary, 3, &[]);
     let python = std::env::var("RINGKV_PYTHON").unwrap_or_else(|_| "python3".to_owned());
     let script = r#"
 import sys, redis
@@ -80,9 +78,8 @@ print("python ok")
     );
 }
 
-#[test]
-fn concurrent_puts_become_siblings_and_an_update_merges_them() {
-    let cluster = LocalCluster::start(3, &[]);
+fn concurrent_puts_become_siblings_and_an_update_merges_them(binary: Binary) {
+    let cluster = LocalCluster::start(binary, 3, &[]);
     let mut phone = cluster.client(0);
     let mut laptop = cluster.client(2);
     let start = phone.get(b"cart").unwrap();
@@ -131,9 +128,8 @@ fn raw_exchange(
     (reply, closed)
 }
 
-#[test]
-fn malformed_resp_gets_an_error_and_the_connection_closes() {
-    let cluster = LocalCluster::start(1, &[]);
+fn malformed_resp_gets_an_error_and_the_connection_closes(binary: Binary) {
+    let cluster = LocalCluster::start(binary, 1, &[]);
     let address = cluster.client_address(0);
     let (reply, closed) = raw_exchange(address, b"*2\r\n$3\r\nGET\r\n:oops\r\n", false);
     let text = String::from_utf8_lossy(&reply);
@@ -151,12 +147,11 @@ fn malformed_resp_gets_an_error_and_the_connection_closes() {
     );
 }
 
-#[test]
-fn a_client_that_ends_its_stream_after_requests_is_answered_then_closed() {
+fn a_client_that_ends_its_stream_after_requests_is_answered_then_closed(binary: Binary) {
     // The request and the end of stream arrive together: the node must not take the
     // short read for a drained socket and miss the end of stream (the connection
     // would linger half-closed).
-    let cluster = LocalCluster::start(1, &[]);
+    let cluster = LocalCluster::start(binary, 1, &[]);
     let address = cluster.client_address(0);
     for round in 0..20 {
         let (reply, closed) = raw_exchange(address, b"PING\r\nPING\r\n", true);
@@ -165,9 +160,8 @@ fn a_client_that_ends_its_stream_after_requests_is_answered_then_closed() {
     }
 }
 
-#[test]
-fn a_value_over_one_mebibyte_is_refused_and_the_connection_stays() {
-    let cluster = LocalCluster::start(1, &[]);
+fn a_value_over_one_mebibyte_is_refused_and_the_connection_stays(binary: Binary) {
+    let cluster = LocalCluster::start(binary, 1, &[]);
     let mut client = cluster.client_of(0);
     let too_large = vec![b'x'; (1 << 20) + 1];
     match client.command(&[b"SET", b"big", &too_large]).unwrap() {
@@ -186,9 +180,8 @@ fn a_value_over_one_mebibyte_is_refused_and_the_connection_stays() {
     );
 }
 
-#[test]
-fn past_the_connection_limit_new_connections_are_refused_cleanly() {
-    let cluster = LocalCluster::start(1, &["--connections-max", "4"]);
+fn past_the_connection_limit_new_connections_are_refused_cleanly(binary: Binary) {
+    let cluster = LocalCluster::start(binary, 1, &["--connections-max", "4"]);
     let address = cluster.client_address(0);
     let mut held: Vec<TcpStream> = Vec::new();
     for _ in 0..4 {
@@ -216,3 +209,13 @@ fn past_the_connection_limit_new_connections_are_refused_cleanly() {
         ringkv_mio::dev::answers_ping(address)
     }));
 }
+
+both_binaries!(
+    redis_cli_sets_gets_and_deletes_across_nodes,
+    the_python_redis_client_round_trips,
+    concurrent_puts_become_siblings_and_an_update_merges_them,
+    malformed_resp_gets_an_error_and_the_connection_closes,
+    a_client_that_ends_its_stream_after_requests_is_answered_then_closed,
+    a_value_over_one_mebibyte_is_refused_and_the_connection_stays,
+    past_the_connection_limit_new_connections_are_refused_cleanly,
+);

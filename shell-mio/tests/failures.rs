@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 const WRITES: u32 = 1_500;
-use support::{LocalCluster, eventually};
+use support::{Binary, LocalCluster, eventually};
 
 /// How many of `keys` node `id` replicates in a cluster of nodes 1..=`nodes`, N = 3:
 /// computed with the same placement the nodes use.
@@ -40,10 +40,9 @@ fn write(client: &mut ringkv_client::Client, key: &[u8], value: &[u8]) -> Result
     }
 }
 
-#[test]
-fn a_killed_node_misses_no_write_and_a_full_restart_keeps_every_acknowledged_one() {
+fn a_killed_node_misses_no_write_and_a_full_restart_keeps_every_acknowledged_one(binary: Binary) {
     // Four nodes, N = 3, W = 2: a killed replica's writes go to a stand-in as hints.
-    let mut cluster = LocalCluster::start(4, &["--replicas", "3", "--write-quorum", "2"]);
+    let mut cluster = LocalCluster::start(binary, 4, &["--replicas", "3", "--write-quorum", "2"]);
     // A writer runs through node 1; node 3 dies without warning while it runs.
     let mut writer = cluster.client(0);
     let progress = Arc::new(AtomicU32::new(0));
@@ -130,9 +129,8 @@ fn a_killed_node_misses_no_write_and_a_full_restart_keeps_every_acknowledged_one
     }
 }
 
-#[test]
-fn sigterm_stops_a_node_cleanly_and_it_keeps_its_identity() {
-    let mut cluster = LocalCluster::start(1, &[]);
+fn sigterm_stops_a_node_cleanly_and_it_keeps_its_identity(binary: Binary) {
+    let mut cluster = LocalCluster::start(binary, 1, &[]);
     let mut client = cluster.client_of(0);
     assert_eq!(
         client.command(&[b"SET", b"k", b"v"]).unwrap(),
@@ -153,9 +151,8 @@ fn sigterm_stops_a_node_cleanly_and_it_keeps_its_identity() {
     );
 }
 
-#[test]
-fn the_client_fails_over_when_its_node_dies() {
-    let mut cluster = LocalCluster::start(3, &[]);
+fn the_client_fails_over_when_its_node_dies(binary: Binary) {
+    let mut cluster = LocalCluster::start(binary, 3, &[]);
     let mut client = cluster.client(0);
     let first = client.get(b"counter").unwrap();
     let context = client.put(b"counter", &first.context, b"1").unwrap();
@@ -171,3 +168,9 @@ fn the_client_fails_over_when_its_node_dies() {
     );
     assert!(!context.is_empty());
 }
+
+both_binaries!(
+    a_killed_node_misses_no_write_and_a_full_restart_keeps_every_acknowledged_one,
+    sigterm_stops_a_node_cleanly_and_it_keeps_its_identity,
+    the_client_fails_over_when_its_node_dies,
+);

@@ -10,7 +10,7 @@ use ringkv_mio::dev;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
-use support::{LocalCluster, eventually};
+use support::{Binary, LocalCluster, eventually};
 
 /// Writes `bytes` to node 1's peer port; true when the node then closes the connection
 /// (within 5 s).
@@ -28,9 +28,8 @@ fn closes_after(cluster: &LocalCluster, bytes: &[u8]) -> bool {
     }
 }
 
-#[test]
-fn a_peer_of_another_cluster_is_refused_and_the_node_serves_on() {
-    let cluster = LocalCluster::start(1, &[]);
+fn a_peer_of_another_cluster_is_refused_and_the_node_serves_on(binary: Binary) {
+    let cluster = LocalCluster::start(binary, 1, &[]);
     // Control: a hello of this cluster keeps the connection open.
     let mut own = Vec::new();
     encode_frame(&mut own, 1, &Message::Hello { node: NodeId(7) }).unwrap();
@@ -63,9 +62,8 @@ fn a_peer_of_another_cluster_is_refused_and_the_node_serves_on() {
     );
 }
 
-#[test]
-fn a_node_started_with_seeds_joins_a_running_cluster() {
-    let mut cluster = LocalCluster::start(3, &[]);
+fn a_node_started_with_seeds_joins_a_running_cluster(binary: Binary) {
+    let mut cluster = LocalCluster::start(binary, 3, &[]);
     let joiner = cluster.add_joiner(&["--replicas", "3"]);
     let all_up = |cluster: &LocalCluster, node: u16| {
         let mut client = cluster.client_of(node);
@@ -95,3 +93,8 @@ fn a_node_started_with_seeds_joins_a_running_cluster() {
         Reply::Bulk(Some(b"yes".to_vec()))
     );
 }
+
+both_binaries!(
+    a_peer_of_another_cluster_is_refused_and_the_node_serves_on,
+    a_node_started_with_seeds_joins_a_running_cluster,
+);

@@ -1,19 +1,17 @@
-//! `ringkv-node-uring`: one ringkv node over io_uring.
-//!
-//! Today it checks that io_uring is usable and says so; the event loop arrives with the
-//! shell-uring issue. It exits non-zero rather than pretending to serve.
+//! `ringkv-node-uring`: one ringkv node over io_uring, or (`ringkv-node-uring dev`) a
+//! local cluster of them. Same flags, files and data directories as `ringkv-node`.
+//! On a kernel without io_uring it stops at once and names `ringkv-node` instead.
 
+use ringkv_uring::server::Server;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    env_logger::init();
     if let Err(unavailable) = ringkv_uring::probe::probe() {
         eprintln!("ringkv-node-uring: {unavailable}");
-        return ExitCode::from(1);
+        return ExitCode::FAILURE;
     }
-    eprintln!(
-        "ringkv-node-uring {}: io_uring is available, but the io_uring event loop is not built yet",
-        env!("CARGO_PKG_VERSION")
-    );
-    ExitCode::from(2)
+    ringkv_mio::launch::main("ringkv-node-uring", |settings, node_id, seed| {
+        Server::start(settings, node_id, seed)?.run()?;
+        Ok(())
+    })
 }

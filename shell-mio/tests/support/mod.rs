@@ -1,6 +1,12 @@
-//! Real `ringkv-node` processes on 127.0.0.1 for tests: a [`ProcessCluster`] (the one
+//! Real node processes on 127.0.0.1 for tests: a [`ProcessCluster`] (the one
 //! `ringkv-node dev` uses) in a temporary directory, on ports checked free, with the
 //! tail of every node's log printed when a test panics. Every wait is bounded.
+//!
+//! Every test runs against both binaries, `ringkv-node` (mio) and `ringkv-node-uring`:
+//! a test is a function of the [`Binary`], and [`both_binaries!`] declares the two
+//! `#[test]`s (`<test>::mio` and `<test>::uring`). The uring binary is a sibling of
+//! `ringkv-node` in the target directory; `cargo test --workspace` builds it (the
+//! ringkv-uring package has integration tests of its own).
 #![allow(dead_code)] // each test file uses a different part
 
 use ringkv_client::{Client, Reply};
@@ -10,7 +16,52 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_ringkv-node");
+const MIO_BINARY: &str = env!("CARGO_BIN_EXE_ringkv-node");
+
+/// Which node binary a test runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binary {
+    Mio,
+    Uring,
+}
+
+impl Binary {
+    pub fn path(self) -> PathBuf {
+        let mio = PathBuf::from(MIO_BINARY);
+        match self {
+            Binary::Mio => mio,
+            Binary::Uring => {
+                let uring = mio.with_file_name("ringkv-node-uring");
+                assert!(
+                    uring.exists(),
+                    "{} is not built: run `cargo test --workspace` or `cargo build -p ringkv-uring` first",
+                    uring.display()
+                );
+                uring
+            }
+        }
+    }
+}
+
+/// Declares, for each named test function taking a [`Binary`], a module of that name
+/// with one `#[test]` per binary.
+#[macro_export]
+macro_rules! both_binaries {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn mio() {
+                    super::$name($crate::support::Binary::Mio)
+                }
+                #[test]
+                fn uring() {
+                    super::$name($crate::support::Binary::Uring)
+                }
+            }
+        )*
+    };
+}
 /// Ports for this test process, from a base that depends on the pid so two test
 /// processes rarely collide (and free ports are checked anyway).
 static NEXT_BASE: AtomicU16 = AtomicU16::new(0);
@@ -38,13 +89,14 @@ pub struct LocalCluster {
 }
 
 impl LocalCluster {
-    /// Starts `nodes` nodes with `extra` flags each and waits until all answer PING.
-    pub fn start(nodes: u16, extra: &[&str]) -> LocalCluster {
+    /// Starts `nodes` nodes of `binary` with `extra` flags each and waits until all
+    /// answer PING.
+    pub fn start(binary: Binary, nodes: u16, extra: &[&str]) -> LocalCluster {
         let dir = tempfile::tempdir().expect("temporary directory");
         // Room for two more nodes than it starts with (joiners).
         let base_port = free_base(2 * nodes + 4);
         let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
-        let cluster = ProcessCluster::start(BINARY.as_ref(), nodes, base_port, dir.path(), &extra)
+        let cluster = ProcessCluster::start(&binary.path(), nodes, base_port, dir.path(), &extra)
             .unwrap_or_else(|error| panic!("cluster start: {error}"));
         LocalCluster { cluster, _dir: dir }
     }

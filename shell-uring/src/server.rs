@@ -1,0 +1,402 @@
+//! The io_uring event loop of `ringkv-node-uring`: one thread, one ring, driving the
+//! same [`Frontend`] as `ringkv-node` (the core node, the storage executor, every
+//! connection's protocol state) through completions instead of readiness.
+//!
+//! Per iteration: submit what is queued and wait for at least one completion (or not
+//! at all when work is left over), reap at most [`COMPLETIONS_PER_WAKEUP`]
+//! completions and hand each to the frontend, then the frontend's own work (storage
+//! completions, the core's deadlines, the tick, writing what was buffered).
+//!
+//! - **Accepts** are multishot where the kernel has it (one submission per listener);
+//!   a kernel that refuses it gets single-shot accepts, re-armed after each
+//!   completion.
+//! - **Receives and sends** are ring operations owning their buffers
+//!   ([`crate::transport`]).
+//! - **Time** is a ring timeout armed for the next deadline (the core's, or the
+//!   100 ms tick); at most [`TIMEOUTS_MAX`] are outstanding.
+//! - **Storage threads** wake the loop through an eventfd read on the ring; **SIGINT
+//!   and SIGTERM** arrive through signal-hook's pipe, read on the ring too.
+//!
+//! Shutdown is the frontend's (finish in-flight requests, write, sync the stores);
+//! then every ring operation is cancelled and its completion awaited before the
+//! buffers go ([`Ring::shutdown`]).
+
+use crate::ring::{Completed, Listener, Operation, Ring};
+use crate::transport::{Event, UringStream, UringTransport};
+use ringkv_core::Instant;
+use ringkv_core::version::NodeId;
+use ringkv_mio::frontend::{
+    AGAIN_COMPLETIONS, COMPLETIONS_PER_WAKEUP, ConnectionKind, Frontend, REFUSAL, ServerError,
+    TICK_MS,
+};
+use ringkv_mio::settings::Settings;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::net::UnixStream;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Submission queue entries of the ring.
+pub const RING_ENTRIES: u32 = 4096;
+/// Ring timeouts outstanding at most.
+pub const TIMEOUTS_MAX: usize = 8;
+
+/// A running node over io_uring.
+pub struct Server {
+    frontend: Frontend<UringTransport>,
+    listeners: [Option<Rc<TcpListener>>; 2],
+    /// Each listener's armed accept.
+    accepts: [Option<u64>; 2],
+    multishot_accept: bool,
+    wake: Arc<std::fs::File>,
+    signals: Rc<UnixStream>,
+    timeouts: usize,
+    /// The earliest outstanding timeout's deadline.
+    timeout_at: Option<Instant>,
+    completed: Vec<Completed>,
+    /// Connections whose next receive waits for room in their read buffer.
+    paused: Vec<usize>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("frontend", &self.frontend)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the loop stops.
+enum Stop {
+    /// A second signal: exit at once.
+    Now,
+}
+
+impl Server {
+    /// Sets up the ring, opens the stores, binds both addresses and builds the node.
+    pub fn start(settings: Settings, node_id: NodeId, seed: u64) -> Result<Server, ServerError> {
+        let ring = Ring::new(RING_ENTRIES)?;
+        let eventfd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)
+            .map_err(std::io::Error::from)?;
+        let wake = Arc::new(std::fs::File::from(eventfd));
+        let waker = {
+            let wake = Arc::clone(&wake);
+            move || {
+                let _ = (&*wake).write(&1u64.to_ne_bytes());
+            }
+        };
+        let (signal_read, signal_write) = UnixStream::pair()?;
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::low_level::pipe::register(signal, signal_write.try_clone()?)?;
+        }
+        let bind = |address: SocketAddr| {
+            TcpListener::bind(address).map_err(|error| ServerError::Bind { address, error })
+        };
+        let client_listener = bind(settings.client_address)?;
+        let peer_listener = bind(settings.peer_address)?;
+        let frontend = Frontend::new(settings, node_id, seed, UringTransport::new(ring), waker)?;
+        frontend.log_serving();
+        Ok(Server {
+            frontend,
+            listeners: [Some(Rc::new(client_listener)), Some(Rc::new(peer_listener))],
+            accepts: [None, None],
+            multishot_accept: true,
+            wake,
+            signals: Rc::new(signal_read),
+            timeouts: 0,
+            timeout_at: None,
+            completed: Vec::with_capacity(COMPLETIONS_PER_WAKEUP),
+            paused: Vec::new(),
+        })
+    }
+
+    fn ring(&mut self) -> &mut Ring {
+        &mut self.frontend.transport().ring
+    }
+
+    /// Runs until a signal stops the node; returns once the stores are synced and
+    /// the ring's operations completed.
+    pub fn run(mut self) -> Result<(), ServerError> {
+        for listener in [Listener::Client, Listener::Peer] {
+            self.arm_accept(listener);
+        }
+        self.arm_wake(Box::new([0u8; 8]));
+        self.arm_signals(Box::new([0u8; 16]));
+        let mut next_tick = self.frontend.now();
+        let mut ticks = 0u64;
+        loop {
+            let now = self.frontend.now();
+            let mut wake_at = next_tick;
+            if let Some(deadline) = self.frontend.poll_timeout() {
+                wake_at = wake_at.min(deadline);
+            }
+            let busy = self.frontend.has_again() || self.frontend.executor().has_done();
+            if !busy && wake_at > now {
+                self.arm_timeout(now, wake_at);
+            }
+            self.ring().submit(!busy && wake_at > now)?;
+            let mut completed = std::mem::take(&mut self.completed);
+            completed.clear();
+            self.ring().reap(&mut completed, COMPLETIONS_PER_WAKEUP);
+            for done in &completed {
+                if let Err(Stop::Now) = self.completion(*done) {
+                    return Ok(());
+                }
+            }
+            if completed.len() == COMPLETIONS_PER_WAKEUP {
+                // More may be waiting: come back without sleeping.
+                self.frontend.push_again(AGAIN_COMPLETIONS);
+            }
+            self.completed = completed;
+            for index in self.frontend.take_again() {
+                if index == AGAIN_COMPLETIONS {
+                    self.frontend.completions();
+                } else if index < AGAIN_COMPLETIONS - 2 {
+                    self.input(index, false);
+                    self.resume(index);
+                }
+            }
+            self.frontend.completions();
+            self.frontend.timeouts();
+            let now = self.frontend.now();
+            if now >= next_tick {
+                next_tick = now + Duration::from_millis(TICK_MS);
+                ticks += 1;
+                self.frontend.tick(ticks);
+            }
+            self.frontend.flush();
+            let paused = std::mem::take(&mut self.paused);
+            for index in paused {
+                self.resume(index);
+            }
+            if self.frontend.ready_to_stop() {
+                let (transport, result) = self.frontend.finish();
+                transport.ring.shutdown();
+                return result;
+            }
+        }
+    }
+
+    fn completion(&mut self, done: Completed) -> Result<(), Stop> {
+        // A multishot accept that stays armed keeps its operation in the slab.
+        if done.more() {
+            if let Some(Operation::Accept { listener, .. }) = self.ring().get(done.user_data) {
+                let listener = *listener;
+                self.accepted(listener, done.result);
+            }
+            return Ok(());
+        }
+        let Some(operation) = self.ring().finish(done.user_data) else {
+            return Ok(());
+        };
+        match operation {
+            Operation::Accept {
+                listener,
+                multishot,
+                ..
+            } => {
+                let which = listener_index(listener);
+                self.accepts[which] = None;
+                if multishot && done.result == -libc::EINVAL {
+                    log::info!("this kernel has no multishot accept; accepting one at a time");
+                    self.multishot_accept = false;
+                } else {
+                    self.accepted(listener, done.result);
+                }
+                if done.result != -libc::ECANCELED {
+                    self.arm_accept(listener);
+                }
+            }
+            Operation::Wake { buffer, .. } => self.arm_wake(buffer),
+            Operation::Signal { buffer, .. } => {
+                if done.result > 0 {
+                    if self.frontend.begin_shutdown() {
+                        return Err(Stop::Now);
+                    }
+                    self.stop_accepting();
+                }
+                if done.result != -libc::ECANCELED {
+                    self.arm_signals(buffer);
+                }
+            }
+            Operation::Timeout { .. } => {
+                self.timeouts = self.timeouts.saturating_sub(1);
+                if self
+                    .timeout_at
+                    .is_some_and(|at| at <= self.frontend.now() || self.timeouts == 0)
+                {
+                    self.timeout_at = None;
+                }
+            }
+            Operation::Cancel { .. } => {}
+            connection @ (Operation::Recv { .. }
+            | Operation::Send { .. }
+            | Operation::Connect { .. }) => {
+                let event =
+                    self.frontend
+                        .transport()
+                        .complete(done.user_data, done.result, connection);
+                self.connection_event(event);
+            }
+        }
+        Ok(())
+    }
+
+    fn connection_event(&mut self, event: Event) {
+        match event {
+            Event::Received {
+                slot,
+                buffer,
+                length,
+            } => {
+                let kind = self.frontend.kind(slot);
+                if kind == Some(ConnectionKind::Peer) {
+                    // Peers never send on this node's outbound connection.
+                    if length == 0 {
+                        let peer = self.frontend.peer_of(slot).map_or(0, |p| p.0);
+                        log::info!("peer {peer} closed its connection");
+                        self.frontend.close(slot);
+                    } else {
+                        self.frontend.transport().receive_again(slot, buffer, true);
+                    }
+                    return;
+                }
+                if length == 0 {
+                    self.frontend.transport().receive_again(slot, buffer, false);
+                    self.input(slot, true);
+                    return;
+                }
+                if let Some((_, read, _)) = self.frontend.reader(slot) {
+                    read.extend_from_slice(&buffer[..length]);
+                }
+                self.frontend.transport().receive_again(slot, buffer, false);
+                self.input(slot, false);
+                self.resume(slot);
+            }
+            Event::Sent { slot } => self.frontend.mark_dirty(slot),
+            Event::Connected { slot } => match self.frontend.kind(slot) {
+                Some(ConnectionKind::Peer) => self.frontend.peer_connected(slot),
+                _ => self.frontend.mark_dirty(slot),
+            },
+            Event::Failed { slot, error } => {
+                log::debug!("{:?} connection failed: {error}", self.frontend.kind(slot));
+                self.frontend.close(slot);
+            }
+            Event::Stale => {}
+        }
+    }
+
+    /// Hands a client's or inbound peer's buffered bytes to the frontend.
+    fn input(&mut self, index: usize, closed: bool) {
+        match self.frontend.kind(index) {
+            Some(ConnectionKind::Client) => self.frontend.client_input(index, closed, false),
+            Some(ConnectionKind::Inbound) => self.frontend.inbound_input(index, closed, false),
+            _ => {}
+        }
+    }
+
+    /// Arms the next receive of a client or inbound peer when its buffer has room;
+    /// otherwise looks again next iteration.
+    fn resume(&mut self, index: usize) {
+        let Some((_, read, limit)) = self.frontend.reader(index) else {
+            return;
+        };
+        if read.len() < limit {
+            self.frontend.transport().arm_receive(index);
+        } else if !self.paused.contains(&index) {
+            self.paused.push(index);
+        }
+    }
+
+    fn accepted(&mut self, listener: Listener, result: i32) {
+        let Some(socket) = Ring::accepted(result) else {
+            if result != -libc::ECANCELED {
+                log::warn!(
+                    "accepting a {listener:?} connection failed: {}",
+                    std::io::Error::from_raw_os_error(-result)
+                );
+            }
+            return;
+        };
+        let Ok(address) = socket.peer_addr() else {
+            return;
+        };
+        let stream = UringStream::accepted(socket);
+        match listener {
+            Listener::Client => {
+                if let Err(refused) = self.frontend.add_client(stream, address) {
+                    let _ = refused.socket().write(REFUSAL);
+                }
+            }
+            Listener::Peer => self.frontend.add_inbound(stream, address),
+        }
+    }
+
+    fn arm_accept(&mut self, listener: Listener) {
+        let which = listener_index(listener);
+        let Some(socket) = self.listeners[which].clone() else {
+            return;
+        };
+        let operation = Operation::Accept {
+            listener,
+            socket,
+            multishot: self.multishot_accept,
+        };
+        match self.ring().start(operation) {
+            Ok(user_data) => self.accepts[which] = Some(user_data),
+            Err(_) => log::warn!("ring full: not accepting {listener:?} connections for now"),
+        }
+    }
+
+    /// Shutdown: close the listeners (once their accepts are cancelled).
+    fn stop_accepting(&mut self) {
+        self.listeners = [None, None];
+        for user_data in self.accepts.iter_mut().filter_map(Option::take) {
+            self.frontend.transport().ring.cancel(user_data);
+        }
+    }
+
+    fn arm_wake(&mut self, buffer: Box<[u8; 8]>) {
+        let file = Arc::clone(&self.wake);
+        if self.ring().start(Operation::Wake { file, buffer }).is_err() {
+            log::error!("ring full: storage completions will only be seen on timeouts");
+        }
+    }
+
+    fn arm_signals(&mut self, buffer: Box<[u8; 16]>) {
+        let pipe = Rc::clone(&self.signals);
+        if self
+            .ring()
+            .start(Operation::Signal { pipe, buffer })
+            .is_err()
+        {
+            log::error!("ring full: signals are not watched");
+        }
+    }
+
+    /// Arms a ring timeout for `at` unless one fires earlier already.
+    fn arm_timeout(&mut self, now: Instant, at: Instant) {
+        if self.timeout_at.is_some_and(|armed| armed <= at) || self.timeouts >= TIMEOUTS_MAX {
+            return;
+        }
+        let wait = at.saturating_duration_since(now);
+        let timespec = io_uring::types::Timespec::new()
+            .sec(wait.as_secs())
+            .nsec(wait.subsec_nanos());
+        let operation = Operation::Timeout {
+            timespec: Box::new(timespec),
+        };
+        if self.ring().start(operation).is_ok() {
+            self.timeouts += 1;
+            self.timeout_at = Some(at);
+        }
+    }
+}
+
+fn listener_index(listener: Listener) -> usize {
+    match listener {
+        Listener::Client => 0,
+        Listener::Peer => 1,
+    }
+}
