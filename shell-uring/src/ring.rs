@@ -166,8 +166,15 @@ impl Completed {
 
 impl Ring {
     pub fn new(entries: u32) -> io::Result<Ring> {
+        // One thread submits and reaps: task work for it needs no interrupt
+        // (COOP_TASKRUN, 5.19+). Kernels without the flags get a plain ring.
+        let ring = IoUring::builder()
+            .setup_coop_taskrun()
+            .setup_single_issuer()
+            .build(entries)
+            .or_else(|_| IoUring::new(entries))?;
         Ok(Ring {
-            ring: IoUring::new(entries)?,
+            ring,
             operations: Vec::new(),
             free: Vec::new(),
             in_flight: 0,
