@@ -14,6 +14,13 @@
 //!   no wakeup and no context switch. Profiling a node under 50 connections of SETs
 //!   (each one reads before it writes) found the reader threads spending more CPU
 //!   spinning, yielding and being woken than reading, on a 2-core host.
+//! - **Or the caller writes** ([`WriteMode::Caller`], for ringkv-node-uring): writes
+//!   and deletes wait in the executor, one list per store; [`Executor::next_round`]
+//!   prepares a store's waiting operations as one batch (the storage engine's split
+//!   API), the caller writes its bytes and syncs them on its own terms (the ring), and
+//!   [`Executor::finish_round`] commits the batch and completes every operation in it.
+//!   One round per store is in flight at a time; what arrives meanwhile waits for the
+//!   next: group commit as write-then-sync.
 //! - **Reader threads** ([`READERS`]) take the reads the page cache cannot serve,
 //!   listings and scans, and compaction slices, so nothing waits behind an fsync and
 //!   the loop never waits for the disk.
@@ -35,6 +42,7 @@ use ringkv_core::node::{
     Completion, KeyRecord, Listing, ScanPage, Space, StorageFailure, StorageJob, StorageOp,
 };
 use ringkv_storage::{CachedRead, CompactionProgress, Durability, StorageError, Store, WriteBatch};
+use std::cell::{Cell, RefCell};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -160,6 +168,17 @@ struct RoundCounters {
     round_us_max: AtomicU64,
 }
 
+impl RoundCounters {
+    fn record(&self, operations: usize, took: std::time::Duration) {
+        let round_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.rounds.fetch_add(1, Ordering::Relaxed);
+        self.operations
+            .fetch_add(operations as u64, Ordering::Relaxed);
+        self.round_us_total.fetch_add(round_us, Ordering::Relaxed);
+        self.round_us_max.fetch_max(round_us, Ordering::Relaxed);
+    }
+}
+
 /// A copy of the writer's round counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WriteRounds {
@@ -179,10 +198,63 @@ impl Stores {
     }
 }
 
+/// Who writes and syncs the stores' logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMode {
+    /// The executor's writer thread (ringkv-node).
+    Thread,
+    /// The caller, round by round (see the module docs).
+    Caller,
+}
+
+/// One store's waiting writes, prepared as one batch for the caller to write at
+/// [`WriteRound::file_offset`] of [`WriteRound::file`] and, when [`WriteRound::sync`],
+/// to sync before handing it to [`Executor::finish_round`].
+#[derive(Debug)]
+pub struct WriteRound {
+    space: Space,
+    prepared: ringkv_storage::PreparedWrite,
+    tokens: Vec<u64>,
+    /// The durability mode acknowledges a write only once it is synced.
+    pub sync: bool,
+    started: std::time::Instant,
+}
+
+impl WriteRound {
+    pub fn bytes(&self) -> &[u8] {
+        self.prepared.bytes()
+    }
+
+    pub fn file_offset(&self) -> u64 {
+        self.prepared.file_offset()
+    }
+
+    pub fn file(&self) -> &std::fs::File {
+        self.prepared.file()
+    }
+}
+
+/// Why a caller's round failed.
+#[derive(Debug)]
+pub enum RoundFailure {
+    /// Writing the bytes failed (or was short): the batch is given back, and the
+    /// store takes writes again (a full disk may have room later).
+    Write(std::io::Error),
+    /// The sync failed: the store refuses writes until it is reopened.
+    Sync(std::io::Error),
+}
+
 /// The executor: submit operations, collect completions.
 #[derive(Debug)]
 pub struct Executor {
     stores: Arc<Stores>,
+    mode: WriteMode,
+    /// [`WriteMode::Caller`]: waiting writes per store, and whether a store's round
+    /// is out with the caller.
+    waiting: RefCell<[Vec<StorageJob>; 3]>,
+    rounds_out: Cell<[bool; 3]>,
+    queue_max: usize,
+    sync_rounds: bool,
     writes: Option<Sender<Job>>,
     reads: Option<Sender<Job>>,
     done: Receiver<Done>,
@@ -227,6 +299,7 @@ impl Executor {
         dir: &Path,
         sizes: StoreSizes,
         queue_max: usize,
+        mode: WriteMode,
         wake: impl Fn() + Send + Sync + 'static,
     ) -> Result<Executor, OpenError> {
         let stores = Arc::new(open_stores(dir, sizes)?);
@@ -237,7 +310,7 @@ impl Executor {
         // compaction and sync jobs.
         let (done_sender, done) = crossbeam_channel::bounded(queue_max * 2 + 64);
         let mut threads = Vec::new();
-        {
+        if mode == WriteMode::Thread {
             let (stores, sender, wake) =
                 (Arc::clone(&stores), done_sender.clone(), Arc::clone(&wake));
             threads.push(spawn("ringkv-writer", move || {
@@ -257,7 +330,12 @@ impl Executor {
         }
         Ok(Executor {
             stores,
-            writes: Some(writes),
+            mode,
+            waiting: RefCell::new([Vec::new(), Vec::new(), Vec::new()]),
+            rounds_out: Cell::new([false; 3]),
+            queue_max,
+            sync_rounds: sizes.durability.acknowledges_after_sync(),
+            writes: (mode == WriteMode::Thread).then_some(writes),
             reads: Some(reads),
             done,
             done_sender,
@@ -289,9 +367,24 @@ impl Executor {
         self.queue(StorageJob::from(operation));
     }
 
-    /// Hands a job to the writer or the reader threads.
+    /// Hands a job to the writer or the reader threads (or, in caller mode, keeps a
+    /// write for the next round).
     fn queue(&self, job: StorageJob) {
         let token = job.token();
+        if self.mode == WriteMode::Caller && job.is_write() {
+            let mut waiting = self.waiting.borrow_mut();
+            if waiting.iter().map(Vec::len).sum::<usize>() >= self.queue_max {
+                log::error!("storage queue full; failing operation {token}");
+                let _ = self.done_sender.try_send(failed(Job::Core(job)));
+                return;
+            }
+            let space = match &job {
+                StorageJob::Write { space, .. } | StorageJob::Delete { space, .. } => *space,
+                _ => Space::Data,
+            };
+            waiting[space_index(space)].push(job);
+            return;
+        }
         let channel = if job.is_write() {
             &self.writes
         } else {
@@ -342,10 +435,128 @@ impl Executor {
             .is_some_and(|r| r.try_send(Job::Compact { budget_bytes }).is_ok())
     }
 
-    /// Asks the writer to make every write durable (interval and none modes).
+    /// Asks the writer (in caller mode, a reader thread) to make every write durable
+    /// (interval and none modes).
     pub fn sync(&self) {
-        if let Some(writes) = &self.writes {
-            let _ = writes.try_send(Job::Sync);
+        let channel = match self.mode {
+            WriteMode::Thread => &self.writes,
+            WriteMode::Caller => &self.reads,
+        };
+        if let Some(channel) = channel {
+            let _ = channel.try_send(Job::Sync);
+        }
+    }
+
+    /// [`WriteMode::Caller`]: the next store's waiting writes as one prepared batch,
+    /// for a store without a round out. Operations the store refuses at once (a
+    /// poisoned store, say) complete with the error here.
+    pub fn next_round(&self) -> Option<WriteRound> {
+        let mut out = self.rounds_out.get();
+        for space in [Space::Data, Space::Hints, Space::Meta] {
+            let index = space_index(space);
+            if out[index] {
+                continue;
+            }
+            let jobs = {
+                let mut waiting = self.waiting.borrow_mut();
+                let list = &mut waiting[index];
+                if list.is_empty() {
+                    continue;
+                }
+                let mut bytes = 0usize;
+                let mut count = 0usize;
+                for job in list.iter() {
+                    if count >= BATCH_OPERATIONS_MAX || bytes >= BATCH_BYTES_MAX {
+                        break;
+                    }
+                    if let StorageJob::Write { key, record, .. } = job {
+                        bytes += key.len() + record.len();
+                    }
+                    count += 1;
+                }
+                list.drain(..count).collect::<Vec<_>>()
+            };
+            let mut batch = WriteBatch::new();
+            let mut tokens = Vec::with_capacity(jobs.len());
+            for job in &jobs {
+                tokens.push(job.token());
+                match job {
+                    StorageJob::Write { key, record, .. } => batch.put(key, record),
+                    StorageJob::Delete { key, .. } => batch.delete(key),
+                    _ => {}
+                }
+            }
+            match self.stores.get(space).prepare(&batch) {
+                Ok(prepared) => {
+                    out[index] = true;
+                    self.rounds_out.set(out);
+                    return Some(WriteRound {
+                        space,
+                        prepared,
+                        tokens,
+                        sync: self.sync_rounds,
+                        started: std::time::Instant::now(),
+                    });
+                }
+                Err(error) => {
+                    log::warn!("storage: preparing a batch for {space:?} failed: {error}");
+                    let result = Err(failure(&error));
+                    for token in tokens {
+                        let _ = self.done_sender.try_send(Done::Written { token, result });
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// [`WriteMode::Caller`]: the caller wrote (and synced) a round's bytes, or failed
+    /// to (`written`): commit it, or refuse the store's writes from now on, and
+    /// complete each of its operations.
+    pub fn finish_round(&self, round: WriteRound, written: Result<(), RoundFailure>) {
+        let WriteRound {
+            space,
+            prepared,
+            tokens,
+            started,
+            ..
+        } = round;
+        let mut out = self.rounds_out.get();
+        out[space_index(space)] = false;
+        self.rounds_out.set(out);
+        let store = self.stores.get(space);
+        let result = match written {
+            Ok(()) => store.commit(prepared).map_err(|error| {
+                log::warn!("storage: committing a batch to {space:?} failed: {error}");
+                failure(&error)
+            }),
+            Err(RoundFailure::Write(error)) => {
+                log::warn!("storage: writing a batch to {space:?} failed: {error}");
+                let full = error.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error());
+                if let Err(misuse) = store.abort(prepared) {
+                    log::error!("storage: giving back a failed batch: {misuse}");
+                }
+                Err(if full {
+                    StorageFailure::DiskFull
+                } else {
+                    StorageFailure::Io
+                })
+            }
+            Err(RoundFailure::Sync(error)) => {
+                log::error!("storage: syncing a batch to {space:?} failed: {error}");
+                store.fail(prepared);
+                Err(StorageFailure::Io)
+            }
+        };
+        self.stores.rounds.record(tokens.len(), started.elapsed());
+        for token in tokens {
+            if self
+                .done_sender
+                .try_send(Done::Written { token, result })
+                .is_err()
+            {
+                log::error!("completion queue full; write {token} is lost");
+            }
         }
     }
 
@@ -475,22 +686,9 @@ fn write_loop(stores: &Stores, jobs: &Receiver<Job>, done: &Sender<Done>, wake: 
             }
         }
         if sync {
-            for space in [Space::Data, Space::Hints, Space::Meta] {
-                if let Err(error) = stores.get(space).sync() {
-                    log::warn!("storage: syncing {space:?} failed: {error}");
-                }
-            }
+            sync_all(stores);
         }
-        let round_us = u64::try_from(round_started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let counters = &stores.rounds;
-        counters.rounds.fetch_add(1, Ordering::Relaxed);
-        counters
-            .operations
-            .fetch_add(round.len() as u64, Ordering::Relaxed);
-        counters
-            .round_us_total
-            .fetch_add(round_us, Ordering::Relaxed);
-        counters.round_us_max.fetch_max(round_us, Ordering::Relaxed);
+        stores.rounds.record(round.len(), round_started.elapsed());
         for job in round.drain(..) {
             let finished = match job {
                 Job::Core(
@@ -521,6 +719,11 @@ fn space_index(space: Space) -> usize {
 
 fn read_loop(stores: &Stores, jobs: &Receiver<Job>, done: &Sender<Done>, wake: &dyn Fn()) {
     while let Ok(job) = jobs.recv() {
+        if let Job::Sync = job {
+            // Caller mode's interval sync: nobody waits for it.
+            sync_all(stores);
+            continue;
+        }
         let finished = run_read(stores, job);
         if done.send(finished).is_err() {
             return;
@@ -528,6 +731,14 @@ fn read_loop(stores: &Stores, jobs: &Receiver<Job>, done: &Sender<Done>, wake: &
         // Wake once for everything this thread finishes back to back.
         if jobs.is_empty() {
             wake();
+        }
+    }
+}
+
+fn sync_all(stores: &Stores) {
+    for space in [Space::Data, Space::Hints, Space::Meta] {
+        if let Err(error) = stores.get(space).sync() {
+            log::warn!("storage: syncing {space:?} failed: {error}");
         }
     }
 }
@@ -644,7 +855,7 @@ mod tests {
             data_segment_size_bytes: 16 << 20,
             record_size_bytes_max: 2 << 20,
         };
-        Executor::start(dir, sizes, 64, || {}).unwrap()
+        Executor::start(dir, sizes, 64, WriteMode::Thread, || {}).unwrap()
     }
 
     #[test]
@@ -742,6 +953,91 @@ mod tests {
             "{read:?}"
         );
         assert_eq!(executor.reads(), (1, 1), "served by a reader thread");
+    }
+
+    #[test]
+    fn in_caller_mode_rounds_commit_what_the_caller_wrote_and_failures_complete_with_errors() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let sizes = StoreSizes {
+            durability: Durability::Group,
+            data_segment_size_bytes: 16 << 20,
+            record_size_bytes_max: 2 << 20,
+        };
+        let executor = Executor::start(dir.path(), sizes, 64, WriteMode::Caller, || {}).unwrap();
+        let write = |token: u64, key: &[u8], record: &[u8]| {
+            executor.submit(StorageOp::Write {
+                token,
+                space: Space::Data,
+                key,
+                record,
+            })
+        };
+        write(1, b"a", b"one");
+        write(2, b"b", b"two");
+        let round = executor.next_round().expect("a round");
+        assert!(round.sync, "group commit syncs each round");
+        assert!(
+            executor.next_round().is_none(),
+            "one round per store at a time"
+        );
+        write(3, b"c", b"three"); // waits for the next round
+        round
+            .file()
+            .write_all_at(round.bytes(), round.file_offset())
+            .unwrap();
+        round.file().sync_data().unwrap();
+        executor.finish_round(round, Ok(()));
+        let done = wait(&executor, 2);
+        assert!(
+            done.iter()
+                .all(|d| matches!(d, Done::Written { result: Ok(()), .. })),
+            "{done:?}"
+        );
+        assert_eq!(
+            executor.stores.data.get(b"b").unwrap().as_deref(),
+            Some(&b"two"[..])
+        );
+
+        // A failed write gives the batch back; the store takes writes again.
+        let round = executor.next_round().expect("the waiting write");
+        let error = std::io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error());
+        executor.finish_round(round, Err(RoundFailure::Write(error)));
+        let done = wait(&executor, 1);
+        assert!(
+            matches!(
+                done[0],
+                Done::Written {
+                    token: 3,
+                    result: Err(StorageFailure::DiskFull)
+                }
+            ),
+            "{done:?}"
+        );
+        assert_eq!(executor.stores.data.get(b"c").unwrap(), None);
+        write(4, b"d", b"four");
+        let round = executor.next_round().expect("writes are taken again");
+
+        // A failed sync: the batch is not indexed and the store refuses writes.
+        let error = std::io::Error::from_raw_os_error(rustix::io::Errno::IO.raw_os_error());
+        executor.finish_round(round, Err(RoundFailure::Sync(error)));
+        assert!(matches!(
+            wait(&executor, 1)[0],
+            Done::Written {
+                token: 4,
+                result: Err(StorageFailure::Io)
+            }
+        ));
+        assert_eq!(executor.stores.data.get(b"d").unwrap(), None);
+        write(5, b"e", b"five");
+        assert!(executor.next_round().is_none(), "refused at once");
+        assert!(matches!(
+            wait(&executor, 1)[0],
+            Done::Written {
+                token: 5,
+                result: Err(_)
+            }
+        ));
     }
 
     #[test]

@@ -42,7 +42,7 @@
 
 use crate::clock::Clock;
 use crate::connection::{OutBuffer, Pipeline};
-use crate::executor::{Done, Executor, StoreSizes};
+use crate::executor::{Done, Executor, StoreSizes, WriteMode};
 use crate::metrics::{CommandKind, Metrics};
 use crate::settings::Settings;
 use ringkv_core::Instant;
@@ -285,6 +285,7 @@ impl<T: Transport> Frontend<T> {
         node_id: NodeId,
         seed: u64,
         transport: T,
+        writes: WriteMode,
         wake: impl Fn() + Send + Sync + 'static,
     ) -> Result<Frontend<T>, ServerError> {
         let clock = Clock::start();
@@ -300,6 +301,7 @@ impl<T: Transport> Frontend<T> {
             settings.data_dir(),
             sizes,
             config.storage_operations_max as usize,
+            writes,
             wake,
         )
         .map_err(ServerError::Storage)?;

@@ -11,6 +11,7 @@
 //! SIGTERM arrive through signal-hook's mio source.
 
 use crate::connection::OutBuffer;
+use crate::executor::WriteMode;
 use crate::frontend::{
     AGAIN_CLIENT_ACCEPTS, AGAIN_COMPLETIONS, AGAIN_PEER_ACCEPTS, ConnectionKind, Frontend,
     READ_CHUNK_BYTES, REFUSAL, TICK_MS, Transport,
@@ -127,7 +128,7 @@ impl Server {
         let transport = MioTransport {
             registry: poll.registry().try_clone()?,
         };
-        let frontend = Frontend::new(settings, node_id, seed, transport, wake)?;
+        let frontend = Frontend::new(settings, node_id, seed, transport, WriteMode::Thread, wake)?;
         frontend.log_serving();
         Ok(Server {
             frontend,

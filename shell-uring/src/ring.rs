@@ -15,6 +15,7 @@
 #![allow(unsafe_code)]
 
 use io_uring::{IoUring, opcode, squeue, types};
+use ringkv_mio::executor::WriteRound;
 use std::collections::VecDeque;
 use std::io;
 use std::net::TcpStream;
@@ -125,6 +126,16 @@ pub enum Operation {
     Cancel {
         target: u64,
     },
+    /// Writes a storage round's bytes. Holds the round when no sync follows; when one
+    /// does, the sync holds it (and completes last), and this entry points into it.
+    LogWrite {
+        round: Option<Box<WriteRound>>,
+        length: usize,
+    },
+    /// `fdatasync` of the round's segment, linked after its write.
+    LogSync {
+        round: Box<WriteRound>,
+    },
 }
 
 /// The slab is full, or the backlog is: the operation was not started.
@@ -137,7 +148,8 @@ pub struct Ring {
     operations: Vec<Option<Operation>>,
     free: Vec<usize>,
     in_flight: usize,
-    backlog: VecDeque<squeue::Entry>,
+    /// Entries waiting for room, each with whether it heads a linked pair.
+    backlog: VecDeque<(squeue::Entry, bool)>,
 }
 
 impl std::fmt::Debug for Ring {
@@ -192,6 +204,49 @@ impl Ring {
         if self.in_flight >= OPERATIONS_MAX || self.backlog.len() >= BACKLOG_MAX {
             return Err(RingFull(operation));
         }
+        let built = entry(&mut operation);
+        let user_data = self.insert(operation);
+        self.push(built.user_data(user_data));
+        Ok(user_data)
+    }
+
+    /// Starts a storage round: its write, and when the round wants it an `fdatasync`
+    /// linked after the write (it runs only if the write completed in full). The pair
+    /// goes into the submission queue together, never split by another entry.
+    pub fn start_round(&mut self, round: Box<WriteRound>) -> Result<(), Box<WriteRound>> {
+        if self.in_flight + 2 > OPERATIONS_MAX || self.backlog.len() + 2 > BACKLOG_MAX {
+            return Err(round);
+        }
+        let fd = types::Fd(round.file().as_raw_fd());
+        let bytes = round.bytes();
+        let (pointer, length) = (bytes.as_ptr(), bytes.len());
+        let write = opcode::Write::new(fd, pointer, length as u32).offset(round.file_offset());
+        if !round.sync {
+            let user_data = self.insert(Operation::LogWrite {
+                round: Some(round),
+                length,
+            });
+            self.push(write.build().user_data(user_data));
+            return Ok(());
+        }
+        let write_data = self.insert(Operation::LogWrite {
+            round: None,
+            length,
+        });
+        let sync_data = self.insert(Operation::LogSync { round });
+        let write = write
+            .build()
+            .flags(squeue::Flags::IO_LINK)
+            .user_data(write_data);
+        let sync = opcode::Fsync::new(fd)
+            .flags(types::FsyncFlags::DATASYNC)
+            .build()
+            .user_data(sync_data);
+        self.push_pair(write, sync);
+        Ok(())
+    }
+
+    fn insert(&mut self, operation: Operation) -> u64 {
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
@@ -199,12 +254,32 @@ impl Ring {
                 self.operations.len() - 1
             }
         };
-        let user_data = index as u64;
-        let entry = entry(&mut operation).user_data(user_data);
         self.operations[index] = Some(operation);
         self.in_flight += 1;
-        self.push(entry);
-        Ok(user_data)
+        index as u64
+    }
+
+    /// Pushes two linked entries next to each other.
+    fn push_pair(&mut self, first: squeue::Entry, second: squeue::Entry) {
+        if self.backlog.is_empty() && self.room() < 2 {
+            let _ = self.ring.submit();
+        }
+        if !self.backlog.is_empty() || self.room() < 2 {
+            self.backlog.push_back((first, true));
+            self.backlog.push_back((second, false));
+            return;
+        }
+        // SAFETY: as in `push`; there is room for both, so the link is not split.
+        unsafe {
+            let mut queue = self.ring.submission();
+            let _ = queue.push(&first);
+            let _ = queue.push(&second);
+        }
+    }
+
+    fn room(&mut self) -> usize {
+        let queue = self.ring.submission();
+        queue.capacity() - queue.len()
     }
 
     /// Resubmits an operation that came back unfinished (the rest of a short send).
@@ -227,7 +302,7 @@ impl Ring {
 
     fn push(&mut self, entry: squeue::Entry) {
         if !self.backlog.is_empty() {
-            self.backlog.push_back(entry);
+            self.backlog.push_back((entry, false));
             return;
         }
         // SAFETY: every pointer in `entry` goes into heap memory owned by an operation
@@ -236,19 +311,25 @@ impl Ring {
             let _ = self.ring.submit();
             // SAFETY: as above.
             if unsafe { self.ring.submission().push(&entry) }.is_err() {
-                self.backlog.push_back(entry);
+                self.backlog.push_back((entry, false));
             }
         }
     }
 
-    /// Moves backlogged entries into the submission queue while there is room.
+    /// Moves backlogged entries into the submission queue while there is room,
+    /// keeping a linked pair together.
     fn drain_backlog(&mut self) {
-        while let Some(entry) = self.backlog.front() {
-            // SAFETY: as in `push`.
-            if unsafe { self.ring.submission().push(entry) }.is_err() {
+        while let Some(&(_, linked)) = self.backlog.front() {
+            let take = if linked { 2 } else { 1 };
+            if self.room() < take {
                 return;
             }
-            self.backlog.pop_front();
+            for _ in 0..take {
+                if let Some((entry, _)) = self.backlog.pop_front() {
+                    // SAFETY: as in `push`; the room was checked above.
+                    let _ = unsafe { self.ring.submission().push(&entry) };
+                }
+            }
         }
     }
 
@@ -408,5 +489,7 @@ fn entry(operation: &mut Operation) -> squeue::Entry {
             opcode::Timeout::new(&**timespec as *const types::Timespec).build()
         }
         Operation::Cancel { target } => opcode::AsyncCancel::new(*target).build(),
+        // Rounds are started by `start_round`, never through here.
+        Operation::LogWrite { .. } | Operation::LogSync { .. } => opcode::Nop::new().build(),
     }
 }

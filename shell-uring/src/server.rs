@@ -5,13 +5,23 @@
 //! Per iteration: submit what is queued and wait for at least one completion (or not
 //! at all when work is left over), reap at most [`COMPLETIONS_PER_WAKEUP`]
 //! completions and hand each to the frontend, then the frontend's own work (storage
-//! completions, the core's deadlines, the tick, writing what was buffered).
+//! completions, the core's deadlines, the tick, writing what was buffered), then the
+//! storage rounds.
 //!
 //! - **Accepts** are multishot where the kernel has it (one submission per listener);
 //!   a kernel that refuses it gets single-shot accepts, re-armed after each
 //!   completion.
 //! - **Receives and sends** are ring operations owning their buffers
 //!   ([`crate::transport`]).
+//! - **Storage writes** go through the ring too: at the end of each iteration every
+//!   store's waiting writes become one round ([`ringkv_mio::executor::WriteRound`],
+//!   the storage engine's split API), submitted as a write and, when the durability
+//!   mode acknowledges only synced writes, an `fdatasync` linked after it; the sync's
+//!   completion commits the round and completes its operations. One round per store is
+//!   in flight; what arrives meanwhile forms the next (group commit). A failed write
+//!   gives the batch back; a failed sync stops the store's writes until a restart.
+//!   Point reads the page cache holds run inline; the rest, scans, compaction and the
+//!   interval-mode sync stay on the executor's reader threads.
 //! - **Time** is a ring timeout armed for the next deadline (the core's, or the
 //!   100 ms tick); at most [`TIMEOUTS_MAX`] are outstanding.
 //! - **Storage threads** wake the loop through an eventfd read on the ring; **SIGINT
@@ -25,6 +35,7 @@ use crate::ring::{Completed, Listener, Operation, Ring};
 use crate::transport::{Event, UringStream, UringTransport};
 use ringkv_core::Instant;
 use ringkv_core::version::NodeId;
+use ringkv_mio::executor::{RoundFailure, WriteMode};
 use ringkv_mio::frontend::{
     AGAIN_COMPLETIONS, COMPLETIONS_PER_WAKEUP, ConnectionKind, Frontend, REFUSAL, ServerError,
     TICK_MS,
@@ -57,6 +68,8 @@ pub struct Server {
     completed: Vec<Completed>,
     /// Connections whose next receive waits for room in their read buffer.
     paused: Vec<usize>,
+    /// Errors of round writes whose linked sync is still to complete.
+    write_failures: Vec<std::io::Error>,
 }
 
 impl std::fmt::Debug for Server {
@@ -95,7 +108,8 @@ impl Server {
         };
         let client_listener = bind(settings.client_address)?;
         let peer_listener = bind(settings.peer_address)?;
-        let frontend = Frontend::new(settings, node_id, seed, UringTransport::new(ring), waker)?;
+        let transport = UringTransport::new(ring);
+        let frontend = Frontend::new(settings, node_id, seed, transport, WriteMode::Caller, waker)?;
         frontend.log_serving();
         Ok(Server {
             frontend,
@@ -108,6 +122,7 @@ impl Server {
             timeout_at: None,
             completed: Vec::with_capacity(COMPLETIONS_PER_WAKEUP),
             paused: Vec::new(),
+            write_failures: Vec::new(),
         })
     }
 
@@ -166,6 +181,7 @@ impl Server {
                 self.frontend.tick(ticks);
             }
             self.frontend.flush();
+            self.start_rounds();
             let paused = std::mem::take(&mut self.paused);
             for index in paused {
                 self.resume(index);
@@ -174,6 +190,18 @@ impl Server {
                 let (transport, result) = self.frontend.finish();
                 transport.ring.shutdown();
                 return result;
+            }
+        }
+    }
+
+    /// Submits every store's waiting writes as a round (write, then `fdatasync`).
+    fn start_rounds(&mut self) {
+        while let Some(round) = self.frontend.executor().next_round() {
+            if let Err(round) = self.ring().start_round(Box::new(round)) {
+                let error = std::io::Error::other("ring full");
+                self.frontend
+                    .executor()
+                    .finish_round(*round, Err(RoundFailure::Write(error)));
             }
         }
     }
@@ -230,6 +258,39 @@ impl Server {
                 }
             }
             Operation::Cancel { .. } => {}
+            Operation::LogWrite { round, length } => {
+                let failed = if done.result < 0 {
+                    Some(std::io::Error::from_raw_os_error(-done.result))
+                } else if (done.result as usize) < length {
+                    Some(std::io::Error::from(std::io::ErrorKind::WriteZero))
+                } else {
+                    None
+                };
+                match (round, failed) {
+                    (Some(round), None) => self.frontend.executor().finish_round(*round, Ok(())),
+                    (Some(round), Some(error)) => self
+                        .frontend
+                        .executor()
+                        .finish_round(*round, Err(RoundFailure::Write(error))),
+                    // Its sync completes with ECANCELED and finishes the round.
+                    (None, Some(error)) => self.write_failures.push(error),
+                    (None, None) => {}
+                }
+            }
+            Operation::LogSync { round } => {
+                let result = match done.result {
+                    0.. => Ok(()),
+                    error if error == -libc::ECANCELED => Err(RoundFailure::Write(
+                        self.write_failures
+                            .pop()
+                            .unwrap_or_else(|| std::io::Error::from_raw_os_error(libc::ECANCELED)),
+                    )),
+                    error => Err(RoundFailure::Sync(std::io::Error::from_raw_os_error(
+                        -error,
+                    ))),
+                };
+                self.frontend.executor().finish_round(*round, result);
+            }
             connection @ (Operation::Recv { .. }
             | Operation::Send { .. }
             | Operation::Connect { .. }) => {

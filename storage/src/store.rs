@@ -747,6 +747,15 @@ impl Store {
         Ok(())
     }
 
+    /// Step 3 of the split API when writing or syncing the caller's bytes failed: the
+    /// batch is never indexed, and the store refuses writes until it is reopened, as
+    /// after a failed sync in [`Store::write`] (the kernel may have dropped the pages,
+    /// and a retried sync would report success for data that is gone).
+    pub fn fail(&self, prepared: PreparedWrite) {
+        self.forget(&prepared);
+        self.poison();
+    }
+
     fn reserve(&self, writer: &mut Writer, batch: &WriteBatch) -> Result<PreparedWrite> {
         if self.write_poisoned.load(Ordering::Acquire) {
             return Err(StorageError::Io {

@@ -277,6 +277,18 @@ fn the_split_api_lets_the_caller_write_and_sync_the_bytes_itself() {
     let newer = store.prepare(&second).unwrap();
     assert!(matches!(store.abort(older), Err(StorageError::Misuse(_))));
     store.abort(newer).unwrap();
+
+    // A caller whose sync failed reports it: nothing is indexed, later writes fail.
+    let mut third = WriteBatch::new();
+    third.put(b"c", b"never");
+    let failed = store.prepare(&third).unwrap();
+    store.fail(failed);
+    assert_eq!(store.get(b"c").unwrap(), None);
+    assert!(
+        store.prepare(&third).is_err(),
+        "poisoned after a failed sync"
+    );
+    assert!(store.put(b"d", b"x").is_err());
 }
 
 #[test]
