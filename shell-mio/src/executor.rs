@@ -232,6 +232,12 @@ impl WriteRound {
     pub fn file(&self) -> &std::fs::File {
         self.prepared.file()
     }
+
+    /// Zeros to write after the bytes, before the sync (the next round of the store
+    /// is prepared only once this one finished, as the storage engine requires).
+    pub fn zeros(&self) -> Option<(u64, &'static [u8])> {
+        self.prepared.zeros()
+    }
 }
 
 /// Why a caller's round failed.

@@ -132,6 +132,9 @@ pub enum Operation {
         round: Option<Box<WriteRound>>,
         length: usize,
     },
+    /// Zeros written ahead of the log after a round's bytes (their result matters
+    /// to nobody: the sync is hard-linked after them and runs either way).
+    LogZeros,
     /// `fdatasync` of the round's segment, linked after its write.
     LogSync {
         round: Box<WriteRound>,
@@ -148,8 +151,9 @@ pub struct Ring {
     operations: Vec<Option<Operation>>,
     free: Vec<usize>,
     in_flight: usize,
-    /// Entries waiting for room, each with whether it heads a linked pair.
-    backlog: VecDeque<(squeue::Entry, bool)>,
+    /// Entries waiting for room, each with the length of the linked chain it heads
+    /// (1 for a lone entry, 0 for the rest of a chain).
+    backlog: VecDeque<(squeue::Entry, usize)>,
 }
 
 impl std::fmt::Debug for Ring {
@@ -214,7 +218,7 @@ impl Ring {
     /// linked after the write (it runs only if the write completed in full). The pair
     /// goes into the submission queue together, never split by another entry.
     pub fn start_round(&mut self, round: Box<WriteRound>) -> Result<(), Box<WriteRound>> {
-        if self.in_flight + 2 > OPERATIONS_MAX || self.backlog.len() + 2 > BACKLOG_MAX {
+        if self.in_flight + 3 > OPERATIONS_MAX || self.backlog.len() + 3 > BACKLOG_MAX {
             return Err(round);
         }
         let fd = types::Fd(round.file().as_raw_fd());
@@ -229,20 +233,35 @@ impl Ring {
             self.push(write.build().user_data(user_data));
             return Ok(());
         }
+        let zeros = round.zeros();
         let write_data = self.insert(Operation::LogWrite {
             round: None,
             length,
         });
+        let mut chain = vec![
+            write
+                .build()
+                .flags(squeue::Flags::IO_LINK)
+                .user_data(write_data),
+        ];
+        if let Some((offset, zeros)) = zeros {
+            let zeros_data = self.insert(Operation::LogZeros);
+            chain.push(
+                opcode::Write::new(fd, zeros.as_ptr(), zeros.len() as u32)
+                    .offset(offset)
+                    .build()
+                    .flags(squeue::Flags::IO_HARDLINK)
+                    .user_data(zeros_data),
+            );
+        }
         let sync_data = self.insert(Operation::LogSync { round });
-        let write = write
-            .build()
-            .flags(squeue::Flags::IO_LINK)
-            .user_data(write_data);
-        let sync = opcode::Fsync::new(fd)
-            .flags(types::FsyncFlags::DATASYNC)
-            .build()
-            .user_data(sync_data);
-        self.push_pair(write, sync);
+        chain.push(
+            opcode::Fsync::new(fd)
+                .flags(types::FsyncFlags::DATASYNC)
+                .build()
+                .user_data(sync_data),
+        );
+        self.push_chain(chain);
         Ok(())
     }
 
@@ -259,21 +278,23 @@ impl Ring {
         index as u64
     }
 
-    /// Pushes two linked entries next to each other.
-    fn push_pair(&mut self, first: squeue::Entry, second: squeue::Entry) {
-        if self.backlog.is_empty() && self.room() < 2 {
+    /// Pushes a linked chain of entries next to each other.
+    fn push_chain(&mut self, chain: Vec<squeue::Entry>) {
+        let length = chain.len();
+        if self.backlog.is_empty() && self.room() < length {
             let _ = self.ring.submit();
         }
-        if !self.backlog.is_empty() || self.room() < 2 {
-            self.backlog.push_back((first, true));
-            self.backlog.push_back((second, false));
+        if !self.backlog.is_empty() || self.room() < length {
+            for (position, entry) in chain.into_iter().enumerate() {
+                self.backlog
+                    .push_back((entry, if position == 0 { length } else { 0 }));
+            }
             return;
         }
-        // SAFETY: as in `push`; there is room for both, so the link is not split.
-        unsafe {
-            let mut queue = self.ring.submission();
-            let _ = queue.push(&first);
-            let _ = queue.push(&second);
+        for entry in &chain {
+            // SAFETY: as in `push`; there is room for the whole chain, so no link is
+            // split.
+            let _ = unsafe { self.ring.submission().push(entry) };
         }
     }
 
@@ -302,7 +323,7 @@ impl Ring {
 
     fn push(&mut self, entry: squeue::Entry) {
         if !self.backlog.is_empty() {
-            self.backlog.push_back((entry, false));
+            self.backlog.push_back((entry, 1));
             return;
         }
         // SAFETY: every pointer in `entry` goes into heap memory owned by an operation
@@ -311,7 +332,7 @@ impl Ring {
             let _ = self.ring.submit();
             // SAFETY: as above.
             if unsafe { self.ring.submission().push(&entry) }.is_err() {
-                self.backlog.push_back((entry, false));
+                self.backlog.push_back((entry, 1));
             }
         }
     }
@@ -319,8 +340,8 @@ impl Ring {
     /// Moves backlogged entries into the submission queue while there is room,
     /// keeping a linked pair together.
     fn drain_backlog(&mut self) {
-        while let Some(&(_, linked)) = self.backlog.front() {
-            let take = if linked { 2 } else { 1 };
+        while let Some(&(_, chain)) = self.backlog.front() {
+            let take = chain.max(1);
             if self.room() < take {
                 return;
             }
@@ -490,6 +511,8 @@ fn entry(operation: &mut Operation) -> squeue::Entry {
         }
         Operation::Cancel { target } => opcode::AsyncCancel::new(*target).build(),
         // Rounds are started by `start_round`, never through here.
-        Operation::LogWrite { .. } | Operation::LogSync { .. } => opcode::Nop::new().build(),
+        Operation::LogWrite { .. } | Operation::LogZeros | Operation::LogSync { .. } => {
+            opcode::Nop::new().build()
+        }
     }
 }

@@ -277,6 +277,14 @@ impl Server {
                     (None, None) => {}
                 }
             }
+            Operation::LogZeros => {
+                if done.result < 0 && done.result != -libc::ECANCELED {
+                    log::debug!(
+                        "zeroing ahead of the log failed: {}",
+                        std::io::Error::from_raw_os_error(-done.result)
+                    );
+                }
+            }
             Operation::LogSync { round } => {
                 let result = match done.result {
                     0.. => Ok(()),

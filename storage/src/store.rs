@@ -31,9 +31,9 @@
 //! a sync covers more than a block of new records (4 KiB values, or group commit
 //! rounds of many small ones); measured in BENCHMARKS.md. The zeros go only past every
 //! reservation, while the writer lock keeps new reservations out, so they never
-//! overwrite a record; a split-API caller that writes prepared batches itself gets no
-//! zeroing (its syncs may be slower, never wrong). Recovery already reads zeros as
-//! preallocated space.
+//! overwrite a record. A split-API caller gets the zeros with its prepared batch
+//! ([`PreparedWrite::zeros`]) and writes them after the batch's bytes, before those of
+//! any batch it prepares later. Recovery already reads zeros as preallocated space.
 //!
 //! # Recovery
 //! The index checkpoint says which log position it covers; opening replays only the
@@ -219,6 +219,7 @@ pub struct PreparedWrite {
     bytes: Vec<u8>,
     first_sequence: u64,
     records: Vec<PreparedRecord>,
+    zeros: Option<Range<u32>>,
 }
 
 #[derive(Clone, Debug)]
@@ -242,6 +243,19 @@ impl PreparedWrite {
     /// The segment file to write to and sync.
     pub fn file(&self) -> &File {
         self.segment.file()
+    }
+
+    /// Zeros to write (at the offset given) after this batch's bytes, so later syncs
+    /// flush data only (see the module docs). They lie past every reservation made so
+    /// far but may hold later ones: write them before the bytes of any batch prepared
+    /// after this one (a caller with one batch in flight at a time always does).
+    /// Skipping them costs speed, never data.
+    pub fn zeros(&self) -> Option<(u64, &'static [u8])> {
+        let range = self.zeros.clone()?;
+        Some((
+            u64::from(range.start),
+            &ZEROS[..(range.end - range.start) as usize],
+        ))
     }
 
     /// The sequence of each record, in batch order.
@@ -316,6 +330,9 @@ pub struct Stats {
 /// Zeros written ahead of the log at a time (see the module docs): one journal commit
 /// per this many bytes of records instead of one per sync.
 pub const ZERO_AHEAD_BYTES: u32 = 256 << 10;
+
+/// What zeroing ahead writes.
+static ZEROS: [u8; ZERO_AHEAD_BYTES as usize] = [0; ZERO_AHEAD_BYTES as usize];
 
 /// Open segments by id.
 type Segments = BTreeMap<u32, Arc<Segment>>;
@@ -703,9 +720,13 @@ impl Store {
     }
 
     /// Step 1 of the split API: reserve space and sequences and encode the batch.
+    /// The prepared batch may carry zeros to write after its bytes
+    /// ([`PreparedWrite::zeros`]).
     pub fn prepare(&self, batch: &WriteBatch) -> Result<PreparedWrite> {
         let mut writer = lock(&self.writer);
-        self.reserve(&mut writer, batch)
+        let mut prepared = self.reserve(&mut writer, batch)?;
+        prepared.zeros = self.zeros_due(&mut writer);
+        Ok(prepared)
     }
 
     /// Step 3 of the split API: point the index at a prepared batch whose bytes the
@@ -827,6 +848,7 @@ impl Store {
             bytes,
             first_sequence,
             records,
+            zeros: None,
         })
     }
 
@@ -837,18 +859,29 @@ impl Store {
     /// or a sparse file found the disk full), the batch's own write and sync report
     /// what matters, and the next write tries again.
     fn zero_ahead(&self, writer: &mut Writer) {
-        static ZEROS: [u8; ZERO_AHEAD_BYTES as usize] = [0; ZERO_AHEAD_BYTES as usize];
+        let Some(range) = self.zeros_due(writer) else {
+            return;
+        };
+        let length = (range.end - range.start) as usize;
+        if let Err(error) = writer.active.write_at(&ZEROS[..length], range.start) {
+            log::debug!("{}: zeroing ahead failed: {error}", self.dir.display());
+            writer.zeroed_until = range.start;
+        }
+    }
+
+    /// The zeros to write next past the active segment's reservations, if fewer than
+    /// half of [`ZERO_AHEAD_BYTES`] are left there; counted as written from now on
+    /// (writing them is the caller's, and not writing them only costs speed).
+    fn zeros_due(&self, writer: &mut Writer) -> Option<Range<u32>> {
         let end = writer.active.end_offset();
         let size = self.config.segment_size_bytes;
         let from = writer.zeroed_until.max(end);
         if from >= size || from - end >= ZERO_AHEAD_BYTES / 2 {
-            return;
+            return None;
         }
         let to = from.saturating_add(ZERO_AHEAD_BYTES).min(size);
-        match writer.active.write_at(&ZEROS[..(to - from) as usize], from) {
-            Ok(()) => writer.zeroed_until = to,
-            Err(error) => log::debug!("{}: zeroing ahead failed: {error}", self.dir.display()),
-        }
+        writer.zeroed_until = to;
+        Some(from..to)
     }
 
     /// Undoes the newest reservation (the caller holds the writer lock).

@@ -404,11 +404,25 @@ fn zeros_written_ahead_of_the_log_never_touch_a_record() {
             let prepared = store.prepare(&reserved).unwrap();
             let plain_key = format!("plain-{}", round % 70).into_bytes();
             let plain_value = vec![(round % 13) as u8 + 1; size / 2 + 1];
-            store.put(&plain_key, &plain_value).unwrap();
-            prepared
-                .file()
-                .write_all_at(prepared.bytes(), prepared.file_offset())
-                .unwrap();
+            if round % 2 == 0 {
+                // The split API's contract: the batch's bytes and its zeros go before
+                // any batch prepared later.
+                prepared
+                    .file()
+                    .write_all_at(prepared.bytes(), prepared.file_offset())
+                    .unwrap();
+                if let Some((offset, zeros)) = prepared.zeros() {
+                    prepared.file().write_all_at(zeros, offset).unwrap();
+                }
+                store.put(&plain_key, &plain_value).unwrap();
+            } else {
+                // Zeros skipped, and a plain write lands while the batch is unwritten.
+                store.put(&plain_key, &plain_value).unwrap();
+                prepared
+                    .file()
+                    .write_all_at(prepared.bytes(), prepared.file_offset())
+                    .unwrap();
+            }
             store.sync().unwrap();
             store.commit(prepared).unwrap();
             expected.insert(reserved_key, reserved_value);
