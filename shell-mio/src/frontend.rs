@@ -608,6 +608,22 @@ impl<T: Transport> Frontend<T> {
         }
     }
 
+    /// A client's or inbound peer's read buffer and its bound, with the transport (a
+    /// completion-based loop copies received bytes from the transport's memory).
+    pub fn reader_and_transport(&mut self, index: usize) -> Option<(&mut Vec<u8>, usize, &mut T)> {
+        let client_limit = self.io.resp_limits.bulk_size_bytes_max + READ_CHUNK_BYTES;
+        let frame_limit = self.io.wire_limits.frame_size_bytes_max + READ_CHUNK_BYTES;
+        let shutting_down = self.shutdown_at.is_some();
+        let transport = &mut self.io.transport;
+        match self.io.connections.get_mut(index)? {
+            Some(Connection::Client(c)) if !c.closing && !shutting_down => {
+                Some((&mut c.read, client_limit, transport))
+            }
+            Some(Connection::Inbound(i)) => Some((&mut i.read, frame_limit, transport)),
+            _ => None,
+        }
+    }
+
     /// The socket of an outbound peer connection, and whether it is still connecting.
     pub fn peer_stream(&mut self, index: usize) -> Option<(&mut T::Stream, bool)> {
         match self.io.connections.get_mut(index)? {

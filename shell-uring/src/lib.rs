@@ -9,6 +9,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod buffers;
 pub mod probe;
 pub mod ring;
 pub mod server;

@@ -14,6 +14,7 @@
 //! is retried after the caller reaped completions.
 #![allow(unsafe_code)]
 
+use crate::buffers::{BUFFER_GROUP, BufferRing};
 use io_uring::{IoUring, opcode, squeue, types};
 use ringkv_mio::executor::WriteRound;
 use std::collections::VecDeque;
@@ -102,6 +103,12 @@ pub enum Operation {
         socket: Rc<TcpStream>,
         buffer: Vec<u8>,
     },
+    /// A multishot receive into the provided buffer ring: a completion per arrival.
+    ReceiveMulti {
+        slot: usize,
+        generation: u32,
+        socket: Rc<TcpStream>,
+    },
     Send {
         slot: usize,
         generation: u32,
@@ -154,6 +161,8 @@ pub struct Ring {
     /// Entries waiting for room, each with the length of the linked chain it heads
     /// (1 for a lone entry, 0 for the rest of a chain).
     backlog: VecDeque<(squeue::Entry, usize)>,
+    /// Provided buffers for multishot receives, when the kernel takes them.
+    buffers: Option<BufferRing>,
 }
 
 impl std::fmt::Debug for Ring {
@@ -195,7 +204,27 @@ impl Ring {
             free: Vec::new(),
             in_flight: 0,
             backlog: VecDeque::new(),
+            buffers: None,
         })
+    }
+
+    /// Registers the provided buffer ring; false when the kernel has none (before
+    /// 5.19), and receives stay single-shot.
+    pub fn enable_buffers(&mut self) -> bool {
+        match BufferRing::register(&self.ring.submitter()) {
+            Ok(buffers) => {
+                self.buffers = Some(buffers);
+                true
+            }
+            Err(error) => {
+                log::info!("no provided buffer ring ({error}); receiving one read at a time");
+                false
+            }
+        }
+    }
+
+    pub fn buffers(&mut self) -> Option<&mut BufferRing> {
+        self.buffers.as_mut()
     }
 
     /// Operations submitted and not yet completed.
@@ -441,6 +470,7 @@ impl Ring {
                 self.in_flight
             );
             std::mem::forget(std::mem::take(&mut self.operations));
+            std::mem::forget(self.buffers.take());
         }
     }
 }
@@ -451,6 +481,7 @@ impl Drop for Ring {
     fn drop(&mut self) {
         if self.in_flight > 0 {
             std::mem::forget(std::mem::take(&mut self.operations));
+            std::mem::forget(self.buffers.take());
         }
     }
 }
@@ -480,6 +511,9 @@ fn entry(operation: &mut Operation) -> squeue::Entry {
             buffer.len() as u32,
         )
         .build(),
+        Operation::ReceiveMulti { socket, .. } => {
+            opcode::RecvMulti::new(types::Fd(socket.as_raw_fd()), BUFFER_GROUP).build()
+        }
         Operation::Send {
             socket,
             buffer,

@@ -11,8 +11,9 @@
 //! - **Accepts** are multishot where the kernel has it (one submission per listener);
 //!   a kernel that refuses it gets single-shot accepts, re-armed after each
 //!   completion.
-//! - **Receives and sends** are ring operations owning their buffers
-//!   ([`crate::transport`]).
+//! - **Receives** are multishot into a provided buffer ring where the kernel has one,
+//!   single-shot into per-connection buffers otherwise; **sends** own the bytes they
+//!   carry ([`crate::transport`], [`crate::buffers`]).
 //! - **Storage writes** go through the ring too: at the end of each iteration every
 //!   store's waiting writes become one round ([`ringkv_mio::executor::WriteRound`],
 //!   the storage engine's split API), submitted as a write and, when the durability
@@ -207,11 +208,20 @@ impl Server {
     }
 
     fn completion(&mut self, done: Completed) -> Result<(), Stop> {
-        // A multishot accept that stays armed keeps its operation in the slab.
+        // A multishot operation that stays armed keeps its place in the slab.
         if done.more() {
-            if let Some(Operation::Accept { listener, .. }) = self.ring().get(done.user_data) {
-                let listener = *listener;
-                self.accepted(listener, done.result);
+            match self.ring().get(done.user_data) {
+                Some(Operation::Accept { listener, .. }) => {
+                    let listener = *listener;
+                    self.accepted(listener, done.result);
+                }
+                Some(Operation::ReceiveMulti {
+                    slot, generation, ..
+                }) => {
+                    let (slot, generation) = (*slot, *generation);
+                    self.received(slot, generation, done, false);
+                }
+                _ => {}
             }
             return Ok(());
         }
@@ -258,6 +268,9 @@ impl Server {
                 }
             }
             Operation::Cancel { .. } => {}
+            Operation::ReceiveMulti {
+                slot, generation, ..
+            } => self.received(slot, generation, done, true),
             Operation::LogWrite { round, length } => {
                 let failed = if done.result < 0 {
                     Some(std::io::Error::from_raw_os_error(-done.result))
@@ -353,6 +366,85 @@ impl Server {
                 self.frontend.close(slot);
             }
             Event::Stale => {}
+        }
+    }
+
+    /// A multishot receive's completion (`last`: the receive ended with it): bytes
+    /// are copied out of the provided buffer, which goes back to the kernel at once.
+    fn received(&mut self, slot: usize, generation: u32, done: Completed, last: bool) {
+        let buffer = io_uring::cqueue::buffer_select(done.flags);
+        let transport = self.frontend.transport();
+        let current = transport.is_current(slot, generation);
+        if last && current {
+            transport.receive_ended(slot);
+        }
+        if !current {
+            if let (Some(id), Some(buffers)) = (buffer, transport.ring.buffers()) {
+                buffers.give_back(id);
+            }
+            return;
+        }
+        if done.result < 0 {
+            match -done.result {
+                // Cancelled (paused) or out of buffers: armed again when there is room.
+                libc::ECANCELED | libc::ENOBUFS => {
+                    if !self.paused.contains(&slot) {
+                        self.paused.push(slot);
+                    }
+                }
+                error => {
+                    log::debug!(
+                        "{:?} connection failed: {}",
+                        self.frontend.kind(slot),
+                        std::io::Error::from_raw_os_error(error)
+                    );
+                    self.frontend.close(slot);
+                }
+            }
+            return;
+        }
+        let length = done.result as usize;
+        let kind = self.frontend.kind(slot);
+        if kind == Some(ConnectionKind::Peer) {
+            let transport = self.frontend.transport();
+            if let (Some(id), Some(buffers)) = (buffer, transport.ring.buffers()) {
+                buffers.give_back(id);
+            }
+            if length == 0 {
+                let peer = self.frontend.peer_of(slot).map_or(0, |p| p.0);
+                log::info!("peer {peer} closed its connection");
+                self.frontend.close(slot);
+            } else if last {
+                self.frontend.transport().arm_receive(slot);
+            }
+            return;
+        }
+        if length == 0 {
+            self.input(slot, true);
+            return;
+        }
+        let mut full = false;
+        match self.frontend.reader_and_transport(slot) {
+            Some((read, limit, transport)) => {
+                if let (Some(id), Some(buffers)) = (buffer, transport.ring.buffers()) {
+                    read.extend_from_slice(buffers.bytes(id, length));
+                    buffers.give_back(id);
+                }
+                full = read.len() >= limit;
+            }
+            None => {
+                // Not read any more (closing, or shutting down): drop the bytes.
+                let transport = self.frontend.transport();
+                if let (Some(id), Some(buffers)) = (buffer, transport.ring.buffers()) {
+                    buffers.give_back(id);
+                }
+            }
+        }
+        self.input(slot, false);
+        if full && !last {
+            self.frontend.transport().pause_receive(slot);
+        } else if last {
+            self.resume(slot);
         }
     }
 

@@ -7,10 +7,12 @@
 //! Releasing a connection cancels its operations; the socket closes once the last of
 //! them has completed, since each holds a reference to it.
 //!
-//! Receives are single-shot, each into the connection's own buffer of
-//! [`RECEIVE_BUFFER_BYTES`], re-armed after its completion was handed to the frontend;
-//! at most one receive and one send are in flight per connection. (Multishot receives
-//! into a provided buffer ring are the next step; see the shell-uring issue.)
+//! Receives are multishot into the provided buffer ring ([`crate::buffers`]) where the
+//! kernel has one (5.19+): one submission serves every arrival until it is cancelled
+//! (the connection's read buffer reached its bound, or the connection closed) or ends
+//! (`ENOBUFS`). Otherwise they are single-shot, each into the connection's own buffer
+//! of [`RECEIVE_BUFFER_BYTES`], re-armed after its completion was handed to the
+//! frontend. At most one receive and one send are in flight per connection.
 
 use crate::ring::{Operation, Ring, SocketAddress};
 use ringkv_mio::connection::OutBuffer;
@@ -69,6 +71,8 @@ struct Slot {
 pub struct UringTransport {
     pub ring: Ring,
     slots: Vec<Slot>,
+    /// Receives are multishot into the provided buffer ring.
+    multishot: bool,
 }
 
 /// What a completion of a connection's operation means for the loop.
@@ -97,10 +101,37 @@ pub enum Event {
 }
 
 impl UringTransport {
-    pub fn new(ring: Ring) -> UringTransport {
+    pub fn new(mut ring: Ring) -> UringTransport {
+        let multishot = ring.enable_buffers();
         UringTransport {
             ring,
             slots: Vec::new(),
+            multishot,
+        }
+    }
+
+    /// True when `generation` is the connection now in `slot`.
+    pub fn is_current(&self, slot: usize, generation: u32) -> bool {
+        self.slots
+            .get(slot)
+            .is_some_and(|state| state.generation == generation && state.socket.is_some())
+    }
+
+    /// The multishot receive of `slot` ended (its last completion came).
+    pub fn receive_ended(&mut self, slot: usize) {
+        if let Some(state) = self.slots.get_mut(slot) {
+            state.receive = None;
+        }
+    }
+
+    /// Stops a multishot receive (the read buffer is full); [`Self::arm_receive`]
+    /// starts it again. A single-shot receive simply is not re-armed.
+    pub fn pause_receive(&mut self, slot: usize) {
+        if !self.multishot {
+            return;
+        }
+        if let Some(user_data) = self.slots.get(slot).and_then(|state| state.receive) {
+            self.ring.cancel(user_data);
         }
     }
 
@@ -122,6 +153,18 @@ impl UringTransport {
         let Some(socket) = slot.socket.clone() else {
             return;
         };
+        if self.multishot {
+            let generation = slot.generation;
+            match self.ring.start(Operation::ReceiveMulti {
+                slot: index,
+                generation,
+                socket,
+            }) {
+                Ok(user_data) => self.slots[index].receive = Some(user_data),
+                Err(_) => log::warn!("ring full: connection {index} is not read for now"),
+            }
+            return;
+        }
         let buffer = slot
             .receive_buffer
             .take()
@@ -220,6 +263,7 @@ impl UringTransport {
             Operation::Connect {
                 slot, generation, ..
             } => {
+                let multishot = self.multishot;
                 let Some(state) = self.current(slot, generation) else {
                     return Event::Stale;
                 };
@@ -230,7 +274,9 @@ impl UringTransport {
                         error: io::Error::from_raw_os_error(-result),
                     };
                 }
-                state.receive_buffer = Some(vec![0u8; PEER_RECEIVE_BUFFER_BYTES]);
+                if !multishot {
+                    state.receive_buffer = Some(vec![0u8; PEER_RECEIVE_BUFFER_BYTES]);
+                }
                 self.arm_receive(slot);
                 Event::Connected { slot }
             }
