@@ -77,6 +77,44 @@ pub trait Transport {
     }
 }
 
+/// See [`Frontend::reader`].
+#[derive(Debug)]
+pub struct Reader<'a, T: Transport> {
+    pub stream: &'a mut T::Stream,
+    pub buffer: &'a mut Vec<u8>,
+    /// Bytes the buffer may hold.
+    pub limit: usize,
+    pub transport: &'a mut T,
+}
+
+/// How long a node waits for its addresses to be free at start.
+pub const BIND_WAIT_MS: u64 = 5_000;
+
+/// Binds a listener on `address`, waiting up to [`BIND_WAIT_MS`] while the address is
+/// in use: a node restarted right after it was killed may find its old sockets still
+/// listening for a moment (the kernel tears a killed process's io_uring down after the
+/// process is gone, and with it the listeners its armed accepts hold).
+pub fn bind_listener(address: SocketAddr) -> Result<std::net::TcpListener, ServerError> {
+    let deadline = std::time::Instant::now() + Duration::from_millis(BIND_WAIT_MS);
+    let mut logged = false;
+    loop {
+        match std::net::TcpListener::bind(address) {
+            Ok(listener) => return Ok(listener),
+            Err(error)
+                if error.kind() == io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                if !logged {
+                    log::info!("{address} is in use; waiting up to {BIND_WAIT_MS} ms for it");
+                    logged = true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(error) => return Err(ServerError::Bind { address, error }),
+        }
+    }
+}
+
 /// Which kind of connection a slot holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConnectionKind {
@@ -592,36 +630,29 @@ impl<T: Transport> Frontend<T> {
         })
     }
 
-    /// The socket and read buffer of a client or inbound peer connection, and how
-    /// many bytes the buffer may hold; `None` for other connections and for a client
-    /// that is not read any more (closing, or the node shutting down).
-    pub fn reader(&mut self, index: usize) -> Option<(&mut T::Stream, &mut Vec<u8>, usize)> {
-        let client_limit = self.io.resp_limits.bulk_size_bytes_max + READ_CHUNK_BYTES;
-        let frame_limit = self.io.wire_limits.frame_size_bytes_max + READ_CHUNK_BYTES;
-        let shutting_down = self.shutdown_at.is_some();
-        match self.io.connections.get_mut(index)? {
-            Some(Connection::Client(c)) if !c.closing && !shutting_down => {
-                Some((&mut c.stream, &mut c.read, client_limit))
-            }
-            Some(Connection::Inbound(i)) => Some((&mut i.stream, &mut i.read, frame_limit)),
-            _ => None,
-        }
-    }
-
-    /// A client's or inbound peer's read buffer and its bound, with the transport (a
-    /// completion-based loop copies received bytes from the transport's memory).
-    pub fn reader_and_transport(&mut self, index: usize) -> Option<(&mut Vec<u8>, usize, &mut T)> {
+    /// What a loop needs to read into a client or inbound peer connection: its
+    /// socket, its read buffer and the buffer's bound, and the transport (a
+    /// completion-based loop copies received bytes out of the transport's memory).
+    /// `None` for other connections and for a client that is not read any more
+    /// (closing, or the node shutting down).
+    pub fn reader(&mut self, index: usize) -> Option<Reader<'_, T>> {
         let client_limit = self.io.resp_limits.bulk_size_bytes_max + READ_CHUNK_BYTES;
         let frame_limit = self.io.wire_limits.frame_size_bytes_max + READ_CHUNK_BYTES;
         let shutting_down = self.shutdown_at.is_some();
         let transport = &mut self.io.transport;
-        match self.io.connections.get_mut(index)? {
+        let (stream, buffer, limit) = match self.io.connections.get_mut(index)? {
             Some(Connection::Client(c)) if !c.closing && !shutting_down => {
-                Some((&mut c.read, client_limit, transport))
+                (&mut c.stream, &mut c.read, client_limit)
             }
-            Some(Connection::Inbound(i)) => Some((&mut i.read, frame_limit, transport)),
-            _ => None,
-        }
+            Some(Connection::Inbound(i)) => (&mut i.stream, &mut i.read, frame_limit),
+            _ => return None,
+        };
+        Some(Reader {
+            stream,
+            buffer,
+            limit,
+            transport,
+        })
     }
 
     /// The socket of an outbound peer connection, and whether it is still connecting.

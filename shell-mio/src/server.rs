@@ -113,8 +113,10 @@ impl Server {
                 let _ = waker.wake();
             }
         };
-        let bind = |address: SocketAddr| {
-            TcpListener::bind(address).map_err(|error| ServerError::Bind { address, error })
+        let bind = |address: SocketAddr| -> Result<TcpListener, ServerError> {
+            let listener = crate::frontend::bind_listener(address)?;
+            listener.set_nonblocking(true)?;
+            Ok(TcpListener::from_std(listener))
         };
         let mut client_listener = bind(settings.client_address)?;
         let mut peer_listener = bind(settings.peer_address)?;
@@ -283,13 +285,13 @@ impl Server {
 
     /// Reads a client's requests or a peer's frames and hands them to the frontend.
     fn read(&mut self, index: usize, kind: ConnectionKind, short_read_drains: bool) {
-        let Some((stream, buffer, limit)) = self.frontend.reader(index) else {
+        let Some(reader) = self.frontend.reader(index) else {
             return;
         };
         match read_some(
-            stream,
-            buffer,
-            limit,
+            reader.stream,
+            reader.buffer,
+            reader.limit,
             &mut self.read_chunk,
             short_read_drains,
         ) {

@@ -32,7 +32,12 @@ fn a_peer_of_another_cluster_is_refused_and_the_node_serves_on(binary: Binary) {
     let cluster = LocalCluster::start(binary, 1, &[]);
     // Control: a hello of this cluster keeps the connection open.
     let mut own = Vec::new();
-    encode_frame(&mut own, 1, &Message::Hello { node: NodeId(7) }).unwrap();
+    encode_frame(
+        &mut own,
+        cluster.cluster_id(),
+        &Message::Hello { node: NodeId(7) },
+    )
+    .unwrap();
     assert!(
         !closes_after(&cluster, &own),
         "a peer of this cluster is kept"
@@ -47,10 +52,11 @@ fn a_peer_of_another_cluster_is_refused_and_the_node_serves_on(binary: Binary) {
         cluster.info_field(0, "peers_refused").as_deref() == Some("1")
     }));
     let log = std::fs::read_to_string(cluster.log_path(0)).unwrap();
-    assert!(
-        log.contains("of cluster 99; this node speaks protocol 1 of cluster 1"),
-        "the log names both clusters"
+    let names_both = format!(
+        "of cluster 99; this node speaks protocol 1 of cluster {}",
+        cluster.cluster_id()
     );
+    assert!(log.contains(&names_both), "the log names both clusters");
     assert!(
         closes_after(&cluster, b"\x05\x00\x00\x00garbage-bytes"),
         "garbage too"

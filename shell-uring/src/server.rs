@@ -39,11 +39,11 @@ use ringkv_core::version::NodeId;
 use ringkv_mio::executor::{RoundFailure, WriteMode};
 use ringkv_mio::frontend::{
     AGAIN_COMPLETIONS, COMPLETIONS_PER_WAKEUP, ConnectionKind, Frontend, REFUSAL, ServerError,
-    TICK_MS,
+    TICK_MS, bind_listener,
 };
 use ringkv_mio::settings::Settings;
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -104,11 +104,8 @@ impl Server {
         for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
             signal_hook::low_level::pipe::register(signal, signal_write.try_clone()?)?;
         }
-        let bind = |address: SocketAddr| {
-            TcpListener::bind(address).map_err(|error| ServerError::Bind { address, error })
-        };
-        let client_listener = bind(settings.client_address)?;
-        let peer_listener = bind(settings.peer_address)?;
+        let client_listener = bind_listener(settings.client_address)?;
+        let peer_listener = bind_listener(settings.peer_address)?;
         let transport = UringTransport::new(ring);
         let frontend = Frontend::new(settings, node_id, seed, transport, WriteMode::Caller, waker)?;
         frontend.log_serving();
@@ -349,8 +346,8 @@ impl Server {
                     self.input(slot, true);
                     return;
                 }
-                if let Some((_, read, _)) = self.frontend.reader(slot) {
-                    read.extend_from_slice(&buffer[..length]);
+                if let Some(reader) = self.frontend.reader(slot) {
+                    reader.buffer.extend_from_slice(&buffer[..length]);
                 }
                 self.frontend.transport().receive_again(slot, buffer, false);
                 self.input(slot, false);
@@ -424,13 +421,13 @@ impl Server {
             return;
         }
         let mut full = false;
-        match self.frontend.reader_and_transport(slot) {
-            Some((read, limit, transport)) => {
-                if let (Some(id), Some(buffers)) = (buffer, transport.ring.buffers()) {
-                    read.extend_from_slice(buffers.bytes(id, length));
+        match self.frontend.reader(slot) {
+            Some(reader) => {
+                if let (Some(id), Some(buffers)) = (buffer, reader.transport.ring.buffers()) {
+                    reader.buffer.extend_from_slice(buffers.bytes(id, length));
                     buffers.give_back(id);
                 }
-                full = read.len() >= limit;
+                full = reader.buffer.len() >= reader.limit;
             }
             None => {
                 // Not read any more (closing, or shutting down): drop the bytes.
@@ -460,10 +457,10 @@ impl Server {
     /// Arms the next receive of a client or inbound peer when its buffer has room;
     /// otherwise looks again next iteration.
     fn resume(&mut self, index: usize) {
-        let Some((_, read, limit)) = self.frontend.reader(index) else {
+        let Some(reader) = self.frontend.reader(index) else {
             return;
         };
-        if read.len() < limit {
+        if reader.buffer.len() < reader.limit {
             self.frontend.transport().arm_receive(index);
         } else if !self.paused.contains(&index) {
             self.paused.push(index);

@@ -95,7 +95,10 @@ impl LocalCluster {
         let dir = tempfile::tempdir().expect("temporary directory");
         // Room for two more nodes than it starts with (joiners).
         let base_port = free_base(2 * nodes + 4);
-        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        // A cluster id of its own: nodes of another test's cluster that happen to land
+        // on a neighbouring port are refused as foreign, never taken for members.
+        let mut extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        extra.extend(["--cluster-id".to_owned(), base_port.to_string()]);
         let cluster = ProcessCluster::start(&binary.path(), nodes, base_port, dir.path(), &extra)
             .unwrap_or_else(|error| panic!("cluster start: {error}"));
         LocalCluster { cluster, _dir: dir }
@@ -103,6 +106,11 @@ impl LocalCluster {
 
     pub fn nodes(&self) -> u16 {
         self.cluster.nodes()
+    }
+
+    /// The cluster id its nodes were started with.
+    pub fn cluster_id(&self) -> u64 {
+        u64::from(self.base_port())
     }
 
     pub fn base_port(&self) -> u16 {
