@@ -62,21 +62,40 @@ macro_rules! both_binaries {
         )*
     };
 }
-/// Ports for this test process, from a base that depends on the pid so two test
-/// processes rarely collide (and free ports are checked anyway).
-static NEXT_BASE: AtomicU16 = AtomicU16::new(0);
+/// Ports come in slots of [`SLOT_PORTS`] from [`FIRST_PORT`]. A cluster holds its
+/// slot for its whole life through an exclusive lock on a file named after the slot,
+/// so concurrent test processes (nextest runs each test in its own) never share ports,
+/// also while one of them has a node down (its ports look free then). Each process
+/// starts looking at a slot that depends on its pid.
+const SLOT_PORTS: u16 = 16;
+const FIRST_PORT: u16 = 20_000;
+const SLOTS: u16 = 2_500;
+static NEXT_SLOT: AtomicU16 = AtomicU16::new(u16::MAX);
 
-fn free_base(ports: u16) -> u16 {
-    if NEXT_BASE.load(Ordering::Relaxed) == 0 {
-        let start = 20_000 + (std::process::id() % 400) as u16 * 50;
-        let _ = NEXT_BASE.compare_exchange(0, start, Ordering::Relaxed, Ordering::Relaxed);
-    }
-    for _ in 0..200 {
-        let base = NEXT_BASE.fetch_add(ports, Ordering::Relaxed);
+/// A slot of ports held for a cluster's life.
+struct PortSlot {
+    base: u16,
+    _lock: std::fs::File,
+}
+
+fn port_slot(ports: u16) -> PortSlot {
+    assert!(ports <= SLOT_PORTS, "{ports} ports do not fit a slot");
+    let start = (std::process::id() % u32::from(SLOTS)) as u16;
+    let _ = NEXT_SLOT.compare_exchange(u16::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
+    let locks = std::env::temp_dir().join("ringkv-test-ports");
+    std::fs::create_dir_all(&locks).expect("port lock directory");
+    for _ in 0..SLOTS {
+        let slot = NEXT_SLOT.fetch_add(1, Ordering::Relaxed) % SLOTS;
+        let file = std::fs::File::create(locks.join(format!("slot-{slot}"))).expect("lock file");
+        let locked = rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive);
+        if locked.is_err() {
+            continue; // another process's cluster
+        }
+        let base = FIRST_PORT + slot * SLOT_PORTS;
         let all_free = (base..base + ports)
             .all(|port| TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).is_ok());
         if all_free {
-            return base;
+            return PortSlot { base, _lock: file };
         }
     }
     panic!("no free port range on 127.0.0.1");
@@ -86,6 +105,7 @@ fn free_base(ports: u16) -> u16 {
 pub struct LocalCluster {
     pub cluster: ProcessCluster,
     _dir: tempfile::TempDir,
+    _ports: PortSlot,
 }
 
 impl LocalCluster {
@@ -94,14 +114,19 @@ impl LocalCluster {
     pub fn start(binary: Binary, nodes: u16, extra: &[&str]) -> LocalCluster {
         let dir = tempfile::tempdir().expect("temporary directory");
         // Room for two more nodes than it starts with (joiners).
-        let base_port = free_base(2 * nodes + 4);
+        let ports = port_slot(2 * nodes + 4);
+        let base_port = ports.base;
         // A cluster id of its own: nodes of another test's cluster that happen to land
         // on a neighbouring port are refused as foreign, never taken for members.
         let mut extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
         extra.extend(["--cluster-id".to_owned(), base_port.to_string()]);
         let cluster = ProcessCluster::start(&binary.path(), nodes, base_port, dir.path(), &extra)
             .unwrap_or_else(|error| panic!("cluster start: {error}"));
-        LocalCluster { cluster, _dir: dir }
+        LocalCluster {
+            cluster,
+            _dir: dir,
+            _ports: ports,
+        }
     }
 
     pub fn nodes(&self) -> u16 {
