@@ -115,6 +115,8 @@ pub struct ProcessCluster {
     base_port: u16,
     /// Flags every node gets after its own (durability, N/R/W, limits).
     extra: Vec<String>,
+    /// Environment variables every node gets.
+    environment: Vec<(String, String)>,
     children: Vec<Option<Child>>,
     /// Each node's own flags, kept for restarts.
     arguments: Vec<Vec<String>>,
@@ -130,6 +132,18 @@ impl ProcessCluster {
         dir: &Path,
         extra: &[String],
     ) -> Result<ProcessCluster, String> {
+        ProcessCluster::start_with_environment(binary, nodes, base_port, dir, extra, &[])
+    }
+
+    /// Like [`ProcessCluster::start`], every node also getting `environment`.
+    pub fn start_with_environment(
+        binary: &Path,
+        nodes: u16,
+        base_port: u16,
+        dir: &Path,
+        extra: &[String],
+        environment: &[(String, String)],
+    ) -> Result<ProcessCluster, String> {
         if nodes == 0 || nodes > 64 {
             return Err("a local cluster has 1 to 64 nodes".to_owned());
         }
@@ -142,6 +156,7 @@ impl ProcessCluster {
             dir: dir.to_path_buf(),
             base_port,
             extra: extra.to_vec(),
+            environment: environment.to_vec(),
             children: Vec::new(),
             arguments: Vec::new(),
         };
@@ -203,6 +218,7 @@ impl ProcessCluster {
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "info");
         }
+        command.envs(self.environment.iter().map(|(k, v)| (k, v)));
         let child = command
             .spawn()
             .map_err(|e| format!("cannot start node {}: {e}", index + 1))?;

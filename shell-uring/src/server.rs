@@ -49,6 +49,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Set to `1`, the node uses its single-shot fallbacks (one accept and one receive
+/// per submission, a receive buffer per connection) as it does on a kernel without
+/// multishot operations or buffer rings: a switch for tests and diagnosis.
+pub const FALLBACK_VARIABLE: &str = "RINGKV_URING_FALLBACK";
+
 /// Submission queue entries of the ring.
 pub const RING_ENTRIES: u32 = 4096;
 /// Ring timeouts outstanding at most.
@@ -106,14 +111,18 @@ impl Server {
         }
         let client_listener = bind_listener(settings.client_address)?;
         let peer_listener = bind_listener(settings.peer_address)?;
-        let transport = UringTransport::new(ring);
+        let single_shot = std::env::var_os(FALLBACK_VARIABLE).is_some_and(|v| v == "1");
+        if single_shot {
+            log::info!("{FALLBACK_VARIABLE}=1: single-shot accepts and receives");
+        }
+        let transport = UringTransport::new(ring, single_shot);
         let frontend = Frontend::new(settings, node_id, seed, transport, WriteMode::Caller, waker)?;
         frontend.log_serving();
         Ok(Server {
             frontend,
             listeners: [Some(Rc::new(client_listener)), Some(Rc::new(peer_listener))],
             accepts: [None, None],
-            multishot_accept: true,
+            multishot_accept: !single_shot,
             wake,
             signals: Rc::new(signal_read),
             timeouts: 0,

@@ -101,8 +101,9 @@ pub enum Event {
 }
 
 impl UringTransport {
-    pub fn new(mut ring: Ring) -> UringTransport {
-        let multishot = ring.enable_buffers();
+    /// `single_shot`: never use multishot receives (see [`crate::server::FALLBACK_VARIABLE`]).
+    pub fn new(mut ring: Ring, single_shot: bool) -> UringTransport {
+        let multishot = !single_shot && ring.enable_buffers();
         UringTransport {
             ring,
             slots: Vec::new(),

@@ -2,9 +2,10 @@
 //! `ringkv-node dev` uses) in a temporary directory, on ports checked free, with the
 //! tail of every node's log printed when a test panics. Every wait is bounded.
 //!
-//! Every test runs against both binaries, `ringkv-node` (mio) and `ringkv-node-uring`:
-//! a test is a function of the [`Binary`], and [`both_binaries!`] declares the two
-//! `#[test]`s (`<test>::mio` and `<test>::uring`). The uring binary is a sibling of
+//! Every test runs against both binaries, `ringkv-node` (mio) and `ringkv-node-uring`
+//! (also on its single-shot fallbacks): a test is a function of the [`Binary`], and
+//! [`both_binaries!`] declares the `#[test]`s (`<test>::mio`, `<test>::uring`,
+//! `<test>::uring_fallback`). The uring binary is a sibling of
 //! `ringkv-node` in the target directory; `cargo test --workspace` builds it (the
 //! ringkv-uring package has integration tests of its own).
 #![allow(dead_code)] // each test file uses a different part
@@ -23,6 +24,9 @@ const MIO_BINARY: &str = env!("CARGO_BIN_EXE_ringkv-node");
 pub enum Binary {
     Mio,
     Uring,
+    /// `ringkv-node-uring` on its single-shot fallbacks (`RINGKV_URING_FALLBACK=1`),
+    /// as on a kernel without multishot accepts, receives and buffer rings.
+    UringFallback,
 }
 
 impl Binary {
@@ -30,7 +34,7 @@ impl Binary {
         let mio = PathBuf::from(MIO_BINARY);
         match self {
             Binary::Mio => mio,
-            Binary::Uring => {
+            Binary::Uring | Binary::UringFallback => {
                 let uring = mio.with_file_name("ringkv-node-uring");
                 assert!(
                     uring.exists(),
@@ -44,7 +48,7 @@ impl Binary {
 }
 
 /// Declares, for each named test function taking a [`Binary`], a module of that name
-/// with one `#[test]` per binary.
+/// with one `#[test]` per binary (and the uring binary's fallback mode).
 #[macro_export]
 macro_rules! both_binaries {
     ($($name:ident),* $(,)?) => {
@@ -57,6 +61,10 @@ macro_rules! both_binaries {
                 #[test]
                 fn uring() {
                     super::$name($crate::support::Binary::Uring)
+                }
+                #[test]
+                fn uring_fallback() {
+                    super::$name($crate::support::Binary::UringFallback)
                 }
             }
         )*
@@ -120,8 +128,19 @@ impl LocalCluster {
         // on a neighbouring port are refused as foreign, never taken for members.
         let mut extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
         extra.extend(["--cluster-id".to_owned(), base_port.to_string()]);
-        let cluster = ProcessCluster::start(&binary.path(), nodes, base_port, dir.path(), &extra)
-            .unwrap_or_else(|error| panic!("cluster start: {error}"));
+        let environment = match binary {
+            Binary::UringFallback => vec![("RINGKV_URING_FALLBACK".to_owned(), "1".to_owned())],
+            _ => Vec::new(),
+        };
+        let cluster = ProcessCluster::start_with_environment(
+            &binary.path(),
+            nodes,
+            base_port,
+            dir.path(),
+            &extra,
+            &environment,
+        )
+        .unwrap_or_else(|error| panic!("cluster start: {error}"));
         LocalCluster {
             cluster,
             _dir: dir,
