@@ -332,15 +332,11 @@ impl Ring {
         queue.capacity() - queue.len()
     }
 
-    /// Resubmits an operation that came back unfinished (the rest of a short send).
-    pub fn restart(&mut self, user_data: u64, mut operation: Operation) {
-        let index = user_data as usize;
-        let entry = entry(&mut operation).user_data(user_data);
-        if let Some(slot) = self.operations.get_mut(index) {
-            *slot = Some(operation);
-            self.in_flight += 1;
-            self.push(entry);
-        }
+    /// Resubmits an operation that came back unfinished (the rest of a short send)
+    /// under a new `user_data`, which it returns (its old slot was freed when its
+    /// completion was finished, and may already hold another operation).
+    pub fn restart(&mut self, operation: Operation) -> Result<u64, RingFull> {
+        self.start(operation)
     }
 
     /// Asks the kernel to cancel operation `user_data` (its completion still comes).

@@ -321,10 +321,7 @@ impl Server {
             connection @ (Operation::Recv { .. }
             | Operation::Send { .. }
             | Operation::Connect { .. }) => {
-                let event =
-                    self.frontend
-                        .transport()
-                        .complete(done.user_data, done.result, connection);
+                let event = self.frontend.transport().complete(done.result, connection);
                 self.connection_event(event);
             }
         }

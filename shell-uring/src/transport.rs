@@ -196,7 +196,7 @@ impl UringTransport {
 
     /// Turns a connection operation's completion into an event, re-arming what
     /// continues by itself (the rest of a short send).
-    pub fn complete(&mut self, user_data: u64, result: i32, operation: Operation) -> Event {
+    pub fn complete(&mut self, result: i32, operation: Operation) -> Event {
         match operation {
             Operation::Recv {
                 slot,
@@ -239,18 +239,25 @@ impl UringTransport {
                 }
                 let sent = sent + result as usize;
                 if sent < buffer.len() && result > 0 {
-                    state.send = Some(user_data);
-                    self.ring.restart(
-                        user_data,
-                        Operation::Send {
+                    let rest = Operation::Send {
+                        slot,
+                        generation,
+                        socket,
+                        buffer,
+                        sent,
+                    };
+                    return match self.ring.restart(rest) {
+                        Ok(user_data) => {
+                            if let Some(state) = self.slots.get_mut(slot) {
+                                state.send = Some(user_data);
+                            }
+                            Event::Stale
+                        }
+                        Err(_) => Event::Failed {
                             slot,
-                            generation,
-                            socket,
-                            buffer,
-                            sent,
+                            error: io::Error::other("ring full"),
                         },
-                    );
-                    return Event::Stale;
+                    };
                 }
                 if sent < buffer.len() {
                     return Event::Failed {
@@ -399,5 +406,80 @@ impl Transport for UringTransport {
             .slot
             .and_then(|index| self.slots.get(index))
             .is_some_and(|state| state.send.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::TcpListener;
+
+    /// A send larger than the socket takes at once comes back short and goes on from
+    /// where it stopped, in order, while other operations take the slots it frees.
+    #[test]
+    fn short_sends_go_on_from_where_they_stopped() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let mut transport = UringTransport::new(Ring::new(64).unwrap(), true);
+        let mut stream = UringStream::accepted(server);
+        transport.register(&mut stream, 0).unwrap();
+        let total = 8 << 20;
+        let bytes: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
+        let mut out = OutBuffer::default();
+        out.push(&bytes, usize::MAX).unwrap();
+        assert!(
+            !transport.flush(&mut stream, &mut out).unwrap(),
+            "in flight"
+        );
+        let reader = std::thread::spawn(move || {
+            // Start late, so the socket buffers fill and the send comes back short.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let mut received = Vec::with_capacity(total);
+            let mut chunk = [0u8; 65536];
+            while received.len() < total {
+                let n = client.read(&mut chunk).unwrap();
+                assert!(n > 0, "closed early");
+                received.extend_from_slice(&chunk[..n]);
+            }
+            received
+        });
+        let mut completions = Vec::new();
+        let mut short = 0;
+        let mut sent = false;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !sent && std::time::Instant::now() < deadline {
+            transport.ring.submit(true).unwrap();
+            completions.clear();
+            transport.ring.reap(&mut completions, 64);
+            for done in &completions {
+                let Some(operation) = transport.ring.finish(done.user_data) else {
+                    continue;
+                };
+                match transport.complete(done.result, operation) {
+                    Event::Sent { slot: 0 } => sent = true,
+                    Event::Stale => short += 1,
+                    other => panic!("{other:?}"),
+                }
+                // Take the slot the completion freed with something long-lived.
+                let timespec = io_uring::types::Timespec::new().sec(60);
+                transport
+                    .ring
+                    .start(Operation::Timeout {
+                        timespec: Box::new(timespec),
+                    })
+                    .unwrap();
+            }
+        }
+        assert!(sent, "the send finished");
+        assert!(short > 0, "the send came back short at least once");
+        assert!(
+            transport.flush(&mut stream, &mut out).unwrap(),
+            "nothing left"
+        );
+        assert_eq!(reader.join().unwrap(), bytes, "every byte, in order");
+        transport.deregister(stream);
+        transport.ring.shutdown();
     }
 }
