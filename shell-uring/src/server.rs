@@ -38,8 +38,8 @@ use ringkv_core::Instant;
 use ringkv_core::version::NodeId;
 use ringkv_mio::executor::{RoundFailure, WriteMode};
 use ringkv_mio::frontend::{
-    AGAIN_COMPLETIONS, COMPLETIONS_PER_WAKEUP, ConnectionKind, Frontend, REFUSAL, ServerError,
-    TICK_MS, bind_listener,
+    AGAIN_CLIENT_ACCEPTS, AGAIN_COMPLETIONS, AGAIN_PEER_ACCEPTS, COMPLETIONS_PER_WAKEUP,
+    ConnectionKind, Frontend, REFUSAL, ServerError, TICK_MS, bind_listener,
 };
 use ringkv_mio::settings::Settings;
 use std::io::Write;
@@ -172,11 +172,14 @@ impl Server {
             }
             self.completed = completed;
             for index in self.frontend.take_again() {
-                if index == AGAIN_COMPLETIONS {
-                    self.frontend.completions();
-                } else if index < AGAIN_COMPLETIONS - 2 {
-                    self.input(index, false);
-                    self.resume(index);
+                match index {
+                    AGAIN_COMPLETIONS => self.frontend.completions(),
+                    // Accepts are the ring's: nothing is left over from a wakeup.
+                    AGAIN_CLIENT_ACCEPTS | AGAIN_PEER_ACCEPTS => {}
+                    _ => {
+                        self.input(index, false);
+                        self.resume(index);
+                    }
                 }
             }
             self.frontend.completions();
