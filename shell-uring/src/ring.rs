@@ -191,12 +191,21 @@ impl Completed {
 
 impl Ring {
     pub fn new(entries: u32) -> io::Result<Ring> {
-        // One thread submits and reaps: task work for it needs no interrupt
-        // (COOP_TASKRUN, 5.19+). Kernels without the flags get a plain ring.
+        // One thread submits and reaps: completions' task work runs only when that
+        // thread enters the kernel for events (DEFER_TASKRUN, 6.1+; TASKRUN_FLAG tells
+        // a submit that work is waiting), with no interrupt. Older kernels get
+        // cooperative task work (5.19+), then a plain ring.
         let ring = IoUring::builder()
-            .setup_coop_taskrun()
             .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_taskrun_flag()
             .build(entries)
+            .or_else(|_| {
+                IoUring::builder()
+                    .setup_coop_taskrun()
+                    .setup_single_issuer()
+                    .build(entries)
+            })
             .or_else(|_| IoUring::new(entries))?;
         Ok(Ring {
             ring,
