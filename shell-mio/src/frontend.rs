@@ -1204,6 +1204,11 @@ impl<T: Transport> Io<T> {
     /// initial member list, `Connect` actions and the node's membership view.
     fn connect_pending(&mut self, node: &Node) {
         let pending = std::mem::take(&mut self.to_connect);
+        let hello = if pending.is_empty() {
+            None
+        } else {
+            self.hello_frame()
+        };
         for peer in pending {
             let Some(&index) = self.peers.get(&peer) else {
                 continue;
@@ -1238,18 +1243,11 @@ impl<T: Transport> Io<T> {
                 continue;
             }
             // The hello goes first, before frames queued while idle.
-            let mut hello = Vec::new();
-            if wire::encode_frame(
-                &mut hello,
-                self.cluster_id,
-                &Message::Hello { node: self.node_id },
-            )
-            .is_err()
-            {
+            let Some(hello) = &hello else {
                 continue;
-            }
+            };
             let mut out = OutBuffer::default();
-            let _ = out.push(&hello, usize::MAX);
+            let _ = out.push(hello, usize::MAX);
             let _ = out.push(connection.out.bytes(), usize::MAX);
             connection.out = out;
             connection.stream = Some(stream);
@@ -1283,6 +1281,14 @@ impl<T: Transport> Io<T> {
         }
     }
 
+    /// The `Hello` naming this node that starts every connection it opens.
+    fn hello_frame(&self) -> Option<Vec<u8>> {
+        let mut hello = Vec::new();
+        let message = Message::Hello { node: self.node_id };
+        wire::encode_frame(&mut hello, self.cluster_id, &message).ok()?;
+        Some(hello)
+    }
+
     fn introduce(&mut self, address: &[u8], frame: &[u8]) {
         let Some(address) = parse_address(address) else {
             log::warn!(
@@ -1302,16 +1308,9 @@ impl<T: Transport> Io<T> {
             }
         };
         let mut out = OutBuffer::default();
-        let mut hello = Vec::new();
-        if wire::encode_frame(
-            &mut hello,
-            self.cluster_id,
-            &Message::Hello { node: self.node_id },
-        )
-        .is_err()
-        {
+        let Some(hello) = self.hello_frame() else {
             return;
-        }
+        };
         let _ = out.push(&hello, usize::MAX);
         let _ = out.push(frame, PEER_WRITE_BUFFER_MAX);
         if self
