@@ -138,6 +138,8 @@ pub enum Operation {
     LogWrite {
         round: Option<Box<WriteRound>>,
         length: usize,
+        /// The sync linked after it, which learns of a failed write from here.
+        sync: Option<u64>,
     },
     /// Zeros written ahead of the log after a round's bytes (their result matters
     /// to nobody: the sync is hard-linked after them and runs either way).
@@ -145,6 +147,8 @@ pub enum Operation {
     /// `fdatasync` of the round's segment, linked after its write.
     LogSync {
         round: Box<WriteRound>,
+        /// Why the write before it failed (the sync then completes with ECANCELED).
+        write_error: Option<io::Error>,
     },
 }
 
@@ -267,6 +271,7 @@ impl Ring {
             let user_data = self.insert(Operation::LogWrite {
                 round: Some(round),
                 length,
+                sync: None,
             });
             self.push(write.build().user_data(user_data));
             return Ok(());
@@ -275,6 +280,7 @@ impl Ring {
         let write_data = self.insert(Operation::LogWrite {
             round: None,
             length,
+            sync: None,
         });
         let mut chain = vec![
             write
@@ -292,7 +298,15 @@ impl Ring {
                     .user_data(zeros_data),
             );
         }
-        let sync_data = self.insert(Operation::LogSync { round });
+        let sync_data = self.insert(Operation::LogSync {
+            round,
+            write_error: None,
+        });
+        if let Some(Some(Operation::LogWrite { sync, .. })) =
+            self.operations.get_mut(write_data as usize)
+        {
+            *sync = Some(sync_data);
+        }
         chain.push(
             opcode::Fsync::new(fd)
                 .flags(types::FsyncFlags::DATASYNC)
@@ -425,6 +439,15 @@ impl Ring {
     /// The operation a multishot completion belongs to (still in flight).
     pub fn get(&self, user_data: u64) -> Option<&Operation> {
         self.operations.get(user_data as usize)?.as_ref()
+    }
+
+    /// Records why a round's write failed in the sync linked after it (in flight).
+    pub fn note_write_error(&mut self, sync: u64, error: io::Error) {
+        if let Some(Some(Operation::LogSync { write_error, .. })) =
+            self.operations.get_mut(sync as usize)
+        {
+            *write_error = Some(error);
+        }
     }
 
     /// Takes ownership of a socket an accept completion returned.

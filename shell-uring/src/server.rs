@@ -74,8 +74,6 @@ pub struct Server {
     completed: Vec<Completed>,
     /// Connections whose next receive waits for room in their read buffer.
     paused: Vec<usize>,
-    /// Errors of round writes whose linked sync is still to complete.
-    write_failures: Vec<std::io::Error>,
 }
 
 impl std::fmt::Debug for Server {
@@ -129,7 +127,6 @@ impl Server {
             timeout_at: None,
             completed: Vec::with_capacity(COMPLETIONS_PER_WAKEUP),
             paused: Vec::new(),
-            write_failures: Vec::new(),
         })
     }
 
@@ -280,7 +277,11 @@ impl Server {
             Operation::ReceiveMulti {
                 slot, generation, ..
             } => self.received(slot, generation, done, true),
-            Operation::LogWrite { round, length } => {
+            Operation::LogWrite {
+                round,
+                length,
+                sync,
+            } => {
                 let failed = if done.result < 0 {
                     Some(std::io::Error::from_raw_os_error(-done.result))
                 } else if (done.result as usize) < length {
@@ -295,7 +296,11 @@ impl Server {
                         .executor()
                         .finish_round(*round, Err(RoundFailure::Write(error))),
                     // Its sync completes with ECANCELED and finishes the round.
-                    (None, Some(error)) => self.write_failures.push(error),
+                    (None, Some(error)) => {
+                        if let Some(sync) = sync {
+                            self.ring().note_write_error(sync, error);
+                        }
+                    }
                     (None, None) => {}
                 }
             }
@@ -307,14 +312,14 @@ impl Server {
                     );
                 }
             }
-            Operation::LogSync { round } => {
+            Operation::LogSync { round, write_error } => {
                 let result = match done.result {
                     0.. => Ok(()),
-                    error if error == -libc::ECANCELED => Err(RoundFailure::Write(
-                        self.write_failures
-                            .pop()
-                            .unwrap_or_else(|| std::io::Error::from_raw_os_error(libc::ECANCELED)),
-                    )),
+                    error if error == -libc::ECANCELED => {
+                        Err(RoundFailure::Write(write_error.unwrap_or_else(|| {
+                            std::io::Error::from_raw_os_error(libc::ECANCELED)
+                        })))
+                    }
                     error => Err(RoundFailure::Sync(std::io::Error::from_raw_os_error(
                         -error,
                     ))),
