@@ -186,6 +186,9 @@ pub enum AdminCommand<'a> {
     Join { seed: &'a [u8] },
     /// `RINGKV.LEAVE`: hand off data and leave.
     Leave,
+    /// `RINGKV.DIGEST`: the anti-entropy root of every partition this node replicates,
+    /// so an operator (or a test) can see whether replicas agree.
+    Digest,
 }
 
 /// A typed client request.
@@ -389,7 +392,12 @@ impl<'a> Command<'a> {
             (b"RINGKV.RING", []) => Command::Admin(AdminCommand::Ring),
             (b"RINGKV.JOIN", [seed]) => Command::Admin(AdminCommand::Join { seed }),
             (b"RINGKV.LEAVE", []) => Command::Admin(AdminCommand::Leave),
-            (b"RINGKV.MEMBERS" | b"RINGKV.RING" | b"RINGKV.JOIN" | b"RINGKV.LEAVE", _) => {
+            (b"RINGKV.DIGEST", []) => Command::Admin(AdminCommand::Digest),
+            (
+                b"RINGKV.MEMBERS" | b"RINGKV.RING" | b"RINGKV.JOIN" | b"RINGKV.LEAVE"
+                | b"RINGKV.DIGEST",
+                _,
+            ) => {
                 return Err(arity("ringkv admin"));
             }
             _ => {

@@ -398,12 +398,18 @@ impl<T: Transport> Frontend<T> {
 
     /// Logs where the node serves; the loop calls it once its listeners are bound.
     pub fn log_serving(&self) {
+        let settings = &self.io.settings;
+        let advertised = if settings.peer_advertise_address == settings.peer_address {
+            String::new()
+        } else {
+            format!(", advertised as {}", settings.peer_advertise_address)
+        };
         log::info!(
-            "node {} serving clients on {} and peers on {} (data in {})",
+            "node {} serving clients on {} and peers on {}{advertised} (data in {})",
             self.io.node_id.0,
-            self.io.settings.client_address,
-            self.io.settings.peer_address,
-            self.io.settings.data_dir().display()
+            settings.client_address,
+            settings.peer_address,
+            settings.data_dir().display()
         );
     }
 

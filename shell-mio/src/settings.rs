@@ -81,6 +81,10 @@ pub struct NodeFlags {
     /// Where peers connect (default 127.0.0.1:7380).
     #[arg(long)]
     pub peer_address: Option<SocketAddr>,
+    /// The peer address other nodes are told to use, when it is not the one the node
+    /// listens on (a proxy, a NAT, a port forward; default: `--peer-address`).
+    #[arg(long)]
+    pub peer_advertise_address: Option<SocketAddr>,
     /// Directory for this node's data and identity (default ./ringkv-data).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -182,6 +186,8 @@ pub struct Settings {
     pub cluster_id: u64,
     pub client_address: SocketAddr,
     pub peer_address: SocketAddr,
+    /// What gossip tells other nodes to connect to (default: `peer_address`).
+    pub peer_advertise_address: SocketAddr,
     pub data_dir: PathBuf,
     pub members: Vec<InitialMember>,
     pub seeds: Vec<SocketAddr>,
@@ -228,6 +234,7 @@ impl NodeFlags {
             cluster_id: self.cluster_id.or(other.cluster_id),
             client_address: self.client_address.or(other.client_address),
             peer_address: self.peer_address.or(other.peer_address),
+            peer_advertise_address: self.peer_advertise_address.or(other.peer_advertise_address),
             data_dir: self.data_dir.or(other.data_dir),
             members: self.members.or(other.members),
             seeds: self.seeds.or(other.seeds),
@@ -283,6 +290,9 @@ impl NodeFlags {
                 "connections_max must be at least 1".to_owned(),
             ));
         }
+        let peer_address = self
+            .peer_address
+            .unwrap_or(default_address(PEER_ADDRESS_DEFAULT));
         Ok(Settings {
             node_id: self.node_id,
             node_name: self.node_name,
@@ -290,9 +300,8 @@ impl NodeFlags {
             client_address: self
                 .client_address
                 .unwrap_or(default_address(CLIENT_ADDRESS_DEFAULT)),
-            peer_address: self
-                .peer_address
-                .unwrap_or(default_address(PEER_ADDRESS_DEFAULT)),
+            peer_address,
+            peer_advertise_address: self.peer_advertise_address.unwrap_or(peer_address),
             data_dir: self
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from("ringkv-data")),
@@ -352,7 +361,7 @@ impl Settings {
                 .collect()
         };
         let mut config = Config::new(self.cluster_id, members);
-        config.peer_address = self.peer_address.to_string().into_bytes();
+        config.peer_address = self.peer_advertise_address.to_string().into_bytes();
         config.client_address = self.client_address.to_string().into_bytes();
         config.weight = self.weight;
         config.zone = self.zone;
@@ -418,10 +427,26 @@ mod tests {
         let settings = flags(&[]).settle().unwrap();
         assert_eq!(settings.client_address.to_string(), CLIENT_ADDRESS_DEFAULT);
         assert_eq!(settings.peer_address.to_string(), PEER_ADDRESS_DEFAULT);
+        assert_eq!(settings.peer_advertise_address, settings.peer_address);
         assert_eq!(settings.durability, Durability::Group);
         let config = settings.core_config(NodeId(5));
         assert_eq!(config.members.len(), 1, "alone: a cluster of its own");
         assert_eq!(config.replicas, 1);
+    }
+
+    #[test]
+    fn gossip_spreads_the_advertised_peer_address() {
+        let settings = flags(&[
+            "--peer-address",
+            "127.0.0.1:9001",
+            "--peer-advertise-address",
+            "127.0.0.1:9501",
+        ])
+        .settle()
+        .unwrap();
+        assert_eq!(settings.peer_address.to_string(), "127.0.0.1:9001");
+        let config = settings.core_config(NodeId(5));
+        assert_eq!(config.peer_address, b"127.0.0.1:9501");
     }
 
     #[test]

@@ -316,7 +316,38 @@ impl Node {
                 let result = self.admin_leave();
                 self.reply_admin(client, tag, result);
             }
+            AdminCommand::Digest => {
+                let lines = self.digest_lines();
+                self.reply_with(client, tag, false, |out| {
+                    write_array_header(out, lines.len());
+                    for line in &lines {
+                        write_bulk(out, line.as_bytes());
+                    }
+                });
+            }
         }
+    }
+
+    /// `RINGKV.DIGEST`: one line per partition this node replicates, `partition=<p>
+    /// root=<hex> keys=<n>`, or `partition=<p> building` while its tree is being rebuilt
+    /// after a start. Replicas of a partition that report the same root hold the same
+    /// records (up to a hash collision, or a bucket a racing write left stale until the
+    /// next exchange resets it; see `entropy`).
+    fn digest_lines(&self) -> Vec<String> {
+        (0..self.ring.partition_count())
+            .filter(|&partition| self.replicates(partition))
+            .map(|partition| {
+                if self.entropy.trees.is_built(partition) {
+                    format!(
+                        "partition={partition} root={:016x} keys={}",
+                        self.entropy.trees.root(partition),
+                        self.entropy.trees.keys_held(partition)
+                    )
+                } else {
+                    format!("partition={partition} building")
+                }
+            })
+            .collect()
     }
 
     fn reply_admin(&mut self, client: ClientId, tag: u64, result: Result<(), &'static str>) {
