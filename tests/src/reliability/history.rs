@@ -1,0 +1,807 @@
+//! A client-observed history of a real cluster, the workload that makes it, and the
+//! checker that judges it against every node's disk once the cluster is quiet.
+//!
+//! # The workload
+//!
+//! Clients run Dynamo's read-merge-write over a small key space: `VGET` a key, then
+//! `VSET` it with the context read and a value that names a new write and carries the
+//! elements of every sibling read (an add-only set, as the shopping cart of the paper);
+//! now and then a blind `VSET` with the empty context (a concurrent writer, so siblings
+//! happen) or a `VDEL` with the context read. Every value is `w<id>:<e1>,<e2>,...`:
+//! its own write id, then the elements it carries, its own id among them. Every
+//! operation is recorded with its client, start and end (milliseconds since the run
+//! began), outcome and, for a write, the write ids of the siblings its context's read
+//! returned.
+//!
+//! # The checker
+//!
+//! After the faults are healed and the cluster went quiet, the test stops every node
+//! and hands the checker what each node's disk holds ([`DiskState`], read with the
+//! storage engine itself). Per key, on every node of its preference list:
+//!
+//! 1. **No acknowledged write is lost**: the element of every acknowledged `VSET` is in
+//!    a live sibling there, unless a `VDEL` whose read returned a sibling carrying it
+//!    was attempted (a delete may remove it; any attempted delete counts, acknowledged
+//!    or not, because an unacknowledged one may still have been applied). Causally
+//!    superseded writes are covered by the merge: a write that read a sibling carries
+//!    its elements forward.
+//! 2. **Superseded stays superseded** (deleted values stay deleted): no live sibling's
+//!    dot is covered by the context of an acknowledged `VSET` or `VDEL`; a value that
+//!    an acknowledged write superseded never comes back. (By dot, not by write id: a
+//!    write retried after a lost reply may be minted twice, and the copy its successor
+//!    did not see is rightly still there.)
+//! 3. **Replicas converge**: every replica of a key holds the same version set, and no
+//!    node holds a hint.
+//!
+//! Plain `SET`/`GET` (last write wins) are not part of it: LWW may drop a concurrent
+//! write by design. Tombstones are not judged by identity (the disk does not name the
+//! delete that made one); what a delete promises is checked by property 2.
+
+use crate::sim::history::covers;
+use ringkv_client::{Client, ClientError, ClientOptions};
+use ringkv_core::VersionSet;
+use ringkv_core::placement::{Member, PARTITION_BITS_DEFAULT, Ring};
+use ringkv_core::random::Rng;
+use ringkv_core::version::{NodeId, VersionVector};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A write's identity: `client << 32 | sequence`, never 0.
+pub type WriteId = u64;
+
+/// What a client did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Read,
+    Write,
+    Delete,
+}
+
+/// How it ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// An error reply or a connection failure: the write may or may not have been
+    /// applied (a node may have stored it before the quorum failed).
+    Failed(String),
+}
+
+/// One client operation.
+#[derive(Clone, Debug)]
+pub struct Operation {
+    pub client: u32,
+    pub kind: Kind,
+    pub key: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub outcome: Outcome,
+    /// A write's own id (its element).
+    pub write: Option<WriteId>,
+    /// Reads: the write ids of the siblings returned. Writes and deletes: those of the
+    /// read whose context they carried (empty for a blind write).
+    pub siblings: Vec<WriteId>,
+    /// Writes and deletes: the elements of the siblings the read returned.
+    pub elements_read: BTreeSet<WriteId>,
+    /// The context token the operation carried (writes) or got (reads).
+    pub context: Vec<u8>,
+}
+
+/// A value as the workload writes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkloadValue {
+    pub write: WriteId,
+    pub elements: BTreeSet<WriteId>,
+}
+
+impl WorkloadValue {
+    pub fn encode(&self) -> Vec<u8> {
+        let elements: Vec<String> = self.elements.iter().map(u64::to_string).collect();
+        format!("w{}:{}", self.write, elements.join(",")).into_bytes()
+    }
+
+    /// `None` for bytes the workload did not write.
+    pub fn decode(bytes: &[u8]) -> Option<WorkloadValue> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let (write, elements) = text.strip_prefix('w')?.split_once(':')?;
+        let elements = if elements.is_empty() {
+            BTreeSet::new()
+        } else {
+            elements
+                .split(',')
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .ok()?
+        };
+        Some(WorkloadValue {
+            write: write.parse().ok()?,
+            elements,
+        })
+    }
+}
+
+/// The shared, append-only history of a run.
+#[derive(Clone, Debug)]
+pub struct Recorder {
+    started: Instant,
+    operations: Arc<Mutex<Vec<Operation>>>,
+}
+
+impl Default for Recorder {
+    fn default() -> Recorder {
+        Recorder::new()
+    }
+}
+
+impl Recorder {
+    pub fn new() -> Recorder {
+        Recorder {
+            started: Instant::now(),
+            operations: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Milliseconds since the run began.
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    pub fn record(&self, operation: Operation) {
+        self.operations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(operation);
+    }
+
+    /// Every operation so far, in the order they ended.
+    pub fn operations(&self) -> Vec<Operation> {
+        self.operations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// How the workload runs.
+#[derive(Clone, Debug)]
+pub struct WorkloadSpec {
+    /// Keys `key-0 .. key-<keys>`.
+    pub keys: u32,
+    /// Share of operations that are a blind `VSET` (empty context).
+    pub blind_share: f64,
+    /// Share of operations that are a `VDEL` after a read.
+    pub delete_share: f64,
+    /// Most operations per client (a bound besides the stop flag).
+    pub operations_max: u32,
+    /// Pause between one client's operations.
+    pub pause: Duration,
+    /// Per-request wait for a reply.
+    pub reply_timeout: Duration,
+}
+
+impl Default for WorkloadSpec {
+    fn default() -> WorkloadSpec {
+        WorkloadSpec {
+            keys: 40,
+            blind_share: 0.15,
+            delete_share: 0.08,
+            operations_max: 5_000,
+            pause: Duration::from_millis(2),
+            reply_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Clients running the workload on their own threads until told to stop.
+#[derive(Debug)]
+pub struct Workload {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workload {
+    /// One client thread per entry of `clients`: the nodes (client addresses) it may
+    /// use, first preferred. `seed` draws keys and operation kinds (client i uses
+    /// `seed + i`).
+    pub fn start(
+        recorder: &Recorder,
+        clients: &[Vec<SocketAddr>],
+        spec: &WorkloadSpec,
+        seed: u64,
+    ) -> Workload {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = clients
+            .iter()
+            .enumerate()
+            .map(|(index, addresses)| {
+                let recorder = recorder.clone();
+                let addresses = addresses.clone();
+                let spec = spec.clone();
+                let stop = Arc::clone(&stop);
+                let client = index as u32 + 1;
+                std::thread::spawn(move || {
+                    run_client(
+                        client,
+                        &addresses,
+                        &spec,
+                        seed.wrapping_add(u64::from(client)),
+                        &recorder,
+                        &stop,
+                    );
+                })
+            })
+            .collect();
+        Workload { stop, threads }
+    }
+
+    /// Stops every client after its current operation and waits for it.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn run_client(
+    client_number: u32,
+    addresses: &[SocketAddr],
+    spec: &WorkloadSpec,
+    seed: u64,
+    recorder: &Recorder,
+    stop: &AtomicBool,
+) {
+    // One node at a time and no retries inside the client: each write is sent once (a
+    // retried write may be applied twice), and after a failure the next operation goes
+    // to the next node of the list.
+    let options = ClientOptions {
+        reply_timeout: spec.reply_timeout,
+        retry_unavailable: false,
+        ..ClientOptions::default()
+    };
+    let connect = |index: usize| {
+        Client::with_options(addresses.get(index).copied(), options)
+            .map_err(|_| "no address".to_owned())
+    };
+    let mut current = 0;
+    let Ok(mut client) = connect(current) else {
+        return;
+    };
+    let mut rng = Rng::new(seed);
+    let mut sequence: u64 = 0;
+    let empty = VersionVector::new().to_token().into_bytes();
+    for _ in 0..spec.operations_max {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let key = format!("key-{}", rng.below(u64::from(spec.keys.max(1))));
+        let draw = rng.next_f64();
+        let mut failed = false;
+        sequence += 1;
+        let write = (u64::from(client_number) << 32) | sequence;
+        if draw < spec.blind_share {
+            let value = WorkloadValue {
+                write,
+                elements: BTreeSet::from([write]),
+            };
+            let start_ms = recorder.now_ms();
+            let result = client.put(key.as_bytes(), &empty, &value.encode());
+            recorder.record(Operation {
+                client: client_number,
+                kind: Kind::Write,
+                key,
+                start_ms,
+                end_ms: recorder.now_ms(),
+                outcome: outcome(result.map(|_| ()), &mut failed),
+                write: Some(write),
+                siblings: Vec::new(),
+                elements_read: BTreeSet::new(),
+                context: empty.clone(),
+            });
+        } else {
+            let start_ms = recorder.now_ms();
+            let read = client.get(key.as_bytes());
+            let (context, values) = match &read {
+                Ok(versions) => (
+                    versions.context.clone(),
+                    versions
+                        .siblings
+                        .iter()
+                        .filter_map(|bytes| WorkloadValue::decode(bytes))
+                        .collect::<Vec<_>>(),
+                ),
+                Err(_) => (Vec::new(), Vec::new()),
+            };
+            let siblings: Vec<WriteId> = values.iter().map(|v| v.write).collect();
+            let elements_read: BTreeSet<WriteId> = values
+                .iter()
+                .flat_map(|v| v.elements.iter().copied())
+                .collect();
+            let read_ok = read.is_ok();
+            recorder.record(Operation {
+                client: client_number,
+                kind: Kind::Read,
+                key: key.clone(),
+                start_ms,
+                end_ms: recorder.now_ms(),
+                outcome: outcome(read.map(|_| ()), &mut failed),
+                write: None,
+                siblings: siblings.clone(),
+                elements_read: elements_read.clone(),
+                context: context.clone(),
+            });
+            if read_ok && !stop.load(Ordering::Relaxed) {
+                let delete = draw < spec.blind_share + spec.delete_share && !values.is_empty();
+                let start_ms = recorder.now_ms();
+                let (kind, result, written) = if delete {
+                    let result = client.delete(key.as_bytes(), &context);
+                    (Kind::Delete, result, None)
+                } else {
+                    let mut elements = elements_read.clone();
+                    elements.insert(write);
+                    let value = WorkloadValue { write, elements };
+                    let result = client.put(key.as_bytes(), &context, &value.encode());
+                    (Kind::Write, result, Some(write))
+                };
+                recorder.record(Operation {
+                    client: client_number,
+                    kind,
+                    key,
+                    start_ms,
+                    end_ms: recorder.now_ms(),
+                    outcome: outcome(result.map(|_| ()), &mut failed),
+                    write: written,
+                    siblings,
+                    elements_read,
+                    context,
+                });
+            }
+        }
+        if failed {
+            current = (current + 1) % addresses.len().max(1);
+            if let Ok(next) = connect(current) {
+                client = next;
+            }
+        }
+        std::thread::sleep(spec.pause);
+    }
+}
+
+/// The outcome of `result`; sets `failed` when it is an error.
+fn outcome(result: Result<(), ClientError>, failed: &mut bool) -> Outcome {
+    match result {
+        Ok(()) => Outcome::Ok,
+        Err(error) => {
+            *failed = true;
+            Outcome::Failed(error.to_string())
+        }
+    }
+}
+
+/// What one node's disk holds once it is stopped: its data by key, and how many
+/// hints it still holds.
+#[derive(Clone, Debug, Default)]
+pub struct DiskState {
+    pub data: BTreeMap<Vec<u8>, VersionSet>,
+    pub hints: usize,
+    /// Records the storage engine could not read (counted, skipped).
+    pub unreadable: u64,
+}
+
+impl DiskState {
+    /// Reads the data and hints stores of the node whose data directory is `dir`
+    /// (the node must be stopped).
+    pub fn read(dir: &Path) -> Result<DiskState, String> {
+        let data = read_store(&dir.join("data"))?;
+        let hints = read_store(&dir.join("hints"))?;
+        let mut state = DiskState {
+            hints: hints.0.len(),
+            unreadable: data.1 + hints.1,
+            ..DiskState::default()
+        };
+        for (key, record) in data.0 {
+            let versions = VersionSet::decode(&record, Default::default())
+                .map_err(|e| format!("{}: key {key:?}: {e:?}", dir.display()))?;
+            state.data.insert(key, versions);
+        }
+        Ok(state)
+    }
+}
+
+/// Every (key, record) of a store, and how many records could not be read.
+type StoreContents = (Vec<(Vec<u8>, Vec<u8>)>, u64);
+
+fn read_store(dir: &Path) -> Result<StoreContents, String> {
+    let store = ringkv_storage::Store::open(dir, ringkv_storage::Config::default())
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut items = Vec::new();
+    let mut after = None;
+    loop {
+        let chunk = store
+            .scan(0, u64::MAX, after, 1024)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        items.extend(chunk.items);
+        match chunk.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let unreadable = store.stats().corrupt_records;
+    Ok((items, unreadable))
+}
+
+/// One broken promise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// 1 lost write, 2 superseded value back, 3 replicas differ or hints left.
+    pub property: u8,
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "property {}: {}", self.property, self.detail)
+    }
+}
+
+/// The numbers a scenario reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Writes and deletes attempted.
+    pub writes_attempted: usize,
+    pub writes_acknowledged: usize,
+    /// Acknowledged writes missing from a replica (property 1).
+    pub writes_lost: usize,
+    pub reads: usize,
+    pub reads_ok: usize,
+    pub violations: Vec<Violation>,
+}
+
+/// The cluster's shape, for the preference lists.
+#[derive(Clone, Copy, Debug)]
+pub struct Placement {
+    /// Nodes 1..=nodes, weight 1 each.
+    pub nodes: u64,
+    pub replicas: u8,
+}
+
+impl Placement {
+    /// The node ids of `key`'s preference list.
+    fn replicas_of(&self, ring: &Ring, key: &[u8]) -> Vec<NodeId> {
+        ring.preference_list(ring.partition_of(key)).collect()
+    }
+
+    fn ring(&self) -> Result<Ring, String> {
+        let members: Vec<Member> = (1..=self.nodes)
+            .map(|id| Member {
+                id: NodeId(id),
+                weight: 1,
+                zone: None,
+            })
+            .collect();
+        Ring::new(&members, PARTITION_BITS_DEFAULT, usize::from(self.replicas))
+            .map_err(|e| format!("{e:?}"))
+    }
+}
+
+/// Judges `operations` against `disks` (node id -> what its disk holds).
+pub fn check(
+    operations: &[Operation],
+    disks: &BTreeMap<NodeId, DiskState>,
+    placement: Placement,
+) -> Summary {
+    let mut summary = Summary::default();
+    let ring = match placement.ring() {
+        Ok(ring) => ring,
+        Err(error) => {
+            summary.violations.push(Violation {
+                property: 3,
+                detail: format!("no ring: {error}"),
+            });
+            return summary;
+        }
+    };
+    let empty = DiskState::default();
+    // Per key: the elements a delete (any outcome) may have removed.
+    let mut deletable: BTreeMap<&str, BTreeSet<WriteId>> = BTreeMap::new();
+    for operation in operations {
+        match operation.kind {
+            Kind::Read => {
+                summary.reads += 1;
+                summary.reads_ok += usize::from(operation.outcome == Outcome::Ok);
+            }
+            Kind::Write | Kind::Delete => {
+                summary.writes_attempted += 1;
+                summary.writes_acknowledged += usize::from(operation.outcome == Outcome::Ok);
+            }
+        }
+        if operation.kind == Kind::Delete {
+            deletable
+                .entry(operation.key.as_str())
+                .or_default()
+                .extend(operation.elements_read.iter().copied());
+        }
+    }
+    let live = |versions: &VersionSet| -> Vec<WorkloadValue> {
+        versions
+            .siblings()
+            .filter_map(|sibling| sibling.value.data.as_deref())
+            .filter_map(WorkloadValue::decode)
+            .collect()
+    };
+    let keys: BTreeSet<&str> = operations.iter().map(|op| op.key.as_str()).collect();
+    for key in keys {
+        let replicas = placement.replicas_of(&ring, key.as_bytes());
+        let states: Vec<(NodeId, VersionSet)> = replicas
+            .iter()
+            .map(|&id| {
+                let disk = disks.get(&id).unwrap_or(&empty);
+                (
+                    id,
+                    disk.data.get(key.as_bytes()).cloned().unwrap_or_default(),
+                )
+            })
+            .collect();
+        let no_deletes = BTreeSet::new();
+        let may_be_deleted = deletable.get(key).unwrap_or(&no_deletes);
+        for (id, versions) in &states {
+            let values = live(versions);
+            let held: BTreeSet<WriteId> = values
+                .iter()
+                .flat_map(|v| v.elements.iter().copied())
+                .collect();
+            for operation in operations.iter().filter(|op| op.key == key) {
+                if operation.outcome != Outcome::Ok {
+                    continue;
+                }
+                if let (Kind::Write, Some(write)) = (operation.kind, operation.write) {
+                    if !held.contains(&write) && !may_be_deleted.contains(&write) {
+                        summary.writes_lost += 1;
+                        summary.violations.push(Violation {
+                            property: 1,
+                            detail: format!(
+                                "{key}: acknowledged write {write} (client {}, {}..{} ms) is on no live sibling of node {} ({} siblings)",
+                                operation.client,
+                                operation.start_ms,
+                                operation.end_ms,
+                                id.0,
+                                versions.sibling_count()
+                            ),
+                        });
+                    }
+                }
+                if operation.kind == Kind::Read {
+                    continue;
+                }
+                let Some(context) = std::str::from_utf8(&operation.context)
+                    .ok()
+                    .and_then(|token| VersionVector::from_token(token).ok())
+                else {
+                    continue;
+                };
+                for sibling in versions.siblings() {
+                    let (Some(dot), Some(value)) = (
+                        sibling.dot,
+                        sibling
+                            .value
+                            .data
+                            .as_deref()
+                            .and_then(WorkloadValue::decode),
+                    ) else {
+                        continue;
+                    };
+                    if covers(&context, dot) {
+                        summary.violations.push(Violation {
+                            property: 2,
+                            detail: format!(
+                                "{key}: value of write {} is live on node {} though acknowledged {} by client {} at {} ms superseded it",
+                                value.write,
+                                id.0,
+                                if operation.kind == Kind::Delete { "delete" } else { "write" },
+                                operation.client,
+                                operation.end_ms
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        if let Some((first_id, first)) = states.first() {
+            for (id, versions) in &states[1..] {
+                if versions != first {
+                    summary.violations.push(Violation {
+                        property: 3,
+                        detail: format!(
+                            "{key}: node {} holds {} siblings (clock {:?}), node {} holds {} (clock {:?})",
+                            first_id.0,
+                            first.sibling_count(),
+                            first.join().entries(),
+                            id.0,
+                            versions.sibling_count(),
+                            versions.join().entries()
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    for (id, disk) in disks {
+        if disk.hints > 0 {
+            summary.violations.push(Violation {
+                property: 3,
+                detail: format!("node {} still holds {} hints", id.0, disk.hints),
+            });
+        }
+    }
+    summary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringkv_core::version::Value;
+
+    const PLACEMENT: Placement = Placement {
+        nodes: 3,
+        replicas: 3,
+    };
+
+    fn value(write: WriteId, elements: &[WriteId]) -> Value {
+        let value = WorkloadValue {
+            write,
+            elements: elements.iter().copied().collect(),
+        };
+        Value::new(value.encode(), 0)
+    }
+
+    /// `current` after a write of `value` with `context`, minted by node 1.
+    fn written(current: &VersionSet, context: &VersionVector, value: Value) -> VersionSet {
+        VersionSet::update(VersionSet::from_context(context, value), current, NodeId(1))
+    }
+
+    fn operation(kind: Kind, write: Option<WriteId>, context: &VersionVector) -> Operation {
+        Operation {
+            client: 1,
+            kind,
+            key: "k".to_owned(),
+            start_ms: 0,
+            end_ms: 1,
+            outcome: Outcome::Ok,
+            write,
+            siblings: Vec::new(),
+            elements_read: BTreeSet::new(),
+            context: context.to_token().into_bytes(),
+        }
+    }
+
+    /// Every node's disk holding `versions` for "k".
+    fn disks(versions: &[&VersionSet]) -> BTreeMap<NodeId, DiskState> {
+        versions
+            .iter()
+            .enumerate()
+            .map(|(index, versions)| {
+                let mut disk = DiskState::default();
+                disk.data.insert(b"k".to_vec(), (*versions).clone());
+                (NodeId(index as u64 + 1), disk)
+            })
+            .collect()
+    }
+
+    fn properties(summary: &Summary) -> Vec<u8> {
+        summary.violations.iter().map(|v| v.property).collect()
+    }
+
+    #[test]
+    fn values_round_trip_and_foreign_bytes_are_not_values() {
+        let value = WorkloadValue {
+            write: 7,
+            elements: BTreeSet::from([3, 7]),
+        };
+        assert_eq!(WorkloadValue::decode(&value.encode()), Some(value));
+        assert_eq!(WorkloadValue::decode(b"hello"), None);
+    }
+
+    #[test]
+    fn a_read_merge_write_history_on_converged_disks_passes_and_a_lost_write_is_caught() {
+        let empty = VersionVector::new();
+        let first = written(&VersionSet::new(), &empty, value(1, &[1]));
+        let read = first.join();
+        let second = written(&first, &read, value(2, &[1, 2]));
+        let mut history = vec![
+            operation(Kind::Write, Some(1), &empty),
+            operation(Kind::Write, Some(2), &read),
+        ];
+        history[1].siblings = vec![1];
+        history[1].elements_read = BTreeSet::from([1]);
+        let good = check(&history, &disks(&[&second, &second, &second]), PLACEMENT);
+        assert_eq!(good.violations, Vec::new());
+        assert_eq!((good.writes_attempted, good.writes_acknowledged), (2, 2));
+
+        // Node 2 never got the second write: it is lost there, and node 2 still holds
+        // the value it superseded; the replicas differ.
+        let broken = check(&history, &disks(&[&second, &first, &second]), PLACEMENT);
+        assert_eq!(broken.writes_lost, 1);
+        assert_eq!(
+            properties(&broken),
+            vec![1, 2, 3],
+            "{:?}",
+            broken.violations
+        );
+        assert!(broken.violations[0].detail.contains("write 2"));
+        assert!(
+            broken.violations[1]
+                .detail
+                .contains("write 1 is live on node 2")
+        );
+    }
+
+    #[test]
+    fn a_deleted_value_may_be_gone_but_must_not_come_back() {
+        let empty = VersionVector::new();
+        let first = written(&VersionSet::new(), &empty, value(1, &[1]));
+        let read = first.join();
+        let deleted = written(&first, &read, Value::tombstone(0));
+        let mut delete = operation(Kind::Delete, None, &read);
+        delete.siblings = vec![1];
+        delete.elements_read = BTreeSet::from([1]);
+        let history = vec![operation(Kind::Write, Some(1), &empty), delete];
+        let good = check(&history, &disks(&[&deleted, &deleted, &deleted]), PLACEMENT);
+        assert_eq!(good.violations, Vec::new());
+
+        // The value is back on every replica: the acknowledged delete is undone.
+        let back = check(&history, &disks(&[&first, &first, &first]), PLACEMENT);
+        assert_eq!(properties(&back), vec![2, 2, 2], "{:?}", back.violations);
+    }
+
+    #[test]
+    fn a_concurrent_blind_write_survives_a_delete_and_its_loss_is_caught() {
+        let empty = VersionVector::new();
+        let first = written(&VersionSet::new(), &empty, value(1, &[1]));
+        let read = first.join();
+        // Write 2 is blind (concurrent with the delete), so it must stay.
+        let both = written(&first, &empty, value(2, &[2]));
+        let deleted = written(&both, &read, Value::tombstone(0));
+        let mut delete = operation(Kind::Delete, None, &read);
+        delete.elements_read = BTreeSet::from([1]);
+        let history = vec![
+            operation(Kind::Write, Some(1), &empty),
+            operation(Kind::Write, Some(2), &empty),
+            delete,
+        ];
+        let good = check(&history, &disks(&[&deleted, &deleted, &deleted]), PLACEMENT);
+        assert_eq!(good.violations, Vec::new());
+        let only_tombstone = written(&first, &read, Value::tombstone(0));
+        let lost = check(
+            &history,
+            &disks(&[&only_tombstone, &only_tombstone, &only_tombstone]),
+            PLACEMENT,
+        );
+        assert_eq!(lost.writes_lost, 3, "write 2 is missing on all three");
+    }
+
+    #[test]
+    fn a_hint_left_behind_is_caught() {
+        let empty = VersionVector::new();
+        let first = written(&VersionSet::new(), &empty, value(1, &[1]));
+        let history = vec![operation(Kind::Write, Some(1), &empty)];
+        let mut disks = disks(&[&first, &first, &first]);
+        disks.get_mut(&NodeId(2)).unwrap().hints = 4;
+        let summary = check(&history, &disks, PLACEMENT);
+        assert_eq!(properties(&summary), vec![3]);
+        assert!(
+            summary.violations[0]
+                .detail
+                .contains("node 2 still holds 4 hints")
+        );
+    }
+}
