@@ -46,13 +46,30 @@ pub fn log_path(dir: &Path, id: u16) -> PathBuf {
 }
 
 /// The flags that start node `index` (id `index + 1`) of a local cluster of `nodes`:
-/// its addresses, data directory and the shared member list.
-pub fn node_arguments(index: u16, nodes: u16, base_port: u16, dir: &Path) -> Vec<String> {
+/// its addresses, data directory and the shared member list. With `advertised` (one
+/// address per node, say a proxy in front of each), nodes are told to reach node i at
+/// `advertised[i]` instead of its own peer port.
+pub fn node_arguments(
+    index: u16,
+    nodes: u16,
+    base_port: u16,
+    dir: &Path,
+    advertised: &[SocketAddr],
+) -> Vec<String> {
+    let reach = |i: u16| {
+        advertised
+            .get(usize::from(i))
+            .copied()
+            .unwrap_or(peer_address(base_port, i))
+    };
     let members: Vec<String> = (0..nodes)
-        .map(|i| format!("{}@{}", i + 1, peer_address(base_port, i)))
+        .map(|i| format!("{}@{}", i + 1, reach(i)))
         .collect();
     let mut arguments = own_arguments(index, base_port, dir);
     arguments.extend(["--members".to_owned(), members.join(",")]);
+    if let Some(address) = advertised.get(usize::from(index)) {
+        arguments.extend(["--peer-advertise-address".to_owned(), address.to_string()]);
+    }
     arguments
 }
 
@@ -107,6 +124,19 @@ pub fn stop_gracefully(child: &mut Child, timeout: Duration) -> bool {
     false
 }
 
+/// How [`ProcessCluster::launch`] starts the nodes.
+#[derive(Clone, Debug, Default)]
+pub struct LaunchOptions {
+    /// Flags every node gets after its own (durability, N/R/W, limits).
+    pub extra: Vec<String>,
+    /// Environment variables every node gets.
+    pub environment: Vec<(String, String)>,
+    /// Where the other nodes reach node i (`--peer-advertise-address`), when not at its
+    /// own peer port: a proxy in front of each node, for fault injection. Empty: every
+    /// node at its own.
+    pub advertised_peer_addresses: Vec<SocketAddr>,
+}
+
 /// Nodes of one local cluster, each its own process. Dropping it kills every node.
 #[derive(Debug)]
 pub struct ProcessCluster {
@@ -132,18 +162,26 @@ impl ProcessCluster {
         dir: &Path,
         extra: &[String],
     ) -> Result<ProcessCluster, String> {
-        ProcessCluster::start_with_environment(binary, nodes, base_port, dir, extra, &[])
+        let options = LaunchOptions {
+            extra: extra.to_vec(),
+            ..LaunchOptions::default()
+        };
+        ProcessCluster::launch(binary, nodes, base_port, dir, &options)
     }
 
-    /// Like [`ProcessCluster::start`], every node also getting `environment`.
-    pub fn start_with_environment(
+    /// Like [`ProcessCluster::start`], with more options.
+    pub fn launch(
         binary: &Path,
         nodes: u16,
         base_port: u16,
         dir: &Path,
-        extra: &[String],
-        environment: &[(String, String)],
+        options: &LaunchOptions,
     ) -> Result<ProcessCluster, String> {
+        let LaunchOptions {
+            extra,
+            environment,
+            advertised_peer_addresses,
+        } = options;
         if nodes == 0 || nodes > 64 {
             return Err("a local cluster has 1 to 64 nodes".to_owned());
         }
@@ -162,9 +200,13 @@ impl ProcessCluster {
         };
         for index in 0..nodes {
             cluster.children.push(None);
-            cluster
-                .arguments
-                .push(node_arguments(index, nodes, base_port, dir));
+            cluster.arguments.push(node_arguments(
+                index,
+                nodes,
+                base_port,
+                dir,
+                advertised_peer_addresses,
+            ));
             cluster.spawn(index)?;
         }
         for index in 0..nodes {
@@ -272,6 +314,32 @@ impl ProcessCluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// SIGSTOP to node `index`: it stays alive but does nothing until resumed (a long
+    /// garbage-collection pause, a VM stall).
+    pub fn pause(&mut self, index: u16) {
+        self.signal(index, rustix::process::Signal::STOP);
+    }
+
+    /// SIGCONT to a paused node `index`.
+    pub fn resume(&mut self, index: u16) {
+        self.signal(index, rustix::process::Signal::CONT);
+    }
+
+    fn signal(&mut self, index: u16, signal: rustix::process::Signal) {
+        if let Some(Some(child)) = self.children.get(usize::from(index)) {
+            let pid = rustix::process::Pid::from_child(child);
+            let _ = rustix::process::kill_process(pid, signal);
+        }
+    }
+
+    /// The process id of node `index`, while it runs.
+    pub fn pid(&self, index: u16) -> Option<u32> {
+        self.children
+            .get(usize::from(index))
+            .and_then(Option::as_ref)
+            .map(Child::id)
     }
 
     /// SIGTERM to node `index`; true when it exited 0 within [`STOP_TIMEOUT_MS`].

@@ -131,6 +131,11 @@ pub struct NodeFlags {
     /// Grace period before a tombstone every replica holds is reaped (default 60000).
     #[arg(long)]
     pub tombstone_grace_ms: Option<u64>,
+    /// One anti-entropy exchange may start per interval, over the next partition this
+    /// node replicates (default 1000; lower repairs drifted replicas sooner, at the
+    /// cost of more background traffic).
+    #[arg(long)]
+    pub anti_entropy_interval_ms: Option<u64>,
 }
 
 /// Settings that cannot work, with the reason a person can act on.
@@ -203,6 +208,7 @@ pub struct Settings {
     pub value_size_bytes_max: usize,
     pub segment_size_bytes: u32,
     pub tombstone_grace_ms: Option<u64>,
+    pub anti_entropy_interval_ms: Option<u64>,
 }
 
 pub const CLIENT_ADDRESS_DEFAULT: &str = "127.0.0.1:7379";
@@ -250,6 +256,9 @@ impl NodeFlags {
             value_size_bytes_max: self.value_size_bytes_max.or(other.value_size_bytes_max),
             segment_size_mib: self.segment_size_mib.or(other.segment_size_mib),
             tombstone_grace_ms: self.tombstone_grace_ms.or(other.tombstone_grace_ms),
+            anti_entropy_interval_ms: self
+                .anti_entropy_interval_ms
+                .or(other.anti_entropy_interval_ms),
         }
     }
 
@@ -319,6 +328,7 @@ impl NodeFlags {
             value_size_bytes_max,
             segment_size_bytes: segment_size_mib << 20,
             tombstone_grace_ms: self.tombstone_grace_ms,
+            anti_entropy_interval_ms: self.anti_entropy_interval_ms,
         })
     }
 }
@@ -389,6 +399,9 @@ impl Settings {
         }
         if let Some(grace_ms) = self.tombstone_grace_ms {
             config.tombstone_grace_ms = grace_ms;
+        }
+        if let Some(interval_ms) = self.anti_entropy_interval_ms {
+            config.anti_entropy_interval_ms = interval_ms;
         }
         config.value_size_bytes_max = self.value_size_bytes_max;
         config

@@ -11,7 +11,9 @@
 #![allow(dead_code)] // each test file uses a different part
 
 use ringkv_client::{Client, Reply};
-use ringkv_mio::dev::{self, ProcessCluster};
+use ringkv_core::version::NodeId;
+use ringkv_mio::dev::{self, LaunchOptions, ProcessCluster};
+use ringkv_tests::reliability::proxy::{ProxyNetwork, ProxySpec};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -75,9 +77,9 @@ macro_rules! both_binaries {
 /// so concurrent test processes (nextest runs each test in its own) never share ports,
 /// also while one of them has a node down (its ports look free then). Each process
 /// starts looking at a slot that depends on its pid.
-const SLOT_PORTS: u16 = 16;
+const SLOT_PORTS: u16 = 24;
 const FIRST_PORT: u16 = 20_000;
-const SLOTS: u16 = 2_500;
+const SLOTS: u16 = 1_600;
 static NEXT_SLOT: AtomicU16 = AtomicU16::new(u16::MAX);
 
 /// A slot of ports held for a cluster's life.
@@ -112,6 +114,8 @@ fn port_slot(ports: u16) -> PortSlot {
 /// A local cluster of real processes in a temporary directory.
 pub struct LocalCluster {
     pub cluster: ProcessCluster,
+    /// The fault proxies in front of every node's peer port, when started with them.
+    pub proxies: Option<ProxyNetwork>,
     _dir: tempfile::TempDir,
     _ports: PortSlot,
 }
@@ -120,9 +124,30 @@ impl LocalCluster {
     /// Starts `nodes` nodes of `binary` with `extra` flags each and waits until all
     /// answer PING.
     pub fn start(binary: Binary, nodes: u16, extra: &[&str]) -> LocalCluster {
+        LocalCluster::start_with(binary, nodes, extra, None)
+    }
+
+    /// Like [`LocalCluster::start`], with a fault proxy in front of every node's peer
+    /// port: every frame between two nodes crosses the receiver's proxy, which the test
+    /// controls through [`LocalCluster::proxies`]. `seed` draws the proxies' losses.
+    pub fn start_behind_proxies(
+        binary: Binary,
+        nodes: u16,
+        extra: &[&str],
+        seed: u64,
+    ) -> LocalCluster {
+        LocalCluster::start_with(binary, nodes, extra, Some(seed))
+    }
+
+    fn start_with(
+        binary: Binary,
+        nodes: u16,
+        extra: &[&str],
+        proxy_seed: Option<u64>,
+    ) -> LocalCluster {
         let dir = tempfile::tempdir().expect("temporary directory");
-        // Room for two more nodes than it starts with (joiners).
-        let ports = port_slot(2 * nodes + 4);
+        // Room for two more nodes than it starts with (joiners), and a proxy per node.
+        let ports = port_slot(3 * nodes + 4);
         let base_port = ports.base;
         // A cluster id of its own: nodes of another test's cluster that happen to land
         // on a neighbouring port are refused as foreign, never taken for members.
@@ -132,17 +157,32 @@ impl LocalCluster {
             Binary::UringFallback => vec![("RINGKV_URING_FALLBACK".to_owned(), "1".to_owned())],
             _ => Vec::new(),
         };
-        let cluster = ProcessCluster::start_with_environment(
-            &binary.path(),
-            nodes,
-            base_port,
-            dir.path(),
-            &extra,
-            &environment,
-        )
-        .unwrap_or_else(|error| panic!("cluster start: {error}"));
+        let cluster_id = u64::from(base_port);
+        let proxies = proxy_seed.map(|seed| {
+            let specs: Vec<ProxySpec> = (0..nodes)
+                .map(|index| ProxySpec {
+                    node: NodeId(u64::from(index) + 1),
+                    listen: SocketAddr::from(([127, 0, 0, 1], base_port + 2 * nodes + 4 + index)),
+                    target: dev::peer_address(base_port, index),
+                })
+                .collect();
+            ProxyNetwork::start(cluster_id, &specs, seed).expect("fault proxies")
+        });
+        let options = LaunchOptions {
+            extra,
+            environment,
+            advertised_peer_addresses: proxies.as_ref().map_or_else(Vec::new, |proxies| {
+                (0..nodes)
+                    .filter_map(|index| proxies.address(NodeId(u64::from(index) + 1)))
+                    .collect()
+            }),
+        };
+        let cluster =
+            ProcessCluster::launch(&binary.path(), nodes, base_port, dir.path(), &options)
+                .unwrap_or_else(|error| panic!("cluster start: {error}"));
         LocalCluster {
             cluster,
+            proxies,
             _dir: dir,
             _ports: ports,
         }

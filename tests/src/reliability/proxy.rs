@@ -185,6 +185,11 @@ impl ProxyNetwork {
             .unwrap_or_default()
     }
 
+    /// Frames discarded on every link so far.
+    pub fn discarded_total(&self) -> u64 {
+        self.shared().counts.values().map(|c| c.discarded).sum()
+    }
+
     /// Stops every proxy thread (connections are closed).
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);

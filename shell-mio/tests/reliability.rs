@@ -1,0 +1,383 @@
+//! The reliability scenarios: real node processes behind fault proxies, a recorded
+//! client workload, faults, heal, and the history checker over every node's disk
+//! (`ringkv_tests::reliability`). Each scenario runs against both binaries.
+//!
+//! Every scenario: 5 nodes, N=3 R=2 W=2, a tombstone grace longer than the run (so
+//! the checker sees every delete's tombstone), anti-entropy every 20 ms (a replica a
+//! fault left behind is repaired in seconds, not in the default's minutes). Four
+//! clients run the read-merge-write workload (`history` module docs) for the whole
+//! fault; then every link heals, every paused node resumes, the workload stops, and
+//! the test waits until every replica of every partition reports the same
+//! anti-entropy root (`RINGKV.DIGEST`) and no node holds a hint: the time from heal
+//! to then is the scenario's convergence time. Then every node is stopped (SIGTERM,
+//! each must exit 0), and the checker reads the disks.
+//!
+//! Each scenario prints one line for RELIABILITY.md: operations attempted,
+//! acknowledged, lost, convergence time. The workload's draws come from the seed the
+//! test prints (`RINGKV_SEED` replays it; the nodes' timing is real, so a replay
+//! repeats the workload, not every interleaving).
+
+mod support;
+
+use ringkv_client::Reply;
+use ringkv_core::version::NodeId;
+use ringkv_tests::reliability::history::{
+    DiskState, Placement, Recorder, Summary, Workload, WorkloadSpec, check,
+};
+use ringkv_tests::reliability::proxy::ProxyNetwork;
+use ringkv_tests::seeds::SeedPlan;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use support::{Binary, LocalCluster};
+
+const NODES: u16 = 5;
+const FLAGS: &[&str] = &[
+    "--replicas",
+    "3",
+    "--read-quorum",
+    "2",
+    "--write-quorum",
+    "2",
+    "--tombstone-grace-ms",
+    "3600000",
+    "--anti-entropy-interval-ms",
+    "20",
+];
+/// How long the workload runs before the fault, and after the heal.
+const STEADY: Duration = Duration::from_millis(1_500);
+/// The most a cluster may take to converge after the heal.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Node ids of indices.
+fn ids(indices: &[u16]) -> Vec<NodeId> {
+    indices.iter().map(|&i| NodeId(u64::from(i) + 1)).collect()
+}
+
+fn proxies(cluster: &LocalCluster) -> &ProxyNetwork {
+    cluster.proxies.as_ref().expect("started behind proxies")
+}
+
+/// What a scenario does between the steady phases; it gets the cluster.
+type Fault<'a> = &'a mut dyn FnMut(&mut LocalCluster);
+
+/// Whether the fault goes through the proxies (a partition must discard frames, or
+/// it did not happen).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Through {
+    Proxies,
+    Processes,
+}
+
+/// Runs one scenario: start, load, `fault`, heal, converge, stop, check. `clients`
+/// names, per client, the node indices it may use (first preferred).
+fn scenario(
+    binary: Binary,
+    name: &str,
+    clients: &[&[u16]],
+    through: Through,
+    fault: Fault<'_>,
+) -> Summary {
+    let plan = SeedPlan::from_env(1).expect("seed variables");
+    let seed = plan.base ^ xxhash(name);
+    println!(
+        "scenario {name} ({binary:?}): RINGKV_SEED={} replays its draws",
+        plan.base
+    );
+    let mut cluster = LocalCluster::start_behind_proxies(binary, NODES, FLAGS, seed);
+    let recorder = Recorder::new();
+    let client_addresses: Vec<Vec<_>> = clients
+        .iter()
+        .map(|nodes| nodes.iter().map(|&i| cluster.client_address(i)).collect())
+        .collect();
+    let workload = Workload::start(&recorder, &client_addresses, &WorkloadSpec::default(), seed);
+    std::thread::sleep(STEADY);
+    fault(&mut cluster);
+    let discarded = proxies(&cluster).discarded_total();
+    if through == Through::Proxies {
+        assert!(discarded > 0, "{name}: the proxies discarded no frame");
+    }
+    proxies(&cluster).heal();
+    for index in 0..NODES {
+        cluster.cluster.resume(index);
+    }
+    let healed = Instant::now();
+    std::thread::sleep(STEADY);
+    workload.stop();
+    let converged = wait_converged(&cluster);
+    let converge_ms = healed.elapsed().as_millis();
+    for index in 0..NODES {
+        assert!(
+            cluster.stop(index),
+            "node {} exits 0 after SIGTERM",
+            index + 1
+        );
+    }
+    let disks: BTreeMap<NodeId, DiskState> = (0..NODES)
+        .map(|index| {
+            let state = DiskState::read(&cluster.data_dir(index))
+                .unwrap_or_else(|error| panic!("node {} disk: {error}", index + 1));
+            (NodeId(u64::from(index) + 1), state)
+        })
+        .collect();
+    let operations = recorder.operations();
+    let summary = check(
+        &operations,
+        &disks,
+        Placement {
+            nodes: u64::from(NODES),
+            replicas: 3,
+        },
+    );
+    println!(
+        "| {name} | {binary:?} | {} | {} | {} | {} of {} | {discarded} | {} |",
+        summary.writes_attempted,
+        summary.writes_acknowledged,
+        summary.writes_lost,
+        summary.reads_ok,
+        summary.reads,
+        converged.map_or_else(
+            || "did not".to_owned(),
+            |_| format!("{:.1} s", converge_ms as f64 / 1000.0)
+        ),
+    );
+    for violation in summary.violations.iter().take(20) {
+        println!("  {violation}");
+    }
+    assert!(
+        summary.violations.is_empty(),
+        "{name}: {} violations (first above); RINGKV_SEED={}",
+        summary.violations.len(),
+        plan.base
+    );
+    assert!(
+        converged.is_some(),
+        "{name}: replicas did not converge in {CONVERGE_TIMEOUT:?}"
+    );
+    assert!(
+        summary.writes_acknowledged > 0,
+        "{name}: no write was acknowledged"
+    );
+    summary
+}
+
+fn xxhash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Waits until every node reports, for every partition it replicates, the same
+/// anti-entropy root as the other replicas, every partition has its three replicas,
+/// and no node holds hints. `Some(elapsed)` when it happened in time.
+fn wait_converged(cluster: &LocalCluster) -> Option<Duration> {
+    let started = Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < CONVERGE_TIMEOUT {
+        match divergence(cluster) {
+            None => return Some(started.elapsed()),
+            Some(why) => last = why,
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("not converged: {last}");
+    None
+}
+
+/// Why the cluster has not converged yet, or `None` when it has.
+fn divergence(cluster: &LocalCluster) -> Option<String> {
+    divergence_of(cluster, NODES)
+}
+
+fn divergence_of(cluster: &LocalCluster, nodes: u16) -> Option<String> {
+    let mut roots: BTreeMap<String, Vec<(u16, String)>> = BTreeMap::new();
+    for index in 0..nodes {
+        let hints = cluster.info_field(index, "hints_held");
+        if hints.as_deref() != Some("0") {
+            return Some(format!("node {} holds hints: {hints:?}", index + 1));
+        }
+        let reply = cluster.client_of(index).command(&[b"RINGKV.DIGEST"]);
+        let Ok(Reply::Array(Some(lines))) = reply else {
+            return Some(format!("node {}: no digest ({reply:?})", index + 1));
+        };
+        for line in lines {
+            let Reply::Bulk(Some(line)) = line else {
+                return Some(format!("node {}: digest line not text", index + 1));
+            };
+            let line = String::from_utf8_lossy(&line).into_owned();
+            let (partition, root) = line.split_once(' ').unwrap_or((&line, ""));
+            if root.starts_with("building") {
+                return Some(format!("node {}: {line}", index + 1));
+            }
+            let root = root.split(' ').next().unwrap_or_default().to_owned();
+            roots
+                .entry(partition.to_owned())
+                .or_default()
+                .push((index + 1, root));
+        }
+    }
+    for (partition, reports) in &roots {
+        if reports.len() != 3 || reports.iter().any(|(_, root)| *root != reports[0].1) {
+            return Some(format!("{partition}: {reports:?}"));
+        }
+    }
+    None
+}
+
+/// Nodes 1 and 2 cut off from 3, 4 and 5 (both ways) for 6 s; a client on each side
+/// of the cut, and two that may use any node. The minority side stays writable with
+/// W=2 through stand-ins (sloppy quorum).
+fn minority_partition(binary: Binary) {
+    scenario(
+        binary,
+        "minority partition",
+        &[&[0, 1], &[2, 3, 4], &[0, 2, 4], &[1, 3]],
+        Through::Proxies,
+        &mut |cluster| {
+            proxies(cluster).partition(&ids(&[0, 1]), &ids(&[2, 3, 4]));
+            std::thread::sleep(Duration::from_secs(6));
+        },
+    );
+}
+
+/// Every node sees a majority, but no two agree on which (Jepsen's "majorities
+/// ring"): node i keeps its links to its two neighbours on a ring of five and loses
+/// the two others, both ways, for 6 s. Connectivity is not transitive, so a node's
+/// view of who is up differs from each neighbour's.
+fn majorities_ring_partition(binary: Binary) {
+    scenario(
+        binary,
+        "majorities ring",
+        &[&[0, 1], &[1, 2], &[2, 3], &[3, 4]],
+        Through::Proxies,
+        &mut |cluster| {
+            let network = proxies(cluster);
+            for node in 0..NODES {
+                for far in [2, 3] {
+                    let other = (node + far) % NODES;
+                    network.cut(ids(&[node])[0], ids(&[other])[0]);
+                }
+            }
+            std::thread::sleep(Duration::from_secs(6));
+        },
+    );
+}
+
+/// Node 3 paused (SIGSTOP) for 5 s under load, then resumed: its clients time out and
+/// move on; the others' writes to its partitions go to stand-ins.
+fn a_paused_node(binary: Binary) {
+    scenario(
+        binary,
+        "node paused 5 s",
+        &[&[2, 0], &[0, 1], &[3, 4], &[4, 2]],
+        Through::Processes,
+        &mut |cluster| {
+            cluster.cluster.pause(2);
+            std::thread::sleep(Duration::from_secs(5));
+            cluster.cluster.resume(2);
+        },
+    );
+}
+
+/// Every node in turn stopped (SIGTERM), down for a moment and started again, under
+/// load.
+fn rolling_restart(binary: Binary) {
+    scenario(
+        binary,
+        "rolling restart",
+        &[
+            &[0, 1, 2, 3, 4],
+            &[1, 2, 3, 4, 0],
+            &[2, 3, 4, 0, 1],
+            &[3, 4, 0, 1, 2],
+        ],
+        Through::Processes,
+        &mut |cluster| {
+            for index in 0..NODES {
+                assert!(
+                    cluster.stop(index),
+                    "node {} exits 0 after SIGTERM",
+                    index + 1
+                );
+                std::thread::sleep(Duration::from_millis(500));
+                cluster.restart(index);
+                std::thread::sleep(Duration::from_millis(1_000));
+            }
+        },
+    );
+}
+
+/// The convergence wait and the checker, on a real cluster that is broken on purpose:
+/// node 3 hears nothing while node 1 takes writes at W=2, and the cut stays (nothing
+/// can repair node 3). The digests must differ, and the checker must find the writes
+/// missing on node 3 and its copies unlike the others'.
+#[test]
+fn the_checks_catch_a_replica_that_missed_writes() {
+    let flags = [
+        "--replicas",
+        "3",
+        "--write-quorum",
+        "2",
+        "--anti-entropy-interval-ms",
+        "100",
+    ];
+    let mut cluster = LocalCluster::start_behind_proxies(Binary::Mio, 3, &flags, 1);
+    let agree = support::eventually(Duration::from_secs(20), || {
+        divergence_of(&cluster, 3).is_none()
+    });
+    assert!(
+        agree,
+        "a fresh cluster agrees once its trees are built: {:?}",
+        divergence_of(&cluster, 3)
+    );
+    let network = proxies(&cluster);
+    network.cut(NodeId(1), NodeId(3));
+    network.cut(NodeId(2), NodeId(3));
+    let recorder = Recorder::new();
+    let spec = WorkloadSpec {
+        blind_share: 1.0, // no reads: nothing read-repairs node 3
+        delete_share: 0.0,
+        operations_max: 20,
+        ..WorkloadSpec::default()
+    };
+    let workload = Workload::start(&recorder, &[vec![cluster.client_address(0)]], &spec, 1);
+    std::thread::sleep(Duration::from_secs(2));
+    workload.stop();
+    std::thread::sleep(Duration::from_millis(500));
+    let why = divergence_of(&cluster, 3);
+    assert!(
+        why.is_some(),
+        "node 3 missed 20 writes, yet the digests agree"
+    );
+    cluster.cluster.stop_all();
+    let disks: BTreeMap<NodeId, DiskState> = (0..3)
+        .map(|index| {
+            let state = DiskState::read(&cluster.data_dir(index)).expect("disk");
+            (NodeId(u64::from(index) + 1), state)
+        })
+        .collect();
+    let summary = check(
+        &recorder.operations(),
+        &disks,
+        Placement {
+            nodes: 3,
+            replicas: 3,
+        },
+    );
+    assert_eq!(summary.writes_acknowledged, 20, "{summary:?}");
+    assert_eq!(summary.writes_lost, 20, "each is missing on node 3");
+    assert!(
+        summary
+            .violations
+            .iter()
+            .any(|v| v.property == 3 && v.detail.contains("node 3")),
+        "{:?}",
+        summary.violations
+    );
+}
+
+both_binaries!(
+    minority_partition,
+    majorities_ring_partition,
+    a_paused_node,
+    rolling_restart,
+);
