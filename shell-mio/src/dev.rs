@@ -135,6 +135,10 @@ pub struct LaunchOptions {
     /// own peer port: a proxy in front of each node, for fault injection. Empty: every
     /// node at its own.
     pub advertised_peer_addresses: Vec<SocketAddr>,
+    /// Node index -> a command that runs the node: the node's binary and arguments
+    /// are appended to it (`unshare ... sh -c '...' sh`, to give one node a
+    /// filesystem of its own). The wrapper must pass SIGTERM on to the node.
+    pub wrappers: Vec<(u16, Vec<String>)>,
 }
 
 /// Nodes of one local cluster, each its own process. Dropping it kills every node.
@@ -147,6 +151,8 @@ pub struct ProcessCluster {
     extra: Vec<String>,
     /// Environment variables every node gets.
     environment: Vec<(String, String)>,
+    /// Commands some nodes run under (see [`LaunchOptions::wrappers`]).
+    wrappers: Vec<(u16, Vec<String>)>,
     children: Vec<Option<Child>>,
     /// Each node's own flags, kept for restarts.
     arguments: Vec<Vec<String>>,
@@ -181,6 +187,7 @@ impl ProcessCluster {
             extra,
             environment,
             advertised_peer_addresses,
+            wrappers,
         } = options;
         if nodes == 0 || nodes > 64 {
             return Err("a local cluster has 1 to 64 nodes".to_owned());
@@ -195,6 +202,7 @@ impl ProcessCluster {
             base_port,
             extra: extra.to_vec(),
             environment: environment.to_vec(),
+            wrappers: wrappers.clone(),
             children: Vec::new(),
             arguments: Vec::new(),
         };
@@ -250,7 +258,21 @@ impl ProcessCluster {
         let log_err = log
             .try_clone()
             .map_err(|e| format!("{}: {e}", log_path.display()))?;
-        let mut command = Command::new(&self.binary);
+        let wrapper = self
+            .wrappers
+            .iter()
+            .find(|(wrapped, _)| *wrapped == index)
+            .and_then(|(_, wrapper)| wrapper.split_first());
+        let mut command = match wrapper {
+            Some((program, arguments)) => {
+                let mut command = Command::new(program);
+                command.args(arguments).arg(&self.binary);
+                // A group of its own, so a kill reaches the node under the wrapper.
+                std::os::unix::process::CommandExt::process_group(&mut command, 0);
+                command
+            }
+            None => Command::new(&self.binary),
+        };
         command
             .args(&self.arguments[slot])
             .args(&self.extra)
@@ -311,6 +333,10 @@ impl ProcessCluster {
             .get_mut(usize::from(index))
             .and_then(Option::take)
         {
+            if self.wrappers.iter().any(|(wrapped, _)| *wrapped == index) {
+                let group = rustix::process::Pid::from_child(&child);
+                let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+            }
             let _ = child.kill();
             let _ = child.wait();
         }

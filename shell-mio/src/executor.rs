@@ -166,9 +166,22 @@ struct RoundCounters {
     operations: AtomicU64,
     round_us_total: AtomicU64,
     round_us_max: AtomicU64,
+    /// Batches refused because the disk (or the index) is full.
+    batches_disk_full: AtomicU64,
+    /// Batches that failed otherwise (I/O errors).
+    batches_failed: AtomicU64,
 }
 
 impl RoundCounters {
+    /// Counts a batch that failed with `failure`.
+    fn failed(&self, failure: StorageFailure) {
+        let counter = match failure {
+            StorageFailure::DiskFull => &self.batches_disk_full,
+            StorageFailure::Corrupt | StorageFailure::Io => &self.batches_failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn record(&self, operations: usize, took: std::time::Duration) {
         let round_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         self.rounds.fetch_add(1, Ordering::Relaxed);
@@ -186,6 +199,10 @@ pub struct WriteRounds {
     pub operations: u64,
     pub round_us_total: u64,
     pub round_us_max: u64,
+    /// Batches refused because the disk or the index was full.
+    pub batches_disk_full: u64,
+    /// Batches that failed with another error.
+    pub batches_failed: u64,
 }
 
 impl Stores {
@@ -507,6 +524,7 @@ impl Executor {
                 Err(error) => {
                     log::warn!("storage: preparing a batch for {space:?} failed: {error}");
                     let result = Err(failure(&error));
+                    self.stores.rounds.failed(failure(&error));
                     for token in tokens {
                         let _ = self.done_sender.try_send(Done::Written { token, result });
                     }
@@ -555,6 +573,9 @@ impl Executor {
             }
         };
         self.stores.rounds.record(tokens.len(), started.elapsed());
+        if let Err(failure) = result {
+            self.stores.rounds.failed(failure);
+        }
         for token in tokens {
             if self
                 .done_sender
@@ -584,6 +605,8 @@ impl Executor {
             operations: counters.operations.load(Ordering::Relaxed),
             round_us_total: counters.round_us_total.load(Ordering::Relaxed),
             round_us_max: counters.round_us_max.load(Ordering::Relaxed),
+            batches_disk_full: counters.batches_disk_full.load(Ordering::Relaxed),
+            batches_failed: counters.batches_failed.load(Ordering::Relaxed),
         }
     }
 
@@ -689,6 +712,7 @@ fn write_loop(stores: &Stores, jobs: &Receiver<Job>, done: &Sender<Done>, wake: 
             if let Err(error) = stores.get(space).write(&batches[index]) {
                 log::warn!("storage: writing a batch to {space:?} failed: {error}");
                 results[index] = Err(failure(&error));
+                stores.rounds.failed(failure(&error));
             }
         }
         if sync {
@@ -1019,6 +1043,11 @@ mod tests {
                 }
             ),
             "{done:?}"
+        );
+        assert_eq!(
+            executor.write_rounds().batches_disk_full,
+            1,
+            "INFO counts it"
         );
         assert_eq!(executor.stores.data.get(b"c").unwrap(), None);
         write(4, b"d", b"four");

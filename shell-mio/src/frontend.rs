@@ -862,7 +862,7 @@ impl<T: Transport> Frontend<T> {
             let (reads_inline, reads_deferred) = self.io.executor.reads();
             let _ = write!(
                 text,
-                "# Storage\r\ndurability:{}\r\nkeys:{}\r\nsegments:{}\r\ndata_size_bytes:{}\r\nsyncs:{}\r\ncompactions:{}\r\ncompaction:{}\r\ncorrupt_records:{}\r\nreplayed_records:{}\r\nwrite_rounds:{}\r\nwrite_round_operations_avg:{:.1}\r\nwrite_round_us_avg:{}\r\nwrite_round_us_max:{}\r\nreads_inline:{}\r\nreads_deferred:{}\r\n\r\n",
+                "# Storage\r\ndurability:{}\r\nkeys:{}\r\nsegments:{}\r\ndata_size_bytes:{}\r\nsyncs:{}\r\ncompactions:{}\r\ncompaction:{}\r\ncorrupt_records:{}\r\nreplayed_records:{}\r\nwrite_rounds:{}\r\nwrite_round_operations_avg:{:.1}\r\nwrite_round_us_avg:{}\r\nwrite_round_us_max:{}\r\nwrite_batches_disk_full:{}\r\nwrite_batches_failed:{}\r\nreads_inline:{}\r\nreads_deferred:{}\r\n\r\n",
                 self.io.settings.durability,
                 stats.keys,
                 stats.segments,
@@ -876,6 +876,8 @@ impl<T: Transport> Frontend<T> {
                 rounds.operations as f64 / rounds.rounds.max(1) as f64,
                 rounds.round_us_total / rounds.rounds.max(1),
                 rounds.round_us_max,
+                rounds.batches_disk_full,
+                rounds.batches_failed,
                 reads_inline,
                 reads_deferred,
             );

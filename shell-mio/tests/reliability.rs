@@ -68,6 +68,50 @@ enum Through {
     Processes,
 }
 
+/// What a scenario changes beyond its fault.
+#[derive(Default)]
+struct Setup {
+    /// This node runs on a small filesystem of its own ([`TINY_FILESYSTEM`]); its disk
+    /// is read from the copy the wrapper leaves after the node exits.
+    tiny_filesystem: Option<u16>,
+    workload: WorkloadSpec,
+    /// Flags every node gets besides [`FLAGS`].
+    flags: Vec<&'static str>,
+}
+
+/// Runs node `$@` with its data directory on an 80 MiB tmpfs (about 42 MiB of it
+/// taken at start with 16 MiB segments) in a private user and
+/// mount namespace (no root needed where user namespaces are allowed, nothing mounted
+/// on the host), passes SIGTERM on, and once the node exited copies the data to
+/// `<data dir>.after` (the tmpfs goes with the namespace).
+const TINY_FILESYSTEM: &str = r#"
+data=""; previous=""
+for argument in "$@"; do
+    if [ "$previous" = "--data-dir" ]; then data="$argument"; fi
+    previous="$argument"
+done
+mkdir -p "$data" && mount -t tmpfs -o size=80m ringkv-tiny "$data" || exit 97
+"$@" &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null' TERM INT
+while :; do
+    wait "$child"; status=$?
+    kill -0 "$child" 2>/dev/null || break
+done
+mkdir -p "$data.after" && cp -a "$data/." "$data.after/"
+exit "$status"
+"#;
+
+/// Where the disk of node `index` is read after the stop.
+fn disk_dir(cluster: &LocalCluster, setup: &Setup, index: u16) -> std::path::PathBuf {
+    let dir = cluster.data_dir(index);
+    if setup.tiny_filesystem == Some(index) {
+        std::path::PathBuf::from(format!("{}.after", dir.display()))
+    } else {
+        dir
+    }
+}
+
 /// Runs one scenario: start, load, `fault`, heal, converge, stop, check. `clients`
 /// names, per client, the node indices it may use (first preferred).
 fn scenario(
@@ -77,19 +121,35 @@ fn scenario(
     through: Through,
     fault: Fault<'_>,
 ) -> Summary {
+    scenario_with(binary, name, clients, through, &Setup::default(), fault)
+}
+
+fn scenario_with(
+    binary: Binary,
+    name: &str,
+    clients: &[&[u16]],
+    through: Through,
+    setup: &Setup,
+    fault: Fault<'_>,
+) -> Summary {
     let plan = SeedPlan::from_env(1).expect("seed variables");
     let seed = plan.base ^ xxhash(name);
     println!(
         "scenario {name} ({binary:?}): RINGKV_SEED={} replays its draws",
         plan.base
     );
-    let mut cluster = LocalCluster::start_behind_proxies(binary, NODES, FLAGS, seed);
+    let wrappers = setup.tiny_filesystem.map_or_else(Vec::new, |index| {
+        let script = ["unshare", "-rm", "sh", "-c", TINY_FILESYSTEM, "sh"];
+        vec![(index, script.iter().map(|s| (*s).to_owned()).collect())]
+    });
+    let flags: Vec<&str> = FLAGS.iter().chain(&setup.flags).copied().collect();
+    let mut cluster = LocalCluster::start_wrapped(binary, NODES, &flags, seed, wrappers);
     let recorder = Recorder::new();
     let client_addresses: Vec<Vec<_>> = clients
         .iter()
         .map(|nodes| nodes.iter().map(|&i| cluster.client_address(i)).collect())
         .collect();
-    let workload = Workload::start(&recorder, &client_addresses, &WorkloadSpec::default(), seed);
+    let workload = Workload::start(&recorder, &client_addresses, &setup.workload, seed);
     std::thread::sleep(STEADY);
     fault(&mut cluster);
     let discarded = proxies(&cluster).discarded_total();
@@ -114,7 +174,7 @@ fn scenario(
     }
     let disks: BTreeMap<NodeId, DiskState> = (0..NODES)
         .map(|index| {
-            let state = DiskState::read(&cluster.data_dir(index))
+            let state = DiskState::read(&disk_dir(&cluster, setup, index))
                 .unwrap_or_else(|error| panic!("node {} disk: {error}", index + 1));
             (NodeId(u64::from(index) + 1), state)
         })
@@ -140,6 +200,9 @@ fn scenario(
             |_| format!("{:.1} s", converge_ms as f64 / 1000.0)
         ),
     );
+    for (error, count) in &summary.errors {
+        println!("  {count} failed: {error}");
+    }
     for violation in summary.violations.iter().take(20) {
         println!("  {violation}");
     }
@@ -375,7 +438,72 @@ fn the_checks_catch_a_replica_that_missed_writes() {
     );
 }
 
+/// Node 3's data directory is an 80 MiB filesystem of its own (16 MiB segments); under a load of 16 KiB
+/// values, the test fills that filesystem with a ballast file, so node 3's next log
+/// segment cannot be allocated: its writes are refused with disk full (its clients get
+/// an error saying so, the other replicas take the writes). Then the ballast goes and
+/// node 3 must take writes again, catch up, and hold nothing corrupt.
+fn disk_full_on_one_node(binary: Binary) {
+    let setup = Setup {
+        tiny_filesystem: Some(2),
+        workload: WorkloadSpec {
+            padding_bytes: 16 << 10,
+            ..WorkloadSpec::default()
+        },
+        flags: vec!["--segment-size-mib", "16"],
+    };
+    scenario_with(
+        binary,
+        "disk full on one node",
+        &[&[2, 0], &[0, 1], &[3, 4], &[4, 2]],
+        Through::Processes,
+        &setup,
+        &mut |cluster| {
+            let pid = cluster.cluster.pid(2).expect("node 3 runs");
+            let data = cluster.data_dir(2);
+            let relative = data.strip_prefix("/").expect("absolute data dir");
+            let ballast = std::path::Path::new(&format!("/proc/{pid}/root"))
+                .join(relative)
+                .join("ballast");
+            let filled = fill(&ballast);
+            println!("ballast of {} MiB fills node 3's filesystem", filled >> 20);
+            let refused = support::eventually(Duration::from_secs(40), || {
+                cluster
+                    .info_field(2, "write_batches_disk_full")
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .is_some_and(|n| n > 0)
+            });
+            assert!(refused, "node 3 never refused a write for a full disk");
+            std::thread::sleep(Duration::from_secs(2));
+            std::fs::remove_file(&ballast).expect("remove the ballast");
+            println!(
+                "space back after {} batches refused",
+                cluster
+                    .info_field(2, "write_batches_disk_full")
+                    .unwrap_or_default()
+            );
+        },
+    );
+}
+
+/// Writes zeros to `path` until the filesystem is full (at most 1 GiB); the bytes
+/// written.
+fn fill(path: &std::path::Path) -> u64 {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).expect("create the ballast");
+    let chunk = vec![0u8; 1 << 20];
+    let mut written = 0u64;
+    while written < 1 << 30 {
+        match file.write(&chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => written += n as u64,
+        }
+    }
+    written
+}
+
 both_binaries!(
+    disk_full_on_one_node,
     minority_partition,
     majorities_ring_partition,
     a_paused_node,

@@ -345,6 +345,9 @@ pub struct Stats {
     pub reap_walks_blocked: u64,
     pub reap_keys: u64,
     pub reap_candidates: u64,
+    /// Local records the disk could not give back (checksum or decode failure) that a
+    /// merge from another replica (read repair, anti-entropy, hint, handoff) replaced.
+    pub corrupt_records_replaced: u64,
 }
 
 /// A Dynamo node. See the module documentation for how to drive it.

@@ -503,8 +503,12 @@ impl Node {
         let Some(slot) = self.locks.get(lock) else {
             return;
         };
-        let Ok(found) = result else {
-            return;
+        let found = match result {
+            Ok(found) => found,
+            // A record the disk cannot give back is missing from the tree too (the
+            // rebuild scan skips it): a merge that replaces it starts from nothing.
+            Err(StorageFailure::Corrupt) => None,
+            Err(_) => return,
         };
         if slot.space != Space::Data {
             return;
@@ -526,8 +530,9 @@ impl Node {
             Ok(None) => VersionSet::new(),
             Ok(Some(bytes)) => match VersionSet::decode(bytes, self.config.version_bounds) {
                 Ok(current) => current,
-                Err(_) => return Step::Done(Err(StorageFailure::Corrupt)),
+                Err(_) => return self.corrupt_record(lock, token),
             },
+            Err(StorageFailure::Corrupt) => return self.corrupt_record(lock, token),
             Err(failure) => return Step::Done(Err(failure)),
         };
         let drop_concurrent_siblings = self.sabotage().drop_concurrent_siblings;
@@ -597,6 +602,28 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// The running operation of `lock` found its local record unreadable (a bad
+    /// checksum, or bytes that do not decode). A merge (read repair, anti-entropy, a
+    /// hint, handoff) replaces it with what another replica sent: the record is lost
+    /// here anyway, and the merge carries every dot this node minted that a replica
+    /// kept. A mint refuses (the client gets an error, another replica can coordinate):
+    /// without the record this node could mint a dot it used before.
+    fn corrupt_record(&mut self, lock: u32, token: u64) -> Step {
+        let key = self
+            .locks
+            .get(lock)
+            .map(|slot| String::from_utf8_lossy(&slot.key).into_owned())
+            .unwrap_or_default();
+        let Some(KeyOp::Merge { versions, .. }) = self.locks.running_mut(lock) else {
+            log::warn!("local record of {key:?} is unreadable: refusing to mint over it");
+            return Step::Done(Err(StorageFailure::Corrupt));
+        };
+        let merged = versions.clone();
+        log::warn!("local record of {key:?} was unreadable: replaced by a replica's copy");
+        self.stats.corrupt_records_replaced += 1;
+        self.store_locked(lock, token, &merged)
     }
 
     /// Mints write `request` against `current` and stores the result.

@@ -150,6 +150,15 @@ impl Harness {
         }
     }
 
+    /// Node `index` restarts on its disk: a new node, in-memory state gone.
+    fn restart(&mut self, index: usize) {
+        let config = self.nodes[index].config().clone();
+        let id = self.nodes[index].id();
+        self.nodes[index] = Node::new(config, NodeIdentity { id }, id.0 + 100, self.now).unwrap();
+        self.jobs[index].clear();
+        self.drain(index);
+    }
+
     /// Starts node `id` outside the cluster, with node 1 as its seed.
     fn add_joining(&mut self, id: u64) {
         let mut config = self.nodes[0].config().clone();
@@ -1214,4 +1223,34 @@ fn the_digest_shows_a_replica_that_missed_writes_until_it_is_repaired() {
     harness.advance(120_000);
     assert_eq!(digest(&mut harness, 0), digest(&mut harness, 2));
     assert_eq!(digest(&mut harness, 0), digest(&mut harness, 1));
+}
+
+#[test]
+fn an_unreadable_record_refuses_mints_and_is_replaced_by_a_replicas_copy() {
+    let mut harness = Harness::new(3, |c| c.write_quorum_default = 3);
+    let key = b"k";
+    harness.send(0, Command::Set { key, value: b"v1" });
+    harness.settle();
+    assert_eq!(harness.last_reply(), "+OK\r\n");
+    harness.advance(2_000); // trees built
+    harness.disks[2].insert((Space::Data, key.to_vec()), b"not a version set".to_vec());
+    harness.restart(2); // its tree is rebuilt from what the disk gives back
+    harness.advance(2_000);
+    // Node 3 coordinates a write it would mint over the unreadable record: refused.
+    harness.send(2, Command::Set { key, value: b"v2" });
+    harness.settle();
+    assert!(
+        harness.last_reply().starts_with('-'),
+        "{}",
+        harness.last_reply()
+    );
+    assert_eq!(harness.nodes[2].stats().corrupt_records_replaced, 0);
+    // Anti-entropy finds the difference and sends node 3 a replica's copy, which
+    // replaces the unreadable record.
+    harness.advance(120_000);
+    assert_eq!(harness.stored(2, key), harness.stored(0, key));
+    assert_eq!(harness.nodes[2].stats().corrupt_records_replaced, 1);
+    harness.send(2, Command::Set { key, value: b"v3" });
+    harness.settle();
+    assert_eq!(harness.last_reply(), "+OK\r\n", "node 3 mints again");
 }

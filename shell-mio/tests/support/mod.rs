@@ -124,7 +124,7 @@ impl LocalCluster {
     /// Starts `nodes` nodes of `binary` with `extra` flags each and waits until all
     /// answer PING.
     pub fn start(binary: Binary, nodes: u16, extra: &[&str]) -> LocalCluster {
-        LocalCluster::start_with(binary, nodes, extra, None)
+        LocalCluster::start_with(binary, nodes, extra, None, Vec::new())
     }
 
     /// Like [`LocalCluster::start`], with a fault proxy in front of every node's peer
@@ -136,7 +136,19 @@ impl LocalCluster {
         extra: &[&str],
         seed: u64,
     ) -> LocalCluster {
-        LocalCluster::start_with(binary, nodes, extra, Some(seed))
+        LocalCluster::start_with(binary, nodes, extra, Some(seed), Vec::new())
+    }
+
+    /// Like [`LocalCluster::start_behind_proxies`], some nodes run under a wrapper
+    /// command (see `LaunchOptions::wrappers`).
+    pub fn start_wrapped(
+        binary: Binary,
+        nodes: u16,
+        extra: &[&str],
+        seed: u64,
+        wrappers: Vec<(u16, Vec<String>)>,
+    ) -> LocalCluster {
+        LocalCluster::start_with(binary, nodes, extra, Some(seed), wrappers)
     }
 
     fn start_with(
@@ -144,6 +156,7 @@ impl LocalCluster {
         nodes: u16,
         extra: &[&str],
         proxy_seed: Option<u64>,
+        wrappers: Vec<(u16, Vec<String>)>,
     ) -> LocalCluster {
         let dir = tempfile::tempdir().expect("temporary directory");
         // Room for two more nodes than it starts with (joiners), and a proxy per node.
@@ -176,6 +189,7 @@ impl LocalCluster {
                     .filter_map(|index| proxies.address(NodeId(u64::from(index) + 1)))
                     .collect()
             }),
+            wrappers,
         };
         let cluster =
             ProcessCluster::launch(&binary.path(), nodes, base_port, dir.path(), &options)

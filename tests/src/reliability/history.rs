@@ -91,7 +91,8 @@ pub struct Operation {
     pub context: Vec<u8>,
 }
 
-/// A value as the workload writes it.
+/// A value as the workload writes it: `w<id>:<elements>`, then optionally `|` and
+/// padding (to fill disks faster).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkloadValue {
     pub write: WriteId,
@@ -100,13 +101,24 @@ pub struct WorkloadValue {
 
 impl WorkloadValue {
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_padded(0)
+    }
+
+    /// The value followed by `padding_bytes` bytes of padding.
+    pub fn encode_padded(&self, padding_bytes: usize) -> Vec<u8> {
         let elements: Vec<String> = self.elements.iter().map(u64::to_string).collect();
-        format!("w{}:{}", self.write, elements.join(",")).into_bytes()
+        let mut bytes = format!("w{}:{}", self.write, elements.join(",")).into_bytes();
+        if padding_bytes > 0 {
+            bytes.push(b'|');
+            bytes.resize(bytes.len() + padding_bytes, b'.');
+        }
+        bytes
     }
 
     /// `None` for bytes the workload did not write.
     pub fn decode(bytes: &[u8]) -> Option<WorkloadValue> {
-        let text = std::str::from_utf8(bytes).ok()?;
+        let end = bytes.iter().position(|&b| b == b'|').unwrap_or(bytes.len());
+        let text = std::str::from_utf8(&bytes[..end]).ok()?;
         let (write, elements) = text.strip_prefix('w')?.split_once(':')?;
         let elements = if elements.is_empty() {
             BTreeSet::new()
@@ -181,6 +193,8 @@ pub struct WorkloadSpec {
     pub pause: Duration,
     /// Per-request wait for a reply.
     pub reply_timeout: Duration,
+    /// Bytes of padding after each value.
+    pub padding_bytes: usize,
 }
 
 impl Default for WorkloadSpec {
@@ -192,6 +206,7 @@ impl Default for WorkloadSpec {
             operations_max: 5_000,
             pause: Duration::from_millis(2),
             reply_timeout: Duration::from_secs(3),
+            padding_bytes: 0,
         }
     }
 }
@@ -295,7 +310,11 @@ fn run_client(
                 elements: BTreeSet::from([write]),
             };
             let start_ms = recorder.now_ms();
-            let result = client.put(key.as_bytes(), &empty, &value.encode());
+            let result = client.put(
+                key.as_bytes(),
+                &empty,
+                &value.encode_padded(spec.padding_bytes),
+            );
             recorder.record(Operation {
                 client: client_number,
                 kind: Kind::Write,
@@ -350,7 +369,11 @@ fn run_client(
                     let mut elements = elements_read.clone();
                     elements.insert(write);
                     let value = WorkloadValue { write, elements };
-                    let result = client.put(key.as_bytes(), &context, &value.encode());
+                    let result = client.put(
+                        key.as_bytes(),
+                        &context,
+                        &value.encode_padded(spec.padding_bytes),
+                    );
                     (Kind::Write, result, Some(write))
                 };
                 recorder.record(Operation {
@@ -464,6 +487,8 @@ pub struct Summary {
     pub writes_lost: usize,
     pub reads: usize,
     pub reads_ok: usize,
+    /// Failed operations by the start of their error (60 characters).
+    pub errors: BTreeMap<String, usize>,
     pub violations: Vec<Violation>,
 }
 
@@ -515,6 +540,10 @@ pub fn check(
     // Per key: the elements a delete (any outcome) may have removed.
     let mut deletable: BTreeMap<&str, BTreeSet<WriteId>> = BTreeMap::new();
     for operation in operations {
+        if let Outcome::Failed(error) = &operation.outcome {
+            let kind: String = error.chars().take(60).collect();
+            *summary.errors.entry(kind).or_default() += 1;
+        }
         match operation.kind {
             Kind::Read => {
                 summary.reads += 1;
@@ -707,7 +736,10 @@ mod tests {
             write: 7,
             elements: BTreeSet::from([3, 7]),
         };
-        assert_eq!(WorkloadValue::decode(&value.encode()), Some(value));
+        assert_eq!(WorkloadValue::decode(&value.encode()), Some(value.clone()));
+        let padded = value.encode_padded(100);
+        assert_eq!(padded.len(), value.encode().len() + 101);
+        assert_eq!(WorkloadValue::decode(&padded), Some(value));
         assert_eq!(WorkloadValue::decode(b"hello"), None);
     }
 
