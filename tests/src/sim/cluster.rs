@@ -1294,6 +1294,7 @@ pub fn add_stats(a: Stats, b: Stats) -> Stats {
         reap_walks_blocked: a.reap_walks_blocked + b.reap_walks_blocked,
         reap_keys: a.reap_keys + b.reap_keys,
         reap_candidates: a.reap_candidates + b.reap_candidates,
+        corrupt_records_replaced: a.corrupt_records_replaced + b.corrupt_records_replaced,
     }
 }
 
