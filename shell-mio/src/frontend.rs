@@ -352,8 +352,15 @@ impl<T: Transport> Frontend<T> {
         config.requests_max = config.requests_max.max(1);
         let cluster_id = config.cluster_id;
         let now = clock.now();
-        let node = Node::new(config, NodeIdentity { id: node_id }, seed, now)
+        let mut node = Node::new(config, NodeIdentity { id: node_id }, seed, now)
             .map_err(ServerError::Config)?;
+        let corrupt = executor.data_stats().corrupt_records;
+        if corrupt > 0 {
+            log::warn!(
+                "the data store skipped {corrupt} damaged records at open; anti-entropy will restore them from replicas"
+            );
+            node.storage_damaged();
+        }
         let wire_limits = node.wire_limits();
         let addresses = settings
             .members

@@ -206,6 +206,20 @@ fn scenario_with(
     for violation in summary.violations.iter().take(20) {
         println!("  {violation}");
     }
+    if !summary.violations.is_empty() {
+        // The nodes' warnings and errors, to start debugging from.
+        for index in 0..NODES {
+            let log = std::fs::read_to_string(cluster.log_path(index)).unwrap_or_default();
+            let notable: Vec<&str> = log
+                .lines()
+                .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
+                .collect();
+            println!("--- node {} warnings ({}) ---", index + 1, notable.len());
+            for line in notable.iter().take(30) {
+                println!("{line}");
+            }
+        }
+    }
     assert!(
         summary.violations.is_empty(),
         "{name}: {} violations (first above); RINGKV_SEED={}",
@@ -486,6 +500,62 @@ fn disk_full_on_one_node(binary: Binary) {
     );
 }
 
+/// Node 3 stopped under load, bytes of its data log overwritten in three places, and
+/// started again: it must detect the damage (INFO `corrupt_records`), serve, mint under
+/// a new writer id, and get every lost record back from the other replicas.
+fn a_corrupted_segment_on_restart(binary: Binary) {
+    scenario(
+        binary,
+        "corrupted segment on restart",
+        &[&[0, 1], &[1, 3], &[3, 4], &[4, 0]],
+        Through::Processes,
+        &mut |cluster| {
+            assert!(cluster.stop(2), "node 3 exits 0 after SIGTERM");
+            let damaged = damage_log(&cluster.data_dir(2).join("data"));
+            println!("overwrote {damaged} bytes of node 3's log");
+            cluster.restart(2);
+            let detected = support::eventually(Duration::from_secs(20), || {
+                cluster
+                    .info_field(2, "corrupt_records")
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .is_some_and(|n| n > 0)
+            });
+            assert!(detected, "node 3 did not report the damage");
+            std::thread::sleep(Duration::from_secs(2));
+        },
+    );
+}
+
+/// Overwrites 16 bytes at a quarter, half and near the end of the written part of the
+/// newest segment in `dir`; the bytes overwritten.
+fn damage_log(dir: &std::path::Path) -> usize {
+    use std::os::unix::fs::FileExt;
+    let newest = std::fs::read_dir(dir)
+        .expect("data directory")
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|e| e == "seg"))
+        .max()
+        .expect("a segment");
+    let bytes = std::fs::read(&newest).expect("read the segment");
+    let written = bytes.iter().rposition(|&b| b != 0).unwrap_or(0);
+    assert!(
+        written > 4096,
+        "the segment holds records ({written} bytes)"
+    );
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&newest)
+        .expect("open the segment");
+    let spots = [written / 4, written / 2, written - 300];
+    for &spot in &spots {
+        file.write_all_at(&[0x5a; 16], spot as u64)
+            .expect("overwrite");
+    }
+    file.sync_all().expect("sync");
+    16 * spots.len()
+}
+
 /// Writes zeros to `path` until the filesystem is full (at most 1 GiB); the bytes
 /// written.
 fn fill(path: &std::path::Path) -> u64 {
@@ -503,6 +573,7 @@ fn fill(path: &std::path::Path) -> u64 {
 }
 
 both_binaries!(
+    a_corrupted_segment_on_restart,
     disk_full_on_one_node,
     minority_partition,
     majorities_ring_partition,

@@ -17,10 +17,13 @@
 //! `.tmp` found at open is an unfinished compaction and is deleted.
 //!
 //! Scanning has two modes. The newest log segment is scanned in [`ScanMode::CutAtFirstInvalid`]:
-//! its tail may be torn by a crash, so the first invalid record ends it. Every other
-//! segment is complete, so [`ScanMode::SkipCorrupt`] reports an invalid region, looks
-//! for the next valid record after it and goes on; zeros at the end are the
-//! preallocated space, not corruption.
+//! its tail may be torn by a crash, so the first invalid record ends it. A valid record
+//! further on means the invalid one was damage, not a torn write: the region is
+//! reported as corrupt (so the owner knows durable records were lost) and the log still
+//! ends at the invalid record, since records after it may be the stale rest of an
+//! aborted batch. Every other segment is complete, so [`ScanMode::SkipCorrupt`] reports
+//! an invalid region, looks for the next valid record after it and goes on; zeros at
+//! the end are the preallocated space, not corruption.
 
 use crate::error::{Result, StorageError};
 use crate::record::{self, Bounds, Decoded, Record};
@@ -465,6 +468,8 @@ impl Segment {
         let mut position = u64::from(from);
         let mut valid_end = u64::from(from.max(HEADER_SIZE_BYTES));
         let mut bad_region_start: Option<(u64, &'static str)> = None;
+        // CutAtFirstInvalid: where the log ends, once an invalid record was found.
+        let mut cut: Option<u64> = None;
         while position < file_size {
             let in_window = (position - window_start) as usize;
             if in_window >= window.len() || window.len() - in_window < record::HEADER_SIZE_BYTES {
@@ -495,6 +500,10 @@ impl Segment {
                             reason,
                         })?;
                     }
+                    if let Some(end) = cut {
+                        // Damage, not a torn write; the log still ends at it.
+                        return Ok(end as u32);
+                    }
                     let size = record.size_bytes() as u64;
                     visit(ScanEvent::Record {
                         offset: position as u32,
@@ -507,8 +516,8 @@ impl Segment {
                 Decoded::Invalid(reason) => reason,
                 Decoded::Incomplete { .. } => "record runs past the end of the segment",
             };
-            if mode == ScanMode::CutAtFirstInvalid {
-                break;
+            if mode == ScanMode::CutAtFirstInvalid && cut.is_none() {
+                cut = Some(valid_end);
             }
             if bad_region_start.is_none() {
                 bad_region_start = Some((position, reason));
@@ -520,6 +529,10 @@ impl Segment {
                 .position(|&b| b == magic_first)
                 .map_or(window.len() - at, |p| p + 1);
             position += skip as u64;
+        }
+        if let Some(end) = cut {
+            // Nothing valid after the first invalid record: a torn tail.
+            return Ok(end as u32);
         }
         if let Some((start, reason)) = bad_region_start {
             // A region that runs to the end is either the zeroed preallocated space
@@ -754,10 +767,22 @@ mod tests {
             [b"a".to_vec(), b"c".to_vec()]
         );
         assert_eq!(corrupt, [offsets[1]]);
+        // The newest segment ends at the damage, but says a valid record followed it.
         let (records, corrupt, end) = scan_all(&segment, ScanMode::CutAtFirstInvalid);
         assert_eq!(records.len(), 1);
-        assert!(corrupt.is_empty());
+        assert_eq!(corrupt, [offsets[1]]);
         assert_eq!(end, offsets[1]);
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_without_a_corruption_report() {
+        let (_dir, segment, offsets) = segment_with(&[(b"a", b"1"), (b"b", b"22"), (b"c", b"333")]);
+        // The last record torn: its second half never reached the disk.
+        segment.write_at(&[0u8; 8], offsets[2] + 20).unwrap();
+        let (records, corrupt, end) = scan_all(&segment, ScanMode::CutAtFirstInvalid);
+        assert_eq!(records.len(), 2);
+        assert!(corrupt.is_empty(), "{corrupt:?}");
+        assert_eq!(end, offsets[2]);
     }
 
     #[test]

@@ -526,6 +526,14 @@ impl Node {
         self.tasks.len()
     }
 
+    /// The shell found that the data store lost records it had made durable (records
+    /// that failed their checksum when the store was opened): this node may have
+    /// minted dots it no longer remembers, so it mints under a new writer epoch from
+    /// now on (see `writer`). Anti-entropy brings the lost records back from replicas.
+    pub fn storage_damaged(&mut self) {
+        self.writer_damaged();
+    }
+
     /// True once the anti-entropy trees cover all of this node's data.
     pub fn trees_built(&self) -> bool {
         self.entropy.trees.fully_built()

@@ -616,6 +616,7 @@ impl Node {
             .get(lock)
             .map(|slot| String::from_utf8_lossy(&slot.key).into_owned())
             .unwrap_or_default();
+        self.writer_damaged();
         let Some(KeyOp::Merge { versions, .. }) = self.locks.running_mut(lock) else {
             log::warn!("local record of {key:?} is unreadable: refusing to mint over it");
             return Step::Done(Err(StorageFailure::Corrupt));

@@ -1254,3 +1254,65 @@ fn an_unreadable_record_refuses_mints_and_is_replaced_by_a_replicas_copy() {
     harness.settle();
     assert_eq!(harness.last_reply(), "+OK\r\n", "node 3 mints again");
 }
+
+#[test]
+fn damage_reported_before_the_writer_record_is_read_still_retires_the_writer_id() {
+    let mut harness = Harness::new(3, |c| c.write_quorum_default = 3);
+    harness.advance(1_000);
+    harness.restart(0);
+    harness.nodes[0].storage_damaged(); // at start, as the shell does
+    harness.drain(0);
+    harness.advance(1_000);
+    harness.send(
+        0,
+        Command::Set {
+            key: b"a",
+            value: b"1",
+        },
+    );
+    harness.settle();
+    assert_eq!(harness.last_reply(), "+OK\r\n");
+    let stored = harness.stored(0, b"a").unwrap();
+    let dot = stored.siblings().next().unwrap().dot.unwrap();
+    assert_ne!(dot.node, NodeId(1), "minted under a new writer id");
+}
+
+#[test]
+fn after_storage_damage_a_node_never_mints_under_its_old_writer_id() {
+    let mut harness = Harness::new(3, |c| c.write_quorum_default = 3);
+    harness.advance(1_000); // writer epochs loaded
+    let writer_of = |harness: &Harness, key: &[u8]| {
+        let stored = harness.stored(0, key).unwrap();
+        let dot = stored.siblings().next().unwrap().dot.unwrap();
+        dot.node
+    };
+    // Node 1 coordinates; as a replica it mints the dot.
+    let first = harness
+        .replicas_of(b"a")
+        .contains(&0)
+        .then_some(b"a")
+        .unwrap_or(b"b");
+    harness.send(
+        0,
+        Command::Set {
+            key: first,
+            value: b"1",
+        },
+    );
+    harness.settle();
+    assert_eq!(harness.last_reply(), "+OK\r\n");
+    let before = writer_of(&harness, first);
+    harness.nodes[0].storage_damaged();
+    harness.drain(0);
+    harness.settle();
+    for value in [&b"2"[..], b"3"] {
+        harness.send(0, Command::Set { key: first, value });
+        harness.settle();
+        assert_eq!(harness.last_reply(), "+OK\r\n");
+        assert_ne!(
+            writer_of(&harness, first),
+            before,
+            "a new writer id after damage"
+        );
+    }
+}

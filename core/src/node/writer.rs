@@ -33,6 +33,12 @@
 //! (`VersionSet::update_above`), so it is never one an old clock or an old client
 //! context already covers.
 //!
+//! Damage works like a drop of every partition: when the shell says the data store lost
+//! records it had made durable (`Node::storage_damaged`, from the engine's corruption
+//! count at open), or a read of a record fails its checksum, this node may have minted
+//! dots it no longer remembers, so the current epoch mints nothing more: writes get
+//! one-shot ids until a new epoch is durable.
+//!
 //! Deletes queued before an epoch change stay safe: a handoff deletes a key only if its
 //! record is still the one its new replicas confirmed, and any dot minted since changed
 //! that record.
@@ -135,6 +141,10 @@ pub(crate) struct Writer {
     /// The next record to write, when it differs from the others.
     wanted: Option<EpochRecord>,
     loading: bool,
+    /// The epoch that must not mint again: the data store lost records minted in it.
+    damaged_epoch: Option<u64>,
+    /// Damage reported before the record was read at start.
+    damage_pending: bool,
     pub(crate) one_shot_writes: u64,
     pub(crate) epochs_started: u64,
 }
@@ -194,6 +204,9 @@ impl Node {
             },
             Err(failure) => log::warn!("reading the writer epoch failed ({failure:?}); retrying"),
         }
+        if self.writer.durable.is_some() && std::mem::take(&mut self.writer.damage_pending) {
+            self.writer_damaged();
+        }
     }
 
     fn fresh_epoch(&mut self) -> u64 {
@@ -207,7 +220,12 @@ impl Node {
             return self.id;
         }
         match &self.writer.durable {
-            Some(record) if !record.is_dropped(partition) => epoch_writer(self.id, record.epoch),
+            Some(record)
+                if !record.is_dropped(partition)
+                    && self.writer.damaged_epoch != Some(record.epoch) =>
+            {
+                epoch_writer(self.id, record.epoch)
+            }
             durable => {
                 if durable.is_some() {
                     self.start_new_epoch();
@@ -216,6 +234,24 @@ impl Node {
                 NodeId(super::STAND_IN_WRITER_BIT | (self.rng.next_u64() >> 1))
             }
         }
+    }
+
+    /// The data store lost records this node made durable: the current epoch mints no
+    /// more dots (see the module docs).
+    pub(crate) fn writer_damaged(&mut self) {
+        let Some(durable) = &self.writer.durable else {
+            self.writer.damage_pending = true;
+            return;
+        };
+        if self.writer.damaged_epoch == Some(durable.epoch) {
+            return;
+        }
+        log::warn!(
+            "local data lost records: writer epoch {} mints no more dots",
+            durable.epoch
+        );
+        self.writer.damaged_epoch = Some(durable.epoch);
+        self.start_new_epoch();
     }
 
     /// Asks for a new epoch unless one is already on its way. Partitions this node
