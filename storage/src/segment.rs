@@ -82,6 +82,12 @@ pub fn parse_file_name(name: &str) -> Option<(u32, bool)> {
     Some((stem.parse().ok()?, temporary))
 }
 
+/// A valid log segment header, for the recovery fuzz target.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn fuzz_header(id: u32) -> [u8; HEADER_SIZE_BYTES as usize] {
+    encode_header(id, SegmentKind::Log, 0)
+}
+
 fn encode_header(
     id: u32,
     kind: SegmentKind,

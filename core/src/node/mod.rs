@@ -101,6 +101,8 @@ mod config;
 mod coordinator;
 mod entropy;
 mod forwards;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 mod gossip;
 mod handoff;
 mod hints;
