@@ -93,7 +93,8 @@ fn own_arguments(index: u16, base_port: u16, dir: &Path) -> Vec<String> {
     ]
 }
 
-/// True once the node at `address` answers PING with PONG.
+/// True once the node at `address` answers PING: with PONG, or with NOAUTH when it
+/// wants a password first (it serves either way).
 pub fn answers_ping(address: SocketAddr) -> bool {
     let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_millis(200)) else {
         return false;
@@ -103,7 +104,7 @@ pub fn answers_ping(address: SocketAddr) -> bool {
         return false;
     }
     let mut reply = [0u8; 7];
-    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+    stream.read_exact(&mut reply).is_ok() && (&reply == b"+PONG\r\n" || &reply == b"-NOAUTH")
 }
 
 /// Sends SIGTERM, waits up to `timeout`, then kills. Returns whether it stopped by

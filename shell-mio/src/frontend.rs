@@ -204,6 +204,8 @@ struct ClientConnection<S> {
     paused: bool,
     /// The client switched to RESP3 with `HELLO 3` (see [`hello`]).
     resp3: bool,
+    /// It gave the password (`--requirepass`), or none is needed.
+    authenticated: bool,
 }
 
 #[derive(Debug)]
@@ -606,6 +608,7 @@ impl<T: Transport> Frontend<T> {
             closing: false,
             paused: false,
             resp3: false,
+            authenticated: io.settings.requirepass.is_none(),
         });
         if io.insert(connection).is_some() {
             io.clients += 1;
@@ -742,6 +745,8 @@ impl<T: Transport> Frontend<T> {
             return;
         };
         let mut buffer = std::mem::take(&mut client.read);
+        let required = self.io.settings.requirepass.clone();
+        let required = required.as_deref();
         let generation = client.generation;
         let id = client_id(index, generation);
         let mut consumed = 0;
@@ -783,11 +788,29 @@ impl<T: Transport> Frontend<T> {
                     if arguments.is_empty() {
                         continue;
                     }
+                    if arguments[0].eq_ignore_ascii_case(b"AUTH") {
+                        let result = auth(&arguments, required);
+                        client.authenticated |= result.is_ok();
+                        self.reply_here(index, CommandKind::Other, false, |out| match result {
+                            Ok(()) => resp::write_simple(out, "OK"),
+                            Err(error) => resp::write_error(out, error),
+                        });
+                        continue;
+                    }
                     if arguments[0].eq_ignore_ascii_case(b"HELLO") {
-                        let (resp3, reply) = hello(&arguments, client.resp3, id.0);
+                        let mut authenticated = client.authenticated;
+                        let (resp3, reply) =
+                            hello(&arguments, client.resp3, id.0, required, &mut authenticated);
                         client.resp3 = resp3;
+                        client.authenticated = authenticated;
                         self.reply_here(index, CommandKind::Other, false, |out| {
                             out.extend_from_slice(&reply)
+                        });
+                        continue;
+                    }
+                    if !client.authenticated && !arguments[0].eq_ignore_ascii_case(b"QUIT") {
+                        self.reply_here(index, CommandKind::Other, false, |out| {
+                            resp::write_error(out, "NOAUTH Authentication required.")
                         });
                         continue;
                     }
@@ -965,7 +988,56 @@ impl<T: Transport> Frontend<T> {
 /// replies are RESP2 and RESP3 alike except the null, which the loop swaps for a RESP3
 /// connection; so both versions are offered. Returns the connection's protocol after
 /// the command, and the reply.
-fn hello(arguments: &[&[u8]], resp3: bool, connection_id: u64) -> (bool, Vec<u8>) {
+const WRONG_PASSWORD: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+
+/// Whether `user` (the default user when `None`) may log in with `password` when the
+/// node wants `required` (Redis's rules: one user, `default`; with no password set,
+/// the two-argument form accepts any password and the one-argument form is an error).
+fn check_password(
+    required: Option<&str>,
+    user: Option<&[u8]>,
+    password: &[u8],
+) -> Result<(), &'static str> {
+    if user.is_some_and(|user| user != b"default") {
+        return Err(WRONG_PASSWORD);
+    }
+    let Some(required) = required else {
+        return match user {
+            Some(_) => Ok(()),
+            None => Err(
+                "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+            ),
+        };
+    };
+    // Compared in time independent of where the first difference is.
+    let differs = required.len() != password.len()
+        || required
+            .bytes()
+            .zip(password)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            != 0;
+    if differs { Err(WRONG_PASSWORD) } else { Ok(()) }
+}
+
+/// `AUTH <password>` or `AUTH <user> <password>`.
+fn auth(arguments: &[&[u8]], required: Option<&str>) -> Result<(), &'static str> {
+    match arguments {
+        [_, password] => check_password(required, None, password),
+        [_, user, password] => check_password(required, Some(user), password),
+        _ => Err("ERR wrong number of arguments for 'auth' command"),
+    }
+}
+
+/// `HELLO [protover [AUTH user password] [SETNAME name]]`: the protocol version, and
+/// the reply. `authenticated` is the connection's standing, which `AUTH` here may
+/// grant; an unauthenticated HELLO without it is refused as Redis refuses it.
+fn hello(
+    arguments: &[&[u8]],
+    resp3: bool,
+    connection_id: u64,
+    required: Option<&str>,
+    authenticated: &mut bool,
+) -> (bool, Vec<u8>) {
     let mut reply = Vec::new();
     let version = match arguments.get(1) {
         None => Some(if resp3 { 3 } else { 2 }),
@@ -984,13 +1056,24 @@ fn hello(arguments: &[&[u8]], resp3: bool, connection_id: u64) -> (bool, Vec<u8>
     while let Some((option, after)) = rest.split_first() {
         if option.eq_ignore_ascii_case(b"SETNAME") && !after.is_empty() {
             rest = &after[1..];
-        } else if option.eq_ignore_ascii_case(b"AUTH") {
-            resp::write_error(&mut reply, "ERR AUTH is not supported: ringkv has no users");
-            return (resp3, reply);
+        } else if option.eq_ignore_ascii_case(b"AUTH") && after.len() >= 2 {
+            if let Err(error) = check_password(required, Some(after[0]), after[1]) {
+                resp::write_error(&mut reply, error);
+                return (resp3, reply);
+            }
+            *authenticated = true;
+            rest = &after[2..];
         } else {
             resp::write_error(&mut reply, "ERR syntax error in HELLO");
             return (resp3, reply);
         }
+    }
+    if !*authenticated {
+        resp::write_error(
+            &mut reply,
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+        );
+        return (resp3, reply);
     }
     let fields: [(&str, HelloValue<'_>); 7] = [
         ("server", HelloValue::Text("ringkv")),
@@ -1457,16 +1540,57 @@ mod tests {
 
     #[test]
     fn hello_offers_resp2_and_resp3_and_refuses_others() {
-        let (resp3, reply) = hello(&[b"HELLO", b"3"], false, 7);
+        let mut yes = true;
+        let (resp3, reply) = hello(&[b"HELLO", b"3"], false, 7, None, &mut yes);
         assert!(resp3);
         assert!(reply.starts_with(b"%7\r\n$6\r\nserver\r\n$6\r\nringkv\r\n"));
-        let (resp3, reply) = hello(&[b"hello", b"2", b"SETNAME", b"app"], true, 7);
+        let (resp3, reply) = hello(
+            &[b"hello", b"2", b"SETNAME", b"app"],
+            true,
+            7,
+            None,
+            &mut yes,
+        );
         assert!(!resp3);
         assert!(reply.starts_with(b"*14\r\n"));
-        let (resp3, reply) = hello(&[b"HELLO", b"4"], true, 7);
+        let (resp3, reply) = hello(&[b"HELLO", b"4"], true, 7, None, &mut yes);
         assert!(resp3, "unchanged");
         assert!(reply.starts_with(b"-NOPROTO"));
-        let (_, reply) = hello(&[b"HELLO", b"3", b"AUTH", b"u", b"p"], false, 7);
-        assert!(reply.starts_with(b"-ERR AUTH"));
+    }
+
+    #[test]
+    fn a_password_is_needed_only_when_set_and_only_the_right_one_opens() {
+        let required = Some("s3cret");
+        assert_eq!(auth(&[b"AUTH", b"s3cret"], required), Ok(()));
+        assert_eq!(auth(&[b"AUTH", b"default", b"s3cret"], required), Ok(()));
+        for wrong in [&b"s3cre"[..], b"s3cret!", b"S3cret", b""] {
+            assert_eq!(auth(&[b"AUTH", wrong], required), Err(WRONG_PASSWORD));
+        }
+        assert_eq!(
+            auth(&[b"AUTH", b"admin", b"s3cret"], required),
+            Err(WRONG_PASSWORD)
+        );
+        assert!(
+            auth(&[b"AUTH"], required)
+                .unwrap_err()
+                .contains("wrong number")
+        );
+        assert!(
+            auth(&[b"AUTH", b"x"], None)
+                .unwrap_err()
+                .contains("without any password")
+        );
+        assert_eq!(auth(&[b"AUTH", b"default", b"x"], None), Ok(()));
+
+        // HELLO refuses an unauthenticated client unless it carries AUTH.
+        let mut authenticated = false;
+        let (_, reply) = hello(&[b"HELLO", b"3"], false, 7, required, &mut authenticated);
+        assert!(reply.starts_with(b"-NOAUTH"));
+        let wrong: [&[u8]; 5] = [b"HELLO", b"3", b"AUTH", b"default", b"nope"];
+        let (resp3, reply) = hello(&wrong, false, 7, required, &mut authenticated);
+        assert!(reply.starts_with(b"-WRONGPASS") && !resp3 && !authenticated);
+        let right: [&[u8]; 5] = [b"HELLO", b"3", b"AUTH", b"default", b"s3cret"];
+        let (resp3, reply) = hello(&right, false, 7, required, &mut authenticated);
+        assert!(reply.starts_with(b"%7") && resp3 && authenticated);
     }
 }

@@ -136,6 +136,11 @@ pub struct NodeFlags {
     /// cost of more background traffic).
     #[arg(long)]
     pub anti_entropy_interval_ms: Option<u64>,
+    /// Clients must `AUTH <password>` (or `HELLO 3 AUTH default <password>`) before any
+    /// other command, as with Redis's requirepass. Sent in clear text: without TLS it
+    /// keeps out mistakes, not eavesdroppers.
+    #[arg(long)]
+    pub requirepass: Option<String>,
 }
 
 /// Settings that cannot work, with the reason a person can act on.
@@ -209,6 +214,8 @@ pub struct Settings {
     pub segment_size_bytes: u32,
     pub tombstone_grace_ms: Option<u64>,
     pub anti_entropy_interval_ms: Option<u64>,
+    /// The password clients must give with AUTH; `None`: no AUTH needed.
+    pub requirepass: Option<String>,
 }
 
 pub const CLIENT_ADDRESS_DEFAULT: &str = "127.0.0.1:7379";
@@ -259,6 +266,7 @@ impl NodeFlags {
             anti_entropy_interval_ms: self
                 .anti_entropy_interval_ms
                 .or(other.anti_entropy_interval_ms),
+            requirepass: self.requirepass.or(other.requirepass),
         }
     }
 
@@ -329,6 +337,7 @@ impl NodeFlags {
             segment_size_bytes: segment_size_mib << 20,
             tombstone_grace_ms: self.tombstone_grace_ms,
             anti_entropy_interval_ms: self.anti_entropy_interval_ms,
+            requirepass: self.requirepass.filter(|password| !password.is_empty()),
         })
     }
 }

@@ -210,7 +210,64 @@ fn past_the_connection_limit_new_connections_are_refused_cleanly(binary: Binary)
     }));
 }
 
+fn a_password_keeps_out_clients_until_they_authenticate(binary: Binary) {
+    let cluster = LocalCluster::start(binary, 1, &["--requirepass", "s3cret"]);
+    let address = cluster.client_address(0);
+    let port = address.port().to_string();
+    let (reply, closed) = raw_exchange(address, b"PING\r\nGET k\r\n", true);
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        "-NOAUTH Authentication required.\r\n-NOAUTH Authentication required.\r\n"
+    );
+    assert!(closed);
+    let (reply, _) = raw_exchange(address, b"AUTH wrong\r\nGET k\r\n", true);
+    assert!(
+        String::from_utf8_lossy(&reply).starts_with("-WRONGPASS"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    let (reply, _) = raw_exchange(address, b"AUTH s3cret\r\nSET k v\r\n", true);
+    assert_eq!(String::from_utf8_lossy(&reply), "+OK\r\n+OK\r\n");
+    // redis-cli's -a, and redis-py with a password over RESP3 (HELLO 3 AUTH ...) and
+    // RESP2 (AUTH); without one redis-py is refused.
+    assert_eq!(
+        redis_cli(
+            address.port(),
+            &["-a", "s3cret", "--no-auth-warning", "GET", "k"]
+        ),
+        "v"
+    );
+    let python = std::env::var("RINGKV_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let script = r#"
+import sys, redis
+port = int(sys.argv[1])
+for protocol in (3, 2):
+    client = redis.Redis(host="127.0.0.1", port=port, password="s3cret", protocol=protocol)
+    assert client.set(f"py{protocol}", b"x") is True
+    assert client.get(f"py{protocol}") == b"x"
+try:
+    redis.Redis(host="127.0.0.1", port=port, protocol=2).get("k")
+    raise SystemExit("a client without the password was served")
+except redis.exceptions.AuthenticationError:
+    pass
+print("python auth ok")
+"#;
+    let output = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(&port)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("python auth ok"),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 both_binaries!(
+    a_password_keeps_out_clients_until_they_authenticate,
     redis_cli_sets_gets_and_deletes_across_nodes,
     the_python_redis_client_round_trips,
     concurrent_puts_become_siblings_and_an_update_merges_them,
