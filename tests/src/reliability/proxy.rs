@@ -495,10 +495,16 @@ mod tests {
         };
         let network = ProxyNetwork::start(CLUSTER, &[spec], 7).unwrap();
         let mut sender = TcpStream::connect(network.address(NodeId(2)).unwrap()).unwrap();
-        sender
-            .write_all(&frame(&Message::Hello { node: NodeId(1) }))
+        let hello = frame(&Message::Hello { node: NodeId(1) });
+        sender.write_all(&hello).unwrap();
+        let (mut receiver, _) = node.accept().unwrap();
+        // The hello is through before any rule is set.
+        receiver
+            .set_read_timeout(Some(Duration::from_millis(2_000)))
             .unwrap();
-        let (receiver, _) = node.accept().unwrap();
+        let mut through = vec![0u8; hello.len()];
+        receiver.read_exact(&mut through).unwrap();
+        assert_eq!(through, hello);
         receiver
             .set_read_timeout(Some(Duration::from_millis(300)))
             .unwrap();
