@@ -446,7 +446,7 @@ fn the_checks_catch_a_replica_that_missed_writes() {
         summary
             .violations
             .iter()
-            .any(|v| v.property == 3 && v.detail.contains("node 3")),
+            .any(|v| v.property == 2 && v.detail.contains("node 3")),
         "{:?}",
         summary.violations
     );

@@ -25,17 +25,17 @@
 //!    or not, because an unacknowledged one may still have been applied). Causally
 //!    superseded writes are covered by the merge: a write that read a sibling carries
 //!    its elements forward.
-//! 2. **Superseded stays superseded** (deleted values stay deleted): no live sibling's
+//! 2. **Replicas converge**: every replica of a key holds the same version set, and no
+//!    node holds a hint.
+//! 3. **Superseded stays superseded** (deleted values stay deleted): no live sibling's
 //!    dot is covered by the context of an acknowledged `VSET` or `VDEL`; a value that
 //!    an acknowledged write superseded never comes back. (By dot, not by write id: a
 //!    write retried after a lost reply may be minted twice, and the copy its successor
 //!    did not see is rightly still there.)
-//! 3. **Replicas converge**: every replica of a key holds the same version set, and no
-//!    node holds a hint.
 //!
 //! Plain `SET`/`GET` (last write wins) are not part of it: LWW may drop a concurrent
 //! write by design. Tombstones are not judged by identity (the disk does not name the
-//! delete that made one); what a delete promises is checked by property 2.
+//! delete that made one); what a delete promises is checked by property 3.
 
 use crate::sim::history::covers;
 use ringkv_client::{Client, ClientError, ClientOptions};
@@ -44,7 +44,6 @@ use ringkv_core::placement::{Member, PARTITION_BITS_DEFAULT, Ring};
 use ringkv_core::random::Rng;
 use ringkv_core::version::{NodeId, VersionVector};
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -463,19 +462,10 @@ fn read_store(dir: &Path) -> Result<StoreContents, String> {
     Ok((items, unreadable))
 }
 
-/// One broken promise.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Violation {
-    /// 1 lost write, 2 superseded value back, 3 replicas differ or hints left.
-    pub property: u8,
-    pub detail: String,
-}
-
-impl fmt::Display for Violation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "property {}: {}", self.property, self.detail)
-    }
-}
+/// One broken promise: the simulator's type, numbered as design.md section 9 numbers
+/// the properties (1 a lost write, 2 replicas differ or hints left, 3 a superseded
+/// value back).
+pub use crate::sim::checkers::Violation;
 
 /// The numbers a scenario reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -530,7 +520,7 @@ pub fn check(
         Ok(ring) => ring,
         Err(error) => {
             summary.violations.push(Violation {
-                property: 3,
+                property: 2,
                 detail: format!("no ring: {error}"),
             });
             return summary;
@@ -631,7 +621,7 @@ pub fn check(
                     };
                     if covers(&context, dot) {
                         summary.violations.push(Violation {
-                            property: 2,
+                            property: 3,
                             detail: format!(
                                 "{key}: value of write {} is live on node {} though acknowledged {} by client {} at {} ms superseded it",
                                 value.write,
@@ -649,7 +639,7 @@ pub fn check(
             for (id, versions) in &states[1..] {
                 if versions != first {
                     summary.violations.push(Violation {
-                        property: 3,
+                        property: 2,
                         detail: format!(
                             "{key}: node {} holds {} siblings (clock {:?}), node {} holds {} (clock {:?})",
                             first_id.0,
@@ -667,7 +657,7 @@ pub fn check(
     for (id, disk) in disks {
         if disk.hints > 0 {
             summary.violations.push(Violation {
-                property: 3,
+                property: 2,
                 detail: format!("node {} still holds {} hints", id.0, disk.hints),
             });
         }
@@ -765,7 +755,7 @@ mod tests {
         assert_eq!(broken.writes_lost, 1);
         assert_eq!(
             properties(&broken),
-            vec![1, 2, 3],
+            vec![1, 3, 2],
             "{:?}",
             broken.violations
         );
@@ -792,7 +782,7 @@ mod tests {
 
         // The value is back on every replica: the acknowledged delete is undone.
         let back = check(&history, &disks(&[&first, &first, &first]), PLACEMENT);
-        assert_eq!(properties(&back), vec![2, 2, 2], "{:?}", back.violations);
+        assert_eq!(properties(&back), vec![3, 3, 3], "{:?}", back.violations);
     }
 
     #[test]
@@ -829,7 +819,7 @@ mod tests {
         let mut disks = disks(&[&first, &first, &first]);
         disks.get_mut(&NodeId(2)).unwrap().hints = 4;
         let summary = check(&history, &disks, PLACEMENT);
-        assert_eq!(properties(&summary), vec![3]);
+        assert_eq!(properties(&summary), vec![2]);
         assert!(
             summary.violations[0]
                 .detail
