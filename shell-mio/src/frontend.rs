@@ -745,8 +745,6 @@ impl<T: Transport> Frontend<T> {
             return;
         };
         let mut buffer = std::mem::take(&mut client.read);
-        let required = self.io.settings.requirepass.clone();
-        let required = required.as_deref();
         let generation = client.generation;
         let id = client_id(index, generation);
         let mut consumed = 0;
@@ -789,7 +787,7 @@ impl<T: Transport> Frontend<T> {
                         continue;
                     }
                     if arguments[0].eq_ignore_ascii_case(b"AUTH") {
-                        let result = auth(&arguments, required);
+                        let result = auth(&arguments, self.io.settings.requirepass.as_deref());
                         client.authenticated |= result.is_ok();
                         self.reply_here(index, CommandKind::Other, false, |out| match result {
                             Ok(()) => resp::write_simple(out, "OK"),
@@ -799,6 +797,7 @@ impl<T: Transport> Frontend<T> {
                     }
                     if arguments[0].eq_ignore_ascii_case(b"HELLO") {
                         let mut authenticated = client.authenticated;
+                        let required = self.io.settings.requirepass.as_deref();
                         let (resp3, reply) =
                             hello(&arguments, client.resp3, id.0, required, &mut authenticated);
                         client.resp3 = resp3;
