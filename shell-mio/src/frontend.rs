@@ -982,11 +982,7 @@ impl<T: Transport> Frontend<T> {
     }
 }
 
-/// `HELLO [protover [AUTH user password] [SETNAME name]]`: the protocol switch newer
-/// client libraries start with (redis-py 8 asks for RESP3 by default). ringkv's
-/// replies are RESP2 and RESP3 alike except the null, which the loop swaps for a RESP3
-/// connection; so both versions are offered. Returns the connection's protocol after
-/// the command, and the reply.
+/// The reply to a wrong user or password (Redis's text).
 const WRONG_PASSWORD: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 
 /// Whether `user` (the default user when `None`) may log in with `password` when the
@@ -1027,9 +1023,13 @@ fn auth(arguments: &[&[u8]], required: Option<&str>) -> Result<(), &'static str>
     }
 }
 
-/// `HELLO [protover [AUTH user password] [SETNAME name]]`: the protocol version, and
-/// the reply. `authenticated` is the connection's standing, which `AUTH` here may
-/// grant; an unauthenticated HELLO without it is refused as Redis refuses it.
+/// `HELLO [protover [AUTH user password] [SETNAME name]]`: the protocol switch newer
+/// client libraries start with (redis-py 8 asks for RESP3 by default). ringkv's
+/// replies are RESP2 and RESP3 alike except the null, which the loop swaps for a RESP3
+/// connection; so both versions are offered. Returns the connection's protocol after
+/// the command, and the reply. `authenticated` is the connection's standing, which
+/// the AUTH option may grant; an unauthenticated HELLO without it is refused as Redis
+/// refuses it.
 fn hello(
     arguments: &[&[u8]],
     resp3: bool,
