@@ -93,9 +93,11 @@ pub struct MemberRecord<'a> {
 /// Every message nodes exchange.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message<'a> {
-    /// First frame on a connection: who is talking.
+    /// First frame on a connection: who is talking, and its proof of the cluster's
+    /// peer secret ([`hello_proof`]; 0 without one).
     Hello {
         node: NodeId,
+        proof: u64,
     },
     /// Liveness probe (failure detection).
     Ping {
@@ -336,9 +338,10 @@ fn encode_members(out: &mut Vec<u8>, members: &[MemberRecord<'_>]) -> Result<(),
 
 fn encode_message(out: &mut Vec<u8>, message: &Message<'_>) -> Result<(), EncodeError> {
     match message {
-        Message::Hello { node } => {
+        Message::Hello { node, proof } => {
             out.put_u8(kind::HELLO);
             out.put_u64(node.0);
+            out.put_u64(*proof);
         }
         Message::Ping { nonce } => {
             out.put_u8(kind::PING);
@@ -516,6 +519,19 @@ fn encode_message(out: &mut Vec<u8>, message: &Message<'_>) -> Result<(), Encode
     Ok(())
 }
 
+/// What node `node` of cluster `cluster_id` puts in its `Hello` when the cluster's peer
+/// secret is `secret` (0 without a secret). A receiver that has the secret refuses a
+/// hello whose proof differs. It is a keyed digest, not a signature: it keeps out
+/// nodes started without the secret (another deployment, a stray process), not a
+/// listener on the network, who can replay a hello it saw (peer traffic has no TLS).
+pub fn hello_proof(secret: &[u8], cluster_id: u64, node: NodeId) -> u64 {
+    if secret.is_empty() {
+        return 0;
+    }
+    let seed = cluster_id ^ node.0.rotate_left(32);
+    xxhash_rust::xxh3::xxh3_64_with_seed(secret, seed).max(1)
+}
+
 /// Decodes the first frame of `input`: the message and the frame's size in bytes.
 /// A frame of the right version whose cluster id differs from `cluster_id` is
 /// [`FrameError::Foreign`].
@@ -657,6 +673,7 @@ fn decode_message<'a>(
     let message = match reader.u8()? {
         kind::HELLO => Message::Hello {
             node: NodeId(reader.u64()?),
+            proof: reader.u64()?,
         },
         kind::PING => Message::Ping {
             nonce: reader.u64()?,
@@ -845,7 +862,10 @@ mod tests {
             heartbeat: 40,
         };
         vec![
-            Message::Hello { node: NodeId(42) },
+            Message::Hello {
+                node: NodeId(42),
+                proof: 7,
+            },
             Message::Ping { nonce: 1 },
             Message::Pong { nonce: 1 },
             Message::ReplicaGet {

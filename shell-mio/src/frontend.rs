@@ -950,7 +950,21 @@ impl<T: Transport> Frontend<T> {
                 Ok((message, size)) => {
                     consumed += size;
                     match (peer, message) {
-                        (None, Message::Hello { node }) => peer = Some(node),
+                        (None, Message::Hello { node, proof }) => {
+                            let secret = self.io.settings.peer_secret.as_deref().unwrap_or("");
+                            let expected =
+                                wire::hello_proof(secret.as_bytes(), self.io.cluster_id, node);
+                            if !secret.is_empty() && proof != expected {
+                                self.io.metrics.peers_refused += 1;
+                                log::warn!(
+                                    "refusing peer {} at {address}: its hello does not prove this cluster's peer secret",
+                                    node.0
+                                );
+                                broken = true;
+                                break;
+                            }
+                            peer = Some(node);
+                        }
                         (None, _) => {
                             log::warn!("closing peer connection from {address}: no hello first");
                             broken = true;
@@ -1381,7 +1395,11 @@ impl<T: Transport> Io<T> {
     /// The `Hello` naming this node that starts every connection it opens.
     fn hello_frame(&self) -> Option<Vec<u8>> {
         let mut hello = Vec::new();
-        let message = Message::Hello { node: self.node_id };
+        let secret = self.settings.peer_secret.as_deref().unwrap_or("");
+        let message = Message::Hello {
+            node: self.node_id,
+            proof: wire::hello_proof(secret.as_bytes(), self.cluster_id, self.node_id),
+        };
         wire::encode_frame(&mut hello, self.cluster_id, &message).ok()?;
         Some(hello)
     }

@@ -141,6 +141,11 @@ pub struct NodeFlags {
     /// keeps out mistakes, not eavesdroppers.
     #[arg(long)]
     pub requirepass: Option<String>,
+    /// A secret every node of the cluster is started with: a peer whose hello does not
+    /// prove it is refused, as a peer of another cluster id is. Keeps out nodes started
+    /// without it, not a listener on the network (peer traffic has no TLS).
+    #[arg(long)]
+    pub peer_secret: Option<String>,
 }
 
 /// Settings that cannot work, with the reason a person can act on.
@@ -216,6 +221,8 @@ pub struct Settings {
     pub anti_entropy_interval_ms: Option<u64>,
     /// The password clients must give with AUTH; `None`: no AUTH needed.
     pub requirepass: Option<String>,
+    /// The cluster's peer secret; `None`: peers are told apart by cluster id only.
+    pub peer_secret: Option<String>,
 }
 
 pub const CLIENT_ADDRESS_DEFAULT: &str = "127.0.0.1:7379";
@@ -267,6 +274,7 @@ impl NodeFlags {
                 .anti_entropy_interval_ms
                 .or(other.anti_entropy_interval_ms),
             requirepass: self.requirepass.or(other.requirepass),
+            peer_secret: self.peer_secret.or(other.peer_secret),
         }
     }
 
@@ -338,6 +346,7 @@ impl NodeFlags {
             tombstone_grace_ms: self.tombstone_grace_ms,
             anti_entropy_interval_ms: self.anti_entropy_interval_ms,
             requirepass: self.requirepass.filter(|password| !password.is_empty()),
+            peer_secret: self.peer_secret.filter(|secret| !secret.is_empty()),
         })
     }
 }

@@ -35,7 +35,10 @@ fn a_peer_of_another_cluster_is_refused_and_the_node_serves_on(binary: Binary) {
     encode_frame(
         &mut own,
         cluster.cluster_id(),
-        &Message::Hello { node: NodeId(7) },
+        &Message::Hello {
+            node: NodeId(7),
+            proof: 0,
+        },
     )
     .unwrap();
     assert!(
@@ -43,7 +46,11 @@ fn a_peer_of_another_cluster_is_refused_and_the_node_serves_on(binary: Binary) {
         "a peer of this cluster is kept"
     );
     let mut frame = Vec::new();
-    encode_frame(&mut frame, 99, &Message::Hello { node: NodeId(7) }).unwrap();
+    let hello = Message::Hello {
+        node: NodeId(7),
+        proof: 0,
+    };
+    encode_frame(&mut frame, 99, &hello).unwrap();
     assert!(
         closes_after(&cluster, &frame),
         "a foreign hello closes the connection"
@@ -66,6 +73,54 @@ fn a_peer_of_another_cluster_is_refused_and_the_node_serves_on(binary: Binary) {
         client.command(&[b"SET", b"k", b"v"]).unwrap(),
         Reply::Simple("OK".into())
     );
+}
+
+fn a_peer_without_the_cluster_secret_is_refused(binary: Binary) {
+    let cluster = LocalCluster::start(
+        binary,
+        2,
+        &[
+            "--peer-secret",
+            "alpha",
+            "--replicas",
+            "2",
+            "--write-quorum",
+            "2",
+        ],
+    );
+    // Nodes started with the secret work together: a write reaches both.
+    let mut client = cluster.client_of(0);
+    assert_eq!(
+        client.command(&[b"SET", b"k", b"v"]).unwrap(),
+        Reply::Simple("OK".into())
+    );
+    let hello = |secret: &str| {
+        let node = NodeId(7);
+        let proof = ringkv_core::wire::hello_proof(secret.as_bytes(), cluster.cluster_id(), node);
+        let mut frame = Vec::new();
+        encode_frame(
+            &mut frame,
+            cluster.cluster_id(),
+            &Message::Hello { node, proof },
+        )
+        .unwrap();
+        frame
+    };
+    assert!(
+        !closes_after(&cluster, &hello("alpha")),
+        "the secret is kept"
+    );
+    assert!(
+        closes_after(&cluster, &hello("beta")),
+        "another secret is refused"
+    );
+    assert!(closes_after(&cluster, &hello("")), "no secret is refused");
+    assert!(eventually(Duration::from_secs(5), || {
+        cluster.info_field(0, "peers_refused").as_deref() == Some("2")
+    }));
+    let log = std::fs::read_to_string(cluster.log_path(0)).unwrap();
+    assert!(log.contains("refusing peer 7 at"), "the log names the peer");
+    assert!(log.contains("does not prove this cluster's peer secret"));
 }
 
 fn a_node_started_with_seeds_joins_a_running_cluster(binary: Binary) {
@@ -101,6 +156,7 @@ fn a_node_started_with_seeds_joins_a_running_cluster(binary: Binary) {
 }
 
 both_binaries!(
+    a_peer_without_the_cluster_secret_is_refused,
     a_peer_of_another_cluster_is_refused_and_the_node_serves_on,
     a_node_started_with_seeds_joins_a_running_cluster,
 );

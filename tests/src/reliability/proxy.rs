@@ -356,7 +356,7 @@ fn read_frames(
             let sender_id = match from {
                 Some(Ok(id)) => id,
                 _ => match decode_frame(&frame, context.cluster_id, limits) {
-                    Ok((Message::Hello { node }, _)) => {
+                    Ok((Message::Hello { node, .. }, _)) => {
                         from = Some(Ok(node));
                         node
                     }
@@ -495,7 +495,10 @@ mod tests {
         };
         let network = ProxyNetwork::start(CLUSTER, &[spec], 7).unwrap();
         let mut sender = TcpStream::connect(network.address(NodeId(2)).unwrap()).unwrap();
-        let hello = frame(&Message::Hello { node: NodeId(1) });
+        let hello = frame(&Message::Hello {
+            node: NodeId(1),
+            proof: 0,
+        });
         sender.write_all(&hello).unwrap();
         let (mut receiver, _) = node.accept().unwrap();
         // The hello is through before any rule is set.
