@@ -4,7 +4,8 @@
 //! down) into one [`Node`] of a three-node cluster with small bounds. After every input
 //! the actions are drained, at most [`ACTIONS_PER_INPUT_MAX`] of them: a node that
 //! keeps producing actions without new input is stuck in a loop, and that panics here.
-//! After every input every bounded structure's peak must be within its bound.
+//! After every input every bounded structure's peak must be within its bound, and after
+//! the timers fired the next one must lie in the future (else a shell spins).
 //!
 //! Used by `fuzz/fuzz_targets/node_events.rs` and by the corpus replay test.
 // A fuzz entry point reports what it finds by panicking; it is built only for tests
@@ -176,7 +177,19 @@ impl Bench {
     fn advance(&mut self, bytes: &mut Bytes<'_>) {
         self.now += Duration::from_millis(u64::from(bytes.u16()));
         if self.node.poll_timeout().is_some_and(|at| at <= self.now) {
-            self.handle(Input::Timeout);
+            self.timeout();
+        }
+    }
+
+    /// Fires the node's timers. Afterwards its next timer must lie in the future: one
+    /// still due would have a shell wake it again at once, for ever.
+    fn timeout(&mut self) {
+        self.handle(Input::Timeout);
+        if let Some(at) = self.node.poll_timeout() {
+            assert!(
+                at > self.now,
+                "a timer still due right after the timers fired"
+            );
         }
     }
 
@@ -312,7 +325,7 @@ pub fn fuzz_node(data: &[u8]) {
     // Then the node runs on its own for a while: timers fire, storage answers.
     for _ in 0..50 {
         bench.now += Duration::from_millis(500);
-        bench.handle(Input::Timeout);
+        bench.timeout();
         while !bench.pending.is_empty() {
             bench.complete(0, 0);
         }
