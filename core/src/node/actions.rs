@@ -210,6 +210,24 @@ pub fn scan_in_memory<'k>(
     (items, next)
 }
 
+/// What [`StorageOp::List`] answers over an in-memory map (for simulators and tests;
+/// the shells list the real store): up to `limit` keys after `after` in byte order,
+/// and whether that was the last of them.
+pub fn list_in_memory<'k>(
+    keys: impl Iterator<Item = &'k [u8]>,
+    after: &[u8],
+    limit: u32,
+) -> (Vec<Vec<u8>>, bool) {
+    let mut listed: Vec<Vec<u8>> = keys
+        .filter(|key| after.is_empty() || *key > after)
+        .map(<[u8]>::to_vec)
+        .collect();
+    listed.sort_unstable();
+    let complete = listed.len() <= limit as usize;
+    listed.truncate(limit as usize);
+    (listed, complete)
+}
+
 /// One thing for the shell to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action<'a> {

@@ -13,7 +13,7 @@
 #![allow(clippy::panic)]
 
 use super::{Action, ClientId, Completion, Config, Input, Listing, Node, NodeIdentity};
-use super::{ScanPage, Space, StorageFailure, StorageJob, scan_in_memory};
+use super::{ScanPage, Space, StorageFailure, StorageJob, list_in_memory, scan_in_memory};
 use crate::placement::Member;
 use crate::resp::Command;
 use crate::time::Instant;
@@ -244,14 +244,12 @@ impl Bench {
                 after,
                 limit,
             } => {
-                let keys: Vec<Vec<u8>> = self
+                let stored = self
                     .disk
                     .keys()
-                    .filter(|(s, key)| *s == space && *key > after)
-                    .map(|(_, key)| key.clone())
-                    .take(limit as usize)
-                    .collect();
-                let complete = keys.len() < limit as usize;
+                    .filter(|(s, _)| *s == space)
+                    .map(|(_, key)| key.as_slice());
+                let (keys, complete) = list_in_memory(stored, &after, limit);
                 let result = match failure {
                     Some(failure) => Err(failure),
                     None => Ok(Listing {

@@ -112,7 +112,9 @@ mod reap;
 mod replica;
 mod writer;
 
-pub use actions::{Action, ClientId, KeyRecord, Space, StorageJob, StorageOp, scan_in_memory};
+pub use actions::{
+    Action, ClientId, KeyRecord, Space, StorageJob, StorageOp, list_in_memory, scan_in_memory,
+};
 #[cfg(feature = "sabotage")]
 pub use config::Sabotage;
 pub use config::{Config, ConfigError, EPOCH_WRITER_BIT, STAND_IN_WRITER_BIT};

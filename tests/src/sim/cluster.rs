@@ -23,7 +23,7 @@ use super::swarm::{MembershipChange, Parameters, Workload};
 use ringkv_client::reply::{Reply, ReplyLimits};
 use ringkv_core::node::{
     Action, ClientId, Completion, Config, Input, Listing, Node, NodeIdentity, ScanPage, Space,
-    Stats, StorageFailure, StorageJob, scan_in_memory,
+    Stats, StorageFailure, StorageJob, list_in_memory, scan_in_memory,
 };
 use ringkv_core::placement::{Member, Ring};
 use ringkv_core::resp::{AdminCommand, Arguments, Command};
@@ -749,15 +749,8 @@ impl Cluster {
                 after,
                 limit,
             } => {
-                let disk = sim.disk(space);
-                let mut keys: Vec<Vec<u8>> = disk
-                    .contents()
-                    .map(|(key, _)| key.to_vec())
-                    .filter(|key| after.is_empty() || *key > after)
-                    .collect();
-                keys.sort();
-                let complete = keys.len() <= limit as usize;
-                keys.truncate(limit as usize);
+                let stored = sim.disk(space).contents().map(|(key, _)| key);
+                let (keys, complete) = list_in_memory(stored, &after, limit);
                 if let Some(node) = sim.node.as_mut() {
                     node.handle(
                         now,
