@@ -486,7 +486,8 @@ mod tests {
         sender: TcpStream,
     }
 
-    fn bench() -> Bench {
+    /// A proxy for node 2, in front of a listener that stands in for its peer port.
+    fn proxy_to_node_2() -> (TcpListener, ProxyNetwork) {
         let node = TcpListener::bind("127.0.0.1:0").unwrap();
         let spec = ProxySpec {
             node: NodeId(2),
@@ -494,6 +495,11 @@ mod tests {
             target: node.local_addr().unwrap(),
         };
         let network = ProxyNetwork::start(CLUSTER, &[spec], 7).unwrap();
+        (node, network)
+    }
+
+    fn bench() -> Bench {
+        let (node, network) = proxy_to_node_2();
         let mut sender = TcpStream::connect(network.address(NodeId(2)).unwrap()).unwrap();
         let hello = frame(&Message::Hello {
             node: NodeId(1),
@@ -600,13 +606,7 @@ mod tests {
 
     #[test]
     fn a_stream_that_is_not_the_peer_protocol_passes_raw() {
-        let node = TcpListener::bind("127.0.0.1:0").unwrap();
-        let spec = ProxySpec {
-            node: NodeId(2),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            target: node.local_addr().unwrap(),
-        };
-        let network = ProxyNetwork::start(CLUSTER, &[spec], 7).unwrap();
+        let (node, network) = proxy_to_node_2();
         network.cut(NodeId(1), NodeId(2));
         let mut sender = TcpStream::connect(network.address(NodeId(2)).unwrap()).unwrap();
         sender.write_all(b"\xff\xff\xff\xffgarbage").unwrap();
