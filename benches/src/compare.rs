@@ -14,7 +14,7 @@
 use crate::load::report::Percentiles;
 use crate::load::run::{Length, Plan, Protocol, run};
 use crate::load::workload::{Mix, Workload};
-use ringkv_mio::dev::{self, ProcessCluster};
+use ringkv_frontend::dev::{self, ProcessCluster};
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! The core's notion of time: a monotonic nanosecond count with no `now()`.
 //!
-//! Shells convert from the OS monotonic clock (see `ringkv_mio::clock`), the simulator
+//! Shells convert from the OS monotonic clock (see `ringkv_frontend::clock`), the simulator
 //! invents it. The origin is arbitrary and private to one process: an `Instant` is never
 //! put on the wire or on disk. Arithmetic saturates, so a bad duration from
 //! configuration can delay a timer to "never" but can never panic the node.

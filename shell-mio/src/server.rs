@@ -10,13 +10,13 @@
 //! without sleeping. Storage threads wake the loop through a mio `Waker`; SIGINT and
 //! SIGTERM arrive through signal-hook's mio source.
 
-use crate::connection::OutBuffer;
-use crate::executor::WriteMode;
-use crate::frontend::{
+use ringkv_frontend::connection::OutBuffer;
+use ringkv_frontend::executor::WriteMode;
+use ringkv_frontend::frontend::{
     AGAIN_CLIENT_ACCEPTS, AGAIN_COMPLETIONS, AGAIN_PEER_ACCEPTS, ConnectionKind, Frontend,
     READ_CHUNK_BYTES, REFUSAL, TICK_MS, Transport,
 };
-use crate::settings::Settings;
+use ringkv_frontend::settings::Settings;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use ringkv_core::version::NodeId;
@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use crate::frontend::ServerError;
+pub use ringkv_frontend::frontend::ServerError;
 
 const CLIENT_LISTENER: Token = Token(0);
 const PEER_LISTENER: Token = Token(1);
@@ -114,7 +114,7 @@ impl Server {
             }
         };
         let bind = |address: SocketAddr| -> Result<TcpListener, ServerError> {
-            let listener = crate::frontend::bind_listener(address)?;
+            let listener = ringkv_frontend::frontend::bind_listener(address)?;
             listener.set_nonblocking(true)?;
             Ok(TcpListener::from_std(listener))
         };

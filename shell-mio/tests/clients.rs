@@ -206,7 +206,7 @@ fn past_the_connection_limit_new_connections_are_refused_cleanly(binary: Binary)
     drop(held);
     // And once they leave, new clients get in again.
     assert!(support::eventually(Duration::from_secs(5), || {
-        ringkv_mio::dev::answers_ping(address)
+        ringkv_frontend::dev::answers_ping(address)
     }));
 }
 

@@ -6,7 +6,7 @@ mod support;
 use ringkv_client::Reply;
 use ringkv_core::version::NodeId;
 use ringkv_core::wire::{Message, encode_frame};
-use ringkv_mio::dev;
+use ringkv_frontend::dev;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;

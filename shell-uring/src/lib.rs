@@ -3,7 +3,7 @@
 //! Single responsibility: the io_uring event loop. Everything that is not the loop
 //! (the frontend with the core node and every connection's protocol state, the clock,
 //! configuration and CLI, the storage executor, connection buffers) comes from
-//! `ringkv_mio`, so the two binaries behave the same and share one copy of that code.
+//! `ringkv_frontend`, so the two binaries behave the same and share one copy of that code.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)

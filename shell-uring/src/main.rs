@@ -10,7 +10,7 @@ fn main() -> ExitCode {
         eprintln!("ringkv-node-uring: {unavailable}");
         return ExitCode::FAILURE;
     }
-    ringkv_mio::launch::main("ringkv-node-uring", |settings, node_id, seed| {
+    ringkv_frontend::launch::main("ringkv-node-uring", |settings, node_id, seed| {
         Server::start(settings, node_id, seed)?.run()?;
         Ok(())
     })

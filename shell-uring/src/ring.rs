@@ -16,7 +16,7 @@
 
 use crate::buffers::{BUFFER_GROUP, BufferRing};
 use io_uring::{IoUring, opcode, squeue, types};
-use ringkv_mio::executor::WriteRound;
+use ringkv_frontend::executor::WriteRound;
 use std::collections::VecDeque;
 use std::io;
 use std::net::TcpStream;

@@ -15,7 +15,7 @@
 //!   single-shot into per-connection buffers otherwise; **sends** own the bytes they
 //!   carry ([`crate::transport`], [`crate::buffers`]).
 //! - **Storage writes** go through the ring too: at the end of each iteration every
-//!   store's waiting writes become one round ([`ringkv_mio::executor::WriteRound`],
+//!   store's waiting writes become one round ([`ringkv_frontend::executor::WriteRound`],
 //!   the storage engine's split API), submitted as a write and, when the durability
 //!   mode acknowledges only synced writes, an `fdatasync` linked after it; the sync's
 //!   completion commits the round and completes its operations. One round per store is
@@ -36,12 +36,12 @@ use crate::ring::{Completed, Listener, Operation, Ring};
 use crate::transport::{Event, UringStream, UringTransport};
 use ringkv_core::Instant;
 use ringkv_core::version::NodeId;
-use ringkv_mio::executor::{RoundFailure, WriteMode};
-use ringkv_mio::frontend::{
+use ringkv_frontend::executor::{RoundFailure, WriteMode};
+use ringkv_frontend::frontend::{
     AGAIN_CLIENT_ACCEPTS, AGAIN_COMPLETIONS, AGAIN_PEER_ACCEPTS, COMPLETIONS_PER_WAKEUP,
     ConnectionKind, Frontend, REFUSAL, ServerError, TICK_MS, bind_listener,
 };
-use ringkv_mio::settings::Settings;
+use ringkv_frontend::settings::Settings;
 use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::net::UnixStream;

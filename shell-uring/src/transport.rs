@@ -15,8 +15,8 @@
 //! frontend. At most one receive and one send are in flight per connection.
 
 use crate::ring::{Operation, Ring, SocketAddress};
-use ringkv_mio::connection::OutBuffer;
-use ringkv_mio::frontend::Transport;
+use ringkv_frontend::connection::OutBuffer;
+use ringkv_frontend::frontend::Transport;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::rc::Rc;

@@ -8,7 +8,7 @@ use ringkv_bench::keys::KeyChooser;
 use ringkv_bench::load::report::Results;
 use ringkv_bench::load::run::{Length, Plan, Protocol, run};
 use ringkv_bench::load::workload::{Mix, ValueSize, Workload, parse_distribution};
-use ringkv_mio::dev::{self, ProcessCluster};
+use ringkv_frontend::dev::{self, ProcessCluster};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;

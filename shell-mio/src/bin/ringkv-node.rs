@@ -5,7 +5,7 @@ use ringkv_mio::server::Server;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    ringkv_mio::launch::main("ringkv-node", |settings, node_id, seed| {
+    ringkv_frontend::launch::main("ringkv-node", |settings, node_id, seed| {
         Server::start(settings, node_id, seed)?.run()?;
         Ok(())
     })

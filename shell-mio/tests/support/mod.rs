@@ -12,7 +12,7 @@
 
 use ringkv_client::{Client, Reply};
 use ringkv_core::version::NodeId;
-use ringkv_mio::dev::{self, LaunchOptions, ProcessCluster};
+use ringkv_frontend::dev::{self, LaunchOptions, ProcessCluster};
 use ringkv_tests::reliability::proxy::{ProxyNetwork, ProxySpec};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;

@@ -1,6 +1,6 @@
 //! The half of a node both binaries share: the core [`Node`], the storage executor,
 //! and everything between them and the connections, whatever moves the bytes. An
-//! event loop (mio in [`crate::server`], io_uring in `ringkv-uring`) owns the sockets'
+//! event loop (mio in `ringkv-mio`, io_uring in `ringkv-uring`) owns the sockets'
 //! readiness or completions and calls in here with bytes read and connections opened;
 //! [`Transport`] is what this half asks of it (register, connect, write, close).
 //!
