@@ -197,6 +197,19 @@ impl VersionSet {
         }
     }
 
+    /// True when `node`'s entry holds a live value whose dot `context` does not cover:
+    /// a sibling a client with that context was never shown. A write by `node` with
+    /// that context would get a dot above it, and no version vector can name the
+    /// write without naming that sibling too (see `VersionVector::with_dot`).
+    pub fn has_unseen_values(&self, node: NodeId, context: &VersionVector) -> bool {
+        self.entries
+            .binary_search_by_key(&node, |entry| entry.node)
+            .is_ok_and(|index| {
+                let entry = &self.entries[index];
+                !entry.values.is_empty() && entry.counter > context.counter_of(node)
+            })
+    }
+
     /// The counter of `node`'s entry in the clock (0: none).
     pub fn counter_of(&self, node: NodeId) -> u64 {
         self.entries
@@ -561,6 +574,30 @@ impl VersionVector {
     /// (node, counter) pairs, sorted by node.
     pub fn entries(&self) -> &[(NodeId, u64)] {
         &self.entries
+    }
+
+    /// How many of `node`'s events this context covers (0: none).
+    pub fn counter_of(&self, node: NodeId) -> u64 {
+        self.entries
+            .binary_search_by_key(&node, |(n, _)| *n)
+            .map_or(0, |index| self.entries[index].1)
+    }
+
+    /// This context plus the event `dot`: the token a write made with this context
+    /// returns. It names exactly what the context named and the write, provided every
+    /// dot of `dot.node` between the context's counter and `dot` is dead where the
+    /// write was minted (the minting replica checks with
+    /// [`VersionSet::has_unseen_values`]); a dead dot is superseded on every replica
+    /// once repair runs, so covering it costs no write.
+    pub fn with_dot(mut self, dot: Dot) -> VersionVector {
+        match self.entries.binary_search_by_key(&dot.node, |(n, _)| *n) {
+            Ok(index) => {
+                let counter = &mut self.entries[index].1;
+                *counter = (*counter).max(dot.counter);
+            }
+            Err(index) => self.entries.insert(index, (dot.node, dot.counter)),
+        }
+        self
     }
 
     /// True when `self` has seen every event `other` has.

@@ -160,28 +160,6 @@ fn ignoring_the_request_bound_is_seen() {
 }
 
 #[test]
-fn reaping_without_its_checks_brings_deleted_values_back() {
-    caught("reap unconfirmed", 1, |p| {
-        p.sabotage = Sabotage {
-            reap_unconfirmed: true,
-            ..Sabotage::default()
-        };
-        p.nodes = p.nodes.max(3);
-        p.replicas = 3;
-        p.read_quorum = p.read_quorum.min(3);
-        p.write_quorum = 1;
-        p.keys = 3;
-        p.reap_interval_ms = 200;
-        p.faults = Faults {
-            partitions: true,
-            mean_interval_ms: 500,
-            max_down: 1,
-            ..Faults::default()
-        };
-    });
-}
-
-#[test]
 fn reaping_without_the_counter_floor_mints_a_dot_twice() {
     caught("reap without floor", 1, |p| {
         p.sabotage = Sabotage {

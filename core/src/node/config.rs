@@ -136,6 +136,9 @@ pub struct Sabotage {
     pub reap_unconfirmed: bool,
     /// Reaping keeps no counter floor, and mints start at counter 1 again.
     pub reap_without_floor: bool,
+    /// The token a write returns is the minting replica's whole merged clock (it
+    /// covers concurrent siblings the writer was never shown).
+    pub merged_clock_token: bool,
 }
 
 /// A configuration that cannot work.

@@ -497,7 +497,7 @@ impl Node {
                 .filter_map(|(key, record)| {
                     // A record that does not decode is never reaped.
                     let versions = VersionSet::decode(record, bounds).ok()?;
-                    let counter = versions.counter_of(writer);
+                    let counter = super::writer::lanes_counter(&versions, writer);
                     Some((key.clone(), entry_hash(key, record), counter))
                 }),
         );
@@ -686,7 +686,7 @@ impl Node {
         let Ok(versions) = VersionSet::decode(record, self.config.version_bounds) else {
             return false;
         };
-        self.floor_covers(versions.counter_of(self.writer_id()))
+        self.floor_covers(super::writer::lanes_counter(&versions, self.writer_id()))
     }
 
     /// A replica comparing a reaping offer: raises its floor now over the tombstones it
@@ -697,7 +697,7 @@ impl Node {
         let highest = records
             .filter(|record| VersionSet::record_is_deleted(record))
             .filter_map(|record| VersionSet::decode(record, bounds).ok())
-            .map(|versions| versions.counter_of(writer))
+            .map(|versions| super::writer::lanes_counter(&versions, writer))
             .max();
         if let Some(highest) = highest {
             self.floor_covers(highest);

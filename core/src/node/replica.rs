@@ -11,7 +11,7 @@ use super::locks::{Enqueued, LocksFull};
 use super::{Completion, Node, RequestError, StorageFailure};
 use crate::placement::key_hash;
 use crate::slab::{Slab, SlotId};
-use crate::version::{NodeId, Value, VersionSet, VersionVector};
+use crate::version::{Dot, NodeId, Value, VersionSet, VersionVector};
 use crate::wire::{Message, ReplicaStatus};
 use core::time::Duration;
 
@@ -648,13 +648,25 @@ impl Node {
             Some(context) => context,
             None => current.join(),
         };
-        let writer = write.writer;
+        let epoch_writer = write.writer;
+        let writer = self.lane_for(epoch_writer, &context, &current);
         let minted = VersionSet::update_above(
             VersionSet::from_context(&context, spec.value),
             &current,
             writer,
             floor,
         );
+        // The token names the context and this write only (never a sibling the
+        // writer was not shown: the lane holds none above the context).
+        let dot = Dot {
+            node: writer,
+            counter: minted.counter_of(writer),
+        };
+        let reply_context = if self.sabotage().merged_clock_token {
+            minted.join()
+        } else {
+            context.with_dot(dot)
+        };
         if minted.sibling_count() > bounds.siblings_max
             || minted.clock_size() > bounds.coordinators_max
         {
@@ -675,7 +687,7 @@ impl Node {
         let new = tree_change_pending(&self.tasks, token)
             .then(|| TreeEntry::of(&slot.key, &write.versions));
         note_tree_write(&mut self.tasks, token, new);
-        self.write_minted(request, minted.join());
+        self.write_minted(request, reply_context);
         match queued {
             Ok(()) => {
                 if self.sabotage().ack_before_durable {

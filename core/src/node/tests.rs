@@ -454,6 +454,73 @@ fn concurrent_writes_become_siblings_and_a_context_write_supersedes_them() {
     assert_eq!(harness.last_reply(), "$4\r\nboth\r\n");
 }
 
+/// The bulk string a VSET or VDEL answered: its token.
+fn token_of(reply: &str) -> String {
+    assert!(reply.starts_with('$'), "a token: {reply}");
+    reply.split("\r\n").nth(1).unwrap().to_string()
+}
+
+#[test]
+fn the_token_a_write_returns_never_covers_a_sibling_its_writer_was_not_shown() {
+    // The cart: two writers start from the same (empty) context; each writes
+    // again with the token its first write returned. Neither may erase the other's
+    // write, which it never saw; each must supersede its own.
+    let mut harness = Harness::new(3, |c| c.write_quorum_default = 3);
+    let key = b"cart";
+    let vset = |harness: &mut Harness, node: usize, context: &str, value: &[u8]| {
+        harness.send(
+            node,
+            Command::VSet {
+                key,
+                context: context.as_bytes(),
+                value,
+                write_quorum: None,
+            },
+        );
+        harness.settle();
+        token_of(&harness.last_reply())
+    };
+    let token_a = vset(&mut harness, 0, "", b"from-A");
+    let token_b = vset(&mut harness, 2, "", b"from-B");
+    for index in 0..3 {
+        let stored = harness.stored(index, key).unwrap();
+        assert_eq!(values(&stored), [b"from-A".to_vec(), b"from-B".to_vec()]);
+    }
+    vset(&mut harness, 2, &token_b, b"from-B-2");
+    for index in 0..3 {
+        assert_eq!(
+            values(&harness.stored(index, key).unwrap()),
+            [b"from-A".to_vec(), b"from-B-2".to_vec()],
+            "node {index}: from-A was acknowledged and never shown to B"
+        );
+    }
+    let token_a2 = vset(&mut harness, 1, &token_a, b"from-A-2");
+    for index in 0..3 {
+        assert_eq!(
+            values(&harness.stored(index, key).unwrap()),
+            [b"from-A-2".to_vec(), b"from-B-2".to_vec()],
+        );
+    }
+    // A chain of writes, each with the token of the one before, keeps one sibling.
+    let mut token = token_a2;
+    for round in 0..5 {
+        token = vset(
+            &mut harness,
+            round % 3,
+            &token,
+            format!("A-{round}").as_bytes(),
+        );
+    }
+    assert_eq!(
+        values(&harness.stored(0, key).unwrap()),
+        [b"A-4".to_vec(), b"from-B-2".to_vec()]
+    );
+    assert!(
+        harness.stored(0, key).unwrap().clock_size() <= 3 * 4,
+        "lanes bound the clock"
+    );
+}
+
 #[test]
 fn a_read_repairs_the_replica_that_answered_with_less() {
     let mut harness = Harness::new(3, |c| c.write_quorum_default = 2);

@@ -39,6 +39,21 @@
 //! dots it no longer remembers, so the current epoch mints nothing more: writes get
 //! one-shot ids until a new epoch is durable.
 //!
+//! # Lanes: the token a write returns names only what its writer saw
+//!
+//! A write's reply token is its context plus its own dot (`VersionVector::with_dot`).
+//! A version vector names a prefix of each writer's dots, so when the writer's entry
+//! already holds a live sibling the context did not cover (a concurrent write this
+//! node minted for another client), a token naming the new dot would name that
+//! sibling too, and the next write with the token would erase it unseen. So each
+//! writer id has [`WRITER_LANES`] lanes: lane 0 is the writer id itself, the others
+//! ids derived from it (with [`EPOCH_WRITER_BIT`] set, so never a member's), minted
+//! only by this node, under the same epoch rules. A write takes the first lane whose
+//! live values its context all covers; in the usual case (no unseen concurrent
+//! sibling) that is lane 0 and the clock gains nothing. When every lane holds an
+//! unseen sibling the write takes a one-shot id, like a stand-in's. The counter floor
+//! covers every lane.
+//!
 //! Deletes queued before an epoch change stay safe: a handoff deletes a key only if its
 //! record is still the one its new replicas confirmed, and any dot minted since changed
 //! that record.
@@ -49,7 +64,7 @@ use super::coordinator::Task;
 use super::{Space, StorageFailure};
 use crate::bytes::{PutBytes, Reader};
 use crate::slab::SlotId;
-use crate::version::NodeId;
+use crate::version::{NodeId, VersionSet, VersionVector};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 /// The `Meta` key of the writer epoch record.
@@ -129,6 +144,27 @@ pub(crate) fn epoch_writer(node: NodeId, epoch: u64) -> NodeId {
         return node;
     }
     NodeId(EPOCH_WRITER_BIT | (xxh3_64_with_seed(&node.0.to_le_bytes(), epoch) >> 2))
+}
+
+/// Ids per writer that a write may be minted under (see the module docs).
+pub(crate) const WRITER_LANES: u64 = 4;
+
+/// Lane `lane` of `writer`: lane 0 is the writer itself.
+pub(crate) fn writer_lane(writer: NodeId, lane: u64) -> NodeId {
+    if lane == 0 {
+        return writer;
+    }
+    const LANE_SEED: u64 = 0x6c61_6e65_0000_0000; // "lane"
+    NodeId(EPOCH_WRITER_BIT | (xxh3_64_with_seed(&writer.0.to_le_bytes(), LANE_SEED | lane) >> 2))
+}
+
+/// The highest counter any lane of `writer` has in `versions`: what a reap of the
+/// record makes this node forget, so what the counter floor must cover.
+pub(crate) fn lanes_counter(versions: &VersionSet, writer: NodeId) -> u64 {
+    (0..WRITER_LANES)
+        .map(|lane| versions.counter_of(writer_lane(writer, lane)))
+        .max()
+        .unwrap_or(0)
 }
 
 /// The node's writer epoch state.
@@ -234,6 +270,28 @@ impl Node {
                 NodeId(super::STAND_IN_WRITER_BIT | (self.rng.next_u64() >> 1))
             }
         }
+    }
+
+    /// The id a write made with `context` is minted under against `current`, given
+    /// `writer` from [`Node::writer_for`]: its first lane holding no live value the
+    /// context did not cover, else a one-shot id (see the module docs). A one-shot or
+    /// stand-in id is used as it is: it is new to every clock.
+    pub(crate) fn lane_for(
+        &mut self,
+        writer: NodeId,
+        context: &VersionVector,
+        current: &VersionSet,
+    ) -> NodeId {
+        if writer.0 & super::STAND_IN_WRITER_BIT != 0 {
+            return writer;
+        }
+        let lane = (0..WRITER_LANES)
+            .map(|lane| writer_lane(writer, lane))
+            .find(|&id| !current.has_unseen_values(id, context));
+        lane.unwrap_or_else(|| {
+            self.writer.one_shot_writes += 1;
+            NodeId(super::STAND_IN_WRITER_BIT | (self.rng.next_u64() >> 1))
+        })
     }
 
     /// The data store lost records this node made durable: the current epoch mints no
