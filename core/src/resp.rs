@@ -6,9 +6,12 @@
 //!   inline line (`GET k\r\n`, what a person types over telnet). It borrows the
 //!   arguments from the buffer, so pipelined input is parsed in place, one request per
 //!   call, and it never allocates.
-//! - Every length is checked against [`RespLimits`] before it is used: a bulk string over
-//!   the bound or an array longer than allowed is a protocol error, answered with a
-//!   RESP error before the connection is closed, never an allocation.
+//! - Every length is checked against [`RespLimits`] before it is used, never an
+//!   allocation. A bulk string over the size bound but under Redis's protocol maximum
+//!   (512 MiB) is [`Parsed::TooLarge`]: the caller answers that request with an error
+//!   and drops its bytes as they arrive ([`Skip`]), without buffering them, and the
+//!   connection stays usable. Past the protocol maximum, an array longer than allowed,
+//!   or malformed framing is a protocol error, answered before the connection closes.
 //! - [`Command::parse`] turns arguments into a typed command; [`CommandError`] renders
 //!   the errors Redis users expect (`-ERR unknown command ...`).
 //! - The `write_*` functions append replies to a caller-owned buffer.
@@ -27,6 +30,10 @@ pub struct RespLimits {
     pub arguments_max: usize,
     /// Longest inline request line.
     pub inline_size_bytes_max: usize,
+    /// Longest bulk string whose request is skipped with an error (the connection
+    /// stays open); past it the length is a protocol error (Redis's
+    /// `proto-max-bulk-len`, 512 MiB).
+    pub bulk_skip_bytes_max: usize,
 }
 
 impl Default for RespLimits {
@@ -35,6 +42,7 @@ impl Default for RespLimits {
             bulk_size_bytes_max: crate::limits::VALUE_SIZE_BYTES_MAX + 64 * 1024,
             arguments_max: 1024,
             inline_size_bytes_max: 64 * 1024,
+            bulk_skip_bytes_max: 512 << 20,
         }
     }
 }
@@ -55,6 +63,65 @@ pub enum Parsed<'a> {
         consumed: usize,
         arguments: Arguments<'a>,
     },
+    /// A request with a bulk string of `size_bytes`, over the size bound: answer it
+    /// with an error, drop its first `consumed` bytes, then drop the rest of it with
+    /// `skip` as it arrives.
+    TooLarge {
+        consumed: usize,
+        size_bytes: usize,
+        skip: Skip,
+    },
+}
+
+/// The rest of a request being dropped (see [`Parsed::TooLarge`]): bytes left of the
+/// current bulk string (its CRLF included), then whole bulk strings left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Skip {
+    bytes_left: u64,
+    bulks_left: u64,
+}
+
+impl Skip {
+    /// True once the whole request was dropped.
+    pub fn is_done(&self) -> bool {
+        self.bytes_left == 0 && self.bulks_left == 0
+    }
+
+    /// Drops what of the request `input` holds; returns how many bytes it used. A
+    /// bulk length that is malformed or past the protocol maximum is an error (close
+    /// the connection, as for [`Parsed::Invalid`]).
+    pub fn advance(&mut self, input: &[u8], limits: RespLimits) -> Result<usize, &'static str> {
+        let mut used = 0;
+        loop {
+            let available = (input.len() - used) as u64;
+            let dropped = self.bytes_left.min(available);
+            self.bytes_left -= dropped;
+            used += dropped as usize;
+            if self.bytes_left > 0 || self.bulks_left == 0 {
+                return Ok(used);
+            }
+            match input.get(used) {
+                None => return Ok(used),
+                Some(b'$') => {}
+                Some(_) => return Err("expected '$' for a bulk string"),
+            }
+            let Some((length_line, data_start)) = line(input, used + 1) else {
+                return match incomplete_unless_too_long(&input[used..], 32, "") {
+                    Parsed::Incomplete => Ok(used),
+                    _ => Err("invalid bulk length"),
+                };
+            };
+            let length = match parse_length(length_line) {
+                Some(length) if length >= 0 && length as usize <= limits.bulk_skip_bytes_max => {
+                    length as u64
+                }
+                _ => return Err("invalid bulk length"),
+            };
+            used = data_start;
+            self.bulks_left -= 1;
+            self.bytes_left = length + 2;
+        }
+    }
 }
 
 /// Parses one request from the start of `input`.
@@ -106,7 +173,7 @@ fn parse_multibulk(input: &[u8], limits: RespLimits) -> Parsed<'_> {
         return Parsed::Invalid("too many arguments in a request");
     }
     let mut arguments = Arguments::new();
-    for _ in 0..count {
+    for index in 0..count {
         match input.get(position) {
             None => return Parsed::Incomplete,
             Some(b'$') => {}
@@ -119,8 +186,18 @@ fn parse_multibulk(input: &[u8], limits: RespLimits) -> Parsed<'_> {
             Some(length) if length >= 0 => length as usize,
             _ => return Parsed::Invalid("invalid bulk length"),
         };
+        if length > limits.bulk_skip_bytes_max {
+            return Parsed::Invalid("invalid bulk length");
+        }
         if length > limits.bulk_size_bytes_max {
-            return Parsed::Invalid("bulk string over the size limit");
+            return Parsed::TooLarge {
+                consumed: data_start,
+                size_bytes: length,
+                skip: Skip {
+                    bytes_left: length as u64 + 2,
+                    bulks_left: (count - index - 1) as u64,
+                },
+            };
         }
         let data_end = data_start + length;
         if input.len() < data_end + 2 {
@@ -461,16 +538,38 @@ pub fn fuzz_requests(data: &[u8]) {
         bulk_size_bytes_max: 4096,
         arguments_max: 16,
         inline_size_bytes_max: 256,
+        bulk_skip_bytes_max: 1 << 20,
     };
     let mut input = data;
-    while let Parsed::Request {
-        consumed,
-        arguments,
-    } = parse_request(input, limits)
-    {
-        assert!(consumed > 0 && consumed <= input.len());
-        let _ = Command::parse(&arguments);
-        input = &input[consumed..];
+    loop {
+        match parse_request(input, limits) {
+            Parsed::Request {
+                consumed,
+                arguments,
+            } => {
+                assert!(consumed > 0 && consumed <= input.len());
+                let _ = Command::parse(&arguments);
+                input = &input[consumed..];
+            }
+            Parsed::TooLarge {
+                consumed,
+                size_bytes,
+                mut skip,
+            } => {
+                assert!(size_bytes > limits.bulk_size_bytes_max && consumed <= input.len());
+                input = &input[consumed..];
+                let Ok(used) = skip.advance(input, limits) else {
+                    return;
+                };
+                assert!(used <= input.len());
+                input = &input[used..];
+                if !skip.is_done() {
+                    assert!(input.len() < 64, "a skip stops only for want of bytes");
+                    return;
+                }
+            }
+            Parsed::Incomplete | Parsed::Invalid(_) => return,
+        }
     }
 }
 
@@ -529,10 +628,10 @@ mod tests {
     #[test]
     fn oversize_and_malformed_input_is_a_protocol_error_before_any_allocation() {
         let limits = RespLimits::default();
-        let huge = format!("*1\r\n${}\r\n", limits.bulk_size_bytes_max + 1);
+        let huge = format!("*1\r\n${}\r\n", limits.bulk_skip_bytes_max + 1);
         let long_inline = vec![b'a'; limits.inline_size_bytes_max + 1];
         let cases: [(&[u8], &str); 8] = [
-            (huge.as_bytes(), "bulk string over the size limit"),
+            (huge.as_bytes(), "invalid bulk length"),
             (b"*99999\r\n", "too many arguments in a request"),
             (b"*x\r\n", "invalid multibulk length"),
             (b"*1\r\n:3\r\n", "expected '$' for a bulk string"),
@@ -548,6 +647,43 @@ mod tests {
                 "{reason}"
             );
         }
+    }
+
+    #[test]
+    fn an_oversize_bulk_is_skipped_as_it_arrives_and_the_next_request_parses() {
+        let limits = RespLimits {
+            bulk_size_bytes_max: 8,
+            ..RespLimits::default()
+        };
+        let mut input = b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$20\r\n".to_vec();
+        input.extend_from_slice(&[b'v'; 20]);
+        input.extend_from_slice(b"\r\n$2\r\nEX\r\nPING\r\n");
+        let Parsed::TooLarge {
+            consumed,
+            size_bytes,
+            mut skip,
+        } = parse_request(&input, limits)
+        else {
+            panic!("an oversize bulk is TooLarge");
+        };
+        assert_eq!(size_bytes, 20);
+        // The rest arrives a few bytes at a time; each piece is dropped as it comes.
+        let (mut position, mut arrived) = (consumed, consumed);
+        while !skip.is_done() {
+            assert!(arrived < input.len(), "the skip ends within the request");
+            arrived = (arrived + 3).min(input.len());
+            position += skip.advance(&input[position..arrived], limits).unwrap();
+        }
+        assert_eq!(
+            &input[position..],
+            b"PING\r\n",
+            "the next request is intact"
+        );
+        let mut skip_bad = Skip {
+            bytes_left: 0,
+            bulks_left: 1,
+        };
+        assert!(skip_bad.advance(b"$999999999999\r\n", limits).is_err());
     }
 
     #[test]

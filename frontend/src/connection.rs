@@ -165,14 +165,14 @@ impl<K> Pipeline<K> {
         mut out: impl FnMut(&[u8]),
     ) -> Option<(K, bool)>
     where
-        K: Copy,
+        K: Clone,
     {
         let index = usize::try_from(tag.checked_sub(self.first_tag)?).ok()?;
         let waiting = self.waiting.get_mut(index)?;
         if waiting.reply.is_some() {
             return None;
         }
-        let kind = waiting.kind;
+        let kind = waiting.kind.clone();
         if index > 0 {
             waiting.reply = Some(reply.to_vec());
             waiting.close = close;

@@ -5,12 +5,13 @@
 //! [`Transport`] is what this half asks of it (register, connect, write, close).
 //!
 //! # Connections
-//! - **Clients** (RESP): requests are parsed in place from the connection's read
-//!   buffer, handed to the core with a tag, and the replies put back in request order
-//!   ([`Pipeline`]). INFO is answered here: the core's sections plus latency, clients
-//!   and storage. Malformed RESP gets `-ERR Protocol error: ...` and the connection
-//!   closes once that is written. Past `connections_max`, a new connection gets
-//!   `-ERR max number of clients reached` and is closed.
+//! - **Clients** (RESP): each connection's [`Session`] parses requests in place from
+//!   its read buffer and decides what a client observes (reply order, per-connection
+//!   command order, AUTH/HELLO, refused transactions, oversize requests, protocol
+//!   errors; see [`crate::session`]); what it lets run goes to the core with a tag.
+//!   INFO is answered here: the core's sections plus latency, clients and storage.
+//!   Past `connections_max`, a new connection gets `-ERR max number of clients
+//!   reached` and is closed.
 //! - **Peers**: connections are one-way. A node sends to a peer on its own outbound
 //!   connection, which starts with a `Hello` naming the sender, and receives on the
 //!   connections peers opened to it. An outbound connection coming up is `PeerUp` for
@@ -41,13 +42,14 @@
 //! what is buffered, syncs its stores and exits 0. A second signal exits at once.
 
 use crate::clock::Clock;
-use crate::connection::{OutBuffer, Pipeline};
+use crate::connection::OutBuffer;
 use crate::executor::{Done, Executor, StoreSizes, WriteMode};
-use crate::metrics::{CommandKind, Metrics};
+use crate::metrics::Metrics;
+use crate::session::{Session, SessionLimits, Step};
 use crate::settings::Settings;
 use ringkv_core::Instant;
 use ringkv_core::node::{Action, ClientId, Input, Node, NodeIdentity};
-use ringkv_core::resp::{self, Command, Parsed, RespLimits};
+use ringkv_core::resp::{self, Command, RespLimits};
 use ringkv_core::version::NodeId;
 use ringkv_core::wire::{self, FrameError, Message, WireLimits};
 use std::collections::HashMap;
@@ -197,15 +199,9 @@ struct ClientConnection<S> {
     generation: u32,
     read: Vec<u8>,
     out: OutBuffer,
-    pipeline: Pipeline<(CommandKind, Instant)>,
+    session: Session,
     /// Close once `out` is written (QUIT, a protocol error).
     closing: bool,
-    /// Reading paused: the pipeline is full.
-    paused: bool,
-    /// The client switched to RESP3 with `HELLO 3` (see [`hello`]).
-    resp3: bool,
-    /// It gave the password (`--requirepass`), or none is needed.
-    authenticated: bool,
 }
 
 #[derive(Debug)]
@@ -267,6 +263,8 @@ struct Io<T: Transport> {
     cluster_id: u64,
     wire_limits: WireLimits,
     resp_limits: RespLimits,
+    /// The node's value bound, for the error an oversize request gets.
+    value_size_bytes_max: usize,
     connections: Vec<Option<Connection<T::Stream>>>,
     generations: Vec<u32>,
     free: Vec<usize>,
@@ -306,6 +304,8 @@ pub struct Frontend<T: Transport> {
     node: Node,
     io: Io<T>,
     shutdown_at: Option<Instant>,
+    /// When the next interval sync is due (interval durability only).
+    sync_at: Option<Instant>,
 }
 
 impl<T: Transport> std::fmt::Debug for Frontend<T> {
@@ -354,6 +354,7 @@ impl<T: Transport> Frontend<T> {
         config.requests_max = config.requests_max.max(1);
         let cluster_id = config.cluster_id;
         let now = clock.now();
+        let value_size_bytes_max = config.value_size_bytes_max;
         let mut node = Node::new(config, NodeIdentity { id: node_id }, seed, now)
             .map_err(ServerError::Config)?;
         let corrupt = executor.data_stats().corrupt_records;
@@ -377,6 +378,7 @@ impl<T: Transport> Frontend<T> {
             cluster_id,
             wire_limits,
             resp_limits: RespLimits::default(),
+            value_size_bytes_max,
             connections: Vec::new(),
             generations: Vec::new(),
             free: Vec::new(),
@@ -396,10 +398,17 @@ impl<T: Transport> Frontend<T> {
             compaction_note: "idle".to_owned(),
             settings,
         };
+        let sync_at = match io.settings.durability {
+            ringkv_storage::Durability::Interval { interval_ms } => {
+                Some(io.clock.now() + Duration::from_millis(u64::from(interval_ms)))
+            }
+            _ => None,
+        };
         let mut frontend = Frontend {
             node,
             io,
             shutdown_at: None,
+            sync_at,
         };
         frontend.drain();
         Ok(frontend)
@@ -438,9 +447,12 @@ impl<T: Transport> Frontend<T> {
         &mut self.io.transport
     }
 
-    /// When the core next wants [`Frontend::timeouts`].
+    /// When the core (or the interval sync) next wants [`Frontend::timeouts`].
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.node.poll_timeout()
+        match (self.node.poll_timeout(), self.sync_at) {
+            (Some(node), Some(sync)) => Some(node.min(sync)),
+            (node, sync) => node.or(sync),
+        }
     }
 
     /// Work left for the next iteration, which must then not sleep.
@@ -457,9 +469,19 @@ impl<T: Transport> Frontend<T> {
         self.io.again.push(index);
     }
 
-    /// Hands the core its expired deadlines.
+    /// Hands the core its expired deadlines, and starts the interval sync when due
+    /// (`--durability interval:<ms>`: acknowledged writes reach the disk at most that
+    /// long after they were written, plus the sync's own time).
     pub fn timeouts(&mut self) {
         let now = self.io.clock.now();
+        if let (Some(at), ringkv_storage::Durability::Interval { interval_ms }) =
+            (self.sync_at, self.io.settings.durability)
+        {
+            if now >= at {
+                self.io.executor.sync();
+                self.sync_at = Some(now + Duration::from_millis(u64::from(interval_ms)));
+            }
+        }
         if self
             .node
             .poll_timeout()
@@ -576,12 +598,6 @@ impl<T: Transport> Frontend<T> {
         let second = ticks % (1_000 / TICK_MS) == 0;
         if second {
             self.io.metrics.tick_second();
-            if matches!(
-                self.io.settings.durability,
-                ringkv_storage::Durability::Interval { .. }
-            ) {
-                self.io.executor.sync();
-            }
         }
         self.io.abandon_slow_connects();
         let wanted = second || self.io.compaction_active;
@@ -604,11 +620,9 @@ impl<T: Transport> Frontend<T> {
             generation: 0, // set by `insert`
             read: Vec::new(),
             out: OutBuffer::default(),
-            pipeline: Pipeline::default(),
+            // The id HELLO reports is set by `insert`, with the generation.
+            session: Session::new(0, io.settings.requirepass.is_none()),
             closing: false,
-            paused: false,
-            resp3: false,
-            authenticated: io.settings.requirepass.is_none(),
         });
         if io.insert(connection).is_some() {
             io.clients += 1;
@@ -723,12 +737,12 @@ impl<T: Transport> Frontend<T> {
         self.parse_requests(index);
         let paused = matches!(
             self.io.connections.get(index),
-            Some(Some(Connection::Client(c))) if c.paused
+            Some(Some(Connection::Client(c))) if c.session.is_paused()
         );
         if closed {
             let done = matches!(
                 self.io.connections.get(index),
-                Some(Some(Connection::Client(c))) if c.pipeline.is_empty() && c.out.is_empty()
+                Some(Some(Connection::Client(c))) if c.session.is_idle() && c.out.is_empty()
             );
             if done {
                 self.io.close(index);
@@ -745,131 +759,57 @@ impl<T: Transport> Frontend<T> {
             return;
         };
         let mut buffer = std::mem::take(&mut client.read);
-        let generation = client.generation;
-        let id = client_id(index, generation);
+        let id = client_id(index, client.generation);
+        let mut reply = std::mem::take(&mut self.io.scratch);
         let mut consumed = 0;
-        loop {
-            let Some(Some(Connection::Client(client))) = self.io.connections.get_mut(index) else {
-                return; // closed meanwhile
+        // Until the session waits, or the connection was closed meanwhile.
+        while let Some(Some(Connection::Client(client))) = self.io.connections.get_mut(index) {
+            let now = self.io.clock.now();
+            let limits = SessionLimits {
+                resp: self.io.resp_limits,
+                read_buffer_bytes_max: self.io.resp_limits.bulk_size_bytes_max + READ_CHUNK_BYTES,
+                value_size_bytes_max: self.io.value_size_bytes_max,
+                password: self.io.settings.requirepass.as_deref(),
             };
-            if client.pipeline.is_full() {
-                client.paused = true;
-                break;
-            }
-            client.paused = false;
-            match resp::parse_request(&buffer[consumed..], self.io.resp_limits) {
-                Parsed::Incomplete => {
-                    let limit = self.io.resp_limits.bulk_size_bytes_max + READ_CHUNK_BYTES;
-                    if buffer.len() - consumed >= limit {
-                        self.io.metrics.protocol_errors += 1;
-                        self.reply_here(index, CommandKind::Other, true, |out| {
-                            resp::write_error(out, "ERR Protocol error: request too large")
-                        });
-                        consumed = buffer.len();
-                    }
-                    break;
-                }
-                Parsed::Invalid(reason) => {
+            let (used, step) = client
+                .session
+                .next(&buffer[consumed..], now, limits, &mut reply);
+            consumed += used;
+            match step {
+                Step::Wait => break,
+                Step::Replied { tag } => self.io.deliver(id, tag, &reply, false),
+                Step::Refused { tag } => {
                     self.io.metrics.protocol_errors += 1;
-                    log::debug!("client protocol error: {reason}");
-                    self.reply_here(index, CommandKind::Other, true, |out| {
-                        resp::write_error(out, &format!("ERR Protocol error: {reason}"))
-                    });
-                    consumed = buffer.len();
-                    break;
+                    self.io.deliver(id, tag, &reply, true);
                 }
-                Parsed::Request {
-                    consumed: used,
-                    arguments,
+                Step::Run {
+                    tag,
+                    command: Command::Info { section },
                 } => {
-                    consumed += used;
-                    if arguments.is_empty() {
-                        continue;
-                    }
-                    if arguments[0].eq_ignore_ascii_case(b"AUTH") {
-                        let result = auth(&arguments, self.io.settings.requirepass.as_deref());
-                        client.authenticated |= result.is_ok();
-                        self.reply_here(index, CommandKind::Other, false, |out| match result {
-                            Ok(()) => resp::write_simple(out, "OK"),
-                            Err(error) => resp::write_error(out, error),
-                        });
-                        continue;
-                    }
-                    if arguments[0].eq_ignore_ascii_case(b"HELLO") {
-                        let mut authenticated = client.authenticated;
-                        let required = self.io.settings.requirepass.as_deref();
-                        let (resp3, reply) =
-                            hello(&arguments, client.resp3, id.0, required, &mut authenticated);
-                        client.resp3 = resp3;
-                        client.authenticated = authenticated;
-                        self.reply_here(index, CommandKind::Other, false, |out| {
-                            out.extend_from_slice(&reply)
-                        });
-                        continue;
-                    }
-                    if !client.authenticated && !arguments[0].eq_ignore_ascii_case(b"QUIT") {
-                        self.reply_here(index, CommandKind::Other, false, |out| {
-                            resp::write_error(out, "NOAUTH Authentication required.")
-                        });
-                        continue;
-                    }
-                    match Command::parse(&arguments) {
-                        Err(error) => {
-                            let text = error.to_string();
-                            self.reply_here(index, CommandKind::Other, false, |out| {
-                                resp::write_error(out, &text)
-                            });
-                        }
-                        Ok(Command::Info { section }) => {
-                            let text = self.info(section);
-                            self.reply_here(index, CommandKind::Other, false, |out| {
-                                resp::write_bulk(out, text.as_bytes())
-                            });
-                        }
-                        Ok(command) => {
-                            let now = self.io.clock.now();
-                            let kind = CommandKind::of(&command);
-                            let tag = client.pipeline.start((kind, now));
-                            self.node.handle(
-                                now,
-                                Input::Client {
-                                    client: id,
-                                    tag,
-                                    timestamp_ms: wall_clock_ms(),
-                                    command,
-                                },
-                            );
-                            self.drain();
-                        }
-                    }
+                    let text = self.info(section);
+                    reply.clear();
+                    resp::write_bulk(&mut reply, text.as_bytes());
+                    self.io.deliver(id, tag, &reply, false);
+                }
+                Step::Run { tag, command } => {
+                    self.node.handle(
+                        now,
+                        Input::Client {
+                            client: id,
+                            tag,
+                            timestamp_ms: wall_clock_ms(),
+                            command,
+                        },
+                    );
+                    self.drain();
                 }
             }
         }
+        self.io.scratch = reply;
         buffer.drain(..consumed);
         if let Some(Some(Connection::Client(client))) = self.io.connections.get_mut(index) {
             client.read = buffer;
         }
-    }
-
-    /// A reply made by the shell itself (errors, INFO), in the request's turn.
-    fn reply_here(
-        &mut self,
-        index: usize,
-        kind: CommandKind,
-        close: bool,
-        write: impl FnOnce(&mut Vec<u8>),
-    ) {
-        let Some(Some(Connection::Client(client))) = self.io.connections.get_mut(index) else {
-            return;
-        };
-        let now = self.io.clock.now();
-        let tag = client.pipeline.start((kind, now));
-        let id = client_id(index, client.generation);
-        let mut scratch = std::mem::take(&mut self.io.scratch);
-        scratch.clear();
-        write(&mut scratch);
-        self.io.deliver(id, tag, &scratch, close);
-        self.io.scratch = scratch;
     }
 
     fn info(&self, section: Option<&[u8]>) -> String {
@@ -996,129 +936,6 @@ impl<T: Transport> Frontend<T> {
     }
 }
 
-/// The reply to a wrong user or password (Redis's text).
-const WRONG_PASSWORD: &str = "WRONGPASS invalid username-password pair or user is disabled.";
-
-/// Whether `user` (the default user when `None`) may log in with `password` when the
-/// node wants `required` (Redis's rules: one user, `default`; with no password set,
-/// the two-argument form accepts any password and the one-argument form is an error).
-fn check_password(
-    required: Option<&str>,
-    user: Option<&[u8]>,
-    password: &[u8],
-) -> Result<(), &'static str> {
-    if user.is_some_and(|user| user != b"default") {
-        return Err(WRONG_PASSWORD);
-    }
-    let Some(required) = required else {
-        return match user {
-            Some(_) => Ok(()),
-            None => Err(
-                "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
-            ),
-        };
-    };
-    // Compared in time independent of where the first difference is.
-    let differs = required.len() != password.len()
-        || required
-            .bytes()
-            .zip(password)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            != 0;
-    if differs { Err(WRONG_PASSWORD) } else { Ok(()) }
-}
-
-/// `AUTH <password>` or `AUTH <user> <password>`.
-fn auth(arguments: &[&[u8]], required: Option<&str>) -> Result<(), &'static str> {
-    match arguments {
-        [_, password] => check_password(required, None, password),
-        [_, user, password] => check_password(required, Some(user), password),
-        _ => Err("ERR wrong number of arguments for 'auth' command"),
-    }
-}
-
-/// `HELLO [protover [AUTH user password] [SETNAME name]]`: the protocol switch newer
-/// client libraries start with (redis-py 8 asks for RESP3 by default). ringkv's
-/// replies are RESP2 and RESP3 alike except the null, which the loop swaps for a RESP3
-/// connection; so both versions are offered. Returns the connection's protocol after
-/// the command, and the reply. `authenticated` is the connection's standing, which
-/// the AUTH option may grant; an unauthenticated HELLO without it is refused as Redis
-/// refuses it.
-fn hello(
-    arguments: &[&[u8]],
-    resp3: bool,
-    connection_id: u64,
-    required: Option<&str>,
-    authenticated: &mut bool,
-) -> (bool, Vec<u8>) {
-    let mut reply = Vec::new();
-    let version = match arguments.get(1) {
-        None => Some(if resp3 { 3 } else { 2 }),
-        Some(v) if *v == b"2" => Some(2),
-        Some(v) if *v == b"3" => Some(3),
-        Some(_) => None,
-    };
-    let Some(version) = version else {
-        resp::write_error(
-            &mut reply,
-            "NOPROTO sorry, this protocol version is not supported",
-        );
-        return (resp3, reply);
-    };
-    let mut rest = arguments.get(2..).unwrap_or_default();
-    while let Some((option, after)) = rest.split_first() {
-        if option.eq_ignore_ascii_case(b"SETNAME") && !after.is_empty() {
-            rest = &after[1..];
-        } else if option.eq_ignore_ascii_case(b"AUTH") && after.len() >= 2 {
-            if let Err(error) = check_password(required, Some(after[0]), after[1]) {
-                resp::write_error(&mut reply, error);
-                return (resp3, reply);
-            }
-            *authenticated = true;
-            rest = &after[2..];
-        } else {
-            resp::write_error(&mut reply, "ERR syntax error in HELLO");
-            return (resp3, reply);
-        }
-    }
-    if !*authenticated {
-        resp::write_error(
-            &mut reply,
-            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
-        );
-        return (resp3, reply);
-    }
-    let fields: [(&str, HelloValue<'_>); 7] = [
-        ("server", HelloValue::Text("ringkv")),
-        ("version", HelloValue::Text(env!("CARGO_PKG_VERSION"))),
-        ("proto", HelloValue::Number(version)),
-        ("id", HelloValue::Number(connection_id & 0xffff_ffff)),
-        ("mode", HelloValue::Text("standalone")),
-        ("role", HelloValue::Text("master")),
-        ("modules", HelloValue::Empty),
-    ];
-    if version == 3 {
-        reply.extend_from_slice(format!("%{}\r\n", fields.len()).as_bytes());
-    } else {
-        resp::write_array_header(&mut reply, fields.len() * 2);
-    }
-    for (name, value) in fields {
-        resp::write_bulk(&mut reply, name.as_bytes());
-        match value {
-            HelloValue::Text(text) => resp::write_bulk(&mut reply, text.as_bytes()),
-            HelloValue::Number(n) => resp::write_integer(&mut reply, n as i64),
-            HelloValue::Empty => resp::write_array_header(&mut reply, 0),
-        }
-    }
-    (version == 3, reply)
-}
-
-enum HelloValue<'a> {
-    Text(&'a str),
-    Number(u64),
-    Empty,
-}
-
 fn client_id(index: usize, generation: u32) -> ClientId {
     ClientId((u64::from(generation) << 32) | index as u64)
 }
@@ -1160,6 +977,7 @@ impl<T: Transport> Io<T> {
         let registered = match &mut connection {
             Connection::Client(c) => {
                 c.generation = self.generations[index];
+                c.session.set_id(client_id(index, c.generation).0);
                 transport.register(&mut c.stream, index)
             }
             Connection::Peer(p) => match &mut p.stream {
@@ -1449,29 +1267,29 @@ impl<T: Transport> Io<T> {
         }
         // RESP3's null is `_`; RESP2's `$-1` only ever comes as a whole reply (a GET
         // that found nothing), so the swap is exact.
-        let bytes = if connection.resp3 && bytes == b"$-1\r\n" {
+        let bytes = if connection.session.resp3() && bytes == b"$-1\r\n" {
             b"_\r\n"
         } else {
             bytes
         };
         let mut overflow = false;
         let out = &mut connection.out;
-        let filed = connection.pipeline.finish(tag, bytes, close, |reply| {
+        let filed = connection.session.finish(tag, bytes, close, |reply| {
             overflow |= out.push(reply, CLIENT_WRITE_BUFFER_MAX).is_err();
         });
-        let Some(((kind, started), closing)) = filed else {
+        let Some(finished) = filed else {
             return;
         };
-        let latency_us = now.saturating_duration_since(started).as_micros();
+        let latency_us = now.saturating_duration_since(finished.started).as_micros();
         self.metrics
-            .record(kind, u64::try_from(latency_us).unwrap_or(u64::MAX));
+            .record(finished.kind, u64::try_from(latency_us).unwrap_or(u64::MAX));
         if overflow {
             log::warn!("closing a client that does not read its replies");
             connection.out.clear();
             connection.closing = true;
         }
-        connection.closing |= closing;
-        if connection.paused && !connection.pipeline.is_full() {
+        connection.closing |= finished.closing;
+        if finished.resume {
             self.again.push(index);
         }
         self.dirty.push(index);
@@ -1496,7 +1314,7 @@ impl<T: Transport> Io<T> {
             let transport = &mut self.transport;
             let close = match connection {
                 Connection::Client(c) => match transport.flush(&mut c.stream, &mut c.out) {
-                    Ok(true) => c.closing && c.pipeline.is_empty(),
+                    Ok(true) => c.closing && c.session.is_idle(),
                     Ok(false) => false,
                     Err(_) => true,
                 },
@@ -1547,67 +1365,5 @@ impl<T: Transport> Io<T> {
                 }
             };
         }
-    }
-}
-
-#[cfg(test)]
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hello_offers_resp2_and_resp3_and_refuses_others() {
-        let mut yes = true;
-        let (resp3, reply) = hello(&[b"HELLO", b"3"], false, 7, None, &mut yes);
-        assert!(resp3);
-        assert!(reply.starts_with(b"%7\r\n$6\r\nserver\r\n$6\r\nringkv\r\n"));
-        let (resp3, reply) = hello(
-            &[b"hello", b"2", b"SETNAME", b"app"],
-            true,
-            7,
-            None,
-            &mut yes,
-        );
-        assert!(!resp3);
-        assert!(reply.starts_with(b"*14\r\n"));
-        let (resp3, reply) = hello(&[b"HELLO", b"4"], true, 7, None, &mut yes);
-        assert!(resp3, "unchanged");
-        assert!(reply.starts_with(b"-NOPROTO"));
-    }
-
-    #[test]
-    fn a_password_is_needed_only_when_set_and_only_the_right_one_opens() {
-        let required = Some("s3cret");
-        assert_eq!(auth(&[b"AUTH", b"s3cret"], required), Ok(()));
-        assert_eq!(auth(&[b"AUTH", b"default", b"s3cret"], required), Ok(()));
-        for wrong in [&b"s3cre"[..], b"s3cret!", b"S3cret", b""] {
-            assert_eq!(auth(&[b"AUTH", wrong], required), Err(WRONG_PASSWORD));
-        }
-        assert_eq!(
-            auth(&[b"AUTH", b"admin", b"s3cret"], required),
-            Err(WRONG_PASSWORD)
-        );
-        assert!(
-            auth(&[b"AUTH"], required)
-                .unwrap_err()
-                .contains("wrong number")
-        );
-        assert!(
-            auth(&[b"AUTH", b"x"], None)
-                .unwrap_err()
-                .contains("without any password")
-        );
-        assert_eq!(auth(&[b"AUTH", b"default", b"x"], None), Ok(()));
-
-        // HELLO refuses an unauthenticated client unless it carries AUTH.
-        let mut authenticated = false;
-        let (_, reply) = hello(&[b"HELLO", b"3"], false, 7, required, &mut authenticated);
-        assert!(reply.starts_with(b"-NOAUTH"));
-        let wrong: [&[u8]; 5] = [b"HELLO", b"3", b"AUTH", b"default", b"nope"];
-        let (resp3, reply) = hello(&wrong, false, 7, required, &mut authenticated);
-        assert!(reply.starts_with(b"-WRONGPASS") && !resp3 && !authenticated);
-        let right: [&[u8]; 5] = [b"HELLO", b"3", b"AUTH", b"default", b"s3cret"];
-        let (resp3, reply) = hello(&right, false, 7, required, &mut authenticated);
-        assert!(reply.starts_with(b"%7") && resp3 && authenticated);
     }
 }

@@ -21,4 +21,5 @@ pub mod frontend;
 pub mod identity;
 pub mod launch;
 pub mod metrics;
+pub mod session;
 pub mod settings;

@@ -10,6 +10,9 @@
 //! without sleeping. Storage threads wake the loop through a mio `Waker`; SIGINT and
 //! SIGTERM arrive through signal-hook's mio source.
 
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use ringkv_core::version::NodeId;
 use ringkv_frontend::connection::OutBuffer;
 use ringkv_frontend::executor::WriteMode;
 use ringkv_frontend::frontend::{
@@ -17,9 +20,6 @@ use ringkv_frontend::frontend::{
     READ_CHUNK_BYTES, REFUSAL, TICK_MS, Transport,
 };
 use ringkv_frontend::settings::Settings;
-use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Registry, Token, Waker};
-use ringkv_core::version::NodeId;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use std::io::{self, Read};
