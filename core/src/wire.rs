@@ -23,8 +23,9 @@
 use crate::bytes::{DecodeError, PutBytes, Reader};
 use crate::version::NodeId;
 
-/// The protocol this build speaks.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// The protocol this build speaks (2: write acknowledgements say whether the replica
+/// held a value).
+pub const PROTOCOL_VERSION: u8 = 2;
 /// Bytes before the message: length, version, cluster id, type.
 pub const FRAME_HEADER_SIZE_BYTES: usize = 4 + 1 + 8 + 1;
 
@@ -125,10 +126,13 @@ pub enum Message<'a> {
         versions: &'a [u8],
         hint: Option<NodeId>,
     },
-    /// Sent only after the write is durable.
+    /// Sent only after the write is durable. `held_value`: before this write, the
+    /// replica's copy held a value (its last-write-wins pick was not a delete), which
+    /// is how a DEL learns whether the key existed.
     ReplicaPutReply {
         request: u64,
         status: ReplicaStatus,
+        held_value: bool,
     },
     /// A client's write handed to a replica to coordinate: only a replica may mint the
     /// write's dot (against its own stored versions), so a node that is not one of the
@@ -146,11 +150,13 @@ pub enum Message<'a> {
         write_quorum: u8,
     },
     /// The outcome of a forwarded write; `context` is the new context token when
-    /// `status` is `Ok`.
+    /// `status` is `Ok`, `held_value` whether a replica that took it held a value
+    /// before (see `ReplicaPutReply`).
     ForwardPutReply {
         request: u64,
         status: ReplicaStatus,
         context: &'a [u8],
+        held_value: bool,
     },
     /// Gossip: the sender's membership view; the receiver answers with its own.
     Gossip {
@@ -384,10 +390,15 @@ fn encode_message(out: &mut Vec<u8>, message: &Message<'_>) -> Result<(), Encode
                 None => out.put_u8(0),
             }
         }
-        Message::ReplicaPutReply { request, status } => {
+        Message::ReplicaPutReply {
+            request,
+            status,
+            held_value,
+        } => {
             out.put_u8(kind::REPLICA_PUT_REPLY);
             out.put_u64(*request);
             out.put_u8(status_code(*status));
+            out.put_u8(u8::from(*held_value));
         }
         Message::ForwardPut {
             request,
@@ -417,11 +428,13 @@ fn encode_message(out: &mut Vec<u8>, message: &Message<'_>) -> Result<(), Encode
             request,
             status,
             context,
+            held_value,
         } => {
             out.put_u8(kind::FORWARD_PUT_REPLY);
             out.put_u64(*request);
             out.put_u8(status_code(*status));
             put_key(out, context)?;
+            out.put_u8(u8::from(*held_value));
         }
         Message::Gossip { members } => {
             out.put_u8(kind::GOSSIP);
@@ -703,6 +716,7 @@ fn decode_message<'a>(
         kind::REPLICA_PUT_REPLY => Message::ReplicaPutReply {
             request: reader.u64()?,
             status: status(reader)?,
+            held_value: flag(reader)?,
         },
         kind::FORWARD_PUT => {
             let request = reader.u64()?;
@@ -731,6 +745,7 @@ fn decode_message<'a>(
             request: reader.u64()?,
             status: status(reader)?,
             context: context(reader)?,
+            held_value: flag(reader)?,
         },
         kind::GOSSIP => Message::Gossip {
             members: members(reader, limits)?,
@@ -897,10 +912,12 @@ mod tests {
             Message::ReplicaPutReply {
                 request: 10,
                 status: ReplicaStatus::StorageFailed,
+                held_value: false,
             },
             Message::ReplicaPutReply {
                 request: 10,
-                status: ReplicaStatus::Overloaded,
+                status: ReplicaStatus::Ok,
+                held_value: true,
             },
             Message::Gossip {
                 members: vec![
@@ -1001,6 +1018,7 @@ mod tests {
                 request: 12,
                 status: ReplicaStatus::Ok,
                 context: b"AQAAAA",
+                held_value: true,
             },
         ]
     }

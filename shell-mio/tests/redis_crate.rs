@@ -3,7 +3,7 @@
 //! binaries. It needs nothing installed beyond the Rust toolchain. Each test is a
 //! regression test of a contract a real client once found broken: pipelined
 //! read-your-writes, refused transactions, the token a write returns, oversize values,
-//! the interval durability.
+//! the interval durability, DEL's count.
 
 mod support;
 
@@ -223,7 +223,36 @@ fn the_durability_interval_is_honoured(binary: Binary) {
     );
 }
 
+fn del_answers_how_many_keys_existed(binary: Binary) {
+    let cluster = LocalCluster::start(binary, 3, &[]);
+    let mut connection = connect(&cluster, 0);
+    let mut other = connect(&cluster, 2);
+    for i in 0..20 {
+        let key = format!("del:{i}");
+        let () = redis::cmd("SET")
+            .arg(&key)
+            .arg("v")
+            .query(&mut connection)
+            .unwrap();
+        let none: i64 = redis::cmd("DEL")
+            .arg(format!("never:{i}:a"))
+            .arg(format!("never:{i}:b"))
+            .query(&mut other)
+            .unwrap();
+        assert_eq!(none, 0, "DEL of keys never written");
+        let one: i64 = redis::cmd("DEL")
+            .arg(&key)
+            .arg("never")
+            .query(&mut other)
+            .unwrap();
+        assert_eq!(one, 1, "{key} existed, 'never' did not");
+        let again: i64 = redis::cmd("DEL").arg(&key).query(&mut connection).unwrap();
+        assert_eq!(again, 0, "{key} is deleted already");
+    }
+}
+
 both_binaries!(
+    del_answers_how_many_keys_existed,
     pipelined_commands_observe_the_earlier_commands_of_their_connection,
     a_transaction_is_refused_and_nothing_queued_in_it_is_applied,
     the_token_a_write_returns_never_erases_a_sibling_its_writer_was_not_shown,

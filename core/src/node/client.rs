@@ -215,12 +215,13 @@ impl Node {
         }
     }
 
-    /// Replies to a write's requester: `Ok(context token)` or the error.
+    /// Replies to a write's requester: `Ok((context token, whether a replica held a
+    /// value before))` or the error.
     pub(crate) fn finish_write(
         &mut self,
         reply: ReplyTo,
         reply_context: bool,
-        result: Result<&str, RequestError>,
+        result: Result<(&str, bool), RequestError>,
     ) {
         match reply {
             ReplyTo::Client {
@@ -231,18 +232,24 @@ impl Node {
                 self.foreground.record(self.now, received_at);
                 self.reply_with(client, tag, false, |out| match result {
                     Err(error) => write_error(out, &error.to_string()),
-                    Ok(token) if reply_context => write_bulk(out, token.as_bytes()),
+                    Ok((token, _)) if reply_context => write_bulk(out, token.as_bytes()),
                     Ok(_) => write_simple(out, "OK"),
                 })
             }
-            ReplyTo::Batch { parent } => self.batch_part_done(parent, result.map(|_| 1)),
+            // DEL counts the keys that existed (Redis's reply): a key whose write a
+            // replica acknowledged after holding a value. With R + W > N among the
+            // writes, a key written before is seen; like a read, a lower W can miss it.
+            ReplyTo::Batch { parent } => {
+                let existed = result.map(|(_, existed)| i64::from(existed));
+                self.batch_part_done(parent, existed)
+            }
             ReplyTo::Peer { peer, request } => {
-                let (status, token) = match result {
-                    Ok(token) => (crate::wire::ReplicaStatus::Ok, token),
+                let (status, token, held_value) = match result {
+                    Ok((token, existed)) => (crate::wire::ReplicaStatus::Ok, token, existed),
                     Err(RequestError::Overloaded(_)) => {
-                        (crate::wire::ReplicaStatus::Overloaded, "")
+                        (crate::wire::ReplicaStatus::Overloaded, "", false)
                     }
-                    Err(_) => (crate::wire::ReplicaStatus::StorageFailed, ""),
+                    Err(_) => (crate::wire::ReplicaStatus::StorageFailed, "", false),
                 };
                 self.send(
                     peer,
@@ -250,6 +257,7 @@ impl Node {
                         request,
                         status,
                         context: token.as_bytes(),
+                        held_value,
                     },
                 );
             }
@@ -500,7 +508,7 @@ pub(crate) fn write_read(out: &mut Vec<u8>, kind: ReadKind, merged: &VersionSet)
 }
 
 /// EXISTS agrees with GET: a key exists when its last-write-wins pick is not a delete.
-fn holds_value(merged: &VersionSet) -> bool {
+pub(crate) fn holds_value(merged: &VersionSet) -> bool {
     merged
         .last_write_wins()
         .is_some_and(|value| !value.is_tombstone())

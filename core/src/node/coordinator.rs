@@ -84,6 +84,8 @@ pub(crate) struct WriteRequest {
     /// (stand-in, the owner it stands in for).
     pub(crate) stand_ins: SmallVec<[(NodeId, NodeId); 4]>,
     pub(crate) replied: bool,
+    /// A replica that took the write held a value before it (a DEL's count).
+    pub(crate) existed: bool,
     pub(crate) attempt_at: Instant,
     pub(crate) final_at: Instant,
 }
@@ -146,11 +148,13 @@ pub(crate) enum KeyOp {
     /// Mint the write of request `request` against the stored versions.
     Mint { request: SlotId },
     /// Sync `versions` into the stored ones; acknowledge to `reply` once durable;
-    /// `hint_owner`: the stored key is a hint for that owner.
+    /// `hint_owner`: the stored key is a hint for that owner. `held_value` is set once
+    /// the stored versions are read (for the acknowledgement).
     Merge {
         versions: VersionSet,
         reply: Option<(NodeId, u64)>,
         hint_owner: Option<NodeId>,
+        held_value: bool,
     },
     /// Read a hint for delivery `delivery`.
     ReadHint { delivery: SlotId },
@@ -684,6 +688,7 @@ impl Node {
             quorum: None,
             stand_ins: SmallVec::new(),
             replied: false,
+            existed: false,
             attempt_at: Instant::MAX,
             final_at: self.deadline_after(self.config.request_timeout_ms),
         });
@@ -779,8 +784,15 @@ impl Node {
         }
     }
 
-    /// `node` acknowledged write `id` durable (or refused it).
-    pub(crate) fn write_answer(&mut self, id: SlotId, node: NodeId, status: ReplicaStatus) {
+    /// `node` acknowledged write `id` durable (or refused it); `held_value`: it held a
+    /// value before.
+    pub(crate) fn write_answer(
+        &mut self,
+        id: SlotId,
+        node: NodeId,
+        status: ReplicaStatus,
+        held_value: bool,
+    ) {
         let Some(Request::Write(write)) = self.requests.get_mut(id) else {
             return;
         };
@@ -792,6 +804,7 @@ impl Node {
         }
         self.peers.end_request(node);
         if status == ReplicaStatus::Ok {
+            write.existed |= held_value;
             quorum.record_ack(node);
             self.write_progress(id);
         } else {
@@ -867,7 +880,8 @@ impl Node {
                 } else {
                     String::new()
                 };
-                self.finish_write(reply, reply_context, Ok(&token));
+                let existed = write.existed;
+                self.finish_write(reply, reply_context, Ok((&token, existed)));
                 if settled {
                     self.remove_request(id);
                 }
@@ -1010,6 +1024,7 @@ impl Node {
         from: NodeId,
         status: ReplicaStatus,
         context: &[u8],
+        held_value: bool,
     ) {
         let Some(Request::Forward(forward)) = self.requests.get(id) else {
             return;
@@ -1035,7 +1050,11 @@ impl Node {
             return self.finish_write(forward.reply, forward.reply_context, Err(error));
         }
         match core::str::from_utf8(context) {
-            Ok(token) => self.finish_write(forward.reply, forward.reply_context, Ok(token)),
+            Ok(token) => self.finish_write(
+                forward.reply,
+                forward.reply_context,
+                Ok((token, held_value)),
+            ),
             Err(_) => self.finish_write(
                 forward.reply,
                 forward.reply_context,

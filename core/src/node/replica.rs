@@ -64,13 +64,17 @@ impl Node {
                 versions,
                 hint,
             } => self.replica_write(from, request, key, versions, hint),
-            Message::ReplicaPutReply { request, status } => {
+            Message::ReplicaPutReply {
+                request,
+                status,
+                held_value,
+            } => {
                 if self.handoffs.owns_request(request) {
                     return self.handoff_ack(from, request, status);
                 }
                 let id = SlotId::from_u64(request);
                 match self.requests.get(id) {
-                    Some(Request::Write(_)) => self.write_answer(id, from, status),
+                    Some(Request::Write(_)) => self.write_answer(id, from, status, held_value),
                     Some(Request::Delivery(_)) => self.delivery_answer(id, from, status),
                     _ => {}
                 }
@@ -97,7 +101,8 @@ impl Node {
                 request,
                 status,
                 context,
-            } => self.forward_answer(SlotId::from_u64(request), from, status, context),
+                held_value,
+            } => self.forward_answer(SlotId::from_u64(request), from, status, context, held_value),
             Message::TreeHashes {
                 request,
                 partition,
@@ -189,7 +194,13 @@ impl Node {
         let reply = (request != NO_REQUEST).then_some((from, request));
         let refuse = |node: &mut Node, status| {
             if let Some((peer, request)) = reply {
-                node.send(peer, &Message::ReplicaPutReply { request, status });
+                let held_value = false;
+                let message = Message::ReplicaPutReply {
+                    request,
+                    status,
+                    held_value,
+                };
+                node.send(peer, &message);
             }
         };
         if key.len() > self.config.key_size_bytes_max {
@@ -213,9 +224,7 @@ impl Node {
             if hint_owner.is_some() {
                 self.hints.unreserve();
             }
-            if let Some((peer, request)) = reply {
-                self.send(peer, &Message::ReplicaPutReply { request, status });
-            }
+            refuse(self, status);
         }
     }
 
@@ -247,6 +256,7 @@ impl Node {
                 versions,
                 reply,
                 hint_owner,
+                held_value: false,
             },
         );
         self.scratch = storage_key;
@@ -544,7 +554,12 @@ impl Node {
                 let request = *request;
                 self.mint(lock, token, request, current)
             }
-            KeyOp::Merge { versions, .. } => {
+            KeyOp::Merge {
+                versions,
+                held_value,
+                ..
+            } => {
+                *held_value = super::client::holds_value(&current);
                 let merged = if drop_concurrent_siblings {
                     newest_sibling_only(current.sync(versions))
                 } else {
@@ -648,6 +663,7 @@ impl Node {
             Some(context) => context,
             None => current.join(),
         };
+        write.existed = super::client::holds_value(&current);
         let epoch_writer = write.writer;
         let writer = self.lane_for(epoch_writer, &context, &current);
         let minted = VersionSet::update_above(
@@ -753,7 +769,10 @@ impl Node {
                 }
             }
             KeyOp::Merge {
-                reply, hint_owner, ..
+                reply,
+                hint_owner,
+                held_value,
+                ..
             } => {
                 let status = match result {
                     Ok(()) => ReplicaStatus::Ok,
@@ -770,7 +789,12 @@ impl Node {
                     }
                 }
                 if let Some((peer, request)) = reply {
-                    self.send(peer, &Message::ReplicaPutReply { request, status });
+                    let message = Message::ReplicaPutReply {
+                        request,
+                        status,
+                        held_value,
+                    };
+                    self.send(peer, &message);
                 }
             }
             KeyOp::ReadHint { delivery } => {

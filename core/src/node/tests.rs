@@ -522,6 +522,46 @@ fn the_token_a_write_returns_never_covers_a_sibling_its_writer_was_not_shown() {
 }
 
 #[test]
+fn del_counts_the_keys_that_existed() {
+    // Four nodes, N=3: each key has a node that is not its replica and forwards.
+    let mut harness = Harness::new(4, |c| c.replicas = 3);
+    let del = |harness: &mut Harness, node: usize, keys: &[&[u8]]| {
+        harness.send(
+            node,
+            Command::Del {
+                keys: keys.iter().copied().collect(),
+            },
+        );
+        harness.settle();
+        harness.last_reply()
+    };
+    for node in 0..4 {
+        let key = format!("del-{node}");
+        harness.send(
+            node,
+            Command::Set {
+                key: key.as_bytes(),
+                value: b"v",
+            },
+        );
+        harness.settle();
+        for other in 0..4 {
+            let reply = del(&mut harness, other, &[b"never-1", b"never-2"]);
+            assert_eq!(reply, ":0\r\n", "node {other}: no key existed");
+        }
+        let reply = del(&mut harness, (node + 1) % 4, &[key.as_bytes(), b"never-1"]);
+        assert_eq!(
+            reply,
+            ":1\r\n",
+            "node {}: one of the two existed",
+            (node + 1) % 4
+        );
+        let reply = del(&mut harness, (node + 2) % 4, &[key.as_bytes()]);
+        assert_eq!(reply, ":0\r\n", "deleted already");
+    }
+}
+
+#[test]
 fn a_read_repairs_the_replica_that_answered_with_less() {
     let mut harness = Harness::new(3, |c| c.write_quorum_default = 2);
     let key = b"profile";
