@@ -116,6 +116,8 @@ pub struct Session {
     ordered: u32,
     /// Parsing stopped at a request that waits for an earlier one.
     blocked: bool,
+    /// Sabotage: requests never wait for earlier ones of their connection.
+    unordered: bool,
     /// The rest of an oversize request being dropped.
     skip: Option<Skip>,
     /// In a transaction (after MULTI): commands up to EXEC or DISCARD are refused.
@@ -143,6 +145,7 @@ impl Session {
             barriers: 0,
             ordered: 0,
             blocked: false,
+            unordered: false,
             skip: None,
             refusing_transaction: false,
             ended: false,
@@ -150,6 +153,14 @@ impl Session {
             authenticated,
             id,
         }
+    }
+
+    /// Sabotage for the simulator's checkers: every request runs as soon as it is
+    /// parsed, as if no earlier request of the connection could be in flight (a
+    /// pipelined read then races the write before it).
+    #[cfg(feature = "sabotage")]
+    pub fn sabotage_unordered(&mut self) {
+        self.unordered = true;
     }
 
     /// The connection's id, as HELLO reports it.
@@ -368,6 +379,9 @@ impl Session {
     /// True when a request with `access` must wait for earlier ones of this
     /// connection.
     fn must_wait(&self, access: &Access) -> bool {
+        if self.unordered {
+            return false;
+        }
         match access {
             Access::Free => false,
             _ if self.barriers > 0 => true,

@@ -10,7 +10,7 @@ use ringkv_tests::sim::swarm::Parameters;
 const DEFAULT_RUNS: u64 = 200;
 
 #[test]
-fn every_seed_keeps_the_five_properties() {
+fn every_seed_keeps_the_seven_properties() {
     let plan = SeedPlan::from_env(DEFAULT_RUNS).expect("seed variables");
     let mut failures = Vec::new();
     let mut totals = Totals::default();

@@ -1,5 +1,6 @@
-//! A checker that cannot fail proves nothing: each of the five properties' checkers is
-//! shown here to catch a node broken on purpose (`ringkv_core::node::Sabotage`).
+//! A checker that cannot fail proves nothing: each of the seven properties' checkers is
+//! shown here to catch a node broken on purpose (`ringkv_core::node::Sabotage`, and the
+//! frontend's unordered sessions).
 //!
 //! Each test runs seeds (from `FIRST_SEED`, at most `SEEDS_MAX`) with one sabotage and
 //! fault settings that give it a chance to show, and passes once a seed violates the
@@ -32,6 +33,7 @@ fn caught_saying(name: &str, property: u8, saying: &str, shape: impl Fn(&mut Par
         if let Some(violation) = found {
             println!("{name}: seed {seed} caught it: {violation}");
             parameters.sabotage = Sabotage::default();
+            parameters.unordered_sessions = false;
             let (_, honest) = run_seed(parameters);
             let still: Vec<_> = honest.iter().filter(|v| v.property == property).collect();
             assert!(
@@ -198,5 +200,29 @@ fn reaping_while_a_replica_is_down_brings_a_deleted_value_back() {
             max_down: 1,
             ..Faults::default()
         };
+    });
+}
+
+#[test]
+fn a_token_naming_the_merged_clock_loses_a_concurrent_write() {
+    // Property 1 trusts clocks and cannot see it; property 6 judges by what clients
+    // were shown.
+    caught("merged clock as the token", 6, |p| {
+        p.sabotage = Sabotage {
+            merged_clock_token: true,
+            ..Sabotage::default()
+        };
+        p.keys = 2;
+        p.clients = p.clients.max(3);
+        p.faults = no_faults();
+    });
+}
+
+#[test]
+fn a_pipelined_read_that_runs_before_the_write_ahead_of_it_is_caught() {
+    caught("unordered sessions", 7, |p| {
+        p.unordered_sessions = true;
+        p.keys = 3;
+        p.faults = no_faults();
     });
 }

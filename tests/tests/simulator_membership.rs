@@ -1,6 +1,6 @@
 //! Issue 6's membership scenario: a cluster grows from 3 to 8 nodes, one join at a
 //! time, while clients read and write, then two of the nodes leave. Nothing
-//! acknowledged may be lost (the five checkers, judged against the placement the
+//! acknowledged may be lost (the seven checkers, judged against the placement the
 //! cluster ends with), every copy must have moved to the final replicas and left the
 //! nodes that no longer replicate it, the leavers must reach `Left` everywhere, and
 //! every disagreement between views must end within a bounded number of gossip rounds.
@@ -58,7 +58,7 @@ fn grow_then_shrink(seed: u64, faults: Faults) -> Parameters {
     parameters
 }
 
-/// Everything the scenario promises beyond the five checkers.
+/// Everything the scenario promises beyond the seven checkers.
 fn membership_violations(cluster: &Cluster) -> Vec<String> {
     let mut found = Vec::new();
     let running: Vec<_> = cluster

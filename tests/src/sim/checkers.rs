@@ -1,4 +1,4 @@
-//! The five properties of design.md section 9, checked on a quiesced cluster's disks
+//! The seven properties of design.md section 9, checked on a quiesced cluster's disks
 //! and the run's history. Each returns the violations it found, with enough detail to
 //! start debugging from the seed.
 //!
@@ -21,13 +21,34 @@
 //!    from its coordinator, is a violation.
 //! 5. Bounds hold: no node's bounded structure peaked past its bound, the network queue
 //!    stayed within its bound, every frame decoded and every client reply parsed.
+//! 6. Whatever context or returned token a client wrote with, no acknowledged value is
+//!    lost: judged by what clients were *shown*, not by clocks. A write made with a
+//!    context may supersede only the values its context's holder saw (the siblings of
+//!    the VGET it came from, or for a token the values the earlier write's context
+//!    saw and that write itself), what those superseded in turn, and deletes its
+//!    clock covers (a read never shows a delete). A blind write (SET, DEL) supersedes
+//!    what the clock it was minted against covers. Property 1 trusts clocks, so a
+//!    node that hands out a token covering a sibling its writer never saw passes it;
+//!    this one does not.
+//! 7. Per connection, a command observes every earlier command of the same connection
+//!    (pipelined before it, or acknowledged): a read after an acknowledged SET or VSET
+//!    of its key on the same connection returns the write, or a value that superseded
+//!    it (GET: never a value the write superseded), or nothing only when a delete
+//!    superseded it (GET: or a later delete won its last-write-wins pick), whenever the read's R and the
+//!    write's W overlap (R + W > N) on the key's replicas (the coordinator believed
+//!    them all up for both, and both were answered before a replica timeout could
+//!    bring in a stand-in: a stand-in keeps a write as a hint, which reads do not
+//!    see) and no fault or membership change came between.
+//!    And a transaction applies nothing: every write sent between MULTI and EXEC is
+//!    refused and never stored.
 
 use super::cluster::Cluster;
-use super::history::{Operation, Outcome, WriteId, covers, write_id_of};
-use ringkv_core::VersionSet;
+use super::history::{Operation, OperationKind, Outcome, WriteId, covers, write_id_of};
 use ringkv_core::version::{Dot, VersionVector};
+use ringkv_core::{Instant, VersionSet};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::time::Duration;
 
 /// One broken promise.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +72,230 @@ pub fn check_all(cluster: &Cluster) -> Vec<Violation> {
     violations.extend(causality_holds(cluster));
     violations.extend(always_writable(cluster));
     violations.extend(bounds_hold(cluster));
+    violations.extend(tokens_lose_nothing(cluster));
+    violations.extend(connections_observe_their_writes(cluster));
+    violations
+}
+
+/// Which writes a write superseded by what its author was shown (see property 6),
+/// memoized: `shown(x, w)` is true when write `x` supersedes write `w` that way.
+struct Shown<'c> {
+    cluster: &'c Cluster,
+    /// The operation of each write id.
+    writes: BTreeMap<WriteId, &'c Operation>,
+    /// The deletes of each key.
+    deletes: BTreeMap<&'c [u8], Vec<WriteId>>,
+    memo: BTreeMap<(WriteId, WriteId), bool>,
+}
+
+impl<'c> Shown<'c> {
+    fn new(cluster: &'c Cluster) -> Shown<'c> {
+        let writes = cluster
+            .history
+            .operations
+            .iter()
+            .filter_map(|op| Some((op.write_id?, op)))
+            .collect();
+        let mut deletes: BTreeMap<&[u8], Vec<WriteId>> = BTreeMap::new();
+        for operation in &cluster.history.operations {
+            if let (true, Some(id)) = (operation.kind.is_delete(), operation.write_id) {
+                deletes.entry(operation.key.as_slice()).or_default().push(id);
+            }
+        }
+        Shown {
+            cluster,
+            writes,
+            deletes,
+            memo: BTreeMap::new(),
+        }
+    }
+
+    fn supersedes(&mut self, x: WriteId, w: WriteId) -> bool {
+        if x == w {
+            return true;
+        }
+        if let Some(&known) = self.memo.get(&(x, w)) {
+            return known;
+        }
+        // Cycles cannot happen (a context only names earlier writes); the guard keeps
+        // a broken history from recursing forever.
+        self.memo.insert((x, w), false);
+        let answer = self.decide(x, w);
+        self.memo.insert((x, w), answer);
+        answer
+    }
+
+    fn decide(&mut self, x: WriteId, w: WriteId) -> bool {
+        let history = &self.cluster.history;
+        let Some(operation) = self.writes.get(&x).copied() else {
+            return false;
+        };
+        let covers_dots_of = |past: &VersionVector, id: WriteId| {
+            history
+                .dots
+                .get(&id)
+                .is_some_and(|dots| dots.iter().any(|&dot| covers(past, dot)))
+        };
+        let Some(context) = &operation.context else {
+            // A blind write: what its minting replica held, by the clock.
+            return history
+                .causal_past
+                .get(&x)
+                .is_some_and(|past| covers_dots_of(past, w));
+        };
+        if operation.context_siblings.contains(&w) {
+            return true;
+        }
+        for &seen in &operation.context_siblings {
+            if self.supersedes(seen, w) {
+                return true;
+            }
+        }
+        // Deletes are never shown; the context covers them.
+        let deletes: Vec<WriteId> = self
+            .deletes
+            .get(operation.key.as_slice())
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|&id| id != x && covers_dots_of(context, id))
+            .collect();
+        deletes.into_iter().any(|delete| self.supersedes(delete, w))
+    }
+}
+
+/// Property 6.
+pub fn tokens_lose_nothing(cluster: &Cluster) -> Vec<Violation> {
+    let mut shown = Shown::new(cluster);
+    let mut violations = Vec::new();
+    for operation in &cluster.history.operations {
+        let value_write = matches!(operation.kind, OperationKind::Set | OperationKind::VSet);
+        let (Some(id), Outcome::Ok, true) = (operation.write_id, &operation.outcome, value_write)
+        else {
+            continue;
+        };
+        if cluster.history.removed.contains(&operation.key) {
+            continue; // a reaped key: property 1 judges it
+        }
+        for (replica, versions) in replica_states(cluster, &operation.key) {
+            let kept = versions
+                .siblings()
+                .any(|sibling| shown.supersedes(write_id_of(sibling.value), id));
+            if !kept {
+                violations.push(Violation {
+                    property: 6,
+                    detail: format!(
+                        "acknowledged write {id} of {:?} is gone from node {}, and no write there was made by a client shown it ({} siblings)",
+                        String::from_utf8_lossy(&operation.key),
+                        replica + 1,
+                        versions.sibling_count()
+                    ),
+                });
+            }
+        }
+    }
+    violations
+}
+
+/// Property 7.
+pub fn connections_observe_their_writes(cluster: &Cluster) -> Vec<Violation> {
+    let history = &cluster.history;
+    let replicas = cluster.config.replicas;
+    let mut shown = Shown::new(cluster);
+    let mut violations = Vec::new();
+    let mut by_connection: BTreeMap<u64, Vec<&Operation>> = BTreeMap::new();
+    for operation in &history.operations {
+        if operation.in_transaction {
+            let stored = operation
+                .write_id
+                .is_some_and(|id| history.dots.contains_key(&id));
+            if stored || operation.outcome == Outcome::Ok {
+                violations.push(Violation {
+                    property: 7,
+                    detail: format!(
+                        "a {:?} of {:?} sent between MULTI and EXEC was {}",
+                        operation.kind,
+                        String::from_utf8_lossy(&operation.key),
+                        if stored { "applied" } else { "acknowledged" }
+                    ),
+                });
+            }
+            continue;
+        }
+        if operation.connection != 0 {
+            by_connection
+                .entry(operation.connection)
+                .or_default()
+                .push(operation);
+        }
+    }
+    let membership_changes = !cluster.parameters.membership_changes.is_empty();
+    for operations in by_connection.values() {
+        for (position, write) in operations.iter().enumerate() {
+            let value_write = matches!(write.kind, OperationKind::Set | OperationKind::VSet);
+            let (Some(id), Outcome::Ok, true) = (write.write_id, &write.outcome, value_write)
+            else {
+                continue;
+            };
+            for read in &operations[position + 1..] {
+                let is_read = matches!(read.kind, OperationKind::Get | OperationKind::VGet);
+                let overlapping = read.read_quorum + write.write_quorum > replicas;
+                // Dynamo's read-your-writes needs the quorums to overlap on the key's
+                // replicas. A stand-in keeps a write as a hint, which reads do not see,
+                // and answers a read for a silent replica with what it holds: so both
+                // must have gone to the replicas (believed up when sent) and been
+                // answered before any replica timed out (after which stand-ins step in).
+                let timeout = Duration::from_millis(cluster.config.replica_timeout_ms);
+                let prompt = |op: &Operation, from: Instant| {
+                    op.end
+                        .is_some_and(|end| end.saturating_duration_since(from) < timeout)
+                };
+                let read_from = read.start.max(write.end.unwrap_or(read.start));
+                let strict = write.replicas_believed_up
+                    && read.replicas_believed_up
+                    && prompt(write, write.start)
+                    && prompt(read, read_from);
+                let calm = read.end_epoch == write.start_epoch && !membership_changes && strict;
+                if !is_read || read.key != write.key || read.outcome != Outcome::Ok {
+                    continue;
+                }
+                if !overlapping || !calm {
+                    continue;
+                }
+                // VGET shows every sibling: one must be the write or supersede it.
+                // GET shows one pick among siblings, which may be a write concurrent
+                // with whatever superseded this one: it fails to observe the write only
+                // by returning a value the write superseded.
+                let observed = match read.kind {
+                    OperationKind::Get => read
+                        .read_values
+                        .iter()
+                        .any(|&x| x == id || !shown.supersedes(id, x)),
+                    _ => read.read_values.iter().any(|&x| shown.supersedes(x, id)),
+                };
+                // Nothing returned is right when a delete superseded the write, or, for
+                // GET's last-write-wins pick, when a later delete is concurrent with it.
+                let deleted = history.operations.iter().any(|op| {
+                    op.kind.is_delete()
+                        && op.key == write.key
+                        && op.write_id.is_some_and(|d| {
+                            (read.kind == OperationKind::Get && d > id) || shown.supersedes(d, id)
+                        })
+                });
+                if !observed && !deleted {
+                    violations.push(Violation {
+                        property: 7,
+                        detail: format!(
+                            "a {:?} of {:?} after acknowledged write {id} on the same connection returned {:?}, which does not observe it",
+                            read.kind,
+                            String::from_utf8_lossy(&read.key),
+                            read.read_values
+                        ),
+                    });
+                }
+            }
+        }
+    }
     violations
 }
 

@@ -11,6 +11,14 @@
 //! queues break ties by insertion order, and maps are ordered. The same seed replays
 //! the same run, event for event.
 //!
+//! Clients speak RESP: each has one connection at a time to a node, whose
+//! per-connection protocol state is the frontend's own [`Session`] (the code both
+//! binaries run), so the simulator drives whole nodes the way a client library does.
+//! A client step sends one request or a pipeline of several (a write and a read of the
+//! same key, random mixes, or a MULTI ... EXEC that must apply nothing), writes with
+//! contexts from its reads or with the tokens its writes returned, and reads the
+//! replies back in order.
+//!
 //! Storage model: an operation completes after a seeded latency; a write or delete
 //! takes effect, durably, at its completion, so a crash before completion loses it
 //! (and a read never sees a write that is not durable, as with ringkv-storage, whose
@@ -26,11 +34,12 @@ use ringkv_core::node::{
     Stats, StorageFailure, StorageJob, list_in_memory, scan_in_memory,
 };
 use ringkv_core::placement::{Member, Ring};
-use ringkv_core::resp::{AdminCommand, Arguments, Command};
+use ringkv_core::resp::{AdminCommand, Command, RespLimits};
 use ringkv_core::wire::{MemberStatus, decode_frame};
 use ringkv_core::{Instant, NodeId, Rng, VersionSet, VersionVector};
+use ringkv_frontend::session::{Session, SessionLimits, Step};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::time::Duration;
 
 /// The cluster id every simulated node shares.
@@ -142,17 +151,42 @@ pub struct SimNode {
     pub disk_failing: bool,
 }
 
-/// A simulated client: one operation at a time.
+/// A simulated client: one connection at a time, one request or one pipeline of
+/// requests in flight.
 #[derive(Debug)]
 struct Client {
     operations_left: u32,
-    /// The operation in flight (index into the history).
-    outstanding: Option<usize>,
-    /// Per key, the context (as sent and parsed) and siblings of the client's last VGET.
-    last_read: BTreeMap<Vec<u8>, (String, VersionVector, Vec<WriteId>)>,
+    /// Operations sent and not answered yet (indices into the history), in the order
+    /// their replies come back.
+    in_flight: VecDeque<usize>,
+    /// Per key, the context to write with next (as sent and parsed) and the writes
+    /// its holder was shown: from the client's last VGET (its siblings) or the token
+    /// its last VSET or VDEL returned (what that write's context showed, and the
+    /// write itself).
+    last_context: BTreeMap<Vec<u8>, (String, VersionVector, Vec<WriteId>)>,
     /// Read-modify-write: the key just read, to write next.
     pending_write: Option<Vec<u8>>,
+    connection: Option<SimConnection>,
+    /// Connections opened so far (the client id a node sees carries it).
+    connections: u32,
     rng: Rng,
+}
+
+/// A client's connection to a node: the node's per-connection protocol state and
+/// the bytes in each direction.
+#[derive(Debug)]
+struct SimConnection {
+    node: usize,
+    boot: u32,
+    /// The client id the node sees: client index, connection count in the high half.
+    id: ClientId,
+    session: Session,
+    /// Request bytes the session has not taken yet.
+    input: Vec<u8>,
+    /// Reply bytes the client has not read yet.
+    replies: Vec<u8>,
+    /// The operation of each request sent, by tag (tags count from 0 per connection).
+    sent: Vec<usize>,
 }
 
 /// Counters for reports.
@@ -208,6 +242,11 @@ pub struct Cluster {
     own_entries: Vec<Option<(u64, ringkv_core::wire::MemberStatus)>>,
     own_entry_changed_at: Instant,
     membership_changed_at: Instant,
+    /// Node replies to clients, handed to their sessions once the node's actions are
+    /// drained: (client id, tag, bytes, close).
+    replies_due: VecDeque<(ClientId, u64, Vec<u8>, bool)>,
+    /// Client work in progress (nested calls hand replies to the outermost).
+    client_work_depth: u32,
 }
 
 /// The fault state during one fault epoch.
@@ -225,6 +264,10 @@ pub struct EpochState {
 impl Cluster {
     /// A cluster for `parameters`, every node up.
     pub fn new(parameters: Parameters) -> Cluster {
+        Cluster::with_sessions(parameters)
+    }
+
+    fn with_sessions(parameters: Parameters) -> Cluster {
         let mut rng = Rng::new(parameters.seed);
         let members: Vec<Member> = (0..parameters.nodes)
             .map(|index| Member {
@@ -260,9 +303,11 @@ impl Cluster {
         let clients = (0..parameters.clients)
             .map(|_| Client {
                 operations_left: parameters.operations_per_client,
-                outstanding: None,
-                last_read: BTreeMap::new(),
+                in_flight: VecDeque::new(),
+                last_context: BTreeMap::new(),
                 pending_write: None,
+                connection: None,
+                connections: 0,
                 rng: Rng::new(rng.next_u64()),
             })
             .collect();
@@ -294,6 +339,8 @@ impl Cluster {
             own_entries: Vec::new(),
             own_entry_changed_at: Instant::ZERO,
             membership_changed_at: Instant::ZERO,
+            replies_due: VecDeque::new(),
+            client_work_depth: 0,
             parameters,
         };
         cluster.record_epoch();
@@ -364,7 +411,7 @@ impl Cluster {
         if self.parameters.calm_phase_ms > 0 {
             self.calm_until = self.now + Duration::from_millis(self.parameters.calm_phase_ms);
             for client in 0..self.clients.len() {
-                if self.clients[client].outstanding.is_none() {
+                if self.clients[client].in_flight.is_empty() {
                     self.schedule(self.now, Event::ClientStep { client });
                 }
             }
@@ -436,7 +483,7 @@ impl Cluster {
         let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
         self.clients
             .iter()
-            .all(|c| c.outstanding.is_none() && c.operations_left == 0)
+            .all(|c| c.in_flight.is_empty() && c.operations_left == 0)
             && self.network.in_flight() == 0
             && self.nodes.iter().all(|n| {
                 n.node.as_ref().is_none_or(|node| {
@@ -586,13 +633,15 @@ impl Cluster {
                     let frame = frame.to_vec();
                     self.network.send(now, from, to, frame);
                 }
-                Action::Reply { client, bytes, .. } => {
-                    let reply = parse_reply(bytes);
-                    if reply.is_none() {
-                        self.stats.bad_replies += 1; // a node wrote broken RESP
-                    }
+                Action::Reply {
+                    client,
+                    tag,
+                    bytes,
+                    close,
+                } => {
                     if client.0 != ADMIN_CLIENT {
-                        self.client_reply(client.0 as usize, reply);
+                        self.replies_due
+                            .push_back((client, tag, bytes.to_vec(), close));
                     }
                 }
                 Action::Storage(op) => {
@@ -623,6 +672,9 @@ impl Cluster {
                     .or_insert((0, bound.max));
                 entry.0 = entry.0.max(bound.peak);
             }
+        }
+        if self.client_work_depth == 0 {
+            self.deliver_replies();
         }
     }
 
@@ -794,7 +846,7 @@ impl Cluster {
     // ---- clients ----------------------------------------------------------------------
 
     fn client_step(&mut self, client: usize) {
-        if self.clients[client].outstanding.is_some() {
+        if !self.clients[client].in_flight.is_empty() {
             return;
         }
         let calm = self.now < self.calm_until;
@@ -805,40 +857,88 @@ impl Cluster {
         self.clients[client].operations_left =
             self.clients[client].operations_left.saturating_sub(1);
         let parameters = &self.parameters;
-        let keys = parameters.keys.max(1);
+        let keys = u64::from(parameters.keys.max(1));
+        let replicas = u64::from(parameters.replicas);
+        let workload = parameters.workload;
         let nodes = self.nodes.len() as u64;
         let rng = &mut self.clients[client].rng;
-        let key = format!("key-{}", rng.below(u64::from(keys))).into_bytes();
         let node = rng.below(nodes) as usize;
-        let roll = rng.below(100);
-        let write_quorum = if parameters.workload == Workload::Mixed && rng.chance(0.2) {
-            Some(1 + rng.below(u64::from(parameters.replicas)) as u8)
-        } else {
-            None
+        let random_key = |rng: &mut Rng| format!("key-{}", rng.below(keys)).into_bytes();
+        let quorum = |rng: &mut Rng| {
+            (workload == Workload::Mixed && rng.chance(0.2)).then(|| 1 + rng.below(replicas) as u8)
         };
-        let (kind, key) = match parameters.workload {
-            Workload::Mixed => (
-                match roll {
-                    0..30 => OperationKind::VGet,
-                    30..55 => OperationKind::VSet,
-                    55..70 => OperationKind::Set,
-                    70..80 => OperationKind::Get,
-                    80..90 => OperationKind::Del,
-                    _ => OperationKind::VDel,
-                },
-                key,
-            ),
-            Workload::GetsOnly => (OperationKind::Get, key),
-            Workload::SetsOnly => (OperationKind::Set, key),
-            Workload::ReadModifyWrite => match self.clients[client].pending_write.take() {
-                Some(read_key) => (OperationKind::VSet, read_key),
-                None => {
-                    self.clients[client].pending_write = Some(key.clone());
-                    (OperationKind::VGet, key)
+        let mixed_kind = |rng: &mut Rng| match rng.below(100) {
+            0..30 => OperationKind::VGet,
+            30..55 => OperationKind::VSet,
+            55..70 => OperationKind::Set,
+            70..80 => OperationKind::Get,
+            80..90 => OperationKind::Del,
+            _ => OperationKind::VDel,
+        };
+        // (kind, key, quorum, in a transaction) per request, sent as one pipeline.
+        let mut requests: Vec<(OperationKind, Vec<u8>, Option<u8>, bool)> = Vec::new();
+        match workload {
+            Workload::Mixed => match rng.below(100) {
+                // A write and then a read of the same key, pipelined: the read must
+                // observe the write (checker 7).
+                0..12 => {
+                    let key = random_key(rng);
+                    let write = if rng.chance(0.5) {
+                        OperationKind::Set
+                    } else {
+                        OperationKind::VSet
+                    };
+                    let read = if rng.chance(0.5) {
+                        OperationKind::VGet
+                    } else {
+                        OperationKind::Get
+                    };
+                    requests.push((write, key.clone(), quorum(rng), false));
+                    requests.push((read, key, quorum(rng), false));
+                }
+                // A pipeline of random requests.
+                12..25 => {
+                    for _ in 0..2 + rng.below(3) {
+                        let (kind, key) = (mixed_kind(rng), random_key(rng));
+                        requests.push((kind, key, quorum(rng), false));
+                    }
+                }
+                // A transaction, as redis-py's default pipeline sends it: nothing in
+                // it may be applied.
+                25..29 => {
+                    requests.push((OperationKind::Multi, Vec::new(), None, false));
+                    for _ in 0..1 + rng.below(2) {
+                        let kind = if rng.chance(0.5) {
+                            OperationKind::Set
+                        } else {
+                            OperationKind::VSet
+                        };
+                        requests.push((kind, random_key(rng), None, true));
+                    }
+                    requests.push((OperationKind::Exec, Vec::new(), None, false));
+                }
+                _ => {
+                    let (kind, key) = (mixed_kind(rng), random_key(rng));
+                    requests.push((kind, key, quorum(rng), false));
                 }
             },
-        };
-        self.issue(client, node, kind, key, write_quorum);
+            Workload::GetsOnly => requests.push((OperationKind::Get, random_key(rng), None, false)),
+            Workload::SetsOnly => requests.push((OperationKind::Set, random_key(rng), None, false)),
+            Workload::ReadModifyWrite => match self.clients[client].pending_write.take() {
+                Some(read_key) => requests.push((OperationKind::VSet, read_key, None, false)),
+                None => {
+                    let key = random_key(&mut self.clients[client].rng);
+                    self.clients[client].pending_write = Some(key.clone());
+                    requests.push((OperationKind::VGet, key, None, false));
+                }
+            },
+        }
+        self.client_work_depth += 1;
+        for (kind, key, quorum, in_transaction) in requests {
+            self.send_request(client, node, kind, key, quorum, in_transaction);
+        }
+        self.client_work_depth -= 1;
+        self.pump(client);
     }
 
     /// Sends one client operation to node `node` and records it.
@@ -850,25 +950,73 @@ impl Cluster {
         key: Vec<u8>,
         quorum: Option<u8>,
     ) {
+        self.send_request(client, node, kind, key, quorum, false);
+        self.pump(client);
+    }
+
+    /// The client's connection to `node`, opened (and any other closed) when needed;
+    /// `None` while the node is down (the connection is refused).
+    fn connect(&mut self, client: usize, node: usize) -> Option<&mut SimConnection> {
+        let boot = self.nodes[node].boot;
+        let current = self.clients[client]
+            .connection
+            .as_ref()
+            .is_some_and(|c| c.node == node && c.boot == boot);
+        if !current {
+            self.close_connection(client);
+            self.nodes[node].node.as_ref()?;
+            let state = &mut self.clients[client];
+            state.connections += 1;
+            let id = ClientId(client as u64 | (u64::from(state.connections) << 32));
+            state.connection = Some(SimConnection {
+                node,
+                boot,
+                id,
+                session: Session::new(id.0, true),
+                input: Vec::new(),
+                replies: Vec::new(),
+                sent: Vec::new(),
+            });
+            if self.parameters.unordered_sessions {
+                if let Some(connection) = self.clients[client].connection.as_mut() {
+                    connection.session.sabotage_unordered();
+                }
+            }
+        }
+        self.clients[client].connection.as_mut()
+    }
+
+    /// Records one request and writes it on the client's connection to `node` (the
+    /// session takes it in [`Cluster::pump`]).
+    fn send_request(
+        &mut self,
+        client: usize,
+        node: usize,
+        kind: OperationKind,
+        key: Vec<u8>,
+        quorum: Option<u8>,
+        in_transaction: bool,
+    ) {
         let write_id = kind.is_write().then(|| {
             self.next_write_id += 1;
             self.next_write_id
         });
         let (context_token, context_vector, context_siblings) = match kind {
-            OperationKind::VSet | OperationKind::VDel => self.clients[client]
-                .last_read
-                .get(&key)
-                .cloned()
-                .unwrap_or_default(),
+            OperationKind::VSet | OperationKind::VDel => {
+                let known = self.clients[client].last_context.get(&key).cloned();
+                // Now and then a blind write, with the empty context.
+                match known {
+                    Some(known) if !self.clients[client].rng.chance(0.1) => known,
+                    _ => Default::default(),
+                }
+            }
             _ => (String::new(), VersionVector::new(), Vec::new()),
         };
-        let context = if kind.has_context() {
-            Some(context_vector)
-        } else {
-            None
-        };
+        let context = kind.has_context().then_some(context_vector);
         if let (Some(id), Some(context)) = (write_id, &context) {
-            self.history.record_context(id, context);
+            if !in_transaction {
+                self.history.record_context(id, context);
+            }
         }
         let mut value = Vec::new();
         if let Some(id) = write_id {
@@ -877,19 +1025,38 @@ impl Cluster {
             value.resize(8 + filler, b'.');
         }
         let index = self.history.operations.len();
+        let write_quorum = match kind {
+            OperationKind::VSet | OperationKind::VDel => {
+                quorum.unwrap_or(self.config.write_quorum_default)
+            }
+            // DEL and SET carry no W: the node uses its default.
+            _ => self.config.write_quorum_default,
+        };
+        let replicas_believed_up = self.nodes[node].node.as_ref().is_some_and(|coordinator| {
+            let partition = self.ring.partition_of(&key);
+            self.ring
+                .preference_list(partition)
+                .all(|replica| coordinator.believes_up(replica))
+        });
+        let read_quorum = match kind {
+            OperationKind::VGet => quorum.unwrap_or(self.config.read_quorum_default),
+            OperationKind::Get => self.config.read_quorum_default,
+            _ => 0,
+        };
+        let connection = self.connect(client, node).map(|c| {
+            encode_request(&mut c.input, kind, &key, &value, &context_token, quorum);
+            c.sent.push(index);
+            (c.id.0, c.sent.len() as u32 - 1)
+        });
+        let (connection_id, position) = connection.unwrap_or((0, 0));
         self.history.operations.push(Operation {
             client,
             node,
             kind,
-            key: key.clone(),
+            key,
             write_id,
-            // DEL and SET carry no W: the node uses its default.
-            write_quorum: match kind {
-                OperationKind::VSet | OperationKind::VDel => {
-                    quorum.unwrap_or(self.config.write_quorum_default)
-                }
-                _ => self.config.write_quorum_default,
-            },
+            write_quorum,
+            read_quorum,
             context,
             context_siblings,
             read_values: Vec::new(),
@@ -898,53 +1065,157 @@ impl Cluster {
             outcome: Outcome::Pending,
             start_epoch: self.fault_epoch,
             end_epoch: self.fault_epoch,
+            connection: connection_id,
+            position,
+            in_transaction,
+            replicas_believed_up,
         });
-        self.clients[client].outstanding = Some(index);
-        if self.nodes[node].node.is_none() {
+        self.clients[client].in_flight.push_back(index);
+        if connection.is_none() {
             // Connection refused: the client tries again later.
-            return self.client_reply(client, None);
+            self.client_reply(client, None);
         }
-        let mut keys = Arguments::new();
-        keys.push(key.as_slice());
-        let command = match kind {
-            OperationKind::Get => Command::Get { key: &key },
-            OperationKind::VGet => Command::VGet {
-                key: &key,
-                read_quorum: quorum,
-            },
-            OperationKind::Set => Command::Set {
-                key: &key,
-                value: &value,
-            },
-            OperationKind::VSet => Command::VSet {
-                key: &key,
-                context: context_token.as_bytes(),
-                value: &value,
-                write_quorum: quorum,
-            },
-            OperationKind::Del => Command::Del { keys },
-            OperationKind::VDel => Command::VDel {
-                key: &key,
-                context: context_token.as_bytes(),
-                write_quorum: quorum,
-            },
-        };
-        let timestamp_ms = write_id.unwrap_or(0);
-        self.with_node(node, |n, now| {
-            n.handle(
-                now,
-                Input::Client {
-                    client: ClientId(client as u64),
-                    tag: index as u64,
-                    timestamp_ms,
-                    command,
-                },
-            )
-        });
     }
 
+    /// Lets the client's session take what it can of the bytes sent: each request it
+    /// lets run goes to the node, each it answers itself goes back to the client.
+    fn pump(&mut self, client: usize) {
+        self.client_work_depth += 1;
+        let limits = SessionLimits {
+            resp: RespLimits::default(),
+            read_buffer_bytes_max: RespLimits::default().bulk_size_bytes_max + (64 << 10),
+            value_size_bytes_max: self.config.value_size_bytes_max,
+            password: None,
+        };
+        let mut reply = Vec::new();
+        while let Some(connection) = self.clients[client].connection.as_mut() {
+            let mut input = std::mem::take(&mut connection.input);
+            let (used, step) = connection
+                .session
+                .next(&input, self.now, limits, &mut reply);
+            let (node, id) = (connection.node, connection.id);
+            let (answered, refused) = match &step {
+                Step::Replied { tag } => (Some(*tag), false),
+                Step::Refused { tag } => (Some(*tag), true),
+                _ => (None, false),
+            };
+            if let Some(tag) = answered {
+                let replies = &mut connection.replies;
+                connection
+                    .session
+                    .finish(tag, &reply, refused, |out| replies.extend_from_slice(out));
+            }
+            // `{ step }` moves the step (and the input it borrows) into the match, so
+            // it is gone before the input is trimmed.
+            #[allow(clippy::blocks_in_conditions)]
+            let done = match { step } {
+                Step::Wait => true,
+                Step::Replied { .. } | Step::Refused { .. } => false,
+                Step::Run { tag, command } => {
+                    let timestamp_ms = connection
+                        .sent
+                        .get(tag as usize)
+                        .and_then(|&op| self.history.operations[op].write_id)
+                        .unwrap_or(0);
+                    self.with_node(node, |n, now| {
+                        n.handle(
+                            now,
+                            Input::Client {
+                                client: id,
+                                tag,
+                                timestamp_ms,
+                                command,
+                            },
+                        )
+                    });
+                    false
+                }
+            };
+            input.drain(..used);
+            if let Some(connection) = self.clients[client].connection.as_mut() {
+                connection.input = input;
+            }
+            self.read_replies(client);
+            if refused {
+                self.close_connection(client);
+            }
+            if done {
+                break;
+            }
+        }
+        self.client_work_depth -= 1;
+        if self.client_work_depth == 0 {
+            self.deliver_replies();
+        }
+    }
+
+    /// Hands node replies to their connections' sessions, in the order they came.
+    fn deliver_replies(&mut self) {
+        self.client_work_depth += 1;
+        while let Some((id, tag, bytes, close)) = self.replies_due.pop_front() {
+            let client = (id.0 & 0xffff_ffff) as usize;
+            let Some(connection) = self
+                .clients
+                .get_mut(client)
+                .and_then(|c| c.connection.as_mut())
+                .filter(|c| c.id == id)
+            else {
+                continue; // a connection closed meanwhile
+            };
+            let replies = &mut connection.replies;
+            let finished = connection
+                .session
+                .finish(tag, &bytes, close, |out| replies.extend_from_slice(out));
+            self.read_replies(client);
+            match finished {
+                Some(finished) if finished.closing => self.close_connection(client),
+                Some(finished) if finished.resume => self.pump(client),
+                Some(_) => {}
+                // A reply for a tag the session is not waiting for: a node bug.
+                None => self.stats.bad_replies += 1,
+            }
+        }
+        self.client_work_depth -= 1;
+    }
+
+    /// Reads the whole replies that arrived, in request order.
+    fn read_replies(&mut self, client: usize) {
+        loop {
+            let Some(connection) = self.clients[client].connection.as_mut() else {
+                return;
+            };
+            let parsed =
+                ringkv_client::reply::parse_reply(&connection.replies, ReplyLimits::default());
+            match parsed {
+                Ok(Some((reply, used))) => {
+                    connection.replies.drain(..used);
+                    self.client_reply(client, Some(reply));
+                }
+                Ok(None) => return,
+                Err(_) => {
+                    self.stats.bad_replies += 1; // a node wrote broken RESP
+                    connection.replies.clear();
+                    return self.close_connection(client);
+                }
+            }
+        }
+    }
+
+    /// Closes the client's connection: what it still waits for has an unknown outcome.
+    fn close_connection(&mut self, client: usize) {
+        if self.clients[client].connection.take().is_none() {
+            return;
+        }
+        while !self.clients[client].in_flight.is_empty() {
+            self.client_reply(client, None);
+        }
+    }
+
+    /// The reply to the client's oldest request in flight (`None`: the connection
+    /// died first).
     fn client_reply(&mut self, client: usize, reply: Option<Reply>) {
-        let Some(index) = self.clients[client].outstanding.take() else {
+        let Some(index) = self.clients[client].in_flight.pop_front() else {
+            self.stats.bad_replies += 1; // a reply nobody asked for
             return;
         };
         let operation = &mut self.history.operations[index];
@@ -971,7 +1242,7 @@ impl Cluster {
                     match VersionVector::from_token(&token) {
                         Ok(context) => {
                             self.clients[client]
-                                .last_read
+                                .last_context
                                 .insert(key, (token, context, ids));
                         }
                         // A node handed out a context it cannot read back.
@@ -979,16 +1250,33 @@ impl Cluster {
                     }
                 }
             }
+            (OperationKind::VSet | OperationKind::VDel, Some(Reply::Bulk(Some(token)))) => {
+                // The token names what this write's context showed, and the write.
+                let mut seen = operation.context_siblings.clone();
+                seen.extend(operation.write_id);
+                let token = String::from_utf8_lossy(&token).into_owned();
+                let key = operation.key.clone();
+                match VersionVector::from_token(&token) {
+                    Ok(context) => {
+                        self.clients[client]
+                            .last_context
+                            .insert(key, (token, context, seen));
+                    }
+                    Err(_) => self.stats.bad_replies += 1,
+                }
+            }
             (OperationKind::Get, Some(Reply::Bulk(Some(data)))) => {
                 operation.read_values = vec![value_id(&data)];
             }
             _ => {}
         }
-        let think = self.clients[client]
-            .rng
-            .below(self.parameters.think_time_max_ms + 1);
-        let at = self.now + Duration::from_millis(think);
-        self.schedule(at, Event::ClientStep { client });
+        if self.clients[client].in_flight.is_empty() {
+            let think = self.clients[client]
+                .rng
+                .below(self.parameters.think_time_max_ms + 1);
+            let at = self.now + Duration::from_millis(think);
+            self.schedule(at, Event::ClientStep { client });
+        }
     }
 
     // ---- faults -----------------------------------------------------------------------
@@ -1054,12 +1342,14 @@ impl Cluster {
             disk.crash();
         }
         let id = sim.id;
+        // Its clients' connections die with it, and what they waited for.
         for client in 0..self.clients.len() {
-            let waiting = self.clients[client]
-                .outstanding
-                .is_some_and(|op| self.history.operations[op].node == index);
-            if waiting {
-                self.client_reply(client, None);
+            let connected = self.clients[client]
+                .connection
+                .as_ref()
+                .is_some_and(|c| c.node == index);
+            if connected {
+                self.close_connection(client);
             }
         }
         // Connection resets reach most peers quickly; some only notice by timeout.
@@ -1227,7 +1517,7 @@ impl Cluster {
                 let node = self.rng.below(self.nodes.len() as u64) as usize;
                 self.issue(0, node, OperationKind::VGet, key.clone(), Some(replicas));
                 let limit = self.now + Duration::from_millis(30_000);
-                self.run_until(limit, |cluster| cluster.clients[0].outstanding.is_none());
+                self.run_until(limit, |cluster| cluster.clients[0].in_flight.is_empty());
                 let succeeded = self
                     .history
                     .operations
@@ -1327,10 +1617,39 @@ fn sim_address_node(address: &[u8]) -> Option<NodeId> {
     text.strip_prefix("sim-")?.parse().ok().map(NodeId)
 }
 
-/// Parses a node's whole reply; `None` unless the bytes are exactly one RESP reply.
-fn parse_reply(bytes: &[u8]) -> Option<Reply> {
-    match ringkv_client::reply::parse_reply(bytes, ReplyLimits::default()) {
-        Ok(Some((reply, used))) if used == bytes.len() => Some(reply),
-        _ => None,
+/// Appends `kind`'s request in RESP, as a client library writes it.
+fn encode_request(
+    out: &mut Vec<u8>,
+    kind: OperationKind,
+    key: &[u8],
+    value: &[u8],
+    context: &str,
+    quorum: Option<u8>,
+) {
+    let digits = quorum.map(|q| q.to_string());
+    let mut arguments: Vec<&[u8]> = match kind {
+        OperationKind::Get => vec![b"GET", key],
+        OperationKind::VGet => vec![b"VGET", key],
+        OperationKind::Set => vec![b"SET", key, value],
+        OperationKind::VSet => vec![b"VSET", key, context.as_bytes(), value],
+        OperationKind::Del => vec![b"DEL", key],
+        OperationKind::VDel => vec![b"VDEL", key, context.as_bytes()],
+        OperationKind::Multi => vec![b"MULTI"],
+        OperationKind::Exec => vec![b"EXEC"],
+    };
+    if let Some(digits) = &digits {
+        match kind {
+            OperationKind::VGet => arguments.extend([&b"R"[..], digits.as_bytes()]),
+            OperationKind::VSet | OperationKind::VDel => {
+                arguments.extend([&b"W"[..], digits.as_bytes()])
+            }
+            _ => {}
+        }
+    }
+    out.extend_from_slice(format!("*{}\r\n", arguments.len()).as_bytes());
+    for argument in arguments {
+        out.extend_from_slice(format!("${}\r\n", argument.len()).as_bytes());
+        out.extend_from_slice(argument);
+        out.extend_from_slice(b"\r\n");
     }
 }

@@ -23,6 +23,10 @@ pub enum OperationKind {
     VSet,
     Del,
     VDel,
+    /// `MULTI`: ringkv has no transactions; what follows up to EXEC is refused.
+    Multi,
+    /// `EXEC` after a MULTI: answered with EXECABORT.
+    Exec,
 }
 
 impl OperationKind {
@@ -64,6 +68,8 @@ pub struct Operation {
     pub key: Vec<u8>,
     pub write_id: Option<WriteId>,
     pub write_quorum: u8,
+    /// For reads, the R it asked for (or the node's default); 0 for writes.
+    pub read_quorum: u8,
     /// The context a VSET or VDEL carried.
     pub context: Option<VersionVector>,
     /// The writes the read that gave `context` returned (they must be superseded).
@@ -76,6 +82,15 @@ pub struct Operation {
     /// Fault epochs at start and end (see `Cluster::fault_epoch`).
     pub start_epoch: u64,
     pub end_epoch: u64,
+    /// The client connection it was sent on (unique per run) and its place there:
+    /// requests of one connection are pipelined in this order.
+    pub connection: u64,
+    pub position: u32,
+    /// Sent between MULTI and EXEC: must be refused, never applied.
+    pub in_transaction: bool,
+    /// When it was sent, its coordinator believed every replica of the key up (no
+    /// stand-in takes part: a quorum of replicas is a strict one).
+    pub replicas_believed_up: bool,
 }
 
 /// One durable record, for tracing: key, siblings as (dot, write id), clock.

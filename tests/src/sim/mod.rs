@@ -9,7 +9,7 @@
 //! | [`history`] | what clients did and which dots writes got |
 //! | [`gossip`] | membership views alone, at scale: rounds to converge |
 //! | [`entropy_bytes`] | two replicas, anti-entropy only: bytes to repair k keys |
-//! | [`checkers`] | the five properties, checked after quiescence |
+//! | [`checkers`] | the seven properties, checked after quiescence |
 
 pub mod checkers;
 pub mod cluster;

@@ -63,6 +63,9 @@ pub struct Parameters {
     /// Nodes (the first ones) crashed at the start and kept down for the fault phase.
     pub down_from_start: usize,
     pub sabotage: ringkv_core::node::Sabotage,
+    /// Sabotage of the frontend: client sessions let a pipelined request run before
+    /// the earlier requests of its connection finished.
+    pub unordered_sessions: bool,
     /// After quiescence, read every key at R=N (read repair converges replicas).
     pub read_sweep: bool,
     /// Then let time pass this long with no clients (anti-entropy's turn).
@@ -148,6 +151,7 @@ impl Parameters {
             workload: Workload::Mixed,
             down_from_start: 0,
             sabotage: ringkv_core::node::Sabotage::default(),
+            unordered_sessions: false,
             read_sweep: true,
             entropy_phase_ms: 0,
             anti_entropy_interval_ms: 1_000,
