@@ -7,7 +7,12 @@
 //! `VSET` it with the context read and a value that names a new write and carries the
 //! elements of every sibling read (an add-only set, as the shopping cart of the paper);
 //! now and then a blind `VSET` with the empty context (a concurrent writer, so siblings
-//! happen) or a `VDEL` with the context read. Every value is `w<id>:<e1>,<e2>,...`:
+//! happen) or a `VDEL` with the context read. After a read-merge-write, a client often
+//! writes again at once with the token that `VSET` returned (as a client that keeps
+//! the token instead of reading again), carrying the same elements plus its own: the
+//! token names only what the first write's context named and the first write, so a
+//! node whose token also named a concurrent sibling would lose that sibling's
+//! elements, which property 1 catches. Every value is `w<id>:<e1>,<e2>,...`:
 //! its own write id, then the elements it carries, its own id among them. Every
 //! operation is recorded with its client, start and end (milliseconds since the run
 //! began), outcome and, for a write, the write ids of the siblings its context's read
@@ -186,6 +191,9 @@ pub struct WorkloadSpec {
     pub blind_share: f64,
     /// Share of operations that are a `VDEL` after a read.
     pub delete_share: f64,
+    /// Share of read-merge-writes followed by a write with the token the write
+    /// returned.
+    pub token_share: f64,
     /// Most operations per client (a bound besides the stop flag).
     pub operations_max: u32,
     /// Pause between one client's operations.
@@ -202,6 +210,7 @@ impl Default for WorkloadSpec {
             keys: 40,
             blind_share: 0.15,
             delete_share: 0.08,
+            token_share: 0.4,
             operations_max: 5_000,
             pause: Duration::from_millis(2),
             reply_timeout: Duration::from_secs(3),
@@ -361,13 +370,16 @@ fn run_client(
             if read_ok && !stop.load(Ordering::Relaxed) {
                 let delete = draw < spec.blind_share + spec.delete_share && !values.is_empty();
                 let start_ms = recorder.now_ms();
+                let mut elements = elements_read.clone();
+                elements.insert(write);
                 let (kind, result, written) = if delete {
                     let result = client.delete(key.as_bytes(), &context);
                     (Kind::Delete, result, None)
                 } else {
-                    let mut elements = elements_read.clone();
-                    elements.insert(write);
-                    let value = WorkloadValue { write, elements };
+                    let value = WorkloadValue {
+                        write,
+                        elements: elements.clone(),
+                    };
                     let result = client.put(
                         key.as_bytes(),
                         &context,
@@ -375,18 +387,56 @@ fn run_client(
                     );
                     (Kind::Write, result, Some(write))
                 };
+                let token = match (&result, written) {
+                    (Ok(token), Some(_)) => Some(token.clone()),
+                    _ => None,
+                };
                 recorder.record(Operation {
                     client: client_number,
                     kind,
-                    key,
+                    key: key.clone(),
                     start_ms,
                     end_ms: recorder.now_ms(),
                     outcome: outcome(result.map(|_| ()), &mut failed),
                     write: written,
-                    siblings,
+                    siblings: siblings.clone(),
                     elements_read,
                     context,
                 });
+                let again = token.filter(|_| rng.chance(spec.token_share));
+                if let (Some(token), false) = (again, stop.load(Ordering::Relaxed)) {
+                    // The same client writes again with the token it was given: what
+                    // it was shown is what the first write's context showed and the
+                    // first write itself.
+                    sequence += 1;
+                    let second = (u64::from(client_number) << 32) | sequence;
+                    let mut shown = siblings;
+                    shown.push(write);
+                    let mut carried = elements.clone();
+                    carried.insert(second);
+                    let value = WorkloadValue {
+                        write: second,
+                        elements: carried,
+                    };
+                    let start_ms = recorder.now_ms();
+                    let result = client.put(
+                        key.as_bytes(),
+                        &token,
+                        &value.encode_padded(spec.padding_bytes),
+                    );
+                    recorder.record(Operation {
+                        client: client_number,
+                        kind: Kind::Write,
+                        key,
+                        start_ms,
+                        end_ms: recorder.now_ms(),
+                        outcome: outcome(result.map(|_| ()), &mut failed),
+                        write: Some(second),
+                        siblings: shown,
+                        elements_read: elements,
+                        context: token,
+                    });
+                }
             }
         }
         if failed {
@@ -718,6 +768,53 @@ mod tests {
 
     fn properties(summary: &Summary) -> Vec<u8> {
         summary.violations.iter().map(|v| v.property).collect()
+    }
+
+    #[test]
+    fn a_token_write_that_erased_a_sibling_its_writer_never_saw_is_caught() {
+        // A and B write concurrently from the empty context; B writes again with the
+        // token its first write returned. An honest token names B's write only, so
+        // A's value stays; a token naming the merged clock erases it. (The minting
+        // replica puts B on a second writer lane, 11 here: lane 1 holds A unseen.)
+        let empty = VersionVector::new();
+        let a = written(&VersionSet::new(), &empty, value(1, &[1]));
+        let lane = NodeId(11);
+        let both = VersionSet::update(VersionSet::from_context(&empty, value(2, &[2])), &a, lane);
+        let b_dot = ringkv_core::version::Dot {
+            node: lane,
+            counter: both.counter_of(lane),
+        };
+        let mut history = vec![
+            operation(Kind::Write, Some(1), &empty),
+            operation(Kind::Write, Some(2), &empty),
+            operation(Kind::Write, Some(3), &empty),
+        ];
+        history[2].siblings = vec![2];
+        history[2].elements_read = BTreeSet::from([2]);
+        // The merged clock covers A too: B's next write erases A.
+        let merged_token = both.join();
+        history[2].context = merged_token.to_token().into_bytes();
+        let next = |token: &VersionVector| {
+            VersionSet::update(
+                VersionSet::from_context(token, value(3, &[2, 3])),
+                &both,
+                lane,
+            )
+        };
+        let erased = next(&merged_token);
+        let caught = check(&history, &disks(&[&erased, &erased, &erased]), PLACEMENT);
+        assert!(properties(&caught).contains(&1), "{:?}", caught.violations);
+        // The honest token (the empty context plus B's dot) keeps A beside B's write.
+        let token = empty.clone().with_dot(b_dot);
+        history[2].context = token.to_token().into_bytes();
+        let kept = next(&token);
+        assert_eq!(
+            kept.sibling_count(),
+            2,
+            "A stays a sibling of B's next write"
+        );
+        let fine = check(&history, &disks(&[&kept, &kept, &kept]), PLACEMENT);
+        assert_eq!(fine.violations, Vec::new());
     }
 
     #[test]

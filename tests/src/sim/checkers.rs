@@ -99,7 +99,10 @@ impl<'c> Shown<'c> {
         let mut deletes: BTreeMap<&[u8], Vec<WriteId>> = BTreeMap::new();
         for operation in &cluster.history.operations {
             if let (true, Some(id)) = (operation.kind.is_delete(), operation.write_id) {
-                deletes.entry(operation.key.as_slice()).or_default().push(id);
+                deletes
+                    .entry(operation.key.as_slice())
+                    .or_default()
+                    .push(id);
             }
         }
         Shown {
