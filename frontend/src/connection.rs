@@ -104,7 +104,8 @@ impl OutBuffer {
 /// One request waiting in a client's pipeline.
 #[derive(Debug)]
 struct Waiting<K> {
-    kind: K,
+    /// Taken when its reply is filed.
+    kind: Option<K>,
     reply: Option<Vec<u8>>,
     close: bool,
 }
@@ -145,7 +146,7 @@ impl<K> Pipeline<K> {
     pub fn start(&mut self, kind: K) -> u64 {
         let tag = self.first_tag + self.waiting.len() as u64;
         self.waiting.push_back(Waiting {
-            kind,
+            kind: Some(kind),
             reply: None,
             close: false,
         });
@@ -163,16 +164,13 @@ impl<K> Pipeline<K> {
         reply: &[u8],
         close: bool,
         mut out: impl FnMut(&[u8]),
-    ) -> Option<(K, bool)>
-    where
-        K: Clone,
-    {
+    ) -> Option<(K, bool)> {
         let index = usize::try_from(tag.checked_sub(self.first_tag)?).ok()?;
         let waiting = self.waiting.get_mut(index)?;
         if waiting.reply.is_some() {
             return None;
         }
-        let kind = waiting.kind.clone();
+        let kind = waiting.kind.take()?;
         if index > 0 {
             waiting.reply = Some(reply.to_vec());
             waiting.close = close;

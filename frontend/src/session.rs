@@ -40,8 +40,8 @@ use crate::metrics::CommandKind;
 use ringkv_core::Instant;
 use ringkv_core::placement::key_hash;
 use ringkv_core::resp::{self, Command, Parsed, RespLimits, Skip};
-use smallvec::SmallVec;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// What a session needs to know of its node.
 #[derive(Clone, Copy, Debug)]
@@ -78,21 +78,56 @@ pub struct Pending {
     access: Access,
 }
 
-/// How a request orders against the connection's other requests.
+/// How a request orders against the connection's other requests. Small (16 bytes):
+/// one per request waiting in the pipeline; only multi-key commands allocate.
 #[derive(Clone, Debug)]
 enum Access {
     /// Never waits, never holds anything back.
     Free,
     /// Waits for every earlier request; later ones wait for it.
     Barrier,
-    /// Reads these keys (hashes).
-    Read(SmallVec<[u64; 1]>),
-    /// Writes these keys (hashes).
-    Write(SmallVec<[u64; 1]>),
+    /// Reads (`write` false) or writes one key (its hash).
+    One { key: u64, write: bool },
+    /// Reads or writes several keys (DEL, EXISTS).
+    Many { keys: Box<[u64]>, write: bool },
 }
 
-/// Requests in flight per key hash: (reads, writes).
-type KeyUses = HashMap<u64, (u32, u32)>;
+impl Access {
+    /// The keys (hashes) and whether they are written; `None` for free and barrier
+    /// requests.
+    fn keys(&self) -> Option<(&[u64], bool)> {
+        match self {
+            Access::One { key, write } => Some((core::slice::from_ref(key), *write)),
+            Access::Many { keys, write } => Some((keys, *write)),
+            Access::Free | Access::Barrier => None,
+        }
+    }
+}
+
+/// Requests in flight per key hash: (reads, writes). The keys are xxh3 hashes
+/// already, so the map uses them as they are instead of hashing them again.
+type KeyUses = HashMap<u64, (u32, u32), BuildHasherDefault<KeyHashPassThrough>>;
+
+/// A `Hasher` for keys that are hashes already: it keeps the last `u64` written.
+#[derive(Debug, Default)]
+struct KeyHashPassThrough(u64);
+
+impl Hasher for KeyHashPassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (the keys are `u64`); fold anything else.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
 
 /// A reply filed with [`Session::finish`].
 #[derive(Clone, Copy, Debug)]
@@ -141,7 +176,7 @@ impl Session {
     pub fn new(id: u64, authenticated: bool) -> Session {
         Session {
             pipeline: Pipeline::default(),
-            keys: HashMap::new(),
+            keys: KeyUses::default(),
             barriers: 0,
             ordered: 0,
             blocked: false,
@@ -379,56 +414,61 @@ impl Session {
     /// True when a request with `access` must wait for earlier ones of this
     /// connection.
     fn must_wait(&self, access: &Access) -> bool {
-        if self.unordered {
+        if self.unordered || matches!(access, Access::Free) || self.ordered == 0 {
             return false;
         }
-        match access {
-            Access::Free => false,
-            _ if self.barriers > 0 => true,
-            Access::Barrier => self.ordered > 0,
-            Access::Read(keys) => keys
-                .iter()
-                .any(|key| self.keys.get(key).is_some_and(|&(_, writes)| writes > 0)),
-            Access::Write(keys) => keys.iter().any(|key| self.keys.contains_key(key)),
+        if self.barriers > 0 {
+            return true;
         }
+        let Some((keys, write)) = access.keys() else {
+            return true; // a barrier, behind ordered requests
+        };
+        keys.iter().any(|key| match self.keys.get(key) {
+            Some(&(_, writes)) if !write => writes > 0,
+            Some(_) => true,
+            None => false,
+        })
     }
 
     fn begin(&mut self, access: &Access) {
-        match access {
-            Access::Free => return,
-            Access::Barrier => self.barriers += 1,
-            Access::Read(keys) => {
+        match access.keys() {
+            Some((keys, write)) => {
                 for key in keys {
-                    self.keys.entry(*key).or_default().0 += 1;
+                    let uses = self.keys.entry(*key).or_default();
+                    if write {
+                        uses.1 += 1;
+                    } else {
+                        uses.0 += 1;
+                    }
                 }
             }
-            Access::Write(keys) => {
-                for key in keys {
-                    self.keys.entry(*key).or_default().1 += 1;
-                }
-            }
+            None if matches!(access, Access::Barrier) => self.barriers += 1,
+            None => return,
         }
         self.ordered += 1;
     }
 
     fn end(&mut self, access: &Access) {
-        let release = |keys: &mut KeyUses, key: u64, write: bool| {
-            if let Some(uses) = keys.get_mut(&key) {
-                if write {
-                    uses.1 = uses.1.saturating_sub(1);
-                } else {
-                    uses.0 = uses.0.saturating_sub(1);
-                }
-                if *uses == (0, 0) {
-                    keys.remove(&key);
+        match access.keys() {
+            Some((keys, write)) => {
+                for key in keys {
+                    let Some(uses) = self.keys.get_mut(key) else {
+                        continue;
+                    };
+                    if write {
+                        uses.1 = uses.1.saturating_sub(1);
+                    } else {
+                        uses.0 = uses.0.saturating_sub(1);
+                    }
+                    if *uses == (0, 0) {
+                        self.keys.remove(key);
+                    }
                 }
             }
-        };
-        match access {
-            Access::Free => return,
-            Access::Barrier => self.barriers = self.barriers.saturating_sub(1),
-            Access::Read(keys) => keys.iter().for_each(|&k| release(&mut self.keys, k, false)),
-            Access::Write(keys) => keys.iter().for_each(|&k| release(&mut self.keys, k, true)),
+            None if matches!(access, Access::Barrier) => {
+                self.barriers = self.barriers.saturating_sub(1)
+            }
+            None => return,
         }
         self.ordered = self.ordered.saturating_sub(1);
     }
@@ -462,15 +502,23 @@ impl Session {
 
 /// How `command` orders against the connection's other requests.
 fn access_of(command: &Command<'_>) -> Access {
-    let one = |key: &[u8]| SmallVec::from_elem(key_hash(key), 1);
-    let many = |keys: &[&[u8]]| keys.iter().map(|key| key_hash(key)).collect();
+    let keys = |keys: &[&[u8]], write: bool| match keys {
+        [key] => Access::One {
+            key: key_hash(key),
+            write,
+        },
+        _ => Access::Many {
+            keys: keys.iter().map(|key| key_hash(key)).collect(),
+            write,
+        },
+    };
     match command {
-        Command::Get { key } | Command::VGet { key, .. } => Access::Read(one(key)),
-        Command::Exists { keys } => Access::Read(many(keys)),
+        Command::Get { key } | Command::VGet { key, .. } => keys(&[key], false),
+        Command::Exists { keys: named } => keys(named, false),
         Command::Set { key, .. } | Command::VSet { key, .. } | Command::VDel { key, .. } => {
-            Access::Write(one(key))
+            keys(&[key], true)
         }
-        Command::Del { keys } => Access::Write(many(keys)),
+        Command::Del { keys: named } => keys(named, true),
         Command::Admin(_) => Access::Barrier,
         Command::Ping { .. }
         | Command::Echo { .. }

@@ -665,6 +665,8 @@ impl Node {
         };
         write.existed = super::client::holds_value(&current);
         let epoch_writer = write.writer;
+        // Only VSET, VDEL and forwarded writes answer with a token.
+        let token_wanted = write.reply_context || matches!(write.reply, ReplyTo::Peer { .. });
         let writer = self.lane_for(epoch_writer, &context, &current);
         let minted = VersionSet::update_above(
             VersionSet::from_context(&context, spec.value),
@@ -678,7 +680,9 @@ impl Node {
             node: writer,
             counter: minted.counter_of(writer),
         };
-        let reply_context = if self.sabotage().merged_clock_token {
+        let reply_context = if !token_wanted {
+            VersionVector::new()
+        } else if self.sabotage().merged_clock_token {
             minted.join()
         } else {
             context.with_dot(dot)
