@@ -303,6 +303,11 @@ fn run_client(
     let mut rng = Rng::new(seed);
     let mut sequence: u64 = 0;
     let empty = VersionVector::new().to_token().into_bytes();
+    let writer = RecordedWriter {
+        client_number,
+        recorder,
+        padding_bytes: spec.padding_bytes,
+    };
     for _ in 0..spec.operations_max {
         if stop.load(Ordering::Relaxed) {
             break;
@@ -313,28 +318,8 @@ fn run_client(
         sequence += 1;
         let write = (u64::from(client_number) << 32) | sequence;
         if draw < spec.blind_share {
-            let value = WorkloadValue {
-                write,
-                elements: BTreeSet::from([write]),
-            };
-            let start_ms = recorder.now_ms();
-            let result = client.put(
-                key.as_bytes(),
-                &empty,
-                &value.encode_padded(spec.padding_bytes),
-            );
-            recorder.record(Operation {
-                client: client_number,
-                kind: Kind::Write,
-                key,
-                start_ms,
-                end_ms: recorder.now_ms(),
-                outcome: outcome(result.map(|_| ()), &mut failed),
-                write: Some(write),
-                siblings: Vec::new(),
-                elements_read: BTreeSet::new(),
-                context: empty.clone(),
-            });
+            let shown = (Vec::new(), BTreeSet::new());
+            writer.put(&mut client, &mut failed, key, empty.clone(), write, shown);
         } else {
             let start_ms = recorder.now_ms();
             let read = client.get(key.as_bytes());
@@ -412,30 +397,8 @@ fn run_client(
                     let second = (u64::from(client_number) << 32) | sequence;
                     let mut shown = siblings;
                     shown.push(write);
-                    let mut carried = elements.clone();
-                    carried.insert(second);
-                    let value = WorkloadValue {
-                        write: second,
-                        elements: carried,
-                    };
-                    let start_ms = recorder.now_ms();
-                    let result = client.put(
-                        key.as_bytes(),
-                        &token,
-                        &value.encode_padded(spec.padding_bytes),
-                    );
-                    recorder.record(Operation {
-                        client: client_number,
-                        kind: Kind::Write,
-                        key,
-                        start_ms,
-                        end_ms: recorder.now_ms(),
-                        outcome: outcome(result.map(|_| ()), &mut failed),
-                        write: Some(second),
-                        siblings: shown,
-                        elements_read: elements,
-                        context: token,
-                    });
+                    let shown = (shown, elements);
+                    writer.put(&mut client, &mut failed, key, token, second, shown);
                 }
             }
         }
@@ -446,6 +409,51 @@ fn run_client(
             }
         }
         std::thread::sleep(spec.pause);
+    }
+}
+
+/// One client's recorded `VSET`s of workload values.
+struct RecordedWriter<'a> {
+    client_number: u32,
+    recorder: &'a Recorder,
+    padding_bytes: usize,
+}
+
+impl RecordedWriter<'_> {
+    /// Writes `write` to `key` with `context` through `client`, carrying the elements
+    /// read plus its own, and records it with what its writer was `shown` (siblings,
+    /// elements); sets `failed` when it fails.
+    fn put(
+        &self,
+        client: &mut Client,
+        failed: &mut bool,
+        key: String,
+        context: Vec<u8>,
+        write: WriteId,
+        shown: (Vec<WriteId>, BTreeSet<WriteId>),
+    ) {
+        let (siblings, elements_read) = shown;
+        let mut elements = elements_read.clone();
+        elements.insert(write);
+        let value = WorkloadValue { write, elements };
+        let start_ms = self.recorder.now_ms();
+        let result = client.put(
+            key.as_bytes(),
+            &context,
+            &value.encode_padded(self.padding_bytes),
+        );
+        self.recorder.record(Operation {
+            client: self.client_number,
+            kind: Kind::Write,
+            key,
+            start_ms,
+            end_ms: self.recorder.now_ms(),
+            outcome: outcome(result.map(|_| ()), failed),
+            write: Some(write),
+            siblings,
+            elements_read,
+            context,
+        });
     }
 }
 

@@ -1226,6 +1226,10 @@ impl Cluster {
             Some(Reply::Error(text)) => Outcome::Failed(text.clone()),
             Some(_) => Outcome::Ok,
         };
+        // The context to write with next: a VGET's, naming its siblings; or the token
+        // a VSET or VDEL returned, naming what that write's context showed and the
+        // write itself.
+        let mut next_context: Option<(Vec<u8>, Vec<WriteId>)> = None;
         match (operation.kind, reply) {
             (OperationKind::VGet, Some(Reply::Array(Some(items)))) => {
                 if let [Reply::Bulk(Some(token)), Reply::Array(Some(values))] = items.as_slice() {
@@ -1237,38 +1241,30 @@ impl Cluster {
                         })
                         .collect();
                     operation.read_values = ids.clone();
-                    let token = String::from_utf8_lossy(token).into_owned();
-                    let key = operation.key.clone();
-                    match VersionVector::from_token(&token) {
-                        Ok(context) => {
-                            self.clients[client]
-                                .last_context
-                                .insert(key, (token, context, ids));
-                        }
-                        // A node handed out a context it cannot read back.
-                        Err(_) => self.stats.bad_replies += 1,
-                    }
+                    next_context = Some((token.clone(), ids));
                 }
             }
             (OperationKind::VSet | OperationKind::VDel, Some(Reply::Bulk(Some(token)))) => {
-                // The token names what this write's context showed, and the write.
                 let mut seen = operation.context_siblings.clone();
                 seen.extend(operation.write_id);
-                let token = String::from_utf8_lossy(&token).into_owned();
-                let key = operation.key.clone();
-                match VersionVector::from_token(&token) {
-                    Ok(context) => {
-                        self.clients[client]
-                            .last_context
-                            .insert(key, (token, context, seen));
-                    }
-                    Err(_) => self.stats.bad_replies += 1,
-                }
+                next_context = Some((token, seen));
             }
             (OperationKind::Get, Some(Reply::Bulk(Some(data)))) => {
                 operation.read_values = vec![value_id(&data)];
             }
             _ => {}
+        }
+        if let Some((token, seen)) = next_context {
+            let token = String::from_utf8_lossy(&token).into_owned();
+            let key = operation.key.clone();
+            match VersionVector::from_token(&token) {
+                Ok(context) => {
+                    let contexts = &mut self.clients[client].last_context;
+                    contexts.insert(key, (token, context, seen));
+                }
+                // A node handed out a context it cannot read back.
+                Err(_) => self.stats.bad_replies += 1,
+            }
         }
         if self.clients[client].in_flight.is_empty() {
             let think = self.clients[client]
