@@ -218,8 +218,10 @@ impl Client {
         }
     }
 
-    /// `VSET key context value`: supersedes what `context` names. Returns the context
-    /// of the version written (a later put with it supersedes this one).
+    /// `VSET key context value`: supersedes what `context` names. Returns a token
+    /// naming exactly `context` and this write: a later put or delete with it
+    /// supersedes this write and what `context` named, and never a concurrent sibling
+    /// this writer was not shown (read again to see and merge those).
     pub fn put(
         &mut self,
         key: &[u8],
@@ -245,7 +247,8 @@ impl Client {
         expect_context("VSET", self.command(&arguments)?)
     }
 
-    /// `VDEL key context`: deletes what `context` names; returns the delete's context.
+    /// `VDEL key context`: deletes what `context` names; returns a token naming
+    /// `context` and the delete (as [`Client::put`]'s).
     pub fn delete(&mut self, key: &[u8], context: &[u8]) -> Result<Vec<u8>, ClientError> {
         self.delete_with(key, context, None)
     }
