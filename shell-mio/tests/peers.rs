@@ -60,7 +60,8 @@ fn a_peer_of_another_cluster_is_refused_and_the_node_serves_on(binary: Binary) {
     }));
     let log = std::fs::read_to_string(cluster.log_path(0)).unwrap();
     let names_both = format!(
-        "of cluster 99; this node speaks protocol 1 of cluster {}",
+        "of cluster 99; this node speaks protocol {} of cluster {}",
+        ringkv_core::wire::PROTOCOL_VERSION,
         cluster.cluster_id()
     );
     assert!(log.contains(&names_both), "the log names both clusters");
