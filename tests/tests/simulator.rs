@@ -49,6 +49,49 @@ fn every_seed_keeps_the_seven_properties() {
     }
 }
 
+/// Seeds that once failed, replayed on every run. 9114809: a W=3 write refused with
+/// three nodes reachable (property 4); 5552706: a client with no think time got
+/// instant answers at one instant forever, so the run never ended and its history
+/// grew until memory ran out (client operations now take simulated time, and every
+/// run is bounded).
+const ONCE_FAILED: [u64; 2] = [9_114_809, 5_552_706];
+
+#[test]
+fn the_seeds_that_once_failed_replay_clean() {
+    for seed in ONCE_FAILED {
+        let (cluster, violations) = run_seed(Parameters::from_seed(seed));
+        assert!(
+            violations.is_empty(),
+            "seed {seed}: {violations:?} (replay: RINGKV_SEED={seed} cargo test -p ringkv-tests --test simulator)"
+        );
+        assert!(
+            cluster.history.operations.len() < 20_000,
+            "seed {seed} ran {} operations",
+            cluster.history.operations.len()
+        );
+    }
+}
+
+#[test]
+fn a_run_past_its_event_bound_is_stopped_and_fails_its_seed() {
+    let seed = 11;
+    let mut parameters = Parameters::from_seed(seed);
+    parameters.events_max = 2_000;
+    let (cluster, violations) = run_seed(parameters);
+    println!("seed {seed}: stopped after {} events", cluster.stats.events);
+    assert!(
+        cluster.stats.events <= 2_001 + 64,
+        "{}",
+        cluster.stats.events
+    );
+    assert!(
+        violations
+            .iter()
+            .any(|v| v.property == 5 && v.detail.contains("passed its bounds")),
+        "{violations:?}"
+    );
+}
+
 /// What a batch of runs exercised, so a simulator that quietly stopped injecting faults
 /// or stopped reaching a mechanism fails instead of passing vacuously.
 #[derive(Debug, Default)]

@@ -66,6 +66,11 @@ impl fmt::Display for Violation {
 
 /// Every checker, in property order.
 pub fn check_all(cluster: &Cluster) -> Vec<Violation> {
+    if cluster.over_bounds() {
+        // The run was stopped, not finished: nothing else can be judged (and the
+        // history checkers would take as long as the runaway did).
+        return bounds_hold(cluster);
+    }
     let mut violations = Vec::new();
     violations.extend(no_acknowledged_write_lost(cluster));
     violations.extend(replicas_converge(cluster));
@@ -587,6 +592,19 @@ fn promised_writable(cluster: &Cluster, operation: &Operation) -> Option<usize> 
 /// Property 5.
 pub fn bounds_hold(cluster: &Cluster) -> Vec<Violation> {
     let mut violations = Vec::new();
+    if cluster.over_bounds() {
+        violations.push(Violation {
+            property: 5,
+            detail: format!(
+                "the run passed its bounds ({} events, {} client operations at {:?}; at most {} and {}): it was stopped, not finished",
+                cluster.stats.events,
+                cluster.history.operations.len(),
+                cluster.now,
+                cluster.parameters.events_max,
+                super::cluster::RUN_OPERATIONS_MAX
+            ),
+        });
+    }
     for sim in &cluster.nodes {
         for (name, (peak, max)) in &sim.bounds {
             if peak > max {

@@ -66,6 +66,8 @@ pub struct Parameters {
     /// Sabotage of the frontend: client sessions let a pipelined request run before
     /// the earlier requests of its connection finished.
     pub unordered_sessions: bool,
+    /// Events after which the run is stopped and fails (`cluster::RUN_EVENTS_MAX`).
+    pub events_max: u64,
     /// After quiescence, read every key at R=N (read repair converges replicas).
     pub read_sweep: bool,
     /// Then let time pass this long with no clients (anti-entropy's turn).
@@ -152,6 +154,7 @@ impl Parameters {
             down_from_start: 0,
             sabotage: ringkv_core::node::Sabotage::default(),
             unordered_sessions: false,
+            events_max: super::cluster::RUN_EVENTS_MAX,
             read_sweep: true,
             entropy_phase_ms: 0,
             anti_entropy_interval_ms: 1_000,
