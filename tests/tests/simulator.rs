@@ -1,7 +1,10 @@
 //! The deterministic cluster simulator over many seeds (design.md section 9).
 //!
 //! `cargo test` runs `DEFAULT_RUNS` seeds; `RINGKV_SEED=<n>` replays one,
-//! `RINGKV_SIM_RUNS=<n>` and `RINGKV_SIM_SEED_BASE=<n>` try others.
+//! `RINGKV_SIM_RUNS=<n>` and `RINGKV_SIM_SEED_BASE=<n>` try others, and
+//! `RINGKV_SIM_SECONDS=<s>` stops starting new seeds after that long (a time-boxed
+//! batch, as `.ci/run` runs one from a fresh base; it prints how far it got).
+//! `tests/explore-seeds.sh` runs a long exploration on every core.
 
 use ringkv_tests::seeds::SeedPlan;
 use ringkv_tests::sim::run_seed;
@@ -12,9 +15,19 @@ const DEFAULT_RUNS: u64 = 200;
 #[test]
 fn every_seed_keeps_the_seven_properties() {
     let plan = SeedPlan::from_env(DEFAULT_RUNS).expect("seed variables");
+    let budget_seconds: Option<u64> = std::env::var("RINGKV_SIM_SECONDS").ok().map(|text| {
+        text.parse()
+            .expect("RINGKV_SIM_SECONDS is a number of seconds")
+    });
+    let started = std::time::Instant::now();
     let mut failures = Vec::new();
     let mut totals = Totals::default();
+    let mut ran: u64 = 0;
     for seed in plan.seeds() {
+        if budget_seconds.is_some_and(|budget| started.elapsed().as_secs() >= budget) {
+            break;
+        }
+        ran += 1;
         let parameters = Parameters::from_seed(seed);
         // A panic (in a node or the simulator) is a failure of this seed: say which.
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -42,9 +55,17 @@ fn every_seed_keeps_the_seven_properties() {
             failures.push(seed);
         }
     }
+    println!(
+        "simulator: {ran} seeds from {} ({}..={}) in {:.0} s, {} failed",
+        plan.base,
+        plan.base,
+        plan.base + ran.saturating_sub(1),
+        started.elapsed().as_secs_f64(),
+        failures.len()
+    );
     assert!(failures.is_empty(), "seeds that failed: {failures:?}");
     println!("{totals:#?}");
-    if plan.runs >= DEFAULT_RUNS {
+    if totals.runs >= DEFAULT_RUNS {
         totals.assert_exercised();
     }
 }
