@@ -38,7 +38,8 @@
 //!    write's W overlap (R + W > N) on the key's replicas (the coordinator believed
 //!    them all up for both, and both were answered before a replica timeout could
 //!    bring in a stand-in: a stand-in keeps a write as a hint, which reads do not
-//!    see) and no fault or membership change came between.
+//!    see), no fault was active (a down node, a cut link, a lossy network, a failing
+//!    disk) and none came between, and no membership change.
 //!    And a transaction applies nothing: every write sent between MULTI and EXEC is
 //!    refused and never stored.
 
@@ -263,7 +264,22 @@ pub fn connections_observe_their_writes(cluster: &Cluster) -> Vec<Violation> {
                     && read.replicas_believed_up
                     && prompt(write, write.start)
                     && prompt(read, read_from);
-                let calm = read.end_epoch == write.start_epoch && !membership_changes && strict;
+                // And no fault at all while they ran: a failing disk or a cut link
+                // sends a write to a stand-in as surely as a node believed down.
+                let no_fault =
+                    cluster
+                        .epochs
+                        .get(write.start_epoch as usize)
+                        .is_some_and(|epoch| {
+                            epoch.blocked.is_empty()
+                                && !epoch.lossy
+                                && epoch.up.iter().all(|&up| up)
+                                && epoch.failing_disks.iter().all(|&failing| !failing)
+                        });
+                let calm = read.end_epoch == write.start_epoch
+                    && no_fault
+                    && !membership_changes
+                    && strict;
                 if !is_read || read.key != write.key || read.outcome != Outcome::Ok {
                     continue;
                 }

@@ -1094,12 +1094,19 @@ impl Cluster {
             // DEL and SET carry no W: the node uses its default.
             _ => self.config.write_quorum_default,
         };
-        let replicas_believed_up = self.nodes[node].node.as_ref().is_some_and(|coordinator| {
-            let partition = self.ring.partition_of(&key);
-            self.ring
-                .preference_list(partition)
-                .all(|replica| coordinator.believes_up(replica))
-        });
+        // Every running node's view, not only the coordinator's: a forwarded write is
+        // minted, and its stand-ins chosen, by a replica.
+        let partition = self.ring.partition_of(&key);
+        let replicas_believed_up = self.nodes[node].node.is_some()
+            && self
+                .nodes
+                .iter()
+                .filter_map(|n| n.node.as_ref())
+                .all(|view| {
+                    self.ring
+                        .preference_list(partition)
+                        .all(|replica| view.believes_up(replica))
+                });
         let read_quorum = match kind {
             OperationKind::VGet => quorum.unwrap_or(self.config.read_quorum_default),
             OperationKind::Get => self.config.read_quorum_default,

@@ -88,8 +88,9 @@ pub struct Operation {
     pub position: u32,
     /// Sent between MULTI and EXEC: must be refused, never applied.
     pub in_transaction: bool,
-    /// When it was sent, its coordinator believed every replica of the key up (no
-    /// stand-in takes part: a quorum of replicas is a strict one).
+    /// When it was sent, every running node (its coordinator, and the replica that
+    /// mints a forwarded write) believed every replica of the key up (no stand-in takes
+    /// part: a quorum of replicas is a strict one).
     pub replicas_believed_up: bool,
 }
 
