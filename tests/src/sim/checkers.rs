@@ -298,12 +298,27 @@ pub fn connections_observe_their_writes(cluster: &Cluster) -> Vec<Violation> {
                     _ => read.read_values.iter().any(|&x| shown.supersedes(x, id)),
                 };
                 // Nothing returned is right when a delete superseded the write, or, for
-                // GET's last-write-wins pick, when a later delete is concurrent with it.
+                // GET's last-write-wins pick, when a delete with a later timestamp is
+                // concurrent with the write or with a write that superseded it (a SET
+                // minted after it on the replica supersedes it, whatever its timestamp).
+                let key_writes: Vec<WriteId> = history
+                    .operations
+                    .iter()
+                    .filter(|op| op.key == write.key)
+                    .filter_map(|op| op.write_id)
+                    .collect();
+                let carriers: Vec<WriteId> = key_writes
+                    .iter()
+                    .copied()
+                    .filter(|&x| shown.supersedes(x, id))
+                    .collect();
                 let deleted = history.operations.iter().any(|op| {
                     op.kind.is_delete()
                         && op.key == write.key
                         && op.write_id.is_some_and(|d| {
-                            (read.kind == OperationKind::Get && d > id) || shown.supersedes(d, id)
+                            shown.supersedes(d, id)
+                                || (read.kind == OperationKind::Get
+                                    && carriers.iter().any(|&x| d > x))
                         })
                 });
                 if !observed && !deleted {
