@@ -5,7 +5,8 @@
 //! Every scenario: 5 nodes, N=3 R=2 W=2, a tombstone grace longer than the run (so
 //! the checker sees every delete's tombstone), anti-entropy every 20 ms (a replica a
 //! fault left behind is repaired in seconds, not in the default's minutes). Four
-//! clients run the read-merge-write workload (`history` module docs) for the whole
+//! clients run the read-merge-write workload (`history` module docs: pipelines and
+//! refused transactions through the `redis` crate among them) for the whole
 //! fault; then every link heals, every paused node resumes, the workload stops, and
 //! the test waits until every replica of every partition reports the same
 //! anti-entropy root (`RINGKV.DIGEST`) and no node holds a hint: the time from heal
@@ -150,8 +151,14 @@ fn scenario_with(
         .iter()
         .map(|nodes| nodes.iter().map(|&i| cluster.client_address(i)).collect())
         .collect();
+    // Before the fault every node must see every member (the pipelined reads of the
+    // steady phase are judged for read-your-writes).
+    if !all_reachable(&cluster) {
+        recorder.fault_begins();
+    }
     let workload = Workload::start(&recorder, &client_addresses, &setup.workload, seed);
     std::thread::sleep(STEADY);
+    recorder.fault_begins();
     fault(&mut cluster);
     let discarded = proxies(&cluster).discarded_total();
     if through == Through::Proxies {
@@ -162,6 +169,9 @@ fn scenario_with(
         cluster.cluster.resume(index);
     }
     let healed = Instant::now();
+    if all_reachable(&cluster) {
+        recorder.fault_settled();
+    }
     std::thread::sleep(STEADY);
     workload.stop();
     let converged = wait_converged(&cluster);
@@ -181,8 +191,10 @@ fn scenario_with(
         })
         .collect();
     let operations = recorder.operations();
+    let faults = recorder.fault_windows();
     let summary = check(
         &operations,
+        &faults,
         &disks,
         Placement {
             nodes: u64::from(NODES),
@@ -200,6 +212,10 @@ fn scenario_with(
             || "did not".to_owned(),
             |_| format!("{:.1} s", converge_ms as f64 / 1000.0)
         ),
+    );
+    println!(
+        "  {} pipelined reads judged for read-your-writes, {} transactions refused; fault windows {faults:?}",
+        summary.pipelined_reads_judged, summary.transactions
     );
     for (error, count) in &summary.errors {
         println!("  {count} failed: {error}");
@@ -235,7 +251,22 @@ fn scenario_with(
         summary.writes_acknowledged > 0,
         "{name}: no write was acknowledged"
     );
+    assert!(
+        summary.pipelined_reads_judged > 0 && summary.transactions > 0,
+        "{name}: the workload pipelined no judged read or sent no transaction: {summary:?}"
+    );
     summary
+}
+
+/// Waits (at most 10 s) until every node reports every member reachable; false if
+/// one never did.
+fn all_reachable(cluster: &LocalCluster) -> bool {
+    support::eventually(Duration::from_secs(10), || {
+        (0..NODES).all(|index| {
+            cluster.info_field(index, "members_reachable").as_deref()
+                == Some(NODES.to_string().as_str())
+        })
+    })
 }
 
 /// Waits until every node reports, for every partition it replicates, the same
@@ -429,6 +460,7 @@ fn the_checks_catch_a_replica_that_missed_writes() {
         .collect();
     let summary = check(
         &recorder.operations(),
+        &recorder.fault_windows(),
         &disks,
         Placement {
             nodes: 3,
