@@ -439,7 +439,7 @@ impl Node {
             let stats = self.stats();
             let _ = write!(
                 text,
-                "# Stats\r\nrequests_in_flight:{}\r\nreads_coordinated:{}\r\nwrites_coordinated:{}\r\nwrites_forwarded:{}\r\nstand_in_writes:{}\r\nread_repairs_sent:{}\r\nhints_stored:{}\r\nhints_delivered:{}\r\noverloaded:{}\r\nrequests_timed_out:{}\r\npeers_marked_down:{}\r\ncorrupt_records_replaced:{}\r\n\r\n",
+                "# Stats\r\nrequests_in_flight:{}\r\nreads_coordinated:{}\r\nwrites_coordinated:{}\r\nwrites_forwarded:{}\r\nstand_in_writes:{}\r\nread_repairs_sent:{}\r\nhints_stored:{}\r\nhints_delivered:{}\r\noverloaded:{}\r\nmerges_coalesced:{}\r\nrequests_timed_out:{}\r\npeers_marked_down:{}\r\ncorrupt_records_replaced:{}\r\n\r\n",
                 self.requests.len(),
                 stats.reads_coordinated,
                 stats.writes_coordinated,
@@ -449,6 +449,7 @@ impl Node {
                 stats.hints_stored,
                 stats.hints_delivered,
                 stats.overloaded,
+                stats.merges_coalesced,
                 stats.requests_timed_out,
                 stats.peers_marked_down,
                 stats.corrupt_records_replaced,

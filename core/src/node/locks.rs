@@ -6,6 +6,10 @@
 //! A, write B) would lose A, so each key has at most one in progress and the rest wait
 //! in arrival order behind it. A key's lock is held from the read until the write is
 //! durable, which is also what lets a replica acknowledge only durable writes.
+//! A merge nobody waits for (a read repair, an anti-entropy push) folds into the merge
+//! already waiting last on its key instead of queueing (`last_waiting_mut`; the
+//! replica's `merge_locally`): repairs of a hot key then cost one storage round trip,
+//! not one each ahead of the key's writes.
 //!
 //! Bounds: `locked_keys_max` keys at once and `waiting_operations_max` operations
 //! waiting in total; past either, `enqueue` refuses and the caller answers overloaded.
@@ -141,6 +145,17 @@ impl<Op> KeyLocks<Op> {
     /// The running operation of `lock`.
     pub(crate) fn running_mut(&mut self, lock: u32) -> Option<&mut Op> {
         self.slots.get_mut(lock as usize)?.queue.front_mut()
+    }
+
+    /// The last operation waiting behind `key`'s running one, if any: a caller may
+    /// fold a new operation into it instead of queueing one more.
+    pub(crate) fn last_waiting_mut(&mut self, space: Space, key: &[u8]) -> Option<&mut Op> {
+        let slot = self.find(space, key, lock_hash(space, key))?;
+        let queue = &mut self.slots.get_mut(slot as usize)?.queue;
+        if queue.len() < 2 {
+            return None;
+        }
+        queue.back_mut()
     }
 
     /// Ends the running operation: returns it, and whether another now runs.

@@ -320,6 +320,8 @@ pub struct Stats {
     pub hints_stored: u64,
     pub hints_delivered: u64,
     pub overloaded: u64,
+    /// Unacknowledged merges (repairs) folded into one already waiting on their key.
+    pub merges_coalesced: u64,
     pub requests_timed_out: u64,
     pub peers_marked_down: u64,
     pub actions_refused: u64,

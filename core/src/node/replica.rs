@@ -249,6 +249,27 @@ impl Node {
             }
         };
         let storage_key = std::mem::take(&mut self.scratch);
+        // An unacknowledged merge (a read repair, an anti-entropy push) folds into a
+        // merge already waiting on the key: version sets join in any order, so one
+        // waiting merge carries them all. Without this, repairs of a hot key queued
+        // one storage round trip each behind its writes, until the replicas' answers
+        // took longer than the peers' replica timeout and a live node was taken for
+        // dead (simulator seed 9114809: a W=3 write refused with all three up).
+        if reply.is_none() {
+            if let Some(KeyOp::Merge {
+                versions: waiting,
+                hint_owner: waiting_owner,
+                ..
+            }) = self.locks.last_waiting_mut(space, &storage_key)
+            {
+                if *waiting_owner == hint_owner {
+                    *waiting = waiting.sync(&versions);
+                    self.stats.merges_coalesced += 1;
+                    self.scratch = storage_key;
+                    return Ok(());
+                }
+            }
+        }
         let queued = self.enqueue_key_op(
             space,
             &storage_key,

@@ -1420,3 +1420,52 @@ fn after_storage_damage_a_node_never_mints_under_its_old_writer_id() {
         );
     }
 }
+
+/// Seed 9114809 of the simulator: read repairs of one hot key queued one storage round
+/// trip each behind its writes, until the replica answered writes slower than the
+/// peers' replica timeout and was taken for dead (a W=3 write refused with all three
+/// nodes up). Unacknowledged merges now fold into the one waiting on the key.
+#[test]
+fn repairs_of_a_busy_key_fold_into_one_waiting_merge() {
+    let mut harness = Harness::new(3, |_| {});
+    let key = b"hot";
+    let (replica, from) = (2, NodeId(1));
+    let empty = crate::version::VersionVector::new();
+    // Ten concurrent versions, minted by ten different writers.
+    let repairs: Vec<Vec<u8>> = (0..10u64)
+        .map(|writer| {
+            let value = crate::version::Value::new(format!("v{writer}").into_bytes(), 1);
+            let minted = VersionSet::update(
+                VersionSet::from_context(&empty, value),
+                &VersionSet::new(),
+                NodeId(100 + writer),
+            );
+            let mut bytes = Vec::new();
+            minted.encode(&mut bytes);
+            bytes
+        })
+        .collect();
+    for versions in &repairs {
+        let message = Message::ReplicaPut {
+            request: super::coordinator::NO_REQUEST,
+            key,
+            versions,
+            hint: None,
+        };
+        let now = harness.now;
+        harness.nodes[replica].handle(now, Input::Peer { from, message });
+        harness.drain(replica);
+    }
+    let writes_before = harness.nodes[replica].stats();
+    assert_eq!(
+        writes_before.merges_coalesced, 8,
+        "the first runs, the second waits, eight fold into it"
+    );
+    let mut storage_jobs = 0;
+    while harness.complete_one(replica) {
+        storage_jobs += 1;
+    }
+    assert_eq!(storage_jobs, 4, "two merges: a read and a write each");
+    let stored = harness.stored(replica, key).expect("stored");
+    assert_eq!(stored.sibling_count(), 10, "every repair's version is kept");
+}

@@ -330,7 +330,15 @@ impl Cluster {
                     pending_write: None,
                     connection: None,
                     connections: 0,
-                    latency: Duration::from_micros(200 + client_rng.below(1_800)),
+                    latency: Duration::from_micros({
+                        let range = &parameters.client_latency_us;
+                        let spread = range.end.saturating_sub(range.start);
+                        if spread == 0 {
+                            0
+                        } else {
+                            range.start + client_rng.below(spread)
+                        }
+                    }),
                     rng: client_rng,
                 }
             })
@@ -1625,6 +1633,7 @@ pub fn add_stats(a: Stats, b: Stats) -> Stats {
         hints_stored: a.hints_stored + b.hints_stored,
         hints_delivered: a.hints_delivered + b.hints_delivered,
         overloaded: a.overloaded + b.overloaded,
+        merges_coalesced: a.merges_coalesced + b.merges_coalesced,
         requests_timed_out: a.requests_timed_out + b.requests_timed_out,
         peers_marked_down: a.peers_marked_down + b.peers_marked_down,
         actions_refused: a.actions_refused + b.actions_refused,

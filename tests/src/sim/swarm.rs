@@ -68,6 +68,9 @@ pub struct Parameters {
     pub unordered_sessions: bool,
     /// Events after which the run is stopped and fails (`cluster::RUN_EVENTS_MAX`).
     pub events_max: u64,
+    /// A client's one-way latency to its node is drawn from this range (microseconds;
+    /// an empty range is zero latency, as the simulator had before seed 5552706).
+    pub client_latency_us: std::ops::Range<u64>,
     /// After quiescence, read every key at R=N (read repair converges replicas).
     pub read_sweep: bool,
     /// Then let time pass this long with no clients (anti-entropy's turn).
@@ -155,6 +158,7 @@ impl Parameters {
             sabotage: ringkv_core::node::Sabotage::default(),
             unordered_sessions: false,
             events_max: super::cluster::RUN_EVENTS_MAX,
+            client_latency_us: 200..2_000,
             read_sweep: true,
             entropy_phase_ms: 0,
             anti_entropy_interval_ms: 1_000,
