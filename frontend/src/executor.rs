@@ -288,6 +288,9 @@ pub struct Executor {
     reads_deferred: AtomicU64,
 }
 
+/// The stores under a node's data directory, each in a directory of its name.
+pub const STORE_NAMES: [&str; 3] = ["data", "hints", "meta"];
+
 /// Opens the three stores under `dir`.
 fn open_stores(dir: &Path, sizes: StoreSizes) -> Result<Stores, OpenError> {
     let value_size_bytes_max = sizes
@@ -305,10 +308,11 @@ fn open_stores(dir: &Path, sizes: StoreSizes) -> Result<Stores, OpenError> {
         Store::open(dir.join(store), config(segment_size_bytes.max(smallest)))
             .map_err(|error| OpenError { store, error })
     };
+    let [data, hints, meta] = STORE_NAMES;
     Ok(Stores {
-        data: open("data", sizes.data_segment_size_bytes)?,
-        hints: open("hints", 16 << 20)?,
-        meta: open("meta", 1 << 20)?,
+        data: open(data, sizes.data_segment_size_bytes)?,
+        hints: open(hints, 16 << 20)?,
+        meta: open(meta, 1 << 20)?,
         listing: Mutex::new(None),
         rounds: RoundCounters::default(),
     })
@@ -597,6 +601,16 @@ impl Executor {
         self.stores.data.stats()
     }
 
+    /// What each store's open found, by store name (`STORE_NAMES` order).
+    pub fn recoveries(&self) -> [(&'static str, &ringkv_storage::Recovery); 3] {
+        let [data, hints, meta] = STORE_NAMES;
+        [
+            (data, self.stores.data.recovery()),
+            (hints, self.stores.hints.recovery()),
+            (meta, self.stores.meta.recovery()),
+        ]
+    }
+
     /// The writer's rounds so far.
     pub fn write_rounds(&self) -> WriteRounds {
         let counters = &self.stores.rounds;
@@ -610,16 +624,20 @@ impl Executor {
         }
     }
 
-    /// Stops the threads after the queued work and syncs every store.
+    /// Stops the threads after the queued work, then syncs and checkpoints every store.
     pub fn shutdown(mut self) -> Result<(), StorageError> {
         self.writes = None;
         self.reads = None;
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
-        self.stores.data.sync()?;
-        self.stores.hints.sync()?;
-        self.stores.meta.sync()
+        // Synced and checkpointed: the next start replays nothing (its recovery
+        // report says so).
+        for store in [&self.stores.data, &self.stores.hints, &self.stores.meta] {
+            store.sync()?;
+            store.checkpoint()?;
+        }
+        Ok(())
     }
 }
 

@@ -851,6 +851,26 @@ impl<T: Transport> Frontend<T> {
                 reads_deferred,
             );
         }
+        if wants("recovery") {
+            // What each store's open found at this start (also logged at info).
+            text.push_str("# Recovery\r\n");
+            for (store, recovery) in self.io.executor.recoveries() {
+                let (checkpoint_segment, checkpoint_offset) = recovery.checkpoint.unwrap_or((0, 0));
+                let (torn_segment, torn_offset) = recovery.torn_tail.unwrap_or((0, 0));
+                let _ = write!(
+                    text,
+                    "{store}_segments:{}\r\n{store}_checkpoint_used:{}\r\n{store}_checkpoint_segment:{checkpoint_segment}\r\n{store}_checkpoint_offset:{checkpoint_offset}\r\n{store}_index_rebuilt:{}\r\n{store}_replayed_records:{}\r\n{store}_torn_tail_cut:{}\r\n{store}_torn_tail_segment:{torn_segment}\r\n{store}_torn_tail_offset:{torn_offset}\r\n{store}_corrupt_records:{}\r\n{store}_open_ms:{}\r\n",
+                    recovery.segments,
+                    u8::from(recovery.checkpoint.is_some()),
+                    u8::from(recovery.index_rebuilt),
+                    recovery.replayed_records,
+                    u8::from(recovery.torn_tail.is_some()),
+                    recovery.corrupt_records,
+                    recovery.duration_ms,
+                );
+            }
+            text.push_str("\r\n");
+        }
         text
     }
 

@@ -7,7 +7,16 @@
 //! why): a `--node-id` or `--cluster-id` that disagrees with the stored one stops the
 //! node with an error naming both. A new directory without `--node-id` draws a random
 //! id from the OS generator, below the bits the core reserves for writer ids.
+//!
+//! The identity and the stores stand or fall together. A new node creates its store
+//! directories (durably: each new directory's parent is fsynced) before it writes its
+//! identity, so a directory with an identity always had its stores. A stored identity
+//! whose store directories are gone, or stores that hold files under a directory whose
+//! identity is gone, stop the node with an error saying what is missing and what to do:
+//! serving empty stores under the old id would let peers believe it holds what it
+//! lost, and minting a new id over old stores would put their dots under someone else.
 
+use crate::executor::STORE_NAMES;
 use std::fmt;
 use std::fs::{self, File};
 use std::io::Write;
@@ -41,6 +50,17 @@ pub enum IdentityError {
     },
     OutOfRange(u64),
     Random(String),
+    /// An identity is stored but a store directory it was created with is gone.
+    StoresMissing {
+        dir: PathBuf,
+        node_id: u64,
+        store: &'static str,
+    },
+    /// Store files are there but the identity file is not.
+    IdentityMissing {
+        dir: PathBuf,
+        store: &'static str,
+    },
 }
 
 impl fmt::Display for IdentityError {
@@ -66,6 +86,20 @@ impl fmt::Display for IdentityError {
                 write!(f, "node id {id} must lie in 1..2^62")
             }
             IdentityError::Random(error) => write!(f, "cannot draw a node id: {error}"),
+            IdentityError::StoresMissing {
+                dir,
+                node_id,
+                store,
+            } => write!(
+                f,
+                "{}: this directory is node {node_id}'s, but its {store} store is gone; refusing to serve empty stores as node {node_id} (restore the directory from a backup, or remove the identity file to start as a new, empty node that must join again)",
+                dir.display()
+            ),
+            IdentityError::IdentityMissing { dir, store } => write!(
+                f,
+                "{}: the {store} store holds files but the identity file is gone; refusing to mint a new node id over another node's data (restore the identity file, or move the stores away)",
+                dir.display()
+            ),
         }
     }
 }
@@ -83,7 +117,7 @@ pub fn load_or_create(
         let path = path.to_path_buf();
         move |error| IdentityError::Io { path, error }
     };
-    fs::create_dir_all(data_dir).map_err(io(data_dir))?;
+    ringkv_storage::segment::create_directory_durably(data_dir).map_err(io(data_dir))?;
     let path = data_dir.join(FILE_NAME);
     match fs::read_to_string(&path) {
         Ok(text) => {
@@ -91,6 +125,16 @@ pub fn load_or_create(
                 path: path.clone(),
                 reason,
             })?;
+            if let Some(store) = STORE_NAMES
+                .into_iter()
+                .find(|store| !data_dir.join(store).is_dir())
+            {
+                return Err(IdentityError::StoresMissing {
+                    dir: data_dir.to_path_buf(),
+                    node_id: stored.node_id,
+                    store,
+                });
+            }
             if let Some(given) = node_id.filter(|&given| given != stored.node_id) {
                 return Err(IdentityError::Mismatch {
                     what: "node",
@@ -108,6 +152,15 @@ pub fn load_or_create(
             Ok(stored)
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let holds_files = |store: &&'static str| {
+                fs::read_dir(data_dir.join(store)).is_ok_and(|mut entries| entries.next().is_some())
+            };
+            if let Some(store) = STORE_NAMES.into_iter().find(holds_files) {
+                return Err(IdentityError::IdentityMissing {
+                    dir: data_dir.to_path_buf(),
+                    store,
+                });
+            }
             let node_id = match node_id {
                 Some(id) => id,
                 None => random_id()?,
@@ -119,6 +172,11 @@ pub fn load_or_create(
                 node_id,
                 cluster_id,
             };
+            // The stores' directories first: an identity on disk means they exist.
+            for store in STORE_NAMES {
+                let dir = data_dir.join(store);
+                ringkv_storage::segment::create_directory_durably(&dir).map_err(io(&dir))?;
+            }
             store(data_dir, identity).map_err(io(&path))?;
             Ok(identity)
         }
@@ -205,6 +263,50 @@ mod tests {
         let identity = load_or_create(dir.path(), None, 1).unwrap();
         assert!(identity.node_id != 0 && identity.node_id <= ID_MASK);
         assert!(load_or_create(tempfile::tempdir().unwrap().path(), Some(1 << 62), 1).is_err());
+    }
+
+    #[test]
+    fn stores_gone_under_a_kept_identity_stop_the_node() {
+        let dir = tempfile::tempdir().unwrap();
+        load_or_create(dir.path(), Some(4), 9).unwrap();
+        for store in STORE_NAMES {
+            assert!(
+                dir.path().join(store).is_dir(),
+                "{store} made with the identity"
+            );
+        }
+        std::fs::remove_dir_all(dir.path().join("data")).unwrap();
+        let error = load_or_create(dir.path(), None, 9).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                IdentityError::StoresMissing {
+                    node_id: 4,
+                    store: "data",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(error.to_string().contains("data store is gone"), "{error}");
+    }
+
+    #[test]
+    fn stores_that_lost_their_identity_stop_the_node_instead_of_getting_a_new_id() {
+        let dir = tempfile::tempdir().unwrap();
+        load_or_create(dir.path(), Some(4), 9).unwrap();
+        std::fs::write(dir.path().join("data").join("00000001.log"), b"x").unwrap();
+        std::fs::remove_file(dir.path().join(FILE_NAME)).unwrap();
+        let error = load_or_create(dir.path(), None, 9).unwrap_err();
+        assert!(
+            matches!(error, IdentityError::IdentityMissing { store: "data", .. }),
+            "{error}"
+        );
+        // Empty store directories (a node stopped between making them and writing its
+        // identity) are a new node's.
+        let fresh = tempfile::tempdir().unwrap();
+        std::fs::create_dir(fresh.path().join("meta")).unwrap();
+        assert_eq!(load_or_create(fresh.path(), Some(7), 9).unwrap().node_id, 7);
     }
 
     #[test]

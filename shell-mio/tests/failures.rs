@@ -115,6 +115,14 @@ fn a_killed_node_misses_no_write_and_a_full_restart_keeps_every_acknowledged_one
     for index in 0..4 {
         cluster.restart(index);
     }
+    let replayed: u64 = (0..4)
+        .filter_map(|i| cluster.info_field(i, "data_replayed_records"))
+        .filter_map(|text| text.parse::<u64>().ok())
+        .sum();
+    assert!(
+        replayed > 0,
+        "after kill -9 the nodes replayed their logs past the checkpoints, and INFO says so"
+    );
     let mut reader = cluster.client(1);
     for (key, value) in &acknowledged {
         let read = eventually(
@@ -143,6 +151,24 @@ fn sigterm_stops_a_node_cleanly_and_it_keeps_its_identity(binary: Binary) {
     assert_eq!(
         cluster.info_field(0, "ringkv_node_id").as_deref(),
         Some("1")
+    );
+    // Recovery speaks: a clean stop left a checkpoint and nothing to replay.
+    for (field, expected) in [
+        ("data_checkpoint_used", "1"),
+        ("data_replayed_records", "0"),
+        ("data_torn_tail_cut", "0"),
+    ] {
+        assert_eq!(
+            cluster.info_field(0, field).as_deref(),
+            Some(expected),
+            "INFO {field}"
+        );
+    }
+    let log = std::fs::read_to_string(cluster.log_path(0)).unwrap();
+    assert!(
+        log.lines()
+            .any(|line| line.contains("data: opened:") && line.contains("0 records replayed")),
+        "the open is logged at info:\n{log}"
     );
     let mut client = cluster.client_of(0);
     assert_eq!(

@@ -41,6 +41,6 @@ pub mod store;
 pub use durability::Durability;
 pub use error::{Result, StorageError};
 pub use store::{
-    CachedRead, CompactionProgress, Config, Failpoint, PreparedWrite, ScanChunk, Stats, Store,
-    WriteBatch,
+    CachedRead, CompactionProgress, Config, Failpoint, PreparedWrite, Recovery, ScanChunk, Stats,
+    Store, WriteBatch,
 };

@@ -138,6 +138,36 @@ pub fn sync_directory(dir: &Path) -> Result<()> {
         .map_err(|e| StorageError::io("syncing the data directory", e))
 }
 
+/// Creates `dir` and every missing ancestor, durably: after a power cut the directory
+/// exists. A new directory's entry lives in its parent, so each parent of a directory
+/// created here is fsynced, deepest first, up to the first ancestor that already
+/// existed (whose entry for the new child is what its fsync makes durable). A `dir`
+/// that already exists is left alone.
+pub fn create_directory_durably(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    // The directories to create, deepest first; bounded by the path's depth.
+    let mut missing: Vec<&Path> = Vec::new();
+    let mut cursor = Some(dir);
+    while let Some(path) = cursor {
+        if path.as_os_str().is_empty() || path.exists() {
+            break;
+        }
+        missing.push(path);
+        cursor = path.parent();
+    }
+    std::fs::create_dir_all(dir)?;
+    for created in &missing {
+        let parent = match created.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// What a scan reports, in file order.
 #[derive(Debug)]
 pub enum ScanEvent<'a> {
@@ -569,7 +599,7 @@ impl Segment {
             .map_err(|e| StorageError::io("scanning a segment", e))
     }
 
-    fn is_zero(&self, from: u64, to: u64) -> Result<bool> {
+    pub(crate) fn is_zero(&self, from: u64, to: u64) -> Result<bool> {
         let mut buffer = vec![0u8; SCAN_WINDOW_BYTES];
         let mut position = from;
         while position < to {
@@ -683,6 +713,23 @@ fn preallocate(file: &File, size_bytes: u32) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nested_directory_is_created_once_and_an_existing_one_is_left_alone() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a").join("b").join("c");
+        create_directory_durably(&dir).unwrap();
+        assert!(dir.is_dir());
+        std::fs::write(dir.join("f"), b"x").unwrap();
+        create_directory_durably(&dir).unwrap();
+        assert_eq!(std::fs::read(dir.join("f")).unwrap(), b"x");
+        let file = root.path().join("plain");
+        std::fs::write(&file, b"y").unwrap();
+        assert!(
+            create_directory_durably(&file.join("under")).is_err(),
+            "a file in the way is an error"
+        );
+    }
 
     const BOUNDS: Bounds = Bounds {
         key_size_bytes_max: 1024,

@@ -327,6 +327,53 @@ pub struct Stats {
     pub index_rebuilt: bool,
 }
 
+/// What a store's open found and did, logged at info level and kept for INFO.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Segment files found.
+    pub segments: u64,
+    /// The checkpoint the index was loaded from: replay began at (segment, offset).
+    /// `None` when there was no usable one (a new store, or the index was rebuilt).
+    pub checkpoint: Option<(u32, u32)>,
+    /// The index was rebuilt by scanning every segment.
+    pub index_rebuilt: bool,
+    /// Records replayed into the index past the checkpoint.
+    pub replayed_records: u64,
+    /// Where the newest log was cut, (segment, offset), when bytes that were not a
+    /// valid record and not zeros followed its last valid record (a torn tail).
+    pub torn_tail: Option<(u32, u32)>,
+    /// Unreadable regions skipped while opening.
+    pub corrupt_records: u64,
+    /// Time the open took.
+    pub duration_ms: u64,
+}
+
+impl std::fmt::Display for Recovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} segments, ", self.segments)?;
+        match (self.checkpoint, self.index_rebuilt) {
+            (Some((segment, offset)), _) => write!(
+                f,
+                "index from the checkpoint at segment {segment} offset {offset}"
+            )?,
+            (None, true) => f.write_str("index rebuilt from every segment")?,
+            (None, false) => f.write_str("a new store")?,
+        }
+        write!(f, ", {} records replayed", self.replayed_records)?;
+        match self.torn_tail {
+            Some((segment, offset)) => {
+                write!(f, ", torn tail cut at segment {segment} offset {offset}")?
+            }
+            None => f.write_str(", no torn tail")?,
+        }
+        write!(
+            f,
+            ", {} corrupt records skipped, in {} ms",
+            self.corrupt_records, self.duration_ms
+        )
+    }
+}
+
 /// Zeros written ahead of the log at a time (see the module docs): one journal commit
 /// per this many bytes of records instead of one per sync.
 pub const ZERO_AHEAD_BYTES: u32 = 256 << 10;
@@ -413,6 +460,7 @@ pub struct Store {
     pending_deletion: Mutex<Vec<Arc<Segment>>>,
     write_poisoned: AtomicBool,
     index_rebuilt: bool,
+    recovery: Recovery,
     counters: Counters,
     failpoint: Mutex<Option<Failpoint>>,
 }
@@ -459,8 +507,9 @@ impl Store {
     /// Opens (or creates) the store in `dir`, recovering from whatever a crash left.
     pub fn open(dir: impl AsRef<Path>, config: Config) -> Result<Store> {
         config.validate()?;
+        let started = std::time::Instant::now();
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir)
+        segment::create_directory_durably(&dir)
             .map_err(|e| StorageError::io("creating the data directory", e))?;
         let lock_file = lock_directory(&dir)?;
         let bounds = Bounds {
@@ -508,6 +557,7 @@ impl Store {
             .map(|s| s.id)
             .max();
         let mut next_sequence = checkpoint.next_sequence.max(1);
+        let mut torn_tail = None;
         for segment in segments.values() {
             segment.set_end_offset(segment.file_size_bytes()?.min(u64::from(u32::MAX)) as u32);
             if segment.id < checkpoint.segment_id {
@@ -553,6 +603,9 @@ impl Store {
             })?;
             if Some(segment.id) == newest_log {
                 let size = segment.file_size_bytes()?.min(u64::from(u32::MAX)) as u32;
+                if !segment.is_zero(u64::from(end), u64::from(size))? {
+                    torn_tail = Some((segment.id, end));
+                }
                 segment.cut_at(end, size.max(config.segment_size_bytes))?;
                 segment.set_end_offset(end);
             }
@@ -571,6 +624,7 @@ impl Store {
         let mut next_segment_id = checkpoint
             .next_segment_id
             .max(highest_id.map_or(1, |id| id + 1));
+        let segments_found = segments.len() as u64;
         let active = match newest_log.and_then(|id| segments.get(&id)) {
             Some(active) => Arc::clone(active),
             None => {
@@ -614,10 +668,20 @@ impl Store {
             pending_deletion: Mutex::new(Vec::new()),
             write_poisoned: AtomicBool::new(false),
             index_rebuilt,
+            recovery: Recovery {
+                segments: segments_found,
+                checkpoint: loaded_checkpoint.map(|c| (c.segment_id, c.offset)),
+                index_rebuilt,
+                replayed_records: counters.replayed_records.load(Ordering::Relaxed),
+                torn_tail,
+                corrupt_records: counters.corrupt_records.load(Ordering::Relaxed),
+                duration_ms: started.elapsed().as_millis() as u64,
+            },
             counters,
             failpoint: Mutex::new(None),
             config,
         };
+        log::info!("{}: opened: {}", store.dir.display(), store.recovery);
         // Start from a checkpoint that covers everything recovered, so the next open
         // replays nothing of what this one already did (unneeded after a clean close).
         // On a full disk the store still opens: reads work, and the old checkpoint plus
@@ -1162,6 +1226,11 @@ impl Store {
     }
 
     /// Counters for INFO and tests.
+    /// What this store's open found (see [`Recovery`]).
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
     pub fn stats(&self) -> Stats {
         let shared = read(&self.shared);
         Stats {

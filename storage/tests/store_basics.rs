@@ -447,3 +447,56 @@ fn zeros_written_ahead_of_the_log_never_touch_a_record() {
     }
     assert_eq!(store.stats().corrupt_records, 0);
 }
+
+/// What an open found is reported (logged at info, and kept for INFO): a new store,
+/// then the checkpoint it replayed from, the records replayed and a torn tail cut.
+#[test]
+fn an_open_reports_what_recovery_found() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), small_config()).unwrap();
+        let recovery = store.recovery().clone();
+        assert_eq!(
+            (
+                recovery.checkpoint,
+                recovery.index_rebuilt,
+                recovery.torn_tail
+            ),
+            (None, false, None),
+            "a new store: {recovery}"
+        );
+        assert!(recovery.to_string().contains("a new store"), "{recovery}");
+        for i in 0..10u32 {
+            store.put(format!("key-{i}").as_bytes(), b"value").unwrap();
+        }
+        // Dropped without close: the ten records are past the open's checkpoint.
+    }
+    // Tear the tail: bytes that are no record after the last one.
+    let newest = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".seg"))
+        .max()
+        .unwrap();
+    let path = dir.path().join(&newest);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    bytes[end..end + 9].copy_from_slice(b"\xff garbage");
+    std::fs::write(&path, &bytes).unwrap();
+
+    let store = Store::open(dir.path(), small_config()).unwrap();
+    let recovery = store.recovery().clone();
+    assert!(recovery.checkpoint.is_some(), "{recovery}");
+    assert_eq!(recovery.replayed_records, 10, "{recovery}");
+    let (segment, offset) = recovery.torn_tail.expect("the torn tail is reported");
+    assert_eq!(format!("{segment:010}.seg"), newest);
+    assert!(
+        offset as usize <= end,
+        "cut at {offset}, the garbage began at {end}"
+    );
+    assert!(
+        recovery.to_string().contains("torn tail cut at segment"),
+        "{recovery}"
+    );
+    assert_eq!(store.stats().keys, 10, "nothing valid was lost");
+}
