@@ -47,8 +47,23 @@ impl SeedPlan {
         SeedPlan::from_lookup(default_runs, |name| std::env::var(name).ok())
     }
 
+    /// The plan from the process environment, starting at `default_base` unless
+    /// `RINGKV_SIM_SEED_BASE` says otherwise (suites whose fixed seeds start at 1).
+    pub fn from_env_at(default_base: u64, default_runs: u64) -> Result<SeedPlan, BadSeedVariable> {
+        SeedPlan::from_lookup_at(default_base, default_runs, |name| std::env::var(name).ok())
+    }
+
     /// The plan from any variable lookup (tests pass a closure over a map).
     pub fn from_lookup(
+        default_runs: u64,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<SeedPlan, BadSeedVariable> {
+        SeedPlan::from_lookup_at(0, default_runs, lookup)
+    }
+
+    /// [`SeedPlan::from_lookup`] with a default base.
+    pub fn from_lookup_at(
+        default_base: u64,
         default_runs: u64,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<SeedPlan, BadSeedVariable> {
@@ -68,7 +83,7 @@ impl SeedPlan {
             });
         }
         Ok(SeedPlan {
-            base: read("RINGKV_SIM_SEED_BASE")?.unwrap_or(0),
+            base: read("RINGKV_SIM_SEED_BASE")?.unwrap_or(default_base),
             runs: read("RINGKV_SIM_RUNS")?.unwrap_or(default_runs),
             replay: false,
         })
@@ -123,6 +138,20 @@ mod tests {
         let plan = plan(3, &[]).unwrap();
         assert_eq!(plan.seeds().collect::<Vec<_>>(), [0, 1, 2]);
         assert!(!plan.replay);
+    }
+
+    #[test]
+    fn a_suite_may_start_its_fixed_seeds_elsewhere_and_the_base_variable_still_moves_it() {
+        let at = |variables: &[(&str, &str)]| {
+            let map: BTreeMap<String, String> = variables
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            SeedPlan::from_lookup_at(1, 3, |name| map.get(name).cloned()).unwrap()
+        };
+        assert_eq!(at(&[]).seeds().collect::<Vec<_>>(), [1, 2, 3]);
+        let moved = at(&[("RINGKV_SIM_SEED_BASE", "70")]);
+        assert_eq!(moved.seeds().collect::<Vec<_>>(), [70, 71, 72]);
     }
 
     #[test]

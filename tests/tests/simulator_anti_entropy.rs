@@ -8,9 +8,13 @@
 //! the scenario can fail, and anti-entropy is what made it pass.
 
 use ringkv_core::node::Sabotage;
+use ringkv_tests::seeds::SeedPlan;
 use ringkv_tests::sim::run_seed;
 use ringkv_tests::sim::swarm::{Faults, Parameters, Workload};
 
+/// The fixed seeds `cargo test` runs (and the control always runs); the scenario
+/// itself takes others from `RINGKV_SIM_SEED_BASE`, `RINGKV_SIM_RUNS` or `RINGKV_SEED`
+/// (`.ci/run` runs a fresh base).
 const SEEDS: std::ops::Range<u64> = 1..21;
 
 fn partitioned_writes(seed: u64, exchanges_max: u32) -> Parameters {
@@ -48,8 +52,10 @@ fn partitioned_writes(seed: u64, exchanges_max: u32) -> Parameters {
 
 #[test]
 fn anti_entropy_alone_converges_replicas_after_a_partition() {
+    let plan = SeedPlan::from_env_at(SEEDS.start, SEEDS.end - SEEDS.start).expect("seed variables");
+    println!("anti-entropy scenario: seeds {}..+{}", plan.base, plan.runs);
     let mut pushed = 0;
-    for seed in SEEDS {
+    for seed in plan.seeds() {
         let (cluster, violations) = run_seed(partitioned_writes(seed, 2));
         assert!(
             violations.is_empty(),

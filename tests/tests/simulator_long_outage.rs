@@ -4,10 +4,14 @@
 //! deletes whose tombstones were reaped). Tombstones are reaped with a 2 s grace period
 //! throughout: never while node 1 is down, and plenty once it is back.
 
+use ringkv_tests::seeds::SeedPlan;
 use ringkv_tests::sim::history::{OperationKind, Outcome};
 use ringkv_tests::sim::run_seed;
 use ringkv_tests::sim::swarm::{Faults, Parameters, Workload};
 
+/// The fixed seeds `cargo test` runs (the control runs the first); the scenario
+/// itself takes others from `RINGKV_SIM_SEED_BASE`, `RINGKV_SIM_RUNS` or `RINGKV_SEED`
+/// (`.ci/run` runs a fresh base).
 const SEEDS: std::ops::Range<u64> = 1..11;
 
 fn long_outage(seed: u64) -> Parameters {
@@ -37,7 +41,9 @@ fn long_outage(seed: u64) -> Parameters {
 
 #[test]
 fn a_node_down_for_long_converges_and_deletes_stay_deleted() {
-    for seed in SEEDS {
+    let plan = SeedPlan::from_env_at(SEEDS.start, SEEDS.end - SEEDS.start).expect("seed variables");
+    println!("long-outage scenario: seeds {}..+{}", plan.base, plan.runs);
+    for seed in plan.seeds() {
         let (cluster, violations) = run_seed(long_outage(seed));
         assert!(
             violations.is_empty(),
