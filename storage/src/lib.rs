@@ -26,6 +26,27 @@
 //!   (tombstones are kept until no older record of the key can exist anywhere).
 //! - Compaction runs only when the caller asks, in steps of a byte budget.
 //! - The engine's own threads: none. Callers bring the threads; `Store` is `Sync`.
+//!
+//! Directory entries are durable before anything relies on them (after a power cut
+//! only what was fsynced remains, directory entries included). The audit, every
+//! create, rename and unlink here and in the node's frontend:
+//! - directories (a store's, the node's data directory): `segment::create_directory_durably`
+//!   fsyncs each new directory's parent up to the first that existed;
+//! - a new segment: created, preallocated, header written, file fsynced, then its
+//!   directory fsynced (at open and at every rotation) before a record is committed
+//!   in it;
+//! - the index checkpoint: `index.tmp` written and fsynced, renamed over `index`, the
+//!   directory fsynced;
+//! - a compaction output: `<id>.seg.tmp` written and fsynced, renamed, the directory
+//!   fsynced before the index points at it;
+//! - a deleted segment (compacted away): unlinked, then the directory fsynced; if the
+//!   unlink is lost, the segment comes back holding only records the index no longer
+//!   points at;
+//! - leftovers removed at open (`*.tmp`, `index.tmp`) and the `LOCK` file: not
+//!   synced, on purpose; if they come back after a cut they are removed or reused at
+//!   the next open;
+//! - the node's `identity` file (frontend): temporary file written and fsynced,
+//!   renamed, the directory fsynced, after the store directories exist.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
