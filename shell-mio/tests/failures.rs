@@ -152,10 +152,11 @@ fn sigterm_stops_a_node_cleanly_and_it_keeps_its_identity(binary: Binary) {
         cluster.info_field(0, "ringkv_node_id").as_deref(),
         Some("1")
     );
-    // Recovery speaks: a clean stop left a checkpoint and nothing to replay.
+    // Recovery speaks: the open started from a checkpoint, replayed the SET written
+    // after it, and found no torn tail.
     for (field, expected) in [
         ("data_checkpoint_used", "1"),
-        ("data_replayed_records", "0"),
+        ("data_replayed_records", "1"),
         ("data_torn_tail_cut", "0"),
     ] {
         assert_eq!(
@@ -167,7 +168,7 @@ fn sigterm_stops_a_node_cleanly_and_it_keeps_its_identity(binary: Binary) {
     let log = std::fs::read_to_string(cluster.log_path(0)).unwrap();
     assert!(
         log.lines()
-            .any(|line| line.contains("data: opened:") && line.contains("0 records replayed")),
+            .any(|line| line.contains("data: opened:") && line.contains(" 1 records replayed")),
         "the open is logged at info:\n{log}"
     );
     let mut client = cluster.client_of(0);
