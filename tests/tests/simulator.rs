@@ -23,12 +23,15 @@ fn every_seed_keeps_the_seven_properties() {
     let mut failures = Vec::new();
     let mut totals = Totals::default();
     let mut ran: u64 = 0;
+    // The slowest seeds by wall time, with their sizes: what a slow batch spent its time on.
+    let mut slowest: Vec<(std::time::Duration, u64, u64, u64)> = Vec::new();
     for seed in plan.seeds() {
         if budget_seconds.is_some_and(|budget| started.elapsed().as_secs() >= budget) {
             break;
         }
         ran += 1;
         let parameters = Parameters::from_seed(seed);
+        let seed_started = std::time::Instant::now();
         // A panic (in a node or the simulator) is a failure of this seed: say which.
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             run_seed(parameters.clone())
@@ -41,6 +44,15 @@ fn every_seed_keeps_the_seven_properties() {
             continue;
         };
         totals.add(&cluster);
+        note_slowest(
+            &mut slowest,
+            (
+                seed_started.elapsed(),
+                seed,
+                cluster.stats.events,
+                cluster.history.operations.len() as u64,
+            ),
+        );
         if plan.replay {
             println!("seed {seed}: {parameters:?}");
             println!("operations: {}", cluster.history.operations.len());
@@ -63,11 +75,28 @@ fn every_seed_keeps_the_seven_properties() {
         started.elapsed().as_secs_f64(),
         failures.len()
     );
+    for (elapsed, seed, events, operations) in &slowest {
+        println!(
+            "slow seed {seed}: {:.2} s, {events} events, {operations} operations",
+            elapsed.as_secs_f64()
+        );
+    }
     assert!(failures.is_empty(), "seeds that failed: {failures:?}");
     println!("{totals:#?}");
     if totals.runs >= DEFAULT_RUNS {
         totals.assert_exercised();
     }
+}
+
+/// Keeps the five slowest seeds, slowest first.
+fn note_slowest(
+    slowest: &mut Vec<(std::time::Duration, u64, u64, u64)>,
+    seed: (std::time::Duration, u64, u64, u64),
+) {
+    const KEPT: usize = 5;
+    slowest.push(seed);
+    slowest.sort_by_key(|seed| std::cmp::Reverse(seed.0));
+    slowest.truncate(KEPT);
 }
 
 /// Seeds that once failed, replayed on every run. 9114809: a W=3 write refused with

@@ -92,6 +92,8 @@ struct Shown<'c> {
     /// The deletes of each key.
     deletes: BTreeMap<&'c [u8], Vec<WriteId>>,
     memo: BTreeMap<(WriteId, WriteId), bool>,
+    /// The deletes each write's context covers (they depend on the write alone).
+    covered_deletes: BTreeMap<WriteId, Vec<WriteId>>,
 }
 
 impl<'c> Shown<'c> {
@@ -116,6 +118,7 @@ impl<'c> Shown<'c> {
             writes,
             deletes,
             memo: BTreeMap::new(),
+            covered_deletes: BTreeMap::new(),
         }
     }
 
@@ -161,14 +164,21 @@ impl<'c> Shown<'c> {
             }
         }
         // Deletes are never shown; the context covers them.
-        let deletes: Vec<WriteId> = self
-            .deletes
-            .get(operation.key.as_slice())
-            .into_iter()
-            .flatten()
-            .copied()
-            .filter(|&id| id != x && covers_dots_of(context, id))
-            .collect();
+        let deletes = match self.covered_deletes.get(&x) {
+            Some(deletes) => deletes.clone(),
+            None => {
+                let deletes: Vec<WriteId> = self
+                    .deletes
+                    .get(operation.key.as_slice())
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .filter(|&id| id != x && covers_dots_of(context, id))
+                    .collect();
+                self.covered_deletes.insert(x, deletes.clone());
+                deletes
+            }
+        };
         deletes.into_iter().any(|delete| self.supersedes(delete, w))
     }
 }
@@ -238,6 +248,16 @@ pub fn connections_observe_their_writes(cluster: &Cluster) -> Vec<Violation> {
                 .push(operation);
         }
     }
+    // Every write id of each key, for the reads that did not show a write directly.
+    let mut writes_by_key: BTreeMap<&[u8], Vec<WriteId>> = BTreeMap::new();
+    for operation in &history.operations {
+        if let Some(id) = operation.write_id {
+            writes_by_key
+                .entry(operation.key.as_slice())
+                .or_default()
+                .push(id);
+        }
+    }
     let membership_changes = !cluster.parameters.membership_changes.is_empty();
     for operations in by_connection.values() {
         for (position, write) in operations.iter().enumerate() {
@@ -301,27 +321,27 @@ pub fn connections_observe_their_writes(cluster: &Cluster) -> Vec<Violation> {
                 // GET's last-write-wins pick, when a delete with a later timestamp is
                 // concurrent with the write or with a write that superseded it (a SET
                 // minted after it on the replica supersedes it, whatever its timestamp).
-                let key_writes: Vec<WriteId> = history
-                    .operations
-                    .iter()
-                    .filter(|op| op.key == write.key)
-                    .filter_map(|op| op.write_id)
-                    .collect();
+                if observed {
+                    continue;
+                }
+                let key_writes = writes_by_key
+                    .get(write.key.as_slice())
+                    .into_iter()
+                    .flatten();
                 let carriers: Vec<WriteId> = key_writes
-                    .iter()
                     .copied()
                     .filter(|&x| shown.supersedes(x, id))
                     .collect();
-                let deleted = history.operations.iter().any(|op| {
-                    op.kind.is_delete()
-                        && op.key == write.key
-                        && op.write_id.is_some_and(|d| {
-                            shown.supersedes(d, id)
-                                || (read.kind == OperationKind::Get
-                                    && carriers.iter().any(|&x| d > x))
-                        })
+                let key_deletes = shown
+                    .deletes
+                    .get(write.key.as_slice())
+                    .cloned()
+                    .unwrap_or_default();
+                let deleted = key_deletes.into_iter().any(|d| {
+                    shown.supersedes(d, id)
+                        || (read.kind == OperationKind::Get && carriers.iter().any(|&x| d > x))
                 });
-                if !observed && !deleted {
+                if !deleted {
                     violations.push(Violation {
                         property: 7,
                         detail: format!(
