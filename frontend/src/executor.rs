@@ -44,7 +44,7 @@ use ringkv_core::node::{
 use ringkv_storage::{CachedRead, CompactionProgress, Durability, StorageError, Store, WriteBatch};
 use std::cell::{Cell, RefCell};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -65,6 +65,9 @@ enum Job {
     },
     /// Make every write durable (interval and none modes; shutdown).
     Sync,
+    /// Checkpoint the store's index if enough log was written (caller mode: the loop
+    /// commits rounds and must not write the index itself).
+    Checkpoint(Space),
 }
 
 /// A finished operation, bytes owned, until the loop hands it to the core.
@@ -129,6 +132,8 @@ impl Done {
 pub struct StoreSizes {
     pub durability: Durability,
     pub data_segment_size_bytes: u32,
+    /// Bytes written to each store between index checkpoints.
+    pub checkpoint_interval_bytes: u64,
     /// Largest encoded record (all siblings of a key).
     pub record_size_bytes_max: usize,
 }
@@ -156,6 +161,8 @@ struct Stores {
     /// The keys of the listing under way: its space and its keys in byte order.
     listing: Mutex<Option<(Space, Vec<Vec<u8>>)>>,
     rounds: RoundCounters,
+    /// Per store: a [`Job::Checkpoint`] is queued or running (one at a time).
+    checkpoint_queued: [AtomicBool; 3],
 }
 
 /// What the writer's rounds cost (INFO): each round writes one batch per store and
@@ -300,6 +307,7 @@ fn open_stores(dir: &Path, sizes: StoreSizes) -> Result<Stores, OpenError> {
         durability: sizes.durability,
         segment_size_bytes,
         value_size_bytes_max,
+        checkpoint_interval_bytes: sizes.checkpoint_interval_bytes,
         ..ringkv_storage::Config::default()
     };
     // Every store must hold one largest record in a segment.
@@ -315,6 +323,7 @@ fn open_stores(dir: &Path, sizes: StoreSizes) -> Result<Stores, OpenError> {
         meta: open(meta, 1 << 20)?,
         listing: Mutex::new(None),
         rounds: RoundCounters::default(),
+        checkpoint_queued: Default::default(),
     })
 }
 
@@ -455,6 +464,23 @@ impl Executor {
         )
     }
 
+    /// Caller mode: hands the store's index checkpoint to a reader thread once enough
+    /// log was written (the thread that writes in [`WriteMode::Thread`] checkpoints
+    /// inside `Store::write` itself).
+    fn checkpoint_when_due(&self, space: Space) {
+        let queued = &self.stores.checkpoint_queued[space_index(space)];
+        if !self.stores.get(space).checkpoint_due() || queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let sent = self
+            .reads
+            .as_ref()
+            .is_some_and(|reads| reads.try_send(Job::Checkpoint(space)).is_ok());
+        if !sent {
+            queued.store(false, Ordering::Release); // the next round asks again
+        }
+    }
+
     /// Asks a reader thread for one compaction slice of the data store.
     pub fn compact(&self, budget_bytes: u64) -> bool {
         self.reads
@@ -554,10 +580,14 @@ impl Executor {
         self.rounds_out.set(out);
         let store = self.stores.get(space);
         let result = match written {
-            Ok(()) => store.commit(prepared).map_err(|error| {
-                log::warn!("storage: committing a batch to {space:?} failed: {error}");
-                failure(&error)
-            }),
+            Ok(()) => {
+                let committed = store.commit(prepared).map_err(|error| {
+                    log::warn!("storage: committing a batch to {space:?} failed: {error}");
+                    failure(&error)
+                });
+                self.checkpoint_when_due(space);
+                committed
+            }
             Err(RoundFailure::Write(error)) => {
                 log::warn!("storage: writing a batch to {space:?} failed: {error}");
                 let full = error.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error());
@@ -689,7 +719,9 @@ fn failed(job: Job) -> Done {
                 },
             }
         }
-        Job::Compact { .. } | Job::Sync => Done::Compacted(Err("not run".to_owned())),
+        Job::Compact { .. } | Job::Sync | Job::Checkpoint(_) => {
+            Done::Compacted(Err("not run".to_owned()))
+        }
     }
 }
 
@@ -770,6 +802,11 @@ fn read_loop(stores: &Stores, jobs: &Receiver<Job>, done: &Sender<Done>, wake: &
         if let Job::Sync = job {
             // Caller mode's interval sync: nobody waits for it.
             sync_all(stores);
+            continue;
+        }
+        if let Job::Checkpoint(space) = job {
+            stores.get(space).checkpoint_if_due();
+            stores.checkpoint_queued[space_index(space)].store(false, Ordering::Release);
             continue;
         }
         let finished = run_read(stores, job);
@@ -901,6 +938,7 @@ mod tests {
         let sizes = StoreSizes {
             durability: Durability::Group,
             data_segment_size_bytes: 16 << 20,
+            checkpoint_interval_bytes: ringkv_storage::Config::default().checkpoint_interval_bytes,
             record_size_bytes_max: 2 << 20,
         };
         Executor::start(dir, sizes, 64, WriteMode::Thread, || {}).unwrap()
@@ -1010,6 +1048,7 @@ mod tests {
         let sizes = StoreSizes {
             durability: Durability::Group,
             data_segment_size_bytes: 16 << 20,
+            checkpoint_interval_bytes: ringkv_storage::Config::default().checkpoint_interval_bytes,
             record_size_bytes_max: 2 << 20,
         };
         let executor = Executor::start(dir.path(), sizes, 64, WriteMode::Caller, || {}).unwrap();
@@ -1091,6 +1130,49 @@ mod tests {
                 result: Err(_)
             }
         ));
+    }
+
+    #[test]
+    fn in_caller_mode_the_index_is_checkpointed_once_enough_log_was_written() {
+        // ringkv-node-uring commits its rounds through the split API, which never
+        // checkpointed: found by the power-loss suite (no `index.tmp` ever written),
+        // every restart replayed the whole log.
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let sizes = StoreSizes {
+            durability: Durability::Group,
+            data_segment_size_bytes: 16 << 20,
+            checkpoint_interval_bytes: 64 << 10,
+            record_size_bytes_max: 2 << 20,
+        };
+        let executor = Executor::start(dir.path(), sizes, 64, WriteMode::Caller, || {}).unwrap();
+        let value = vec![7u8; 16 << 10];
+        let before = executor.stores.data.stats().checkpoints;
+        for token in 0..8u64 {
+            let key = token.to_le_bytes();
+            executor.submit(StorageOp::Write {
+                token,
+                space: Space::Data,
+                key: &key,
+                record: &value,
+            });
+            let round = executor.next_round().expect("a round");
+            round
+                .file()
+                .write_all_at(round.bytes(), round.file_offset())
+                .unwrap();
+            round.file().sync_data().unwrap();
+            executor.finish_round(round, Ok(()));
+            wait(&executor, 1);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while executor.stores.data.stats().checkpoints == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "128 KiB written with a 64 KiB interval and no checkpoint"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     #[test]

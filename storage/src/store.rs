@@ -491,6 +491,25 @@ pub mod sabotage {
         REPLAY_IGNORES_TOMBSTONES.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    #[cfg(feature = "failpoints")]
+    static DIRECTORY_SYNCS_SKIPPED: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
+
+    /// Makes every directory fsync a no-op (new directories, segments, checkpoints and
+    /// compaction outputs then reach their directories only in memory), so that a power
+    /// cut loses a fresh store (process-wide: use it only in a test binary of its own).
+    #[cfg(feature = "failpoints")]
+    pub fn skip_directory_syncs() {
+        DIRECTORY_SYNCS_SKIPPED.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(crate) fn directory_syncs_skipped() -> bool {
+        #[cfg(feature = "failpoints")]
+        return DIRECTORY_SYNCS_SKIPPED.load(std::sync::atomic::Ordering::SeqCst);
+        #[cfg(not(feature = "failpoints"))]
+        false
+    }
+
     pub(crate) fn replay_ignores_tombstones() -> bool {
         #[cfg(feature = "failpoints")]
         return REPLAY_IGNORES_TOMBSTONES.load(std::sync::atomic::Ordering::SeqCst);
@@ -779,7 +798,7 @@ impl Store {
         }
         self.commit(prepared)?;
         self.zero_ahead(&mut lock(&self.writer));
-        self.maybe_checkpoint();
+        self.checkpoint_if_due();
         Ok(())
     }
 
@@ -1250,13 +1269,20 @@ impl Store {
 impl Store {
     // ----- checkpoints ---------------------------------------------------------------
 
-    /// Checkpoints when enough log was written. Best effort: the write that triggered
-    /// it is already durable and committed, so a failure (disk full) is logged and
-    /// retried at the next trigger, never reported as a failed write.
-    fn maybe_checkpoint(&self) {
-        let due =
-            lock(&self.writer).written_since_checkpoint >= self.config.checkpoint_interval_bytes;
-        if !due {
+    /// True when enough log was written since the last checkpoint
+    /// ([`Config::checkpoint_interval_bytes`]).
+    pub fn checkpoint_due(&self) -> bool {
+        lock(&self.writer).written_since_checkpoint >= self.config.checkpoint_interval_bytes
+    }
+
+    /// Checkpoints when [`Store::checkpoint_due`]. [`Store::write`] calls it after each
+    /// batch; a caller of the split API calls it after [`Store::commit`], off its
+    /// latency path (a checkpoint writes and syncs the whole index). Best effort: the
+    /// write that triggered it is already durable and committed, so a failure (disk
+    /// full) is logged and retried at the next trigger, never reported as a failed
+    /// write.
+    pub fn checkpoint_if_due(&self) {
+        if !self.checkpoint_due() {
             return;
         }
         // Several writers may see it due at once; one checkpoint is enough.
