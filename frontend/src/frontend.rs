@@ -335,6 +335,7 @@ impl<T: Transport> Frontend<T> {
         let sizes = StoreSizes {
             durability: settings.durability,
             data_segment_size_bytes: settings.segment_size_bytes,
+            checkpoint_interval_bytes: settings.checkpoint_interval_bytes,
             record_size_bytes_max,
         };
         let executor = Executor::start(
@@ -831,12 +832,13 @@ impl<T: Transport> Frontend<T> {
             let (reads_inline, reads_deferred) = self.io.executor.reads();
             let _ = write!(
                 text,
-                "# Storage\r\ndurability:{}\r\nkeys:{}\r\nsegments:{}\r\ndata_size_bytes:{}\r\nsyncs:{}\r\ncompactions:{}\r\ncompaction:{}\r\ncorrupt_records:{}\r\nreplayed_records:{}\r\nwrite_rounds:{}\r\nwrite_round_operations_avg:{:.1}\r\nwrite_round_us_avg:{}\r\nwrite_round_us_max:{}\r\nwrite_batches_disk_full:{}\r\nwrite_batches_failed:{}\r\nreads_inline:{}\r\nreads_deferred:{}\r\n\r\n",
+                "# Storage\r\ndurability:{}\r\nkeys:{}\r\nsegments:{}\r\ndata_size_bytes:{}\r\nsyncs:{}\r\ncheckpoints:{}\r\ncompactions:{}\r\ncompaction:{}\r\ncorrupt_records:{}\r\nreplayed_records:{}\r\nwrite_rounds:{}\r\nwrite_round_operations_avg:{:.1}\r\nwrite_round_us_avg:{}\r\nwrite_round_us_max:{}\r\nwrite_batches_disk_full:{}\r\nwrite_batches_failed:{}\r\nreads_inline:{}\r\nreads_deferred:{}\r\n\r\n",
                 self.io.settings.durability,
                 stats.keys,
                 stats.segments,
                 directory_size_bytes(&self.io.settings.data_dir().join("data")),
                 stats.syncs,
+                stats.checkpoints,
                 stats.compactions,
                 self.io.compaction_note,
                 stats.corrupt_records,

@@ -128,6 +128,11 @@ pub struct NodeFlags {
     /// Size of each data log segment in MiB (default 64).
     #[arg(long)]
     pub segment_size_mib: Option<u32>,
+    /// Bytes written to a store between two index checkpoints, in MiB (default 256):
+    /// a restart replays at most about this much log; lower costs more checkpoint
+    /// writes.
+    #[arg(long)]
+    pub checkpoint_interval_mib: Option<u32>,
     /// Grace period before a tombstone every replica holds is reaped (default 60000).
     #[arg(long)]
     pub tombstone_grace_ms: Option<u64>,
@@ -217,6 +222,7 @@ pub struct Settings {
     pub requests_max: Option<u32>,
     pub value_size_bytes_max: usize,
     pub segment_size_bytes: u32,
+    pub checkpoint_interval_bytes: u64,
     pub tombstone_grace_ms: Option<u64>,
     pub anti_entropy_interval_ms: Option<u64>,
     /// The password clients must give with AUTH; `None`: no AUTH needed.
@@ -269,6 +275,9 @@ impl NodeFlags {
             requests_max: self.requests_max.or(other.requests_max),
             value_size_bytes_max: self.value_size_bytes_max.or(other.value_size_bytes_max),
             segment_size_mib: self.segment_size_mib.or(other.segment_size_mib),
+            checkpoint_interval_mib: self
+                .checkpoint_interval_mib
+                .or(other.checkpoint_interval_mib),
             tombstone_grace_ms: self.tombstone_grace_ms.or(other.tombstone_grace_ms),
             anti_entropy_interval_ms: self
                 .anti_entropy_interval_ms
@@ -309,6 +318,12 @@ impl NodeFlags {
                 "segment_size_mib must lie in 16..=1024".to_owned(),
             ));
         }
+        let checkpoint_interval_mib = self.checkpoint_interval_mib.unwrap_or(256);
+        if !(1..=65_536).contains(&checkpoint_interval_mib) {
+            return Err(SettingsError::Invalid(
+                "checkpoint_interval_mib must lie in 1..=65536".to_owned(),
+            ));
+        }
         let connections_max = self.connections_max.unwrap_or(1024);
         if connections_max == 0 {
             return Err(SettingsError::Invalid(
@@ -343,6 +358,7 @@ impl NodeFlags {
             requests_max: self.requests_max,
             value_size_bytes_max,
             segment_size_bytes: segment_size_mib << 20,
+            checkpoint_interval_bytes: u64::from(checkpoint_interval_mib) << 20,
             tombstone_grace_ms: self.tombstone_grace_ms,
             anti_entropy_interval_ms: self.anti_entropy_interval_ms,
             requirepass: self.requirepass.filter(|password| !password.is_empty()),
