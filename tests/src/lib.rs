@@ -4,6 +4,7 @@
 //! The library holds the machinery (seed handling, and later the simulated network,
 //! disk and history checkers); the test files under `tests/` use it.
 
+pub mod forgetful_fs;
 pub mod reliability;
 pub mod seeds;
 pub mod sim;

@@ -87,12 +87,12 @@ const SLOTS: u16 = 500;
 static NEXT_SLOT: AtomicU16 = AtomicU16::new(u16::MAX);
 
 /// A slot of ports held for a cluster's life.
-struct PortSlot {
-    base: u16,
+pub struct PortSlot {
+    pub base: u16,
     _lock: std::fs::File,
 }
 
-fn port_slot(ports: u16) -> PortSlot {
+pub fn port_slot(ports: u16) -> PortSlot {
     assert!(ports <= SLOT_PORTS, "{ports} ports do not fit a slot");
     let start = (std::process::id() % u32::from(SLOTS)) as u16;
     let _ = NEXT_SLOT.compare_exchange(u16::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
