@@ -106,8 +106,22 @@ fn note_slowest(
 /// run is bounded); 37418253602 (found by a 100,000-seed exploration with today's
 /// clients): a W=2 write refused with both nodes up, the same cause as 9114809 (read
 /// repairs of a hot key queued behind its writes until a live replica looked dead);
-/// it fails without the repair folding and passes with it.
-const ONCE_FAILED: [u64; 3] = [9_114_809, 5_552_706, 37_418_253_602];
+/// it fails without the repair folding and passes with it. 58568641085 and
+/// 58568680337 (a 100,000-seed exploration from 58568603984): the property-7 checker
+/// judged a read after a write that a flaky disk had sent to a stand-in as a hint
+/// (no fault epoch marks one refused write); 58568652950 (the same exploration): it
+/// judged a pipelined read by the beliefs when it was sent, but the read ran after
+/// its write, when the coordinator took a replica for down and read a stand-in. Both
+/// are cases Dynamo's sloppy quorum allows; the checker now skips them, and all three
+/// failed before.
+const ONCE_FAILED: [u64; 6] = [
+    9_114_809,
+    5_552_706,
+    37_418_253_602,
+    58_568_641_085,
+    58_568_652_950,
+    58_568_680_337,
+];
 
 #[test]
 fn the_seeds_that_once_failed_replay_clean() {

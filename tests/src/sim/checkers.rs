@@ -280,8 +280,25 @@ pub fn connections_observe_their_writes(cluster: &Cluster) -> Vec<Violation> {
                         .is_some_and(|end| end.saturating_duration_since(from) < timeout)
                 };
                 let read_from = read.start.max(write.end.unwrap_or(read.start));
+                // A replica's disk may refuse one write (a flaky disk, no fault epoch):
+                // the coordinator then stores it on a stand-in as a hint, just the same.
+                let hinted = history
+                    .hinted_at
+                    .get(&id)
+                    .is_some_and(|&at| read.end.is_none_or(|end| at <= end));
+                let beliefs_changed = read.end.is_none_or(|end| {
+                    let first = cluster
+                        .belief_changes
+                        .partition_point(|&at| at < write.start);
+                    cluster
+                        .belief_changes
+                        .get(first)
+                        .is_some_and(|&at| at <= end)
+                });
                 let strict = write.replicas_believed_up
                     && read.replicas_believed_up
+                    && !beliefs_changed
+                    && !hinted
                     && prompt(write, write.start)
                     && prompt(read, read_from);
                 // And no fault at all while they ran: a failing disk or a cut link

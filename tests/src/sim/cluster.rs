@@ -258,6 +258,13 @@ pub struct Cluster {
     /// last change a node made to its own entry before the end, to).
     pub view_disagreements: Vec<(Instant, Instant, Instant)>,
     views_disagree_since: Option<Instant>,
+    /// When some node's belief that a member is up or down changed, or a node stopped
+    /// or started: property 7 judges only reads whose nodes' beliefs stood still since
+    /// their write began (a pipelined read runs after its write, on beliefs that may
+    /// have changed since both were sent).
+    pub belief_changes: Vec<Instant>,
+    /// Each node's current beliefs, one bit per member (`None` while down).
+    beliefs: Vec<Option<u64>>,
     /// Every running node's own (version, status), and when one last changed.
     own_entries: Vec<Option<(u64, ringkv_core::wire::MemberStatus)>>,
     own_entry_changed_at: Instant,
@@ -367,6 +374,8 @@ impl Cluster {
             workload_operations: 0,
             calm_until: Instant::ZERO,
             view_disagreements: Vec::new(),
+            belief_changes: Vec::new(),
+            beliefs: Vec::new(),
             views_disagree_since: None,
             own_entries: Vec::new(),
             own_entry_changed_at: Instant::ZERO,
@@ -594,6 +603,29 @@ impl Cluster {
         }
         if !self.parameters.membership_changes.is_empty() {
             self.track_views();
+        }
+        self.track_beliefs();
+    }
+
+    fn track_beliefs(&mut self) {
+        let mut changed = self.beliefs.len() != self.nodes.len();
+        self.beliefs.resize(self.nodes.len(), None);
+        for (index, sim) in self.nodes.iter().enumerate() {
+            let beliefs = sim.node.as_ref().map(|view| {
+                self.nodes
+                    .iter()
+                    .take(64)
+                    .enumerate()
+                    .filter(|(_, member)| view.believes_up(member.id))
+                    .fold(0u64, |bits, (bit, _)| bits | 1 << bit)
+            });
+            if self.beliefs[index] != beliefs {
+                self.beliefs[index] = beliefs;
+                changed = true;
+            }
+        }
+        if changed {
+            self.belief_changes.push(self.now);
         }
     }
 
@@ -826,6 +858,14 @@ impl Cluster {
                         };
                         if let Some(user_key) = user_key {
                             self.history.observe_stored(user_key, &versions);
+                        }
+                        if space == Space::Hints {
+                            for sibling in versions.siblings() {
+                                self.history
+                                    .hinted_at
+                                    .entry(crate::sim::history::write_id_of(sibling.value))
+                                    .or_insert(now);
+                            }
                         }
                     }
                 } else {

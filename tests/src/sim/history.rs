@@ -117,6 +117,10 @@ pub struct History {
     pub causal_past: BTreeMap<WriteId, VersionVector>,
     /// Keys some node removed from its data (a reaped tombstone, a handed-off copy).
     pub removed: BTreeSet<Vec<u8>>,
+    /// When each write was first stored as a hint on a stand-in (its record, or a
+    /// record holding it, in some node's hints space): from then on reads of the key's
+    /// replicas may miss it, which Dynamo's sloppy quorum allows.
+    pub hinted_at: BTreeMap<WriteId, Instant>,
     /// When set, every durable record is kept in `records` (for debugging a seed).
     pub trace: bool,
     /// (key, siblings as (dot, write id), clock) of every durable record, if tracing.
