@@ -10,8 +10,9 @@
 //! modes; a torn cut (half the unsynced pages and directory entries survive); cuts
 //! stopped by a trap at a segment rotation (the new segment's first write), in the
 //! middle of an index checkpoint (a write to `index.tmp`), at the checkpoint's rename,
-//! at a directory fsync; a second cut during the recovery from the first; 64 KiB
-//! values; and a graceful stop at the end. Each round prints what the cut forgot.
+//! at a directory fsync, at a group commit's fsync (its bytes written, not synced); a
+//! second cut during the recovery from the first; 64 KiB values; and a graceful stop
+//! at the end. Each round prints what the cut forgot.
 //!
 //! Needs root and /dev/fuse (FUSE mounted without fusermount); elsewhere it says what
 //! is missing and passes without running. Bounded: every wait has a timeout and every
@@ -220,6 +221,13 @@ enum Kill {
     AfterWrites(usize),
     /// When the filesystem stops this request (the path under the mountpoint).
     AtTrap(Operation, String),
+    /// When the filesystem stops this request on the data store's newest segment
+    /// (`after` 0) or on the one after it (`after` 1), once `writes` were acknowledged.
+    AtSegmentTrap {
+        operation: Operation,
+        after: u32,
+        writes: usize,
+    },
 }
 
 struct Round {
@@ -234,8 +242,9 @@ struct Round {
     cut_during_recovery: bool,
 }
 
-/// The next data segment's path under the mountpoint.
-fn next_segment(mountpoint: &Path) -> String {
+/// The path under the mountpoint of the data store's newest segment (`after` 0) or
+/// of the one after it (`after` 1).
+fn data_segment(mountpoint: &Path, after: u32) -> String {
     let data = mountpoint.join(DATA_DIR).join("data");
     let last = std::fs::read_dir(&data)
         .map(|entries| {
@@ -252,7 +261,7 @@ fn next_segment(mountpoint: &Path) -> String {
         .unwrap_or(0);
     format!(
         "{DATA_DIR}/data/{}",
-        ringkv_storage::segment::file_name(last + 1)
+        ringkv_storage::segment::file_name(last + after)
     )
 }
 
@@ -314,8 +323,7 @@ fn start_and_check(
 }
 
 fn power_loss(binary: Binary) {
-    if let Some(reason) = ForgetfulFs::unavailable() {
-        eprintln!("power loss ({binary:?}): SKIPPED, the forgetful filesystem {reason}");
+    if !ForgetfulFs::available_for(&format!("power loss ({binary:?})")) {
         return;
     }
     let plan = SeedPlan::from_env(1).unwrap();
@@ -382,7 +390,11 @@ fn power_loss(binary: Binary) {
             value_bytes: LARGE_BYTES,
             writers: 2,
             writes_max: 400,
-            kill: Kill::AtTrap(Operation::Write, String::new()),
+            kill: Kill::AtSegmentTrap {
+                operation: Operation::Write,
+                after: 1,
+                writes: 0,
+            },
             tear: false,
             cut_during_recovery: false,
         },
@@ -413,6 +425,20 @@ fn power_loss(binary: Binary) {
             writers: 2,
             writes_max: 400,
             kill: Kill::AtTrap(Operation::DirectorySync, format!("{DATA_DIR}/data")),
+            tear: false,
+            cut_during_recovery: false,
+        },
+        Round {
+            name: "group commit written, its fsync not done",
+            durability: "group",
+            value_bytes: SMALL_BYTES,
+            writers: 4,
+            writes_max: 2_000,
+            kill: Kill::AtSegmentTrap {
+                operation: Operation::FileSync,
+                after: 0,
+                writes: 200,
+            },
             tear: false,
             cut_during_recovery: false,
         },
@@ -463,16 +489,9 @@ fn power_loss(binary: Binary) {
         )
         .unwrap();
         let checked = started.elapsed();
-        let trap: Option<Trap> = match &round.kill {
-            Kill::AtTrap(operation, path) => {
-                let path = if path.is_empty() {
-                    next_segment(mountpoint.path())
-                } else {
-                    path.clone()
-                };
-                Some(disk.trap(*operation, path))
-            }
-            Kill::AfterWrites(_) => None,
+        let mut trap: Option<Trap> = match &round.kill {
+            Kill::AtTrap(operation, path) => Some(disk.trap(*operation, path.clone())),
+            Kill::AfterWrites(_) | Kill::AtSegmentTrap { .. } => None,
         };
         let load = Load::start(
             &node,
@@ -503,6 +522,33 @@ fn power_loss(binary: Binary) {
                 );
             }
             (Kill::AtTrap(..), None) => unreachable!(),
+            (
+                Kill::AtSegmentTrap {
+                    operation,
+                    after,
+                    writes,
+                },
+                _,
+            ) => {
+                while load.acknowledged_count() < *writes {
+                    assert!(
+                        Instant::now() < deadline,
+                        "round {}: {writes} writes not acknowledged in time",
+                        round.name
+                    );
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let path = data_segment(mountpoint.path(), *after);
+                let armed = disk.trap(*operation, path.clone());
+                assert!(
+                    armed.wait(WAIT),
+                    "round {}: the trap ({operation:?} {path}) never fired; {} writes acknowledged\n{}",
+                    round.name,
+                    load.acknowledged_count(),
+                    node.log_tail()
+                );
+                trap = Some(armed);
+            }
         }
         let loaded = started.elapsed();
         node.signal_kill();
@@ -594,8 +640,7 @@ fn power_loss(binary: Binary) {
 /// must be reported lost after the first cut.
 #[test]
 fn power_loss_catches_a_node_without_directory_fsyncs() {
-    if let Some(reason) = ForgetfulFs::unavailable() {
-        eprintln!("power loss sabotage: SKIPPED, the forgetful filesystem {reason}");
+    if !ForgetfulFs::available_for("power loss sabotage") {
         return;
     }
     let ports = port_slot(2);

@@ -25,7 +25,9 @@
 //!
 //! A [`Trap`] stops the first matching request (a write to `node/data/index.tmp`, say)
 //! until the test lets it go: the test kills the process meanwhile, so a cut lands at
-//! an exact step of a checkpoint, a segment rotation or a recovery.
+//! an exact step of a checkpoint, a segment rotation or a recovery. The held request
+//! then fails without effect, as one in flight when the power went (an fsync held so
+//! makes nothing durable).
 //!
 //! Needs root and `/dev/fuse`; [`ForgetfulFs::unavailable`] says what is missing.
 
@@ -196,7 +198,8 @@ pub struct CutReport {
     pub entries_forgotten: u64,
     /// Unsynced directory entry changes a torn cut kept.
     pub entries_kept_torn: u64,
-    /// Files and directories no durable entry reached any more, gone.
+    /// Files and directories that had a name before the cut and have none after it
+    /// (their entries were never made durable); unlinked files are not counted.
     pub inodes_dropped: u64,
 }
 
@@ -204,7 +207,7 @@ impl fmt::Display for CutReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} files rolled back ({} unsynced pages lost, {} kept torn), {} directory entries undone ({} kept torn), {} inodes gone",
+            "{} files rolled back ({} unsynced pages lost, {} kept torn), {} directory entries undone ({} kept torn), {} named files or directories gone",
             self.files_rolled_back,
             self.pages_forgotten,
             self.pages_kept_torn,
@@ -442,10 +445,31 @@ impl State {
         Ok(())
     }
 
+    /// Every inode a current entry names, from the root down.
+    fn reachable(&self) -> BTreeSet<u64> {
+        let mut reachable = BTreeSet::from([ROOT]);
+        let mut frontier = vec![ROOT];
+        while let Some(inode) = frontier.pop() {
+            if let Some(Inode {
+                body: Body::Directory { current, .. },
+                ..
+            }) = self.inodes.get(&inode)
+            {
+                for child in current.values() {
+                    if self.inodes.contains_key(child) && reachable.insert(*child) {
+                        frontier.push(*child);
+                    }
+                }
+            }
+        }
+        reachable
+    }
+
     /// The power cut: every file and directory back to its durable version (some
     /// unsynced pages and entries kept, with a tear), then what is unreachable dropped.
     fn cut(&mut self, tear: Option<u64>) -> CutReport {
         let mut report = CutReport::default();
+        let named_before = self.reachable();
         let mut rng = tear.map(Rng::new);
         let mut keep = || rng.as_mut().is_some_and(|rng| rng.chance(0.5));
         let mut inodes: Vec<u64> = self.inodes.keys().copied().collect();
@@ -508,24 +532,9 @@ impl State {
         }
         // A torn cut may keep a new directory's entry in two parents (a rename whose
         // source removal was forgotten): both names stay, like a hard link.
-        let mut reachable = BTreeSet::from([ROOT]);
-        let mut frontier = vec![ROOT];
-        while let Some(inode) = frontier.pop() {
-            if let Some(Inode {
-                body: Body::Directory { current, .. },
-                ..
-            }) = self.inodes.get(&inode)
-            {
-                for child in current.values() {
-                    if self.inodes.contains_key(child) && reachable.insert(*child) {
-                        frontier.push(*child);
-                    }
-                }
-            }
-        }
-        let before = self.inodes.len();
+        let reachable = self.reachable();
         self.inodes.retain(|inode, _| reachable.contains(inode));
-        report.inodes_dropped = (before - self.inodes.len()) as u64;
+        report.inodes_dropped = named_before.difference(&reachable).count() as u64;
         // Entries naming an inode that is gone (kept by a tear) go too.
         let alive: BTreeSet<u64> = self.inodes.keys().copied().collect();
         for node in self.inodes.values_mut() {
@@ -564,8 +573,10 @@ impl Forgetful {
     }
 
     /// Holds this request if the armed trap matches it (`place`: the inode, or a
-    /// directory and a name in it), until the test drops the trap.
-    fn stop_at(&self, operation: Operation, place: (u64, Option<&OsStr>)) {
+    /// directory and a name in it), until the test drops the trap; true when it did:
+    /// the request then fails with EIO and has no effect, as one in flight when the
+    /// power went (its process is dead by then).
+    fn stop_at(&self, operation: Operation, place: (u64, Option<&OsStr>)) -> bool {
         let armed = {
             let mut state = self.state();
             let matches = state.trap.as_ref().is_some_and(|trap| {
@@ -580,10 +591,12 @@ impl Forgetful {
             });
             if matches { state.trap.take() } else { None }
         };
-        if let Some(trap) = armed {
-            let _ = trap.fired.send(());
-            let _ = trap.release.recv_timeout(TRAP_HOLD_MAX);
-        }
+        let Some(trap) = armed else {
+            return false;
+        };
+        let _ = trap.fired.send(());
+        let _ = trap.release.recv_timeout(TRAP_HOLD_MAX);
+        true
     }
 
     fn reply_entry(state: &State, inode: Result<u64, Errno>, reply: ReplyEntry) {
@@ -684,7 +697,9 @@ impl Filesystem for Forgetful {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        self.stop_at(Operation::Create, (parent.0, Some(name)));
+        if self.stop_at(Operation::Create, (parent.0, Some(name))) {
+            return reply.error(Errno::EIO);
+        }
         let mut state = self.state();
         let body = Body::File {
             current: Contents::default(),
@@ -746,7 +761,9 @@ impl Filesystem for Forgetful {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        self.stop_at(Operation::Rename, (new_parent.0, Some(new_name)));
+        if self.stop_at(Operation::Rename, (new_parent.0, Some(new_name))) {
+            return reply.error(Errno::EIO);
+        }
         let mut state = self.state();
         let result = (|| {
             let moved = state.lookup(parent.0, name)?;
@@ -780,7 +797,9 @@ impl Filesystem for Forgetful {
     }
 
     fn open(&self, _request: &Request, inode: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.stop_at(Operation::Open, (inode.0, None));
+        if self.stop_at(Operation::Open, (inode.0, None)) {
+            return reply.error(Errno::EIO);
+        }
         if self.state().inodes.contains_key(&inode.0) {
             reply.opened(FileHandle(0), FopenFlags::empty());
         } else {
@@ -819,7 +838,9 @@ impl Filesystem for Forgetful {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyWrite,
     ) {
-        self.stop_at(Operation::Write, (inode.0, None));
+        if self.stop_at(Operation::Write, (inode.0, None)) {
+            return reply.error(Errno::EIO);
+        }
         match self.state().write(inode.0, offset, data) {
             Ok(()) => reply.written(data.len() as u32),
             Err(errno) => reply.error(errno),
@@ -845,7 +866,9 @@ impl Filesystem for Forgetful {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.stop_at(Operation::FileSync, (inode.0, None));
+        if self.stop_at(Operation::FileSync, (inode.0, None)) {
+            return reply.error(Errno::EIO);
+        }
         match self.state().sync_file(inode.0) {
             Ok(()) => reply.ok(),
             Err(errno) => reply.error(errno),
@@ -898,7 +921,9 @@ impl Filesystem for Forgetful {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.stop_at(Operation::DirectorySync, (inode.0, None));
+        if self.stop_at(Operation::DirectorySync, (inode.0, None)) {
+            return reply.error(Errno::EIO);
+        }
         match self.state().sync_file(inode.0) {
             Ok(()) => reply.ok(),
             Err(errno) => reply.error(errno),
@@ -987,6 +1012,25 @@ impl ForgetfulFs {
             Ok(_mounted) => None,
             Err(error) => Some(format!("the FUSE mount failed: {error}")),
         }
+    }
+
+    /// For a test that needs one: true when this machine can mount it; otherwise
+    /// prints that `test` is skipped and why, and returns false, unless
+    /// `RINGKV_REQUIRE_FUSE` is set (as `.ci/run` does), where it panics instead.
+    pub fn available_for(test: &str) -> bool {
+        let Some(reason) = ForgetfulFs::unavailable() else {
+            return true;
+        };
+        assert!(
+            std::env::var_os("RINGKV_REQUIRE_FUSE").is_none(),
+            "{test}: RINGKV_REQUIRE_FUSE is set but the forgetful filesystem {reason}"
+        );
+        // Past the test harness's capture, so that a passing run shows it too.
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("{test}: SKIPPED, the forgetful filesystem {reason}\n").as_bytes(),
+        );
+        false
     }
 
     /// Mounts an empty forgetful filesystem on `mountpoint` (an empty directory).

@@ -13,19 +13,10 @@ use ringkv_tests::storage_model::check_seed_with_power_cuts;
 use std::fs::{self, File};
 use std::io::Write;
 
-fn skipped(test: &str) -> bool {
-    match ForgetfulFs::unavailable() {
-        Some(reason) => {
-            eprintln!("{test}: SKIPPED, the forgetful filesystem {reason}");
-            true
-        }
-        None => false,
-    }
-}
-
 #[test]
 fn the_filesystem_forgets_what_was_not_synced_and_keeps_what_was() {
-    if skipped("the_filesystem_forgets_what_was_not_synced_and_keeps_what_was") {
+    if !ForgetfulFs::available_for("the_filesystem_forgets_what_was_not_synced_and_keeps_what_was")
+    {
         return;
     }
     let mountpoint = tempfile::tempdir().unwrap();
@@ -108,7 +99,7 @@ fn the_filesystem_forgets_what_was_not_synced_and_keeps_what_was() {
 
 #[test]
 fn a_fresh_stores_first_acknowledged_write_survives_a_power_cut() {
-    if skipped("a_fresh_stores_first_acknowledged_write_survives_a_power_cut") {
+    if !ForgetfulFs::available_for("a_fresh_stores_first_acknowledged_write_survives_a_power_cut") {
         return;
     }
     let mountpoint = tempfile::tempdir().unwrap();
@@ -132,7 +123,7 @@ fn a_fresh_stores_first_acknowledged_write_survives_a_power_cut() {
 
 #[test]
 fn random_sequences_with_power_cuts_match_the_model() {
-    if skipped("random_sequences_with_power_cuts_match_the_model") {
+    if !ForgetfulFs::available_for("random_sequences_with_power_cuts_match_the_model") {
         return;
     }
     let plan = SeedPlan::from_env(1).unwrap();

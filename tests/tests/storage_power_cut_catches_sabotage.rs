@@ -11,8 +11,7 @@ use ringkv_tests::storage_model::check_seed_with_power_cuts;
 
 #[test]
 fn an_engine_without_directory_fsyncs_loses_writes_and_the_power_cut_tests_see_it() {
-    if let Some(reason) = ForgetfulFs::unavailable() {
-        eprintln!("storage power-cut sabotage: SKIPPED, the forgetful filesystem {reason}");
+    if !ForgetfulFs::available_for("storage power-cut sabotage") {
         return;
     }
     ringkv_storage::store::sabotage::skip_directory_syncs();
