@@ -1041,9 +1041,26 @@ mod tests {
         assert_eq!(executor.reads(), (1, 1), "served by a reader thread");
     }
 
+    /// Caller mode: writes and syncs `round`'s bytes as ringkv-node-uring does, then
+    /// finishes it.
+    fn finish_written(executor: &Executor, round: WriteRound) {
+        use std::os::unix::fs::FileExt;
+        round
+            .file()
+            .write_all_at(round.bytes(), round.file_offset())
+            .unwrap();
+        round.file().sync_data().unwrap();
+        executor.finish_round(round, Ok(()));
+    }
+
+    /// Caller mode: takes the next round and finishes it written.
+    fn write_round(executor: &Executor) {
+        let round = executor.next_round().expect("a round");
+        finish_written(executor, round);
+    }
+
     #[test]
     fn in_caller_mode_rounds_commit_what_the_caller_wrote_and_failures_complete_with_errors() {
-        use std::os::unix::fs::FileExt;
         let dir = tempfile::tempdir().unwrap();
         let sizes = StoreSizes {
             durability: Durability::Group,
@@ -1069,12 +1086,7 @@ mod tests {
             "one round per store at a time"
         );
         write(3, b"c", b"three"); // waits for the next round
-        round
-            .file()
-            .write_all_at(round.bytes(), round.file_offset())
-            .unwrap();
-        round.file().sync_data().unwrap();
-        executor.finish_round(round, Ok(()));
+        finish_written(&executor, round);
         let done = wait(&executor, 2);
         assert!(
             done.iter()
@@ -1137,7 +1149,6 @@ mod tests {
         // ringkv-node-uring commits its rounds through the split API, which never
         // checkpointed: found by the power-loss suite (no `index.tmp` ever written),
         // every restart replayed the whole log.
-        use std::os::unix::fs::FileExt;
         let dir = tempfile::tempdir().unwrap();
         let sizes = StoreSizes {
             durability: Durability::Group,
@@ -1156,13 +1167,7 @@ mod tests {
                 key: &key,
                 record: &value,
             });
-            let round = executor.next_round().expect("a round");
-            round
-                .file()
-                .write_all_at(round.bytes(), round.file_offset())
-                .unwrap();
-            round.file().sync_data().unwrap();
-            executor.finish_round(round, Ok(()));
+            write_round(&executor);
             wait(&executor, 1);
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -206,6 +206,18 @@ impl Load {
         self.acknowledged.lock().unwrap().len()
     }
 
+    /// Waits (at most [`WAIT`]) until `count` writes were acknowledged.
+    fn wait_for(&self, count: usize, round: &str) {
+        let deadline = Instant::now() + WAIT;
+        while self.acknowledged_count() < count {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: {count} writes not acknowledged in time"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     fn finish(self) -> Vec<(String, usize)> {
         self.stop.store(true, Ordering::Relaxed);
         for writer in self.writers {
@@ -500,53 +512,31 @@ fn power_loss(binary: Binary) {
             round.value_bytes,
             round.writes_max,
         );
-        let deadline = Instant::now() + WAIT;
-        match (&round.kill, &trap) {
-            (Kill::AfterWrites(count), _) => {
-                while load.acknowledged_count() < *count {
-                    assert!(
-                        Instant::now() < deadline,
-                        "round {}: {count} writes not acknowledged in time",
-                        round.name
-                    );
-                    std::thread::sleep(Duration::from_millis(1));
+        let trap_fired = |trap: &Trap, what: String| {
+            assert!(
+                trap.wait(WAIT),
+                "round {}: the trap ({what}) never fired; {} writes acknowledged\n{}",
+                round.name,
+                load.acknowledged_count(),
+                node.log_tail()
+            );
+        };
+        match &round.kill {
+            Kill::AfterWrites(count) => load.wait_for(*count, round.name),
+            Kill::AtTrap(operation, path) => {
+                if let Some(trap) = &trap {
+                    trap_fired(trap, format!("{operation:?} {path}"));
                 }
             }
-            (Kill::AtTrap(operation, path), Some(trap)) => {
-                assert!(
-                    trap.wait(WAIT),
-                    "round {}: the trap ({operation:?} {path}) never fired; {} writes acknowledged\n{}",
-                    round.name,
-                    load.acknowledged_count(),
-                    node.log_tail()
-                );
-            }
-            (Kill::AtTrap(..), None) => unreachable!(),
-            (
-                Kill::AtSegmentTrap {
-                    operation,
-                    after,
-                    writes,
-                },
-                _,
-            ) => {
-                while load.acknowledged_count() < *writes {
-                    assert!(
-                        Instant::now() < deadline,
-                        "round {}: {writes} writes not acknowledged in time",
-                        round.name
-                    );
-                    std::thread::sleep(Duration::from_millis(1));
-                }
+            Kill::AtSegmentTrap {
+                operation,
+                after,
+                writes,
+            } => {
+                load.wait_for(*writes, round.name);
                 let path = data_segment(mountpoint.path(), *after);
                 let armed = disk.trap(*operation, path.clone());
-                assert!(
-                    armed.wait(WAIT),
-                    "round {}: the trap ({operation:?} {path}) never fired; {} writes acknowledged\n{}",
-                    round.name,
-                    load.acknowledged_count(),
-                    node.log_tail()
-                );
+                trap_fired(&armed, format!("{operation:?} {path}"));
                 trap = Some(armed);
             }
         }
@@ -658,10 +648,7 @@ fn power_loss_catches_a_node_without_directory_fsyncs() {
     let mut node_id = None;
     start_and_check(&mut node, "group", "the first start", &[], &mut node_id).unwrap();
     let load = Load::start(&node, "sabotage", 1, SMALL_BYTES, 1);
-    let deadline = Instant::now() + WAIT;
-    while load.acknowledged_count() < 1 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    load.wait_for(1, "sabotage");
     let acknowledged = load.finish();
     assert_eq!(acknowledged.len(), 1, "the first write was acknowledged");
     node.kill();

@@ -86,6 +86,14 @@ impl Contents {
         out
     }
 
+    /// Makes page `page` what it is in `other` (written there, or never written).
+    fn copy_page(&mut self, other: &Contents, page: u64) {
+        match other.pages.get(&page) {
+            Some(bytes) => self.pages.insert(page, bytes.clone()),
+            None => self.pages.remove(&page),
+        };
+    }
+
     /// Zeroes everything from `size_bytes` on and sets the size; returns the pages it
     /// changed.
     fn truncate(&mut self, size_bytes: u64) -> Vec<u64> {
@@ -322,6 +330,19 @@ impl State {
         None
     }
 
+    /// unlink (`directory` false) or rmdir of `name` in `parent`.
+    fn remove(&mut self, parent: u64, name: &OsStr, directory: bool) -> Result<(), Errno> {
+        let inode = self.lookup(parent, name)?;
+        match (directory, self.is_directory(inode)) {
+            (false, true) => return Err(Errno::EISDIR),
+            (true, false) => return Err(Errno::ENOTDIR),
+            (true, true) if !self.entries(inode)?.is_empty() => return Err(Errno::ENOTEMPTY),
+            _ => {}
+        }
+        self.entries_mut(parent)?.remove(name);
+        Ok(())
+    }
+
     fn is_directory(&self, inode: u64) -> bool {
         matches!(
             self.inodes.get(&inode).map(|node| &node.body),
@@ -408,8 +429,8 @@ impl State {
         Ok(())
     }
 
-    /// fsync of a file: its contents and size become durable.
-    fn sync_file(&mut self, inode: u64) -> Result<(), Errno> {
+    /// fsync: a file's contents and size, or a directory's entries, become durable.
+    fn sync(&mut self, inode: u64) -> Result<(), Errno> {
         let node = self.inodes.get_mut(&inode).ok_or(Errno::ENOENT)?;
         match &mut node.body {
             Body::File {
@@ -417,22 +438,12 @@ impl State {
                 durable,
                 dirty,
             } => {
-                let mut added = 0usize;
-                let mut removed = 0usize;
+                let before = durable.pages.len();
                 for page in std::mem::take(dirty) {
-                    let replaced = match current.pages.get(&page) {
-                        Some(bytes) => {
-                            added += 1;
-                            durable.pages.insert(page, bytes.clone())
-                        }
-                        None => durable.pages.remove(&page),
-                    };
-                    if replaced.is_some() {
-                        removed += 1;
-                    }
+                    durable.copy_page(current, page);
                 }
                 durable.size_bytes = current.size_bytes;
-                self.pages = self.pages + added - removed;
+                self.pages = self.pages + durable.pages.len() - before;
                 self.counters.file_syncs += 1;
             }
             Body::Directory { current, durable } => {
@@ -495,10 +506,7 @@ impl State {
                     for page in std::mem::take(dirty) {
                         if keep() {
                             report.pages_kept_torn += 1;
-                            match current.pages.get(&page) {
-                                Some(bytes) => after.pages.insert(page, bytes.clone()),
-                                None => after.pages.remove(&page),
-                            };
+                            after.copy_page(current, page);
                         } else {
                             report.pages_forgotten += 1;
                         }
@@ -558,6 +566,14 @@ impl State {
     }
 }
 
+/// Replies to a request that returns nothing.
+fn answer(result: Result<(), Errno>, reply: ReplyEmpty) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(errno) => reply.error(errno),
+    }
+}
+
 /// The FUSE side: every request takes the state's lock for its whole length.
 #[derive(Debug)]
 struct Forgetful {
@@ -597,6 +613,14 @@ impl Forgetful {
         let _ = trap.fired.send(());
         let _ = trap.release.recv_timeout(TRAP_HOLD_MAX);
         true
+    }
+
+    /// fsync of a file or a directory: what it holds becomes durable.
+    fn sync(&self, operation: Operation, inode: INodeNo, reply: ReplyEmpty) {
+        if self.stop_at(operation, (inode.0, None)) {
+            return reply.error(Errno::EIO);
+        }
+        answer(self.state().sync(inode.0), reply);
     }
 
     fn reply_entry(state: &State, inode: Result<u64, Errno>, reply: ReplyEntry) {
@@ -722,33 +746,11 @@ impl Filesystem for Forgetful {
     }
 
     fn unlink(&self, _request: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let mut state = self.state();
-        let result = state.lookup(parent.0, name).and_then(|inode| {
-            if state.is_directory(inode) {
-                return Err(Errno::EISDIR);
-            }
-            state.entries_mut(parent.0)?.remove(name);
-            Ok(())
-        });
-        match result {
-            Ok(()) => reply.ok(),
-            Err(errno) => reply.error(errno),
-        }
+        answer(self.state().remove(parent.0, name, false), reply);
     }
 
     fn rmdir(&self, _request: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let mut state = self.state();
-        let result = state.lookup(parent.0, name).and_then(|inode| {
-            if !state.entries(inode)?.is_empty() {
-                return Err(Errno::ENOTEMPTY);
-            }
-            state.entries_mut(parent.0)?.remove(name);
-            Ok(())
-        });
-        match result {
-            Ok(()) => reply.ok(),
-            Err(errno) => reply.error(errno),
-        }
+        answer(self.state().remove(parent.0, name, true), reply);
     }
 
     fn rename(
@@ -790,10 +792,7 @@ impl Filesystem for Forgetful {
                 .insert(new_name.to_owned(), moved);
             Ok(())
         })();
-        match result {
-            Ok(()) => reply.ok(),
-            Err(errno) => reply.error(errno),
-        }
+        answer(result, reply);
     }
 
     fn open(&self, _request: &Request, inode: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -866,13 +865,7 @@ impl Filesystem for Forgetful {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        if self.stop_at(Operation::FileSync, (inode.0, None)) {
-            return reply.error(Errno::EIO);
-        }
-        match self.state().sync_file(inode.0) {
-            Ok(()) => reply.ok(),
-            Err(errno) => reply.error(errno),
-        }
+        self.sync(Operation::FileSync, inode, reply);
     }
 
     fn readdir(
@@ -921,13 +914,7 @@ impl Filesystem for Forgetful {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        if self.stop_at(Operation::DirectorySync, (inode.0, None)) {
-            return reply.error(Errno::EIO);
-        }
-        match self.state().sync_file(inode.0) {
-            Ok(()) => reply.ok(),
-            Err(errno) => reply.error(errno),
-        }
+        self.sync(Operation::DirectorySync, inode, reply);
     }
 
     fn statfs(&self, _request: &Request, _inode: INodeNo, reply: ReplyStatfs) {
@@ -979,10 +966,7 @@ impl Filesystem for Forgetful {
                 current.size_bytes = current.size_bytes.max(end);
                 Ok(())
             });
-        match result {
-            Ok(()) => reply.ok(),
-            Err(errno) => reply.error(errno),
-        }
+        answer(result, reply);
     }
 }
 

@@ -74,6 +74,45 @@ pub fn check_seed_with_power_cuts(seed: u64, cases: u32) -> Result<(), String> {
         .map_err(|failure| failure.to_string())
 }
 
+/// What a fresh store's first write left after a power cut.
+#[derive(Debug)]
+pub struct FirstWriteAfterCut {
+    /// The store's directory still exists.
+    pub directory_kept: bool,
+    /// What the reopened store holds under the written key (None if its directory
+    /// is gone).
+    pub value: Option<Vec<u8>>,
+    pub cut: crate::forgetful_fs::CutReport,
+}
+
+/// A store opened where no directory exists yet on a fresh forgetful filesystem,
+/// one write with `always` (acknowledged after its fsync), dropped as by kill -9,
+/// a power cut, and what is left.
+pub fn first_write_through_a_power_cut() -> FirstWriteAfterCut {
+    let mountpoint = tempfile::tempdir().unwrap();
+    let mut disk = ForgetfulFs::mount(mountpoint.path()).unwrap();
+    let dir = mountpoint.path().join("node").join("data");
+    let config = Config {
+        durability: Durability::Always,
+        ..Config::default()
+    };
+    let store = Store::open(&dir, config.clone()).unwrap();
+    store.put(b"first", b"acknowledged").unwrap();
+    drop(store);
+    let cut = disk.power_cut(None).unwrap();
+    let directory_kept = dir.exists();
+    let value = if directory_kept {
+        Store::open(&dir, config).unwrap().get(b"first").unwrap()
+    } else {
+        None
+    };
+    FirstWriteAfterCut {
+        directory_kept,
+        value,
+        cut,
+    }
+}
+
 /// One random operation.
 pub fn operation() -> impl Strategy<Value = Operation> {
     let key = 0u8..24;

@@ -6,10 +6,9 @@
 //! Seeded: prints its seed; `RINGKV_SEED=<n>` replays one, `RINGKV_SIM_RUNS=<n>` and
 //! `RINGKV_SIM_SEED_BASE=<n>` try more.
 
-use ringkv_storage::{Config, Durability, Store};
 use ringkv_tests::forgetful_fs::ForgetfulFs;
 use ringkv_tests::seeds::SeedPlan;
-use ringkv_tests::storage_model::check_seed_with_power_cuts;
+use ringkv_tests::storage_model::{check_seed_with_power_cuts, first_write_through_a_power_cut};
 use std::fs::{self, File};
 use std::io::Write;
 
@@ -102,23 +101,10 @@ fn a_fresh_stores_first_acknowledged_write_survives_a_power_cut() {
     if !ForgetfulFs::available_for("a_fresh_stores_first_acknowledged_write_survives_a_power_cut") {
         return;
     }
-    let mountpoint = tempfile::tempdir().unwrap();
-    let mut disk = ForgetfulFs::mount(mountpoint.path()).unwrap();
-    let dir = mountpoint.path().join("node").join("data");
-    let config = Config {
-        durability: Durability::Always,
-        ..Config::default()
-    };
-    let store = Store::open(&dir, config.clone()).unwrap();
-    store.put(b"first", b"acknowledged").unwrap();
-    drop(store); // kill -9
-    let report = disk.power_cut(None).unwrap();
-    println!("cut: {report}");
-    let store = Store::open(&dir, config).unwrap();
-    assert_eq!(
-        store.get(b"first").unwrap().as_deref(),
-        Some(&b"acknowledged"[..])
-    );
+    let left = first_write_through_a_power_cut();
+    println!("cut: {}", left.cut);
+    assert!(left.directory_kept, "the store's directory is gone");
+    assert_eq!(left.value.as_deref(), Some(&b"acknowledged"[..]));
 }
 
 #[test]

@@ -5,9 +5,8 @@
 //! process-wide. Needs root and /dev/fuse; elsewhere it says so and passes without
 //! running.
 
-use ringkv_storage::{Config, Durability, Store};
 use ringkv_tests::forgetful_fs::ForgetfulFs;
-use ringkv_tests::storage_model::check_seed_with_power_cuts;
+use ringkv_tests::storage_model::{check_seed_with_power_cuts, first_write_through_a_power_cut};
 
 #[test]
 fn an_engine_without_directory_fsyncs_loses_writes_and_the_power_cut_tests_see_it() {
@@ -16,21 +15,11 @@ fn an_engine_without_directory_fsyncs_loses_writes_and_the_power_cut_tests_see_i
     }
     ringkv_storage::store::sabotage::skip_directory_syncs();
 
-    let mountpoint = tempfile::tempdir().unwrap();
-    let mut disk = ForgetfulFs::mount(mountpoint.path()).unwrap();
-    let dir = mountpoint.path().join("node").join("data");
-    let config = Config {
-        durability: Durability::Always,
-        ..Config::default()
-    };
-    let store = Store::open(&dir, config.clone()).unwrap();
-    store.put(b"first", b"acknowledged").unwrap();
-    drop(store);
-    let report = disk.power_cut(None).unwrap();
-    println!("cut: {report}");
+    let left = first_write_through_a_power_cut();
+    println!("cut: {}", left.cut);
     assert!(
-        !dir.exists(),
-        "the unsynced store directory survived the cut"
+        !left.directory_kept && left.value.is_none(),
+        "the unsynced store directory survived the cut: {left:?}"
     );
 
     let seed = 3;
