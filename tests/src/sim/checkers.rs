@@ -47,7 +47,7 @@ use super::cluster::Cluster;
 use super::history::{Operation, OperationKind, Outcome, WriteId, covers, write_id_of};
 use ringkv_core::version::{Dot, VersionVector};
 use ringkv_core::{Instant, VersionSet};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::time::Duration;
 
@@ -91,7 +91,8 @@ struct Shown<'c> {
     writes: BTreeMap<WriteId, &'c Operation>,
     /// The deletes of each key.
     deletes: BTreeMap<&'c [u8], Vec<WriteId>>,
-    memo: BTreeMap<(WriteId, WriteId), bool>,
+    /// Hashed: a hot key's history asks about millions of pairs.
+    memo: HashMap<(WriteId, WriteId), bool>,
     /// The deletes each write's context covers (they depend on the write alone).
     covered_deletes: BTreeMap<WriteId, Vec<WriteId>>,
 }
@@ -117,7 +118,7 @@ impl<'c> Shown<'c> {
             cluster,
             writes,
             deletes,
-            memo: BTreeMap::new(),
+            memo: HashMap::new(),
             covered_deletes: BTreeMap::new(),
         }
     }
@@ -268,6 +269,9 @@ pub fn connections_observe_their_writes(cluster: &Cluster) -> Vec<Violation> {
             };
             for read in &operations[position + 1..] {
                 let is_read = matches!(read.kind, OperationKind::Get | OperationKind::VGet);
+                if !is_read || read.key != write.key || read.outcome != Outcome::Ok {
+                    continue;
+                }
                 let overlapping = read.read_quorum + write.write_quorum > replicas;
                 // Dynamo's read-your-writes needs the quorums to overlap on the key's
                 // replicas. A stand-in keeps a write as a hint, which reads do not see,
@@ -317,9 +321,6 @@ pub fn connections_observe_their_writes(cluster: &Cluster) -> Vec<Violation> {
                     && no_fault
                     && !membership_changes
                     && strict;
-                if !is_read || read.key != write.key || read.outcome != Outcome::Ok {
-                    continue;
-                }
                 if !overlapping || !calm {
                     continue;
                 }
