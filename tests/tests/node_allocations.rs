@@ -14,16 +14,15 @@
 //! number per request is bounded); a change that adds allocations per request fails
 //! here.
 
-use ringkv_core::node::{
-    Action, ClientId, Completion, Config, Input, Node, NodeIdentity, Space, StorageOp,
-};
+use ringkv_core::node::memory::MemoryDisk;
+use ringkv_core::node::{Action, ClientId, Config, Input, Node, NodeIdentity, StorageJob};
 use ringkv_core::placement::Member;
 use ringkv_core::resp::Command;
 use ringkv_core::wire::decode_frame;
 use ringkv_core::{Instant, NodeId};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 /// Allocations per GET, all three nodes together, at most. Measured: 20 (the
 /// coordinator's copy of the key, the versions decoded from its own storage and from
@@ -83,27 +82,15 @@ enum Pending {
         to: usize,
         frame: Vec<u8>,
     },
-    Read {
+    Storage {
         node: usize,
-        token: u64,
-        space: Space,
-        key: Vec<u8>,
-    },
-    Write {
-        node: usize,
-        token: u64,
-        space: Space,
-        key: Vec<u8>,
-        record: Option<Vec<u8>>,
+        job: StorageJob,
     },
 }
 
-/// One node's stored records: (is a hint, key) to record.
-type Disk = BTreeMap<(Space, Vec<u8>), Vec<u8>>;
-
 struct Harness {
     nodes: Vec<Node>,
-    disks: Vec<Disk>,
+    disks: Vec<MemoryDisk>,
     pending: VecDeque<Pending>,
     replies: Vec<Vec<u8>>,
     now: Instant,
@@ -128,7 +115,7 @@ impl Harness {
             .collect();
         let mut harness = Harness {
             nodes,
-            disks: vec![BTreeMap::new(); 3],
+            disks: vec![MemoryDisk::new(); 3],
             pending: VecDeque::new(),
             replies: Vec::new(),
             now,
@@ -154,70 +141,13 @@ impl Harness {
                     frame: frame.to_vec(),
                 }),
                 Action::Reply { bytes, .. } => self.replies.push(bytes.to_vec()),
-                Action::Storage(StorageOp::Read { token, space, key }) => {
-                    self.pending.push_back(Pending::Read {
-                        node: index,
-                        token,
-                        space,
-                        key: key.to_vec(),
-                    })
-                }
-                Action::Storage(StorageOp::Write {
-                    token,
-                    space,
-                    key,
-                    record,
-                }) => self.pending.push_back(Pending::Write {
+                // Every storage operation, lists and scans too, waits its turn; time
+                // stands still here, so anti-entropy never starts a scan (background
+                // work, not part of a GET or SET).
+                Action::Storage(operation) => self.pending.push_back(Pending::Storage {
                     node: index,
-                    token,
-                    space,
-                    key: key.to_vec(),
-                    record: Some(record.to_vec()),
+                    job: operation.into(),
                 }),
-                Action::Storage(StorageOp::Delete { token, space, key }) => {
-                    self.pending.push_back(Pending::Write {
-                        node: index,
-                        token,
-                        space,
-                        key: key.to_vec(),
-                        record: None,
-                    })
-                }
-                Action::Storage(StorageOp::List { token, .. }) => {
-                    let node = &mut self.nodes[index];
-                    let now = self.now;
-                    counted(|| {
-                        node.handle(
-                            now,
-                            Input::Storage(Completion::Listed {
-                                token,
-                                result: Ok(ringkv_core::node::Listing {
-                                    keys: &[],
-                                    complete: true,
-                                }),
-                            }),
-                        )
-                    });
-                }
-                // Time stands still here, so anti-entropy never starts a scan; a scan
-                // would be background work, not part of a GET or SET.
-                Action::Storage(StorageOp::Scan { token, .. }) => {
-                    let node = &mut self.nodes[index];
-                    let now = self.now;
-                    let page = ringkv_core::node::ScanPage {
-                        items: &[],
-                        next: None,
-                    };
-                    counted(|| {
-                        node.handle(
-                            now,
-                            Input::Storage(Completion::Scanned {
-                                token,
-                                result: Ok(page),
-                            }),
-                        )
-                    });
-                }
                 // Initial members need no introductions; gossip to seeds is not measured here.
                 Action::Connect { .. } | Action::Introduce { .. } => {}
             }
@@ -235,47 +165,10 @@ impl Harness {
                     counted(|| node.handle(now, Input::Peer { from, message }));
                     self.drain(to);
                 }
-                Pending::Read {
-                    node,
-                    token,
-                    space,
-                    key,
-                } => {
-                    let value = self.disks[node].get(&(space, key)).cloned();
+                Pending::Storage { node, job } => {
+                    let answer = self.disks[node].perform(&job, None);
                     let target = &mut self.nodes[node];
-                    counted(|| {
-                        target.handle(
-                            now,
-                            Input::Storage(Completion::Read {
-                                token,
-                                result: Ok(value.as_deref()),
-                            }),
-                        )
-                    });
-                    self.drain(node);
-                }
-                Pending::Write {
-                    node,
-                    token,
-                    space,
-                    key,
-                    record,
-                } => {
-                    let stored = (space, key);
-                    match record {
-                        Some(record) => self.disks[node].insert(stored, record),
-                        None => self.disks[node].remove(&stored),
-                    };
-                    let target = &mut self.nodes[node];
-                    counted(|| {
-                        target.handle(
-                            now,
-                            Input::Storage(Completion::Written {
-                                token,
-                                result: Ok(()),
-                            }),
-                        )
-                    });
+                    counted(|| target.handle(now, Input::Storage(answer.completion())));
                     self.drain(node);
                 }
             }

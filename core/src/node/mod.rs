@@ -26,7 +26,8 @@
 //! returns only durable records (ringkv-storage updates its index after the fsync), and
 //! a node's data survives its restarts. A node whose data directory was lost must come
 //! back under a new id: under its old id it would mint dots its peers already hold for
-//! other values. (Issue 6's membership will carry that rule.)
+//! other values (ringkv-frontend's `identity` refuses to start a node whose stores
+//! vanished under its identity, and never mints an id over existing stores).
 //!
 //! # Requests
 //!
@@ -107,6 +108,8 @@ mod gossip;
 mod handoff;
 mod hints;
 mod locks;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod memory;
 mod peers;
 mod reap;
 mod replica;

@@ -2,6 +2,7 @@
 //! completions the test releases by hand. (The simulator in tests/ runs whole clusters
 //! under faults; these pin single behaviours down.)
 
+use super::memory::MemoryDisk;
 use super::*;
 use crate::placement::Member;
 use crate::resp::{AdminCommand, Arguments};
@@ -9,37 +10,11 @@ use crate::version::VersionSet;
 use crate::wire::decode_frame;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-enum Job {
-    Read {
-        token: u64,
-        space: Space,
-        key: Vec<u8>,
-    },
-    Write {
-        token: u64,
-        space: Space,
-        key: Vec<u8>,
-        record: Option<Vec<u8>>,
-    },
-    List {
-        token: u64,
-    },
-    Scan {
-        token: u64,
-        range: (u64, u64),
-        after: Option<u64>,
-        limit: u32,
-    },
-}
-
-/// One node's stored records by (space, key).
-type Disk = BTreeMap<(Space, Vec<u8>), Vec<u8>>;
-
 struct Harness {
     nodes: Vec<Node>,
-    disks: Vec<Disk>,
+    disks: Vec<MemoryDisk>,
     frames: VecDeque<(NodeId, NodeId, Vec<u8>)>,
-    jobs: Vec<VecDeque<Job>>,
+    jobs: Vec<VecDeque<StorageJob>>,
     replies: Vec<(usize, Vec<u8>)>,
     /// Nodes whose frames (both ways) are dropped.
     cut: BTreeSet<usize>,
@@ -70,7 +45,7 @@ impl Harness {
             })
             .collect();
         let mut harness = Harness {
-            disks: vec![BTreeMap::new(); nodes.len()],
+            disks: vec![MemoryDisk::new(); nodes.len()],
             jobs: (0..nodes.len()).map(|_| VecDeque::new()).collect(),
             nodes,
             frames: VecDeque::new(),
@@ -96,45 +71,7 @@ impl Harness {
             match action {
                 Action::Send { to, frame } => self.frames.push_back((from, to, frame.to_vec())),
                 Action::Reply { bytes, .. } => self.replies.push((index, bytes.to_vec())),
-                Action::Storage(StorageOp::Read { token, space, key }) => self.jobs[index]
-                    .push_back(Job::Read {
-                        token,
-                        space,
-                        key: key.to_vec(),
-                    }),
-                Action::Storage(StorageOp::Write {
-                    token,
-                    space,
-                    key,
-                    record,
-                }) => self.jobs[index].push_back(Job::Write {
-                    token,
-                    space,
-                    key: key.to_vec(),
-                    record: Some(record.to_vec()),
-                }),
-                Action::Storage(StorageOp::Delete { token, space, key }) => self.jobs[index]
-                    .push_back(Job::Write {
-                        token,
-                        space,
-                        key: key.to_vec(),
-                        record: None,
-                    }),
-                Action::Storage(StorageOp::List { token, .. }) => {
-                    self.jobs[index].push_back(Job::List { token })
-                }
-                Action::Storage(StorageOp::Scan {
-                    token,
-                    first,
-                    last,
-                    after,
-                    limit,
-                }) => self.jobs[index].push_back(Job::Scan {
-                    token,
-                    range: (first, last),
-                    after,
-                    limit,
-                }),
+                Action::Storage(operation) => self.jobs[index].push_back(operation.into()),
                 Action::Connect { .. } => {}
                 Action::Introduce { address, frame } => {
                     let to = core::str::from_utf8(address)
@@ -168,7 +105,7 @@ impl Harness {
         let node = Node::new(config, NodeIdentity { id: NodeId(id) }, id, self.now).unwrap();
         assert_eq!(Harness::index(node.id()), self.nodes.len());
         self.nodes.push(node);
-        self.disks.push(BTreeMap::new());
+        self.disks.push(MemoryDisk::new());
         self.jobs.push(VecDeque::new());
         let index = self.nodes.len() - 1;
         self.drain(index);
@@ -195,72 +132,8 @@ impl Harness {
         let Some(job) = self.jobs[index].pop_front() else {
             return false;
         };
-        let now = self.now;
-        match job {
-            Job::Read { token, space, key } => {
-                let value = self.disks[index].get(&(space, key)).cloned();
-                let completion = Completion::Read {
-                    token,
-                    result: Ok(value.as_deref()),
-                };
-                self.nodes[index].handle(now, Input::Storage(completion));
-            }
-            Job::Write {
-                token,
-                space,
-                key,
-                record,
-            } => {
-                match record {
-                    Some(record) => self.disks[index].insert((space, key), record),
-                    None => self.disks[index].remove(&(space, key)),
-                };
-                let completion = Completion::Written {
-                    token,
-                    result: Ok(()),
-                };
-                self.nodes[index].handle(now, Input::Storage(completion));
-            }
-            Job::Scan {
-                token,
-                range,
-                after,
-                limit,
-            } => {
-                let records = self.disks[index]
-                    .iter()
-                    .filter(|((space, _), _)| *space == Space::Data)
-                    .map(|((_, key), record)| (key.as_slice(), record.as_slice()));
-                let (items, next) = scan_in_memory(records, range, after, limit);
-                let page = ScanPage {
-                    items: &items,
-                    next,
-                };
-                let completion = Completion::Scanned {
-                    token,
-                    result: Ok(page),
-                };
-                self.nodes[index].handle(now, Input::Storage(completion));
-            }
-            Job::List { token } => {
-                let keys: Vec<Vec<u8>> = self.disks[index]
-                    .keys()
-                    .filter(|(space, _)| *space == Space::Hints)
-                    .map(|(_, key)| key.clone())
-                    .collect();
-                let listing = Listing {
-                    keys: &keys,
-                    complete: true,
-                };
-                self.nodes[index].handle(
-                    now,
-                    Input::Storage(Completion::Listed {
-                        token,
-                        result: Ok(listing),
-                    }),
-                );
-            }
-        }
+        let answer = self.disks[index].perform(&job, None);
+        self.nodes[index].handle(self.now, Input::Storage(answer.completion()));
         self.drain(index);
         true
     }
@@ -339,7 +212,7 @@ impl Harness {
     }
 
     fn stored(&self, index: usize, key: &[u8]) -> Option<VersionSet> {
-        let bytes = self.disks[index].get(&(Space::Data, key.to_vec()))?;
+        let bytes = self.disks[index].get(Space::Data, key)?;
         Some(VersionSet::decode(bytes, Default::default()).unwrap())
     }
 }
@@ -637,9 +510,10 @@ fn a_write_for_a_down_replica_goes_to_a_stand_in_and_is_handed_off_when_it_retur
         "delivered hints are deleted"
     );
     assert!(
-        !harness.disks[stand_in]
-            .keys()
-            .any(|(space, _)| *space == Space::Hints)
+        harness.disks[stand_in]
+            .records(Space::Hints)
+            .next()
+            .is_none()
     );
     assert!(
         harness.nodes[coordinator].believes_up(down_id),
@@ -751,7 +625,7 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     );
     harness.settle();
     assert!(
-        harness.disks.iter().all(BTreeMap::is_empty),
+        harness.disks.iter().all(MemoryDisk::is_empty),
         "nothing was written"
     );
     harness.send(0, Command::Exists { keys });
@@ -1215,10 +1089,13 @@ fn write_after_a_lost_reap(harness: &mut Harness) -> Vec<Vec<u8>> {
         },
     );
     harness.settle();
-    let tombstone = harness.disks[lagging][&(Space::Data, key.to_vec())].clone();
+    let tombstone = harness.disks[lagging]
+        .get(Space::Data, key)
+        .unwrap()
+        .to_vec();
     harness.advance(15_000);
     assert_eq!(harness.stored(leader, key), None, "reaped");
-    harness.disks[lagging].insert((Space::Data, key.to_vec()), tombstone);
+    harness.disks[lagging].set(Space::Data, key, Some(&tombstone));
     harness.send(leader, Command::Set { key, value: b"new" });
     harness.settle();
     assert_eq!(harness.last_reply(), "+OK\r\n");
@@ -1340,7 +1217,7 @@ fn an_unreadable_record_refuses_mints_and_is_replaced_by_a_replicas_copy() {
     harness.settle();
     assert_eq!(harness.last_reply(), "+OK\r\n");
     harness.advance(2_000); // trees built
-    harness.disks[2].insert((Space::Data, key.to_vec()), b"not a version set".to_vec());
+    harness.disks[2].set(Space::Data, key, Some(b"not a version set"));
     harness.restart(2); // its tree is rebuilt from what the disk gives back
     harness.advance(2_000);
     // Node 3 coordinates a write it would mint over the unreadable record: refused.

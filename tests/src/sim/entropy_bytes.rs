@@ -1,28 +1,23 @@
 //! How many bytes anti-entropy moves to repair `k` divergent keys out of many: two
 //! real nodes (N=2) whose stores hold the same keys except `k` that one of them holds
 //! in a newer version, driven in simulated time with nothing but their timers (no
-//! clients). Stores are kept in key-hash order so a bucket scan is a range read, as in
-//! ringkv-storage.
+//! clients). Stores are `ringkv_core::node::memory::MemoryDisk`s (key-hash order, so a
+//! bucket scan is a range read, as in ringkv-storage).
 //!
 //! Counted: every `TreeHashes`, `KeyHashes` and `ReplicaPut` frame (the whole frame,
 //! header included) from the start until both stores agree on every key, plus one
 //! full pass over all partitions with everything in sync, for comparison. Gossip
 //! frames are not counted.
 
-use ringkv_core::node::{
-    Action, Completion, Config, Input, Node, NodeIdentity, ScanPage, Space, StorageOp,
-};
-use ringkv_core::placement::{Member, key_hash};
+use ringkv_core::node::memory::MemoryDisk;
+use ringkv_core::node::{Action, Config, Input, Node, NodeIdentity, Space};
+use ringkv_core::placement::Member;
 use ringkv_core::time::Instant;
 use ringkv_core::wire::{Message, decode_frame};
 use ringkv_core::{NodeId, Value, VersionSet};
-use std::collections::{BTreeMap, VecDeque};
-use std::ops::Bound;
+use std::collections::VecDeque;
 
 const CLUSTER_ID: u64 = 61;
-
-/// One node's data, by (key hash, key).
-type Store = BTreeMap<(u64, Vec<u8>), Vec<u8>>;
 
 /// What a repair cost.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,7 +50,7 @@ fn record(key: &[u8], writes: u32) -> Vec<u8> {
 
 struct Pair {
     nodes: [Node; 2],
-    stores: [Store; 2],
+    stores: [MemoryDisk; 2],
     frames: VecDeque<(usize, Vec<u8>)>,
     now: Instant,
     bytes: u64,
@@ -67,8 +62,8 @@ impl Pair {
             match action {
                 Action::Send { frame, .. } => self.frames.push_back((1 - index, frame.to_vec())),
                 Action::Storage(op) => {
-                    let completion = storage(&mut self.stores[index], op);
-                    self.nodes[index].handle(self.now, completion.as_input());
+                    let answer = self.stores[index].perform(&op.into(), None);
+                    self.nodes[index].handle(self.now, Input::Storage(answer.completion()));
                 }
                 Action::Reply { .. } | Action::Connect { .. } | Action::Introduce { .. } => {}
             }
@@ -111,94 +106,6 @@ impl Pair {
     }
 }
 
-/// A storage completion with owned results (the node borrows them for one call).
-enum Done {
-    Read(u64, Option<Vec<u8>>),
-    Written(u64),
-    Listed(u64),
-    Scanned(u64, Vec<(Vec<u8>, Vec<u8>)>, Option<u64>),
-}
-
-impl Done {
-    fn as_input(&self) -> Input<'_> {
-        Input::Storage(match self {
-            Done::Read(token, value) => Completion::Read {
-                token: *token,
-                result: Ok(value.as_deref()),
-            },
-            Done::Written(token) => Completion::Written {
-                token: *token,
-                result: Ok(()),
-            },
-            Done::Listed(token) => Completion::Listed {
-                token: *token,
-                result: Ok(ringkv_core::node::Listing {
-                    keys: &[],
-                    complete: true,
-                }),
-            },
-            Done::Scanned(token, items, next) => Completion::Scanned {
-                token: *token,
-                result: Ok(ScanPage { items, next: *next }),
-            },
-        })
-    }
-}
-
-fn storage(store: &mut Store, op: StorageOp<'_>) -> Done {
-    match op {
-        // Only the data space is kept: the writer epoch record of an unchanged
-        // membership is never written, and nothing here writes hints.
-        StorageOp::Read { token, space, .. } if space != Space::Data => Done::Read(token, None),
-        StorageOp::Write { token, space, .. } | StorageOp::Delete { token, space, .. }
-            if space != Space::Data =>
-        {
-            Done::Written(token)
-        }
-        StorageOp::Read { token, key, .. } => {
-            Done::Read(token, store.get(&(key_hash(key), key.to_vec())).cloned())
-        }
-        StorageOp::Write {
-            token, key, record, ..
-        } => {
-            store.insert((key_hash(key), key.to_vec()), record.to_vec());
-            Done::Written(token)
-        }
-        StorageOp::Delete { token, key, .. } => {
-            store.remove(&(key_hash(key), key.to_vec()));
-            Done::Written(token)
-        }
-        StorageOp::List { token, .. } => Done::Listed(token),
-        StorageOp::Scan {
-            token,
-            first,
-            last,
-            after,
-            limit,
-        } => {
-            let start = match after {
-                Some(after) if after >= last => return Done::Scanned(token, Vec::new(), None),
-                Some(after) => after.max(first.saturating_sub(1)) + 1,
-                None => first,
-            };
-            let mut items: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-            let mut next = None;
-            let range = (Bound::Included((start, Vec::new())), Bound::Unbounded);
-            for ((hash, key), record) in store.range(range) {
-                if *hash > last {
-                    break;
-                }
-                if items.len() >= limit as usize {
-                    next = Some(key_hash(&items[items.len() - 1].0));
-                    break;
-                }
-                items.push((key.clone(), record.clone()));
-            }
-            Done::Scanned(token, items, next)
-        }
-    }
-}
-
 /// Repairs `divergent` of `keys` keys between two replicas; `None` if they do not
 /// agree within `simulated_ms_max`.
 pub fn repair_cost(keys: u32, divergent: u32, simulated_ms_max: u64) -> Option<RepairCost> {
@@ -216,15 +123,14 @@ pub fn repair_cost(keys: u32, divergent: u32, simulated_ms_max: u64) -> Option<R
     config.anti_entropy_interval_ms = 1;
     config.anti_entropy_exchanges_max = 2;
     config.anti_entropy_buckets_max = 64;
-    let mut stores = [Store::new(), Store::new()];
+    let mut stores = [MemoryDisk::new(), MemoryDisk::new()];
     let step = keys / divergent.max(1);
     for index in 0..keys {
         let key = format!("key-{index:08}").into_bytes();
-        let hash = key_hash(&key);
-        stores[0].insert((hash, key.clone()), record(&key, 1));
+        stores[0].set(Space::Data, &key, Some(&record(&key, 1)));
         let newer = divergent > 0 && index % step == 0 && index / step < divergent;
         let writes = if newer { 2 } else { 1 };
-        stores[1].insert((hash, key.clone()), record(&key, writes));
+        stores[1].set(Space::Data, &key, Some(&record(&key, writes)));
     }
     let now = Instant::from_millis(1);
     let nodes = [1u64, 2].map(|id| {
