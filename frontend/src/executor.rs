@@ -38,9 +38,7 @@
 //! listed but then read as absent, and hints written meanwhile the core already knows.
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use ringkv_core::node::{
-    Completion, KeyRecord, Listing, ScanPage, Space, StorageFailure, StorageJob, StorageOp,
-};
+use ringkv_core::node::{Answer, Completion, Space, StorageFailure, StorageJob, StorageOp};
 use ringkv_storage::{CachedRead, CompactionProgress, Durability, StorageError, Store, WriteBatch};
 use std::cell::{Cell, RefCell};
 use std::path::Path;
@@ -70,60 +68,28 @@ enum Job {
     Checkpoint(Space),
 }
 
-/// A finished operation, bytes owned, until the loop hands it to the core.
+/// A finished job: one of the core's storage operations (its answer, bytes owned, until
+/// the loop hands it to the core), or a compaction slice.
 #[derive(Debug)]
 pub enum Done {
-    Read {
-        token: u64,
-        result: Result<Option<Vec<u8>>, StorageFailure>,
-    },
-    Written {
-        token: u64,
-        result: Result<(), StorageFailure>,
-    },
-    Listed {
-        token: u64,
-        result: Result<(Vec<Vec<u8>>, bool), StorageFailure>,
-    },
-    Scanned {
-        token: u64,
-        result: Result<(Vec<KeyRecord>, Option<u64>), StorageFailure>,
-    },
+    Storage(Answer),
     /// A compaction slice: what it did, or why it failed.
     Compacted(Result<CompactionProgress, String>),
+}
+
+impl From<Answer> for Done {
+    fn from(answer: Answer) -> Done {
+        Done::Storage(answer)
+    }
 }
 
 impl Done {
     /// The completion the core takes, borrowing this.
     pub fn completion(&self) -> Option<Completion<'_>> {
-        Some(match self {
-            Done::Read { token, result } => Completion::Read {
-                token: *token,
-                result: result.as_ref().map(|v| v.as_deref()).map_err(|e| *e),
-            },
-            Done::Written { token, result } => Completion::Written {
-                token: *token,
-                result: *result,
-            },
-            Done::Listed { token, result } => Completion::Listed {
-                token: *token,
-                result: result
-                    .as_ref()
-                    .map(|(keys, complete)| Listing {
-                        keys,
-                        complete: *complete,
-                    })
-                    .map_err(|e| *e),
-            },
-            Done::Scanned { token, result } => Completion::Scanned {
-                token: *token,
-                result: result
-                    .as_ref()
-                    .map(|(items, next)| ScanPage { items, next: *next })
-                    .map_err(|e| *e),
-            },
-            Done::Compacted(_) => return None,
-        })
+        match self {
+            Done::Storage(answer) => Some(answer.completion()),
+            Done::Compacted(_) => None,
+        }
     }
 }
 
@@ -442,7 +408,7 @@ impl Executor {
         self.reads_inline.fetch_add(1, Ordering::Relaxed);
         if self
             .done_sender
-            .try_send(Done::Read { token, result })
+            .try_send(Answer::Read { token, result }.into())
             .is_err()
         {
             // The channel holds every operation the core can have in flight, twice.
@@ -556,7 +522,9 @@ impl Executor {
                     let result = Err(failure(&error));
                     self.stores.rounds.failed(failure(&error));
                     for token in tokens {
-                        let _ = self.done_sender.try_send(Done::Written { token, result });
+                        let _ = self
+                            .done_sender
+                            .try_send(Answer::Written { token, result }.into());
                     }
                 }
             }
@@ -613,7 +581,7 @@ impl Executor {
         for token in tokens {
             if self
                 .done_sender
-                .try_send(Done::Written { token, result })
+                .try_send(Answer::Written { token, result }.into())
                 .is_err()
             {
                 log::error!("completion queue full; write {token} is lost");
@@ -700,24 +668,24 @@ fn failed(job: Job) -> Done {
     match job {
         Job::Core(job) => {
             let token = job.token();
-            match job {
-                StorageJob::Read { .. } => Done::Read {
+            Done::Storage(match job {
+                StorageJob::Read { .. } => Answer::Read {
                     token,
                     result: Err(io),
                 },
-                StorageJob::Write { .. } | StorageJob::Delete { .. } => Done::Written {
+                StorageJob::Write { .. } | StorageJob::Delete { .. } => Answer::Written {
                     token,
                     result: Err(io),
                 },
-                StorageJob::List { .. } => Done::Listed {
+                StorageJob::List { .. } => Answer::Listed {
                     token,
                     result: Err(io),
                 },
-                StorageJob::Scan { .. } => Done::Scanned {
+                StorageJob::Scan { .. } => Answer::Scanned {
                     token,
                     result: Err(io),
                 },
-            }
+            })
         }
         Job::Compact { .. } | Job::Sync | Job::Checkpoint(_) => {
             Done::Compacted(Err("not run".to_owned()))
@@ -774,10 +742,10 @@ fn write_loop(stores: &Stores, jobs: &Receiver<Job>, done: &Sender<Done>, wake: 
                 Job::Core(
                     StorageJob::Write { token, space, .. }
                     | StorageJob::Delete { token, space, .. },
-                ) => Done::Written {
+                ) => Done::Storage(Answer::Written {
                     token,
                     result: results[space_index(space)],
-                },
+                }),
                 Job::Sync => continue,
                 other => failed(other),
             };
@@ -830,29 +798,29 @@ fn sync_all(stores: &Stores) {
 
 fn run_read(stores: &Stores, job: Job) -> Done {
     match job {
-        Job::Core(StorageJob::Read { token, space, key }) => Done::Read {
+        Job::Core(StorageJob::Read { token, space, key }) => Done::Storage(Answer::Read {
             token,
             result: stores.get(space).get(&key).map_err(|error| {
                 log::warn!("storage: reading from {space:?} failed: {error}");
                 failure(&error)
             }),
-        },
+        }),
         Job::Core(StorageJob::List {
             token,
             space,
             after,
             limit,
-        }) => Done::Listed {
+        }) => Done::Storage(Answer::Listed {
             token,
             result: list(stores, space, &after, limit).map_err(|e| failure(&e)),
-        },
+        }),
         Job::Core(StorageJob::Scan {
             token,
             first,
             last,
             after,
             limit,
-        }) => Done::Scanned {
+        }) => Done::Storage(Answer::Scanned {
             token,
             result: stores
                 .data
@@ -862,7 +830,7 @@ fn run_read(stores: &Stores, job: Job) -> Done {
                     log::warn!("storage: scan failed: {error}");
                     failure(&error)
                 }),
-        },
+        }),
         Job::Compact { budget_bytes } => Done::Compacted(
             stores
                 .data
@@ -961,7 +929,7 @@ mod tests {
         assert!(
             written
                 .iter()
-                .all(|d| matches!(d, Done::Written { result: Ok(()), .. }))
+                .all(|d| matches!(d, Done::Storage(Answer::Written { result: Ok(()), .. })))
         );
         executor.submit(StorageOp::Read {
             token: 4,
@@ -970,7 +938,7 @@ mod tests {
         });
         let read = wait(&executor, 1);
         assert!(
-            matches!(&read[0], Done::Read { token: 4, result: Ok(Some(v)) } if v == b"record 2"),
+            matches!(&read[0], Done::Storage(Answer::Read { token: 4, result: Ok(Some(v)) }) if v == b"record 2"),
             "the spaces are kept apart: {read:?}"
         );
         executor.shutdown().unwrap();
@@ -982,7 +950,7 @@ mod tests {
         });
         let read = wait(&executor, 1);
         assert!(
-            matches!(&read[0], Done::Read { result: Ok(Some(v)), .. } if v == b"record 3"),
+            matches!(&read[0], Done::Storage(Answer::Read { result: Ok(Some(v)), .. }) if v == b"record 3"),
             "kept across a restart: {read:?}"
         );
     }
@@ -1007,7 +975,7 @@ mod tests {
         assert!(executor.has_done());
         let done = executor.try_done();
         assert!(
-            matches!(&done, Some(Done::Read { token: 2, result: Ok(Some(v)) }) if v == b"value"),
+            matches!(&done, Some(Done::Storage(Answer::Read { token: 2, result: Ok(Some(v)) })) if v == b"value"),
             "{done:?}"
         );
         assert_eq!(executor.reads(), (1, 0));
@@ -1035,7 +1003,7 @@ mod tests {
         });
         let read = wait(&executor, 1);
         assert!(
-            matches!(&read[0], Done::Read { token: 3, result: Ok(Some(v)) } if v == b"value"),
+            matches!(&read[0], Done::Storage(Answer::Read { token: 3, result: Ok(Some(v)) }) if v == b"value"),
             "{read:?}"
         );
         assert_eq!(executor.reads(), (1, 1), "served by a reader thread");
@@ -1090,7 +1058,7 @@ mod tests {
         let done = wait(&executor, 2);
         assert!(
             done.iter()
-                .all(|d| matches!(d, Done::Written { result: Ok(()), .. })),
+                .all(|d| matches!(d, Done::Storage(Answer::Written { result: Ok(()), .. }))),
             "{done:?}"
         );
         assert_eq!(
@@ -1106,10 +1074,10 @@ mod tests {
         assert!(
             matches!(
                 done[0],
-                Done::Written {
+                Done::Storage(Answer::Written {
                     token: 3,
                     result: Err(StorageFailure::DiskFull)
-                }
+                })
             ),
             "{done:?}"
         );
@@ -1127,20 +1095,20 @@ mod tests {
         executor.finish_round(round, Err(RoundFailure::Sync(error)));
         assert!(matches!(
             wait(&executor, 1)[0],
-            Done::Written {
+            Done::Storage(Answer::Written {
                 token: 4,
                 result: Err(StorageFailure::Io)
-            }
+            })
         ));
         assert_eq!(executor.stores.data.get(b"d").unwrap(), None);
         write(5, b"e", b"five");
         assert!(executor.next_round().is_none(), "refused at once");
         assert!(matches!(
             wait(&executor, 1)[0],
-            Done::Written {
+            Done::Storage(Answer::Written {
                 token: 5,
                 result: Err(_)
-            }
+            })
         ));
     }
 
@@ -1201,10 +1169,10 @@ mod tests {
             limit: 4,
         });
         let listed = wait(&executor, 1);
-        let Done::Listed {
+        let Done::Storage(Answer::Listed {
             result: Ok((page, complete)),
             ..
-        } = &listed[0]
+        }) = &listed[0]
         else {
             panic!("{listed:?}");
         };
@@ -1221,7 +1189,7 @@ mod tests {
         });
         let listed = wait(&executor, 1);
         assert!(
-            matches!(&listed[0], Done::Listed { result: Ok((page, true)), .. } if page == &vec![vec![b'h', 8], vec![b'h', 9]]),
+            matches!(&listed[0], Done::Storage(Answer::Listed { result: Ok((page, true)), .. }) if page == &vec![vec![b'h', 8], vec![b'h', 9]]),
             "the last page, from the kept listing: {listed:?}"
         );
     }

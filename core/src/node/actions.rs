@@ -7,6 +7,7 @@
 //! queue refuses past `actions_max` actions or `action_bytes_max` bytes: a refused
 //! action is counted, and the caller turns it into the failure it stands for.
 
+use super::{Completion, Listing, ScanPage, StorageFailure};
 use crate::version::NodeId;
 use crate::wire::{Message, encode_frame};
 use std::collections::VecDeque;
@@ -175,6 +176,61 @@ impl StorageJob {
 
 /// A stored key and its record.
 pub type KeyRecord = (Vec<u8>, Vec<u8>);
+
+/// A storage job's outcome with its bytes owned, until the shell (or a test driver)
+/// hands it to the node as a [`Completion`], which borrows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    Read {
+        token: u64,
+        result: Result<Option<Vec<u8>>, StorageFailure>,
+    },
+    Written {
+        token: u64,
+        result: Result<(), StorageFailure>,
+    },
+    Listed {
+        token: u64,
+        result: Result<(Vec<Vec<u8>>, bool), StorageFailure>,
+    },
+    Scanned {
+        token: u64,
+        result: Result<(Vec<KeyRecord>, Option<u64>), StorageFailure>,
+    },
+}
+
+impl Answer {
+    /// The completion the node takes, borrowing this.
+    pub fn completion(&self) -> Completion<'_> {
+        match self {
+            Answer::Read { token, result } => Completion::Read {
+                token: *token,
+                result: result.as_ref().map(|v| v.as_deref()).map_err(|e| *e),
+            },
+            Answer::Written { token, result } => Completion::Written {
+                token: *token,
+                result: *result,
+            },
+            Answer::Listed { token, result } => Completion::Listed {
+                token: *token,
+                result: result
+                    .as_ref()
+                    .map(|(keys, complete)| Listing {
+                        keys,
+                        complete: *complete,
+                    })
+                    .map_err(|e| *e),
+            },
+            Answer::Scanned { token, result } => Completion::Scanned {
+                token: *token,
+                result: result
+                    .as_ref()
+                    .map(|(items, next)| ScanPage { items, next: *next })
+                    .map_err(|e| *e),
+            },
+        }
+    }
+}
 
 /// What [`StorageOp::Scan`] answers, computed over an in-memory map of this node's
 /// own keys (for simulators and tests; ringkv-storage's `Store::scan` is the real one):

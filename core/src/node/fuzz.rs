@@ -12,8 +12,8 @@
 // and the fuzzer.
 #![allow(clippy::panic)]
 
-use super::memory::{Answer, MemoryDisk};
-use super::{Action, ClientId, Config, Input, Node, NodeIdentity};
+use super::memory::MemoryDisk;
+use super::{Action, Answer, ClientId, Config, Input, Node, NodeIdentity};
 use super::{StorageFailure, StorageJob};
 use crate::placement::Member;
 use crate::resp::Command;

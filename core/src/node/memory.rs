@@ -9,9 +9,7 @@
 
 #[cfg(doc)]
 use super::scan_in_memory;
-use super::{
-    Completion, KeyRecord, Listing, ScanPage, Space, StorageFailure, StorageJob, list_in_memory,
-};
+use super::{Answer, KeyRecord, Space, StorageFailure, StorageJob, list_in_memory};
 use crate::placement::key_hash;
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -23,60 +21,6 @@ type Records = BTreeMap<(u64, Vec<u8>), Vec<u8>>;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MemoryDisk {
     spaces: [Records; 3],
-}
-
-/// A storage job's outcome, owned until the driver hands it to the node.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Answer {
-    Read {
-        token: u64,
-        result: Result<Option<Vec<u8>>, StorageFailure>,
-    },
-    Written {
-        token: u64,
-        result: Result<(), StorageFailure>,
-    },
-    Listed {
-        token: u64,
-        result: Result<(Vec<Vec<u8>>, bool), StorageFailure>,
-    },
-    Scanned {
-        token: u64,
-        result: Result<(Vec<KeyRecord>, Option<u64>), StorageFailure>,
-    },
-}
-
-impl Answer {
-    /// The completion the node takes, borrowing this.
-    pub fn completion(&self) -> Completion<'_> {
-        match self {
-            Answer::Read { token, result } => Completion::Read {
-                token: *token,
-                result: result.as_ref().map(|v| v.as_deref()).map_err(|e| *e),
-            },
-            Answer::Written { token, result } => Completion::Written {
-                token: *token,
-                result: *result,
-            },
-            Answer::Listed { token, result } => Completion::Listed {
-                token: *token,
-                result: result
-                    .as_ref()
-                    .map(|(keys, complete)| Listing {
-                        keys,
-                        complete: *complete,
-                    })
-                    .map_err(|e| *e),
-            },
-            Answer::Scanned { token, result } => Completion::Scanned {
-                token: *token,
-                result: result
-                    .as_ref()
-                    .map(|(items, next)| ScanPage { items, next: *next })
-                    .map_err(|e| *e),
-            },
-        }
-    }
 }
 
 fn index(space: Space) -> usize {

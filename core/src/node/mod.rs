@@ -116,7 +116,8 @@ mod replica;
 mod writer;
 
 pub use actions::{
-    Action, ClientId, KeyRecord, Space, StorageJob, StorageOp, list_in_memory, scan_in_memory,
+    Action, Answer, ClientId, KeyRecord, Space, StorageJob, StorageOp, list_in_memory,
+    scan_in_memory,
 };
 #[cfg(feature = "sabotage")]
 pub use config::Sabotage;

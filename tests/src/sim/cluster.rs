@@ -30,8 +30,8 @@ use super::network::{Network, NetworkConfig};
 use super::swarm::{MembershipChange, Parameters, Workload};
 use ringkv_client::reply::{Reply, ReplyLimits};
 use ringkv_core::node::{
-    Action, ClientId, Completion, Config, Input, Listing, Node, NodeIdentity, ScanPage, Space,
-    Stats, StorageFailure, StorageJob, list_in_memory, scan_in_memory,
+    Action, Answer, ClientId, Config, Input, Node, NodeIdentity, Space, Stats, StorageFailure,
+    StorageJob, list_in_memory, scan_in_memory,
 };
 use ringkv_core::placement::{Member, Ring};
 use ringkv_core::resp::{AdminCommand, Command, RespLimits};
@@ -822,20 +822,11 @@ impl Cluster {
         }
         let now = self.now;
         let sim = &mut self.nodes[index];
-        match job {
-            StorageJob::Read { token, space, key } => {
-                let disk = sim.disk(space);
-                let value = disk.read(&key).map(<[u8]>::to_vec);
-                if let Some(node) = sim.node.as_mut() {
-                    node.handle(
-                        now,
-                        Input::Storage(Completion::Read {
-                            token,
-                            result: Ok(value.as_deref()),
-                        }),
-                    );
-                }
-            }
+        let answer = match job {
+            StorageJob::Read { token, space, key } => Answer::Read {
+                token,
+                result: Ok(sim.disk(space).read(&key).map(<[u8]>::to_vec)),
+            },
             StorageJob::Write {
                 token,
                 space,
@@ -847,33 +838,11 @@ impl Cluster {
                     .write(&key, Some(&record))
                     .map_err(|_| StorageFailure::Io);
                 disk.sync();
-                if result.is_ok() {
-                    if let Ok(versions) =
-                        VersionSet::decode(&record, ringkv_core::version::VersionBounds::default())
-                    {
-                        let user_key = match space {
-                            Space::Data => Some(key.as_slice()),
-                            Space::Hints => key.get(8..),
-                            Space::Meta => None,
-                        };
-                        if let Some(user_key) = user_key {
-                            self.history.observe_stored(user_key, &versions);
-                        }
-                        if space == Space::Hints {
-                            for sibling in versions.siblings() {
-                                self.history
-                                    .hinted_at
-                                    .entry(crate::sim::history::write_id_of(sibling.value))
-                                    .or_insert(now);
-                            }
-                        }
-                    }
-                } else {
-                    self.stats.storage_failures += 1;
+                match result {
+                    Ok(()) => self.observe_write(space, &key, &record),
+                    Err(_) => self.stats.storage_failures += 1,
                 }
-                if let Some(node) = self.nodes[index].node.as_mut() {
-                    node.handle(now, Input::Storage(Completion::Written { token, result }));
-                }
+                Answer::Written { token, result }
             }
             StorageJob::Delete { token, space, key } => {
                 let disk = sim.disk_mut(space);
@@ -882,9 +851,7 @@ impl Cluster {
                 if result.is_ok() && space == Space::Data {
                     self.history.removed.insert(key.clone());
                 }
-                if let Some(node) = sim.node.as_mut() {
-                    node.handle(now, Input::Storage(Completion::Written { token, result }));
-                }
+                Answer::Written { token, result }
             }
             StorageJob::List {
                 token,
@@ -893,18 +860,9 @@ impl Cluster {
                 limit,
             } => {
                 let stored = sim.disk(space).contents().map(|(key, _)| key);
-                let (keys, complete) = list_in_memory(stored, &after, limit);
-                if let Some(node) = sim.node.as_mut() {
-                    node.handle(
-                        now,
-                        Input::Storage(Completion::Listed {
-                            token,
-                            result: Ok(Listing {
-                                keys: &keys,
-                                complete,
-                            }),
-                        }),
-                    );
+                Answer::Listed {
+                    token,
+                    result: Ok(list_in_memory(stored, &after, limit)),
                 }
             }
             StorageJob::Scan {
@@ -913,25 +871,46 @@ impl Cluster {
                 last,
                 after,
                 limit,
-            } => {
-                let (items, next) =
-                    scan_in_memory(sim.data.contents(), (first, last), after, limit);
-                if let Some(node) = sim.node.as_mut() {
-                    let page = ScanPage {
-                        items: &items,
-                        next,
-                    };
-                    node.handle(
-                        now,
-                        Input::Storage(Completion::Scanned {
-                            token,
-                            result: Ok(page),
-                        }),
-                    );
-                }
-            }
+            } => Answer::Scanned {
+                token,
+                result: Ok(scan_in_memory(
+                    sim.data.contents(),
+                    (first, last),
+                    after,
+                    limit,
+                )),
+            },
+        };
+        if let Some(node) = self.nodes[index].node.as_mut() {
+            node.handle(now, Input::Storage(answer.completion()));
         }
         self.drain(index);
+    }
+
+    /// What the history learns from a durable write: the versions a record holds,
+    /// and when a write first went to a stand-in as a hint.
+    fn observe_write(&mut self, space: Space, key: &[u8], record: &[u8]) {
+        let Ok(versions) =
+            VersionSet::decode(record, ringkv_core::version::VersionBounds::default())
+        else {
+            return;
+        };
+        let user_key = match space {
+            Space::Data => Some(key),
+            Space::Hints => key.get(8..),
+            Space::Meta => None,
+        };
+        if let Some(user_key) = user_key {
+            self.history.observe_stored(user_key, &versions);
+        }
+        if space == Space::Hints {
+            for sibling in versions.siblings() {
+                self.history
+                    .hinted_at
+                    .entry(crate::sim::history::write_id_of(sibling.value))
+                    .or_insert(self.now);
+            }
+        }
     }
 
     // ---- clients ----------------------------------------------------------------------
