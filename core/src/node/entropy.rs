@@ -49,6 +49,7 @@
 
 use super::Node;
 use super::coordinator::{NO_REQUEST, Task};
+use super::timers::Timer;
 use crate::placement::key_hash;
 use crate::slab::SlotId;
 use crate::time::Instant;
@@ -317,7 +318,6 @@ pub(crate) struct Comparison {
 pub(crate) struct Entropy {
     pub(crate) trees: HashTrees,
     exchanges: Vec<Exchange>,
-    next_at: Instant,
     interval_ms: u64,
     cursor: usize,
     /// Scans waiting to be compared, by storage token.
@@ -330,11 +330,10 @@ pub(crate) struct Entropy {
 }
 
 impl Entropy {
-    pub(crate) fn new(partition_bits: u32, now: Instant, interval_ms: u64) -> Entropy {
+    pub(crate) fn new(partition_bits: u32, interval_ms: u64) -> Entropy {
         Entropy {
             trees: HashTrees::new(partition_bits),
             exchanges: Vec::new(),
-            next_at: now + Duration::from_millis(interval_ms),
             interval_ms,
             cursor: 0,
             comparisons: Vec::new(),
@@ -344,10 +343,6 @@ impl Entropy {
             keys_pushed: 0,
             ticks_refused: 0,
         }
-    }
-
-    pub(crate) fn next_at(&self) -> Instant {
-        self.next_at
     }
 }
 
@@ -374,11 +369,13 @@ impl Node {
         if !self.background_admitted() {
             self.entropy.ticks_refused += 1;
             self.entropy.interval_ms = (self.entropy.interval_ms * 2).min(base_ms * 16);
-            self.entropy.next_at = now + Duration::from_millis(self.entropy.interval_ms);
+            let next = now + Duration::from_millis(self.entropy.interval_ms);
+            self.timers.set(Timer::Entropy, next);
             return;
         }
         self.entropy.interval_ms = base_ms;
-        self.entropy.next_at = now + Duration::from_millis(base_ms);
+        self.timers
+            .set(Timer::Entropy, now + Duration::from_millis(base_ms));
         self.entropy.exchanges.retain(|e| e.expires_at > now);
         if !self.entropy.trees.fully_built() {
             self.continue_tree_build();

@@ -52,6 +52,7 @@ use super::Node;
 use super::coordinator::{DeleteCause, KeyOp, Task};
 use super::entropy::{BUCKET_BITS, entry_hash, entry_hashes};
 use super::reap::is_reap_request;
+use super::timers::Timer;
 use super::{ScanPage, Space, StorageFailure};
 use crate::time::Instant;
 use crate::version::NodeId;
@@ -120,7 +121,6 @@ struct OfferScan {
 /// The node's handoff state.
 #[derive(Debug)]
 pub(crate) struct Handoffs {
-    next_at: Instant,
     budget_bytes: u64,
     budget_at: Instant,
     cursor: usize,
@@ -136,9 +136,8 @@ pub(crate) struct Handoffs {
 }
 
 impl Handoffs {
-    pub(crate) fn new(now: Instant, interval_ms: u64, bytes_per_second: u64) -> Handoffs {
+    pub(crate) fn new(now: Instant, bytes_per_second: u64) -> Handoffs {
         Handoffs {
-            next_at: now + Duration::from_millis(interval_ms),
             budget_bytes: bytes_per_second,
             budget_at: now,
             cursor: 0,
@@ -152,10 +151,6 @@ impl Handoffs {
             keys_deleted: 0,
             pages_abandoned: 0,
         }
-    }
-
-    pub(crate) fn next_at(&self) -> Instant {
-        self.next_at
     }
 
     /// True for the request ids of the page in flight.
@@ -177,7 +172,8 @@ impl Node {
     /// The handoff timer.
     pub(crate) fn handoff_tick(&mut self) {
         let now = self.now;
-        self.handoffs.next_at = now + Duration::from_millis(self.config.handoff_interval_ms);
+        let next = now + Duration::from_millis(self.config.handoff_interval_ms);
+        self.timers.set(Timer::Handoff, next);
         let rate = self.config.handoff_bytes_per_second;
         let elapsed_ms = now
             .saturating_duration_since(self.handoffs.budget_at)

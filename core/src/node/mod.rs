@@ -113,6 +113,7 @@ pub mod memory;
 mod peers;
 mod reap;
 mod replica;
+mod timers;
 mod writer;
 
 pub use actions::{
@@ -140,6 +141,7 @@ use forwards::RecentForwards;
 use hints::Hints;
 use locks::KeyLocks;
 use peers::Peers;
+use timers::{Timer, TimerTable};
 
 /// Who this node is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -371,7 +373,8 @@ pub struct Node {
     /// False while the view has no `Up` member: `ring` is then a placeholder and
     /// client requests are refused.
     ring_ready: bool,
-    next_gossip_at: Instant,
+    /// When each periodic round (hints, gossip, anti-entropy, handoff, reaping) is due.
+    timers: TimerTable,
     entropy: entropy::Entropy,
     handoffs: handoff::Handoffs,
     reaper: reap::Reaper,
@@ -391,7 +394,6 @@ pub struct Node {
     hints: Hints,
     hint_deliveries: u32,
     hint_deliveries_peak: u32,
-    next_hint_round: Instant,
     /// Reused for storage keys of hints and encoded versions.
     scratch: Vec<u8>,
     stats: Stats,
@@ -438,17 +440,18 @@ impl Node {
             membership,
             ring,
             ring_ready,
-            next_gossip_at: now,
-            entropy: entropy::Entropy::new(
-                config.partition_bits,
-                now,
-                config.anti_entropy_interval_ms,
-            ),
-            handoffs: handoff::Handoffs::new(
-                now,
-                config.handoff_interval_ms,
-                config.handoff_bytes_per_second,
-            ),
+            timers: TimerTable::new(|timer| {
+                let after_ms = match timer {
+                    Timer::HintRound => config.hint_interval_ms,
+                    Timer::Gossip => 0,
+                    Timer::Entropy => config.anti_entropy_interval_ms,
+                    Timer::Handoff => config.handoff_interval_ms,
+                    Timer::Reap => reap::STEP_MS.min(config.reap_interval_ms),
+                };
+                now + Duration::from_millis(after_ms)
+            }),
+            entropy: entropy::Entropy::new(config.partition_bits, config.anti_entropy_interval_ms),
+            handoffs: handoff::Handoffs::new(now, config.handoff_bytes_per_second),
             reaper: reap::Reaper::new(now, config.reap_interval_ms),
             foreground: entropy::ForegroundLatency::default(),
             writer: writer::Writer::default(),
@@ -466,7 +469,6 @@ impl Node {
             hints: Hints::new(config.hints_max),
             hint_deliveries: 0,
             hint_deliveries_peak: 0,
-            next_hint_round: now + Duration::from_millis(config.hint_interval_ms),
             scratch: Vec::new(),
             stats: Stats::default(),
             config,
@@ -649,15 +651,14 @@ impl Node {
     /// When to call `handle(now, Input::Timeout)` next, if ever.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let hints = (self.hints.len() > 0).then_some(self.next_hint_round);
+        let hints_held = self.hints.len() > 0;
+        let periodic = self
+            .timers
+            .next(|timer| timer != Timer::HintRound || hints_held);
         [
             self.deadlines.next_deadline(),
             self.peers.next_probe(),
-            hints,
-            Some(self.next_gossip_at),
-            Some(self.entropy.next_at()),
-            Some(self.handoffs.next_at()),
-            Some(self.reaper.next_at()),
+            periodic,
         ]
         .into_iter()
         .flatten()
@@ -693,21 +694,23 @@ impl Node {
             let _ = self.actions.connect(peer, address);
             self.send(peer, &Message::Ping { nonce });
         }
-        if now >= self.next_hint_round {
-            self.next_hint_round = now + Duration::from_millis(self.config.hint_interval_ms);
+        if self.timers.is_due(Timer::HintRound, now) {
+            let next = now + Duration::from_millis(self.config.hint_interval_ms);
+            self.timers.set(Timer::HintRound, next);
             self.deliver_hints();
         }
-        if now >= self.next_gossip_at {
-            self.next_gossip_at = now + Duration::from_millis(self.config.gossip_interval_ms);
+        if self.timers.is_due(Timer::Gossip, now) {
+            let next = now + Duration::from_millis(self.config.gossip_interval_ms);
+            self.timers.set(Timer::Gossip, next);
             self.gossip_round();
         }
-        if now >= self.entropy.next_at() {
+        if self.timers.is_due(Timer::Entropy, now) {
             self.entropy_tick();
         }
-        if now >= self.handoffs.next_at() {
+        if self.timers.is_due(Timer::Handoff, now) {
             self.handoff_tick();
         }
-        if now >= self.reaper.next_at() {
+        if self.timers.is_due(Timer::Reap, now) {
             self.reap_tick();
         }
     }

@@ -61,6 +61,7 @@ use super::Node;
 use super::coordinator::{DeleteCause, KeyOp, Task};
 use super::entropy::{BUCKET_BITS, entry_hash};
 use super::handoff::HANDOFF_REQUEST_BIT;
+use super::timers::Timer;
 use super::{ScanPage, Space, StorageFailure};
 use crate::placement::key_hash;
 use crate::time::Instant;
@@ -76,7 +77,7 @@ const BUCKETS: u32 = 1 << BUCKET_BITS;
 const REAP_REQUEST_BIT: u64 = 1 << 61;
 const PAGE_BITS: u32 = 20;
 /// While a walk runs, a step that had to wait is tried again this often.
-const STEP_MS: u64 = 200;
+pub(crate) const STEP_MS: u64 = 200;
 
 /// True for the request id of a reaping offer (handoff's carry their own bit instead).
 pub(crate) fn is_reap_request(request: u64) -> bool {
@@ -160,7 +161,6 @@ impl Walk {
 /// The node's reaping state.
 #[derive(Debug)]
 pub(crate) struct Reaper {
-    next_at: Instant,
     next_walk_at: Instant,
     walks: u32,
     walk: Option<Walk>,
@@ -173,7 +173,6 @@ pub(crate) struct Reaper {
 impl Reaper {
     pub(crate) fn new(now: Instant, interval_ms: u64) -> Reaper {
         Reaper {
-            next_at: now + Duration::from_millis(STEP_MS.min(interval_ms)),
             next_walk_at: now + Duration::from_millis(interval_ms),
             walks: 0,
             walk: None,
@@ -182,10 +181,6 @@ impl Reaper {
             walks_blocked: 0,
             keys_reaped: 0,
         }
-    }
-
-    pub(crate) fn next_at(&self) -> Instant {
-        self.next_at
     }
 
     /// True for the request ids of the walk in flight.
@@ -208,9 +203,11 @@ impl Node {
     pub(crate) fn reap_tick(&mut self) {
         let now = self.now;
         let interval_ms = self.config.reap_interval_ms;
-        self.reaper.next_at = now + Duration::from_millis(STEP_MS.min(interval_ms));
+        let step = now + Duration::from_millis(STEP_MS.min(interval_ms));
+        self.timers.set(Timer::Reap, step);
         if self.config.reap_candidates_max == 0 {
-            self.reaper.next_at = now + Duration::from_millis(interval_ms);
+            self.timers
+                .set(Timer::Reap, now + Duration::from_millis(interval_ms));
             return;
         }
         let placement = self.membership.placement_digest();
