@@ -7,6 +7,10 @@
 //! and its slot was reused is recognised as stale and finds nothing, rather than
 //! completing the wrong request. After construction nothing here allocates.
 
+/// Generations wrap below 2^29, so an id leaves the top three bits of its `u64` clear
+/// (the node's request ids use them to tell owners apart: `node::request_id`).
+const GENERATION_MASK: u32 = (1 << 29) - 1;
+
 /// Identifies one occupant of one slot. Fits a `u64` for the wire (`request` fields).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SlotId {
@@ -105,7 +109,7 @@ impl<T> Slab<T> {
             .get_mut(id.index as usize)
             .filter(|slot| slot.generation == id.generation)?;
         let value = slot.value.take()?;
-        slot.generation = slot.generation.wrapping_add(1);
+        slot.generation = (slot.generation + 1) & GENERATION_MASK;
         self.free.push(id.index);
         Some(value)
     }

@@ -6,6 +6,7 @@
 use super::actions::{ClientId, Space};
 use super::entropy::TreeEntry;
 use super::hints::hint_key;
+use super::request_id::{self, NO_REQUEST};
 use super::{Node, RequestError};
 use crate::placement::Ring;
 use crate::quorum::{Progress, ReadQuorum, WriteQuorum};
@@ -15,10 +16,6 @@ use crate::version::{NodeId, Value, VersionSet, VersionVector};
 use crate::wire::{Message, ReplicaStatus};
 use core::time::Duration;
 use smallvec::SmallVec;
-
-/// Request id on a ReplicaPut that expects no reply handling (read repair): it never
-/// matches a slot (slabs have fewer than `u32::MAX` slots).
-pub(crate) const NO_REQUEST: u64 = u64::MAX;
 
 /// Where the outcome of a request goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -424,7 +421,7 @@ impl Node {
             target,
             self.config.cluster_id,
             &Message::ReplicaGet {
-                request: id.to_u64(),
+                request: request_id::coordinator(id),
                 key: &read.key,
             },
         );
@@ -772,7 +769,7 @@ impl Node {
             node,
             self.config.cluster_id,
             &Message::ReplicaPut {
-                request: id.to_u64(),
+                request: request_id::coordinator(id),
                 key: &write.key,
                 versions: &write.versions,
                 hint: owner,
@@ -998,7 +995,7 @@ impl Node {
                     to,
                     self.config.cluster_id,
                     &Message::ForwardPut {
-                        request: id.to_u64(),
+                        request: request_id::coordinator(id),
                         key: &forward.key,
                         context: token.as_deref().unwrap_or("").as_bytes(),
                         plain: forward.spec.context.is_none(),

@@ -48,7 +48,8 @@
 //! interval off, doubling up to 16 times the configured one; an admitted tick resets it.
 
 use super::Node;
-use super::coordinator::{NO_REQUEST, Task};
+use super::coordinator::Task;
+use super::request_id::NO_REQUEST;
 use super::timers::Timer;
 use crate::placement::key_hash;
 use crate::slab::SlotId;

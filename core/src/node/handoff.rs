@@ -51,7 +51,7 @@
 use super::Node;
 use super::coordinator::{DeleteCause, KeyOp, Task};
 use super::entropy::{BUCKET_BITS, entry_hash, entry_hashes};
-use super::reap::is_reap_request;
+use super::request_id::{self, Owner};
 use super::timers::Timer;
 use super::{ScanPage, Space, StorageFailure};
 use crate::time::Instant;
@@ -61,10 +61,6 @@ use core::time::Duration;
 use smallvec::SmallVec;
 
 const BUCKETS: u32 = 1 << BUCKET_BITS;
-/// Request ids of handoff messages and of the `ReplicaPut`s they send carry this bit;
-/// below it: the page serial (32 bits) and the key's position in the page (20 bits).
-pub(crate) const HANDOFF_REQUEST_BIT: u64 = 1 << 62;
-const POSITION_BITS: u32 = 20;
 /// Offers a replica scans at once; more are ignored (the offerer retries).
 const OFFERS_MAX: usize = 4;
 
@@ -100,7 +96,7 @@ struct Pass {
 
 impl Pass {
     fn request(&self, position: u32) -> u64 {
-        HANDOFF_REQUEST_BIT | (u64::from(self.serial) << POSITION_BITS) | u64::from(position)
+        request_id::handoff(self.serial, position)
     }
 
     fn all_confirmed(&self) -> bool {
@@ -155,11 +151,10 @@ impl Handoffs {
 
     /// True for the request ids of the page in flight.
     pub(crate) fn owns_request(&self, request: u64) -> bool {
-        request & HANDOFF_REQUEST_BIT != 0
-            && self
-                .pass
-                .as_ref()
-                .is_some_and(|pass| request >> POSITION_BITS == pass.request(0) >> POSITION_BITS)
+        request_id::owner(request) == Owner::Handoff
+            && self.pass.as_ref().is_some_and(|pass| {
+                request_id::batch(request) == request_id::batch(pass.request(0))
+            })
     }
 
     /// The partition being handed off, if any.
@@ -469,7 +464,7 @@ impl Node {
         if status != ReplicaStatus::Ok {
             return self.abandon_page();
         }
-        let position = (request & ((1 << POSITION_BITS) - 1)) as usize;
+        let position = request_id::low(request) as usize;
         if let Some(confirmed) = pass.confirmed[target].get_mut(position) {
             *confirmed = true;
         }
@@ -580,7 +575,7 @@ impl Node {
         let Ok(page) = result else {
             return; // the offerer retries
         };
-        if is_reap_request(offer.request) {
+        if request_id::owner(offer.request) == Owner::Reap {
             let offered = &offer.keys;
             let alike = page.items.iter().filter(|(key, record)| {
                 offered

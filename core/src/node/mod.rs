@@ -113,6 +113,7 @@ pub mod memory;
 mod peers;
 mod reap;
 mod replica;
+mod request_id;
 mod timers;
 mod writer;
 

@@ -60,7 +60,7 @@
 use super::Node;
 use super::coordinator::{DeleteCause, KeyOp, Task};
 use super::entropy::{BUCKET_BITS, entry_hash};
-use super::handoff::HANDOFF_REQUEST_BIT;
+use super::request_id::{self, Owner};
 use super::timers::Timer;
 use super::{ScanPage, Space, StorageFailure};
 use crate::placement::key_hash;
@@ -72,17 +72,8 @@ use smallvec::SmallVec;
 use std::collections::BTreeMap;
 
 const BUCKETS: u32 = 1 << BUCKET_BITS;
-/// Reaping's request ids carry this bit (handoff's carry bit 62); below it the walk
-/// serial (32 bits) and the page serial within the walk (20 bits; 0 is the query).
-const REAP_REQUEST_BIT: u64 = 1 << 61;
-const PAGE_BITS: u32 = 20;
 /// While a walk runs, a step that had to wait is tried again this often.
 pub(crate) const STEP_MS: u64 = 200;
-
-/// True for the request id of a reaping offer (handoff's carry their own bit instead).
-pub(crate) fn is_reap_request(request: u64) -> bool {
-    request & REAP_REQUEST_BIT != 0 && request & HANDOFF_REQUEST_BIT == 0
-}
 
 /// A tombstone every replica held alike at its first check.
 #[derive(Clone, Copy, Debug)]
@@ -131,7 +122,7 @@ struct Walk {
 
 impl Walk {
     fn request(&self, page: u32) -> u64 {
-        REAP_REQUEST_BIT | (u64::from(self.serial) << PAGE_BITS) | u64::from(page)
+        request_id::reap(self.serial, page)
     }
 
     fn is_busy(&self, partition: usize) -> bool {
@@ -185,11 +176,10 @@ impl Reaper {
 
     /// True for the request ids of the walk in flight.
     pub(crate) fn owns_request(&self, request: u64) -> bool {
-        request & REAP_REQUEST_BIT != 0
-            && self
-                .walk
-                .as_ref()
-                .is_some_and(|walk| request >> PAGE_BITS == walk.request(0) >> PAGE_BITS)
+        request_id::owner(request) == Owner::Reap
+            && self.walk.as_ref().is_some_and(|walk| {
+                request_id::batch(request) == request_id::batch(walk.request(0))
+            })
     }
 
     /// Tombstones remembered between walks.
@@ -510,7 +500,7 @@ impl Node {
             let everything: Vec<usize> = (0..walk.page.len()).collect();
             return self.reap_positions(&everything);
         }
-        walk.page_serial = (walk.page_serial + 1) & ((1 << PAGE_BITS) - 1);
+        walk.page_serial = (walk.page_serial + 1) & ((1 << request_id::LOW_BITS) - 1);
         walk.page_serial = walk.page_serial.max(1);
         walk.phase = Phase::Offered;
         walk.expires_at = self.now + Duration::from_millis(self.config.request_timeout_ms);

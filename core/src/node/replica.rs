@@ -2,12 +2,11 @@
 //! that mints, merges and stores versions, storage completions, and hint delivery.
 
 use super::actions::Space;
-use super::coordinator::{
-    DeleteCause, DeliveryRequest, KeyOp, NO_REQUEST, ReplyTo, Request, Task, WriteSpec,
-};
+use super::coordinator::{DeleteCause, DeliveryRequest, KeyOp, ReplyTo, Request, Task, WriteSpec};
 use super::entropy::{TreeEntry, entry_hash};
 use super::hints::{hint_key, parse_hint_key};
 use super::locks::{Enqueued, LocksFull};
+use super::request_id::{self, NO_REQUEST};
 use super::{Completion, Node, RequestError, StorageFailure};
 use crate::placement::key_hash;
 use crate::slab::{Slab, SlotId};
@@ -924,7 +923,7 @@ impl Node {
             owner,
             self.config.cluster_id,
             &Message::ReplicaPut {
-                request: id.to_u64(),
+                request: request_id::coordinator(id),
                 key: &delivery.key,
                 versions: record,
                 hint: None,

@@ -1324,7 +1324,7 @@ fn repairs_of_a_busy_key_fold_into_one_waiting_merge() {
         .collect();
     for versions in &repairs {
         let message = Message::ReplicaPut {
-            request: super::coordinator::NO_REQUEST,
+            request: super::request_id::NO_REQUEST,
             key,
             versions,
             hint: None,
