@@ -4,9 +4,10 @@
 //! stand-in replacement and read repair.
 
 use super::actions::{ClientId, Space};
-use super::entropy::TreeEntry;
 use super::hints::hint_key;
+use super::read_reply::{ReadKind, write_read};
 use super::request_id::{self, NO_REQUEST};
+use super::tasks::Task;
 use super::{Node, RequestError};
 use crate::placement::Ring;
 use crate::quorum::{Progress, ReadQuorum, WriteQuorum};
@@ -30,13 +31,6 @@ pub(crate) enum ReplyTo {
     Peer { peer: NodeId, request: u64 },
     /// One key of a DEL or EXISTS.
     Batch { parent: SlotId },
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ReadKind {
-    Get,
-    VGet,
-    Exists,
 }
 
 /// What to write, before a replica mints it.
@@ -169,40 +163,6 @@ pub(crate) enum DeleteCause {
     Handoff { serial: u32 },
     /// A tombstone every replica held for the grace period (`node::reap`).
     Reap,
-}
-
-/// A storage operation in flight.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Task {
-    /// The running operation of a key lock. `change`: the entry hashes of the record
-    /// it read and of the one it is writing, for the anti-entropy tree once durable.
-    Locked {
-        lock: u32,
-        change: Option<(Option<TreeEntry>, Option<TreeEntry>)>,
-    },
-    /// A peer's ReplicaGet.
-    ReplicaRead {
-        peer: NodeId,
-        request: u64,
-    },
-    /// This node's own answer to a read it coordinates.
-    LocalRead {
-        request: SlotId,
-    },
-    ListHints,
-    /// A page of the anti-entropy tree rebuild.
-    BuildTrees,
-    /// A bucket read for an anti-entropy comparison.
-    EntropyScan,
-    /// The writer epoch record: read at start, stored on a change.
-    LoadWriter,
-    StoreWriter,
-    /// A page of a partition this node hands off.
-    HandoffPage,
-    /// This node's bucket, read to answer a peer's handoff offer.
-    OfferScan,
-    /// A page of a bucket whose tombstones this node may reap.
-    ReapPage,
 }
 
 /// Targets of a write: (node, owner it stands in for).
@@ -480,9 +440,9 @@ impl Node {
                     } => {
                         self.foreground.record(self.now, received_at);
                         let (kind, merged) = (read.kind, read.quorum.merged());
-                        let _ = self.actions.reply(client, tag, false, |out| {
-                            super::client::write_read(out, kind, merged)
-                        });
+                        let _ = self
+                            .actions
+                            .reply(client, tag, false, |out| write_read(out, kind, merged));
                     }
                     reply => {
                         let (kind, merged) = (read.kind, read.quorum.merged().clone());

@@ -48,8 +48,9 @@
 //! interval off, doubling up to 16 times the configured one; an admitted tick resets it.
 
 use super::Node;
-use super::coordinator::Task;
+use super::entries::{TreeEntry, entry_hashes};
 use super::request_id::NO_REQUEST;
+use super::tasks::Task;
 use super::timers::Timer;
 use crate::placement::key_hash;
 use crate::slab::SlotId;
@@ -57,43 +58,13 @@ use crate::time::Instant;
 use crate::version::{NodeId, VersionSet};
 use crate::wire::Message;
 use core::time::Duration;
-use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+use xxhash_rust::xxh3::xxh3_64;
 
 /// Buckets per partition tree: 2^6.
 pub(crate) const BUCKET_BITS: u32 = 6;
 const BUCKETS: usize = 1 << BUCKET_BITS;
 /// Keys read per page while rebuilding trees at start.
 const BUILD_PAGE_KEYS: u32 = 1_024;
-
-/// A stored key's share of its bucket hash.
-pub(crate) fn entry_hash(key: &[u8], record: &[u8]) -> u64 {
-    xxh3_64_with_seed(record, key_hash(key))
-}
-
-/// What the tree keeps of one stored record: its entry hash, and whether it is a
-/// tombstone and nothing else (reaping looks only at buckets that hold such records).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct TreeEntry {
-    pub(crate) hash: u64,
-    pub(crate) deleted: bool,
-}
-
-impl TreeEntry {
-    pub(crate) fn of(key: &[u8], record: &[u8]) -> TreeEntry {
-        TreeEntry {
-            hash: entry_hash(key, record),
-            deleted: VersionSet::record_is_deleted(record),
-        }
-    }
-}
-
-/// (key, entry hash) of each scanned item, in scan order.
-pub(crate) fn entry_hashes(items: &[(Vec<u8>, Vec<u8>)]) -> Vec<(&[u8], u64)> {
-    items
-        .iter()
-        .map(|(key, record)| (key.as_slice(), entry_hash(key, record)))
-        .collect()
-}
 
 /// Every partition's bucket hashes and key count on this node, and every bucket's
 /// count of deleted records.

@@ -100,6 +100,7 @@ mod actions;
 mod client;
 mod config;
 mod coordinator;
+mod entries;
 mod entropy;
 mod forwards;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -111,9 +112,11 @@ mod locks;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod memory;
 mod peers;
+mod read_reply;
 mod reap;
 mod replica;
 mod request_id;
+mod tasks;
 mod timers;
 mod writer;
 
@@ -136,12 +139,13 @@ use crate::version::{ContextError, NodeId};
 use crate::wire::MemberStatus;
 use crate::wire::Message;
 use actions::ActionQueue;
-use coordinator::{KeyOp, Request, Task};
+use coordinator::{KeyOp, Request};
 use core::time::Duration;
 use forwards::RecentForwards;
 use hints::Hints;
 use locks::KeyLocks;
 use peers::Peers;
+use tasks::Task;
 use timers::{Timer, TimerTable};
 
 /// Who this node is.

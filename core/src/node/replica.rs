@@ -2,11 +2,12 @@
 //! that mints, merges and stores versions, storage completions, and hint delivery.
 
 use super::actions::Space;
-use super::coordinator::{DeleteCause, DeliveryRequest, KeyOp, ReplyTo, Request, Task, WriteSpec};
-use super::entropy::{TreeEntry, entry_hash};
+use super::coordinator::{DeleteCause, DeliveryRequest, KeyOp, ReplyTo, Request, WriteSpec};
+use super::entries::{TreeEntry, entry_hash};
 use super::hints::{hint_key, parse_hint_key};
 use super::locks::{Enqueued, LocksFull};
 use super::request_id::{self, NO_REQUEST};
+use super::tasks::Task;
 use super::{Completion, Node, RequestError, StorageFailure};
 use crate::placement::key_hash;
 use crate::slab::{Slab, SlotId};
@@ -579,7 +580,7 @@ impl Node {
                 held_value,
                 ..
             } => {
-                *held_value = super::client::holds_value(&current);
+                *held_value = super::read_reply::holds_value(&current);
                 let merged = if drop_concurrent_siblings {
                     newest_sibling_only(current.sync(versions))
                 } else {
@@ -683,7 +684,7 @@ impl Node {
             Some(context) => context,
             None => current.join(),
         };
-        write.existed = super::client::holds_value(&current);
+        write.existed = super::read_reply::holds_value(&current);
         let epoch_writer = write.writer;
         // Only VSET, VDEL and forwarded writes answer with a token.
         let token_wanted = write.reply_context || matches!(write.reply, ReplyTo::Peer { .. });

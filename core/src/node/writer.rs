@@ -60,7 +60,7 @@
 
 use super::Node;
 use super::config::EPOCH_WRITER_BIT;
-use super::coordinator::Task;
+use super::tasks::Task;
 use super::{Space, StorageFailure};
 use crate::bytes::{PutBytes, Reader};
 use crate::slab::SlotId;

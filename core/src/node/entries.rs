@@ -1,0 +1,37 @@
+//! The hash of one stored record (its key and its encoded versions), which
+//! anti-entropy trees, handoff offers and reaping compare between replicas, and what a
+//! tree keeps of a record.
+
+use crate::placement::key_hash;
+use crate::version::VersionSet;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+/// A stored key's share of its bucket hash.
+pub(crate) fn entry_hash(key: &[u8], record: &[u8]) -> u64 {
+    xxh3_64_with_seed(record, key_hash(key))
+}
+
+/// What the tree keeps of one stored record: its entry hash, and whether it is a
+/// tombstone and nothing else (reaping looks only at buckets that hold such records).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TreeEntry {
+    pub(crate) hash: u64,
+    pub(crate) deleted: bool,
+}
+
+impl TreeEntry {
+    pub(crate) fn of(key: &[u8], record: &[u8]) -> TreeEntry {
+        TreeEntry {
+            hash: entry_hash(key, record),
+            deleted: VersionSet::record_is_deleted(record),
+        }
+    }
+}
+
+/// (key, entry hash) of each scanned item, in scan order.
+pub(crate) fn entry_hashes(items: &[(Vec<u8>, Vec<u8>)]) -> Vec<(&[u8], u64)> {
+    items
+        .iter()
+        .map(|(key, record)| (key.as_slice(), entry_hash(key, record)))
+        .collect()
+}
