@@ -95,6 +95,25 @@
 //!
 //! The membership view is not persisted (a restarted node relearns it from its
 //! configuration and gossip; a leave not yet gossiped is forgotten).
+//!
+//! # Where things live
+//!
+//! | file | what it owns |
+//! |---|---|
+//! | `mod.rs` | [`Node`]: its state, `handle`, `poll_action`, `poll_timeout`, the timer run |
+//! | `actions.rs` | the action queue; storage operations ([`StorageOp`], [`StorageJob`]) and their owned answers ([`Answer`]) |
+//! | `timers.rs` | the periodic timers by name (hints, gossip, anti-entropy, handoff, reaping) |
+//! | `request_id.rs` | request ids on the wire and whose each is |
+//! | `tasks.rs` | the registry of storage operations in flight, by purpose |
+//! | `client.rs`, `read_reply.rs` | client commands in, RESP replies out |
+//! | `coordinator.rs` | coordinating reads and writes, stand-ins, deadlines |
+//! | `forwards.rs` | forwarded writes already answered (duplicates) |
+//! | `replica.rs`, `locks.rs` | the replica: peer messages, per-key locks, read-merge-write, storage completions |
+//! | `hints.rs`, `peers.rs` | hints held for others; peers' health, probes and hint backoff |
+//! | `entries.rs`, `entropy.rs` | a record's entry hash; anti-entropy trees and exchanges |
+//! | `handoff.rs`, `reap.rs`, `writer.rs` | handing partitions off, reaping tombstones, writer epochs |
+//! | `gossip.rs`, `config.rs` | membership gossip; the node's configuration |
+//! | `memory.rs`, `fuzz.rs` (feature `fuzzing`) | the in-memory disk every test driver uses; the fuzz driver |
 
 mod actions;
 mod client;
