@@ -135,6 +135,18 @@ impl<Op> KeyLocks<Op> {
             .filter(|slot| !slot.queue.is_empty())
     }
 
+    /// The slot of a lock whose operation the caller is running, so it must be held:
+    /// a missing one is a broken invariant, which debug builds (the tests and the
+    /// simulator's `cargo test` seeds) stop at instead of answering on as if done.
+    pub(crate) fn held(&self, lock: u32) -> Option<&LockSlot<Op>> {
+        let slot = self.get(lock);
+        debug_assert!(
+            slot.is_some(),
+            "lock {lock} is not held by its running operation"
+        );
+        slot
+    }
+
     /// The key of `lock`'s slot, running or just finished (until the slot is reused).
     pub(crate) fn slot_key(&self, lock: u32) -> Option<(Space, &[u8])> {
         self.slots

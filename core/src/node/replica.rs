@@ -598,7 +598,7 @@ impl Node {
             }
             KeyOp::DeleteIfUnchanged { expected, cause } => {
                 let (expected, cause) = (*expected, *cause);
-                let Some(slot) = self.locks.get(lock) else {
+                let Some(slot) = self.locks.held(lock) else {
                     return Step::Done(Ok(()));
                 };
                 let found = result.ok().flatten();
@@ -612,7 +612,7 @@ impl Node {
                 if cause == DeleteCause::Reap && !found.is_some_and(|r| self.reap_allowed(r)) {
                     return Step::Done(Err(StorageFailure::Io));
                 }
-                let Some(slot) = self.locks.get(lock) else {
+                let Some(slot) = self.locks.held(lock) else {
                     return Step::Done(Ok(()));
                 };
                 let key = slot.key.clone();
@@ -623,7 +623,7 @@ impl Node {
             }
             KeyOp::DeleteHint { owner, generation } => {
                 let (owner, generation) = (*owner, *generation);
-                let Some(slot) = self.locks.get(lock) else {
+                let Some(slot) = self.locks.held(lock) else {
                     return Step::Done(Ok(()));
                 };
                 let unchanged = parse_hint_key(&slot.key)
@@ -719,7 +719,7 @@ impl Node {
         };
         write.versions.clear();
         minted.encode(&mut write.versions);
-        let Some(slot) = self.locks.get(lock) else {
+        let Some(slot) = self.locks.held(lock) else {
             return Step::Done(Ok(()));
         };
         let queued = self
@@ -744,7 +744,7 @@ impl Node {
     }
 
     fn store_locked(&mut self, lock: u32, token: u64, versions: &VersionSet) -> Step {
-        let Some(slot) = self.locks.get(lock) else {
+        let Some(slot) = self.locks.held(lock) else {
             return Step::Done(Ok(()));
         };
         let mut record = std::mem::take(&mut self.scratch);
