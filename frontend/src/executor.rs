@@ -11,9 +11,7 @@
 //! - **Point reads run inline** on the caller's thread (the event loop) when the page
 //!   cache holds what they need (`Store::get_cached_into`, one `preadv2(RWF_NOWAIT)`),
 //!   and their completion is queued at once: a cached read costs no thread handoff,
-//!   no wakeup and no context switch. Profiling a node under 50 connections of SETs
-//!   (each one reads before it writes) found the reader threads spending more CPU
-//!   spinning, yielding and being woken than reading, on a 2-core host.
+//!   no wakeup and no context switch (why it matters is measured in BENCHMARKS.md).
 //! - **Or the caller writes** ([`WriteMode::Caller`], for ringkv-node-uring): writes
 //!   and deletes wait in the executor, one list per store; [`Executor::next_round`]
 //!   prepares a store's waiting operations as one batch (the storage engine's split
