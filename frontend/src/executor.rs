@@ -36,7 +36,7 @@
 //! listed but then read as absent, and hints written meanwhile the core already knows.
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use ringkv_core::node::{Answer, Completion, Space, StorageFailure, StorageJob, StorageOp};
+use ringkv_core::node::{Completion, Listing, ScanPage, Space, StorageFailure, StorageOp};
 use ringkv_storage::{CachedRead, CompactionProgress, Durability, StorageError, Store, WriteBatch};
 use std::cell::{Cell, RefCell};
 use std::path::Path;
@@ -54,7 +54,7 @@ pub const READERS: usize = 2;
 /// Work for a thread: one of the core's operations, or the shell's own.
 #[derive(Debug)]
 enum Job {
-    Core(StorageJob),
+    Core(StorageOp),
     /// One compaction slice of the data store.
     Compact {
         budget_bytes: u64,
@@ -66,28 +66,18 @@ enum Job {
     Checkpoint(Space),
 }
 
-/// A finished job: one of the core's storage operations (its answer, bytes owned, until
-/// the loop hands it to the core), or a compaction slice.
+/// A finished job: one of the core's storage operations (its completion, until the loop
+/// hands it to the core), or a compaction slice.
 #[derive(Debug)]
 pub enum Done {
-    Storage(Answer),
+    Storage(Completion),
     /// A compaction slice: what it did, or why it failed.
     Compacted(Result<CompactionProgress, String>),
 }
 
-impl From<Answer> for Done {
-    fn from(answer: Answer) -> Done {
-        Done::Storage(answer)
-    }
-}
-
-impl Done {
-    /// The completion the core takes, borrowing this.
-    pub fn completion(&self) -> Option<Completion<'_>> {
-        match self {
-            Done::Storage(answer) => Some(answer.completion()),
-            Done::Compacted(_) => None,
-        }
+impl From<Completion> for Done {
+    fn from(completion: Completion) -> Done {
+        Done::Storage(completion)
     }
 }
 
@@ -245,7 +235,7 @@ pub struct Executor {
     mode: WriteMode,
     /// [`WriteMode::Caller`]: waiting writes per store, and whether a store's round
     /// is out with the caller.
-    waiting: RefCell<[Vec<StorageJob>; 3]>,
+    waiting: RefCell<[Vec<StorageOp>; 3]>,
     rounds_out: Cell<[bool; 3]>,
     queue_max: usize,
     sync_rounds: bool,
@@ -347,7 +337,7 @@ impl Executor {
 
     /// Queues one of the core's storage operations. A point read the page cache can
     /// serve is done here and now: its completion is waiting when this returns.
-    pub fn submit(&self, operation: StorageOp<'_>) {
+    pub fn submit(&self, operation: StorageOp<&[u8]>) {
         if let StorageOp::Read { token, space, key } = operation {
             let mut value = Vec::new();
             let result = match self.stores.get(space).get_cached_into(key, &mut value) {
@@ -355,7 +345,7 @@ impl Executor {
                 Ok(CachedRead::Absent) => Ok(None),
                 Ok(CachedRead::NotCached) => {
                     self.reads_deferred.fetch_add(1, Ordering::Relaxed);
-                    return self.queue(StorageJob::from(operation));
+                    return self.queue(operation.owned());
                 }
                 Err(error) => {
                     log::warn!("storage: reading from {space:?} failed: {error}");
@@ -364,12 +354,12 @@ impl Executor {
             };
             return self.finish_inline(token, result);
         }
-        self.queue(StorageJob::from(operation));
+        self.queue(operation.owned());
     }
 
     /// Hands a job to the writer or the reader threads (or, in caller mode, keeps a
     /// write for the next round).
-    fn queue(&self, job: StorageJob) {
+    fn queue(&self, job: StorageOp) {
         let token = job.token();
         if self.mode == WriteMode::Caller && job.is_write() {
             let mut waiting = self.waiting.borrow_mut();
@@ -378,11 +368,7 @@ impl Executor {
                 let _ = self.done_sender.try_send(failed(Job::Core(job)));
                 return;
             }
-            let space = match &job {
-                StorageJob::Write { space, .. } | StorageJob::Delete { space, .. } => *space,
-                _ => Space::Data,
-            };
-            waiting[space_index(space)].push(job);
+            waiting[space_index(job.space())].push(job);
             return;
         }
         let channel = if job.is_write() {
@@ -406,7 +392,7 @@ impl Executor {
         self.reads_inline.fetch_add(1, Ordering::Relaxed);
         if self
             .done_sender
-            .try_send(Answer::Read { token, result }.into())
+            .try_send(Completion::Read { token, result }.into())
             .is_err()
         {
             // The channel holds every operation the core can have in flight, twice.
@@ -486,7 +472,7 @@ impl Executor {
                     if count >= BATCH_OPERATIONS_MAX || bytes >= BATCH_BYTES_MAX {
                         break;
                     }
-                    if let StorageJob::Write { key, record, .. } = job {
+                    if let StorageOp::Write { key, record, .. } = job {
                         bytes += key.len() + record.len();
                     }
                     count += 1;
@@ -498,8 +484,8 @@ impl Executor {
             for job in &jobs {
                 tokens.push(job.token());
                 match job {
-                    StorageJob::Write { key, record, .. } => batch.put(key, record),
-                    StorageJob::Delete { key, .. } => batch.delete(key),
+                    StorageOp::Write { key, record, .. } => batch.put(key, record),
+                    StorageOp::Delete { key, .. } => batch.delete(key),
                     _ => {}
                 }
             }
@@ -522,7 +508,7 @@ impl Executor {
                     for token in tokens {
                         let _ = self
                             .done_sender
-                            .try_send(Answer::Written { token, result }.into());
+                            .try_send(Completion::Written { token, result }.into());
                     }
                 }
             }
@@ -579,7 +565,7 @@ impl Executor {
         for token in tokens {
             if self
                 .done_sender
-                .try_send(Answer::Written { token, result }.into())
+                .try_send(Completion::Written { token, result }.into())
                 .is_err()
             {
                 log::error!("completion queue full; write {token} is lost");
@@ -664,27 +650,7 @@ fn failure(error: &StorageError) -> StorageFailure {
 fn failed(job: Job) -> Done {
     let io = StorageFailure::Io;
     match job {
-        Job::Core(job) => {
-            let token = job.token();
-            Done::Storage(match job {
-                StorageJob::Read { .. } => Answer::Read {
-                    token,
-                    result: Err(io),
-                },
-                StorageJob::Write { .. } | StorageJob::Delete { .. } => Answer::Written {
-                    token,
-                    result: Err(io),
-                },
-                StorageJob::List { .. } => Answer::Listed {
-                    token,
-                    result: Err(io),
-                },
-                StorageJob::Scan { .. } => Answer::Scanned {
-                    token,
-                    result: Err(io),
-                },
-            })
-        }
+        Job::Core(job) => Done::Storage(Completion::failed(&job, io)),
         Job::Compact { .. } | Job::Sync | Job::Checkpoint(_) => {
             Done::Compacted(Err("not run".to_owned()))
         }
@@ -700,7 +666,7 @@ fn write_loop(stores: &Stores, jobs: &Receiver<Job>, done: &Sender<Done>, wake: 
         let mut bytes = 0usize;
         while round.len() < BATCH_OPERATIONS_MAX && bytes < BATCH_BYTES_MAX {
             let Ok(job) = jobs.try_recv() else { break };
-            if let Job::Core(StorageJob::Write { key, record, .. }) = &job {
+            if let Job::Core(StorageOp::Write { key, record, .. }) = &job {
                 bytes += key.len() + record.len();
             }
             round.push(job);
@@ -712,10 +678,10 @@ fn write_loop(stores: &Stores, jobs: &Receiver<Job>, done: &Sender<Done>, wake: 
         let mut sync = false;
         for job in &round {
             match job {
-                Job::Core(StorageJob::Write {
+                Job::Core(StorageOp::Write {
                     space, key, record, ..
                 }) => batches[space_index(*space)].put(key, record),
-                Job::Core(StorageJob::Delete { space, key, .. }) => {
+                Job::Core(StorageOp::Delete { space, key, .. }) => {
                     batches[space_index(*space)].delete(key)
                 }
                 Job::Sync => sync = true,
@@ -738,9 +704,8 @@ fn write_loop(stores: &Stores, jobs: &Receiver<Job>, done: &Sender<Done>, wake: 
         for job in round.drain(..) {
             let finished = match job {
                 Job::Core(
-                    StorageJob::Write { token, space, .. }
-                    | StorageJob::Delete { token, space, .. },
-                ) => Done::Storage(Answer::Written {
+                    StorageOp::Write { token, space, .. } | StorageOp::Delete { token, space, .. },
+                ) => Done::Storage(Completion::Written {
                     token,
                     result: results[space_index(space)],
                 }),
@@ -796,34 +761,37 @@ fn sync_all(stores: &Stores) {
 
 fn run_read(stores: &Stores, job: Job) -> Done {
     match job {
-        Job::Core(StorageJob::Read { token, space, key }) => Done::Storage(Answer::Read {
+        Job::Core(StorageOp::Read { token, space, key }) => Done::Storage(Completion::Read {
             token,
             result: stores.get(space).get(&key).map_err(|error| {
                 log::warn!("storage: reading from {space:?} failed: {error}");
                 failure(&error)
             }),
         }),
-        Job::Core(StorageJob::List {
+        Job::Core(StorageOp::List {
             token,
             space,
             after,
             limit,
-        }) => Done::Storage(Answer::Listed {
+        }) => Done::Storage(Completion::Listed {
             token,
             result: list(stores, space, &after, limit).map_err(|e| failure(&e)),
         }),
-        Job::Core(StorageJob::Scan {
+        Job::Core(StorageOp::Scan {
             token,
             first,
             last,
             after,
             limit,
-        }) => Done::Storage(Answer::Scanned {
+        }) => Done::Storage(Completion::Scanned {
             token,
             result: stores
                 .data
                 .scan(first, last, after, limit as usize)
-                .map(|chunk| (chunk.items, chunk.next))
+                .map(|chunk| ScanPage {
+                    items: chunk.items,
+                    next: chunk.next,
+                })
                 .map_err(|error| {
                     log::warn!("storage: scan failed: {error}");
                     failure(&error)
@@ -840,12 +808,7 @@ fn run_read(stores: &Stores, job: Job) -> Done {
 }
 
 /// Up to `limit` keys after `after` in byte order, and whether none follow.
-fn list(
-    stores: &Stores,
-    space: Space,
-    after: &[u8],
-    limit: u32,
-) -> Result<(Vec<Vec<u8>>, bool), StorageError> {
+fn list(stores: &Stores, space: Space, after: &[u8], limit: u32) -> Result<Listing, StorageError> {
     let mut listing = stores
         .listing
         .lock()
@@ -855,7 +818,10 @@ fn list(
         *listing = Some((space, all_keys(stores.get(space))?));
     }
     let Some((_, keys)) = listing.as_ref() else {
-        return Ok((Vec::new(), true));
+        return Ok(Listing {
+            keys: Vec::new(),
+            complete: true,
+        });
     };
     let start = keys.partition_point(|key| key.as_slice() <= after);
     let limit = (limit as usize).max(1);
@@ -864,7 +830,10 @@ fn list(
     if complete {
         *listing = None;
     }
-    Ok((page, complete))
+    Ok(Listing {
+        keys: page,
+        complete,
+    })
 }
 
 /// Every live key of `store`, sorted.
@@ -927,7 +896,7 @@ mod tests {
         assert!(
             written
                 .iter()
-                .all(|d| matches!(d, Done::Storage(Answer::Written { result: Ok(()), .. })))
+                .all(|d| matches!(d, Done::Storage(Completion::Written { result: Ok(()), .. })))
         );
         executor.submit(StorageOp::Read {
             token: 4,
@@ -936,7 +905,7 @@ mod tests {
         });
         let read = wait(&executor, 1);
         assert!(
-            matches!(&read[0], Done::Storage(Answer::Read { token: 4, result: Ok(Some(v)) }) if v == b"record 2"),
+            matches!(&read[0], Done::Storage(Completion::Read { token: 4, result: Ok(Some(v)) }) if v == b"record 2"),
             "the spaces are kept apart: {read:?}"
         );
         executor.shutdown().unwrap();
@@ -948,7 +917,7 @@ mod tests {
         });
         let read = wait(&executor, 1);
         assert!(
-            matches!(&read[0], Done::Storage(Answer::Read { result: Ok(Some(v)), .. }) if v == b"record 3"),
+            matches!(&read[0], Done::Storage(Completion::Read { result: Ok(Some(v)), .. }) if v == b"record 3"),
             "kept across a restart: {read:?}"
         );
     }
@@ -973,7 +942,7 @@ mod tests {
         assert!(executor.has_done());
         let done = executor.try_done();
         assert!(
-            matches!(&done, Some(Done::Storage(Answer::Read { token: 2, result: Ok(Some(v)) })) if v == b"value"),
+            matches!(&done, Some(Done::Storage(Completion::Read { token: 2, result: Ok(Some(v)) })) if v == b"value"),
             "{done:?}"
         );
         assert_eq!(executor.reads(), (1, 0));
@@ -1001,7 +970,7 @@ mod tests {
         });
         let read = wait(&executor, 1);
         assert!(
-            matches!(&read[0], Done::Storage(Answer::Read { token: 3, result: Ok(Some(v)) }) if v == b"value"),
+            matches!(&read[0], Done::Storage(Completion::Read { token: 3, result: Ok(Some(v)) }) if v == b"value"),
             "{read:?}"
         );
         assert_eq!(executor.reads(), (1, 1), "served by a reader thread");
@@ -1056,7 +1025,7 @@ mod tests {
         let done = wait(&executor, 2);
         assert!(
             done.iter()
-                .all(|d| matches!(d, Done::Storage(Answer::Written { result: Ok(()), .. }))),
+                .all(|d| matches!(d, Done::Storage(Completion::Written { result: Ok(()), .. }))),
             "{done:?}"
         );
         assert_eq!(
@@ -1072,7 +1041,7 @@ mod tests {
         assert!(
             matches!(
                 done[0],
-                Done::Storage(Answer::Written {
+                Done::Storage(Completion::Written {
                     token: 3,
                     result: Err(StorageFailure::DiskFull)
                 })
@@ -1093,7 +1062,7 @@ mod tests {
         executor.finish_round(round, Err(RoundFailure::Sync(error)));
         assert!(matches!(
             wait(&executor, 1)[0],
-            Done::Storage(Answer::Written {
+            Done::Storage(Completion::Written {
                 token: 4,
                 result: Err(StorageFailure::Io)
             })
@@ -1103,7 +1072,7 @@ mod tests {
         assert!(executor.next_round().is_none(), "refused at once");
         assert!(matches!(
             wait(&executor, 1)[0],
-            Done::Storage(Answer::Written {
+            Done::Storage(Completion::Written {
                 token: 5,
                 result: Err(_)
             })
@@ -1167,8 +1136,12 @@ mod tests {
             limit: 4,
         });
         let listed = wait(&executor, 1);
-        let Done::Storage(Answer::Listed {
-            result: Ok((page, complete)),
+        let Done::Storage(Completion::Listed {
+            result:
+                Ok(Listing {
+                    keys: page,
+                    complete,
+                }),
             ..
         }) = &listed[0]
         else {
@@ -1187,7 +1160,7 @@ mod tests {
         });
         let listed = wait(&executor, 1);
         assert!(
-            matches!(&listed[0], Done::Storage(Answer::Listed { result: Ok((page, true)), .. }) if page == &vec![vec![b'h', 8], vec![b'h', 9]]),
+            matches!(&listed[0], Done::Storage(Completion::Listed { result: Ok(Listing { keys: page, complete: true }), .. }) if page == &vec![vec![b'h', 8], vec![b'h', 9]]),
             "the last page, from the kept listing: {listed:?}"
         );
     }

@@ -580,13 +580,13 @@ impl<T: Transport> Frontend<T> {
             let Some(done) = self.io.executor.try_done() else {
                 return;
             };
-            match done.completion() {
-                Some(completion) => {
+            match done {
+                Done::Storage(completion) => {
                     let now = self.io.clock.now();
                     self.node.handle(now, Input::Storage(completion));
                     self.drain();
                 }
-                None => self.io.compacted(done),
+                Done::Compacted(result) => self.io.compacted(result),
             }
         }
         // More are waiting: come back without sleeping.
@@ -1365,27 +1365,25 @@ impl<T: Transport> Io<T> {
         self.dirty = dirty;
     }
 
-    fn compacted(&mut self, done: Done) {
+    fn compacted(&mut self, result: Result<ringkv_storage::CompactionProgress, String>) {
         self.compaction_busy = false;
-        if let Done::Compacted(result) = done {
-            self.compaction_active = matches!(
-                result,
-                Ok(ringkv_storage::CompactionProgress::Copied { .. })
-            );
-            self.compaction_note = match result {
-                Ok(ringkv_storage::CompactionProgress::Idle) => "idle".to_owned(),
-                Ok(ringkv_storage::CompactionProgress::Copied { bytes }) => {
-                    format!("copying ({bytes} bytes this slice)")
-                }
-                Ok(ringkv_storage::CompactionProgress::Finished {
-                    segment_id,
-                    reclaimed_bytes,
-                }) => format!("finished segment {segment_id}, reclaimed {reclaimed_bytes} bytes"),
-                Err(error) => {
-                    log::warn!("compaction failed: {error}");
-                    format!("failed: {error}")
-                }
-            };
-        }
+        self.compaction_active = matches!(
+            result,
+            Ok(ringkv_storage::CompactionProgress::Copied { .. })
+        );
+        self.compaction_note = match result {
+            Ok(ringkv_storage::CompactionProgress::Idle) => "idle".to_owned(),
+            Ok(ringkv_storage::CompactionProgress::Copied { bytes }) => {
+                format!("copying ({bytes} bytes this slice)")
+            }
+            Ok(ringkv_storage::CompactionProgress::Finished {
+                segment_id,
+                reclaimed_bytes,
+            }) => format!("finished segment {segment_id}, reclaimed {reclaimed_bytes} bytes"),
+            Err(error) => {
+                log::warn!("compaction failed: {error}");
+                format!("failed: {error}")
+            }
+        };
     }
 }

@@ -15,7 +15,7 @@
 //! here.
 
 use ringkv_core::node::memory::MemoryDisk;
-use ringkv_core::node::{Action, ClientId, Config, Input, Node, NodeIdentity, StorageJob};
+use ringkv_core::node::{Action, ClientId, Config, Input, Node, NodeIdentity, StorageOp};
 use ringkv_core::placement::Member;
 use ringkv_core::resp::Command;
 use ringkv_core::wire::decode_frame;
@@ -84,7 +84,7 @@ enum Pending {
     },
     Storage {
         node: usize,
-        job: StorageJob,
+        job: StorageOp,
     },
 }
 
@@ -146,7 +146,7 @@ impl Harness {
                 // work, not part of a GET or SET).
                 Action::Storage(operation) => self.pending.push_back(Pending::Storage {
                     node: index,
-                    job: operation.into(),
+                    job: operation.owned(),
                 }),
                 // Initial members need no introductions; gossip to seeds is not measured here.
                 Action::Connect { .. } | Action::Introduce { .. } => {}
@@ -168,7 +168,7 @@ impl Harness {
                 Pending::Storage { node, job } => {
                     let answer = self.disks[node].perform(&job, None);
                     let target = &mut self.nodes[node];
-                    counted(|| target.handle(now, Input::Storage(answer.completion())));
+                    counted(|| target.handle(now, Input::Storage(answer)));
                     self.drain(node);
                 }
             }

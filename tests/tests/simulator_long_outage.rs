@@ -4,6 +4,7 @@
 //! deletes whose tombstones were reaped). Tombstones are reaped with a 2 s grace period
 //! throughout: never while node 1 is down, and plenty once it is back.
 
+use ringkv_core::node::Space;
 use ringkv_tests::seeds::SeedPlan;
 use ringkv_tests::sim::history::{OperationKind, Outcome};
 use ringkv_tests::sim::run_seed;
@@ -66,7 +67,7 @@ fn a_node_down_for_long_converges_and_deletes_stay_deleted() {
             .filter(|op| matches!(op.kind, OperationKind::Del | OperationKind::VDel))
             .filter(|op| op.outcome == Outcome::Ok)
             .count();
-        let held = cluster.nodes[0].data.contents().count();
+        let held = cluster.nodes[0].disk.records(Space::Data).count();
         println!(
             "seed {seed}: {deletes} deletes acknowledged, node 1 holds {held} keys, {} tombstones reaped ({} walks, {} blocked)",
             stats.reap_keys, stats.reap_walks, stats.reap_walks_blocked

@@ -3,10 +3,11 @@
 //! non-replica, multi-key batches, and the per-request deadlines that drive timeouts,
 //! stand-in replacement and read repair.
 
-use super::actions::{ClientId, Space};
+use super::actions::ClientId;
 use super::hints::hint_key;
 use super::read_reply::{ReadKind, write_read};
 use super::request_id::{self, NO_REQUEST};
+use super::storage::Space;
 use super::tasks::Task;
 use super::{Node, RequestError};
 use crate::placement::Ring;

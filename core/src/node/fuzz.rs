@@ -13,8 +13,8 @@
 #![allow(clippy::panic)]
 
 use super::memory::MemoryDisk;
-use super::{Action, Answer, ClientId, Config, Input, Node, NodeIdentity};
-use super::{StorageFailure, StorageJob};
+use super::{Action, ClientId, Completion, Config, Input, Node, NodeIdentity};
+use super::{StorageFailure, StorageOp};
 use crate::placement::Member;
 use crate::resp::Command;
 use crate::time::Instant;
@@ -60,7 +60,7 @@ struct Bench {
     node: Node,
     now: Instant,
     disk: MemoryDisk,
-    pending: Vec<StorageJob>,
+    pending: Vec<StorageOp>,
     next_tag: u64,
 }
 
@@ -111,7 +111,7 @@ impl Bench {
                     self.pending.len() < PENDING_MAX,
                     "storage operations pile up"
                 );
-                self.pending.push(StorageJob::from(operation));
+                self.pending.push(operation.owned());
             }
         }
         panic!("more than {ACTIONS_PER_INPUT_MAX} actions from one input: a busy loop");
@@ -207,14 +207,13 @@ impl Bench {
         };
         let answer = match (&job, failure, how) {
             // A read handed garbage: what a corrupted store must never cause.
-            (StorageJob::Read { token, .. }, None, 3) => Answer::Read {
+            (StorageOp::Read { token, .. }, None, 3) => Completion::Read {
                 token: *token,
                 result: Ok(Some(b"\x00\x01garbage".to_vec())),
             },
             _ => self.disk.perform(&job, failure),
         };
-        self.node
-            .handle(self.now, Input::Storage(answer.completion()));
+        self.node.handle(self.now, Input::Storage(answer));
         self.drain();
     }
 }

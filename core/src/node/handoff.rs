@@ -335,7 +335,7 @@ impl Node {
     }
 
     /// This node's page of the partition it hands off was read.
-    pub(crate) fn handoff_page(&mut self, result: Result<ScanPage<'_>, StorageFailure>) {
+    pub(crate) fn handoff_page(&mut self, result: Result<ScanPage, StorageFailure>) {
         let Some(pass) = &mut self.handoffs.pass else {
             return;
         };
@@ -565,11 +565,7 @@ impl Node {
     }
 
     /// This node's scan for an offer finished: answer with what it lacks.
-    pub(crate) fn offer_scanned(
-        &mut self,
-        token: u64,
-        result: Result<ScanPage<'_>, StorageFailure>,
-    ) {
+    pub(crate) fn offer_scanned(&mut self, token: u64, result: Result<ScanPage, StorageFailure>) {
         let Some(position) = self.handoffs.offers.iter().position(|(t, _)| *t == token) else {
             return;
         };
@@ -586,7 +582,7 @@ impl Node {
             });
             self.prepare_floor(alike.map(|(_, record)| record.as_slice()));
         }
-        let mut mine = entry_hashes(page.items);
+        let mut mine = entry_hashes(&page.items);
         mine.sort_unstable();
         let wanted: Vec<u32> = offer
             .keys

@@ -16,7 +16,7 @@
 //! Slots keep their key buffer and queue when released, so steady state does not
 //! allocate.
 
-use super::actions::Space;
+use super::storage::Space;
 use crate::placement::key_hash;
 use std::collections::VecDeque;
 

@@ -101,7 +101,8 @@
 //! | file | what it owns |
 //! |---|---|
 //! | `mod.rs` | [`Node`]: its state, `handle`, `poll_action`, `poll_timeout`, the timer run |
-//! | `actions.rs` | the action queue; storage operations ([`StorageOp`], [`StorageJob`]) and their owned answers ([`Answer`]) |
+//! | `actions.rs` | the action queue: what the shell is asked to do |
+//! | `storage.rs` | the one storage-operation type ([`StorageOp`]) and the one completion type ([`Completion`]) |
 //! | `timers.rs` | the periodic timers by name (hints, gossip, anti-entropy, handoff, reaping) |
 //! | `request_id.rs` | request ids on the wire and whose each is |
 //! | `tasks.rs` | the registry of storage operations in flight, by purpose |
@@ -113,7 +114,7 @@
 //! | `entries.rs`, `entropy.rs` | a record's entry hash; anti-entropy trees and exchanges |
 //! | `handoff.rs`, `reap.rs`, `writer.rs` | handing partitions off, reaping tombstones, writer epochs |
 //! | `gossip.rs`, `config.rs` | membership gossip; the node's configuration |
-//! | `memory.rs`, `fuzz.rs` (feature `fuzzing`) | the in-memory disk every test driver uses; the fuzz driver |
+//! | `memory.rs`, `fuzz.rs` (feature `fuzzing`) | the in-memory stores every driver without ringkv-storage uses (core tests, fuzz driver, simulator); the fuzz driver |
 
 mod actions;
 mod client;
@@ -135,17 +136,16 @@ mod read_reply;
 mod reap;
 mod replica;
 mod request_id;
+mod storage;
 mod tasks;
 mod timers;
 mod writer;
 
-pub use actions::{
-    Action, Answer, ClientId, KeyRecord, Space, StorageJob, StorageOp, list_in_memory,
-    scan_in_memory,
-};
+pub use actions::{Action, ClientId};
 #[cfg(feature = "sabotage")]
 pub use config::Sabotage;
 pub use config::{Config, ConfigError, EPOCH_WRITER_BIT, STAND_IN_WRITER_BIT};
+pub use storage::{Completion, KeyRecord, Listing, ScanPage, Space, StorageFailure, StorageOp};
 
 use crate::deadline::Deadlines;
 use crate::membership::{LocalMember, Membership};
@@ -192,57 +192,9 @@ pub enum Input<'a> {
     /// The connection to a peer broke.
     PeerDown { peer: NodeId },
     /// A storage operation finished.
-    Storage(Completion<'a>),
+    Storage(Completion),
     /// [`Node::poll_timeout`] passed.
     Timeout,
-}
-
-/// Why a storage operation failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StorageFailure {
-    DiskFull,
-    /// The record failed its checksum or did not decode.
-    Corrupt,
-    Io,
-}
-
-/// A page of keys from a `List` operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Listing<'a> {
-    pub keys: &'a [Vec<u8>],
-    /// No keys after these.
-    pub complete: bool,
-}
-
-/// A page of this node's own keys and records from a `Scan` operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ScanPage<'a> {
-    /// (key, record) in key-hash order.
-    pub items: &'a [(Vec<u8>, Vec<u8>)],
-    /// Where the next page starts (`after`), or `None` when the range is done.
-    pub next: Option<u64>,
-}
-
-/// The end of a [`StorageOp`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Completion<'a> {
-    Read {
-        token: u64,
-        result: Result<Option<&'a [u8]>, StorageFailure>,
-    },
-    /// A write or delete is durable (or failed).
-    Written {
-        token: u64,
-        result: Result<(), StorageFailure>,
-    },
-    Listed {
-        token: u64,
-        result: Result<Listing<'a>, StorageFailure>,
-    },
-    Scanned {
-        token: u64,
-        result: Result<ScanPage<'a>, StorageFailure>,
-    },
 }
 
 /// Why a client request failed. `Display` is the RESP error text.

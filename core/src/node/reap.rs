@@ -461,7 +461,7 @@ impl Node {
     }
 
     /// A page of a bucket this node leads was read: offer its tombstones.
-    pub(crate) fn reap_page(&mut self, result: Result<ScanPage<'_>, StorageFailure>) {
+    pub(crate) fn reap_page(&mut self, result: Result<ScanPage, StorageFailure>) {
         let unconfirmed = self.sabotage().reap_unconfirmed;
         let Some(walk) = &mut self.reaper.walk else {
             return;

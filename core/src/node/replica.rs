@@ -1,12 +1,12 @@
 //! The replica side: answering peers' reads and writes, the per-key read-modify-write
 //! that mints, merges and stores versions, storage completions, and hint delivery.
 
-use super::actions::Space;
 use super::coordinator::{DeleteCause, DeliveryRequest, KeyOp, ReplyTo, Request, WriteSpec};
 use super::entries::{TreeEntry, entry_hash};
 use super::hints::{hint_key, parse_hint_key};
 use super::locks::{Enqueued, LocksFull};
 use super::request_id::{self, NO_REQUEST};
+use super::storage::Space;
 use super::tasks::Task;
 use super::{Completion, Node, RequestError, StorageFailure};
 use crate::placement::key_hash;
@@ -357,19 +357,15 @@ impl Node {
 
     // ---- storage --------------------------------------------------------------------
 
-    pub(crate) fn storage_completion(&mut self, completion: Completion<'_>) {
-        let token = match completion {
-            Completion::Read { token, .. }
-            | Completion::Written { token, .. }
-            | Completion::Listed { token, .. }
-            | Completion::Scanned { token, .. } => token,
-        };
+    pub(crate) fn storage_completion(&mut self, completion: Completion) {
+        let token = completion.token();
         let id = SlotId::from_u64(token);
         let Some(&task) = self.tasks.get(id) else {
             return;
         };
         match (task, completion) {
             (Task::Locked { lock, .. }, Completion::Read { result, .. }) => {
+                let result = borrowed(&result);
                 self.note_tree_read(token, lock, result);
                 match self.locked_read(lock, token, result) {
                     Step::Storing => {}
@@ -391,7 +387,7 @@ impl Node {
             (Task::BuildTrees, Completion::Scanned { result, .. }) => {
                 self.tasks.remove(id);
                 match result {
-                    Ok(page) => self.tree_page(page.items, page.next),
+                    Ok(page) => self.tree_page(&page.items, page.next),
                     // Try again at the next tick.
                     Err(_) => self.entropy.building = false,
                 }
@@ -399,13 +395,13 @@ impl Node {
             (Task::EntropyScan, Completion::Scanned { result, .. }) => {
                 self.tasks.remove(id);
                 match result {
-                    Ok(page) => self.bucket_scanned(token, page.items, page.next.is_none()),
+                    Ok(page) => self.bucket_scanned(token, &page.items, page.next.is_none()),
                     Err(_) => self.scan_failed(token),
                 }
             }
             (Task::LoadWriter, Completion::Read { result, .. }) => {
                 self.tasks.remove(id);
-                self.writer_loaded(result);
+                self.writer_loaded(borrowed(&result));
             }
             (Task::StoreWriter, Completion::Written { result, .. }) => {
                 self.tasks.remove(id);
@@ -425,7 +421,7 @@ impl Node {
             }
             (Task::ReplicaRead { peer, request }, Completion::Read { result, .. }) => {
                 self.tasks.remove(id);
-                match result {
+                match borrowed(&result) {
                     Ok(Some(versions)) => {
                         self.reply_replica_read(peer, request, ReplicaStatus::Ok, versions)
                     }
@@ -439,7 +435,7 @@ impl Node {
             }
             (Task::LocalRead { request }, Completion::Read { result, .. }) => {
                 self.tasks.remove(id);
-                let answer = self.decode_answer(result.map_err(|_| ()));
+                let answer = self.decode_answer(borrowed(&result).map_err(|_| ()));
                 self.read_answer(request, self.id, answer);
             }
             (Task::ListHints, Completion::Listed { result, .. }) => {
@@ -448,7 +444,7 @@ impl Node {
                     return;
                 };
                 let mut room = true;
-                for stored in listing.keys {
+                for stored in &listing.keys {
                     if let Some((owner, key)) = parse_hint_key(stored) {
                         room = self.hints.found(owner, key);
                         if !room {
@@ -1027,6 +1023,16 @@ fn newest_sibling_only(versions: VersionSet) -> VersionSet {
 
 /// True when the key operation of `token` read a data-space record, so its write will
 /// change the anti-entropy tree (hints are not in the tree: their hash is never taken).
+/// A read's result with its record borrowed.
+fn borrowed(
+    result: &Result<Option<Vec<u8>>, StorageFailure>,
+) -> Result<Option<&[u8]>, StorageFailure> {
+    result
+        .as_ref()
+        .map(Option::as_deref)
+        .map_err(|failure| *failure)
+}
+
 fn tree_change_pending(tasks: &Slab<Task>, token: u64) -> bool {
     matches!(
         tasks.get(SlotId::from_u64(token)),

@@ -14,7 +14,7 @@ struct Harness {
     nodes: Vec<Node>,
     disks: Vec<MemoryDisk>,
     frames: VecDeque<(NodeId, NodeId, Vec<u8>)>,
-    jobs: Vec<VecDeque<StorageJob>>,
+    jobs: Vec<VecDeque<StorageOp>>,
     replies: Vec<(usize, Vec<u8>)>,
     /// Nodes whose frames (both ways) are dropped.
     cut: BTreeSet<usize>,
@@ -71,7 +71,7 @@ impl Harness {
             match action {
                 Action::Send { to, frame } => self.frames.push_back((from, to, frame.to_vec())),
                 Action::Reply { bytes, .. } => self.replies.push((index, bytes.to_vec())),
-                Action::Storage(operation) => self.jobs[index].push_back(operation.into()),
+                Action::Storage(operation) => self.jobs[index].push_back(operation.owned()),
                 Action::Connect { .. } => {}
                 Action::Introduce { address, frame } => {
                     let to = core::str::from_utf8(address)
@@ -133,7 +133,7 @@ impl Harness {
             return false;
         };
         let answer = self.disks[index].perform(&job, None);
-        self.nodes[index].handle(self.now, Input::Storage(answer.completion()));
+        self.nodes[index].handle(self.now, Input::Storage(answer));
         self.drain(index);
         true
     }

@@ -6,7 +6,7 @@
 //! (fixed seeds: the same output every run; no section names: all of them). The gossip
 //! section measures membership convergence at 10, 100 and 1,000 nodes.
 
-use ringkv_core::node::Sabotage;
+use ringkv_core::node::{Sabotage, Space};
 use ringkv_tests::sim::cluster::Cluster;
 use ringkv_tests::sim::disk::DiskConfig;
 use ringkv_tests::sim::entropy_bytes::repair_cost;
@@ -240,10 +240,10 @@ fn join_bytes() {
         let (mut keys, mut ideal) = (0u64, 0u64);
         let mut all = 0u64;
         for (key, record) in cluster.nodes[0]
-            .data
-            .contents()
-            .chain(cluster.nodes[1].data.contents())
-            .chain(cluster.nodes[2].data.contents())
+            .disk
+            .records(Space::Data)
+            .chain(cluster.nodes[1].disk.records(Space::Data))
+            .chain(cluster.nodes[2].disk.records(Space::Data))
             .collect::<std::collections::BTreeMap<_, _>>()
         {
             all += 1;
@@ -257,7 +257,7 @@ fn join_bytes() {
                 ideal += record.len() as u64;
             }
         }
-        let held = cluster.nodes[new].data.contents().count() as u64;
+        let held = cluster.nodes[new].disk.records(Space::Data).count() as u64;
         assert_eq!(held, keys, "the new node holds exactly its share");
         println!(
             "| {seed} | {all} | {keys} | {} | {:.2} | {:.2} | {} |",

@@ -30,8 +30,7 @@ use super::network::{Network, NetworkConfig};
 use super::swarm::{MembershipChange, Parameters, Workload};
 use ringkv_client::reply::{Reply, ReplyLimits};
 use ringkv_core::node::{
-    Action, Answer, ClientId, Config, Input, Node, NodeIdentity, Space, Stats, StorageFailure,
-    StorageJob, list_in_memory, scan_in_memory,
+    Action, ClientId, Completion, Config, Input, Node, NodeIdentity, Space, Stats, StorageOp,
 };
 use ringkv_core::placement::{Member, Ring};
 use ringkv_core::resp::{AdminCommand, Command, RespLimits};
@@ -52,7 +51,7 @@ enum Event {
     Storage {
         node: usize,
         boot: u32,
-        job: StorageJob,
+        job: StorageOp,
     },
     ClientStep {
         client: usize,
@@ -102,34 +101,12 @@ impl SimNode {
         SimNode {
             id,
             node: Some(node),
-            data: SimDisk::new(disk, rng.next_u64()),
-            hints: SimDisk::new(disk, rng.next_u64()),
-            meta: SimDisk::new(disk, rng.next_u64()),
+            disk: SimDisk::new(disk, [rng.next_u64(), rng.next_u64(), rng.next_u64()]),
             boot: 0,
             bounds: BTreeMap::new(),
             earlier_stats: Stats::default(),
             disk_failing: false,
         }
-    }
-
-    pub fn disk(&self, space: Space) -> &SimDisk {
-        match space {
-            Space::Data => &self.data,
-            Space::Hints => &self.hints,
-            Space::Meta => &self.meta,
-        }
-    }
-
-    pub fn disk_mut(&mut self, space: Space) -> &mut SimDisk {
-        match space {
-            Space::Data => &mut self.data,
-            Space::Hints => &mut self.hints,
-            Space::Meta => &mut self.meta,
-        }
-    }
-
-    fn disks_mut(&mut self) -> [&mut SimDisk; 3] {
-        [&mut self.data, &mut self.hints, &mut self.meta]
     }
 }
 
@@ -144,10 +121,8 @@ impl Ord for Scheduled {
 pub struct SimNode {
     pub id: NodeId,
     pub node: Option<Node>,
-    pub data: SimDisk,
-    pub hints: SimDisk,
-    /// The node's records about itself (its writer epoch).
-    pub meta: SimDisk,
+    /// Its data, hints and meta stores.
+    pub disk: SimDisk,
     pub boot: u32,
     /// Bound peaks over every boot: (name, peak, max).
     pub bounds: BTreeMap<&'static str, (u64, u64)>,
@@ -695,7 +670,7 @@ impl Cluster {
         let boot = self.nodes[index].boot;
         let from = self.nodes[index].id;
         loop {
-            let latency = self.nodes[index].data.latency();
+            let latency = self.nodes[index].disk.latency();
             let Some(node) = self.nodes[index].node.as_mut() else {
                 return;
             };
@@ -719,7 +694,7 @@ impl Cluster {
                     }
                 }
                 Action::Storage(op) => {
-                    let job = StorageJob::from(op);
+                    let job = op.owned();
                     self.schedule(
                         now + latency,
                         Event::Storage {
@@ -781,9 +756,7 @@ impl Cluster {
             }
             Event::DiskRecovers { node } => {
                 self.nodes[node].disk_failing = false;
-                for disk in self.nodes[node].disks_mut() {
-                    disk.set_failing(false);
-                }
+                self.nodes[node].disk.set_failing(false);
                 self.fault_changed();
             }
             Event::Membership(MembershipChange::Join) => {
@@ -816,73 +789,36 @@ impl Cluster {
         }
     }
 
-    fn complete_storage(&mut self, index: usize, boot: u32, job: StorageJob) {
+    fn complete_storage(&mut self, index: usize, boot: u32, job: StorageOp) {
         if self.nodes[index].boot != boot || self.nodes[index].node.is_none() {
             return; // lost with the crash
         }
         let now = self.now;
-        let sim = &mut self.nodes[index];
-        let answer = match job {
-            StorageJob::Read { token, space, key } => Answer::Read {
-                token,
-                result: Ok(sim.disk(space).read(&key).map(<[u8]>::to_vec)),
-            },
-            StorageJob::Write {
-                token,
-                space,
-                key,
-                record,
-            } => {
-                let disk = sim.disk_mut(space);
-                let result = disk
-                    .write(&key, Some(&record))
-                    .map_err(|_| StorageFailure::Io);
-                disk.sync();
-                match result {
-                    Ok(()) => self.observe_write(space, &key, &record),
-                    Err(_) => self.stats.storage_failures += 1,
-                }
-                Answer::Written { token, result }
+        let completion = self.nodes[index].disk.perform(&job);
+        match (&job, &completion) {
+            (
+                StorageOp::Write {
+                    space, key, record, ..
+                },
+                Completion::Written { result: Ok(()), .. },
+            ) => self.observe_write(*space, key, record),
+            (
+                StorageOp::Delete {
+                    space: Space::Data,
+                    key,
+                    ..
+                },
+                Completion::Written { result: Ok(()), .. },
+            ) => {
+                self.history.removed.insert(key.clone());
             }
-            StorageJob::Delete { token, space, key } => {
-                let disk = sim.disk_mut(space);
-                let result = disk.write(&key, None).map_err(|_| StorageFailure::Io);
-                disk.sync();
-                if result.is_ok() && space == Space::Data {
-                    self.history.removed.insert(key.clone());
-                }
-                Answer::Written { token, result }
+            (StorageOp::Write { .. }, Completion::Written { result: Err(_), .. }) => {
+                self.stats.storage_failures += 1
             }
-            StorageJob::List {
-                token,
-                space,
-                after,
-                limit,
-            } => {
-                let stored = sim.disk(space).contents().map(|(key, _)| key);
-                Answer::Listed {
-                    token,
-                    result: Ok(list_in_memory(stored, &after, limit)),
-                }
-            }
-            StorageJob::Scan {
-                token,
-                first,
-                last,
-                after,
-                limit,
-            } => Answer::Scanned {
-                token,
-                result: Ok(scan_in_memory(
-                    sim.data.contents(),
-                    (first, last),
-                    after,
-                    limit,
-                )),
-            },
-        };
+            _ => {}
+        }
         if let Some(node) = self.nodes[index].node.as_mut() {
-            node.handle(now, Input::Storage(answer.completion()));
+            node.handle(now, Input::Storage(completion));
         }
         self.drain(index);
     }
@@ -1432,9 +1368,6 @@ impl Cluster {
             sim.earlier_stats = add_stats(sim.earlier_stats, node.stats());
         }
         sim.boot += 1;
-        for disk in sim.disks_mut() {
-            disk.crash();
-        }
         let id = sim.id;
         // Its clients' connections die with it, and what they waited for.
         for client in 0..self.clients.len() {
@@ -1550,9 +1483,7 @@ impl Cluster {
         let index = self.rng.below(self.nodes.len() as u64) as usize;
         let sim = &mut self.nodes[index];
         sim.disk_failing = true;
-        for disk in sim.disks_mut() {
-            disk.set_failing(true);
-        }
+        sim.disk.set_failing(true);
         let recover_after = 100 + self.rng.below(1_500);
         self.schedule(
             self.now + Duration::from_millis(recover_after),
@@ -1578,13 +1509,11 @@ impl Cluster {
         for index in 0..self.nodes.len() {
             let sim = &mut self.nodes[index];
             sim.disk_failing = false;
-            for disk in sim.disks_mut() {
-                disk.set_failing(false);
-                disk.set_config(DiskConfig {
-                    failure: 0.0,
-                    ..self.parameters.disk
-                });
-            }
+            sim.disk.set_failing(false);
+            sim.disk.set_config(DiskConfig {
+                failure: 0.0,
+                ..self.parameters.disk
+            });
             self.restart(index);
         }
         self.fault_changed();
@@ -1628,7 +1557,7 @@ impl Cluster {
 
     /// What node `index` durably holds for `key` (its own copy, not hints).
     pub fn stored(&self, index: usize, key: &[u8]) -> Option<VersionSet> {
-        let bytes = self.nodes[index].data.read(key)?;
+        let bytes = self.nodes[index].disk.get(Space::Data, key)?;
         VersionSet::decode(bytes, ringkv_core::version::VersionBounds::default()).ok()
     }
 }

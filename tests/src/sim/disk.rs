@@ -1,13 +1,16 @@
-//! The simulated disk of one node: what survives a crash and what does not.
+//! The simulated stores of one node: the in-memory kit every driver uses
+//! ([`MemoryDisk`], so the simulator answers storage operations exactly as the core's
+//! tests and the fuzz driver do) behind seeded faults.
 //!
-//! Writes land in an unsynced overlay; [`SimDisk::sync`] makes them durable; a crash
-//! throws the overlay away, as a power cut loses what the page cache had not written.
-//! Reads see the overlay first (the process reads its own writes). Writes fail at a
-//! seeded rate, or always while the disk is set to failing, and completions take a
-//! seeded latency, so the node under test meets slow and failing disks.
+//! An operation takes effect when its completion is delivered, after a seeded latency;
+//! a crash drops every operation still in flight (its completion belongs to the boot
+//! that died), which is what a power cut does to a write not yet fsynced: the node
+//! never heard it was durable. Writes and deletes fail at a seeded rate, or always while
+//! the disk is set to failing (a dead or full disk); reads, lists and scans do not fail.
 
 use ringkv_core::Rng;
-use std::collections::BTreeMap;
+use ringkv_core::node::memory::MemoryDisk;
+use ringkv_core::node::{Completion, Space, StorageFailure, StorageOp};
 use std::time::Duration;
 
 /// The disk's fault knobs.
@@ -30,42 +33,33 @@ impl DiskConfig {
     }
 }
 
-/// A write the disk refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WriteFailed;
-
-/// Counters for the report.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DiskStats {
-    pub writes: u64,
-    pub failed_writes: u64,
-    pub syncs: u64,
-    pub crashes: u64,
-    pub lost_on_crash: u64,
-}
-
-/// One node's disk.
+/// One node's three stores.
 #[derive(Debug)]
 pub struct SimDisk {
     config: DiskConfig,
-    rng: Rng,
-    durable: BTreeMap<Vec<u8>, Vec<u8>>,
-    /// `None` marks a delete not yet synced.
-    unsynced: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Each space draws its write failures from its own seed; the data space's also
+    /// draws every operation's latency.
+    rngs: [Rng; 3],
+    stores: MemoryDisk,
     failing: bool,
-    stats: DiskStats,
+}
+
+fn index(space: Space) -> usize {
+    match space {
+        Space::Data => 0,
+        Space::Hints => 1,
+        Space::Meta => 2,
+    }
 }
 
 impl SimDisk {
-    /// A disk whose random choices all come from `seed`.
-    pub fn new(config: DiskConfig, seed: u64) -> SimDisk {
+    /// Empty stores whose random choices come from `seeds` (one per space).
+    pub fn new(config: DiskConfig, seeds: [u64; 3]) -> SimDisk {
         SimDisk {
             config,
-            rng: Rng::new(seed),
-            durable: BTreeMap::new(),
-            unsynced: BTreeMap::new(),
+            rngs: seeds.map(Rng::new),
+            stores: MemoryDisk::new(),
             failing: false,
-            stats: DiskStats::default(),
         }
     }
 
@@ -85,64 +79,25 @@ impl SimDisk {
             .config
             .latency_max_ms
             .saturating_sub(self.config.latency_min_ms);
-        Duration::from_millis(self.config.latency_min_ms + self.rng.below(span + 1))
+        Duration::from_millis(self.config.latency_min_ms + self.rngs[0].below(span + 1))
     }
 
-    /// Writes (or, with `None`, deletes) `key`, unsynced.
-    pub fn write(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), WriteFailed> {
-        self.stats.writes += 1;
-        if self.failing || self.rng.chance(self.config.failure) {
-            self.stats.failed_writes += 1;
-            return Err(WriteFailed);
-        }
-        self.unsynced
-            .insert(key.to_vec(), value.map(<[u8]>::to_vec));
-        Ok(())
+    /// Performs `operation` now; a write or delete may fail (changing nothing).
+    pub fn perform(&mut self, operation: &StorageOp) -> Completion {
+        let failure = (operation.is_write()
+            && (self.failing || self.rngs[index(operation.space())].chance(self.config.failure)))
+        .then_some(StorageFailure::Io);
+        self.stores.perform(operation, failure)
     }
 
-    /// Makes every write so far durable.
-    pub fn sync(&mut self) {
-        self.stats.syncs += 1;
-        for (key, value) in std::mem::take(&mut self.unsynced) {
-            match value {
-                Some(value) => self.durable.insert(key, value),
-                None => self.durable.remove(&key),
-            };
-        }
+    /// What `space` holds for `key`.
+    pub fn get(&self, space: Space, key: &[u8]) -> Option<&[u8]> {
+        self.stores.get(space, key)
     }
 
-    /// What the node reads for `key`.
-    pub fn read(&self, key: &[u8]) -> Option<&[u8]> {
-        match self.unsynced.get(key) {
-            Some(value) => value.as_deref(),
-            None => self.durable.get(key).map(Vec::as_slice),
-        }
-    }
-
-    /// Power loss: unsynced writes are gone.
-    pub fn crash(&mut self) {
-        self.stats.crashes += 1;
-        self.stats.lost_on_crash += self.unsynced.len() as u64;
-        self.unsynced.clear();
-    }
-
-    /// Every durable and unsynced key with its current value (for the checkers).
-    pub fn contents(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        let unsynced = self
-            .unsynced
-            .iter()
-            .filter_map(|(k, v)| v.as_deref().map(|v| (k.as_slice(), v)));
-        let durable = self
-            .durable
-            .iter()
-            .filter(|(k, _)| !self.unsynced.contains_key(*k))
-            .map(|(k, v)| (k.as_slice(), v.as_slice()));
-        unsynced.chain(durable)
-    }
-
-    /// Counters so far.
-    pub fn stats(&self) -> DiskStats {
-        self.stats
+    /// Every (key, record) of `space`, for the checkers.
+    pub fn records(&self, space: Space) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.stores.records(space)
     }
 }
 
@@ -150,42 +105,48 @@ impl SimDisk {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_crash_loses_exactly_the_unsynced_writes() {
-        let mut disk = SimDisk::new(DiskConfig::reliable(), 1);
-        disk.write(b"kept", Some(b"1")).unwrap();
-        disk.write(b"deleted", Some(b"x")).unwrap();
-        disk.sync();
-        disk.write(b"deleted", None).unwrap();
-        disk.write(b"lost", Some(b"2")).unwrap();
-        disk.write(b"kept", Some(b"overwritten")).unwrap();
-        assert_eq!(
-            disk.read(b"lost"),
-            Some(&b"2"[..]),
-            "a process reads its own writes"
-        );
-        assert_eq!(disk.read(b"deleted"), None);
-        disk.crash();
-        assert_eq!(disk.read(b"kept"), Some(&b"1"[..]));
-        assert_eq!(
-            disk.read(b"deleted"),
-            Some(&b"x"[..]),
-            "the unsynced delete was lost"
-        );
-        assert_eq!(disk.read(b"lost"), None);
-        assert_eq!(disk.stats().lost_on_crash, 3);
-        assert_eq!(disk.contents().count(), 2);
+    fn write(token: u64, key: &[u8]) -> StorageOp {
+        StorageOp::Write {
+            token,
+            space: Space::Data,
+            key: key.to_vec(),
+            record: b"v".to_vec(),
+        }
     }
 
     #[test]
     fn a_failing_disk_refuses_every_write_until_it_recovers() {
-        let mut disk = SimDisk::new(DiskConfig::reliable(), 1);
+        let mut disk = SimDisk::new(DiskConfig::reliable(), [1, 2, 3]);
         disk.set_failing(true);
-        assert_eq!(disk.write(b"k", Some(b"v")), Err(WriteFailed));
-        assert_eq!(disk.read(b"k"), None);
+        let failed = disk.perform(&write(1, b"k"));
+        assert_eq!(
+            failed,
+            Completion::Written {
+                token: 1,
+                result: Err(StorageFailure::Io)
+            }
+        );
+        assert_eq!(disk.get(Space::Data, b"k"), None);
+        let read = StorageOp::Read {
+            token: 2,
+            space: Space::Data,
+            key: b"k".to_vec(),
+        };
+        assert_eq!(
+            disk.perform(&read),
+            Completion::Read {
+                token: 2,
+                result: Ok(None)
+            },
+            "reads do not fail"
+        );
         disk.set_failing(false);
-        assert_eq!(disk.write(b"k", Some(b"v")), Ok(()));
-        assert_eq!(disk.stats().failed_writes, 1);
+        assert!(matches!(
+            disk.perform(&write(3, b"k")),
+            Completion::Written { result: Ok(()), .. }
+        ));
+        assert_eq!(disk.get(Space::Data, b"k"), Some(&b"v"[..]));
+        assert_eq!(disk.get(Space::Hints, b"k"), None, "spaces are apart");
     }
 
     #[test]
@@ -196,11 +157,12 @@ mod tests {
             failure: 0.3,
         };
         let run = |seed| {
-            let mut disk = SimDisk::new(config, seed);
+            let mut disk = SimDisk::new(config, [seed, seed + 1, seed + 2]);
             (0..100)
                 .map(|i: u32| {
+                    let done = disk.perform(&write(u64::from(i), &i.to_le_bytes()));
                     (
-                        disk.write(&i.to_le_bytes(), Some(b"v")).is_ok(),
+                        matches!(done, Completion::Written { result: Ok(()), .. }),
                         disk.latency(),
                     )
                 })

@@ -62,8 +62,8 @@ impl Pair {
             match action {
                 Action::Send { frame, .. } => self.frames.push_back((1 - index, frame.to_vec())),
                 Action::Storage(op) => {
-                    let answer = self.stores[index].perform(&op.into(), None);
-                    self.nodes[index].handle(self.now, Input::Storage(answer.completion()));
+                    let answer = self.stores[index].perform(&op, None);
+                    self.nodes[index].handle(self.now, Input::Storage(answer));
                 }
                 Action::Reply { .. } | Action::Connect { .. } | Action::Introduce { .. } => {}
             }
