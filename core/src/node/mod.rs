@@ -101,6 +101,7 @@
 //! | file | what it owns |
 //! |---|---|
 //! | `mod.rs` | [`Node`]: its state, `handle`, `poll_action`, `poll_timeout`, the timer run |
+//! | `router.rs` | which concern each peer message and each storage completion goes to |
 //! | `actions.rs` | the action queue: what the shell is asked to do |
 //! | `storage.rs` | the one storage-operation type ([`StorageOp`]) and the one completion type ([`Completion`]) |
 //! | `timers.rs` | the periodic timers by name (hints, gossip, anti-entropy, handoff, reaping) |
@@ -109,7 +110,7 @@
 //! | `client.rs`, `read_reply.rs` | client commands in, RESP replies out |
 //! | `coordinator.rs` | coordinating reads and writes, stand-ins, deadlines |
 //! | `forwards.rs` | forwarded writes already answered (duplicates) |
-//! | `replica.rs`, `locks.rs` | the replica: peer messages, per-key locks, read-merge-write, storage completions |
+//! | `replica.rs`, `locks.rs` | the replica: peers' reads and writes, per-key locks, read-merge-write, hint delivery |
 //! | `hints.rs`, `peers.rs` | hints held for others; peers' health, probes and hint backoff |
 //! | `entries.rs`, `entropy.rs` | a record's entry hash; anti-entropy trees and exchanges |
 //! | `handoff.rs`, `reap.rs`, `writer.rs` | handing partitions off, reaping tombstones, writer epochs |
@@ -136,6 +137,7 @@ mod read_reply;
 mod reap;
 mod replica;
 mod request_id;
+mod router;
 mod storage;
 mod tasks;
 mod timers;

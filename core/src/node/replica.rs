@@ -1,5 +1,5 @@
 //! The replica side: answering peers' reads and writes, the per-key read-modify-write
-//! that mints, merges and stores versions, storage completions, and hint delivery.
+//! that mints, merges and stores versions, and hint delivery.
 
 use super::coordinator::{DeleteCause, DeliveryRequest, KeyOp, ReplyTo, Request, WriteSpec};
 use super::entries::{TreeEntry, entry_hash};
@@ -8,7 +8,7 @@ use super::locks::{Enqueued, LocksFull};
 use super::request_id::{self, NO_REQUEST};
 use super::storage::Space;
 use super::tasks::Task;
-use super::{Completion, Node, RequestError, StorageFailure};
+use super::{Listing, Node, RequestError, StorageFailure};
 use crate::placement::key_hash;
 use crate::slab::{Slab, SlotId};
 use crate::version::{Dot, NodeId, Value, VersionSet, VersionVector};
@@ -24,125 +24,12 @@ enum Step {
 }
 
 impl Node {
-    pub(crate) fn peer_message(&mut self, from: NodeId, message: Message<'_>) {
-        if from == self.id {
-            return;
-        }
-        // Gossip is how strangers become members; everything else needs a member.
-        match message {
-            Message::Gossip { members } => return self.gossip_received(from, &members, true),
-            Message::GossipReply { members } => {
-                return self.gossip_received(from, &members, false);
-            }
-            _ => {}
-        }
-        if self.peers.get(from).is_none() {
-            return;
-        }
-        self.peers.alive(from, self.now);
-        match message {
-            Message::Ping { nonce } => {
-                self.send(from, &Message::Pong { nonce });
-            }
-            Message::ReplicaGet { request, key } => self.replica_read(from, request, key),
-            Message::ReplicaGetReply {
-                request,
-                status,
-                versions,
-            } => {
-                let found = match status {
-                    ReplicaStatus::Ok => Ok(Some(versions)),
-                    ReplicaStatus::NotFound => Ok(None),
-                    ReplicaStatus::StorageFailed | ReplicaStatus::Overloaded => Err(()),
-                };
-                let answer = self.decode_answer(found);
-                self.read_answer(SlotId::from_u64(request), from, answer);
-            }
-            Message::ReplicaPut {
-                request,
-                key,
-                versions,
-                hint,
-            } => self.replica_write(from, request, key, versions, hint),
-            Message::ReplicaPutReply {
-                request,
-                status,
-                held_value,
-            } => {
-                if self.handoffs.owns_request(request) {
-                    return self.handoff_ack(from, request, status);
-                }
-                let id = SlotId::from_u64(request);
-                match self.requests.get(id) {
-                    Some(Request::Write(_)) => self.write_answer(id, from, status, held_value),
-                    Some(Request::Delivery(_)) => self.delivery_answer(id, from, status),
-                    _ => {}
-                }
-            }
-            Message::ForwardPut {
-                request,
-                key,
-                context,
-                plain,
-                value,
-                timestamp_ms,
-                write_quorum,
-            } => self.forwarded_write(
-                from,
-                request,
-                key,
-                context,
-                plain,
-                value,
-                timestamp_ms,
-                write_quorum,
-            ),
-            Message::ForwardPutReply {
-                request,
-                status,
-                context,
-                held_value,
-            } => self.forward_answer(SlotId::from_u64(request), from, status, context, held_value),
-            Message::TreeHashes {
-                request,
-                partition,
-                level,
-                hashes,
-            } => self.tree_hashes(from, request, partition, level, &hashes),
-            Message::KeyHashes {
-                request,
-                partition,
-                bucket,
-                reply,
-                keys,
-            } => self.key_hashes(from, request, partition, bucket, reply, &keys),
-            Message::HandoffOffer {
-                request,
-                partition,
-                bucket,
-                keys,
-            } => self.handoff_offer(from, request, partition, bucket, &keys),
-            Message::HandoffNeed { request, wanted } if self.reaper.owns_request(request) => {
-                self.reap_need(from, request, &wanted)
-            }
-            Message::HandoffNeed { request, wanted } => self.handoff_need(from, request, &wanted),
-            Message::ReapQuery { request } => self.reap_query(from, request),
-            Message::ReapStatus {
-                request,
-                complete,
-                partitions,
-            } => self.reap_status(from, request, complete, &partitions),
-            Message::ReapKeys { partition, keys } => self.reap_keys(partition, &keys),
-            Message::Hello { .. }
-            | Message::Pong { .. }
-            | Message::Gossip { .. }
-            | Message::GossipReply { .. } => {}
-        }
-    }
-
     /// One replica's answer to a read, decoded: versions, nothing, or a failure (an
     /// undecodable record counts as a failure, never as "nothing").
-    fn decode_answer(&self, found: Result<Option<&[u8]>, ()>) -> Result<Option<VersionSet>, ()> {
+    pub(crate) fn decode_answer(
+        &self,
+        found: Result<Option<&[u8]>, ()>,
+    ) -> Result<Option<VersionSet>, ()> {
         match found? {
             Some(bytes) => VersionSet::decode(bytes, self.config.version_bounds)
                 .map(Some)
@@ -151,7 +38,7 @@ impl Node {
         }
     }
 
-    fn replica_read(&mut self, from: NodeId, request: u64, key: &[u8]) {
+    pub(crate) fn replica_read(&mut self, from: NodeId, request: u64, key: &[u8]) {
         if key.len() > self.config.key_size_bytes_max {
             return self.reply_replica_read(from, request, ReplicaStatus::StorageFailed, &[]);
         }
@@ -183,7 +70,7 @@ impl Node {
         );
     }
 
-    fn replica_write(
+    pub(crate) fn replica_write(
         &mut self,
         from: NodeId,
         request: u64,
@@ -288,7 +175,7 @@ impl Node {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn forwarded_write(
+    pub(crate) fn forwarded_write(
         &mut self,
         from: NodeId,
         request: u64,
@@ -355,115 +242,75 @@ impl Node {
         self.coordinate_write(reply, true, key, spec, owner);
     }
 
-    // ---- storage --------------------------------------------------------------------
+    // ---- storage completions of the replica's tasks --------------------------------
 
-    pub(crate) fn storage_completion(&mut self, completion: Completion) {
-        let token = completion.token();
-        let id = SlotId::from_u64(token);
-        let Some(&task) = self.tasks.get(id) else {
-            return;
-        };
-        match (task, completion) {
-            (Task::Locked { lock, .. }, Completion::Read { result, .. }) => {
-                let result = borrowed(&result);
-                self.note_tree_read(token, lock, result);
-                match self.locked_read(lock, token, result) {
-                    Step::Storing => {}
-                    Step::Done(result) => {
-                        self.tasks.remove(id);
-                        self.finish_locked(lock, result);
-                    }
-                }
-            }
-            (Task::Locked { lock, change }, Completion::Written { result, .. }) => {
+    /// The read step of key lock `lock`'s running operation finished.
+    pub(crate) fn locked_read_done(
+        &mut self,
+        id: SlotId,
+        lock: u32,
+        result: Result<Option<&[u8]>, StorageFailure>,
+    ) {
+        let token = id.to_u64();
+        self.note_tree_read(token, lock, result);
+        match self.locked_read(lock, token, result) {
+            Step::Storing => {}
+            Step::Done(result) => {
                 self.tasks.remove(id);
-                if let (Ok(()), Some((old, new)), Some(slot)) =
-                    (result, change, self.locks.get(lock))
-                {
-                    self.entropy.trees.apply(key_hash(&slot.key), old, new);
-                }
                 self.finish_locked(lock, result);
             }
-            (Task::BuildTrees, Completion::Scanned { result, .. }) => {
-                self.tasks.remove(id);
-                match result {
-                    Ok(page) => self.tree_page(&page.items, page.next),
-                    // Try again at the next tick.
-                    Err(_) => self.entropy.building = false,
+        }
+    }
+
+    /// The write step of key lock `lock`'s running operation finished; a durable change
+    /// of a data key updates the anti-entropy tree.
+    pub(crate) fn locked_write_done(
+        &mut self,
+        lock: u32,
+        change: Option<(Option<TreeEntry>, Option<TreeEntry>)>,
+        result: Result<(), StorageFailure>,
+    ) {
+        if let (Ok(()), Some((old, new)), Some(slot)) = (result, change, self.locks.get(lock)) {
+            self.entropy.trees.apply(key_hash(&slot.key), old, new);
+        }
+        self.finish_locked(lock, result);
+    }
+
+    /// A peer's replica read was read from the store: answer it.
+    pub(crate) fn replica_read_done(
+        &mut self,
+        peer: NodeId,
+        request: u64,
+        result: Result<Option<&[u8]>, StorageFailure>,
+    ) {
+        match result {
+            Ok(Some(versions)) => {
+                self.reply_replica_read(peer, request, ReplicaStatus::Ok, versions)
+            }
+            Ok(None) => self.reply_replica_read(peer, request, ReplicaStatus::NotFound, &[]),
+            Err(_) => self.reply_replica_read(peer, request, ReplicaStatus::StorageFailed, &[]),
+        }
+    }
+
+    /// A page of the hint store's keys was listed: learn them, and list the next page.
+    pub(crate) fn hints_listed(&mut self, result: Result<Listing, StorageFailure>) {
+        let Ok(listing) = result else {
+            return;
+        };
+        let mut room = true;
+        for stored in &listing.keys {
+            if let Some((owner, key)) = parse_hint_key(stored) {
+                room = self.hints.found(owner, key);
+                if !room {
+                    break;
                 }
-            }
-            (Task::EntropyScan, Completion::Scanned { result, .. }) => {
-                self.tasks.remove(id);
-                match result {
-                    Ok(page) => self.bucket_scanned(token, &page.items, page.next.is_none()),
-                    Err(_) => self.scan_failed(token),
-                }
-            }
-            (Task::LoadWriter, Completion::Read { result, .. }) => {
-                self.tasks.remove(id);
-                self.writer_loaded(borrowed(&result));
-            }
-            (Task::StoreWriter, Completion::Written { result, .. }) => {
-                self.tasks.remove(id);
-                self.writer_stored(result);
-            }
-            (Task::HandoffPage, Completion::Scanned { result, .. }) => {
-                self.tasks.remove(id);
-                self.handoff_page(result);
-            }
-            (Task::ReapPage, Completion::Scanned { result, .. }) => {
-                self.tasks.remove(id);
-                self.reap_page(result);
-            }
-            (Task::OfferScan, Completion::Scanned { result, .. }) => {
-                self.tasks.remove(id);
-                self.offer_scanned(token, result);
-            }
-            (Task::ReplicaRead { peer, request }, Completion::Read { result, .. }) => {
-                self.tasks.remove(id);
-                match borrowed(&result) {
-                    Ok(Some(versions)) => {
-                        self.reply_replica_read(peer, request, ReplicaStatus::Ok, versions)
-                    }
-                    Ok(None) => {
-                        self.reply_replica_read(peer, request, ReplicaStatus::NotFound, &[])
-                    }
-                    Err(_) => {
-                        self.reply_replica_read(peer, request, ReplicaStatus::StorageFailed, &[])
-                    }
-                }
-            }
-            (Task::LocalRead { request }, Completion::Read { result, .. }) => {
-                self.tasks.remove(id);
-                let answer = self.decode_answer(borrowed(&result).map_err(|_| ()));
-                self.read_answer(request, self.id, answer);
-            }
-            (Task::ListHints, Completion::Listed { result, .. }) => {
-                self.tasks.remove(id);
-                let Ok(listing) = result else {
-                    return;
-                };
-                let mut room = true;
-                for stored in &listing.keys {
-                    if let Some((owner, key)) = parse_hint_key(stored) {
-                        room = self.hints.found(owner, key);
-                        if !room {
-                            break;
-                        }
-                    }
-                }
-                if let (true, false, Some(last)) = (room, listing.complete, listing.keys.last()) {
-                    self.list_hints(last);
-                }
-                // A full table cannot say which hints the disk holds beyond it.
-                self.hints.listed = room && listing.complete;
-            }
-            // A completion of the wrong kind for its token: a shell bug; drop the task so
-            // nothing waits on it forever.
-            _ => {
-                self.tasks.remove(id);
             }
         }
+        if let (true, false, Some(last)) = (room, listing.complete, listing.keys.last()) {
+            self.list_hints(last);
+        }
+        // A full table cannot say which hints the disk holds beyond it.
+        self.hints.listed = room && listing.complete;
     }
 
     /// Queues `op` on a key; starts it when the key is free.
@@ -758,7 +605,7 @@ impl Node {
     }
 
     /// The running operation of `lock` is over: apply its effects and start the next.
-    fn finish_locked(&mut self, lock: u32, result: Result<(), StorageFailure>) {
+    pub(crate) fn finish_locked(&mut self, lock: u32, result: Result<(), StorageFailure>) {
         let Some((op, more)) = self.locks.finish(lock) else {
             return;
         };
@@ -931,7 +778,7 @@ impl Node {
         }
     }
 
-    fn delivery_answer(&mut self, id: SlotId, from: NodeId, status: ReplicaStatus) {
+    pub(crate) fn delivery_answer(&mut self, id: SlotId, from: NodeId, status: ReplicaStatus) {
         let Some(Request::Delivery(delivery)) = self.requests.get(id) else {
             return;
         };
@@ -1023,16 +870,6 @@ fn newest_sibling_only(versions: VersionSet) -> VersionSet {
 
 /// True when the key operation of `token` read a data-space record, so its write will
 /// change the anti-entropy tree (hints are not in the tree: their hash is never taken).
-/// A read's result with its record borrowed.
-fn borrowed(
-    result: &Result<Option<Vec<u8>>, StorageFailure>,
-) -> Result<Option<&[u8]>, StorageFailure> {
-    result
-        .as_ref()
-        .map(Option::as_deref)
-        .map_err(|failure| *failure)
-}
-
 fn tree_change_pending(tasks: &Slab<Task>, token: u64) -> bool {
     matches!(
         tasks.get(SlotId::from_u64(token)),
