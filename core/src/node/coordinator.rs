@@ -357,21 +357,12 @@ impl Node {
             return;
         };
         if target == self.id {
-            let started = match self.tasks.insert(Task::LocalRead { request: id }) {
-                Ok(task) => {
-                    self.tasks_peak = self.tasks_peak.max(self.tasks.len());
-                    let token = task.to_u64();
-                    Some((token, self.actions.read(token, Space::Data, &read.key)))
-                }
-                Err(_) => None,
-            };
-            match started {
-                Some((_, Ok(()))) => {}
-                Some((token, Err(_))) => {
-                    self.tasks.remove(SlotId::from_u64(token));
-                    self.read_failed(id, target);
-                }
-                None => self.read_failed(id, target),
+            let task = Task::LocalRead { request: id };
+            let started = self.tasks.start(task, &mut self.actions, |actions, token| {
+                actions.read(token, Space::Data, &read.key)
+            });
+            if started.is_none() {
+                self.read_failed(id, target);
             }
             return;
         }

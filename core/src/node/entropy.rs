@@ -53,7 +53,7 @@ use super::request_id::NO_REQUEST;
 use super::tasks::Task;
 use super::timers::Timer;
 use crate::placement::key_hash;
-use crate::slab::SlotId;
+
 use crate::time::Instant;
 use crate::version::{NodeId, VersionSet};
 use crate::wire::Message;
@@ -368,12 +368,9 @@ impl Node {
         after: Option<u64>,
         limit: u32,
     ) -> Option<u64> {
-        let token = self.insert_task(task)?;
-        if self.actions.scan(token, range, after, limit).is_err() {
-            self.tasks.remove(SlotId::from_u64(token));
-            return None;
-        }
-        Some(token)
+        self.tasks.start(task, &mut self.actions, |actions, token| {
+            actions.scan(token, range, after, limit)
+        })
     }
 
     fn continue_tree_build(&mut self) {

@@ -166,7 +166,7 @@ use forwards::RecentForwards;
 use hints::Hints;
 use locks::KeyLocks;
 use peers::Peers;
-use tasks::Task;
+use tasks::{Task, Tasks};
 use timers::{Timer, TimerTable};
 
 /// Who this node is.
@@ -364,8 +364,7 @@ pub struct Node {
     requests: Slab<Request>,
     requests_peak: usize,
     deadlines: Deadlines,
-    tasks: Slab<Task>,
-    tasks_peak: usize,
+    tasks: Tasks,
     locks: KeyLocks<KeyOp>,
     forwards: RecentForwards,
     peers: Peers,
@@ -439,8 +438,7 @@ impl Node {
             requests: Slab::with_capacity(request_slots),
             requests_peak: 0,
             deadlines: Deadlines::with_capacity(request_slots),
-            tasks: Slab::with_capacity(config.storage_operations_max),
-            tasks_peak: 0,
+            tasks: Tasks::new(config.storage_operations_max),
             locks: KeyLocks::new(config.locked_keys_max, config.waiting_operations_max),
             forwards: RecentForwards::new(config.requests_max),
             peers: Peers::new(&config, identity.id),
@@ -560,7 +558,7 @@ impl Node {
             ),
             bound(
                 "storage operations",
-                self.tasks_peak,
+                self.tasks.peak,
                 u64::from(config.storage_operations_max),
             ),
             bound(
@@ -700,28 +698,17 @@ impl Node {
             .is_ok()
     }
 
-    fn insert_task(&mut self, task: Task) -> Option<u64> {
-        let id = self.tasks.insert(task).ok()?;
-        self.tasks_peak = self.tasks_peak.max(self.tasks.len());
-        Some(id.to_u64())
-    }
-
     fn healthy(&self, node: NodeId) -> bool {
         node == self.id || self.peers.is_up(node)
     }
 
     /// Starts (or continues after `after`) listing the hints on disk.
     fn list_hints(&mut self, after: &[u8]) {
-        if let Some(token) = self.insert_task(Task::ListHints) {
-            let limit = 1024u32.min(self.config.hints_max);
-            if self
-                .actions
-                .list(token, Space::Hints, after, limit)
-                .is_err()
-            {
-                self.tasks.remove(crate::slab::SlotId::from_u64(token));
-            }
-        }
+        let limit = 1024u32.min(self.config.hints_max);
+        self.tasks
+            .start(Task::ListHints, &mut self.actions, |actions, token| {
+                actions.list(token, Space::Hints, after, limit)
+            });
     }
 }
 

@@ -7,10 +7,10 @@ use super::hints::{hint_key, parse_hint_key};
 use super::locks::{Enqueued, LocksFull};
 use super::request_id::{self, NO_REQUEST};
 use super::storage::Space;
-use super::tasks::Task;
+use super::tasks::{Task, Tasks};
 use super::{Listing, Node, RequestError, StorageFailure};
 use crate::placement::key_hash;
-use crate::slab::{Slab, SlotId};
+use crate::slab::SlotId;
 use crate::version::{Dot, NodeId, Value, VersionSet, VersionVector};
 use crate::wire::{Message, ReplicaStatus};
 use core::time::Duration;
@@ -42,14 +42,15 @@ impl Node {
         if key.len() > self.config.key_size_bytes_max {
             return self.reply_replica_read(from, request, ReplicaStatus::StorageFailed, &[]);
         }
-        let Some(token) = self.insert_task(Task::ReplicaRead {
+        let task = Task::ReplicaRead {
             peer: from,
             request,
-        }) else {
-            return self.reply_replica_read(from, request, ReplicaStatus::Overloaded, &[]);
         };
-        if self.actions.read(token, Space::Data, key).is_err() {
-            self.tasks.remove(SlotId::from_u64(token));
+        let started = self.tasks.start(task, &mut self.actions, |actions, token| {
+            actions.read(token, Space::Data, key)
+        });
+        if started.is_none() {
+            self.reply_replica_read(from, request, ReplicaStatus::Overloaded, &[]);
         }
     }
 
@@ -247,16 +248,15 @@ impl Node {
     /// The read step of key lock `lock`'s running operation finished.
     pub(crate) fn locked_read_done(
         &mut self,
-        id: SlotId,
+        token: u64,
         lock: u32,
         result: Result<Option<&[u8]>, StorageFailure>,
     ) {
-        let token = id.to_u64();
         self.note_tree_read(token, lock, result);
         match self.locked_read(lock, token, result) {
             Step::Storing => {}
             Step::Done(result) => {
-                self.tasks.remove(id);
+                self.tasks.end(token);
                 self.finish_locked(lock, result);
             }
         }
@@ -337,22 +337,11 @@ impl Node {
             let Some(slot) = self.locks.get(lock) else {
                 return;
             };
-            let space = slot.space;
-            let key = std::mem::take(&mut self.scratch);
-            let mut key = key;
-            key.clear();
-            key.extend_from_slice(&slot.key);
-            let started = self
-                .insert_task(Task::Locked { lock, change: None })
-                .map(|token| {
-                    let queued = self.actions.read(token, space, &key);
-                    if queued.is_err() {
-                        self.tasks.remove(SlotId::from_u64(token));
-                    }
-                    queued.is_ok()
-                });
-            self.scratch = key;
-            if started == Some(true) {
+            let task = Task::Locked { lock, change: None };
+            let started = self.tasks.start(task, &mut self.actions, |actions, token| {
+                actions.read(token, slot.space, &slot.key)
+            });
+            if started.is_some() {
                 return;
             }
             self.stats.overloaded += 1;
@@ -388,7 +377,7 @@ impl Node {
             return;
         }
         let old = found.map(|record| TreeEntry::of(&slot.key, record));
-        if let Some(Task::Locked { change, .. }) = self.tasks.get_mut(SlotId::from_u64(token)) {
+        if let Some(Task::Locked { change, .. }) = self.tasks.get_mut(token) {
             *change = Some((old, None));
         }
     }
@@ -870,9 +859,9 @@ fn newest_sibling_only(versions: VersionSet) -> VersionSet {
 
 /// True when the key operation of `token` read a data-space record, so its write will
 /// change the anti-entropy tree (hints are not in the tree: their hash is never taken).
-fn tree_change_pending(tasks: &Slab<Task>, token: u64) -> bool {
+fn tree_change_pending(tasks: &Tasks, token: u64) -> bool {
     matches!(
-        tasks.get(SlotId::from_u64(token)),
+        tasks.get(token),
         Some(Task::Locked {
             change: Some(_),
             ..
@@ -881,14 +870,14 @@ fn tree_change_pending(tasks: &Slab<Task>, token: u64) -> bool {
 }
 
 /// Records the entry hash of the record the key operation of `token` is writing.
-fn note_tree_write(tasks: &mut Slab<Task>, token: u64, entry: Option<TreeEntry>) {
+fn note_tree_write(tasks: &mut Tasks, token: u64, entry: Option<TreeEntry>) {
     if let (
         Some(entry),
         Some(Task::Locked {
             change: Some((_, new)),
             ..
         }),
-    ) = (entry, tasks.get_mut(SlotId::from_u64(token)))
+    ) = (entry, tasks.get_mut(token))
     {
         *new = Some(entry);
     }

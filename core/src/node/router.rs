@@ -133,8 +133,8 @@ impl Node {
 
     /// Routes one storage completion to the task that waits for it.
     pub(crate) fn storage_completion(&mut self, completion: Completion) {
-        let id = SlotId::from_u64(completion.token());
-        let Some(&task) = self.tasks.get(id) else {
+        let token = completion.token();
+        let Some(&task) = self.tasks.get(token) else {
             return;
         };
         // Every task but a key lock's read step ends with its completion.
@@ -142,11 +142,11 @@ impl Node {
             (task, &completion),
             (Task::Locked { .. }, Completion::Read { .. })
         ) {
-            self.tasks.remove(id);
+            self.tasks.end(token);
         }
         match (task, completion) {
             (Task::Locked { lock, .. }, Completion::Read { result, .. }) => {
-                self.locked_read_done(id, lock, borrowed(&result));
+                self.locked_read_done(token, lock, borrowed(&result));
             }
             (Task::Locked { lock, change }, Completion::Written { result, .. }) => {
                 self.locked_write_done(lock, change, result);
@@ -164,7 +164,7 @@ impl Node {
                 // Try again at the next tick.
                 Err(_) => self.entropy.building = false,
             },
-            (Task::EntropyScan, Completion::Scanned { token, result }) => match result {
+            (Task::EntropyScan, Completion::Scanned { result, .. }) => match result {
                 Ok(page) => self.bucket_scanned(token, &page.items, page.next.is_none()),
                 Err(_) => self.scan_failed(token),
             },
@@ -174,7 +174,7 @@ impl Node {
             (Task::StoreWriter, Completion::Written { result, .. }) => self.writer_stored(result),
             (Task::HandoffPage, Completion::Scanned { result, .. }) => self.handoff_page(result),
             (Task::ReapPage, Completion::Scanned { result, .. }) => self.reap_page(result),
-            (Task::OfferScan, Completion::Scanned { token, result }) => {
+            (Task::OfferScan, Completion::Scanned { result, .. }) => {
                 self.offer_scanned(token, result);
             }
             // A completion of the wrong kind for its token: a shell bug. The task is

@@ -63,7 +63,7 @@ use super::config::EPOCH_WRITER_BIT;
 use super::tasks::Task;
 use super::{Space, StorageFailure};
 use crate::bytes::{PutBytes, Reader};
-use crate::slab::SlotId;
+
 use crate::version::{NodeId, VersionSet, VersionVector};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
@@ -214,14 +214,12 @@ impl Node {
         if self.writer.durable.is_some() || self.writer.loading {
             return;
         }
-        let Some(token) = self.insert_task(Task::LoadWriter) else {
-            return;
-        };
-        if self.actions.read(token, Space::Meta, WRITER_KEY).is_err() {
-            self.tasks.remove(SlotId::from_u64(token));
-            return;
-        }
-        self.writer.loading = true;
+        let started = self
+            .tasks
+            .start(Task::LoadWriter, &mut self.actions, |actions, token| {
+                actions.read(token, Space::Meta, WRITER_KEY)
+            });
+        self.writer.loading = started.is_some();
     }
 
     pub(crate) fn writer_loaded(&mut self, result: Result<Option<&[u8]>, StorageFailure>) {
@@ -404,22 +402,17 @@ impl Node {
         let Some(record) = self.writer.wanted.take() else {
             return;
         };
-        let Some(token) = self.insert_task(Task::StoreWriter) else {
-            self.writer.wanted = Some(record);
-            return;
-        };
         let mut bytes = Vec::new();
         record.encode(&mut bytes);
-        if self
-            .actions
-            .write(token, Space::Meta, WRITER_KEY, &bytes)
-            .is_err()
-        {
-            self.tasks.remove(SlotId::from_u64(token));
-            self.writer.wanted = Some(record);
-            return;
+        let started = self
+            .tasks
+            .start(Task::StoreWriter, &mut self.actions, |actions, token| {
+                actions.write(token, Space::Meta, WRITER_KEY, &bytes)
+            });
+        match started {
+            Some(_) => self.writer.storing = Some(record),
+            None => self.writer.wanted = Some(record),
         }
-        self.writer.storing = Some(record);
     }
 
     pub(crate) fn writer_stored(&mut self, result: Result<(), StorageFailure>) {
