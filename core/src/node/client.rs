@@ -1,8 +1,8 @@
 //! Client commands (design.md section 7): typed commands in, RESP replies out.
 
 use super::actions::ClientId;
-use super::coordinator::{ReplyTo, WriteSpec};
 use super::read_reply::{ReadKind, holds_value, write_read};
+use super::requests::{ReplyTo, WriteSpec};
 use super::{Node, RequestError};
 use crate::resp::{
     AdminCommand, Command, write_array_header, write_bulk, write_error, write_integer, write_simple,

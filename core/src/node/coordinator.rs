@@ -6,7 +6,11 @@
 use super::actions::ClientId;
 use super::hints::hint_key;
 use super::read_reply::{ReadKind, write_read};
+use super::replica::KeyOp;
 use super::request_id::{self, NO_REQUEST};
+use super::requests::{
+    BatchRequest, ForwardRequest, Full, ReadRequest, ReplyTo, Request, WriteRequest, WriteSpec,
+};
 use super::storage::Space;
 use super::tasks::Task;
 use super::{Node, RequestError};
@@ -14,157 +18,10 @@ use crate::placement::Ring;
 use crate::quorum::{Progress, ReadQuorum, WriteQuorum};
 use crate::slab::SlotId;
 use crate::time::Instant;
-use crate::version::{NodeId, Value, VersionSet, VersionVector};
+use crate::version::{NodeId, VersionSet, VersionVector};
 use crate::wire::{Message, ReplicaStatus};
 use core::time::Duration;
 use smallvec::SmallVec;
-
-/// Where the outcome of a request goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ReplyTo {
-    Client {
-        client: ClientId,
-        tag: u64,
-        /// When the command arrived, for the foreground latency admission watches.
-        received_at: Instant,
-    },
-    /// A peer forwarded this write here.
-    Peer { peer: NodeId, request: u64 },
-    /// One key of a DEL or EXISTS.
-    Batch { parent: SlotId },
-}
-
-/// What to write, before a replica mints it.
-#[derive(Clone, Debug)]
-pub(crate) struct WriteSpec {
-    /// `None`: a plain SET or DEL, superseding what the minting replica holds.
-    pub(crate) context: Option<VersionVector>,
-    pub(crate) value: Value,
-    pub(crate) write_quorum: u8,
-}
-
-#[derive(Debug)]
-pub(crate) struct ReadRequest {
-    pub(crate) reply: ReplyTo,
-    pub(crate) kind: ReadKind,
-    pub(crate) key: Vec<u8>,
-    pub(crate) partition: usize,
-    pub(crate) quorum: ReadQuorum,
-    pub(crate) required: u8,
-    pub(crate) replied: bool,
-    /// Next replica timeout, or after the reply the end of the read-repair window.
-    pub(crate) attempt_at: Instant,
-    pub(crate) final_at: Instant,
-}
-
-#[derive(Debug)]
-pub(crate) struct WriteRequest {
-    pub(crate) reply: ReplyTo,
-    pub(crate) reply_context: bool,
-    pub(crate) key: Vec<u8>,
-    pub(crate) partition: usize,
-    /// Whose dot the write gets: this node, or a fresh stand-in writer id.
-    pub(crate) writer: NodeId,
-    /// Some(owner): this node keeps its copy as a hint for `owner`.
-    pub(crate) local_owner: Option<NodeId>,
-    pub(crate) spec: Option<WriteSpec>,
-    /// The minted versions, encoded.
-    pub(crate) versions: Vec<u8>,
-    pub(crate) context: VersionVector,
-    pub(crate) write_quorum: u8,
-    pub(crate) quorum: Option<WriteQuorum>,
-    /// (stand-in, the owner it stands in for).
-    pub(crate) stand_ins: SmallVec<[(NodeId, NodeId); 4]>,
-    pub(crate) replied: bool,
-    /// A replica that took the write held a value before it (a DEL's count).
-    pub(crate) existed: bool,
-    pub(crate) attempt_at: Instant,
-    pub(crate) final_at: Instant,
-}
-
-#[derive(Debug)]
-pub(crate) struct ForwardRequest {
-    pub(crate) reply: ReplyTo,
-    pub(crate) reply_context: bool,
-    pub(crate) key: Vec<u8>,
-    pub(crate) partition: usize,
-    pub(crate) spec: WriteSpec,
-    pub(crate) to: NodeId,
-    pub(crate) tried: SmallVec<[NodeId; 4]>,
-    pub(crate) attempt_at: Instant,
-    pub(crate) final_at: Instant,
-}
-
-#[derive(Debug)]
-pub(crate) struct BatchRequest {
-    pub(crate) client: ClientId,
-    pub(crate) tag: u64,
-    pub(crate) remaining: u32,
-    pub(crate) count: i64,
-    pub(crate) error: Option<RequestError>,
-}
-
-#[derive(Debug)]
-pub(crate) struct DeliveryRequest {
-    pub(crate) owner: NodeId,
-    pub(crate) key: Vec<u8>,
-    pub(crate) generation: u64,
-    pub(crate) sent: bool,
-    pub(crate) attempt_at: Instant,
-}
-
-#[derive(Debug)]
-pub(crate) enum Request {
-    Read(ReadRequest),
-    Write(WriteRequest),
-    Forward(ForwardRequest),
-    Batch(BatchRequest),
-    Delivery(DeliveryRequest),
-}
-
-impl Request {
-    fn next_deadline(&self) -> Instant {
-        match self {
-            Request::Read(read) => read.attempt_at.min(read.final_at),
-            Request::Write(write) => write.attempt_at.min(write.final_at),
-            Request::Forward(forward) => forward.attempt_at.min(forward.final_at),
-            Request::Batch(_) => Instant::MAX,
-            Request::Delivery(delivery) => delivery.attempt_at,
-        }
-    }
-}
-
-/// A read-modify-write (or read) of one stored key, run under the key's lock.
-#[derive(Debug)]
-pub(crate) enum KeyOp {
-    /// Mint the write of request `request` against the stored versions.
-    Mint { request: SlotId },
-    /// Sync `versions` into the stored ones; acknowledge to `reply` once durable;
-    /// `hint_owner`: the stored key is a hint for that owner. `held_value` is set once
-    /// the stored versions are read (for the acknowledgement).
-    Merge {
-        versions: VersionSet,
-        reply: Option<(NodeId, u64)>,
-        hint_owner: Option<NodeId>,
-        held_value: bool,
-    },
-    /// Read a hint for delivery `delivery`.
-    ReadHint { delivery: SlotId },
-    /// Delete a delivered hint if nothing merged into it since `generation`.
-    DeleteHint { owner: NodeId, generation: u64 },
-    /// Delete a key if its record's entry hash is still `expected` (the record every
-    /// replica confirmed), for `cause`.
-    DeleteIfUnchanged { expected: u64, cause: DeleteCause },
-}
-
-/// Why a key is deleted from this node's data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum DeleteCause {
-    /// Handed off in page `serial` (`node::handoff`).
-    Handoff { serial: u32 },
-    /// A tombstone every replica held for the grace period (`node::reap`).
-    Reap,
-}
 
 /// Targets of a write: (node, owner it stands in for).
 type Targets = SmallVec<[(NodeId, Option<NodeId>); 8]>;
@@ -176,17 +33,15 @@ impl Node {
 
     pub(crate) fn insert_request(&mut self, request: Request) -> Result<SlotId, RequestError> {
         let bounded = !cfg!(feature = "sabotage") || !self.sabotage().ignore_request_bound;
-        if bounded && self.requests.len() >= self.config.requests_max as usize {
-            self.stats.overloaded += 1;
-            return Err(RequestError::Overloaded("too many requests in flight"));
-        }
-        let id = self.requests.insert(request).map_err(|_| {
+        let max = if bounded {
+            self.config.requests_max as usize
+        } else {
+            usize::MAX
+        };
+        self.requests.insert(request, max).map_err(|Full| {
             self.stats.overloaded += 1;
             RequestError::Overloaded("too many requests in flight")
-        })?;
-        self.requests_peak = self.requests_peak.max(self.requests.len());
-        self.arm(id);
-        Ok(id)
+        })
     }
 
     /// The deliberate faults this node runs with (all off unless built with the
@@ -200,15 +55,11 @@ impl Node {
 
     /// Re-arms `id`'s deadline from its state.
     pub(crate) fn arm(&mut self, id: SlotId) {
-        match self.requests.get(id).map(Request::next_deadline) {
-            Some(Instant::MAX) | None => self.deadlines.clear(id.index()),
-            Some(at) => self.deadlines.set(id.index(), at),
-        }
+        self.requests.arm(id);
     }
 
     /// Ends `id`, releasing what it holds for peers.
     pub(crate) fn remove_request(&mut self, id: SlotId) -> Option<Request> {
-        self.deadlines.clear(id.index());
         let request = self.requests.remove(id)?;
         match &request {
             Request::Read(read) => {
@@ -229,7 +80,6 @@ impl Node {
                     self.peers.end_request(delivery.owner);
                 }
                 self.hints.delivery_ended(delivery.owner, &delivery.key);
-                self.hint_deliveries = self.hint_deliveries.saturating_sub(1);
             }
             Request::Batch(_) => {}
         }

@@ -49,9 +49,9 @@
 //! (final; gossip spreads it) and may be shut down.
 
 use super::Node;
-use super::coordinator::{DeleteCause, KeyOp};
 use super::entries::{entry_hash, entry_hashes};
 use super::entropy::BUCKET_BITS;
+use super::replica::{DeleteCause, KeyOp};
 use super::request_id::{self, Owner};
 use super::tasks::Task;
 use super::timers::Timer;

@@ -106,11 +106,12 @@
 //! | `storage.rs` | the one storage-operation type ([`StorageOp`]) and the one completion type ([`Completion`]) |
 //! | `timers.rs` | the periodic timers by name (hints, gossip, anti-entropy, handoff, reaping) |
 //! | `request_id.rs` | request ids on the wire and whose each is |
-//! | `tasks.rs` | the registry of storage operations in flight, by purpose |
+//! | `tasks.rs` | the registry of storage operations in flight ([`Tasks`](tasks::Tasks)), by purpose |
 //! | `client.rs`, `read_reply.rs` | client commands in, RESP replies out |
-//! | `coordinator.rs` | coordinating reads and writes, stand-ins, deadlines |
+//! | `requests.rs` | the requests in flight ([`Request`](requests::Request) kinds) and their table with deadlines |
+//! | `coordinator.rs` | coordinating reads and writes, stand-ins, timeouts |
 //! | `forwards.rs` | forwarded writes already answered (duplicates) |
-//! | `replica.rs`, `locks.rs` | the replica: peers' reads and writes, per-key locks, read-merge-write, hint delivery |
+//! | `replica.rs`, `locks.rs` | the replica: peers' reads and writes, key operations under per-key locks (read-merge-write), hint delivery |
 //! | `hints.rs`, `peers.rs` | hints held for others; peers' health, probes and hint backoff |
 //! | `entries.rs`, `entropy.rs` | a record's entry hash; anti-entropy trees and exchanges |
 //! | `handoff.rs`, `reap.rs`, `writer.rs` | handing partitions off, reaping tombstones, writer epochs |
@@ -137,6 +138,7 @@ mod read_reply;
 mod reap;
 mod replica;
 mod request_id;
+mod requests;
 mod router;
 mod storage;
 mod tasks;
@@ -149,23 +151,22 @@ pub use config::Sabotage;
 pub use config::{Config, ConfigError, EPOCH_WRITER_BIT, STAND_IN_WRITER_BIT};
 pub use storage::{Completion, KeyRecord, Listing, ScanPage, Space, StorageFailure, StorageOp};
 
-use crate::deadline::Deadlines;
 use crate::membership::{LocalMember, Membership};
 use crate::placement::{Member, Ring};
 use crate::random::Rng;
 use crate::resp::Command;
-use crate::slab::Slab;
 use crate::time::Instant;
 use crate::version::{ContextError, NodeId};
 use crate::wire::MemberStatus;
 use crate::wire::Message;
 use actions::ActionQueue;
-use coordinator::{KeyOp, Request};
 use core::time::Duration;
 use forwards::RecentForwards;
 use hints::Hints;
 use locks::KeyLocks;
 use peers::Peers;
+use replica::KeyOp;
+use requests::Requests;
 use tasks::{Task, Tasks};
 use timers::{Timer, TimerTable};
 
@@ -361,16 +362,12 @@ pub struct Node {
     rng: Rng,
     now: Instant,
     actions: ActionQueue,
-    requests: Slab<Request>,
-    requests_peak: usize,
-    deadlines: Deadlines,
+    requests: Requests,
     tasks: Tasks,
     locks: KeyLocks<KeyOp>,
     forwards: RecentForwards,
     peers: Peers,
     hints: Hints,
-    hint_deliveries: u32,
-    hint_deliveries_peak: u32,
     /// Reused for storage keys of hints and encoded versions.
     scratch: Vec<u8>,
     stats: Stats,
@@ -435,16 +432,12 @@ impl Node {
             rng: Rng::new(seed),
             now,
             actions: ActionQueue::new(config.actions_max, config.action_bytes_max),
-            requests: Slab::with_capacity(request_slots),
-            requests_peak: 0,
-            deadlines: Deadlines::with_capacity(request_slots),
+            requests: Requests::new(request_slots),
             tasks: Tasks::new(config.storage_operations_max),
             locks: KeyLocks::new(config.locked_keys_max, config.waiting_operations_max),
             forwards: RecentForwards::new(config.requests_max),
             peers: Peers::new(&config, identity.id),
             hints: Hints::new(config.hints_max),
-            hint_deliveries: 0,
-            hint_deliveries_peak: 0,
             scratch: Vec::new(),
             stats: Stats::default(),
             config,
@@ -553,7 +546,7 @@ impl Node {
         [
             bound(
                 "requests",
-                self.requests_peak,
+                self.requests.peak,
                 u64::from(config.requests_max),
             ),
             bound(
@@ -574,7 +567,7 @@ impl Node {
             bound("hints", self.hints.peak, u64::from(config.hints_max)),
             bound(
                 "hint deliveries",
-                self.hint_deliveries_peak as usize,
+                self.requests.deliveries_peak as usize,
                 u64::from(config.hint_deliveries_max),
             ),
             bound(
@@ -632,7 +625,7 @@ impl Node {
             .timers
             .next(|timer| timer != Timer::HintRound || hints_held);
         [
-            self.deadlines.next_deadline(),
+            self.requests.next_deadline(),
             self.peers.next_probe(),
             periodic,
         ]
@@ -651,12 +644,10 @@ impl Node {
             {
                 break;
             }
-            let Some(index) = self.deadlines.pop_expired(now) else {
+            let Some(id) = self.requests.pop_expired(now) else {
                 break;
             };
-            if let Some(id) = self.requests.id_at(index) {
-                self.request_deadline(id);
-            }
+            self.request_deadline(id);
         }
         while self.actions.has_room(2) {
             let Some(peer) = self.peers.take_due_probe(now) else {

@@ -58,9 +58,9 @@
 //! forgets the candidates, which only delays reaping by one grace period.
 
 use super::Node;
-use super::coordinator::{DeleteCause, KeyOp};
 use super::entries::entry_hash;
 use super::entropy::BUCKET_BITS;
+use super::replica::{DeleteCause, KeyOp};
 use super::request_id::{self, Owner};
 use super::tasks::Task;
 use super::timers::Timer;

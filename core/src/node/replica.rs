@@ -1,11 +1,11 @@
 //! The replica side: answering peers' reads and writes, the per-key read-modify-write
 //! that mints, merges and stores versions, and hint delivery.
 
-use super::coordinator::{DeleteCause, DeliveryRequest, KeyOp, ReplyTo, Request, WriteSpec};
 use super::entries::{TreeEntry, entry_hash};
 use super::hints::{hint_key, parse_hint_key};
 use super::locks::{Enqueued, LocksFull};
 use super::request_id::{self, NO_REQUEST};
+use super::requests::{DeliveryRequest, ReplyTo, Request, WriteSpec};
 use super::storage::Space;
 use super::tasks::{Task, Tasks};
 use super::{Listing, Node, RequestError, StorageFailure};
@@ -14,6 +14,38 @@ use crate::slab::SlotId;
 use crate::version::{Dot, NodeId, Value, VersionSet, VersionVector};
 use crate::wire::{Message, ReplicaStatus};
 use core::time::Duration;
+
+/// A read-modify-write (or read) of one stored key, run under the key's lock.
+#[derive(Debug)]
+pub(crate) enum KeyOp {
+    /// Mint the write of request `request` against the stored versions.
+    Mint { request: SlotId },
+    /// Sync `versions` into the stored ones; acknowledge to `reply` once durable;
+    /// `hint_owner`: the stored key is a hint for that owner. `held_value` is set once
+    /// the stored versions are read (for the acknowledgement).
+    Merge {
+        versions: VersionSet,
+        reply: Option<(NodeId, u64)>,
+        hint_owner: Option<NodeId>,
+        held_value: bool,
+    },
+    /// Read a hint for delivery `delivery`.
+    ReadHint { delivery: SlotId },
+    /// Delete a delivered hint if nothing merged into it since `generation`.
+    DeleteHint { owner: NodeId, generation: u64 },
+    /// Delete a key if its record's entry hash is still `expected` (the record every
+    /// replica confirmed), for `cause`.
+    DeleteIfUnchanged { expected: u64, cause: DeleteCause },
+}
+
+/// Why a key is deleted from this node's data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DeleteCause {
+    /// Handed off in page `serial` (`node::handoff`).
+    Handoff { serial: u32 },
+    /// A tombstone every replica held for the grace period (`node::reap`).
+    Reap,
+}
 
 /// How a key operation's read step ended.
 enum Step {
@@ -693,7 +725,8 @@ impl Node {
             return;
         }
         let now = self.now;
-        while self.hint_deliveries < self.config.hint_deliveries_max && self.actions.has_room(4) {
+        while self.requests.deliveries < self.config.hint_deliveries_max && self.actions.has_room(4)
+        {
             let peers = &self.peers;
             let Some((owner, key)) = self.hints.next_deliverable(|owner| {
                 peers
@@ -714,8 +747,6 @@ impl Node {
                 Ok(id) => id,
                 Err(_) => return,
             };
-            self.hint_deliveries += 1;
-            self.hint_deliveries_peak = self.hint_deliveries_peak.max(self.hint_deliveries);
             let Some(Request::Delivery(delivery)) = self.requests.get(id) else {
                 return;
             };

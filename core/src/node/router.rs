@@ -5,7 +5,7 @@
 //! by who owns the request id); a storage completion by the task its token names in
 //! the task registry (`tasks.rs`).
 
-use super::coordinator::Request;
+use super::requests::Request;
 use super::storage::Completion;
 use super::tasks::Task;
 use super::{Node, StorageFailure};

@@ -1,0 +1,219 @@
+//! The requests a node coordinates, in flight: what each is waiting for, and the table
+//! that holds them under a bound with their deadlines (one per request, re-armed from
+//! its state).
+
+use super::RequestError;
+use super::actions::ClientId;
+use super::read_reply::ReadKind;
+use crate::deadline::Deadlines;
+use crate::quorum::{ReadQuorum, WriteQuorum};
+use crate::slab::{Slab, SlotId};
+use crate::time::Instant;
+use crate::version::{NodeId, Value, VersionVector};
+use smallvec::SmallVec;
+
+/// Where the outcome of a request goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReplyTo {
+    Client {
+        client: ClientId,
+        tag: u64,
+        /// When the command arrived, for the foreground latency admission watches.
+        received_at: Instant,
+    },
+    /// A peer forwarded this write here.
+    Peer { peer: NodeId, request: u64 },
+    /// One key of a DEL or EXISTS.
+    Batch { parent: SlotId },
+}
+
+/// What to write, before a replica mints it.
+#[derive(Clone, Debug)]
+pub(crate) struct WriteSpec {
+    /// `None`: a plain SET or DEL, superseding what the minting replica holds.
+    pub(crate) context: Option<VersionVector>,
+    pub(crate) value: Value,
+    pub(crate) write_quorum: u8,
+}
+
+#[derive(Debug)]
+pub(crate) struct ReadRequest {
+    pub(crate) reply: ReplyTo,
+    pub(crate) kind: ReadKind,
+    pub(crate) key: Vec<u8>,
+    pub(crate) partition: usize,
+    pub(crate) quorum: ReadQuorum,
+    pub(crate) required: u8,
+    pub(crate) replied: bool,
+    /// Next replica timeout, or after the reply the end of the read-repair window.
+    pub(crate) attempt_at: Instant,
+    pub(crate) final_at: Instant,
+}
+
+#[derive(Debug)]
+pub(crate) struct WriteRequest {
+    pub(crate) reply: ReplyTo,
+    pub(crate) reply_context: bool,
+    pub(crate) key: Vec<u8>,
+    pub(crate) partition: usize,
+    /// Whose dot the write gets: this node, or a fresh stand-in writer id.
+    pub(crate) writer: NodeId,
+    /// Some(owner): this node keeps its copy as a hint for `owner`.
+    pub(crate) local_owner: Option<NodeId>,
+    pub(crate) spec: Option<WriteSpec>,
+    /// The minted versions, encoded.
+    pub(crate) versions: Vec<u8>,
+    pub(crate) context: VersionVector,
+    pub(crate) write_quorum: u8,
+    pub(crate) quorum: Option<WriteQuorum>,
+    /// (stand-in, the owner it stands in for).
+    pub(crate) stand_ins: SmallVec<[(NodeId, NodeId); 4]>,
+    pub(crate) replied: bool,
+    /// A replica that took the write held a value before it (a DEL's count).
+    pub(crate) existed: bool,
+    pub(crate) attempt_at: Instant,
+    pub(crate) final_at: Instant,
+}
+
+#[derive(Debug)]
+pub(crate) struct ForwardRequest {
+    pub(crate) reply: ReplyTo,
+    pub(crate) reply_context: bool,
+    pub(crate) key: Vec<u8>,
+    pub(crate) partition: usize,
+    pub(crate) spec: WriteSpec,
+    pub(crate) to: NodeId,
+    pub(crate) tried: SmallVec<[NodeId; 4]>,
+    pub(crate) attempt_at: Instant,
+    pub(crate) final_at: Instant,
+}
+
+#[derive(Debug)]
+pub(crate) struct BatchRequest {
+    pub(crate) client: ClientId,
+    pub(crate) tag: u64,
+    pub(crate) remaining: u32,
+    pub(crate) count: i64,
+    pub(crate) error: Option<RequestError>,
+}
+
+#[derive(Debug)]
+pub(crate) struct DeliveryRequest {
+    pub(crate) owner: NodeId,
+    pub(crate) key: Vec<u8>,
+    pub(crate) generation: u64,
+    pub(crate) sent: bool,
+    pub(crate) attempt_at: Instant,
+}
+
+#[derive(Debug)]
+pub(crate) enum Request {
+    Read(ReadRequest),
+    Write(WriteRequest),
+    Forward(ForwardRequest),
+    Batch(BatchRequest),
+    Delivery(DeliveryRequest),
+}
+
+impl Request {
+    /// When this request next needs attention (`Instant::MAX`: never by itself).
+    fn next_deadline(&self) -> Instant {
+        match self {
+            Request::Read(read) => read.attempt_at.min(read.final_at),
+            Request::Write(write) => write.attempt_at.min(write.final_at),
+            Request::Forward(forward) => forward.attempt_at.min(forward.final_at),
+            Request::Batch(_) => Instant::MAX,
+            Request::Delivery(delivery) => delivery.attempt_at,
+        }
+    }
+}
+
+/// The table was at its bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Full;
+
+/// Every request in flight, its deadline, and the hint deliveries among them.
+#[derive(Debug)]
+pub(crate) struct Requests {
+    slab: Slab<Request>,
+    deadlines: Deadlines,
+    /// Most requests in flight at once.
+    pub(crate) peak: usize,
+    /// Hint deliveries in flight (bounded by `hint_deliveries_max`), and their peak.
+    pub(crate) deliveries: u32,
+    pub(crate) deliveries_peak: u32,
+}
+
+impl Requests {
+    pub(crate) fn new(capacity: u32) -> Requests {
+        Requests {
+            slab: Slab::with_capacity(capacity),
+            deadlines: Deadlines::with_capacity(capacity),
+            peak: 0,
+            deliveries: 0,
+            deliveries_peak: 0,
+        }
+    }
+
+    /// Adds `request` (refused at `max` requests in flight) and arms its deadline.
+    pub(crate) fn insert(&mut self, request: Request, max: usize) -> Result<SlotId, Full> {
+        if self.slab.len() >= max {
+            return Err(Full);
+        }
+        let delivery = matches!(request, Request::Delivery(_));
+        let id = self.slab.insert(request).map_err(|_| Full)?;
+        self.peak = self.peak.max(self.slab.len());
+        if delivery {
+            self.deliveries += 1;
+            self.deliveries_peak = self.deliveries_peak.max(self.deliveries);
+        }
+        self.arm(id);
+        Ok(id)
+    }
+
+    /// Re-arms `id`'s deadline from its state.
+    pub(crate) fn arm(&mut self, id: SlotId) {
+        match self.slab.get(id).map(Request::next_deadline) {
+            Some(Instant::MAX) | None => self.deadlines.clear(id.index()),
+            Some(at) => self.deadlines.set(id.index(), at),
+        }
+    }
+
+    /// Takes `id` out with its deadline.
+    pub(crate) fn remove(&mut self, id: SlotId) -> Option<Request> {
+        self.deadlines.clear(id.index());
+        let request = self.slab.remove(id)?;
+        if matches!(request, Request::Delivery(_)) {
+            self.deliveries = self.deliveries.saturating_sub(1);
+        }
+        Some(request)
+    }
+
+    pub(crate) fn get(&self, id: SlotId) -> Option<&Request> {
+        self.slab.get(id)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: SlotId) -> Option<&mut Request> {
+        self.slab.get_mut(id)
+    }
+
+    /// Requests in flight.
+    pub(crate) fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    /// The earliest armed deadline.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.next_deadline()
+    }
+
+    /// A request whose deadline passed by `now` (its deadline disarmed), if any.
+    pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<SlotId> {
+        loop {
+            let index = self.deadlines.pop_expired(now)?;
+            if let Some(id) = self.slab.id_at(index) {
+                return Some(id);
+            }
+        }
+    }
+}
