@@ -106,9 +106,9 @@
 //! | `storage.rs` | the one storage-operation type ([`StorageOp`]) and the one completion type ([`Completion`]) |
 //! | `timers.rs` | the periodic timers by name (hints, gossip, anti-entropy, handoff, reaping) |
 //! | `request_id.rs` | request ids on the wire and whose each is |
-//! | `tasks.rs` | the registry of storage operations in flight ([`Tasks`](tasks::Tasks)), by purpose |
+//! | `tasks.rs` | the registry of storage operations in flight (`Tasks`), by purpose |
 //! | `client.rs`, `read_reply.rs` | client commands in, RESP replies out |
-//! | `requests.rs` | the requests in flight ([`Request`](requests::Request) kinds) and their table with deadlines |
+//! | `requests.rs` | the requests in flight (`Request` kinds, `Requests`) and their table with deadlines |
 //! | `coordinator.rs` | coordinating reads and writes, stand-ins, timeouts |
 //! | `forwards.rs` | forwarded writes already answered (duplicates) |
 //! | `replica.rs`, `locks.rs` | the replica: peers' reads and writes, key operations under per-key locks (read-merge-write), hint delivery |
