@@ -34,7 +34,7 @@ impl Node {
             tag,
             received_at: self.now,
         };
-        if !self.ring_ready && command.is_data() {
+        if !self.view.ready && command.is_data() {
             let error = RequestError::NotJoined.to_string();
             return self.reply_with(client, tag, false, |out| write_error(out, &error));
         }
@@ -300,18 +300,18 @@ impl Node {
                 });
             }
             AdminCommand::Ring => {
-                let held = self.ring.replicas_held();
+                let held = self.view.ring.replicas_held();
                 let mut text = format!(
                     "partitions={} replicas={} balance={:.3} placement_digest={:016x}\r\n",
-                    self.ring.partition_count(),
-                    self.ring.replicas(),
-                    self.ring.balance(),
-                    self.membership.placement_digest(),
+                    self.view.ring.partition_count(),
+                    self.view.ring.replicas(),
+                    self.view.ring.balance(),
+                    self.view.membership.placement_digest(),
                 );
-                if !self.ring_ready {
+                if !self.view.ready {
                     text.push_str("not joined: no member is up in this node's view\r\n");
                 }
-                for (member, held) in self.ring.members().iter().zip(held) {
+                for (member, held) in self.view.ring.members().iter().zip(held) {
                     let _ = write!(text, "{} holds {held} partition replicas\r\n", member.id.0);
                 }
                 self.reply_with(client, tag, false, |out| write_bulk(out, text.as_bytes()));
@@ -342,7 +342,7 @@ impl Node {
     /// records (up to a hash collision, or a bucket a racing write left stale until the
     /// next exchange resets it; see `entropy`).
     fn digest_lines(&self) -> Vec<String> {
-        (0..self.ring.partition_count())
+        (0..self.view.ring.partition_count())
             .filter(|&partition| self.replicates(partition))
             .map(|partition| {
                 if self.entropy.trees.is_built(partition) {
@@ -367,7 +367,7 @@ impl Node {
 
     /// `RINGKV.MEMBERS`: one line per member of the view.
     fn member_lines(&self) -> Vec<String> {
-        self.membership
+        self.view.membership
             .members()
             .iter()
             .map(|member| {
@@ -405,7 +405,7 @@ impl Node {
             );
         }
         if wants("cluster") {
-            let members = self.membership.members();
+            let members = self.view.membership.members();
             let up = members
                 .iter()
                 .filter(|m| m.status != MemberStatus::Left && self.healthy(m.id))
@@ -413,10 +413,10 @@ impl Node {
             let _ = write!(
                 text,
                 "# Cluster\r\nstatus:{}\r\nmembers:{}\r\nmembers_reachable:{up}\r\nmembers_placed:{}\r\nplacement_digest:{:016x}\r\nreplicas:{}\r\nread_quorum:{}\r\nwrite_quorum:{}\r\nhints_held:{}\r\n",
-                status_name(self.membership.local().status),
+                status_name(self.view.membership.local().status),
                 members.len(),
-                self.ring.members().len(),
-                self.membership.placement_digest(),
+                self.view.ring.members().len(),
+                self.view.membership.placement_digest(),
                 self.config.replicas,
                 self.config.read_quorum_default,
                 self.config.write_quorum_default,

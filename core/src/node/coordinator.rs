@@ -103,7 +103,7 @@ impl Node {
 
     /// The first N healthy nodes of `partition`'s extended list.
     fn read_targets(&self, partition: usize) -> SmallVec<[NodeId; 8]> {
-        first_healthy(&self.ring, partition, |node| self.healthy(node))
+        first_healthy(&self.view.ring, partition, |node| self.healthy(node))
     }
 
     /// Write targets after this node's local write: the healthy preference-list
@@ -111,11 +111,11 @@ impl Node {
     /// This node is always a target (it holds a copy), as a stand-in for `local_owner`
     /// when it is one.
     fn write_targets(&self, partition: usize, local_owner: Option<NodeId>) -> Targets {
-        let replicas = self.ring.replicas();
+        let replicas = self.view.ring.replicas();
         let mut targets: Targets = SmallVec::new();
         targets.push((self.id, local_owner));
         let mut missing: SmallVec<[NodeId; 8]> = SmallVec::new();
-        for node in self.ring.preference_list(partition) {
+        for node in self.view.ring.preference_list(partition) {
             if node == self.id || Some(node) == local_owner {
                 continue;
             }
@@ -128,9 +128,9 @@ impl Node {
         if self.sabotage().strict_quorum {
             return targets;
         }
-        let pref: SmallVec<[NodeId; 8]> = self.ring.preference_list(partition).collect();
+        let pref: SmallVec<[NodeId; 8]> = self.view.ring.preference_list(partition).collect();
         let mut owners = missing.into_iter();
-        for node in self.ring.extended_list(partition).skip(replicas) {
+        for node in self.view.ring.extended_list(partition).skip(replicas) {
             if targets.len() >= replicas {
                 break;
             }
@@ -150,7 +150,8 @@ impl Node {
         if self.sabotage().strict_quorum {
             return None;
         }
-        self.ring
+        self.view
+            .ring
             .extended_list(partition)
             .find(|&node| node != self.id && self.healthy(node) && !taken.contains(&node))
     }
@@ -165,7 +166,7 @@ impl Node {
         read_quorum: u8,
     ) {
         self.stats.reads_coordinated += 1;
-        let partition = self.ring.partition_of(key);
+        let partition = self.view.ring.partition_of(key);
         let targets = self.read_targets(partition);
         let quorum = match ReadQuorum::new(targets.iter().copied(), usize::from(read_quorum)) {
             Ok(quorum) => quorum,
@@ -329,7 +330,8 @@ impl Node {
             .quorum
             .stale_replicas()
             .filter(|&node| {
-                self.ring
+                self.view
+                    .ring
                     .preference_list(read.partition)
                     .any(|replica| replica == node)
             })
@@ -417,8 +419,9 @@ impl Node {
         key: &[u8],
         spec: WriteSpec,
     ) {
-        let partition = self.ring.partition_of(key);
+        let partition = self.view.ring.partition_of(key);
         if self
+            .view
             .ring
             .preference_list(partition)
             .any(|node| node == self.id)
@@ -426,6 +429,7 @@ impl Node {
             return self.coordinate_write(reply, reply_context, key, spec, None);
         }
         let first_healthy = self
+            .view
             .ring
             .preference_list(partition)
             .find(|&node| self.peers.is_up(node));
@@ -442,7 +446,7 @@ impl Node {
                 self.finish_write(reply, reply_context, Err(error))
             }
             None => {
-                let owner = self.ring.preference_list(partition).next();
+                let owner = self.view.ring.preference_list(partition).next();
                 self.coordinate_write(reply, reply_context, key, spec, owner)
             }
         }
@@ -464,7 +468,7 @@ impl Node {
             let error = RequestError::Overloaded("too many hints held");
             return self.finish_write(reply, reply_context, Err(error));
         }
-        let partition = self.ring.partition_of(key);
+        let partition = self.view.ring.partition_of(key);
         let writer = match local_owner {
             None => self.writer_for(partition),
             Some(_) => {
@@ -633,7 +637,8 @@ impl Node {
         // A preference-list member that was not a target (it was down when the write
         // began) takes the write as its own copy, not as a hint for another owner.
         let is_owner = stand_in.is_some_and(|stand_in| {
-            self.ring
+            self.view
+                .ring
                 .preference_list(write.partition)
                 .any(|member| member == stand_in)
         });
@@ -871,6 +876,7 @@ impl Node {
             return;
         };
         let next = self
+            .view
             .ring
             .preference_list(forward.partition)
             .find(|&node| self.peers.is_up(node) && !forward.tried.contains(&node));
@@ -883,7 +889,7 @@ impl Node {
         let Some(Request::Forward(forward)) = self.remove_request(id) else {
             return;
         };
-        let owner = self.ring.preference_list(forward.partition).next();
+        let owner = self.view.ring.preference_list(forward.partition).next();
         self.coordinate_write(
             forward.reply,
             forward.reply_context,

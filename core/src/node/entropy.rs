@@ -395,7 +395,7 @@ impl Node {
     }
 
     fn start_exchange(&mut self) {
-        let partitions = self.ring.partition_count();
+        let partitions = self.view.ring.partition_count();
         for _ in 0..partitions {
             let partition = self.entropy.cursor % partitions;
             self.entropy.cursor = (self.entropy.cursor + 1) % partitions;
@@ -406,6 +406,7 @@ impl Node {
                 continue;
             }
             let peers: smallvec::SmallVec<[NodeId; 8]> = self
+                .view
                 .ring
                 .preference_list(partition)
                 .filter(|&node| node != self.id && self.peers.is_up(node))
@@ -438,10 +439,10 @@ impl Node {
     /// True when this node and `peer` both replicate `partition` in this node's ring.
     fn shares_partition(&self, peer: NodeId, partition: u32) -> bool {
         let partition = partition as usize;
-        if partition >= self.ring.partition_count() {
+        if partition >= self.view.ring.partition_count() {
             return false;
         }
-        let mut list = self.ring.preference_list(partition);
+        let mut list = self.view.ring.preference_list(partition);
         let (mut me, mut them) = (false, false);
         for node in &mut list {
             me |= node == self.id;

@@ -13,24 +13,76 @@
 //!   node has not heard from directly in that time, is marked down locally, which
 //!   starts probes; any message brings it back (idle peers are noticed this way).
 
-use super::{Node, placement_ring};
-use crate::membership::{GossipTarget, Merged};
+use super::{Config, ConfigError, Node};
+use crate::membership::{GossipTarget, Membership, Merged};
+use crate::placement::{Member, Ring};
 use crate::version::NodeId;
 use crate::wire::{MemberRecord, MemberStatus, Message};
+
+/// This node's view of the cluster: the gossiped membership and the placement built
+/// from its `Up` members.
+#[derive(Debug)]
+pub(crate) struct View {
+    pub(crate) membership: Membership,
+    /// Placement from the view's `Up` members.
+    pub(crate) ring: Ring,
+    /// False while the view has no `Up` member: `ring` is then a placeholder and
+    /// client requests are refused.
+    pub(crate) ready: bool,
+}
+
+impl View {
+    pub(crate) fn new(membership: Membership, config: &Config) -> Result<View, ConfigError> {
+        let (ring, ready) = placement_ring(&membership, config)?;
+        Ok(View {
+            membership,
+            ring,
+            ready,
+        })
+    }
+
+    /// Rebuilds the placement after the membership changed it; on error the old one
+    /// stays.
+    fn rebuild(&mut self, config: &Config) -> Result<(), ConfigError> {
+        (self.ring, self.ready) = placement_ring(&self.membership, config)?;
+        Ok(())
+    }
+}
+
+/// The ring of `membership`'s `Up` members with N capped at their count; a one-node
+/// placeholder (and `false`) while none is `Up`.
+fn placement_ring(membership: &Membership, config: &Config) -> Result<(Ring, bool), ConfigError> {
+    let placed = membership.placement();
+    let (members, ready) = if placed.is_empty() {
+        let local = membership.local();
+        let placeholder = Member {
+            id: local.id,
+            weight: local.weight,
+            zone: local.zone,
+        };
+        (vec![placeholder], false)
+    } else {
+        (placed, true)
+    };
+    let replicas = usize::from(config.replicas).min(members.len());
+    let ring =
+        Ring::new(&members, config.partition_bits, replicas).map_err(ConfigError::Placement)?;
+    Ok((ring, ready))
+}
 
 impl Node {
     /// One gossip round (the timer in `run_timers` calls it).
     pub(crate) fn gossip_round(&mut self) {
         let now = self.now;
-        self.membership.beat(now);
+        self.view.membership.beat(now);
         self.suspect_silent_members();
         let peers = &self.peers;
-        let target =
-            self.membership
-                .gossip_target(&mut self.rng, self.config.gossip_seed_one_in, |id| {
-                    peers.is_up(id)
-                });
-        let members: Vec<MemberRecord<'_>> = self.membership.records().collect();
+        let target = self.view.membership.gossip_target(
+            &mut self.rng,
+            self.config.gossip_seed_one_in,
+            |id| peers.is_up(id),
+        );
+        let members: Vec<MemberRecord<'_>> = self.view.membership.records().collect();
         let message = Message::Gossip { members };
         // A refused gossip frame is counted in `actions_refused`; the next round retries.
         let _ = match target {
@@ -49,6 +101,7 @@ impl Node {
         let now = self.now;
         let silence_ms = self.config.gossip_silence_ms;
         let silent: Vec<NodeId> = self
+            .view
             .membership
             .silent_members(now, silence_ms)
             .filter(|&id| self.peers.is_up(id) && !self.peers.heard_within(id, now, silence_ms))
@@ -70,13 +123,13 @@ impl Node {
         members: &[MemberRecord<'_>],
         answer: bool,
     ) {
-        let merged = self.membership.merge(members, self.now);
+        let merged = self.view.membership.merge(members, self.now);
         self.view_changed(merged);
         if self.peers.get(from).is_some() {
             self.peers.alive(from, self.now);
         }
         if answer {
-            let members: Vec<MemberRecord<'_>> = self.membership.records().collect();
+            let members: Vec<MemberRecord<'_>> = self.view.membership.records().collect();
             let message = Message::GossipReply { members };
             let _ = self.actions.send(from, self.config.cluster_id, &message);
         }
@@ -103,7 +156,7 @@ impl Node {
             log::info!("node {}: heard the cluster, now up", self.id.0);
         }
         let now = self.now;
-        for member in self.membership.members() {
+        for member in self.view.membership.members() {
             if member.id != self.id && member.status != MemberStatus::Left {
                 self.peers.add(member.id, now);
             }
@@ -114,16 +167,14 @@ impl Node {
     }
 
     fn rebuild_ring(&mut self) {
-        match placement_ring(&self.membership, &self.config) {
-            Ok((ring, ready)) => {
+        match self.view.rebuild(&self.config) {
+            Ok(()) => {
                 log::info!(
                     "node {}: placement changed: {} members placed, digest {:016x}",
                     self.id.0,
-                    ring.members().len(),
-                    self.membership.placement_digest()
+                    self.view.ring.members().len(),
+                    self.view.membership.placement_digest()
                 );
-                self.ring = ring;
-                self.ring_ready = ready;
                 self.check_regained_partitions();
             }
             // Merge refuses zero weights and bounds the member count, so the ring can
@@ -134,13 +185,15 @@ impl Node {
 
     /// `RINGKV.JOIN <seed>`: gossip with `seed` now (and as a seed from then on).
     pub(crate) fn admin_join(&mut self, seed: &[u8]) -> Result<(), &'static str> {
-        if self.membership.local().status == MemberStatus::Left {
+        if self.view.membership.local().status == MemberStatus::Left {
             return Err("this node has left the cluster; start it under a new id");
         }
-        if !self.membership.add_seed(seed) && !self.membership.seeds().iter().any(|s| s == seed) {
+        if !self.view.membership.add_seed(seed)
+            && !self.view.membership.seeds().iter().any(|s| s == seed)
+        {
             return Err("seed address is empty, too long or one too many");
         }
-        let members: Vec<MemberRecord<'_>> = self.membership.records().collect();
+        let members: Vec<MemberRecord<'_>> = self.view.membership.records().collect();
         let message = Message::Gossip { members };
         self.actions
             .introduce(seed, self.config.cluster_id, &message)
@@ -150,15 +203,15 @@ impl Node {
     /// `RINGKV.LEAVE`: this node stops taking part in placement; its partitions move
     /// to the next members and it hands its data over before it marks itself `Left`.
     pub(crate) fn admin_leave(&mut self) -> Result<(), &'static str> {
-        match self.membership.local().status {
+        match self.view.membership.local().status {
             MemberStatus::Left => Err("this node has already left"),
             MemberStatus::Leaving => Ok(()),
             MemberStatus::Joining | MemberStatus::Up => {
-                if self.membership.placement().len() <= 1 {
+                if self.view.membership.placement().len() <= 1 {
                     return Err("the last member cannot leave");
                 }
                 log::info!("node {}: leaving the cluster", self.id.0);
-                let merged = self.membership.set_local_status(MemberStatus::Leaving);
+                let merged = self.view.membership.set_local_status(MemberStatus::Leaving);
                 self.view_changed(merged);
                 Ok(())
             }

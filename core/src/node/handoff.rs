@@ -216,23 +216,23 @@ impl Node {
 
     /// Marks this node `Left` once a leave has moved everything away.
     fn maybe_left(&mut self) {
-        if self.membership.local().status != MemberStatus::Leaving
+        if self.view.membership.local().status != MemberStatus::Leaving
             || !self.entropy.trees.fully_built()
             || self.hints.len() > 0
-            || (0..self.ring.partition_count()).any(|p| self.entropy.trees.keys_held(p) > 0)
+            || (0..self.view.ring.partition_count()).any(|p| self.entropy.trees.keys_held(p) > 0)
         {
             return;
         }
         log::info!("node {}: handed everything off, now left", self.id.0);
-        let merged = self.membership.set_local_status(MemberStatus::Left);
+        let merged = self.view.membership.set_local_status(MemberStatus::Left);
         self.view_changed(merged);
     }
 
     fn start_pass(&mut self) {
-        if !self.ring_ready {
+        if !self.view.ready {
             return;
         }
-        let partitions = self.ring.partition_count();
+        let partitions = self.view.ring.partition_count();
         for _ in 0..partitions {
             let partition = self.handoffs.cursor % partitions;
             self.handoffs.cursor = (partition + 1) % partitions;
@@ -242,7 +242,8 @@ impl Node {
             {
                 continue;
             }
-            let targets: SmallVec<[NodeId; 4]> = self.ring.preference_list(partition).collect();
+            let targets: SmallVec<[NodeId; 4]> =
+                self.view.ring.preference_list(partition).collect();
             if targets.is_empty() || targets.iter().any(|&t| !self.peers.is_up(t)) {
                 continue;
             }
@@ -537,7 +538,7 @@ impl Node {
         keys: &[(&[u8], u64)],
     ) {
         let index = partition as usize;
-        if index >= self.ring.partition_count()
+        if index >= self.view.ring.partition_count()
             || bucket >= BUCKETS
             || !self.replicates(index)
             || self.handoffs.offers.len() >= OFFERS_MAX

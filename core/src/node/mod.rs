@@ -152,7 +152,7 @@ pub use config::{Config, ConfigError, EPOCH_WRITER_BIT, STAND_IN_WRITER_BIT};
 pub use storage::{Completion, KeyRecord, Listing, ScanPage, Space, StorageFailure, StorageOp};
 
 use crate::membership::{LocalMember, Membership};
-use crate::placement::{Member, Ring};
+use crate::placement::Ring;
 use crate::random::Rng;
 use crate::resp::Command;
 use crate::time::Instant;
@@ -162,6 +162,7 @@ use crate::wire::Message;
 use actions::ActionQueue;
 use core::time::Duration;
 use forwards::RecentForwards;
+use gossip::View;
 use hints::Hints;
 use locks::KeyLocks;
 use peers::Peers;
@@ -346,12 +347,8 @@ pub struct Stats {
 pub struct Node {
     config: Config,
     id: NodeId,
-    membership: Membership,
-    /// Placement from the membership view's `Up` members.
-    ring: Ring,
-    /// False while the view has no `Up` member: `ring` is then a placeholder and
-    /// client requests are refused.
-    ring_ready: bool,
+    /// The membership view and the placement built from it.
+    view: View,
     /// When each periodic round (hints, gossip, anti-entropy, handoff, reaping) is due.
     timers: TimerTable,
     entropy: entropy::Entropy,
@@ -402,7 +399,7 @@ impl Node {
             now,
         )
         .map_err(ConfigError::Membership)?;
-        let (ring, ring_ready) = placement_ring(&membership, &config)?;
+        let view = View::new(membership, &config)?;
         let request_slots = if cfg!(feature = "sabotage") {
             // Room for the sabotaged node that ignores its bound; the checker must see it.
             config.requests_max.saturating_mul(2)
@@ -411,9 +408,7 @@ impl Node {
         };
         let mut node = Node {
             id: identity.id,
-            membership,
-            ring,
-            ring_ready,
+            view,
             timers: TimerTable::new(|timer| {
                 let after_ms = match timer {
                     Timer::HintRound => config.hint_interval_ms,
@@ -522,12 +517,12 @@ impl Node {
 
     /// Placement as this node sees it.
     pub fn ring(&self) -> &Ring {
-        &self.ring
+        &self.view.ring
     }
 
     /// This node's membership view.
     pub fn membership(&self) -> &Membership {
-        &self.membership
+        &self.view.membership
     }
 
     /// Keys this node holds in `partition` (from its anti-entropy tree).
@@ -655,6 +650,7 @@ impl Node {
             };
             let nonce = self.rng.next_u64();
             let address = self
+                .view
                 .membership
                 .get(peer)
                 .map_or(&[][..], |member| &member.peer_address);
@@ -701,27 +697,6 @@ impl Node {
                 actions.list(token, Space::Hints, after, limit)
             });
     }
-}
-
-/// The ring of `membership`'s `Up` members with N capped at their count; a one-node
-/// placeholder (and `false`) while none is `Up`.
-fn placement_ring(membership: &Membership, config: &Config) -> Result<(Ring, bool), ConfigError> {
-    let placed = membership.placement();
-    let (members, ready) = if placed.is_empty() {
-        let local = membership.local();
-        let placeholder = Member {
-            id: local.id,
-            weight: local.weight,
-            zone: local.zone,
-        };
-        (vec![placeholder], false)
-    } else {
-        (placed, true)
-    };
-    let replicas = usize::from(config.replicas).min(members.len());
-    let ring =
-        Ring::new(&members, config.partition_bits, replicas).map_err(ConfigError::Placement)?;
-    Ok((ring, ready))
 }
 
 #[cfg(test)]

@@ -202,7 +202,7 @@ impl Node {
                 .set(Timer::Reap, now + Duration::from_millis(interval_ms));
             return;
         }
-        let placement = self.membership.placement_digest();
+        let placement = self.view.membership.placement_digest();
         match &self.reaper.walk {
             Some(walk) => {
                 let stalled = matches!(walk.phase, Phase::Querying | Phase::Offered)
@@ -222,7 +222,7 @@ impl Node {
 
     /// True when this node leads `partition`'s reaping: first in its preference list.
     fn leads(&self, partition: usize) -> bool {
-        self.ring_ready && self.ring.preference_list(partition).next() == Some(self.id)
+        self.view.ready && self.view.ring.preference_list(partition).next() == Some(self.id)
     }
 
     fn start_walk(&mut self) {
@@ -232,11 +232,12 @@ impl Node {
         if !trees.fully_built() || !self.background_admitted() {
             return;
         }
-        let partitions = self.ring.partition_count();
+        let partitions = self.view.ring.partition_count();
         if !(0..partitions).any(|p| self.leads(p) && self.entropy.trees.deleted_held(p) > 0) {
             return;
         }
         let mut members: Vec<NodeId> = self
+            .view
             .membership
             .members()
             .iter()
@@ -256,7 +257,7 @@ impl Node {
         self.reaper.walks_started += 1;
         let mut walk = Walk {
             serial: self.reaper.walks,
-            placement: self.membership.placement_digest(),
+            placement: self.view.membership.placement_digest(),
             query_sent_at: now,
             waiting: members,
             busy: vec![0; partitions.div_ceil(64)],
@@ -302,17 +303,17 @@ impl Node {
     /// while it cannot tell (trees or the hint list not loaded) or the list is too
     /// long for one message.
     pub(crate) fn busy_partitions(&self) -> Option<Vec<u32>> {
-        if !self.ring_ready || !self.entropy.trees.fully_built() || !self.hints.listed {
+        if !self.view.ready || !self.entropy.trees.fully_built() || !self.hints.listed {
             return None;
         }
-        let mut busy: Vec<u32> = (0..self.ring.partition_count())
+        let mut busy: Vec<u32> = (0..self.view.ring.partition_count())
             .filter(|&p| self.entropy.trees.keys_held(p) > 0 && !self.replicates(p))
             .map(|p| p as u32)
             .collect();
         busy.extend(
             self.hints
                 .keys()
-                .map(|key| self.ring.partition_of(key) as u32),
+                .map(|key| self.view.ring.partition_of(key) as u32),
         );
         busy.sort_unstable();
         busy.dedup();
@@ -369,7 +370,7 @@ impl Node {
 
     /// Scans the next page holding deleted records, or ends the walk.
     fn continue_walk(&mut self) {
-        let partitions = self.ring.partition_count();
+        let partitions = self.view.ring.partition_count();
         loop {
             let Some(walk) = &self.reaper.walk else {
                 return;
@@ -408,6 +409,7 @@ impl Node {
         };
         let partition = walk.partition;
         let targets: SmallVec<[NodeId; 4]> = self
+            .view
             .ring
             .preference_list(partition)
             .filter(|&node| node != self.id)
@@ -447,7 +449,7 @@ impl Node {
             return;
         };
         let serial = walk.serial;
-        let (first, last) = self.ring.hash_range(partition);
+        let (first, last) = self.view.ring.hash_range(partition);
         let stale: Vec<u64> = self
             .reaper
             .candidates
@@ -649,11 +651,11 @@ impl Node {
     /// one still unchanged.
     pub(crate) fn reap_keys(&mut self, partition: u32, keys: &[(&[u8], u64)]) {
         let index = partition as usize;
-        if index >= self.ring.partition_count() || !self.replicates(index) {
+        if index >= self.view.ring.partition_count() || !self.replicates(index) {
             return;
         }
         for &(key, expected) in keys {
-            if self.ring.partition_of(key) != index {
+            if self.view.ring.partition_of(key) != index {
                 continue;
             }
             let op = KeyOp::DeleteIfUnchanged {

@@ -262,15 +262,16 @@ impl Node {
             value,
             write_quorum,
         };
-        let partition = self.ring.partition_of(key);
+        let partition = self.view.ring.partition_of(key);
         let owner = if self
+            .view
             .ring
             .preference_list(partition)
             .any(|node| node == self.id)
         {
             None
         } else {
-            self.ring.preference_list(partition).next()
+            self.view.ring.preference_list(partition).next()
         };
         self.coordinate_write(reply, true, key, spec, owner);
     }

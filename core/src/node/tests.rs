@@ -203,9 +203,9 @@ impl Harness {
 
     /// A node index whose data is a replica of `key`, and one that is not (if any).
     fn replicas_of(&self, key: &[u8]) -> Vec<usize> {
-        let partition = self.nodes[0].ring.partition_of(key);
+        let partition = self.nodes[0].ring().partition_of(key);
         self.nodes[0]
-            .ring
+            .ring()
             .preference_list(partition)
             .map(Harness::index)
             .collect()
@@ -679,11 +679,11 @@ fn a_node_started_with_a_seed_joins_and_every_view_agrees_on_placement() {
     harness.settle();
     // A few gossip rounds spread the join.
     harness.advance(10_000);
-    let digest = harness.nodes[0].membership.placement_digest();
+    let digest = harness.nodes[0].membership().placement_digest();
     for node in &harness.nodes {
-        assert_eq!(node.membership.placement_digest(), digest);
-        assert_eq!(node.ring.members().len(), 4);
-        assert_eq!(node.membership.local().status, MemberStatus::Up);
+        assert_eq!(node.membership().placement_digest(), digest);
+        assert_eq!(node.ring().members().len(), 4);
+        assert_eq!(node.membership().local().status, MemberStatus::Up);
     }
     // The new member coordinates requests and holds a share of the partitions.
     harness.send(
@@ -701,7 +701,7 @@ fn a_node_started_with_a_seed_joins_and_every_view_agrees_on_placement() {
 }
 
 fn keys_held(node: &Node) -> u32 {
-    (0..node.ring.partition_count())
+    (0..node.ring().partition_count())
         .map(|p| node.keys_held(p))
         .sum()
 }
@@ -722,10 +722,10 @@ fn a_leaving_node_hands_off_its_data_and_then_has_left() {
     harness.advance(20_000);
     harness.settle();
     for node in &harness.nodes {
-        assert_eq!(node.ring.members().len(), 3);
-        assert!(node.ring.members().iter().all(|m| m.id != NodeId(4)));
+        assert_eq!(node.ring().members().len(), 3);
+        assert!(node.ring().members().iter().all(|m| m.id != NodeId(4)));
         assert_eq!(
-            node.membership.get(NodeId(4)).map(|m| m.status),
+            node.membership().get(NodeId(4)).map(|m| m.status),
             Some(MemberStatus::Left),
             "node {} sees node 4 left",
             node.id.0
@@ -822,7 +822,7 @@ fn a_join_moves_each_key_to_its_new_replicas_and_the_old_copies_go() {
     harness.settle();
     harness.advance(30_000);
     harness.settle();
-    let ring = &harness.nodes[0].ring;
+    let ring = &harness.nodes[0].ring();
     assert_eq!(ring.members().len(), 4);
     for key in &keys {
         let partition = ring.partition_of(key);
@@ -892,7 +892,10 @@ fn a_node_that_regains_a_partition_it_handed_off_mints_under_a_new_writer() {
     harness.advance(30_000);
     harness.settle();
     assert_eq!(
-        harness.nodes[0].membership.get(NodeId(4)).map(|m| m.status),
+        harness.nodes[0]
+            .membership()
+            .get(NodeId(4))
+            .map(|m| m.status),
         Some(MemberStatus::Left)
     );
     assert!(harness.nodes[0].stats().writer_epochs_started >= 1);
@@ -1063,7 +1066,7 @@ fn a_hint_for_the_partition_holds_reaping_back_until_it_is_delivered() {
     harness.settle();
     assert!(harness.stored(down, &key).is_some_and(|v| v.is_deleted()));
     let busy = harness.nodes[3].busy_partitions().unwrap();
-    assert_eq!(busy, [harness.nodes[0].ring.partition_of(&key) as u32]);
+    assert_eq!(busy, [harness.nodes[0].ring().partition_of(&key) as u32]);
     // Given time, the hint is delivered (merged under the tombstone), then reaped.
     harness.advance(30_000);
     assert_eq!(harness.nodes[3].hints_held(), 0);

@@ -224,7 +224,7 @@ impl Node {
 
     pub(crate) fn writer_loaded(&mut self, result: Result<Option<&[u8]>, StorageFailure>) {
         self.writer.loading = false;
-        let partitions = self.ring.partition_count();
+        let partitions = self.view.ring.partition_count();
         match result {
             Ok(None) => self.writer.durable = Some(EpochRecord::new(0, partitions)),
             Ok(Some(bytes)) => match EpochRecord::decode(bytes, partitions) {
@@ -321,7 +321,7 @@ impl Node {
         }
         let mut record = intended.clone();
         record.epoch = self.fresh_epoch();
-        for partition in 0..self.ring.partition_count() {
+        for partition in 0..self.view.ring.partition_count() {
             if self.replicates(partition) {
                 record.set_dropped(partition, false);
             }
@@ -334,9 +334,8 @@ impl Node {
     /// back, so writes to it need no one-shot ids for long.
     pub(crate) fn check_regained_partitions(&mut self) {
         let regained = match &self.writer.durable {
-            Some(record) => {
-                (0..self.ring.partition_count()).any(|p| record.is_dropped(p) && self.replicates(p))
-            }
+            Some(record) => (0..self.view.ring.partition_count())
+                .any(|p| record.is_dropped(p) && self.replicates(p)),
             None => false,
         };
         if regained {
@@ -437,8 +436,9 @@ impl Node {
 
     /// True when this node is in `partition`'s preference list.
     pub(crate) fn replicates(&self, partition: usize) -> bool {
-        self.ring_ready
+        self.view.ready
             && self
+                .view
                 .ring
                 .preference_list(partition)
                 .any(|node| node == self.id)
