@@ -204,7 +204,7 @@ impl Node {
 
     /// Sends (or, for this node, reads locally) one replica's part of read `id`.
     fn ask_for_read(&mut self, id: SlotId, target: NodeId) {
-        let Some(Request::Read(read)) = self.requests.get(id) else {
+        let Some(Request::Read(read)) = self.requests.held(id) else {
             return;
         };
         if target == self.id {
@@ -264,7 +264,7 @@ impl Node {
     }
 
     fn read_progress(&mut self, id: SlotId) {
-        let Some(Request::Read(read)) = self.requests.get_mut(id) else {
+        let Some(Request::Read(read)) = self.requests.held_mut(id) else {
             return;
         };
         let progress = read.quorum.progress();
@@ -320,6 +320,7 @@ impl Node {
     /// Ends read `id`, sending read repair to the replicas that answered with less.
     fn end_read(&mut self, id: SlotId) {
         let Some(Request::Read(read)) = self.remove_request(id) else {
+            debug_assert!(false, "read {id:?} ended twice");
             return;
         };
         if !read.replied || self.sabotage().skip_repair {
@@ -364,7 +365,7 @@ impl Node {
 
     fn read_deadline(&mut self, id: SlotId) {
         let now = self.now;
-        let Some(Request::Read(read)) = self.requests.get_mut(id) else {
+        let Some(Request::Read(read)) = self.requests.held_mut(id) else {
             return;
         };
         if read.replied {
@@ -392,7 +393,7 @@ impl Node {
         for node in silent {
             self.peers.timed_out(node, now);
             self.peers.end_request(node);
-            let Some(Request::Read(read)) = self.requests.get(id) else {
+            let Some(Request::Read(read)) = self.requests.held(id) else {
                 return;
             };
             match self.next_stand_in(partition, read.quorum.targets()) {
@@ -978,7 +979,8 @@ impl Node {
             Some(Request::Write(_)) => self.write_deadline(id),
             Some(Request::Forward(_)) => self.forward_deadline(id),
             Some(Request::Delivery(_)) => self.delivery_deadline(id),
-            Some(Request::Batch(_)) | None => {}
+            // A batch arms no deadline, and an ended request's deadline is cleared.
+            Some(Request::Batch(_)) | None => debug_assert!(false, "no deadline for {id:?}"),
         }
     }
 }

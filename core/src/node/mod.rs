@@ -351,19 +351,32 @@ pub struct Node {
     view: View,
     /// When each periodic round (hints, gossip, anti-entropy, handoff, reaping) is due.
     timers: TimerTable,
+    /// Anti-entropy: the hash trees and the exchanges in flight.
     entropy: entropy::Entropy,
+    /// Partitions being handed to their new replicas.
     handoffs: handoff::Handoffs,
+    /// Tombstone reaping: the walk in flight and the candidates.
     reaper: reap::Reaper,
+    /// Recent client latency, which background work is admitted against.
     foreground: entropy::ForegroundLatency,
+    /// Writer epochs: under which id this node mints dots, per partition.
     writer: writer::Writer,
     rng: Rng,
+    /// The latest `now` handed in (never goes back).
     now: Instant,
+    /// What the shell is asked to do, until polled.
     actions: ActionQueue,
+    /// The requests this node coordinates, with their deadlines.
     requests: Requests,
+    /// Storage operations in flight, by what each is for.
     tasks: Tasks,
+    /// The replica's per-key locks and the key operations waiting on them.
     locks: KeyLocks<KeyOp>,
+    /// Forwarded writes already answered, so a duplicate is not minted twice.
     forwards: RecentForwards,
+    /// Peers' health, probes, requests in flight and hint backoff.
     peers: Peers,
+    /// The hints this node holds for others.
     hints: Hints,
     /// Reused for storage keys of hints and encoded versions.
     scratch: Vec<u8>,

@@ -189,8 +189,26 @@ impl Requests {
         Some(request)
     }
 
+    /// Request `id`, if still in flight (an answer or a completion may come after
+    /// its request ended).
     pub(crate) fn get(&self, id: SlotId) -> Option<&Request> {
         self.slab.get(id)
+    }
+
+    /// Request `id`, which the caller knows is in flight: a debug build stops here
+    /// when it is not (the simulator fails at the first wrong step), a release build
+    /// answers `None` and the caller does nothing.
+    pub(crate) fn held(&self, id: SlotId) -> Option<&Request> {
+        let request = self.slab.get(id);
+        debug_assert!(request.is_some(), "request {id:?} is not in flight");
+        request
+    }
+
+    /// [`Requests::held`], mutable.
+    pub(crate) fn held_mut(&mut self, id: SlotId) -> Option<&mut Request> {
+        let request = self.slab.get_mut(id);
+        debug_assert!(request.is_some(), "request {id:?} is not in flight");
+        request
     }
 
     pub(crate) fn get_mut(&mut self, id: SlotId) -> Option<&mut Request> {

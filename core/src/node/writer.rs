@@ -416,6 +416,7 @@ impl Node {
 
     pub(crate) fn writer_stored(&mut self, result: Result<(), StorageFailure>) {
         let Some(record) = self.writer.storing.take() else {
+            debug_assert!(false, "a writer record stored that was not being stored");
             return;
         };
         match result {
