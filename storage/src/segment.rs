@@ -196,6 +196,15 @@ pub enum ScanMode {
 }
 
 impl Segment {
+    /// The error for a record at `offset` of this segment that is not what it should be.
+    fn corrupt(&self, offset: u32, reason: &'static str) -> StorageError {
+        StorageError::Corrupt {
+            segment_id: self.id,
+            offset,
+            reason,
+        }
+    }
+
     /// Creates segment `id` (as `<id>.seg.tmp` when `temporary`), preallocates it and
     /// writes and syncs its header. The caller syncs the directory.
     pub fn create(
@@ -306,11 +315,7 @@ impl Segment {
         bounds: Bounds,
         buffer: &'b mut Vec<u8>,
     ) -> Result<Record<'b>> {
-        let corrupt = |reason| StorageError::Corrupt {
-            segment_id: self.id,
-            offset,
-            reason,
-        };
+        let corrupt = |reason| self.corrupt(offset, reason);
         let size = size_bytes as usize;
         if size < record::HEADER_SIZE_BYTES
             || size
@@ -355,11 +360,6 @@ impl Segment {
         value: &mut Vec<u8>,
         wait: ReadWait,
     ) -> Result<ValueRead> {
-        let corrupt = |reason| StorageError::Corrupt {
-            segment_id: self.id,
-            offset,
-            reason,
-        };
         let size = size_bytes as usize;
         let head_size = record::HEADER_SIZE_BYTES + key.len();
         if head_size > HEAD_SIZE_BYTES_MAX {
@@ -389,6 +389,23 @@ impl Segment {
         let head = &mut head[..head_size];
         // Reusing the caller's buffer: no zeroing when its length already fits.
         value.resize(size - head_size, 0);
+        if !self.read_head_and_value(offset, head, value, wait)? {
+            return Ok(ValueRead::NotCached);
+        }
+        self.check_head_and_value(offset, key, bounds, head, value)
+    }
+
+    /// Reads a record's head and value into `head` and `value` (their lengths are the
+    /// record's); false when `wait` is `PageCacheOnly` and the page cache does not
+    /// hold all of it.
+    fn read_head_and_value(
+        &self,
+        offset: u32,
+        head: &mut [u8],
+        value: &mut [u8],
+        wait: ReadWait,
+    ) -> Result<bool> {
+        let (head_size, size) = (head.len(), head.len() + value.len());
         let mut done = {
             let mut slices = [
                 std::io::IoSliceMut::new(head),
@@ -407,7 +424,7 @@ impl Segment {
                         Ok(read) if read == size => read,
                         // Partly cached, past the end, or would block: a thread that
                         // may wait reads it again from the start and reports errors.
-                        Ok(_) | Err(_) => return Ok(ValueRead::NotCached),
+                        Ok(_) | Err(_) => return Ok(false),
                     }
                 }
             }
@@ -420,17 +437,31 @@ impl Segment {
                 (&mut value[done - head_size..], done)
             };
             match self.file.read_at(buffer, u64::from(offset) + at as u64) {
-                Ok(0) => return Err(corrupt("record past the end of the segment")),
+                Ok(0) => return Err(self.corrupt(offset, "record past the end of the segment")),
                 Ok(read) => done += read,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(StorageError::io("reading a record", e)),
             }
         }
+        Ok(true)
+    }
+
+    /// Checks a record read whole (header, length, checksum) and whether it holds
+    /// `key`.
+    fn check_head_and_value(
+        &self,
+        offset: u32,
+        key: &[u8],
+        bounds: Bounds,
+        head: &[u8],
+        value: &[u8],
+    ) -> Result<ValueRead> {
+        let corrupt = |reason| self.corrupt(offset, reason);
         let header = record::decode_header(head, bounds).map_err(|outcome| match outcome {
             Decoded::Invalid(reason) => corrupt(reason),
             _ => corrupt("record header incomplete"),
         })?;
-        if header.record_size_bytes() != size {
+        if header.record_size_bytes() != head.len() + value.len() {
             return Err(corrupt("record length differs from the index"));
         }
         let mut hasher = crc32fast::Hasher::new();
@@ -455,11 +486,7 @@ impl Segment {
     /// commit. The header is checked; the checksum is not (callers only tell keys
     /// apart here, and every read of a value verifies it in full).
     pub fn holds_key(&self, offset: u32, key: &[u8], bounds: Bounds) -> Result<bool> {
-        let corrupt = |reason| StorageError::Corrupt {
-            segment_id: self.id,
-            offset,
-            reason,
-        };
+        let corrupt = |reason| self.corrupt(offset, reason);
         let head_size = record::HEADER_SIZE_BYTES + key.len();
         if head_size > HEAD_SIZE_BYTES_MAX {
             return Ok(false);
