@@ -32,7 +32,7 @@ impl Node {
         let reply = ReplyTo::Client {
             client,
             tag,
-            received_at: self.now,
+            received_at: self.shared.now,
         };
         if !self.view.ready && command.is_data() {
             let error = RequestError::NotJoined.to_string();
@@ -100,7 +100,7 @@ impl Node {
     fn client_read(&mut self, reply: ReplyTo, kind: ReadKind, key: &[u8], read_quorum: Option<u8>) {
         let checked = self
             .check_sizes(key, 0)
-            .and_then(|()| self.check_quorum(read_quorum, self.config.read_quorum_default));
+            .and_then(|()| self.check_quorum(read_quorum, self.shared.config.read_quorum_default));
         match checked {
             Ok(quorum) => self.start_read(reply, kind, key, quorum),
             Err(error) => self.finish_read(reply, kind, Err(error)),
@@ -134,7 +134,8 @@ impl Node {
         write_quorum: Option<u8>,
     ) -> Result<WriteSpec, RequestError> {
         self.check_sizes(key, value.map_or(0, <[u8]>::len))?;
-        let write_quorum = self.check_quorum(write_quorum, self.config.write_quorum_default)?;
+        let write_quorum =
+            self.check_quorum(write_quorum, self.shared.config.write_quorum_default)?;
         let context = match context {
             None => None,
             Some([]) => Some(VersionVector::new()),
@@ -166,7 +167,7 @@ impl Node {
         timestamp_ms: u64,
         delete: bool,
     ) {
-        if keys.len() > self.config.keys_per_command_max as usize {
+        if keys.len() > self.shared.config.keys_per_command_max as usize {
             return self.reply_integer(
                 client,
                 tag,
@@ -200,7 +201,7 @@ impl Node {
                 tag,
                 received_at,
             } => {
-                self.foreground.record(self.now, received_at);
+                self.foreground.record(self.shared.now, received_at);
                 self.reply_with(client, tag, false, |out| match result {
                     Err(error) => write_error(out, &error.to_string()),
                     Ok(merged) => write_read(out, kind, merged),
@@ -229,7 +230,7 @@ impl Node {
                 tag,
                 received_at,
             } => {
-                self.foreground.record(self.now, received_at);
+                self.foreground.record(self.shared.now, received_at);
                 self.reply_with(client, tag, false, |out| match result {
                     Err(error) => write_error(out, &error.to_string()),
                     Ok((token, _)) if reply_context => write_bulk(out, token.as_bytes()),
@@ -251,7 +252,7 @@ impl Node {
                     }
                     Err(_) => (crate::wire::ReplicaStatus::StorageFailed, "", false),
                 };
-                self.send(
+                self.shared.send(
                     peer,
                     &Message::ForwardPutReply {
                         request,
@@ -285,7 +286,7 @@ impl Node {
     ) {
         // A refused reply leaves the client waiting for its own timeout; it is counted
         // in `actions_refused` and cannot happen while the shell drains after each call.
-        let _ = self.actions.reply(client, tag, close, write);
+        let _ = self.shared.actions.reply(client, tag, close, write);
     }
 
     fn admin(&mut self, client: ClientId, tag: u64, admin: AdminCommand<'_>) {
@@ -401,7 +402,7 @@ impl Node {
             let _ = write!(
                 text,
                 "# Server\r\nringkv_node_id:{}\r\ncluster_id:{}\r\n\r\n",
-                self.id.0, self.config.cluster_id
+                self.shared.id.0, self.shared.config.cluster_id
             );
         }
         if wants("cluster") {
@@ -417,9 +418,9 @@ impl Node {
                 members.len(),
                 self.view.ring.members().len(),
                 self.view.membership.placement_digest(),
-                self.config.replicas,
-                self.config.read_quorum_default,
-                self.config.write_quorum_default,
+                self.shared.config.replicas,
+                self.shared.config.read_quorum_default,
+                self.shared.config.write_quorum_default,
                 self.hints.len(),
             );
             for member in members {
@@ -428,7 +429,7 @@ impl Node {
                     "member_{}:status={},reachable={},peer={},client={}\r\n",
                     member.id.0,
                     status_name(member.status),
-                    u8::from(member.id == self.id || self.healthy(member.id)),
+                    u8::from(member.id == self.shared.id || self.healthy(member.id)),
                     String::from_utf8_lossy(&member.peer_address),
                     String::from_utf8_lossy(&member.client_address),
                 );

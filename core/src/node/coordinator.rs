@@ -28,29 +28,20 @@ type Targets = SmallVec<[(NodeId, Option<NodeId>); 8]>;
 
 impl Node {
     fn deadline_after(&self, milliseconds: u64) -> Instant {
-        self.now + Duration::from_millis(milliseconds)
+        self.shared.now + Duration::from_millis(milliseconds)
     }
 
     pub(crate) fn insert_request(&mut self, request: Request) -> Result<SlotId, RequestError> {
-        let bounded = !cfg!(feature = "sabotage") || !self.sabotage().ignore_request_bound;
+        let bounded = !cfg!(feature = "sabotage") || !self.shared.sabotage().ignore_request_bound;
         let max = if bounded {
-            self.config.requests_max as usize
+            self.shared.config.requests_max as usize
         } else {
             usize::MAX
         };
         self.requests.insert(request, max).map_err(|Full| {
-            self.stats.overloaded += 1;
+            self.shared.stats.overloaded += 1;
             RequestError::Overloaded("too many requests in flight")
         })
-    }
-
-    /// The deliberate faults this node runs with (all off unless built with the
-    /// `sabotage` feature and configured so).
-    pub(crate) fn sabotage(&self) -> super::config::Sabotage {
-        #[cfg(feature = "sabotage")]
-        return self.config.sabotage;
-        #[cfg(not(feature = "sabotage"))]
-        super::config::Sabotage::default()
     }
 
     /// Re-arms `id`'s deadline from its state.
@@ -92,10 +83,10 @@ impl Node {
         default: u8,
     ) -> Result<u8, RequestError> {
         let quorum = requested.unwrap_or(default);
-        if quorum == 0 || quorum > self.config.replicas {
+        if quorum == 0 || quorum > self.shared.config.replicas {
             return Err(RequestError::QuorumOutOfRange {
                 requested: quorum,
-                replicas: self.config.replicas,
+                replicas: self.shared.config.replicas,
             });
         }
         Ok(quorum)
@@ -113,10 +104,10 @@ impl Node {
     fn write_targets(&self, partition: usize, local_owner: Option<NodeId>) -> Targets {
         let replicas = self.view.ring.replicas();
         let mut targets: Targets = SmallVec::new();
-        targets.push((self.id, local_owner));
+        targets.push((self.shared.id, local_owner));
         let mut missing: SmallVec<[NodeId; 8]> = SmallVec::new();
         for node in self.view.ring.preference_list(partition) {
-            if node == self.id || Some(node) == local_owner {
+            if node == self.shared.id || Some(node) == local_owner {
                 continue;
             }
             if self.healthy(node) {
@@ -125,7 +116,7 @@ impl Node {
                 missing.push(node);
             }
         }
-        if self.sabotage().strict_quorum {
+        if self.shared.sabotage().strict_quorum {
             return targets;
         }
         let pref: SmallVec<[NodeId; 8]> = self.view.ring.preference_list(partition).collect();
@@ -134,7 +125,7 @@ impl Node {
             if targets.len() >= replicas {
                 break;
             }
-            if node == self.id || pref.contains(&node) || !self.healthy(node) {
+            if node == self.shared.id || pref.contains(&node) || !self.healthy(node) {
                 continue;
             }
             match owners.next() {
@@ -147,13 +138,13 @@ impl Node {
 
     /// The next healthy node of the extended list that `taken` does not hold.
     fn next_stand_in(&self, partition: usize, taken: &[NodeId]) -> Option<NodeId> {
-        if self.sabotage().strict_quorum {
+        if self.shared.sabotage().strict_quorum {
             return None;
         }
         self.view
             .ring
             .extended_list(partition)
-            .find(|&node| node != self.id && self.healthy(node) && !taken.contains(&node))
+            .find(|&node| node != self.shared.id && self.healthy(node) && !taken.contains(&node))
     }
 
     // ---- reads ----------------------------------------------------------------------
@@ -165,7 +156,7 @@ impl Node {
         key: &[u8],
         read_quorum: u8,
     ) {
-        self.stats.reads_coordinated += 1;
+        self.shared.stats.reads_coordinated += 1;
         let partition = self.view.ring.partition_of(key);
         let targets = self.read_targets(partition);
         let quorum = match ReadQuorum::new(targets.iter().copied(), usize::from(read_quorum)) {
@@ -189,8 +180,8 @@ impl Node {
             quorum,
             required: read_quorum,
             replied: false,
-            attempt_at: self.deadline_after(self.config.replica_timeout_ms),
-            final_at: self.deadline_after(self.config.request_timeout_ms),
+            attempt_at: self.deadline_after(self.shared.config.replica_timeout_ms),
+            final_at: self.deadline_after(self.shared.config.request_timeout_ms),
         });
         let id = match self.insert_request(request) {
             Ok(id) => id,
@@ -207,11 +198,14 @@ impl Node {
         let Some(Request::Read(read)) = self.requests.held(id) else {
             return;
         };
-        if target == self.id {
+        if target == self.shared.id {
             let task = Task::LocalRead { request: id };
-            let started = self.tasks.start(task, &mut self.actions, |actions, token| {
-                actions.read(token, Space::Data, &read.key)
-            });
+            let started =
+                self.shared
+                    .tasks
+                    .start(task, &mut self.shared.actions, |actions, token| {
+                        actions.read(token, Space::Data, &read.key)
+                    });
             if started.is_none() {
                 self.read_failed(id, target);
             }
@@ -220,9 +214,9 @@ impl Node {
         if !self.peers.begin_request(target) {
             return self.read_failed(id, target);
         }
-        let sent = self.actions.send(
+        let sent = self.shared.actions.send(
             target,
-            self.config.cluster_id,
+            self.shared.config.cluster_id,
             &Message::ReplicaGet {
                 request: request_id::coordinator(id),
                 key: &read.key,
@@ -253,7 +247,7 @@ impl Node {
         if !read.quorum.is_pending(node) {
             return;
         }
-        if node != self.id {
+        if node != self.shared.id {
             self.peers.end_request(node);
         }
         match answer {
@@ -272,8 +266,8 @@ impl Node {
         match progress {
             Progress::Reached if !read.replied => {
                 read.replied = true;
-                read.attempt_at =
-                    self.now + Duration::from_millis(self.config.read_repair_window_ms);
+                read.attempt_at = self.shared.now
+                    + Duration::from_millis(self.shared.config.read_repair_window_ms);
                 match read.reply {
                     // Written straight from the quorum's merge: no copy of the versions.
                     ReplyTo::Client {
@@ -281,9 +275,10 @@ impl Node {
                         tag,
                         received_at,
                     } => {
-                        self.foreground.record(self.now, received_at);
+                        self.foreground.record(self.shared.now, received_at);
                         let (kind, merged) = (read.kind, read.quorum.merged());
                         let _ = self
+                            .shared
                             .actions
                             .reply(client, tag, false, |out| write_read(out, kind, merged));
                     }
@@ -323,7 +318,7 @@ impl Node {
             debug_assert!(false, "read {id:?} ended twice");
             return;
         };
-        if !read.replied || self.sabotage().skip_repair {
+        if !read.replied || self.shared.sabotage().skip_repair {
             return;
         }
         let merged = read.quorum.merged();
@@ -340,17 +335,17 @@ impl Node {
         if stale.is_empty() {
             return;
         }
-        self.scratch.clear();
-        merged.encode(&mut self.scratch);
-        let versions = std::mem::take(&mut self.scratch);
+        self.shared.scratch.clear();
+        merged.encode(&mut self.shared.scratch);
+        let versions = std::mem::take(&mut self.shared.scratch);
         for node in stale {
-            self.stats.read_repairs_sent += 1;
-            if node == self.id {
+            self.shared.stats.read_repairs_sent += 1;
+            if node == self.shared.id {
                 // Refused when this key's lock queue is full: the next read repairs it.
                 let _ = self.merge_locally(&read.key, merged.clone(), None, None);
                 continue;
             }
-            self.send(
+            self.shared.send(
                 node,
                 &Message::ReplicaPut {
                     request: NO_REQUEST,
@@ -360,11 +355,11 @@ impl Node {
                 },
             );
         }
-        self.scratch = versions;
+        self.shared.scratch = versions;
     }
 
     fn read_deadline(&mut self, id: SlotId) {
-        let now = self.now;
+        let now = self.shared.now;
         let Some(Request::Read(read)) = self.requests.held_mut(id) else {
             return;
         };
@@ -373,7 +368,7 @@ impl Node {
             return self.end_read(id);
         }
         if now >= read.final_at {
-            self.stats.requests_timed_out += 1;
+            self.shared.stats.requests_timed_out += 1;
             let (reply, kind, required) = (read.reply, read.kind, read.required);
             self.finish_read(
                 reply,
@@ -389,7 +384,7 @@ impl Node {
         // Replica timeout: suspect the silent ones and ask the next healthy nodes.
         let partition = read.partition;
         let silent: SmallVec<[NodeId; 8]> = read.quorum.pending().collect();
-        read.attempt_at = now + Duration::from_millis(self.config.replica_timeout_ms);
+        read.attempt_at = now + Duration::from_millis(self.shared.config.replica_timeout_ms);
         for node in silent {
             self.peers.timed_out(node, now);
             self.peers.end_request(node);
@@ -425,7 +420,7 @@ impl Node {
             .view
             .ring
             .preference_list(partition)
-            .any(|node| node == self.id)
+            .any(|node| node == self.shared.id)
         {
             return self.coordinate_write(reply, reply_context, key, spec, None);
         }
@@ -438,7 +433,7 @@ impl Node {
             Some(replica) => {
                 self.forward_write(reply, reply_context, key, partition, spec, replica)
             }
-            None if self.sabotage().strict_quorum => {
+            None if self.shared.sabotage().strict_quorum => {
                 let required = spec.write_quorum;
                 let error = RequestError::QuorumUnreachable {
                     operation: "write",
@@ -463,9 +458,9 @@ impl Node {
         spec: WriteSpec,
         local_owner: Option<NodeId>,
     ) {
-        self.stats.writes_coordinated += 1;
+        self.shared.stats.writes_coordinated += 1;
         if local_owner.is_some() && !self.hints.reserve() {
-            self.stats.overloaded += 1;
+            self.shared.stats.overloaded += 1;
             let error = RequestError::Overloaded("too many hints held");
             return self.finish_write(reply, reply_context, Err(error));
         }
@@ -473,8 +468,8 @@ impl Node {
         let writer = match local_owner {
             None => self.writer_for(partition),
             Some(_) => {
-                self.stats.stand_in_writes += 1;
-                NodeId(super::STAND_IN_WRITER_BIT | (self.rng.next_u64() >> 1))
+                self.shared.stats.stand_in_writes += 1;
+                NodeId(super::STAND_IN_WRITER_BIT | (self.shared.rng.next_u64() >> 1))
             }
         };
         let write_quorum = spec.write_quorum;
@@ -494,7 +489,7 @@ impl Node {
             replied: false,
             existed: false,
             attempt_at: Instant::MAX,
-            final_at: self.deadline_after(self.config.request_timeout_ms),
+            final_at: self.deadline_after(self.shared.config.request_timeout_ms),
         });
         let id = match self.insert_request(request) {
             Ok(id) => id,
@@ -507,18 +502,18 @@ impl Node {
         };
         let space = match local_owner {
             None => {
-                self.scratch.clear();
-                self.scratch.extend_from_slice(key);
+                self.shared.scratch.clear();
+                self.shared.scratch.extend_from_slice(key);
                 Space::Data
             }
             Some(owner) => {
-                hint_key(owner, key, &mut self.scratch);
+                hint_key(owner, key, &mut self.shared.scratch);
                 Space::Hints
             }
         };
-        let storage_key = std::mem::take(&mut self.scratch);
+        let storage_key = std::mem::take(&mut self.shared.scratch);
         let queued = self.enqueue_key_op(space, &storage_key, KeyOp::Mint { request: id });
-        self.scratch = storage_key;
+        self.shared.scratch = storage_key;
         if queued.is_err() {
             if local_owner.is_some() {
                 self.hints.unreserve();
@@ -544,19 +539,19 @@ impl Node {
                 },
             );
         };
-        quorum.record_ack(self.id);
-        let attempt_at = self.deadline_after(self.config.replica_timeout_ms);
+        quorum.record_ack(self.shared.id);
+        let attempt_at = self.deadline_after(self.shared.config.replica_timeout_ms);
         if let Some(Request::Write(write)) = self.requests.get_mut(id) {
             write.quorum = Some(quorum);
             write.attempt_at = attempt_at;
             for &(node, owner) in &targets {
-                if let Some(owner) = owner.filter(|_| node != self.id) {
+                if let Some(owner) = owner.filter(|_| node != self.shared.id) {
                     write.stand_ins.push((node, owner));
                 }
             }
         }
         for (node, owner) in targets {
-            if node != self.id {
+            if node != self.shared.id {
                 self.send_write(id, node, owner);
             }
         }
@@ -572,9 +567,9 @@ impl Node {
         if !self.peers.begin_request(node) {
             return self.write_target_failed(id, node);
         }
-        let sent = self.actions.send(
+        let sent = self.shared.actions.send(
             node,
-            self.config.cluster_id,
+            self.shared.config.cluster_id,
             &Message::ReplicaPut {
                 request: request_id::coordinator(id),
                 key: &write.key,
@@ -727,13 +722,13 @@ impl Node {
     }
 
     fn write_deadline(&mut self, id: SlotId) {
-        let now = self.now;
+        let now = self.shared.now;
         let Some(Request::Write(write)) = self.requests.get_mut(id) else {
             return;
         };
         if now >= write.final_at {
             if !write.replied {
-                self.stats.requests_timed_out += 1;
+                self.shared.stats.requests_timed_out += 1;
             }
             let required = write.write_quorum;
             return self.fail_write(
@@ -748,7 +743,7 @@ impl Node {
             Some(quorum) => quorum.pending().collect(),
             None => SmallVec::new(),
         };
-        write.attempt_at = now + Duration::from_millis(self.config.replica_timeout_ms);
+        write.attempt_at = now + Duration::from_millis(self.shared.config.replica_timeout_ms);
         for node in silent {
             self.peers.timed_out(node, now);
             self.peers.end_request(node);
@@ -768,7 +763,7 @@ impl Node {
         spec: WriteSpec,
         to: NodeId,
     ) {
-        self.stats.writes_forwarded += 1;
+        self.shared.stats.writes_forwarded += 1;
         let request = Request::Forward(ForwardRequest {
             reply,
             reply_context,
@@ -778,7 +773,7 @@ impl Node {
             to,
             tried: SmallVec::new(),
             attempt_at: Instant::MAX,
-            final_at: self.deadline_after(self.config.request_timeout_ms),
+            final_at: self.deadline_after(self.shared.config.request_timeout_ms),
         });
         match self.insert_request(request) {
             Ok(id) => self.send_forward(id, to),
@@ -787,7 +782,7 @@ impl Node {
     }
 
     fn send_forward(&mut self, id: SlotId, to: NodeId) {
-        let attempt_at = self.deadline_after(self.config.replica_timeout_ms);
+        let attempt_at = self.deadline_after(self.shared.config.replica_timeout_ms);
         let Some(Request::Forward(forward)) = self.requests.get_mut(id) else {
             return;
         };
@@ -798,10 +793,11 @@ impl Node {
         let token = forward.spec.context.as_ref().map(VersionVector::to_token);
         let sent = started
             && self
+                .shared
                 .actions
                 .send(
                     to,
-                    self.config.cluster_id,
+                    self.shared.config.cluster_id,
                     &Message::ForwardPut {
                         request: request_id::coordinator(id),
                         key: &forward.key,
@@ -841,7 +837,7 @@ impl Node {
             // Refused before minting: nothing was written, another replica may try.
             self.peers.end_request(from);
             if let Some(Request::Forward(forward)) = self.requests.get_mut(id) {
-                forward.to = self.id;
+                forward.to = self.shared.id;
             }
             return self.forward_failed(id);
         }
@@ -901,7 +897,7 @@ impl Node {
     }
 
     fn forward_deadline(&mut self, id: SlotId) {
-        let now = self.now;
+        let now = self.shared.now;
         let Some(Request::Forward(forward)) = self.requests.get_mut(id) else {
             return;
         };
@@ -916,8 +912,8 @@ impl Node {
         let Some(Request::Forward(forward)) = self.remove_request(id) else {
             return;
         };
-        self.stats.requests_timed_out += 1;
-        self.peers.timed_out(forward.to, self.now);
+        self.shared.stats.requests_timed_out += 1;
+        self.peers.timed_out(forward.to, self.shared.now);
         let required = forward.spec.write_quorum;
         self.finish_write(
             forward.reply,

@@ -324,20 +324,21 @@ impl Node {
     /// `background_latency_max_ms` on average.
     pub(crate) fn background_admitted(&self) -> bool {
         let quarter = |max: u32| (max as usize).div_ceil(4);
-        let latency_ms = self.foreground.mean_us(self.now) / 1_000;
-        latency_ms <= self.config.background_latency_max_ms
-            && self.requests.len() <= quarter(self.config.requests_max)
-            && self.tasks.len() <= quarter(self.config.storage_operations_max)
+        let latency_ms = self.foreground.mean_us(self.shared.now) / 1_000;
+        latency_ms <= self.shared.config.background_latency_max_ms
+            && self.requests.len() <= quarter(self.shared.config.requests_max)
+            && self.shared.tasks.len() <= quarter(self.shared.config.storage_operations_max)
             && self
+                .shared
                 .actions
-                .has_room(self.config.actions_max as usize * 3 / 4)
+                .has_room(self.shared.config.actions_max as usize * 3 / 4)
     }
 
     /// The anti-entropy timer: continue the tree rebuild, expire exchanges, maybe
     /// start one.
     pub(crate) fn entropy_tick(&mut self) {
-        let now = self.now;
-        let base_ms = self.config.anti_entropy_interval_ms;
+        let now = self.shared.now;
+        let base_ms = self.shared.config.anti_entropy_interval_ms;
         if !self.background_admitted() {
             self.entropy.ticks_refused += 1;
             self.entropy.interval_ms = (self.entropy.interval_ms * 2).min(base_ms * 16);
@@ -353,7 +354,7 @@ impl Node {
             self.continue_tree_build();
             return;
         }
-        if self.entropy.exchanges.len() >= self.config.anti_entropy_exchanges_max as usize {
+        if self.entropy.exchanges.len() >= self.shared.config.anti_entropy_exchanges_max as usize {
             return;
         }
         self.start_exchange();
@@ -368,9 +369,11 @@ impl Node {
         after: Option<u64>,
         limit: u32,
     ) -> Option<u64> {
-        self.tasks.start(task, &mut self.actions, |actions, token| {
-            actions.scan(token, range, after, limit)
-        })
+        self.shared
+            .tasks
+            .start(task, &mut self.shared.actions, |actions, token| {
+                actions.scan(token, range, after, limit)
+            })
     }
 
     fn continue_tree_build(&mut self) {
@@ -409,13 +412,13 @@ impl Node {
                 .view
                 .ring
                 .preference_list(partition)
-                .filter(|&node| node != self.id && self.peers.is_up(node))
+                .filter(|&node| node != self.shared.id && self.peers.is_up(node))
                 .collect();
             if peers.is_empty() {
                 continue;
             }
-            let peer = peers[self.rng.below(peers.len() as u64) as usize];
-            let request = self.rng.next_u64() >> 1;
+            let peer = peers[self.shared.rng.below(peers.len() as u64) as usize];
+            let request = self.shared.rng.next_u64() >> 1;
             let root = self.entropy.trees.root(partition);
             let message = Message::TreeHashes {
                 request,
@@ -423,13 +426,14 @@ impl Node {
                 level: 0,
                 hashes: vec![(0, root)],
             };
-            if self.send(peer, &message) {
+            if self.shared.send(peer, &message) {
                 self.entropy.exchanges_started += 1;
                 self.entropy.exchanges.push(Exchange {
                     request,
                     peer,
                     partition: partition as u32,
-                    expires_at: self.now + Duration::from_millis(self.config.request_timeout_ms),
+                    expires_at: self.shared.now
+                        + Duration::from_millis(self.shared.config.request_timeout_ms),
                 });
             }
             return;
@@ -445,7 +449,7 @@ impl Node {
         let mut list = self.view.ring.preference_list(partition);
         let (mut me, mut them) = (false, false);
         for node in &mut list {
-            me |= node == self.id;
+            me |= node == self.shared.id;
             them |= node == peer;
         }
         me && them
@@ -477,7 +481,7 @@ impl Node {
                         .zip(self.entropy.trees.buckets(index).iter().copied())
                         .collect()
                 };
-                self.send(
+                self.shared.send(
                     from,
                     &Message::TreeHashes {
                         request,
@@ -505,7 +509,7 @@ impl Node {
                         mine.get(bucket as usize).is_some_and(|&own| own != hash)
                     })
                     .map(|&(bucket, _)| bucket)
-                    .take(self.config.anti_entropy_buckets_max as usize)
+                    .take(self.shared.config.anti_entropy_buckets_max as usize)
                     .collect();
                 for bucket in differing {
                     let comparison = Comparison {
@@ -549,14 +553,16 @@ impl Node {
     }
 
     fn scan_bucket(&mut self, comparison: Comparison) {
-        if self.entropy.comparisons.len() >= self.config.anti_entropy_buckets_max as usize * 4 {
+        if self.entropy.comparisons.len()
+            >= self.shared.config.anti_entropy_buckets_max as usize * 4
+        {
             return; // bounded: the next exchange finds what this one could not
         }
         let range = self
             .entropy
             .trees
             .bucket_range(comparison.partition as usize, comparison.bucket as usize);
-        let limit = self.config.wire_limits.list_length_max as u32;
+        let limit = self.shared.config.wire_limits.list_length_max as u32;
         if let Some(token) = self.start_scan(Task::EntropyScan, range, None, limit) {
             self.entropy.comparisons.push((token, comparison));
         }
@@ -599,7 +605,7 @@ impl Node {
                     .is_ok_and(|at| theirs[at].1 == hash);
                 if !same {
                     self.entropy.keys_pushed += 1;
-                    self.send(
+                    self.shared.send(
                         comparison.peer,
                         &Message::ReplicaPut {
                             request: NO_REQUEST,
@@ -612,7 +618,7 @@ impl Node {
             }
         }
         if comparison.answer {
-            self.send(
+            self.shared.send(
                 comparison.peer,
                 &Message::KeyHashes {
                     request: comparison.request,

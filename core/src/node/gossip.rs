@@ -73,13 +73,13 @@ fn placement_ring(membership: &Membership, config: &Config) -> Result<(Ring, boo
 impl Node {
     /// One gossip round (the timer in `run_timers` calls it).
     pub(crate) fn gossip_round(&mut self) {
-        let now = self.now;
+        let now = self.shared.now;
         self.view.membership.beat(now);
         self.suspect_silent_members();
         let peers = &self.peers;
         let target = self.view.membership.gossip_target(
-            &mut self.rng,
-            self.config.gossip_seed_one_in,
+            &mut self.shared.rng,
+            self.shared.config.gossip_seed_one_in,
             |id| peers.is_up(id),
         );
         let members: Vec<MemberRecord<'_>> = self.view.membership.records().collect();
@@ -87,19 +87,22 @@ impl Node {
         // A refused gossip frame is counted in `actions_refused`; the next round retries.
         let _ = match target {
             Some(GossipTarget::Member(to)) => {
-                self.actions.send(to, self.config.cluster_id, &message)
+                self.shared
+                    .actions
+                    .send(to, self.shared.config.cluster_id, &message)
             }
             Some(GossipTarget::Seed(address)) => {
-                self.actions
-                    .introduce(address, self.config.cluster_id, &message)
+                self.shared
+                    .actions
+                    .introduce(address, self.shared.config.cluster_id, &message)
             }
             None => Ok(()),
         };
     }
 
     fn suspect_silent_members(&mut self) {
-        let now = self.now;
-        let silence_ms = self.config.gossip_silence_ms;
+        let now = self.shared.now;
+        let silence_ms = self.shared.config.gossip_silence_ms;
         let silent: Vec<NodeId> = self
             .view
             .membership
@@ -109,7 +112,7 @@ impl Node {
         for id in silent {
             log::warn!(
                 "node {}: member {} silent in gossip for {silence_ms} ms, marking it down",
-                self.id.0,
+                self.shared.id.0,
                 id.0
             );
             self.peers.mark_down(id, now);
@@ -123,21 +126,24 @@ impl Node {
         members: &[MemberRecord<'_>],
         answer: bool,
     ) {
-        let merged = self.view.membership.merge(members, self.now);
+        let merged = self.view.membership.merge(members, self.shared.now);
         self.view_changed(merged);
         if self.peers.get(from).is_some() {
-            self.peers.alive(from, self.now);
+            self.peers.alive(from, self.shared.now);
         }
         if answer {
             let members: Vec<MemberRecord<'_>> = self.view.membership.records().collect();
             let message = Message::GossipReply { members };
-            let _ = self.actions.send(from, self.config.cluster_id, &message);
+            let _ = self
+                .shared
+                .actions
+                .send(from, self.shared.config.cluster_id, &message);
         }
     }
 
     /// The shell connected to `peer` (or it connected to us).
     pub(crate) fn peer_up(&mut self, peer: NodeId) {
-        self.peers.alive(peer, self.now);
+        self.peers.alive(peer, self.shared.now);
     }
 
     /// Brings the peer table and the ring in line with the view after a change.
@@ -145,7 +151,7 @@ impl Node {
         if merged.refused > 0 {
             log::warn!(
                 "node {}: refused {} membership records (view full or malformed)",
-                self.id.0,
+                self.shared.id.0,
                 merged.refused
             );
         }
@@ -153,11 +159,11 @@ impl Node {
             return;
         }
         if merged.joined {
-            log::info!("node {}: heard the cluster, now up", self.id.0);
+            log::info!("node {}: heard the cluster, now up", self.shared.id.0);
         }
-        let now = self.now;
+        let now = self.shared.now;
         for member in self.view.membership.members() {
-            if member.id != self.id && member.status != MemberStatus::Left {
+            if member.id != self.shared.id && member.status != MemberStatus::Left {
                 self.peers.add(member.id, now);
             }
         }
@@ -167,11 +173,11 @@ impl Node {
     }
 
     fn rebuild_ring(&mut self) {
-        match self.view.rebuild(&self.config) {
+        match self.view.rebuild(&self.shared.config) {
             Ok(()) => {
                 log::info!(
                     "node {}: placement changed: {} members placed, digest {:016x}",
-                    self.id.0,
+                    self.shared.id.0,
                     self.view.ring.members().len(),
                     self.view.membership.placement_digest()
                 );
@@ -179,7 +185,7 @@ impl Node {
             }
             // Merge refuses zero weights and bounds the member count, so the ring can
             // always be built; keep the old one if that ever stops holding.
-            Err(error) => log::warn!("node {}: placement not rebuilt: {error}", self.id.0),
+            Err(error) => log::warn!("node {}: placement not rebuilt: {error}", self.shared.id.0),
         }
     }
 
@@ -195,8 +201,9 @@ impl Node {
         }
         let members: Vec<MemberRecord<'_>> = self.view.membership.records().collect();
         let message = Message::Gossip { members };
-        self.actions
-            .introduce(seed, self.config.cluster_id, &message)
+        self.shared
+            .actions
+            .introduce(seed, self.shared.config.cluster_id, &message)
             .map_err(|_| "the node is overloaded, retry later")
     }
 
@@ -210,7 +217,7 @@ impl Node {
                 if self.view.membership.placement().len() <= 1 {
                     return Err("the last member cannot leave");
                 }
-                log::info!("node {}: leaving the cluster", self.id.0);
+                log::info!("node {}: leaving the cluster", self.shared.id.0);
                 let merged = self.view.membership.set_local_status(MemberStatus::Leaving);
                 self.view_changed(merged);
                 Ok(())

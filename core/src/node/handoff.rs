@@ -168,10 +168,10 @@ impl Handoffs {
 impl Node {
     /// The handoff timer.
     pub(crate) fn handoff_tick(&mut self) {
-        let now = self.now;
-        let next = now + Duration::from_millis(self.config.handoff_interval_ms);
+        let now = self.shared.now;
+        let next = now + Duration::from_millis(self.shared.config.handoff_interval_ms);
         self.timers.set(Timer::Handoff, next);
-        let rate = self.config.handoff_bytes_per_second;
+        let rate = self.shared.config.handoff_bytes_per_second;
         let elapsed_ms = now
             .saturating_duration_since(self.handoffs.budget_at)
             .as_millis() as u64;
@@ -206,7 +206,7 @@ impl Node {
         if let Some(pass) = self.handoffs.pass.take() {
             log::debug!(
                 "node {}: handoff of partition {} paused at bucket {}",
-                self.id.0,
+                self.shared.id.0,
                 pass.partition,
                 pass.bucket
             );
@@ -223,7 +223,7 @@ impl Node {
         {
             return;
         }
-        log::info!("node {}: handed everything off, now left", self.id.0);
+        log::info!("node {}: handed everything off, now left", self.shared.id.0);
         let merged = self.view.membership.set_local_status(MemberStatus::Left);
         self.view_changed(merged);
     }
@@ -259,7 +259,7 @@ impl Node {
                 page: Vec::new(),
                 hashes: Vec::new(),
                 next: None,
-                expires_at: self.now,
+                expires_at: self.shared.now,
             });
             self.continue_pass();
             return;
@@ -303,9 +303,10 @@ impl Node {
         let range = trees.bucket_range(partition, pass.bucket as usize);
         let after = pass.after;
         let limit = self
+            .shared
             .config
             .background_page_keys
-            .min(self.config.wire_limits.list_length_max as u32);
+            .min(self.shared.config.wire_limits.list_length_max as u32);
         if self
             .start_scan(Task::HandoffPage, range, after, limit)
             .is_none()
@@ -364,7 +365,8 @@ impl Node {
             .iter_mut()
             .for_each(|answered| *answered = false);
         pass.phase = Phase::Offered;
-        pass.expires_at = self.now + Duration::from_millis(self.config.request_timeout_ms);
+        pass.expires_at =
+            self.shared.now + Duration::from_millis(self.shared.config.request_timeout_ms);
         self.handoffs.pages += 1;
         let request = pass.request(0);
         let partition = pass.partition;
@@ -388,8 +390,9 @@ impl Node {
         let mut sent = true;
         for target in targets {
             sent &= self
+                .shared
                 .actions
-                .send(target, self.config.cluster_id, &message)
+                .send(target, self.shared.config.cluster_id, &message)
                 .is_ok();
         }
         if !sent {
@@ -437,8 +440,9 @@ impl Node {
             };
             let bytes = record.len() as u64;
             sent_all &= self
+                .shared
                 .actions
-                .send(from, self.config.cluster_id, &message)
+                .send(from, self.shared.config.cluster_id, &message)
                 .is_ok();
             self.handoffs.keys_sent += 1;
             self.handoffs.bytes_sent += bytes;
@@ -475,7 +479,7 @@ impl Node {
     }
 
     fn maybe_delete_page(&mut self) {
-        let unconfirmed = self.sabotage().handoff_unconfirmed;
+        let unconfirmed = self.shared.sabotage().handoff_unconfirmed;
         let Some(pass) = &mut self.handoffs.pass else {
             return;
         };
@@ -546,7 +550,7 @@ impl Node {
             return; // the offerer's page expires and is offered again later
         }
         let range = self.entropy.trees.bucket_range(index, bucket as usize);
-        let limit = self.config.wire_limits.list_length_max as u32;
+        let limit = self.shared.config.wire_limits.list_length_max as u32;
         let Some(token) = self.start_scan(Task::OfferScan, range, None, limit) else {
             return;
         };
@@ -594,7 +598,7 @@ impl Node {
             })
             .map(|&(_, _, position)| position)
             .collect();
-        self.send(
+        self.shared.send(
             offer.from,
             &Message::HandoffNeed {
                 request: offer.request,

@@ -140,6 +140,7 @@ mod replica;
 mod request_id;
 mod requests;
 mod router;
+mod shared;
 mod storage;
 mod tasks;
 mod timers;
@@ -168,6 +169,7 @@ use locks::KeyLocks;
 use peers::Peers;
 use replica::KeyOp;
 use requests::Requests;
+use shared::Shared;
 use tasks::{Task, Tasks};
 use timers::{Timer, TimerTable};
 
@@ -345,8 +347,9 @@ pub struct Stats {
 /// A Dynamo node. See the module documentation for how to drive it.
 #[derive(Debug)]
 pub struct Node {
-    config: Config,
-    id: NodeId,
+    /// What every concern uses: configuration, identity, time, randomness and the
+    /// outputs (actions, storage tasks, counters).
+    shared: Shared,
     /// The membership view and the placement built from it.
     view: View,
     /// When each periodic round (hints, gossip, anti-entropy, handoff, reaping) is due.
@@ -361,15 +364,8 @@ pub struct Node {
     foreground: entropy::ForegroundLatency,
     /// Writer epochs: under which id this node mints dots, per partition.
     writer: writer::Writer,
-    rng: Rng,
-    /// The latest `now` handed in (never goes back).
-    now: Instant,
-    /// What the shell is asked to do, until polled.
-    actions: ActionQueue,
     /// The requests this node coordinates, with their deadlines.
     requests: Requests,
-    /// Storage operations in flight, by what each is for.
-    tasks: Tasks,
     /// The replica's per-key locks and the key operations waiting on them.
     locks: KeyLocks<KeyOp>,
     /// Forwarded writes already answered, so a duplicate is not minted twice.
@@ -378,9 +374,6 @@ pub struct Node {
     peers: Peers,
     /// The hints this node holds for others.
     hints: Hints,
-    /// Reused for storage keys of hints and encoded versions.
-    scratch: Vec<u8>,
-    stats: Stats,
 }
 
 impl Node {
@@ -420,7 +413,6 @@ impl Node {
             config.requests_max
         };
         let mut node = Node {
-            id: identity.id,
             view,
             timers: TimerTable::new(|timer| {
                 let after_ms = match timer {
@@ -437,18 +429,21 @@ impl Node {
             reaper: reap::Reaper::new(now, config.reap_interval_ms),
             foreground: entropy::ForegroundLatency::default(),
             writer: writer::Writer::default(),
-            rng: Rng::new(seed),
-            now,
-            actions: ActionQueue::new(config.actions_max, config.action_bytes_max),
             requests: Requests::new(request_slots),
-            tasks: Tasks::new(config.storage_operations_max),
             locks: KeyLocks::new(config.locked_keys_max, config.waiting_operations_max),
             forwards: RecentForwards::new(config.requests_max),
             peers: Peers::new(&config, identity.id),
             hints: Hints::new(config.hints_max),
-            scratch: Vec::new(),
-            stats: Stats::default(),
-            config,
+            shared: Shared {
+                id: identity.id,
+                rng: Rng::new(seed),
+                now,
+                actions: ActionQueue::new(config.actions_max, config.action_bytes_max),
+                tasks: Tasks::new(config.storage_operations_max),
+                scratch: Vec::new(),
+                stats: Stats::default(),
+                config,
+            },
         };
         node.list_hints(&[]);
         node.load_writer();
@@ -457,24 +452,24 @@ impl Node {
 
     /// This node's id.
     pub fn id(&self) -> NodeId {
-        self.id
+        self.shared.id
     }
 
     /// The configuration it runs with.
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.shared.config
     }
 
     /// The limits a shell decodes peer frames with.
     pub fn wire_limits(&self) -> crate::wire::WireLimits {
-        self.config.wire_limits
+        self.shared.config.wire_limits
     }
 
     /// Counters so far.
     pub fn stats(&self) -> Stats {
         Stats {
             peers_marked_down: self.peers.marked_down,
-            actions_refused: self.actions.refused,
+            actions_refused: self.shared.actions.refused,
             entropy_exchanges: self.entropy.exchanges_started,
             entropy_in_sync: self.entropy.exchanges_in_sync,
             entropy_keys_pushed: self.entropy.keys_pushed,
@@ -491,13 +486,13 @@ impl Node {
             reap_candidates: self.reaper.candidates() as u64,
             writer_epochs_started: self.writer.epochs_started,
             one_shot_writes: self.writer.one_shot_writes,
-            ..self.stats
+            ..self.shared.stats
         }
     }
 
     /// True while this node believes `peer` is up.
     pub fn believes_up(&self, peer: NodeId) -> bool {
-        peer == self.id || self.peers.is_up(peer)
+        peer == self.shared.id || self.peers.is_up(peer)
     }
 
     /// Hints held for other nodes.
@@ -512,7 +507,7 @@ impl Node {
 
     /// Storage operations in flight (including the hint listing after a start).
     pub fn storage_operations_in_flight(&self) -> usize {
-        self.tasks.len()
+        self.shared.tasks.len()
     }
 
     /// The shell found that the data store lost records it had made durable (records
@@ -545,7 +540,7 @@ impl Node {
 
     /// Every bounded structure with its peak use and its bound.
     pub fn bounds(&self) -> [BoundUse; 9] {
-        let config = &self.config;
+        let config = &self.shared.config;
         let bound = |name, peak: usize, max: u64| BoundUse {
             name,
             peak: peak as u64,
@@ -559,7 +554,7 @@ impl Node {
             ),
             bound(
                 "storage operations",
-                self.tasks.peak,
+                self.shared.tasks.peak,
                 u64::from(config.storage_operations_max),
             ),
             bound(
@@ -585,12 +580,12 @@ impl Node {
             ),
             bound(
                 "queued actions",
-                self.actions.actions_peak,
+                self.shared.actions.actions_peak,
                 u64::from(config.actions_max),
             ),
             bound(
                 "queued action bytes",
-                self.actions.bytes_peak,
+                self.shared.actions.bytes_peak,
                 config.action_bytes_max as u64,
             ),
         ]
@@ -598,7 +593,7 @@ impl Node {
 
     /// Applies one input at `now`.
     pub fn handle(&mut self, now: Instant, input: Input<'_>) {
-        self.now = self.now.max(now);
+        self.shared.now = self.shared.now.max(now);
         match input {
             Input::Client {
                 client,
@@ -608,7 +603,7 @@ impl Node {
             } => self.client_command(client, tag, timestamp_ms, command),
             Input::Peer { from, message } => self.peer_message(from, message),
             Input::PeerUp { peer } => self.peer_up(peer),
-            Input::PeerDown { peer } => self.peers.mark_down(peer, self.now),
+            Input::PeerDown { peer } => self.peers.mark_down(peer, self.shared.now),
             Input::Storage(completion) => self.storage_completion(completion),
             Input::Timeout => {}
         }
@@ -618,9 +613,9 @@ impl Node {
     /// The next action for the shell; its bytes are valid until the next call.
     #[must_use]
     pub fn poll_action(&mut self) -> Option<Action<'_>> {
-        let action = self.actions.poll();
+        let action = self.shared.actions.poll();
         if let Some(Action::Send { .. }) = action {
-            self.stats.messages_sent += 1;
+            self.shared.stats.messages_sent += 1;
         }
         action
     }
@@ -643,12 +638,13 @@ impl Node {
     }
 
     fn run_timers(&mut self) {
-        let now = self.now;
-        for _ in 0..self.config.expirations_per_wakeup_max {
+        let now = self.shared.now;
+        for _ in 0..self.shared.config.expirations_per_wakeup_max {
             // Leave room for what an expiry may emit; the rest waits for the next call.
             if !self
+                .shared
                 .actions
-                .has_room(usize::from(self.config.replicas) * 2 + 4)
+                .has_room(usize::from(self.shared.config.replicas) * 2 + 4)
             {
                 break;
             }
@@ -657,26 +653,26 @@ impl Node {
             };
             self.request_deadline(id);
         }
-        while self.actions.has_room(2) {
+        while self.shared.actions.has_room(2) {
             let Some(peer) = self.peers.take_due_probe(now) else {
                 break;
             };
-            let nonce = self.rng.next_u64();
+            let nonce = self.shared.rng.next_u64();
             let address = self
                 .view
                 .membership
                 .get(peer)
                 .map_or(&[][..], |member| &member.peer_address);
-            let _ = self.actions.connect(peer, address);
-            self.send(peer, &Message::Ping { nonce });
+            let _ = self.shared.actions.connect(peer, address);
+            self.shared.send(peer, &Message::Ping { nonce });
         }
         if self.timers.is_due(Timer::HintRound, now) {
-            let next = now + Duration::from_millis(self.config.hint_interval_ms);
+            let next = now + Duration::from_millis(self.shared.config.hint_interval_ms);
             self.timers.set(Timer::HintRound, next);
             self.deliver_hints();
         }
         if self.timers.is_due(Timer::Gossip, now) {
-            let next = now + Duration::from_millis(self.config.gossip_interval_ms);
+            let next = now + Duration::from_millis(self.shared.config.gossip_interval_ms);
             self.timers.set(Timer::Gossip, next);
             self.gossip_round();
         }
@@ -691,24 +687,18 @@ impl Node {
         }
     }
 
-    /// Queues a frame to `to`; false when the action queue refused it.
-    fn send(&mut self, to: NodeId, message: &Message<'_>) -> bool {
-        self.actions
-            .send(to, self.config.cluster_id, message)
-            .is_ok()
-    }
-
     fn healthy(&self, node: NodeId) -> bool {
-        node == self.id || self.peers.is_up(node)
+        node == self.shared.id || self.peers.is_up(node)
     }
 
     /// Starts (or continues after `after`) listing the hints on disk.
     fn list_hints(&mut self, after: &[u8]) {
-        let limit = 1024u32.min(self.config.hints_max);
-        self.tasks
-            .start(Task::ListHints, &mut self.actions, |actions, token| {
-                actions.list(token, Space::Hints, after, limit)
-            });
+        let limit = 1024u32.min(self.shared.config.hints_max);
+        self.shared.tasks.start(
+            Task::ListHints,
+            &mut self.shared.actions,
+            |actions, token| actions.list(token, Space::Hints, after, limit),
+        );
     }
 }
 

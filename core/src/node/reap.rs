@@ -193,11 +193,11 @@ impl Reaper {
 impl Node {
     /// The reaping timer.
     pub(crate) fn reap_tick(&mut self) {
-        let now = self.now;
-        let interval_ms = self.config.reap_interval_ms;
+        let now = self.shared.now;
+        let interval_ms = self.shared.config.reap_interval_ms;
         let step = now + Duration::from_millis(STEP_MS.min(interval_ms));
         self.timers.set(Timer::Reap, step);
-        if self.config.reap_candidates_max == 0 {
+        if self.shared.config.reap_candidates_max == 0 {
             self.timers
                 .set(Timer::Reap, now + Duration::from_millis(interval_ms));
             return;
@@ -208,7 +208,7 @@ impl Node {
                 let stalled = matches!(walk.phase, Phase::Querying | Phase::Offered)
                     && now >= walk.expires_at;
                 let lost = walk.targets.iter().any(|&t| !self.peers.is_up(t))
-                    && !self.sabotage().reap_unconfirmed;
+                    && !self.shared.sabotage().reap_unconfirmed;
                 if stalled || lost || walk.placement != placement {
                     self.abandon_walk();
                 } else if walk.phase == Phase::Ready {
@@ -222,12 +222,12 @@ impl Node {
 
     /// True when this node leads `partition`'s reaping: first in its preference list.
     fn leads(&self, partition: usize) -> bool {
-        self.view.ready && self.view.ring.preference_list(partition).next() == Some(self.id)
+        self.view.ready && self.view.ring.preference_list(partition).next() == Some(self.shared.id)
     }
 
     fn start_walk(&mut self) {
-        let now = self.now;
-        self.reaper.next_walk_at = now + Duration::from_millis(self.config.reap_interval_ms);
+        let now = self.shared.now;
+        self.reaper.next_walk_at = now + Duration::from_millis(self.shared.config.reap_interval_ms);
         let trees = &self.entropy.trees;
         if !trees.fully_built() || !self.background_admitted() {
             return;
@@ -241,13 +241,13 @@ impl Node {
             .membership
             .members()
             .iter()
-            .filter(|m| m.id != self.id && m.status != MemberStatus::Left)
+            .filter(|m| m.id != self.shared.id && m.status != MemberStatus::Left)
             .map(|m| m.id)
             .collect();
         let Some(own_busy) = self.busy_partitions() else {
             return;
         };
-        if self.sabotage().reap_unconfirmed {
+        if self.shared.sabotage().reap_unconfirmed {
             members.clear(); // asks no one, and goes on with members down
         } else if members.iter().any(|&m| !self.peers.is_up(m)) {
             self.reaper.walks_blocked += 1;
@@ -262,7 +262,7 @@ impl Node {
             waiting: members,
             busy: vec![0; partitions.div_ceil(64)],
             phase: Phase::Querying,
-            expires_at: now + Duration::from_millis(self.config.request_timeout_ms),
+            expires_at: now + Duration::from_millis(self.shared.config.request_timeout_ms),
             partition: 0,
             bucket: 0,
             after: None,
@@ -280,7 +280,7 @@ impl Node {
         let waiting = walk.waiting.clone();
         self.reaper.walk = Some(walk);
         for member in waiting {
-            if !self.send(member, &Message::ReapQuery { request }) {
+            if !self.shared.send(member, &Message::ReapQuery { request }) {
                 return self.abandon_walk();
             }
         }
@@ -291,7 +291,7 @@ impl Node {
         if let Some(walk) = self.reaper.walk.take() {
             log::debug!(
                 "node {}: reaping walk {} abandoned at partition {}",
-                self.id.0,
+                self.shared.id.0,
                 walk.serial,
                 walk.partition
             );
@@ -317,7 +317,7 @@ impl Node {
         );
         busy.sort_unstable();
         busy.dedup();
-        (busy.len() <= self.config.wire_limits.list_length_max).then_some(busy)
+        (busy.len() <= self.shared.config.wire_limits.list_length_max).then_some(busy)
     }
 
     /// A leading node asks what could bring a deleted value back.
@@ -328,7 +328,7 @@ impl Node {
             complete: busy.is_some(),
             partitions: busy.unwrap_or_default(),
         };
-        self.send(from, &message);
+        self.shared.send(from, &message);
     }
 
     /// A member's answer to this node's query.
@@ -412,9 +412,9 @@ impl Node {
             .view
             .ring
             .preference_list(partition)
-            .filter(|&node| node != self.id)
+            .filter(|&node| node != self.shared.id)
             .collect();
-        let unconfirmed = self.sabotage().reap_unconfirmed;
+        let unconfirmed = self.shared.sabotage().reap_unconfirmed;
         if !unconfirmed && targets.iter().any(|&t| !self.peers.is_up(t)) {
             return self.abandon_walk();
         }
@@ -427,9 +427,10 @@ impl Node {
             .bucket_range(partition, walk.bucket as usize);
         let after = walk.after;
         let limit = self
+            .shared
             .config
             .background_page_keys
-            .min(self.config.wire_limits.list_length_max as u32);
+            .min(self.shared.config.wire_limits.list_length_max as u32);
         if self
             .start_scan(Task::ReapPage, range, after, limit)
             .is_none()
@@ -464,7 +465,7 @@ impl Node {
 
     /// A page of a bucket this node leads was read: offer its tombstones.
     pub(crate) fn reap_page(&mut self, result: Result<ScanPage, StorageFailure>) {
-        let unconfirmed = self.sabotage().reap_unconfirmed;
+        let unconfirmed = self.shared.sabotage().reap_unconfirmed;
         let Some(walk) = &mut self.reaper.walk else {
             return;
         };
@@ -476,7 +477,7 @@ impl Node {
             return;
         };
         let writer = self.writer_id();
-        let bounds = self.config.version_bounds;
+        let bounds = self.shared.config.version_bounds;
         let Some(walk) = &mut self.reaper.walk else {
             return;
         };
@@ -507,7 +508,8 @@ impl Node {
         walk.page_serial = (walk.page_serial + 1) & ((1 << request_id::LOW_BITS) - 1);
         walk.page_serial = walk.page_serial.max(1);
         walk.phase = Phase::Offered;
-        walk.expires_at = self.now + Duration::from_millis(self.config.request_timeout_ms);
+        walk.expires_at =
+            self.shared.now + Duration::from_millis(self.shared.config.request_timeout_ms);
         let request = walk.request(walk.page_serial);
         let keys: Vec<(&[u8], u64)> = walk
             .page
@@ -523,8 +525,9 @@ impl Node {
         let mut sent = true;
         for &target in &walk.targets {
             sent &= self
+                .shared
                 .actions
-                .send(target, self.config.cluster_id, &message)
+                .send(target, self.shared.config.cluster_id, &message)
                 .is_ok();
         }
         if !sent {
@@ -559,9 +562,9 @@ impl Node {
     /// Once every replica answered: the page's tombstones every replica holds alike
     /// become candidates, and candidates that passed their grace period are reaped.
     fn maybe_page_checked(&mut self) {
-        let now = self.now;
-        let grace = Duration::from_millis(self.config.tombstone_grace_ms);
-        let candidates_max = self.config.reap_candidates_max as usize;
+        let now = self.shared.now;
+        let grace = Duration::from_millis(self.shared.config.tombstone_grace_ms);
+        let candidates_max = self.shared.config.reap_candidates_max as usize;
         let Some(walk) = &mut self.reaper.walk else {
             return;
         };
@@ -601,7 +604,7 @@ impl Node {
             .map(|p| walk.page[p].2)
             .max();
         if let Some(highest) = highest {
-            if !self.sabotage().reap_without_floor && !self.floor_covers(highest) {
+            if !self.shared.sabotage().reap_without_floor && !self.floor_covers(highest) {
                 ripe.clear();
             }
         }
@@ -630,7 +633,7 @@ impl Node {
                 keys,
             };
             for target in targets {
-                self.send(target, &message);
+                self.shared.send(target, &message);
             }
             for &position in positions {
                 let Some((key, expected, _)) = page.get(position) else {
@@ -671,10 +674,10 @@ impl Node {
     /// Under the key's lock, with the record about to be reaped: true when the durable
     /// counter floor covers this node's writer in it (else the floor is raised first).
     pub(crate) fn reap_allowed(&mut self, record: &[u8]) -> bool {
-        if self.sabotage().reap_without_floor {
+        if self.shared.sabotage().reap_without_floor {
             return true;
         }
-        let Ok(versions) = VersionSet::decode(record, self.config.version_bounds) else {
+        let Ok(versions) = VersionSet::decode(record, self.shared.config.version_bounds) else {
             return false;
         };
         self.floor_covers(super::writer::lanes_counter(&versions, self.writer_id()))
@@ -684,7 +687,7 @@ impl Node {
     /// holds alike, so that the floor is durable by the time they are reaped.
     pub(crate) fn prepare_floor<'r>(&mut self, records: impl Iterator<Item = &'r [u8]>) {
         let writer = self.writer_id();
-        let bounds = self.config.version_bounds;
+        let bounds = self.shared.config.version_bounds;
         let highest = records
             .filter(|record| VersionSet::record_is_deleted(record))
             .filter_map(|record| VersionSet::decode(record, bounds).ok())

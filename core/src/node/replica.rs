@@ -63,7 +63,7 @@ impl Node {
         found: Result<Option<&[u8]>, ()>,
     ) -> Result<Option<VersionSet>, ()> {
         match found? {
-            Some(bytes) => VersionSet::decode(bytes, self.config.version_bounds)
+            Some(bytes) => VersionSet::decode(bytes, self.shared.config.version_bounds)
                 .map(Some)
                 .map_err(|_| ()),
             None => Ok(None),
@@ -71,16 +71,19 @@ impl Node {
     }
 
     pub(crate) fn replica_read(&mut self, from: NodeId, request: u64, key: &[u8]) {
-        if key.len() > self.config.key_size_bytes_max {
+        if key.len() > self.shared.config.key_size_bytes_max {
             return self.reply_replica_read(from, request, ReplicaStatus::StorageFailed, &[]);
         }
         let task = Task::ReplicaRead {
             peer: from,
             request,
         };
-        let started = self.tasks.start(task, &mut self.actions, |actions, token| {
-            actions.read(token, Space::Data, key)
-        });
+        let started = self
+            .shared
+            .tasks
+            .start(task, &mut self.shared.actions, |actions, token| {
+                actions.read(token, Space::Data, key)
+            });
         if started.is_none() {
             self.reply_replica_read(from, request, ReplicaStatus::Overloaded, &[]);
         }
@@ -93,7 +96,7 @@ impl Node {
         status: ReplicaStatus,
         versions: &[u8],
     ) {
-        self.send(
+        self.shared.send(
             to,
             &Message::ReplicaGetReply {
                 request,
@@ -120,21 +123,21 @@ impl Node {
                     status,
                     held_value,
                 };
-                node.send(peer, &message);
+                node.shared.send(peer, &message);
             }
         };
-        if key.len() > self.config.key_size_bytes_max {
+        if key.len() > self.shared.config.key_size_bytes_max {
             return refuse(self, ReplicaStatus::StorageFailed);
         }
-        let Ok(versions) = VersionSet::decode(versions, self.config.version_bounds) else {
+        let Ok(versions) = VersionSet::decode(versions, self.shared.config.version_bounds) else {
             return refuse(self, ReplicaStatus::StorageFailed);
         };
-        let hint_owner = hint.filter(|&owner| owner != self.id);
+        let hint_owner = hint.filter(|&owner| owner != self.shared.id);
         if hint_owner.is_some() && !self.hints.reserve() {
-            self.stats.overloaded += 1;
+            self.shared.stats.overloaded += 1;
             return refuse(self, ReplicaStatus::Overloaded);
         }
-        let reply = if self.sabotage().ack_before_durable {
+        let reply = if self.shared.sabotage().ack_before_durable {
             refuse(self, ReplicaStatus::Ok);
             None
         } else {
@@ -159,16 +162,16 @@ impl Node {
     ) -> Result<(), ReplicaStatus> {
         let space = match hint_owner {
             Some(owner) => {
-                hint_key(owner, key, &mut self.scratch);
+                hint_key(owner, key, &mut self.shared.scratch);
                 Space::Hints
             }
             None => {
-                self.scratch.clear();
-                self.scratch.extend_from_slice(key);
+                self.shared.scratch.clear();
+                self.shared.scratch.extend_from_slice(key);
                 Space::Data
             }
         };
-        let storage_key = std::mem::take(&mut self.scratch);
+        let storage_key = std::mem::take(&mut self.shared.scratch);
         // An unacknowledged merge (a read repair, an anti-entropy push) folds into a
         // merge already waiting on the key: version sets join in any order, so one
         // waiting merge carries them all. Without this, repairs of a hot key queued
@@ -184,8 +187,8 @@ impl Node {
             {
                 if *waiting_owner == hint_owner {
                     *waiting = waiting.sync(&versions);
-                    self.stats.merges_coalesced += 1;
-                    self.scratch = storage_key;
+                    self.shared.stats.merges_coalesced += 1;
+                    self.shared.scratch = storage_key;
                     return Ok(());
                 }
             }
@@ -200,9 +203,9 @@ impl Node {
                 held_value: false,
             },
         );
-        self.scratch = storage_key;
+        self.shared.scratch = storage_key;
         queued.map_err(|_| {
-            self.stats.overloaded += 1;
+            self.shared.stats.overloaded += 1;
             ReplicaStatus::Overloaded
         })
     }
@@ -219,10 +222,11 @@ impl Node {
         timestamp_ms: u64,
         write_quorum: u8,
     ) {
-        let expires = self.now + Duration::from_millis(self.config.request_timeout_ms * 2);
+        let expires =
+            self.shared.now + Duration::from_millis(self.shared.config.request_timeout_ms * 2);
         if !self
             .forwards
-            .first_time(self.now, expires, from, request, timestamp_ms, key)
+            .first_time(self.shared.now, expires, from, request, timestamp_ms, key)
         {
             return; // a duplicate: the first copy answers
         }
@@ -267,7 +271,7 @@ impl Node {
             .view
             .ring
             .preference_list(partition)
-            .any(|node| node == self.id)
+            .any(|node| node == self.shared.id)
         {
             None
         } else {
@@ -289,7 +293,7 @@ impl Node {
         match self.locked_read(lock, token, result) {
             Step::Storing => {}
             Step::Done(result) => {
-                self.tasks.end(token);
+                self.shared.tasks.end(token);
                 self.finish_locked(lock, result);
             }
         }
@@ -371,13 +375,16 @@ impl Node {
                 return;
             };
             let task = Task::Locked { lock, change: None };
-            let started = self.tasks.start(task, &mut self.actions, |actions, token| {
-                actions.read(token, slot.space, &slot.key)
-            });
+            let started =
+                self.shared
+                    .tasks
+                    .start(task, &mut self.shared.actions, |actions, token| {
+                        actions.read(token, slot.space, &slot.key)
+                    });
             if started.is_some() {
                 return;
             }
-            self.stats.overloaded += 1;
+            self.shared.stats.overloaded += 1;
             let Some((op, more)) = self.locks.finish(lock) else {
                 return;
             };
@@ -410,7 +417,7 @@ impl Node {
             return;
         }
         let old = found.map(|record| TreeEntry::of(&slot.key, record));
-        if let Some(Task::Locked { change, .. }) = self.tasks.get_mut(token) {
+        if let Some(Task::Locked { change, .. }) = self.shared.tasks.get_mut(token) {
             *change = Some((old, None));
         }
     }
@@ -424,14 +431,14 @@ impl Node {
     ) -> Step {
         let current = match result {
             Ok(None) => VersionSet::new(),
-            Ok(Some(bytes)) => match VersionSet::decode(bytes, self.config.version_bounds) {
+            Ok(Some(bytes)) => match VersionSet::decode(bytes, self.shared.config.version_bounds) {
                 Ok(current) => current,
                 Err(_) => return self.corrupt_record(lock, token),
             },
             Err(StorageFailure::Corrupt) => return self.corrupt_record(lock, token),
             Err(failure) => return Step::Done(Err(failure)),
         };
-        let drop_concurrent_siblings = self.sabotage().drop_concurrent_siblings;
+        let drop_concurrent_siblings = self.shared.sabotage().drop_concurrent_siblings;
         let Some(op) = self.locks.running_mut(lock) else {
             return Step::Done(Ok(()));
         };
@@ -481,7 +488,7 @@ impl Node {
                     return Step::Done(Ok(()));
                 };
                 let key = slot.key.clone();
-                match self.actions.delete(token, Space::Data, &key) {
+                match self.shared.actions.delete(token, Space::Data, &key) {
                     Ok(()) => Step::Storing,
                     Err(_) => Step::Done(Err(StorageFailure::Io)),
                 }
@@ -497,7 +504,7 @@ impl Node {
                     return Step::Done(Ok(()));
                 }
                 let key = slot.key.clone();
-                match self.actions.delete(token, Space::Hints, &key) {
+                match self.shared.actions.delete(token, Space::Hints, &key) {
                     Ok(()) => Step::Storing,
                     Err(_) => Step::Done(Err(StorageFailure::Io)),
                 }
@@ -524,15 +531,15 @@ impl Node {
         };
         let merged = versions.clone();
         log::warn!("local record of {key:?} was unreadable: replaced by a replica's copy");
-        self.stats.corrupt_records_replaced += 1;
+        self.shared.stats.corrupt_records_replaced += 1;
         self.store_locked(lock, token, &merged)
     }
 
     /// Mints write `request` against `current` and stores the result.
     fn mint(&mut self, lock: u32, token: u64, request: SlotId, current: VersionSet) -> Step {
-        let bounds = self.config.version_bounds;
-        let ignore_context = self.sabotage().ignore_context;
-        let floor = if self.sabotage().reap_without_floor {
+        let bounds = self.shared.config.version_bounds;
+        let ignore_context = self.shared.sabotage().ignore_context;
+        let floor = if self.shared.sabotage().reap_without_floor {
             0
         } else {
             self.writer.counter_floor()
@@ -568,7 +575,7 @@ impl Node {
         };
         let reply_context = if !token_wanted {
             VersionVector::new()
-        } else if self.sabotage().merged_clock_token {
+        } else if self.shared.sabotage().merged_clock_token {
             minted.join()
         } else {
             context.with_dot(dot)
@@ -588,15 +595,16 @@ impl Node {
             return Step::Done(Ok(()));
         };
         let queued = self
+            .shared
             .actions
             .write(token, slot.space, &slot.key, &write.versions);
-        let new = tree_change_pending(&self.tasks, token)
+        let new = tree_change_pending(&self.shared.tasks, token)
             .then(|| TreeEntry::of(&slot.key, &write.versions));
-        note_tree_write(&mut self.tasks, token, new);
+        note_tree_write(&mut self.shared.tasks, token, new);
         self.write_minted(request, reply_context);
         match queued {
             Ok(()) => {
-                if self.sabotage().ack_before_durable {
+                if self.shared.sabotage().ack_before_durable {
                     self.replicate(request);
                 }
                 Step::Storing
@@ -612,14 +620,17 @@ impl Node {
         let Some(slot) = self.locks.held(lock) else {
             return Step::Done(Ok(()));
         };
-        let mut record = std::mem::take(&mut self.scratch);
+        let mut record = std::mem::take(&mut self.shared.scratch);
         record.clear();
         versions.encode(&mut record);
-        let queued = self.actions.write(token, slot.space, &slot.key, &record);
-        let new =
-            tree_change_pending(&self.tasks, token).then(|| TreeEntry::of(&slot.key, &record));
-        note_tree_write(&mut self.tasks, token, new);
-        self.scratch = record;
+        let queued = self
+            .shared
+            .actions
+            .write(token, slot.space, &slot.key, &record);
+        let new = tree_change_pending(&self.shared.tasks, token)
+            .then(|| TreeEntry::of(&slot.key, &record));
+        note_tree_write(&mut self.shared.tasks, token, new);
+        self.shared.scratch = record;
         match queued {
             Ok(()) => Step::Storing,
             Err(_) => Step::Done(Err(StorageFailure::Io)),
@@ -646,14 +657,14 @@ impl Node {
                 if let Some((owner, key)) = self.hint_of_lock(lock) {
                     match result {
                         Ok(()) => {
-                            self.stats.hints_stored += 1;
+                            self.shared.stats.hints_stored += 1;
                             self.hints.stored(owner, &key);
                         }
                         Err(_) => self.hints.unreserve(),
                     }
                 }
                 match result {
-                    Ok(()) if !self.sabotage().ack_before_durable => self.replicate(request),
+                    Ok(()) if !self.shared.sabotage().ack_before_durable => self.replicate(request),
                     Ok(()) => {}
                     Err(failure) => self.fail_write(request, failure.into_request_error()),
                 }
@@ -672,7 +683,7 @@ impl Node {
                 if let Some(owner) = hint_owner {
                     match (status, self.locks_key(lock)) {
                         (ReplicaStatus::Ok, Some(key)) => {
-                            self.stats.hints_stored += 1;
+                            self.shared.stats.hints_stored += 1;
                             self.hints.stored(owner, &key);
                         }
                         _ => self.hints.unreserve(),
@@ -684,7 +695,7 @@ impl Node {
                         status,
                         held_value,
                     };
-                    self.send(peer, &message);
+                    self.shared.send(peer, &message);
                 }
             }
             KeyOp::ReadHint { delivery } => {
@@ -722,11 +733,12 @@ impl Node {
 
     /// Offers hints to owners that are up, within the delivery bound.
     pub(crate) fn deliver_hints(&mut self) {
-        if self.sabotage().skip_repair {
+        if self.shared.sabotage().skip_repair {
             return;
         }
-        let now = self.now;
-        while self.requests.deliveries < self.config.hint_deliveries_max && self.actions.has_room(4)
+        let now = self.shared.now;
+        while self.requests.deliveries < self.shared.config.hint_deliveries_max
+            && self.shared.actions.has_room(4)
         {
             let peers = &self.peers;
             let Some((owner, key)) = self.hints.next_deliverable(|owner| {
@@ -742,7 +754,7 @@ impl Node {
                 key,
                 generation,
                 sent: false,
-                attempt_at: now + Duration::from_millis(self.config.replica_timeout_ms),
+                attempt_at: now + Duration::from_millis(self.shared.config.replica_timeout_ms),
             });
             let id = match self.insert_request(request) {
                 Ok(id) => id,
@@ -784,9 +796,9 @@ impl Node {
         delivery.sent = true;
         // The generation now: every merge before this read is in `record`.
         delivery.generation = self.hints.generation(owner, &delivery.key).unwrap_or(0);
-        let sent = self.actions.send(
+        let sent = self.shared.actions.send(
             owner,
-            self.config.cluster_id,
+            self.shared.config.cluster_id,
             &Message::ReplicaPut {
                 request: request_id::coordinator(id),
                 key: &delivery.key,
@@ -810,10 +822,10 @@ impl Node {
             return;
         };
         if status != ReplicaStatus::Ok {
-            self.peers.hints_refused(from, self.now);
+            self.peers.hints_refused(from, self.shared.now);
             return;
         }
-        self.stats.hints_delivered += 1;
+        self.shared.stats.hints_delivered += 1;
         self.peers.hints_delivered(from);
         let mut stored = Vec::new();
         hint_key(delivery.owner, &delivery.key, &mut stored);
@@ -830,21 +842,21 @@ impl Node {
         let Some(Request::Delivery(delivery)) = self.remove_request(id) else {
             return;
         };
-        self.peers.timed_out(delivery.owner, self.now);
-        self.peers.hints_refused(delivery.owner, self.now);
+        self.peers.timed_out(delivery.owner, self.shared.now);
+        self.peers.hints_refused(delivery.owner, self.shared.now);
     }
 
     pub(crate) fn check_sizes(&self, key: &[u8], value_size: usize) -> Result<(), RequestError> {
-        if key.len() > self.config.key_size_bytes_max {
+        if key.len() > self.shared.config.key_size_bytes_max {
             return Err(RequestError::KeyTooLarge {
                 size: key.len(),
-                max: self.config.key_size_bytes_max,
+                max: self.shared.config.key_size_bytes_max,
             });
         }
-        if value_size > self.config.value_size_bytes_max {
+        if value_size > self.shared.config.value_size_bytes_max {
             return Err(RequestError::ValueTooLarge {
                 size: value_size,
-                max: self.config.value_size_bytes_max,
+                max: self.shared.config.value_size_bytes_max,
             });
         }
         Ok(())

@@ -16,7 +16,7 @@ use crate::wire::{Message, ReplicaStatus};
 impl Node {
     /// Routes one message from a peer.
     pub(crate) fn peer_message(&mut self, from: NodeId, message: Message<'_>) {
-        if from == self.id {
+        if from == self.shared.id {
             return;
         }
         // Gossip is how strangers become members; everything else needs a member.
@@ -30,10 +30,10 @@ impl Node {
         if self.peers.get(from).is_none() {
             return;
         }
-        self.peers.alive(from, self.now);
+        self.peers.alive(from, self.shared.now);
         match message {
             Message::Ping { nonce } => {
-                self.send(from, &Message::Pong { nonce });
+                self.shared.send(from, &Message::Pong { nonce });
             }
             Message::ReplicaGet { request, key } => self.replica_read(from, request, key),
             Message::ReplicaGetReply {
@@ -134,7 +134,7 @@ impl Node {
     /// Routes one storage completion to the task that waits for it.
     pub(crate) fn storage_completion(&mut self, completion: Completion) {
         let token = completion.token();
-        let Some(&task) = self.tasks.get(token) else {
+        let Some(&task) = self.shared.tasks.get(token) else {
             return;
         };
         // Every task but a key lock's read step ends with its completion.
@@ -142,7 +142,7 @@ impl Node {
             (task, &completion),
             (Task::Locked { .. }, Completion::Read { .. })
         ) {
-            self.tasks.end(token);
+            self.shared.tasks.end(token);
         }
         match (task, completion) {
             (Task::Locked { lock, .. }, Completion::Read { result, .. }) => {
@@ -156,7 +156,7 @@ impl Node {
             }
             (Task::LocalRead { request }, Completion::Read { result, .. }) => {
                 let answer = self.decode_answer(borrowed(&result).map_err(|_| ()));
-                self.read_answer(request, self.id, answer);
+                self.read_answer(request, self.shared.id, answer);
             }
             (Task::ListHints, Completion::Listed { result, .. }) => self.hints_listed(result),
             (Task::BuildTrees, Completion::Scanned { result, .. }) => match result {

@@ -728,7 +728,7 @@ fn a_leaving_node_hands_off_its_data_and_then_has_left() {
             node.membership().get(NodeId(4)).map(|m| m.status),
             Some(MemberStatus::Left),
             "node {} sees node 4 left",
-            node.id.0
+            node.id().0
         );
     }
     // Everything moved before anything was deleted: N = 3 of 3 members hold every key.

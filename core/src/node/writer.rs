@@ -214,11 +214,11 @@ impl Node {
         if self.writer.durable.is_some() || self.writer.loading {
             return;
         }
-        let started = self
-            .tasks
-            .start(Task::LoadWriter, &mut self.actions, |actions, token| {
-                actions.read(token, Space::Meta, WRITER_KEY)
-            });
+        let started = self.shared.tasks.start(
+            Task::LoadWriter,
+            &mut self.shared.actions,
+            |actions, token| actions.read(token, Space::Meta, WRITER_KEY),
+        );
         self.writer.loading = started.is_some();
     }
 
@@ -245,27 +245,27 @@ impl Node {
 
     fn fresh_epoch(&mut self) -> u64 {
         self.writer.epochs_started += 1;
-        (self.rng.next_u64() >> 2).max(1)
+        (self.shared.rng.next_u64() >> 2).max(1)
     }
 
     /// The writer id for a dot this node mints as a replica of `partition`.
     pub(crate) fn writer_for(&mut self, partition: usize) -> NodeId {
-        if self.sabotage().ignore_writer_epoch {
-            return self.id;
+        if self.shared.sabotage().ignore_writer_epoch {
+            return self.shared.id;
         }
         match &self.writer.durable {
             Some(record)
                 if !record.is_dropped(partition)
                     && self.writer.damaged_epoch != Some(record.epoch) =>
             {
-                epoch_writer(self.id, record.epoch)
+                epoch_writer(self.shared.id, record.epoch)
             }
             durable => {
                 if durable.is_some() {
                     self.start_new_epoch();
                 }
                 self.writer.one_shot_writes += 1;
-                NodeId(super::STAND_IN_WRITER_BIT | (self.rng.next_u64() >> 1))
+                NodeId(super::STAND_IN_WRITER_BIT | (self.shared.rng.next_u64() >> 1))
             }
         }
     }
@@ -288,7 +288,7 @@ impl Node {
             .find(|&id| !current.has_unseen_values(id, context));
         lane.unwrap_or_else(|| {
             self.writer.one_shot_writes += 1;
-            NodeId(super::STAND_IN_WRITER_BIT | (self.rng.next_u64() >> 1))
+            NodeId(super::STAND_IN_WRITER_BIT | (self.shared.rng.next_u64() >> 1))
         })
     }
 
@@ -390,7 +390,7 @@ impl Node {
             .durable
             .as_ref()
             .map_or(0, |record| record.epoch);
-        epoch_writer(self.id, epoch)
+        epoch_writer(self.shared.id, epoch)
     }
 
     /// Writes the wanted record unless a write is in flight.
@@ -403,11 +403,11 @@ impl Node {
         };
         let mut bytes = Vec::new();
         record.encode(&mut bytes);
-        let started = self
-            .tasks
-            .start(Task::StoreWriter, &mut self.actions, |actions, token| {
-                actions.write(token, Space::Meta, WRITER_KEY, &bytes)
-            });
+        let started = self.shared.tasks.start(
+            Task::StoreWriter,
+            &mut self.shared.actions,
+            |actions, token| actions.write(token, Space::Meta, WRITER_KEY, &bytes),
+        );
         match started {
             Some(_) => self.writer.storing = Some(record),
             None => self.writer.wanted = Some(record),
@@ -442,7 +442,7 @@ impl Node {
                 .view
                 .ring
                 .preference_list(partition)
-                .any(|node| node == self.id)
+                .any(|node| node == self.shared.id)
     }
 }
 
