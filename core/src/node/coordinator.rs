@@ -466,7 +466,9 @@ impl Node {
         }
         let partition = self.view.ring.partition_of(key);
         let writer = match local_owner {
-            None => self.writer_for(partition),
+            None => self
+                .writer
+                .writer_for(&mut self.shared, &self.view, partition),
             Some(_) => {
                 self.shared.stats.stand_in_writes += 1;
                 NodeId(super::STAND_IN_WRITER_BIT | (self.shared.rng.next_u64() >> 1))

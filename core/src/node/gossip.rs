@@ -41,6 +41,11 @@ impl View {
         })
     }
 
+    /// True when node `id` is in `partition`'s preference list.
+    pub(crate) fn replicates(&self, id: NodeId, partition: usize) -> bool {
+        self.ready && self.ring.preference_list(partition).any(|node| node == id)
+    }
+
     /// Rebuilds the placement after the membership changed it; on error the old one
     /// stays.
     fn rebuild(&mut self, config: &Config) -> Result<(), ConfigError> {
@@ -71,6 +76,11 @@ fn placement_ring(membership: &Membership, config: &Config) -> Result<(Ring, boo
 }
 
 impl Node {
+    /// True when this node is in `partition`'s preference list.
+    pub(crate) fn replicates(&self, partition: usize) -> bool {
+        self.view.replicates(self.shared.id, partition)
+    }
+
     /// One gossip round (the timer in `run_timers` calls it).
     pub(crate) fn gossip_round(&mut self) {
         let now = self.shared.now;
@@ -181,7 +191,7 @@ impl Node {
                     self.view.ring.members().len(),
                     self.view.membership.placement_digest()
                 );
-                self.check_regained_partitions();
+                self.writer.check_regained(&mut self.shared, &self.view);
             }
             // Merge refuses zero weights and bounds the member count, so the ring can
             // always be built; keep the old one if that ever stops holding.

@@ -181,8 +181,8 @@ impl Node {
             .budget_bytes
             .saturating_add(rate.saturating_mul(elapsed_ms) / 1_000)
             .min(rate);
-        self.load_writer();
-        self.store_writer();
+        self.writer.load(&mut self.shared);
+        self.writer.store(&mut self.shared);
         if let Some(pass) = &self.handoffs.pass {
             let stalled = matches!(pass.phase, Phase::Offered) && now >= pass.expires_at;
             let lost_target = pass.targets.iter().any(|&t| !self.peers.is_up(t));
@@ -277,7 +277,7 @@ impl Node {
             self.handoffs.pass = None;
             return;
         }
-        if !self.mark_dropped(partition)
+        if !self.writer.mark_dropped(&mut self.shared, partition)
             || self.handoffs.budget_bytes == 0
             || !self.background_admitted()
         {

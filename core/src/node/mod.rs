@@ -446,7 +446,7 @@ impl Node {
             },
         };
         node.list_hints(&[]);
-        node.load_writer();
+        node.writer.load(&mut node.shared);
         Ok(node)
     }
 
@@ -515,7 +515,7 @@ impl Node {
     /// minted dots it no longer remembers, so it mints under a new writer epoch from
     /// now on (see `writer`). Anti-entropy brings the lost records back from replicas.
     pub fn storage_damaged(&mut self) {
-        self.writer_damaged();
+        self.writer.damaged(&mut self.shared, &self.view);
     }
 
     /// True once the anti-entropy trees cover all of this node's data.

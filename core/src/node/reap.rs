@@ -476,7 +476,7 @@ impl Node {
             walk.phase = Phase::Ready;
             return;
         };
-        let writer = self.writer_id();
+        let writer = self.writer.writer_id(self.shared.id);
         let bounds = self.shared.config.version_bounds;
         let Some(walk) = &mut self.reaper.walk else {
             return;
@@ -604,7 +604,9 @@ impl Node {
             .map(|p| walk.page[p].2)
             .max();
         if let Some(highest) = highest {
-            if !self.shared.sabotage().reap_without_floor && !self.floor_covers(highest) {
+            if !self.shared.sabotage().reap_without_floor
+                && !self.writer.floor_covers(&mut self.shared, highest)
+            {
                 ripe.clear();
             }
         }
@@ -680,13 +682,15 @@ impl Node {
         let Ok(versions) = VersionSet::decode(record, self.shared.config.version_bounds) else {
             return false;
         };
-        self.floor_covers(super::writer::lanes_counter(&versions, self.writer_id()))
+        let counter =
+            super::writer::lanes_counter(&versions, self.writer.writer_id(self.shared.id));
+        self.writer.floor_covers(&mut self.shared, counter)
     }
 
     /// A replica comparing a reaping offer: raises its floor now over the tombstones it
     /// holds alike, so that the floor is durable by the time they are reaped.
     pub(crate) fn prepare_floor<'r>(&mut self, records: impl Iterator<Item = &'r [u8]>) {
-        let writer = self.writer_id();
+        let writer = self.writer.writer_id(self.shared.id);
         let bounds = self.shared.config.version_bounds;
         let highest = records
             .filter(|record| VersionSet::record_is_deleted(record))
@@ -694,7 +698,7 @@ impl Node {
             .map(|versions| super::writer::lanes_counter(&versions, writer))
             .max();
         if let Some(highest) = highest {
-            self.floor_covers(highest);
+            self.writer.floor_covers(&mut self.shared, highest);
         }
     }
 

@@ -524,7 +524,7 @@ impl Node {
             .get(lock)
             .map(|slot| String::from_utf8_lossy(&slot.key).into_owned())
             .unwrap_or_default();
-        self.writer_damaged();
+        self.writer.damaged(&mut self.shared, &self.view);
         let Some(KeyOp::Merge { versions, .. }) = self.locks.running_mut(lock) else {
             log::warn!("local record of {key:?} is unreadable: refusing to mint over it");
             return Step::Done(Err(StorageFailure::Corrupt));
@@ -560,7 +560,9 @@ impl Node {
         let epoch_writer = write.writer;
         // Only VSET, VDEL and forwarded writes answer with a token.
         let token_wanted = write.reply_context || matches!(write.reply, ReplyTo::Peer { .. });
-        let writer = self.lane_for(epoch_writer, &context, &current);
+        let writer = self
+            .writer
+            .lane_for(&mut self.shared.rng, epoch_writer, &context, &current);
         let minted = VersionSet::update_above(
             VersionSet::from_context(&context, spec.value),
             &current,

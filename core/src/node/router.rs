@@ -169,9 +169,15 @@ impl Node {
                 Err(_) => self.scan_failed(token),
             },
             (Task::LoadWriter, Completion::Read { result, .. }) => {
-                self.writer_loaded(borrowed(&result));
+                let result = borrowed(&result);
+                self.writer.loaded(&mut self.shared, &self.view, result);
             }
-            (Task::StoreWriter, Completion::Written { result, .. }) => self.writer_stored(result),
+            (Task::StoreWriter, Completion::Written { result, .. }) => {
+                if self.writer.stored(result) {
+                    self.resume_handoff();
+                    self.writer.store(&mut self.shared);
+                }
+            }
             (Task::HandoffPage, Completion::Scanned { result, .. }) => self.handoff_page(result),
             (Task::ReapPage, Completion::Scanned { result, .. }) => self.reap_page(result),
             (Task::OfferScan, Completion::Scanned { result, .. }) => {

@@ -58,11 +58,13 @@
 //! record is still the one its new replicas confirmed, and any dot minted since changed
 //! that record.
 
-use super::Node;
-use super::config::EPOCH_WRITER_BIT;
+use super::config::{EPOCH_WRITER_BIT, STAND_IN_WRITER_BIT};
+use super::gossip::View;
+use super::shared::Shared;
 use super::tasks::Task;
 use super::{Space, StorageFailure};
 use crate::bytes::{PutBytes, Reader};
+use crate::random::Rng;
 
 use crate::version::{NodeId, VersionSet, VersionVector};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
@@ -208,241 +210,245 @@ impl Writer {
     }
 }
 
-impl Node {
-    /// Reads the writer epoch record (at start, and again after a failed read).
-    pub(crate) fn load_writer(&mut self) {
-        if self.writer.durable.is_some() || self.writer.loading {
+/// The writer epochs' surface: the node hands each method the shared piece and, where
+/// placement matters, its view.
+impl Writer {
+    /// Reads the epoch record (at start, and again after a failed read).
+    pub(crate) fn load(&mut self, shared: &mut Shared) {
+        if self.durable.is_some() || self.loading {
             return;
         }
-        let started = self.shared.tasks.start(
-            Task::LoadWriter,
-            &mut self.shared.actions,
-            |actions, token| actions.read(token, Space::Meta, WRITER_KEY),
-        );
-        self.writer.loading = started.is_some();
+        let started =
+            shared
+                .tasks
+                .start(Task::LoadWriter, &mut shared.actions, |actions, token| {
+                    actions.read(token, Space::Meta, WRITER_KEY)
+                });
+        self.loading = started.is_some();
     }
 
-    pub(crate) fn writer_loaded(&mut self, result: Result<Option<&[u8]>, StorageFailure>) {
-        self.writer.loading = false;
-        let partitions = self.view.ring.partition_count();
+    /// The record was read (`None`: there is none yet).
+    pub(crate) fn loaded(
+        &mut self,
+        shared: &mut Shared,
+        view: &View,
+        result: Result<Option<&[u8]>, StorageFailure>,
+    ) {
+        self.loading = false;
+        let partitions = view.ring.partition_count();
         match result {
-            Ok(None) => self.writer.durable = Some(EpochRecord::new(0, partitions)),
+            Ok(None) => self.durable = Some(EpochRecord::new(0, partitions)),
             Ok(Some(bytes)) => match EpochRecord::decode(bytes, partitions) {
-                Some(record) => self.writer.durable = Some(record),
+                Some(record) => self.durable = Some(record),
                 None => {
                     log::error!("writer epoch record does not decode; starting a new epoch");
-                    let epoch = self.fresh_epoch();
-                    self.writer.wanted = Some(EpochRecord::new(epoch, partitions));
-                    self.store_writer();
+                    let epoch = self.fresh_epoch(&mut shared.rng);
+                    self.wanted = Some(EpochRecord::new(epoch, partitions));
+                    self.store(shared);
                 }
             },
             Err(failure) => log::warn!("reading the writer epoch failed ({failure:?}); retrying"),
         }
-        if self.writer.durable.is_some() && std::mem::take(&mut self.writer.damage_pending) {
-            self.writer_damaged();
+        if self.durable.is_some() && std::mem::take(&mut self.damage_pending) {
+            self.damaged(shared, view);
         }
     }
 
-    fn fresh_epoch(&mut self) -> u64 {
-        self.writer.epochs_started += 1;
-        (self.shared.rng.next_u64() >> 2).max(1)
+    fn fresh_epoch(&mut self, rng: &mut Rng) -> u64 {
+        self.epochs_started += 1;
+        (rng.next_u64() >> 2).max(1)
     }
 
     /// The writer id for a dot this node mints as a replica of `partition`.
-    pub(crate) fn writer_for(&mut self, partition: usize) -> NodeId {
-        if self.shared.sabotage().ignore_writer_epoch {
-            return self.shared.id;
+    pub(crate) fn writer_for(
+        &mut self,
+        shared: &mut Shared,
+        view: &View,
+        partition: usize,
+    ) -> NodeId {
+        if shared.sabotage().ignore_writer_epoch {
+            return shared.id;
         }
-        match &self.writer.durable {
+        match &self.durable {
             Some(record)
-                if !record.is_dropped(partition)
-                    && self.writer.damaged_epoch != Some(record.epoch) =>
+                if !record.is_dropped(partition) && self.damaged_epoch != Some(record.epoch) =>
             {
-                epoch_writer(self.shared.id, record.epoch)
+                epoch_writer(shared.id, record.epoch)
             }
             durable => {
                 if durable.is_some() {
-                    self.start_new_epoch();
+                    self.start_new_epoch(shared, view);
                 }
-                self.writer.one_shot_writes += 1;
-                NodeId(super::STAND_IN_WRITER_BIT | (self.shared.rng.next_u64() >> 1))
+                self.one_shot(&mut shared.rng)
             }
         }
     }
 
+    /// A fresh one-shot writer id, like a stand-in's.
+    fn one_shot(&mut self, rng: &mut Rng) -> NodeId {
+        self.one_shot_writes += 1;
+        NodeId(STAND_IN_WRITER_BIT | (rng.next_u64() >> 1))
+    }
+
     /// The id a write made with `context` is minted under against `current`, given
-    /// `writer` from [`Node::writer_for`]: its first lane holding no live value the
+    /// `writer` from [`Writer::writer_for`]: its first lane holding no live value the
     /// context did not cover, else a one-shot id (see the module docs). A one-shot or
     /// stand-in id is used as it is: it is new to every clock.
     pub(crate) fn lane_for(
         &mut self,
+        rng: &mut Rng,
         writer: NodeId,
         context: &VersionVector,
         current: &VersionSet,
     ) -> NodeId {
-        if writer.0 & super::STAND_IN_WRITER_BIT != 0 {
+        if writer.0 & STAND_IN_WRITER_BIT != 0 {
             return writer;
         }
         let lane = (0..WRITER_LANES)
             .map(|lane| writer_lane(writer, lane))
             .find(|&id| !current.has_unseen_values(id, context));
-        lane.unwrap_or_else(|| {
-            self.writer.one_shot_writes += 1;
-            NodeId(super::STAND_IN_WRITER_BIT | (self.shared.rng.next_u64() >> 1))
-        })
+        lane.unwrap_or_else(|| self.one_shot(rng))
     }
 
     /// The data store lost records this node made durable: the current epoch mints no
     /// more dots (see the module docs).
-    pub(crate) fn writer_damaged(&mut self) {
-        let Some(durable) = &self.writer.durable else {
-            self.writer.damage_pending = true;
+    pub(crate) fn damaged(&mut self, shared: &mut Shared, view: &View) {
+        let Some(durable) = &self.durable else {
+            self.damage_pending = true;
             return;
         };
-        if self.writer.damaged_epoch == Some(durable.epoch) {
+        if self.damaged_epoch == Some(durable.epoch) {
             return;
         }
         log::warn!(
             "local data lost records: writer epoch {} mints no more dots",
             durable.epoch
         );
-        self.writer.damaged_epoch = Some(durable.epoch);
-        self.start_new_epoch();
+        self.damaged_epoch = Some(durable.epoch);
+        self.start_new_epoch(shared, view);
     }
 
     /// Asks for a new epoch unless one is already on its way. Partitions this node
     /// does not replicate stay marked (their handoff may still be deleting).
-    pub(crate) fn start_new_epoch(&mut self) {
-        let (Some(durable), Some(intended)) = (&self.writer.durable, self.writer.intended()) else {
+    fn start_new_epoch(&mut self, shared: &mut Shared, view: &View) {
+        let (Some(durable), Some(intended)) = (&self.durable, self.intended()) else {
             return;
         };
         if intended.epoch != durable.epoch {
             return;
         }
         let mut record = intended.clone();
-        record.epoch = self.fresh_epoch();
-        for partition in 0..self.view.ring.partition_count() {
-            if self.replicates(partition) {
+        record.epoch = self.fresh_epoch(&mut shared.rng);
+        for partition in 0..view.ring.partition_count() {
+            if view.replicates(shared.id, partition) {
                 record.set_dropped(partition, false);
             }
         }
-        self.writer.wanted = Some(record);
-        self.store_writer();
+        self.wanted = Some(record);
+        self.store(shared);
     }
 
     /// After a placement change: a new epoch when a partition dropped in this one came
     /// back, so writes to it need no one-shot ids for long.
-    pub(crate) fn check_regained_partitions(&mut self) {
-        let regained = match &self.writer.durable {
-            Some(record) => (0..self.view.ring.partition_count())
-                .any(|p| record.is_dropped(p) && self.replicates(p)),
+    pub(crate) fn check_regained(&mut self, shared: &mut Shared, view: &View) {
+        let regained = match &self.durable {
+            Some(record) => (0..view.ring.partition_count())
+                .any(|p| record.is_dropped(p) && view.replicates(shared.id, p)),
             None => false,
         };
         if regained {
-            self.start_new_epoch();
+            self.start_new_epoch(shared, view);
         }
     }
 
     /// Marks `partition` dropped; true once that is durable (handoff may then delete).
-    pub(crate) fn mark_dropped(&mut self, partition: usize) -> bool {
-        if self.writer.is_dropped_durably(partition) {
+    pub(crate) fn mark_dropped(&mut self, shared: &mut Shared, partition: usize) -> bool {
+        if self.is_dropped_durably(partition) {
             return true;
         }
-        let Some(intended) = self.writer.intended() else {
+        let Some(intended) = self.intended() else {
             return false;
         };
         if !intended.is_dropped(partition) {
             let mut record = intended.clone();
             record.set_dropped(partition, true);
-            self.writer.wanted = Some(record);
+            self.wanted = Some(record);
         }
-        self.store_writer();
+        self.store(shared);
         false
     }
 
     /// True when reaping a record whose clock gives this node's current writer
     /// `counter` may go ahead: the durable floor covers it. Otherwise asks for a
     /// higher floor (the reap waits for a later pass).
-    pub(crate) fn floor_covers(&mut self, counter: u64) -> bool {
-        let Some(durable) = &self.writer.durable else {
+    pub(crate) fn floor_covers(&mut self, shared: &mut Shared, counter: u64) -> bool {
+        let Some(durable) = &self.durable else {
             return false;
         };
         if durable.counter_floor >= counter {
             return true;
         }
-        let Some(intended) = self.writer.intended() else {
+        let Some(intended) = self.intended() else {
             return false;
         };
         if intended.counter_floor < counter {
             let mut record = intended.clone();
             record.counter_floor = counter.saturating_add(FLOOR_STEP);
-            self.writer.wanted = Some(record);
+            self.wanted = Some(record);
         }
-        self.store_writer();
+        self.store(shared);
         false
     }
 
-    /// This node's current epoch writer id (before the record was read: the node id,
+    /// Node `id`'s current epoch writer id (before the record was read: the node id,
     /// which is epoch 0's; nothing is reaped before then, see `floor_covers`).
-    pub(crate) fn writer_id(&self) -> NodeId {
-        let epoch = self
-            .writer
-            .durable
-            .as_ref()
-            .map_or(0, |record| record.epoch);
-        epoch_writer(self.shared.id, epoch)
+    pub(crate) fn writer_id(&self, id: NodeId) -> NodeId {
+        let epoch = self.durable.as_ref().map_or(0, |record| record.epoch);
+        epoch_writer(id, epoch)
     }
 
     /// Writes the wanted record unless a write is in flight.
-    pub(crate) fn store_writer(&mut self) {
-        if self.writer.storing.is_some() {
+    pub(crate) fn store(&mut self, shared: &mut Shared) {
+        if self.storing.is_some() {
             return;
         }
-        let Some(record) = self.writer.wanted.take() else {
+        let Some(record) = self.wanted.take() else {
             return;
         };
         let mut bytes = Vec::new();
         record.encode(&mut bytes);
-        let started = self.shared.tasks.start(
-            Task::StoreWriter,
-            &mut self.shared.actions,
-            |actions, token| actions.write(token, Space::Meta, WRITER_KEY, &bytes),
-        );
+        let started =
+            shared
+                .tasks
+                .start(Task::StoreWriter, &mut shared.actions, |actions, token| {
+                    actions.write(token, Space::Meta, WRITER_KEY, &bytes)
+                });
         match started {
-            Some(_) => self.writer.storing = Some(record),
-            None => self.writer.wanted = Some(record),
+            Some(_) => self.storing = Some(record),
+            None => self.wanted = Some(record),
         }
     }
 
-    pub(crate) fn writer_stored(&mut self, result: Result<(), StorageFailure>) {
-        let Some(record) = self.writer.storing.take() else {
+    /// The record in flight was stored (or not); true when a new record became
+    /// durable: handoff may go on, and the caller stores what is wanted next.
+    pub(crate) fn stored(&mut self, result: Result<(), StorageFailure>) -> bool {
+        let Some(record) = self.storing.take() else {
             debug_assert!(false, "a writer record stored that was not being stored");
-            return;
+            return false;
         };
         match result {
             Ok(()) => {
-                self.writer.durable = Some(record);
-                self.resume_handoff();
+                self.durable = Some(record);
+                true
             }
             Err(failure) => {
                 log::warn!("storing the writer epoch failed ({failure:?}); retrying");
-                if self.writer.wanted.is_none() {
-                    self.writer.wanted = Some(record);
+                if self.wanted.is_none() {
+                    self.wanted = Some(record);
                 }
-                return; // retried by the next handoff tick
+                false // retried by the next handoff tick
             }
         }
-        self.store_writer();
-    }
-
-    /// True when this node is in `partition`'s preference list.
-    pub(crate) fn replicates(&self, partition: usize) -> bool {
-        self.view.ready
-            && self
-                .view
-                .ring
-                .preference_list(partition)
-                .any(|node| node == self.shared.id)
     }
 }
 
