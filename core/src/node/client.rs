@@ -318,7 +318,7 @@ impl Node {
                 self.reply_with(client, tag, false, |out| write_bulk(out, text.as_bytes()));
             }
             AdminCommand::Join { seed } => {
-                let result = self.admin_join(seed);
+                let result = self.view.join(&mut self.shared, seed);
                 self.reply_admin(client, tag, result);
             }
             AdminCommand::Leave => {

@@ -13,6 +13,8 @@
 //!   node has not heard from directly in that time, is marked down locally, which
 //!   starts probes; any message brings it back (idle peers are noticed this way).
 
+use super::peers::Peers;
+use super::shared::Shared;
 use super::{Config, ConfigError, Node};
 use crate::membership::{GossipTarget, Membership, Merged};
 use crate::placement::{Member, Ring};
@@ -75,163 +77,190 @@ fn placement_ring(membership: &Membership, config: &Config) -> Result<(Ring, boo
     Ok((ring, ready))
 }
 
+/// The membership concern's surface: the node hands it the shared piece and the peer
+/// table (which follows the view); a method that changes the placement says so, and
+/// the node tells the concerns that depend on it.
+impl View {
+    /// One gossip round (the gossip timer calls it).
+    pub(crate) fn gossip_round(&mut self, shared: &mut Shared, peers: &mut Peers) {
+        let now = shared.now;
+        self.membership.beat(now);
+        self.suspect_silent_members(shared, peers);
+        let target = self.membership.gossip_target(
+            &mut shared.rng,
+            shared.config.gossip_seed_one_in,
+            |id| peers.is_up(id),
+        );
+        let members: Vec<MemberRecord<'_>> = self.membership.records().collect();
+        let message = Message::Gossip { members };
+        let cluster_id = shared.config.cluster_id;
+        // A refused gossip frame is counted in `actions_refused`; the next round retries.
+        let _ = match target {
+            Some(GossipTarget::Member(to)) => shared.actions.send(to, cluster_id, &message),
+            Some(GossipTarget::Seed(address)) => {
+                shared.actions.introduce(address, cluster_id, &message)
+            }
+            None => Ok(()),
+        };
+    }
+
+    fn suspect_silent_members(&self, shared: &Shared, peers: &mut Peers) {
+        let now = shared.now;
+        let silence_ms = shared.config.gossip_silence_ms;
+        let silent: Vec<NodeId> = self
+            .membership
+            .silent_members(now, silence_ms)
+            .filter(|&id| peers.is_up(id) && !peers.heard_within(id, now, silence_ms))
+            .collect();
+        for id in silent {
+            log::warn!(
+                "node {}: member {} silent in gossip for {silence_ms} ms, marking it down",
+                shared.id.0,
+                id.0
+            );
+            peers.mark_down(id, now);
+        }
+    }
+
+    /// A peer's view arrived: merge it, answer a `Gossip` with this node's view. True
+    /// when the placement changed.
+    pub(crate) fn gossip_received(
+        &mut self,
+        shared: &mut Shared,
+        peers: &mut Peers,
+        (from, members): (NodeId, &[MemberRecord<'_>]),
+        answer: bool,
+    ) -> bool {
+        let merged = self.membership.merge(members, shared.now);
+        let placement_changed = self.apply(shared, peers, merged);
+        if peers.get(from).is_some() {
+            peers.alive(from, shared.now);
+        }
+        if answer {
+            let members: Vec<MemberRecord<'_>> = self.membership.records().collect();
+            let message = Message::GossipReply { members };
+            let _ = shared
+                .actions
+                .send(from, shared.config.cluster_id, &message);
+        }
+        placement_changed
+    }
+
+    /// Brings the peer table and the ring in line with the view after a change; true
+    /// when the placement changed.
+    pub(crate) fn apply(&mut self, shared: &Shared, peers: &mut Peers, merged: Merged) -> bool {
+        let id = shared.id;
+        if merged.refused > 0 {
+            log::warn!(
+                "node {}: refused {} membership records (view full or malformed)",
+                id.0,
+                merged.refused
+            );
+        }
+        if !merged.changed {
+            return false;
+        }
+        if merged.joined {
+            log::info!("node {}: heard the cluster, now up", id.0);
+        }
+        for member in self.membership.members() {
+            if member.id != id && member.status != MemberStatus::Left {
+                peers.add(member.id, shared.now);
+            }
+        }
+        if !merged.placement_changed {
+            return false;
+        }
+        match self.rebuild(&shared.config) {
+            Ok(()) => {
+                log::info!(
+                    "node {}: placement changed: {} members placed, digest {:016x}",
+                    id.0,
+                    self.ring.members().len(),
+                    self.membership.placement_digest()
+                );
+                true
+            }
+            // Merge refuses zero weights and bounds the member count, so the ring can
+            // always be built; keep the old one if that ever stops holding.
+            Err(error) => {
+                log::warn!("node {}: placement not rebuilt: {error}", id.0);
+                false
+            }
+        }
+    }
+
+    /// `RINGKV.JOIN <seed>`: gossip with `seed` now (and as a seed from then on).
+    pub(crate) fn join(&mut self, shared: &mut Shared, seed: &[u8]) -> Result<(), &'static str> {
+        if self.membership.local().status == MemberStatus::Left {
+            return Err("this node has left the cluster; start it under a new id");
+        }
+        if !self.membership.add_seed(seed) && !self.membership.seeds().iter().any(|s| s == seed) {
+            return Err("seed address is empty, too long or one too many");
+        }
+        let members: Vec<MemberRecord<'_>> = self.membership.records().collect();
+        let message = Message::Gossip { members };
+        shared
+            .actions
+            .introduce(seed, shared.config.cluster_id, &message)
+            .map_err(|_| "the node is overloaded, retry later")
+    }
+
+    /// `RINGKV.LEAVE`: this node stops taking part in placement; its partitions move
+    /// to the next members and it hands its data over before it marks itself `Left`.
+    /// The view change to apply, if any.
+    pub(crate) fn leave(&mut self, id: NodeId) -> Result<Option<Merged>, &'static str> {
+        match self.membership.local().status {
+            MemberStatus::Left => Err("this node has already left"),
+            MemberStatus::Leaving => Ok(None),
+            MemberStatus::Joining | MemberStatus::Up => {
+                if self.membership.placement().len() <= 1 {
+                    return Err("the last member cannot leave");
+                }
+                log::info!("node {}: leaving the cluster", id.0);
+                Ok(Some(
+                    self.membership.set_local_status(MemberStatus::Leaving),
+                ))
+            }
+        }
+    }
+}
+
+/// The node's glue: a changed placement is news for the writer epochs.
 impl Node {
     /// True when this node is in `partition`'s preference list.
     pub(crate) fn replicates(&self, partition: usize) -> bool {
         self.view.replicates(self.shared.id, partition)
     }
 
-    /// One gossip round (the timer in `run_timers` calls it).
-    pub(crate) fn gossip_round(&mut self) {
-        let now = self.shared.now;
-        self.view.membership.beat(now);
-        self.suspect_silent_members();
-        let peers = &self.peers;
-        let target = self.view.membership.gossip_target(
-            &mut self.shared.rng,
-            self.shared.config.gossip_seed_one_in,
-            |id| peers.is_up(id),
-        );
-        let members: Vec<MemberRecord<'_>> = self.view.membership.records().collect();
-        let message = Message::Gossip { members };
-        // A refused gossip frame is counted in `actions_refused`; the next round retries.
-        let _ = match target {
-            Some(GossipTarget::Member(to)) => {
-                self.shared
-                    .actions
-                    .send(to, self.shared.config.cluster_id, &message)
-            }
-            Some(GossipTarget::Seed(address)) => {
-                self.shared
-                    .actions
-                    .introduce(address, self.shared.config.cluster_id, &message)
-            }
-            None => Ok(()),
-        };
-    }
-
-    fn suspect_silent_members(&mut self) {
-        let now = self.shared.now;
-        let silence_ms = self.shared.config.gossip_silence_ms;
-        let silent: Vec<NodeId> = self
-            .view
-            .membership
-            .silent_members(now, silence_ms)
-            .filter(|&id| self.peers.is_up(id) && !self.peers.heard_within(id, now, silence_ms))
-            .collect();
-        for id in silent {
-            log::warn!(
-                "node {}: member {} silent in gossip for {silence_ms} ms, marking it down",
-                self.shared.id.0,
-                id.0
-            );
-            self.peers.mark_down(id, now);
+    /// Applies a change of this node's own view entry.
+    pub(crate) fn view_changed(&mut self, merged: Merged) {
+        if self.view.apply(&self.shared, &mut self.peers, merged) {
+            self.writer.check_regained(&mut self.shared, &self.view);
         }
     }
 
-    /// A peer's view arrived: merge it, answer a `Gossip` with this node's view.
+    /// A peer's view arrived (`answer`: it expects this node's in return).
     pub(crate) fn gossip_received(
         &mut self,
         from: NodeId,
         members: &[MemberRecord<'_>],
         answer: bool,
     ) {
-        let merged = self.view.membership.merge(members, self.shared.now);
-        self.view_changed(merged);
-        if self.peers.get(from).is_some() {
-            self.peers.alive(from, self.shared.now);
-        }
-        if answer {
-            let members: Vec<MemberRecord<'_>> = self.view.membership.records().collect();
-            let message = Message::GossipReply { members };
-            let _ = self
-                .shared
-                .actions
-                .send(from, self.shared.config.cluster_id, &message);
-        }
-    }
-
-    /// The shell connected to `peer` (or it connected to us).
-    pub(crate) fn peer_up(&mut self, peer: NodeId) {
-        self.peers.alive(peer, self.shared.now);
-    }
-
-    /// Brings the peer table and the ring in line with the view after a change.
-    pub(crate) fn view_changed(&mut self, merged: Merged) {
-        if merged.refused > 0 {
-            log::warn!(
-                "node {}: refused {} membership records (view full or malformed)",
-                self.shared.id.0,
-                merged.refused
-            );
-        }
-        if !merged.changed {
-            return;
-        }
-        if merged.joined {
-            log::info!("node {}: heard the cluster, now up", self.shared.id.0);
-        }
-        let now = self.shared.now;
-        for member in self.view.membership.members() {
-            if member.id != self.shared.id && member.status != MemberStatus::Left {
-                self.peers.add(member.id, now);
-            }
-        }
-        if merged.placement_changed {
-            self.rebuild_ring();
-        }
-    }
-
-    fn rebuild_ring(&mut self) {
-        match self.view.rebuild(&self.shared.config) {
-            Ok(()) => {
-                log::info!(
-                    "node {}: placement changed: {} members placed, digest {:016x}",
-                    self.shared.id.0,
-                    self.view.ring.members().len(),
-                    self.view.membership.placement_digest()
-                );
-                self.writer.check_regained(&mut self.shared, &self.view);
-            }
-            // Merge refuses zero weights and bounds the member count, so the ring can
-            // always be built; keep the old one if that ever stops holding.
-            Err(error) => log::warn!("node {}: placement not rebuilt: {error}", self.shared.id.0),
-        }
-    }
-
-    /// `RINGKV.JOIN <seed>`: gossip with `seed` now (and as a seed from then on).
-    pub(crate) fn admin_join(&mut self, seed: &[u8]) -> Result<(), &'static str> {
-        if self.view.membership.local().status == MemberStatus::Left {
-            return Err("this node has left the cluster; start it under a new id");
-        }
-        if !self.view.membership.add_seed(seed)
-            && !self.view.membership.seeds().iter().any(|s| s == seed)
+        let message = (from, members);
+        if self
+            .view
+            .gossip_received(&mut self.shared, &mut self.peers, message, answer)
         {
-            return Err("seed address is empty, too long or one too many");
+            self.writer.check_regained(&mut self.shared, &self.view);
         }
-        let members: Vec<MemberRecord<'_>> = self.view.membership.records().collect();
-        let message = Message::Gossip { members };
-        self.shared
-            .actions
-            .introduce(seed, self.shared.config.cluster_id, &message)
-            .map_err(|_| "the node is overloaded, retry later")
     }
 
-    /// `RINGKV.LEAVE`: this node stops taking part in placement; its partitions move
-    /// to the next members and it hands its data over before it marks itself `Left`.
+    /// `RINGKV.LEAVE` (see [`View::leave`]).
     pub(crate) fn admin_leave(&mut self) -> Result<(), &'static str> {
-        match self.view.membership.local().status {
-            MemberStatus::Left => Err("this node has already left"),
-            MemberStatus::Leaving => Ok(()),
-            MemberStatus::Joining | MemberStatus::Up => {
-                if self.view.membership.placement().len() <= 1 {
-                    return Err("the last member cannot leave");
-                }
-                log::info!("node {}: leaving the cluster", self.shared.id.0);
-                let merged = self.view.membership.set_local_status(MemberStatus::Leaving);
-                self.view_changed(merged);
-                Ok(())
-            }
+        if let Some(merged) = self.view.leave(self.shared.id)? {
+            self.view_changed(merged);
         }
+        Ok(())
     }
 }

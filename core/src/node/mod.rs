@@ -602,7 +602,7 @@ impl Node {
                 command,
             } => self.client_command(client, tag, timestamp_ms, command),
             Input::Peer { from, message } => self.peer_message(from, message),
-            Input::PeerUp { peer } => self.peer_up(peer),
+            Input::PeerUp { peer } => self.peers.alive(peer, self.shared.now),
             Input::PeerDown { peer } => self.peers.mark_down(peer, self.shared.now),
             Input::Storage(completion) => self.storage_completion(completion),
             Input::Timeout => {}
@@ -674,7 +674,7 @@ impl Node {
         if self.timers.is_due(Timer::Gossip, now) {
             let next = now + Duration::from_millis(self.shared.config.gossip_interval_ms);
             self.timers.set(Timer::Gossip, next);
-            self.gossip_round();
+            self.view.gossip_round(&mut self.shared, &mut self.peers);
         }
         if self.timers.is_due(Timer::Entropy, now) {
             self.entropy_tick();
