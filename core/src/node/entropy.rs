@@ -47,11 +47,13 @@
 //! and EXISTS are not timed). Handoff and reaping use the same test. A refused tick backs the
 //! interval off, doubling up to 16 times the configured one; an admitted tick resets it.
 
-use super::Node;
 use super::entries::{TreeEntry, entry_hashes};
+use super::gossip::View;
+use super::peers::Peers;
 use super::request_id::NO_REQUEST;
+use super::shared::Shared;
 use super::tasks::Task;
-use super::timers::Timer;
+use super::{ScanPage, StorageFailure};
 use crate::placement::key_hash;
 
 use crate::time::Instant;
@@ -211,58 +213,6 @@ impl HashTrees {
     }
 }
 
-/// The mean latency of client requests this node coordinated lately: over the current
-/// one-second window and the one before it, whichever is higher (an idle node's drops
-/// to zero within two windows, so background work is never held back by old news).
-#[derive(Debug, Default)]
-pub(crate) struct ForegroundLatency {
-    window_start: Instant,
-    sum_us: u64,
-    count: u64,
-    previous_mean_us: u64,
-}
-
-const LATENCY_WINDOW: Duration = Duration::from_secs(1);
-
-impl ForegroundLatency {
-    fn roll(&mut self, now: Instant) {
-        if now < self.window_start + LATENCY_WINDOW {
-            return;
-        }
-        let two_windows_ago =
-            now.saturating_duration_since(self.window_start) >= LATENCY_WINDOW * 2;
-        self.previous_mean_us = if two_windows_ago {
-            0
-        } else {
-            self.sum_us.checked_div(self.count).unwrap_or(0)
-        };
-        self.window_start = now;
-        self.sum_us = 0;
-        self.count = 0;
-    }
-
-    /// A client request that arrived at `received_at` is answered at `now`.
-    pub(crate) fn record(&mut self, now: Instant, received_at: Instant) {
-        self.roll(now);
-        let latency_us = now.saturating_duration_since(received_at).as_micros() as u64;
-        self.sum_us = self.sum_us.saturating_add(latency_us);
-        self.count += 1;
-    }
-
-    /// The recent mean, in microseconds.
-    pub(crate) fn mean_us(&self, now: Instant) -> u64 {
-        let elapsed = now.saturating_duration_since(self.window_start);
-        let current = self.sum_us.checked_div(self.count).unwrap_or(0);
-        if elapsed >= LATENCY_WINDOW * 2 {
-            0
-        } else if elapsed >= LATENCY_WINDOW {
-            current
-        } else {
-            current.max(self.previous_mean_us)
-        }
-    }
-}
-
 /// An exchange this node started, waiting for the peer's bucket hashes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Exchange {
@@ -318,225 +268,204 @@ impl Entropy {
     }
 }
 
-impl Node {
-    /// True while foreground work leaves room for background work: its queues are at
-    /// most a quarter full, and client requests finished lately took at most
-    /// `background_latency_max_ms` on average.
-    pub(crate) fn background_admitted(&self) -> bool {
-        let quarter = |max: u32| (max as usize).div_ceil(4);
-        let latency_ms = self.foreground.mean_us(self.shared.now) / 1_000;
-        latency_ms <= self.shared.config.background_latency_max_ms
-            && self.requests.len() <= quarter(self.shared.config.requests_max)
-            && self.shared.tasks.len() <= quarter(self.shared.config.storage_operations_max)
-            && self
-                .shared
-                .actions
-                .has_room(self.shared.config.actions_max as usize * 3 / 4)
-    }
-
+/// The anti-entropy surface: the node hands it the shared piece, the view and the peer
+/// table, and says whether background work is admitted now.
+impl Entropy {
     /// The anti-entropy timer: continue the tree rebuild, expire exchanges, maybe
-    /// start one.
-    pub(crate) fn entropy_tick(&mut self) {
-        let now = self.shared.now;
-        let base_ms = self.shared.config.anti_entropy_interval_ms;
-        if !self.background_admitted() {
-            self.entropy.ticks_refused += 1;
-            self.entropy.interval_ms = (self.entropy.interval_ms * 2).min(base_ms * 16);
-            let next = now + Duration::from_millis(self.entropy.interval_ms);
-            self.timers.set(Timer::Entropy, next);
-            return;
-        }
-        self.entropy.interval_ms = base_ms;
-        self.timers
-            .set(Timer::Entropy, now + Duration::from_millis(base_ms));
-        self.entropy.exchanges.retain(|e| e.expires_at > now);
-        if !self.entropy.trees.fully_built() {
-            self.continue_tree_build();
-            return;
-        }
-        if self.entropy.exchanges.len() >= self.shared.config.anti_entropy_exchanges_max as usize {
-            return;
-        }
-        self.start_exchange();
-    }
-
-    /// Queues a scan for `task`; its token, or None when the task table or the action
-    /// queue is full (nothing is left behind).
-    pub(crate) fn start_scan(
+    /// start one. When to tick next.
+    pub(crate) fn tick(
         &mut self,
-        task: Task,
-        range: (u64, u64),
-        after: Option<u64>,
-        limit: u32,
-    ) -> Option<u64> {
-        self.shared
-            .tasks
-            .start(task, &mut self.shared.actions, |actions, token| {
-                actions.scan(token, range, after, limit)
-            })
+        shared: &mut Shared,
+        view: &View,
+        peers: &Peers,
+        admitted: bool,
+    ) -> Instant {
+        let now = shared.now;
+        let base_ms = shared.config.anti_entropy_interval_ms;
+        if !admitted {
+            self.ticks_refused += 1;
+            self.interval_ms = (self.interval_ms * 2).min(base_ms * 16);
+            return now + Duration::from_millis(self.interval_ms);
+        }
+        self.interval_ms = base_ms;
+        self.exchanges.retain(|e| e.expires_at > now);
+        if !self.trees.fully_built() {
+            self.continue_tree_build(shared);
+        } else if self.exchanges.len() < shared.config.anti_entropy_exchanges_max as usize {
+            self.start_exchange(shared, view, peers);
+        }
+        now + Duration::from_millis(base_ms)
     }
 
-    fn continue_tree_build(&mut self) {
-        if self.entropy.building {
+    fn continue_tree_build(&mut self, shared: &mut Shared) {
+        if self.building {
             return;
         }
-        let after = self.entropy.trees.build_cursor();
-        if self
-            .start_scan(Task::BuildTrees, (0, u64::MAX), after, BUILD_PAGE_KEYS)
+        let after = self.trees.build_cursor();
+        let task = Task::BuildTrees;
+        if shared
+            .start_scan(task, (0, u64::MAX), after, BUILD_PAGE_KEYS)
             .is_some()
         {
-            self.entropy.building = true;
+            self.building = true;
         }
     }
 
-    pub(crate) fn tree_page(&mut self, items: &[(Vec<u8>, Vec<u8>)], next: Option<u64>) {
-        self.entropy.building = false;
-        self.entropy.trees.scanned(items, next);
-        if next.is_some() && self.background_admitted() {
-            self.continue_tree_build();
+    /// A page of the tree rebuild was read (`Err`: the scan failed; the next tick
+    /// tries again).
+    pub(crate) fn tree_page(
+        &mut self,
+        shared: &mut Shared,
+        page: Result<ScanPage, StorageFailure>,
+        admitted: bool,
+    ) {
+        self.building = false;
+        let Ok(page) = page else {
+            return;
+        };
+        self.trees.scanned(&page.items, page.next);
+        if page.next.is_some() && admitted {
+            self.continue_tree_build(shared);
         }
     }
 
-    fn start_exchange(&mut self) {
-        let partitions = self.view.ring.partition_count();
+    fn start_exchange(&mut self, shared: &mut Shared, view: &View, peers: &Peers) {
+        let partitions = view.ring.partition_count();
         for _ in 0..partitions {
-            let partition = self.entropy.cursor % partitions;
-            self.entropy.cursor = (self.entropy.cursor + 1) % partitions;
-            if !self.entropy.trees.is_built(partition) {
+            let partition = self.cursor % partitions;
+            self.cursor = (self.cursor + 1) % partitions;
+            if !self.trees.is_built(partition) || !view.replicates(shared.id, partition) {
                 continue;
             }
-            if !self.replicates(partition) {
-                continue;
-            }
-            let peers: smallvec::SmallVec<[NodeId; 8]> = self
-                .view
+            let candidates: smallvec::SmallVec<[NodeId; 8]> = view
                 .ring
                 .preference_list(partition)
-                .filter(|&node| node != self.shared.id && self.peers.is_up(node))
+                .filter(|&node| node != shared.id && peers.is_up(node))
                 .collect();
-            if peers.is_empty() {
+            if candidates.is_empty() {
                 continue;
             }
-            let peer = peers[self.shared.rng.below(peers.len() as u64) as usize];
-            let request = self.shared.rng.next_u64() >> 1;
-            let root = self.entropy.trees.root(partition);
+            let peer = candidates[shared.rng.below(candidates.len() as u64) as usize];
+            let request = shared.rng.next_u64() >> 1;
+            let root = self.trees.root(partition);
             let message = Message::TreeHashes {
                 request,
                 partition: partition as u32,
                 level: 0,
                 hashes: vec![(0, root)],
             };
-            if self.shared.send(peer, &message) {
-                self.entropy.exchanges_started += 1;
-                self.entropy.exchanges.push(Exchange {
+            if shared.send(peer, &message) {
+                self.exchanges_started += 1;
+                self.exchanges.push(Exchange {
                     request,
                     peer,
                     partition: partition as u32,
-                    expires_at: self.shared.now
-                        + Duration::from_millis(self.shared.config.request_timeout_ms),
+                    expires_at: shared.now
+                        + Duration::from_millis(shared.config.request_timeout_ms),
                 });
             }
             return;
         }
     }
 
-    /// True when this node and `peer` both replicate `partition` in this node's ring.
-    fn shares_partition(&self, peer: NodeId, partition: u32) -> bool {
-        let partition = partition as usize;
-        if partition >= self.view.ring.partition_count() {
-            return false;
-        }
-        let mut list = self.view.ring.preference_list(partition);
-        let (mut me, mut them) = (false, false);
-        for node in &mut list {
-            me |= node == self.shared.id;
-            them |= node == peer;
-        }
-        me && them
-    }
-
+    /// A peer's tree hashes: level 0 is its root (answer with this node's buckets
+    /// unless the roots agree), level 1 the answer to an exchange this node started
+    /// (compare the buckets that differ).
     pub(crate) fn tree_hashes(
         &mut self,
-        from: NodeId,
-        request: u64,
-        partition: u32,
-        level: u8,
+        shared: &mut Shared,
+        view: &View,
+        (from, request): (NodeId, u64),
+        (partition, level): (u32, u8),
         hashes: &[(u32, u64)],
     ) {
-        if !self.shares_partition(from, partition) {
+        if !view.shares_partition(shared.id, from, partition) {
             return;
         }
-        let index = partition as usize;
         match level {
-            0 => {
-                if !self.entropy.trees.is_built(index) {
-                    return; // the initiator's exchange expires; trees are still building
-                }
-                let agree =
-                    hashes.first().map(|&(_, root)| root) == Some(self.entropy.trees.root(index));
-                let hashes: Vec<(u32, u64)> = if agree {
-                    Vec::new()
-                } else {
-                    (0u32..)
-                        .zip(self.entropy.trees.buckets(index).iter().copied())
-                        .collect()
-                };
-                self.shared.send(
-                    from,
-                    &Message::TreeHashes {
-                        request,
-                        partition,
-                        level: 1,
-                        hashes,
-                    },
-                );
-            }
-            1 => {
-                let Some(position) = self.entropy.exchanges.iter().position(|e| {
-                    e.request == request && e.peer == from && e.partition == partition
-                }) else {
-                    return;
-                };
-                self.entropy.exchanges.swap_remove(position);
-                if hashes.is_empty() {
-                    self.entropy.exchanges_in_sync += 1;
-                    return;
-                }
-                let mine = self.entropy.trees.buckets(index);
-                let differing: smallvec::SmallVec<[u32; 16]> = hashes
-                    .iter()
-                    .filter(|&&(bucket, hash)| {
-                        mine.get(bucket as usize).is_some_and(|&own| own != hash)
-                    })
-                    .map(|&(bucket, _)| bucket)
-                    .take(self.shared.config.anti_entropy_buckets_max as usize)
-                    .collect();
-                for bucket in differing {
-                    let comparison = Comparison {
-                        peer: from,
-                        request,
-                        partition,
-                        bucket,
-                        theirs: None,
-                        answer: true,
-                    };
-                    self.scan_bucket(comparison);
-                }
-            }
+            0 => self.answer_root(shared, (from, request), partition, hashes),
+            1 => self.compare_buckets(shared, (from, request), partition, hashes),
             _ => {}
         }
     }
 
+    fn answer_root(
+        &mut self,
+        shared: &mut Shared,
+        (from, request): (NodeId, u64),
+        partition: u32,
+        hashes: &[(u32, u64)],
+    ) {
+        let index = partition as usize;
+        if !self.trees.is_built(index) {
+            return; // the initiator's exchange expires; trees are still building
+        }
+        let agree = hashes.first().map(|&(_, root)| root) == Some(self.trees.root(index));
+        let hashes: Vec<(u32, u64)> = if agree {
+            Vec::new()
+        } else {
+            (0u32..)
+                .zip(self.trees.buckets(index).iter().copied())
+                .collect()
+        };
+        let message = Message::TreeHashes {
+            request,
+            partition,
+            level: 1,
+            hashes,
+        };
+        shared.send(from, &message);
+    }
+
+    fn compare_buckets(
+        &mut self,
+        shared: &mut Shared,
+        (from, request): (NodeId, u64),
+        partition: u32,
+        hashes: &[(u32, u64)],
+    ) {
+        let Some(position) = self
+            .exchanges
+            .iter()
+            .position(|e| e.request == request && e.peer == from && e.partition == partition)
+        else {
+            return; // expired, or not this node's exchange
+        };
+        self.exchanges.swap_remove(position);
+        if hashes.is_empty() {
+            self.exchanges_in_sync += 1;
+            return;
+        }
+        let mine = self.trees.buckets(partition as usize);
+        let differing: smallvec::SmallVec<[u32; 16]> = hashes
+            .iter()
+            .filter(|&&(bucket, hash)| mine.get(bucket as usize).is_some_and(|&own| own != hash))
+            .map(|&(bucket, _)| bucket)
+            .take(shared.config.anti_entropy_buckets_max as usize)
+            .collect();
+        for bucket in differing {
+            let comparison = Comparison {
+                peer: from,
+                request,
+                partition,
+                bucket,
+                theirs: None,
+                answer: true,
+            };
+            self.scan_bucket(shared, comparison);
+        }
+    }
+
+    /// A peer's key hashes for one bucket: compare them with this node's.
     pub(crate) fn key_hashes(
         &mut self,
-        from: NodeId,
-        request: u64,
-        partition: u32,
-        bucket: u32,
-        reply: bool,
+        shared: &mut Shared,
+        view: &View,
+        (from, request): (NodeId, u64),
+        (partition, bucket, reply): (u32, u32, bool),
         keys: &[(&[u8], u64)],
     ) {
-        if !self.shares_partition(from, partition) || bucket as usize >= BUCKETS {
+        if !view.shares_partition(shared.id, from, partition) || bucket as usize >= BUCKETS {
             return;
         }
         let mut theirs: Vec<(Vec<u8>, u64)> = keys.iter().map(|&(k, h)| (k.to_vec(), h)).collect();
@@ -549,54 +478,47 @@ impl Node {
             theirs: Some(theirs),
             answer: !reply,
         };
-        self.scan_bucket(comparison);
+        self.scan_bucket(shared, comparison);
     }
 
-    fn scan_bucket(&mut self, comparison: Comparison) {
-        if self.entropy.comparisons.len()
-            >= self.shared.config.anti_entropy_buckets_max as usize * 4
-        {
+    fn scan_bucket(&mut self, shared: &mut Shared, comparison: Comparison) {
+        if self.comparisons.len() >= shared.config.anti_entropy_buckets_max as usize * 4 {
             return; // bounded: the next exchange finds what this one could not
         }
         let range = self
-            .entropy
             .trees
             .bucket_range(comparison.partition as usize, comparison.bucket as usize);
-        let limit = self.shared.config.wire_limits.list_length_max as u32;
-        if let Some(token) = self.start_scan(Task::EntropyScan, range, None, limit) {
-            self.entropy.comparisons.push((token, comparison));
+        let limit = shared.config.wire_limits.list_length_max as u32;
+        if let Some(token) = shared.start_scan(Task::EntropyScan, range, None, limit) {
+            self.comparisons.push((token, comparison));
         }
     }
 
-    /// This node's scan of a bucket under comparison finished.
+    /// This node's scan of a bucket under comparison finished (`Err`: it failed, and
+    /// the comparison is forgotten).
     pub(crate) fn bucket_scanned(
         &mut self,
+        shared: &mut Shared,
         token: u64,
-        items: &[(Vec<u8>, Vec<u8>)],
-        complete: bool,
+        page: Result<ScanPage, StorageFailure>,
     ) {
-        let Some(position) = self
-            .entropy
-            .comparisons
-            .iter()
-            .position(|(t, _)| *t == token)
-        else {
+        let Some(position) = self.comparisons.iter().position(|(t, _)| *t == token) else {
             return;
         };
-        let (_, comparison) = self.entropy.comparisons.swap_remove(position);
+        let (_, comparison) = self.comparisons.swap_remove(position);
+        let Ok(page) = page else {
+            return;
+        };
+        let items = &page.items;
         let mine = entry_hashes(items);
-        if complete {
+        if page.next.is_none() {
             let hash = mine.iter().fold(0, |acc, &(_, h)| acc ^ h);
             let deleted = items
                 .iter()
                 .filter(|(_, record)| VersionSet::record_is_deleted(record))
                 .count() as u32;
-            self.entropy.trees.reset_bucket(
-                comparison.partition as usize,
-                comparison.bucket as usize,
-                hash,
-                deleted,
-            );
+            let (partition, bucket) = (comparison.partition as usize, comparison.bucket as usize);
+            self.trees.reset_bucket(partition, bucket, hash, deleted);
         }
         if let Some(theirs) = &comparison.theirs {
             for ((key, record), &(_, hash)) in items.iter().zip(&mine) {
@@ -604,36 +526,27 @@ impl Node {
                     .binary_search_by(|(k, _)| k.as_slice().cmp(key))
                     .is_ok_and(|at| theirs[at].1 == hash);
                 if !same {
-                    self.entropy.keys_pushed += 1;
-                    self.shared.send(
-                        comparison.peer,
-                        &Message::ReplicaPut {
-                            request: NO_REQUEST,
-                            key,
-                            versions: record,
-                            hint: None,
-                        },
-                    );
+                    self.keys_pushed += 1;
+                    let message = Message::ReplicaPut {
+                        request: NO_REQUEST,
+                        key,
+                        versions: record,
+                        hint: None,
+                    };
+                    shared.send(comparison.peer, &message);
                 }
             }
         }
         if comparison.answer {
-            self.shared.send(
-                comparison.peer,
-                &Message::KeyHashes {
-                    request: comparison.request,
-                    partition: comparison.partition,
-                    bucket: comparison.bucket,
-                    reply: comparison.theirs.is_some(),
-                    keys: mine,
-                },
-            );
+            let message = Message::KeyHashes {
+                request: comparison.request,
+                partition: comparison.partition,
+                bucket: comparison.bucket,
+                reply: comparison.theirs.is_some(),
+                keys: mine,
+            };
+            shared.send(comparison.peer, &message);
         }
-    }
-
-    /// A scan of `token` failed: forget its comparison.
-    pub(crate) fn scan_failed(&mut self, token: u64) {
-        self.entropy.comparisons.retain(|(t, _)| *t != token);
     }
 }
 

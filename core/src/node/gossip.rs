@@ -48,6 +48,20 @@ impl View {
         self.ready && self.ring.preference_list(partition).any(|node| node == id)
     }
 
+    /// True when nodes `id` and `peer` both replicate `partition` in this view.
+    pub(crate) fn shares_partition(&self, id: NodeId, peer: NodeId, partition: u32) -> bool {
+        let partition = partition as usize;
+        if partition >= self.ring.partition_count() {
+            return false;
+        }
+        let (mut me, mut them) = (false, false);
+        for node in self.ring.preference_list(partition) {
+            me |= node == id;
+            them |= node == peer;
+        }
+        me && them
+    }
+
     /// Rebuilds the placement after the membership changed it; on error the old one
     /// stays.
     fn rebuild(&mut self, config: &Config) -> Result<(), ConfigError> {

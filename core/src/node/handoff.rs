@@ -308,6 +308,7 @@ impl Node {
             .background_page_keys
             .min(self.shared.config.wire_limits.list_length_max as u32);
         if self
+            .shared
             .start_scan(Task::HandoffPage, range, after, limit)
             .is_none()
         {
@@ -551,7 +552,7 @@ impl Node {
         }
         let range = self.entropy.trees.bucket_range(index, bucket as usize);
         let limit = self.shared.config.wire_limits.list_length_max as u32;
-        let Some(token) = self.start_scan(Task::OfferScan, range, None, limit) else {
+        let Some(token) = self.shared.start_scan(Task::OfferScan, range, None, limit) else {
             return;
         };
         let mut keys: Vec<(Vec<u8>, u64, u32)> = (0u32..)

@@ -119,6 +119,7 @@
 //! | `memory.rs`, `fuzz.rs` (feature `fuzzing`) | the in-memory stores every driver without ringkv-storage uses (core tests, fuzz driver, simulator); the fuzz driver |
 
 mod actions;
+mod admission;
 mod client;
 mod config;
 mod coordinator;
@@ -361,7 +362,7 @@ pub struct Node {
     /// Tombstone reaping: the walk in flight and the candidates.
     reaper: reap::Reaper,
     /// Recent client latency, which background work is admitted against.
-    foreground: entropy::ForegroundLatency,
+    foreground: admission::ForegroundLatency,
     /// Writer epochs: under which id this node mints dots, per partition.
     writer: writer::Writer,
     /// The requests this node coordinates, with their deadlines.
@@ -427,7 +428,7 @@ impl Node {
             entropy: entropy::Entropy::new(config.partition_bits, config.anti_entropy_interval_ms),
             handoffs: handoff::Handoffs::new(now, config.handoff_bytes_per_second),
             reaper: reap::Reaper::new(now, config.reap_interval_ms),
-            foreground: entropy::ForegroundLatency::default(),
+            foreground: admission::ForegroundLatency::default(),
             writer: writer::Writer::default(),
             requests: Requests::new(request_slots),
             locks: KeyLocks::new(config.locked_keys_max, config.waiting_operations_max),
@@ -677,7 +678,11 @@ impl Node {
             self.view.gossip_round(&mut self.shared, &mut self.peers);
         }
         if self.timers.is_due(Timer::Entropy, now) {
-            self.entropy_tick();
+            let admitted = self.background_admitted();
+            let next = self
+                .entropy
+                .tick(&mut self.shared, &self.view, &self.peers, admitted);
+            self.timers.set(Timer::Entropy, next);
         }
         if self.timers.is_due(Timer::Handoff, now) {
             self.handoff_tick();

@@ -432,6 +432,7 @@ impl Node {
             .background_page_keys
             .min(self.shared.config.wire_limits.list_length_max as u32);
         if self
+            .shared
             .start_scan(Task::ReapPage, range, after, limit)
             .is_none()
         {

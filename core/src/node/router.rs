@@ -99,14 +99,26 @@ impl Node {
                 partition,
                 level,
                 hashes,
-            } => self.tree_hashes(from, request, partition, level, &hashes),
+            } => self.entropy.tree_hashes(
+                &mut self.shared,
+                &self.view,
+                (from, request),
+                (partition, level),
+                &hashes,
+            ),
             Message::KeyHashes {
                 request,
                 partition,
                 bucket,
                 reply,
                 keys,
-            } => self.key_hashes(from, request, partition, bucket, reply, &keys),
+            } => self.entropy.key_hashes(
+                &mut self.shared,
+                &self.view,
+                (from, request),
+                (partition, bucket, reply),
+                &keys,
+            ),
             Message::HandoffOffer {
                 request,
                 partition,
@@ -159,15 +171,13 @@ impl Node {
                 self.read_answer(request, self.shared.id, answer);
             }
             (Task::ListHints, Completion::Listed { result, .. }) => self.hints_listed(result),
-            (Task::BuildTrees, Completion::Scanned { result, .. }) => match result {
-                Ok(page) => self.tree_page(&page.items, page.next),
-                // Try again at the next tick.
-                Err(_) => self.entropy.building = false,
-            },
-            (Task::EntropyScan, Completion::Scanned { result, .. }) => match result {
-                Ok(page) => self.bucket_scanned(token, &page.items, page.next.is_none()),
-                Err(_) => self.scan_failed(token),
-            },
+            (Task::BuildTrees, Completion::Scanned { result, .. }) => {
+                let admitted = self.background_admitted();
+                self.entropy.tree_page(&mut self.shared, result, admitted);
+            }
+            (Task::EntropyScan, Completion::Scanned { result, .. }) => {
+                self.entropy.bucket_scanned(&mut self.shared, token, result);
+            }
             (Task::LoadWriter, Completion::Read { result, .. }) => {
                 let result = borrowed(&result);
                 self.writer.loaded(&mut self.shared, &self.view, result);

@@ -4,7 +4,7 @@
 //! piece they share, handed to them by the node.
 
 use super::actions::ActionQueue;
-use super::tasks::Tasks;
+use super::tasks::{Task, Tasks};
 use super::{Config, Stats};
 use crate::random::Rng;
 use crate::time::Instant;
@@ -33,6 +33,20 @@ impl Shared {
         self.actions
             .send(to, self.config.cluster_id, message)
             .is_ok()
+    }
+
+    /// Queues a scan for `task`; its token, or None when the task table or the action
+    /// queue is full (nothing is left behind).
+    pub(crate) fn start_scan(
+        &mut self,
+        task: Task,
+        range: (u64, u64),
+        after: Option<u64>,
+        limit: u32,
+    ) -> Option<u64> {
+        self.tasks.start(task, &mut self.actions, |actions, token| {
+            actions.scan(token, range, after, limit)
+        })
     }
 
     /// The deliberate faults this node runs with (all off unless built with the

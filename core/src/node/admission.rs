@@ -1,0 +1,76 @@
+//! Admission control for background work (design.md section 5): anti-entropy,
+//! handoff and reaping run only while foreground work leaves room for them.
+
+use super::Node;
+use crate::time::Instant;
+use core::time::Duration;
+
+/// The mean latency of client requests this node coordinated lately: over the current
+/// one-second window and the one before it, whichever is higher (an idle node's drops
+/// to zero within two windows, so background work is never held back by old news).
+#[derive(Debug, Default)]
+pub(crate) struct ForegroundLatency {
+    window_start: Instant,
+    sum_us: u64,
+    count: u64,
+    previous_mean_us: u64,
+}
+
+const LATENCY_WINDOW: Duration = Duration::from_secs(1);
+
+impl ForegroundLatency {
+    fn roll(&mut self, now: Instant) {
+        if now < self.window_start + LATENCY_WINDOW {
+            return;
+        }
+        let two_windows_ago =
+            now.saturating_duration_since(self.window_start) >= LATENCY_WINDOW * 2;
+        self.previous_mean_us = if two_windows_ago {
+            0
+        } else {
+            self.sum_us.checked_div(self.count).unwrap_or(0)
+        };
+        self.window_start = now;
+        self.sum_us = 0;
+        self.count = 0;
+    }
+
+    /// A client request that arrived at `received_at` is answered at `now`.
+    pub(crate) fn record(&mut self, now: Instant, received_at: Instant) {
+        self.roll(now);
+        let latency_us = now.saturating_duration_since(received_at).as_micros() as u64;
+        self.sum_us = self.sum_us.saturating_add(latency_us);
+        self.count += 1;
+    }
+
+    /// The recent mean, in microseconds.
+    pub(crate) fn mean_us(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.window_start);
+        let current = self.sum_us.checked_div(self.count).unwrap_or(0);
+        if elapsed >= LATENCY_WINDOW * 2 {
+            0
+        } else if elapsed >= LATENCY_WINDOW {
+            current
+        } else {
+            current.max(self.previous_mean_us)
+        }
+    }
+}
+
+impl Node {
+    /// True while foreground work leaves room for background work: its queues are at
+    /// most a quarter full, and client requests finished lately took at most
+    /// `background_latency_max_ms` on average.
+    pub(crate) fn background_admitted(&self) -> bool {
+        let config = &self.shared.config;
+        let quarter = |max: u32| (max as usize).div_ceil(4);
+        let latency_ms = self.foreground.mean_us(self.shared.now) / 1_000;
+        latency_ms <= config.background_latency_max_ms
+            && self.requests.len() <= quarter(config.requests_max)
+            && self.shared.tasks.len() <= quarter(config.storage_operations_max)
+            && self
+                .shared
+                .actions
+                .has_room(config.actions_max as usize * 3 / 4)
+    }
+}
