@@ -2,6 +2,7 @@
 //! handoff and reaping run only while foreground work leaves room for them.
 
 use super::Node;
+use super::shared::Shared;
 use crate::time::Instant;
 use core::time::Duration;
 
@@ -57,20 +58,43 @@ impl ForegroundLatency {
     }
 }
 
-impl Node {
+/// Whether background work may run: the part foreground work decides (recent client
+/// latency, requests in flight), taken when a background step starts, checked with the
+/// part the step itself changes as it goes (storage tasks and queued actions).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Admission {
+    foreground_calm: bool,
+}
+
+impl Admission {
     /// True while foreground work leaves room for background work: its queues are at
     /// most a quarter full, and client requests finished lately took at most
     /// `background_latency_max_ms` on average.
-    pub(crate) fn background_admitted(&self) -> bool {
+    pub(crate) fn admits(self, shared: &Shared) -> bool {
+        let config = &shared.config;
+        self.foreground_calm
+            && shared.tasks.len() <= quarter(config.storage_operations_max)
+            && shared.actions.has_room(config.actions_max as usize * 3 / 4)
+    }
+}
+
+fn quarter(max: u32) -> usize {
+    (max as usize).div_ceil(4)
+}
+
+impl Node {
+    /// The admission decision's foreground part, now.
+    pub(crate) fn admission(&self) -> Admission {
         let config = &self.shared.config;
-        let quarter = |max: u32| (max as usize).div_ceil(4);
         let latency_ms = self.foreground.mean_us(self.shared.now) / 1_000;
-        latency_ms <= config.background_latency_max_ms
-            && self.requests.len() <= quarter(config.requests_max)
-            && self.shared.tasks.len() <= quarter(config.storage_operations_max)
-            && self
-                .shared
-                .actions
-                .has_room(config.actions_max as usize * 3 / 4)
+        Admission {
+            foreground_calm: latency_ms <= config.background_latency_max_ms
+                && self.requests.len() <= quarter(config.requests_max),
+        }
+    }
+
+    /// True while background work may run (see [`Admission::admits`]).
+    pub(crate) fn background_admitted(&self) -> bool {
+        self.admission().admits(&self.shared)
     }
 }

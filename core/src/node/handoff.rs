@@ -49,12 +49,17 @@
 //! (final; gossip spreads it) and may be shut down.
 
 use super::Node;
+use super::admission::Admission;
 use super::entries::{entry_hash, entry_hashes};
-use super::entropy::BUCKET_BITS;
+use super::entropy::{BUCKET_BITS, HashTrees};
+use super::gossip::View;
+use super::peers::Peers;
 use super::replica::{DeleteCause, KeyOp};
 use super::request_id::{self, Owner};
+use super::shared::Shared;
 use super::tasks::Task;
 use super::timers::Timer;
+use super::writer::Writer;
 use super::{ScanPage, Space, StorageFailure};
 use crate::time::Instant;
 use crate::version::NodeId;
@@ -63,6 +68,21 @@ use core::time::Duration;
 use smallvec::SmallVec;
 
 const BUCKETS: u32 = 1 << BUCKET_BITS;
+
+/// The [`HandoffContext`] of a node, with `admission` taken beforehand (borrowing the
+/// node's fields one by one, so the handoff state stays free).
+macro_rules! handoff_context {
+    ($node:ident, $admission:expr) => {
+        HandoffContext {
+            shared: &mut $node.shared,
+            view: &$node.view,
+            peers: &$node.peers,
+            trees: &$node.entropy.trees,
+            writer: &mut $node.writer,
+            admission: $admission,
+        }
+    };
+}
 /// Offers a replica scans at once; more are ignored (the offerer retries).
 const OFFERS_MAX: usize = 4;
 
@@ -109,7 +129,7 @@ impl Pass {
 
 /// A peer's offer this node is scanning its own bucket for.
 #[derive(Debug)]
-struct OfferScan {
+pub(crate) struct OfferScan {
     from: NodeId,
     request: u64,
     /// (key, entry hash, position in the offer), sorted by key.
@@ -165,53 +185,445 @@ impl Handoffs {
     }
 }
 
+/// What a handoff step uses besides the handoff state.
+pub(crate) struct HandoffContext<'a> {
+    pub(crate) shared: &'a mut Shared,
+    pub(crate) view: &'a View,
+    pub(crate) peers: &'a Peers,
+    pub(crate) trees: &'a HashTrees,
+    pub(crate) writer: &'a mut Writer,
+    pub(crate) admission: Admission,
+}
+
+impl HandoffContext<'_> {
+    fn admitted(&self) -> bool {
+        self.admission.admits(self.shared)
+    }
+}
+
+/// A page every replica confirmed: the node deletes each key under its lock if its
+/// record's entry hash is still the one offered, and reports each delete with
+/// [`Handoffs::deleted`].
+pub(crate) struct PageToDelete {
+    pub(crate) serial: u32,
+    pub(crate) page: Vec<(Vec<u8>, Vec<u8>)>,
+    pub(crate) hashes: Vec<u64>,
+}
+
+/// The handoff surface: the node hands each step a [`HandoffContext`]; a step that
+/// confirmed a page returns it for the node to delete.
+impl Handoffs {
+    /// The timer's first part: refill the byte budget, and abandon a page that
+    /// stalled or lost a target.
+    pub(crate) fn refill_and_check(&mut self, shared: &Shared, peers: &Peers) {
+        let now = shared.now;
+        let rate = shared.config.handoff_bytes_per_second;
+        let elapsed_ms = now.saturating_duration_since(self.budget_at).as_millis() as u64;
+        self.budget_at = now;
+        self.budget_bytes = self
+            .budget_bytes
+            .saturating_add(rate.saturating_mul(elapsed_ms) / 1_000)
+            .min(rate);
+        if let Some(pass) = &self.pass {
+            let stalled = matches!(pass.phase, Phase::Offered) && now >= pass.expires_at;
+            let lost_target = pass.targets.iter().any(|&t| !peers.is_up(t));
+            if stalled || (lost_target && !matches!(pass.phase, Phase::Deleting(_))) {
+                self.abandon_page(shared);
+            }
+        }
+    }
+
+    /// The timer's second part: continue a waiting pass, or start one when admitted.
+    pub(crate) fn tick(&mut self, cx: &mut HandoffContext<'_>) {
+        match &self.pass {
+            Some(pass) if pass.phase == Phase::Waiting => self.continue_pass(cx),
+            Some(_) => {}
+            None => {
+                if cx.admitted() {
+                    self.start_pass(cx);
+                }
+            }
+        }
+    }
+
+    /// True while no partition is being handed off.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.pass.is_none()
+    }
+
+    fn abandon_page(&mut self, shared: &Shared) {
+        if let Some(pass) = self.pass.take() {
+            log::debug!(
+                "node {}: handoff of partition {} paused at bucket {}",
+                shared.id.0,
+                pass.partition,
+                pass.bucket
+            );
+            self.pages_abandoned += 1;
+        }
+    }
+
+    fn start_pass(&mut self, cx: &mut HandoffContext<'_>) {
+        if !cx.view.ready {
+            return;
+        }
+        let partitions = cx.view.ring.partition_count();
+        for _ in 0..partitions {
+            let partition = self.cursor % partitions;
+            self.cursor = (partition + 1) % partitions;
+            if !cx.trees.is_built(partition)
+                || cx.trees.keys_held(partition) == 0
+                || cx.view.replicates(cx.shared.id, partition)
+            {
+                continue;
+            }
+            let targets: SmallVec<[NodeId; 4]> = cx.view.ring.preference_list(partition).collect();
+            if targets.is_empty() || targets.iter().any(|&t| !cx.peers.is_up(t)) {
+                continue;
+            }
+            self.pass = Some(Pass {
+                partition: partition as u32,
+                bucket: 0,
+                after: None,
+                answered: SmallVec::from_elem(false, targets.len()),
+                confirmed: Vec::new(),
+                targets,
+                serial: 0,
+                phase: Phase::Waiting,
+                page: Vec::new(),
+                hashes: Vec::new(),
+                next: None,
+                expires_at: cx.shared.now,
+            });
+            self.continue_pass(cx);
+            return;
+        }
+    }
+
+    /// Scans the next page, once the drop is durable and the budget allows.
+    fn continue_pass(&mut self, cx: &mut HandoffContext<'_>) {
+        let Some(pass) = &mut self.pass else {
+            return;
+        };
+        let partition = pass.partition as usize;
+        if cx.view.replicates(cx.shared.id, partition) {
+            // Placement gave it back: nothing to hand off any more.
+            self.pass = None;
+            return;
+        }
+        if !cx.writer.mark_dropped(cx.shared, partition) || self.budget_bytes == 0 || !cx.admitted()
+        {
+            pass.phase = Phase::Waiting;
+            return;
+        }
+        let trees = cx.trees;
+        while pass.bucket < BUCKETS
+            && pass.after.is_none()
+            && trees.buckets(partition)[pass.bucket as usize] == 0
+        {
+            pass.bucket += 1;
+        }
+        if pass.bucket == BUCKETS {
+            self.pass = None;
+            return;
+        }
+        let range = trees.bucket_range(partition, pass.bucket as usize);
+        let config = &cx.shared.config;
+        let limit = config
+            .background_page_keys
+            .min(config.wire_limits.list_length_max as u32);
+        pass.phase = match cx
+            .shared
+            .start_scan(Task::HandoffPage, range, pass.after, limit)
+        {
+            Some(_) => Phase::Scanning,
+            None => Phase::Waiting, // the next tick tries again
+        };
+    }
+
+    /// Continues a pass that waited for its dropped mark to become durable.
+    pub(crate) fn resume(&mut self, cx: &mut HandoffContext<'_>) {
+        if self
+            .pass
+            .as_ref()
+            .is_some_and(|pass| pass.phase == Phase::Waiting)
+        {
+            self.continue_pass(cx);
+        }
+    }
+
+    /// This node's page of the partition it hands off was read: offer it.
+    pub(crate) fn page_read(
+        &mut self,
+        cx: &mut HandoffContext<'_>,
+        result: Result<ScanPage, StorageFailure>,
+    ) -> Option<PageToDelete> {
+        let pass = self.pass.as_mut()?;
+        if pass.phase != Phase::Scanning {
+            return None;
+        }
+        let Ok(ScanPage { items, next }) = result else {
+            pass.phase = Phase::Waiting;
+            return None;
+        };
+        if items.is_empty() {
+            advance(pass, next);
+            self.continue_pass(cx);
+            return None;
+        }
+        let shared = &mut *cx.shared;
+        self.serial = self.serial.wrapping_add(1);
+        pass.serial = self.serial;
+        pass.hashes.clear();
+        pass.hashes
+            .extend(items.iter().map(|(key, record)| entry_hash(key, record)));
+        pass.confirmed = vec![vec![false; items.len()]; pass.targets.len()];
+        pass.page = items;
+        pass.next = next;
+        pass.answered
+            .iter_mut()
+            .for_each(|answered| *answered = false);
+        pass.phase = Phase::Offered;
+        pass.expires_at = shared.now + Duration::from_millis(shared.config.request_timeout_ms);
+        self.pages += 1;
+        let offered: usize = pass.page.iter().map(|(key, _)| key.len() + 2 + 8).sum();
+        self.offer_bytes += (offered * pass.targets.len()) as u64;
+        let keys: Vec<(&[u8], u64)> = pass
+            .page
+            .iter()
+            .zip(&pass.hashes)
+            .map(|((key, _), &hash)| (key.as_slice(), hash))
+            .collect();
+        let message = Message::HandoffOffer {
+            request: pass.request(0),
+            partition: pass.partition,
+            bucket: pass.bucket,
+            keys,
+        };
+        let mut sent = true;
+        for &target in &pass.targets {
+            sent &= shared.send(target, &message);
+        }
+        if !sent {
+            self.abandon_page(shared);
+            return None;
+        }
+        self.confirmed_page(shared) // only a sabotaged node deletes before any answer
+    }
+
+    /// A replica's answer to this node's offer: send it what it lacks.
+    pub(crate) fn need(
+        &mut self,
+        shared: &mut Shared,
+        (from, request): (NodeId, u64),
+        wanted: &[u32],
+    ) -> Option<PageToDelete> {
+        if !self.owns_request(request) {
+            return None;
+        }
+        let pass = self.pass.as_mut()?;
+        let target = pass.targets.iter().position(|&t| t == from)?;
+        if pass.phase != Phase::Offered || pass.answered[target] {
+            return None;
+        }
+        pass.answered[target] = true;
+        let length = pass.page.len();
+        let confirmed = &mut pass.confirmed[target];
+        confirmed.iter_mut().for_each(|c| *c = true);
+        let mut sent_all = true;
+        for &position in wanted {
+            if (position as usize) >= length || !confirmed[position as usize] {
+                continue;
+            }
+            confirmed[position as usize] = false;
+            let (key, record) = &pass.page[position as usize];
+            let message = Message::ReplicaPut {
+                request: request_id::handoff(pass.serial, position),
+                key,
+                versions: record,
+                hint: None,
+            };
+            let bytes = record.len() as u64;
+            sent_all &= shared.send(from, &message);
+            self.keys_sent += 1;
+            self.bytes_sent += bytes;
+            self.budget_bytes = self.budget_bytes.saturating_sub(bytes);
+        }
+        if !sent_all {
+            self.abandon_page(shared);
+            return None;
+        }
+        self.confirmed_page(shared)
+    }
+
+    /// A replica's acknowledgement of one record this node handed it.
+    pub(crate) fn ack(
+        &mut self,
+        shared: &Shared,
+        (from, request): (NodeId, u64),
+        status: ReplicaStatus,
+    ) -> Option<PageToDelete> {
+        if !self.owns_request(request) {
+            return None;
+        }
+        let pass = self.pass.as_mut()?;
+        let target = pass.targets.iter().position(|&t| t == from)?;
+        if pass.phase != Phase::Offered {
+            return None;
+        }
+        if status != ReplicaStatus::Ok {
+            self.abandon_page(shared);
+            return None;
+        }
+        let position = request_id::low(request) as usize;
+        if let Some(confirmed) = pass.confirmed[target].get_mut(position) {
+            *confirmed = true;
+        }
+        self.confirmed_page(shared)
+    }
+
+    /// The page, once every replica confirmed every key of it.
+    fn confirmed_page(&mut self, shared: &Shared) -> Option<PageToDelete> {
+        let unconfirmed = shared.sabotage().handoff_unconfirmed;
+        let pass = self.pass.as_mut()?;
+        let confirmed = pass.all_confirmed() || unconfirmed;
+        if pass.phase != Phase::Offered || !confirmed {
+            return None;
+        }
+        let page = std::mem::take(&mut pass.page);
+        pass.phase = Phase::Deleting(page.len() as u32);
+        Some(PageToDelete {
+            serial: pass.serial,
+            page,
+            hashes: std::mem::take(&mut pass.hashes),
+        })
+    }
+
+    /// One delete of the page `serial` is over (`deleted`: the key was removed).
+    pub(crate) fn deleted(&mut self, cx: &mut HandoffContext<'_>, serial: u32, deleted: bool) {
+        if deleted {
+            self.keys_deleted += 1;
+        }
+        let Some(pass) = &mut self.pass else {
+            return;
+        };
+        if pass.serial != serial {
+            return;
+        }
+        match pass.phase {
+            Phase::Deleting(running) if running > 1 => pass.phase = Phase::Deleting(running - 1),
+            Phase::Deleting(_) => {
+                let next = pass.next;
+                advance(pass, next);
+                pass.phase = Phase::Waiting;
+                self.continue_pass(cx);
+            }
+            _ => {}
+        }
+    }
+
+    // ---- the replica's side -----------------------------------------------------------
+
+    /// A node handing off a partition offers a page of it: scan this node's bucket.
+    pub(crate) fn offer(
+        &mut self,
+        shared: &mut Shared,
+        (view, trees): (&View, &HashTrees),
+        (from, request): (NodeId, u64),
+        (partition, bucket): (u32, u32),
+        keys: &[(&[u8], u64)],
+    ) {
+        let index = partition as usize;
+        if index >= view.ring.partition_count()
+            || bucket >= BUCKETS
+            || !view.replicates(shared.id, index)
+            || self.offers.len() >= OFFERS_MAX
+        {
+            return; // the offerer's page expires and is offered again later
+        }
+        let range = trees.bucket_range(index, bucket as usize);
+        let limit = shared.config.wire_limits.list_length_max as u32;
+        let Some(token) = shared.start_scan(Task::OfferScan, range, None, limit) else {
+            return;
+        };
+        let mut keys: Vec<(Vec<u8>, u64, u32)> = (0u32..)
+            .zip(keys)
+            .map(|(position, &(key, hash))| (key.to_vec(), hash, position))
+            .collect();
+        keys.sort_unstable();
+        let offer = OfferScan {
+            from,
+            request,
+            keys,
+        };
+        self.offers.push((token, offer));
+    }
+
+    /// The offer this node's scan of `token` was for.
+    pub(crate) fn take_offer(&mut self, token: u64) -> Option<OfferScan> {
+        let position = self.offers.iter().position(|(t, _)| *t == token)?;
+        Some(self.offers.swap_remove(position).1)
+    }
+}
+
+impl OfferScan {
+    /// True for a reaping node's offer (`node::reap` reuses the handoff exchange).
+    pub(crate) fn is_reap(&self) -> bool {
+        request_id::owner(self.request) == Owner::Reap
+    }
+
+    /// The records of `page` that are exactly the ones offered.
+    pub(crate) fn alike<'p>(&self, page: &'p ScanPage) -> impl Iterator<Item = &'p [u8]> {
+        let offered = &self.keys;
+        page.items
+            .iter()
+            .filter(move |(key, record)| {
+                offered
+                    .binary_search_by(|(k, _, _)| k.as_slice().cmp(key))
+                    .is_ok_and(|at| offered[at].1 == entry_hash(key, record))
+            })
+            .map(|(_, record)| record.as_slice())
+    }
+
+    /// Answers the offerer with the positions of the offered keys `page` (this
+    /// node's bucket) lacks or holds differently.
+    pub(crate) fn answer(self, shared: &mut Shared, page: &ScanPage) {
+        let mut mine = entry_hashes(&page.items);
+        mine.sort_unstable();
+        let wanted: Vec<u32> = self
+            .keys
+            .iter()
+            .filter(|(key, hash, _)| {
+                mine.binary_search_by(|(k, _)| (*k).cmp(key.as_slice()))
+                    .map_or(true, |at| mine[at].1 != *hash)
+            })
+            .map(|&(_, _, position)| position)
+            .collect();
+        let message = Message::HandoffNeed {
+            request: self.request,
+            wanted,
+        };
+        shared.send(self.from, &message);
+    }
+}
+
+/// The node's glue: the timer, leaving, deleting confirmed pages under key locks, and
+/// a reaping node's offers (which raise the writer floor).
 impl Node {
     /// The handoff timer.
     pub(crate) fn handoff_tick(&mut self) {
         let now = self.shared.now;
         let next = now + Duration::from_millis(self.shared.config.handoff_interval_ms);
         self.timers.set(Timer::Handoff, next);
-        let rate = self.shared.config.handoff_bytes_per_second;
-        let elapsed_ms = now
-            .saturating_duration_since(self.handoffs.budget_at)
-            .as_millis() as u64;
-        self.handoffs.budget_at = now;
-        self.handoffs.budget_bytes = self
-            .handoffs
-            .budget_bytes
-            .saturating_add(rate.saturating_mul(elapsed_ms) / 1_000)
-            .min(rate);
+        self.handoffs.refill_and_check(&self.shared, &self.peers);
         self.writer.load(&mut self.shared);
         self.writer.store(&mut self.shared);
-        if let Some(pass) = &self.handoffs.pass {
-            let stalled = matches!(pass.phase, Phase::Offered) && now >= pass.expires_at;
-            let lost_target = pass.targets.iter().any(|&t| !self.peers.is_up(t));
-            if stalled || (lost_target && !matches!(pass.phase, Phase::Deleting(_))) {
-                self.abandon_page();
-            }
+        if self.handoffs.is_idle() {
+            self.maybe_left();
         }
-        match &self.handoffs.pass {
-            Some(pass) if pass.phase == Phase::Waiting => self.continue_pass(),
-            Some(_) => {}
-            None => {
-                self.maybe_left();
-                if self.background_admitted() {
-                    self.start_pass();
-                }
-            }
-        }
-    }
-
-    fn abandon_page(&mut self) {
-        if let Some(pass) = self.handoffs.pass.take() {
-            log::debug!(
-                "node {}: handoff of partition {} paused at bucket {}",
-                self.shared.id.0,
-                pass.partition,
-                pass.bucket
-            );
-            self.handoffs.pages_abandoned += 1;
-        }
+        let admission = self.admission();
+        let mut cx = handoff_context!(self, admission);
+        self.handoffs.tick(&mut cx);
     }
 
     /// Marks this node `Left` once a leave has moved everything away.
@@ -228,271 +640,41 @@ impl Node {
         self.view_changed(merged);
     }
 
-    fn start_pass(&mut self) {
-        if !self.view.ready {
-            return;
-        }
-        let partitions = self.view.ring.partition_count();
-        for _ in 0..partitions {
-            let partition = self.handoffs.cursor % partitions;
-            self.handoffs.cursor = (partition + 1) % partitions;
-            if !self.entropy.trees.is_built(partition)
-                || self.entropy.trees.keys_held(partition) == 0
-                || self.replicates(partition)
-            {
-                continue;
-            }
-            let targets: SmallVec<[NodeId; 4]> =
-                self.view.ring.preference_list(partition).collect();
-            if targets.is_empty() || targets.iter().any(|&t| !self.peers.is_up(t)) {
-                continue;
-            }
-            self.handoffs.pass = Some(Pass {
-                partition: partition as u32,
-                bucket: 0,
-                after: None,
-                answered: SmallVec::from_elem(false, targets.len()),
-                confirmed: Vec::new(),
-                targets,
-                serial: 0,
-                phase: Phase::Waiting,
-                page: Vec::new(),
-                hashes: Vec::new(),
-                next: None,
-                expires_at: self.shared.now,
-            });
-            self.continue_pass();
-            return;
-        }
-    }
-
-    /// Scans the next page, once the drop is durable and the budget allows.
-    fn continue_pass(&mut self) {
-        let Some(pass) = &self.handoffs.pass else {
-            return;
-        };
-        let partition = pass.partition as usize;
-        if self.replicates(partition) {
-            // Placement gave it back: nothing to hand off any more.
-            self.handoffs.pass = None;
-            return;
-        }
-        if !self.writer.mark_dropped(&mut self.shared, partition)
-            || self.handoffs.budget_bytes == 0
-            || !self.background_admitted()
-        {
-            if let Some(pass) = &mut self.handoffs.pass {
-                pass.phase = Phase::Waiting;
-            }
-            return;
-        }
-        let trees = &self.entropy.trees;
-        let Some(pass) = &mut self.handoffs.pass else {
-            return;
-        };
-        while pass.bucket < BUCKETS
-            && pass.after.is_none()
-            && trees.buckets(partition)[pass.bucket as usize] == 0
-        {
-            pass.bucket += 1;
-        }
-        if pass.bucket == BUCKETS {
-            self.handoffs.pass = None;
-            return;
-        }
-        let range = trees.bucket_range(partition, pass.bucket as usize);
-        let after = pass.after;
-        let limit = self
-            .shared
-            .config
-            .background_page_keys
-            .min(self.shared.config.wire_limits.list_length_max as u32);
-        if self
-            .shared
-            .start_scan(Task::HandoffPage, range, after, limit)
-            .is_none()
-        {
-            return self.wait_for_tick();
-        }
-        if let Some(pass) = &mut self.handoffs.pass {
-            pass.phase = Phase::Scanning;
-        }
-    }
-
     /// Continues a pass that waited for its dropped mark to become durable.
     pub(crate) fn resume_handoff(&mut self) {
-        if self
-            .handoffs
-            .pass
-            .as_ref()
-            .is_some_and(|pass| pass.phase == Phase::Waiting)
-        {
-            self.continue_pass();
-        }
-    }
-
-    fn wait_for_tick(&mut self) {
-        if let Some(pass) = &mut self.handoffs.pass {
-            pass.phase = Phase::Waiting;
-        }
+        let admission = self.admission();
+        let mut cx = handoff_context!(self, admission);
+        self.handoffs.resume(&mut cx);
     }
 
     /// This node's page of the partition it hands off was read.
     pub(crate) fn handoff_page(&mut self, result: Result<ScanPage, StorageFailure>) {
-        let Some(pass) = &mut self.handoffs.pass else {
-            return;
-        };
-        if pass.phase != Phase::Scanning {
-            return;
+        let admission = self.admission();
+        let mut cx = handoff_context!(self, admission);
+        if let Some(page) = self.handoffs.page_read(&mut cx, result) {
+            self.delete_page(page);
         }
-        let Ok(ScanPage { items, next }) = result else {
-            pass.phase = Phase::Waiting;
-            return;
-        };
-        if items.is_empty() {
-            advance(pass, next);
-            return self.continue_pass();
-        }
-        self.handoffs.serial = self.handoffs.serial.wrapping_add(1);
-        pass.serial = self.handoffs.serial;
-        pass.page.clear();
-        pass.page.extend(items.iter().cloned());
-        pass.hashes.clear();
-        pass.hashes
-            .extend(items.iter().map(|(key, record)| entry_hash(key, record)));
-        pass.next = next;
-        pass.confirmed = vec![vec![false; items.len()]; pass.targets.len()];
-        pass.answered
-            .iter_mut()
-            .for_each(|answered| *answered = false);
-        pass.phase = Phase::Offered;
-        pass.expires_at =
-            self.shared.now + Duration::from_millis(self.shared.config.request_timeout_ms);
-        self.handoffs.pages += 1;
-        let request = pass.request(0);
-        let partition = pass.partition;
-        let bucket = pass.bucket;
-        let targets = pass.targets.clone();
-        let offered: usize = pass.page.iter().map(|(key, _)| key.len() + 2 + 8).sum();
-        let offer_bytes = (offered * targets.len()) as u64;
-        let keys: Vec<(&[u8], u64)> = pass
-            .page
-            .iter()
-            .zip(&pass.hashes)
-            .map(|((key, _), &hash)| (key.as_slice(), hash))
-            .collect();
-        let message = Message::HandoffOffer {
-            request,
-            partition,
-            bucket,
-            keys,
-        };
-        self.handoffs.offer_bytes += offer_bytes;
-        let mut sent = true;
-        for target in targets {
-            sent &= self
-                .shared
-                .actions
-                .send(target, self.shared.config.cluster_id, &message)
-                .is_ok();
-        }
-        if !sent {
-            return self.abandon_page();
-        }
-        self.maybe_delete_page(); // only a sabotaged node deletes before any answer
     }
 
     /// A replica's answer to this node's offer.
     pub(crate) fn handoff_need(&mut self, from: NodeId, request: u64, wanted: &[u32]) {
-        if !self.handoffs.owns_request(request) {
-            return;
+        let message = (from, request);
+        if let Some(page) = self.handoffs.need(&mut self.shared, message, wanted) {
+            self.delete_page(page);
         }
-        let Some(pass) = &mut self.handoffs.pass else {
-            return;
-        };
-        let Some(target) = pass.targets.iter().position(|&t| t == from) else {
-            return;
-        };
-        if pass.phase != Phase::Offered || pass.answered[target] {
-            return;
-        }
-        pass.answered[target] = true;
-        let length = pass.page.len();
-        let confirmed = &mut pass.confirmed[target];
-        confirmed.iter_mut().for_each(|c| *c = true);
-        let mut wanted_positions: SmallVec<[u32; 64]> = SmallVec::new();
-        for &position in wanted {
-            if (position as usize) < length && confirmed[position as usize] {
-                confirmed[position as usize] = false;
-                wanted_positions.push(position);
-            }
-        }
-        let mut sent_all = true;
-        for position in wanted_positions {
-            let Some(pass) = &self.handoffs.pass else {
-                return;
-            };
-            let (key, record) = &pass.page[position as usize];
-            let message = Message::ReplicaPut {
-                request: pass.request(position),
-                key,
-                versions: record,
-                hint: None,
-            };
-            let bytes = record.len() as u64;
-            sent_all &= self
-                .shared
-                .actions
-                .send(from, self.shared.config.cluster_id, &message)
-                .is_ok();
-            self.handoffs.keys_sent += 1;
-            self.handoffs.bytes_sent += bytes;
-            self.handoffs.budget_bytes = self.handoffs.budget_bytes.saturating_sub(bytes);
-        }
-        if !sent_all {
-            return self.abandon_page();
-        }
-        self.maybe_delete_page();
     }
 
     /// A replica's acknowledgement of one record this node handed it.
     pub(crate) fn handoff_ack(&mut self, from: NodeId, request: u64, status: ReplicaStatus) {
-        if !self.handoffs.owns_request(request) {
-            return;
+        if let Some(page) = self.handoffs.ack(&self.shared, (from, request), status) {
+            self.delete_page(page);
         }
-        let Some(pass) = &mut self.handoffs.pass else {
-            return;
-        };
-        let Some(target) = pass.targets.iter().position(|&t| t == from) else {
-            return;
-        };
-        if pass.phase != Phase::Offered {
-            return;
-        }
-        if status != ReplicaStatus::Ok {
-            return self.abandon_page();
-        }
-        let position = request_id::low(request) as usize;
-        if let Some(confirmed) = pass.confirmed[target].get_mut(position) {
-            *confirmed = true;
-        }
-        self.maybe_delete_page();
     }
 
-    fn maybe_delete_page(&mut self) {
-        let unconfirmed = self.shared.sabotage().handoff_unconfirmed;
-        let Some(pass) = &mut self.handoffs.pass else {
-            return;
-        };
-        let confirmed = pass.all_confirmed() || unconfirmed;
-        if pass.phase != Phase::Offered || !confirmed {
-            return;
-        }
-        let serial = pass.serial;
-        let page = std::mem::take(&mut pass.page);
-        let hashes = std::mem::take(&mut pass.hashes);
-        pass.phase = Phase::Deleting(page.len() as u32);
-        for ((key, _), &expected) in page.iter().zip(&hashes) {
+    /// Deletes each key of a confirmed page if its record is still the one offered.
+    fn delete_page(&mut self, page: PageToDelete) {
+        let serial = page.serial;
+        for ((key, _), &expected) in page.page.iter().zip(&page.hashes) {
             let op = KeyOp::DeleteIfUnchanged {
                 expected,
                 cause: DeleteCause::Handoff { serial },
@@ -505,33 +687,10 @@ impl Node {
 
     /// One delete of the page `serial` is over (`deleted`: the key was removed).
     pub(crate) fn handoff_deleted(&mut self, serial: u32, deleted: bool) {
-        if deleted {
-            self.handoffs.keys_deleted += 1;
-        }
-        let Some(pass) = &mut self.handoffs.pass else {
-            return;
-        };
-        if pass.serial != serial {
-            return;
-        }
-        match pass.phase {
-            Phase::Deleting(running) if running > 1 => pass.phase = Phase::Deleting(running - 1),
-            Phase::Deleting(_) => self.page_deleted(),
-            _ => {}
-        }
+        let admission = self.admission();
+        let mut cx = handoff_context!(self, admission);
+        self.handoffs.deleted(&mut cx, serial, deleted);
     }
-
-    fn page_deleted(&mut self) {
-        let Some(pass) = &mut self.handoffs.pass else {
-            return;
-        };
-        let next = pass.next;
-        advance(pass, next);
-        pass.phase = Phase::Waiting;
-        self.continue_pass();
-    }
-
-    // ---- the replica's side -----------------------------------------------------------
 
     /// A node handing off a partition offers a page of it.
     pub(crate) fn handoff_offer(
@@ -542,70 +701,28 @@ impl Node {
         bucket: u32,
         keys: &[(&[u8], u64)],
     ) {
-        let index = partition as usize;
-        if index >= self.view.ring.partition_count()
-            || bucket >= BUCKETS
-            || !self.replicates(index)
-            || self.handoffs.offers.len() >= OFFERS_MAX
-        {
-            return; // the offerer's page expires and is offered again later
-        }
-        let range = self.entropy.trees.bucket_range(index, bucket as usize);
-        let limit = self.shared.config.wire_limits.list_length_max as u32;
-        let Some(token) = self.shared.start_scan(Task::OfferScan, range, None, limit) else {
-            return;
-        };
-        let mut keys: Vec<(Vec<u8>, u64, u32)> = (0u32..)
-            .zip(keys)
-            .map(|(position, &(key, hash))| (key.to_vec(), hash, position))
-            .collect();
-        keys.sort_unstable();
-        self.handoffs.offers.push((
-            token,
-            OfferScan {
-                from,
-                request,
-                keys,
-            },
-        ));
+        self.handoffs.offer(
+            &mut self.shared,
+            (&self.view, &self.entropy.trees),
+            (from, request),
+            (partition, bucket),
+            keys,
+        );
     }
 
-    /// This node's scan for an offer finished: answer with what it lacks.
+    /// This node's scan for an offer finished: answer with what it lacks (a reaping
+    /// node's offer first raises the writer floor over the tombstones it names).
     pub(crate) fn offer_scanned(&mut self, token: u64, result: Result<ScanPage, StorageFailure>) {
-        let Some(position) = self.handoffs.offers.iter().position(|(t, _)| *t == token) else {
+        let Some(offer) = self.handoffs.take_offer(token) else {
             return;
         };
-        let (_, offer) = self.handoffs.offers.swap_remove(position);
         let Ok(page) = result else {
             return; // the offerer retries
         };
-        if request_id::owner(offer.request) == Owner::Reap {
-            let offered = &offer.keys;
-            let alike = page.items.iter().filter(|(key, record)| {
-                offered
-                    .binary_search_by(|(k, _, _)| k.as_slice().cmp(key))
-                    .is_ok_and(|at| offered[at].1 == entry_hash(key, record))
-            });
-            self.prepare_floor(alike.map(|(_, record)| record.as_slice()));
+        if offer.is_reap() {
+            self.prepare_floor(offer.alike(&page));
         }
-        let mut mine = entry_hashes(&page.items);
-        mine.sort_unstable();
-        let wanted: Vec<u32> = offer
-            .keys
-            .iter()
-            .filter(|(key, hash, _)| {
-                mine.binary_search_by(|(k, _)| (*k).cmp(key.as_slice()))
-                    .map_or(true, |at| mine[at].1 != *hash)
-            })
-            .map(|&(_, _, position)| position)
-            .collect();
-        self.shared.send(
-            offer.from,
-            &Message::HandoffNeed {
-                request: offer.request,
-                wanted,
-            },
-        );
+        offer.answer(&mut self.shared, &page);
     }
 }
 
