@@ -58,12 +58,18 @@
 //! forgets the candidates, which only delays reaping by one grace period.
 
 use super::Node;
+use super::admission::Admission;
 use super::entries::entry_hash;
-use super::entropy::BUCKET_BITS;
+use super::entropy::{BUCKET_BITS, HashTrees};
+use super::gossip::View;
+use super::hints::Hints;
+use super::peers::Peers;
 use super::replica::{DeleteCause, KeyOp};
 use super::request_id::{self, Owner};
+use super::shared::Shared;
 use super::tasks::Task;
 use super::timers::Timer;
+use super::writer::Writer;
 use super::{ScanPage, Space, StorageFailure};
 use crate::placement::key_hash;
 use crate::time::Instant;
@@ -190,79 +196,124 @@ impl Reaper {
     }
 }
 
-impl Node {
-    /// The reaping timer.
-    pub(crate) fn reap_tick(&mut self) {
-        let now = self.shared.now;
-        let interval_ms = self.shared.config.reap_interval_ms;
-        let step = now + Duration::from_millis(STEP_MS.min(interval_ms));
-        self.timers.set(Timer::Reap, step);
-        if self.shared.config.reap_candidates_max == 0 {
-            self.timers
-                .set(Timer::Reap, now + Duration::from_millis(interval_ms));
-            return;
-        }
-        let placement = self.view.membership.placement_digest();
-        match &self.reaper.walk {
-            Some(walk) => {
-                let stalled = matches!(walk.phase, Phase::Querying | Phase::Offered)
-                    && now >= walk.expires_at;
-                let lost = walk.targets.iter().any(|&t| !self.peers.is_up(t))
-                    && !self.shared.sabotage().reap_unconfirmed;
-                if stalled || lost || walk.placement != placement {
-                    self.abandon_walk();
-                } else if walk.phase == Phase::Ready {
-                    self.continue_walk();
-                }
-            }
-            None if now >= self.reaper.next_walk_at => self.start_walk(),
-            None => {}
-        }
-    }
+/// What a reaping step uses besides the reaper's state.
+pub(crate) struct ReapContext<'a> {
+    pub(crate) shared: &'a mut Shared,
+    pub(crate) view: &'a View,
+    pub(crate) peers: &'a Peers,
+    pub(crate) trees: &'a HashTrees,
+    pub(crate) hints: &'a Hints,
+    pub(crate) writer: &'a mut Writer,
+    pub(crate) admission: Admission,
+}
 
+impl ReapContext<'_> {
     /// True when this node leads `partition`'s reaping: first in its preference list.
     fn leads(&self, partition: usize) -> bool {
         self.view.ready && self.view.ring.preference_list(partition).next() == Some(self.shared.id)
     }
 
-    fn start_walk(&mut self) {
-        let now = self.shared.now;
-        self.reaper.next_walk_at = now + Duration::from_millis(self.shared.config.reap_interval_ms);
-        let trees = &self.entropy.trees;
-        if !trees.fully_built() || !self.background_admitted() {
+    fn busy_partitions(&self) -> Option<Vec<u32>> {
+        busy_partitions(self.shared, self.view, self.trees, self.hints)
+    }
+}
+
+/// The partitions node `shared.id` holds hints of or data it does not replicate;
+/// `None` while it cannot tell (trees or the hint list not loaded) or the list is too
+/// long for one message.
+fn busy_partitions(
+    shared: &Shared,
+    view: &View,
+    trees: &HashTrees,
+    hints: &Hints,
+) -> Option<Vec<u32>> {
+    if !view.ready || !trees.fully_built() || !hints.listed {
+        return None;
+    }
+    let mut busy: Vec<u32> = (0..view.ring.partition_count())
+        .filter(|&p| trees.keys_held(p) > 0 && !view.replicates(shared.id, p))
+        .map(|p| p as u32)
+        .collect();
+    busy.extend(hints.keys().map(|key| view.ring.partition_of(key) as u32));
+    busy.sort_unstable();
+    busy.dedup();
+    (busy.len() <= shared.config.wire_limits.list_length_max).then_some(busy)
+}
+
+/// A page whose check ended: its ripe tombstones, which the node deletes on this
+/// replica (each only if its record is unchanged) before the walk goes on with
+/// [`Reaper::continue_walk`].
+pub(crate) struct Reaped {
+    pub(crate) keys: Vec<(Vec<u8>, u64)>,
+}
+
+/// The reaping surface: the node hands each step a [`ReapContext`]; a step that ended
+/// a page's check returns its [`Reaped`] tombstones.
+impl Reaper {
+    /// The reaping timer; when it is due next.
+    pub(crate) fn tick(&mut self, cx: &mut ReapContext<'_>) -> Instant {
+        let now = cx.shared.now;
+        let interval_ms = cx.shared.config.reap_interval_ms;
+        if cx.shared.config.reap_candidates_max == 0 {
+            return now + Duration::from_millis(interval_ms);
+        }
+        let placement = cx.view.membership.placement_digest();
+        match &self.walk {
+            Some(walk) => {
+                let stalled = matches!(walk.phase, Phase::Querying | Phase::Offered)
+                    && now >= walk.expires_at;
+                let lost = walk.targets.iter().any(|&t| !cx.peers.is_up(t))
+                    && !cx.shared.sabotage().reap_unconfirmed;
+                if stalled || lost || walk.placement != placement {
+                    self.abandon_walk(cx.shared);
+                } else if walk.phase == Phase::Ready {
+                    self.continue_walk(cx);
+                }
+            }
+            None if now >= self.next_walk_at => self.start_walk(cx),
+            None => {}
+        }
+        now + Duration::from_millis(STEP_MS.min(interval_ms))
+    }
+
+    fn start_walk(&mut self, cx: &mut ReapContext<'_>) {
+        let now = cx.shared.now;
+        self.next_walk_at = now + Duration::from_millis(cx.shared.config.reap_interval_ms);
+        if !cx.trees.fully_built() || !cx.admission.admits(cx.shared) {
             return;
         }
-        let partitions = self.view.ring.partition_count();
-        if !(0..partitions).any(|p| self.leads(p) && self.entropy.trees.deleted_held(p) > 0) {
+        let partitions = cx.view.ring.partition_count();
+        if !(0..partitions).any(|p| cx.leads(p) && cx.trees.deleted_held(p) > 0) {
             return;
         }
-        let mut members: Vec<NodeId> = self
+        let id = cx.shared.id;
+        let mut members: Vec<NodeId> = cx
             .view
             .membership
             .members()
             .iter()
-            .filter(|m| m.id != self.shared.id && m.status != MemberStatus::Left)
+            .filter(|m| m.id != id && m.status != MemberStatus::Left)
             .map(|m| m.id)
             .collect();
-        let Some(own_busy) = self.busy_partitions() else {
+        let Some(own_busy) = cx.busy_partitions() else {
             return;
         };
-        if self.shared.sabotage().reap_unconfirmed {
+        if cx.shared.sabotage().reap_unconfirmed {
             members.clear(); // asks no one, and goes on with members down
-        } else if members.iter().any(|&m| !self.peers.is_up(m)) {
-            self.reaper.walks_blocked += 1;
+        } else if members.iter().any(|&m| !cx.peers.is_up(m)) {
+            self.walks_blocked += 1;
             return;
         }
-        self.reaper.walks = self.reaper.walks.wrapping_add(1);
-        self.reaper.walks_started += 1;
+        self.walks = self.walks.wrapping_add(1);
+        self.walks_started += 1;
         let mut walk = Walk {
-            serial: self.reaper.walks,
-            placement: self.view.membership.placement_digest(),
+            serial: self.walks,
+            placement: cx.view.membership.placement_digest(),
             query_sent_at: now,
             waiting: members,
             busy: vec![0; partitions.div_ceil(64)],
             phase: Phase::Querying,
-            expires_at: now + Duration::from_millis(self.shared.config.request_timeout_ms),
+            expires_at: now + Duration::from_millis(cx.shared.config.request_timeout_ms),
             partition: 0,
             bucket: 0,
             after: None,
@@ -278,68 +329,36 @@ impl Node {
         }
         let request = walk.request(0);
         let waiting = walk.waiting.clone();
-        self.reaper.walk = Some(walk);
+        self.walk = Some(walk);
         for member in waiting {
-            if !self.shared.send(member, &Message::ReapQuery { request }) {
-                return self.abandon_walk();
+            if !cx.shared.send(member, &Message::ReapQuery { request }) {
+                return self.abandon_walk(cx.shared);
             }
         }
-        self.query_answered();
+        self.query_answered(cx);
     }
 
-    fn abandon_walk(&mut self) {
-        if let Some(walk) = self.reaper.walk.take() {
+    fn abandon_walk(&mut self, shared: &Shared) {
+        if let Some(walk) = self.walk.take() {
             log::debug!(
                 "node {}: reaping walk {} abandoned at partition {}",
-                self.shared.id.0,
+                shared.id.0,
                 walk.serial,
                 walk.partition
             );
-            self.reaper.walks_blocked += 1;
+            self.walks_blocked += 1;
         }
-    }
-
-    /// The partitions this node holds hints of or data it does not replicate; `None`
-    /// while it cannot tell (trees or the hint list not loaded) or the list is too
-    /// long for one message.
-    pub(crate) fn busy_partitions(&self) -> Option<Vec<u32>> {
-        if !self.view.ready || !self.entropy.trees.fully_built() || !self.hints.listed {
-            return None;
-        }
-        let mut busy: Vec<u32> = (0..self.view.ring.partition_count())
-            .filter(|&p| self.entropy.trees.keys_held(p) > 0 && !self.replicates(p))
-            .map(|p| p as u32)
-            .collect();
-        busy.extend(
-            self.hints
-                .keys()
-                .map(|key| self.view.ring.partition_of(key) as u32),
-        );
-        busy.sort_unstable();
-        busy.dedup();
-        (busy.len() <= self.shared.config.wire_limits.list_length_max).then_some(busy)
-    }
-
-    /// A leading node asks what could bring a deleted value back.
-    pub(crate) fn reap_query(&mut self, from: NodeId, request: u64) {
-        let busy = self.busy_partitions();
-        let message = Message::ReapStatus {
-            request,
-            complete: busy.is_some(),
-            partitions: busy.unwrap_or_default(),
-        };
-        self.shared.send(from, &message);
     }
 
     /// A member's answer to this node's query.
-    pub(crate) fn reap_status(
+    pub(crate) fn status(
         &mut self,
-        from: NodeId,
-        request: u64,
+        cx: &mut ReapContext<'_>,
+        (from, request): (NodeId, u64),
         complete: bool,
         partitions: &[u32],
     ) {
-        let Some(walk) = &mut self.reaper.walk else {
+        let Some(walk) = &mut self.walk else {
             return;
         };
         if walk.phase != Phase::Querying || request != walk.request(0) {
@@ -349,48 +368,48 @@ impl Node {
             return;
         };
         if !complete {
-            return self.abandon_walk();
+            return self.abandon_walk(cx.shared);
         }
         walk.waiting.swap_remove(position);
         for &partition in partitions {
             walk.set_busy(partition as usize);
         }
-        self.query_answered();
+        self.query_answered(cx);
     }
 
-    fn query_answered(&mut self) {
-        let Some(walk) = &mut self.reaper.walk else {
+    fn query_answered(&mut self, cx: &mut ReapContext<'_>) {
+        let Some(walk) = &mut self.walk else {
             return;
         };
         if walk.phase == Phase::Querying && walk.waiting.is_empty() {
             walk.phase = Phase::Ready;
-            self.continue_walk();
+            self.continue_walk(cx);
         }
     }
 
-    /// Scans the next page holding deleted records, or ends the walk.
-    fn continue_walk(&mut self) {
-        let partitions = self.view.ring.partition_count();
+    /// Moves the walk to the next bucket holding deleted records; false when the walk
+    /// is over.
+    fn next_bucket(&mut self, cx: &ReapContext<'_>) -> bool {
+        let partitions = cx.view.ring.partition_count();
         loop {
-            let Some(walk) = &self.reaper.walk else {
-                return;
+            let Some(walk) = &self.walk else {
+                return false;
             };
             let (partition, bucket, after) = (walk.partition, walk.bucket, walk.after);
             if partition >= partitions {
-                self.reaper.walk = None;
-                return;
+                self.walk = None;
+                return false;
             }
-            let trees = &self.entropy.trees;
-            let next_partition = if !self.leads(partition) || walk.is_busy(partition) {
+            let next_partition = if !cx.leads(partition) || walk.is_busy(partition) {
                 true
-            } else if bucket >= BUCKETS || (bucket == 0 && trees.deleted_held(partition) == 0) {
-                self.forget_unconfirmed(partition);
+            } else if bucket >= BUCKETS || (bucket == 0 && cx.trees.deleted_held(partition) == 0) {
+                self.forget_unconfirmed(cx.view, partition);
                 true
             } else {
                 false
             };
-            let Some(walk) = &mut self.reaper.walk else {
-                return;
+            let Some(walk) = &mut self.walk else {
+                return false;
             };
             if next_partition {
                 walk.partition += 1;
@@ -398,89 +417,81 @@ impl Node {
                 walk.after = None;
                 continue;
             }
-            if after.is_none() && self.entropy.trees.deleted_in(partition, bucket as usize) == 0 {
+            if after.is_none() && cx.trees.deleted_in(partition, bucket as usize) == 0 {
                 walk.bucket += 1;
                 continue;
             }
-            break;
+            return true;
         }
-        let Some(walk) = &self.reaper.walk else {
+    }
+
+    /// Scans the next page holding deleted records, or ends the walk.
+    pub(crate) fn continue_walk(&mut self, cx: &mut ReapContext<'_>) {
+        if !self.next_bucket(cx) {
+            return;
+        }
+        let Some(walk) = &mut self.walk else {
             return;
         };
         let partition = walk.partition;
-        let targets: SmallVec<[NodeId; 4]> = self
+        let id = cx.shared.id;
+        let targets: SmallVec<[NodeId; 4]> = cx
             .view
             .ring
             .preference_list(partition)
-            .filter(|&node| node != self.shared.id)
+            .filter(|&node| node != id)
             .collect();
-        let unconfirmed = self.shared.sabotage().reap_unconfirmed;
-        if !unconfirmed && targets.iter().any(|&t| !self.peers.is_up(t)) {
-            return self.abandon_walk();
+        let unconfirmed = cx.shared.sabotage().reap_unconfirmed;
+        if !unconfirmed && targets.iter().any(|&t| !cx.peers.is_up(t)) {
+            return self.abandon_walk(cx.shared);
         }
-        if !self.background_admitted() {
+        if !cx.admission.admits(cx.shared) {
             return; // the next tick tries again
         }
-        let range = self
-            .entropy
-            .trees
-            .bucket_range(partition, walk.bucket as usize);
-        let after = walk.after;
-        let limit = self
-            .shared
-            .config
+        let range = cx.trees.bucket_range(partition, walk.bucket as usize);
+        let config = &cx.shared.config;
+        let limit = config
             .background_page_keys
-            .min(self.shared.config.wire_limits.list_length_max as u32);
-        if self
+            .min(config.wire_limits.list_length_max as u32);
+        if cx
             .shared
-            .start_scan(Task::ReapPage, range, after, limit)
+            .start_scan(Task::ReapPage, range, walk.after, limit)
             .is_none()
         {
             return;
         }
-        if let Some(walk) = &mut self.reaper.walk {
-            walk.targets = targets;
-            walk.phase = Phase::Scanning;
-        }
+        walk.targets = targets;
+        walk.phase = Phase::Scanning;
     }
 
     /// A walk finished `partition`: its candidates this walk did not confirm again are
     /// no longer tombstones everywhere (or no longer exist).
-    fn forget_unconfirmed(&mut self, partition: usize) {
-        let Some(walk) = &self.reaper.walk else {
+    fn forget_unconfirmed(&mut self, view: &View, partition: usize) {
+        let Some(walk) = &self.walk else {
             return;
         };
         let serial = walk.serial;
-        let (first, last) = self.view.ring.hash_range(partition);
-        let stale: Vec<u64> = self
-            .reaper
-            .candidates
-            .range(first..=last)
-            .filter(|(_, c)| c.walk != serial)
-            .map(|(&hash, _)| hash)
-            .collect();
-        for hash in stale {
-            self.reaper.candidates.remove(&hash);
-        }
+        let (first, last) = view.ring.hash_range(partition);
+        self.candidates
+            .retain(|hash, c| !(first..=last).contains(hash) || c.walk == serial);
     }
 
     /// A page of a bucket this node leads was read: offer its tombstones.
-    pub(crate) fn reap_page(&mut self, result: Result<ScanPage, StorageFailure>) {
-        let unconfirmed = self.shared.sabotage().reap_unconfirmed;
-        let Some(walk) = &mut self.reaper.walk else {
-            return;
-        };
+    pub(crate) fn page_read(
+        &mut self,
+        cx: &mut ReapContext<'_>,
+        result: Result<ScanPage, StorageFailure>,
+    ) -> Option<Reaped> {
+        let unconfirmed = cx.shared.sabotage().reap_unconfirmed;
+        let writer = cx.writer.writer_id(cx.shared.id);
+        let bounds = cx.shared.config.version_bounds;
+        let walk = self.walk.as_mut()?;
         if walk.phase != Phase::Scanning {
-            return;
+            return None;
         }
         let Ok(ScanPage { items, next }) = result else {
             walk.phase = Phase::Ready;
-            return;
-        };
-        let writer = self.writer.writer_id(self.shared.id);
-        let bounds = self.shared.config.version_bounds;
-        let Some(walk) = &mut self.reaper.walk else {
-            return;
+            return None;
         };
         walk.page.clear();
         walk.page.extend(
@@ -500,56 +511,54 @@ impl Node {
         if walk.page.is_empty() {
             walk.advance(next);
             walk.phase = Phase::Ready;
-            return self.continue_walk();
+            self.continue_walk(cx);
+            return None;
         }
         if unconfirmed {
             let everything: Vec<usize> = (0..walk.page.len()).collect();
-            return self.reap_positions(&everything);
+            return self.reap_positions(cx.shared, &everything);
         }
         walk.page_serial = (walk.page_serial + 1) & ((1 << request_id::LOW_BITS) - 1);
         walk.page_serial = walk.page_serial.max(1);
         walk.phase = Phase::Offered;
         walk.expires_at =
-            self.shared.now + Duration::from_millis(self.shared.config.request_timeout_ms);
-        let request = walk.request(walk.page_serial);
+            cx.shared.now + Duration::from_millis(cx.shared.config.request_timeout_ms);
         let keys: Vec<(&[u8], u64)> = walk
             .page
             .iter()
             .map(|(key, hash, _)| (key.as_slice(), *hash))
             .collect();
         let message = Message::HandoffOffer {
-            request,
+            request: walk.request(walk.page_serial),
             partition: walk.partition as u32,
             bucket: walk.bucket,
             keys,
         };
         let mut sent = true;
         for &target in &walk.targets {
-            sent &= self
-                .shared
-                .actions
-                .send(target, self.shared.config.cluster_id, &message)
-                .is_ok();
+            sent &= cx.shared.send(target, &message);
         }
         if !sent {
-            return self.abandon_walk();
+            self.abandon_walk(cx.shared);
+            return None;
         }
-        self.maybe_page_checked();
+        self.page_checked(cx)
     }
 
     /// A replica's answer to this node's offer of tombstones.
-    pub(crate) fn reap_need(&mut self, from: NodeId, request: u64, differing: &[u32]) {
-        let Some(walk) = &mut self.reaper.walk else {
-            return;
-        };
+    pub(crate) fn need(
+        &mut self,
+        cx: &mut ReapContext<'_>,
+        (from, request): (NodeId, u64),
+        differing: &[u32],
+    ) -> Option<Reaped> {
+        let walk = self.walk.as_mut()?;
         if walk.phase != Phase::Offered || request != walk.request(walk.page_serial) {
-            return;
+            return None;
         }
-        let Some(target) = walk.targets.iter().position(|&t| t == from) else {
-            return;
-        };
+        let target = walk.targets.iter().position(|&t| t == from)?;
         if walk.answered[target] {
-            return;
+            return None;
         }
         walk.answered[target] = true;
         for &position in differing {
@@ -557,23 +566,21 @@ impl Node {
                 *differs = true;
             }
         }
-        self.maybe_page_checked();
+        self.page_checked(cx)
     }
 
     /// Once every replica answered: the page's tombstones every replica holds alike
     /// become candidates, and candidates that passed their grace period are reaped.
-    fn maybe_page_checked(&mut self) {
-        let now = self.shared.now;
-        let grace = Duration::from_millis(self.shared.config.tombstone_grace_ms);
-        let candidates_max = self.shared.config.reap_candidates_max as usize;
-        let Some(walk) = &mut self.reaper.walk else {
-            return;
-        };
+    fn page_checked(&mut self, cx: &mut ReapContext<'_>) -> Option<Reaped> {
+        let now = cx.shared.now;
+        let grace = Duration::from_millis(cx.shared.config.tombstone_grace_ms);
+        let candidates_max = cx.shared.config.reap_candidates_max as usize;
+        let walk = self.walk.as_mut()?;
         if walk.phase != Phase::Offered || !walk.answered.iter().all(|&a| a) {
-            return;
+            return None;
         }
         let mut ripe: Vec<usize> = Vec::new();
-        let candidates = &mut self.reaper.candidates;
+        let candidates = &mut self.candidates;
         for (position, (key, hash, _)) in walk.page.iter().enumerate() {
             if walk.differs[position] {
                 continue;
@@ -605,52 +612,137 @@ impl Node {
             .map(|p| walk.page[p].2)
             .max();
         if let Some(highest) = highest {
-            if !self.shared.sabotage().reap_without_floor
-                && !self.writer.floor_covers(&mut self.shared, highest)
+            if !cx.shared.sabotage().reap_without_floor
+                && !cx.writer.floor_covers(cx.shared, highest)
             {
                 ripe.clear();
             }
         }
-        self.reap_positions(&ripe);
+        self.reap_positions(cx.shared, &ripe)
     }
 
-    /// Reaps the page's tombstones at `positions` on every replica, then goes on.
-    fn reap_positions(&mut self, positions: &[usize]) {
-        let Some(walk) = &mut self.reaper.walk else {
-            return;
-        };
+    /// Reaps the page's tombstones at `positions` on every other replica, and hands
+    /// them back for this one; the walk moves past the page.
+    fn reap_positions(&mut self, shared: &mut Shared, positions: &[usize]) -> Option<Reaped> {
+        let walk = self.walk.as_mut()?;
         let page = std::mem::take(&mut walk.page);
-        let partition = walk.partition;
-        let targets = walk.targets.clone();
         let next = walk.next;
         walk.advance(next);
         walk.phase = Phase::Ready;
-        if !positions.is_empty() {
-            let keys: Vec<(&[u8], u64)> = positions
-                .iter()
-                .filter_map(|&p| page.get(p))
-                .map(|(key, hash, _)| (key.as_slice(), *hash))
-                .collect();
-            let message = Message::ReapKeys {
-                partition: partition as u32,
-                keys,
-            };
-            for target in targets {
-                self.shared.send(target, &message);
-            }
-            for &position in positions {
-                let Some((key, expected, _)) = page.get(position) else {
-                    continue;
-                };
-                self.reaper.candidates.remove(&key_hash(key));
-                let op = KeyOp::DeleteIfUnchanged {
-                    expected: *expected,
-                    cause: DeleteCause::Reap,
-                };
-                let _ = self.enqueue_key_op(Space::Data, key, op);
-            }
+        let mut reaped = Reaped { keys: Vec::new() };
+        if positions.is_empty() {
+            return Some(reaped);
         }
-        self.continue_walk();
+        let keys: Vec<(&[u8], u64)> = positions
+            .iter()
+            .filter_map(|&p| page.get(p))
+            .map(|(key, hash, _)| (key.as_slice(), *hash))
+            .collect();
+        let message = Message::ReapKeys {
+            partition: walk.partition as u32,
+            keys,
+        };
+        for &target in &walk.targets {
+            shared.send(target, &message);
+        }
+        for &position in positions {
+            let Some((key, expected, _)) = page.get(position) else {
+                continue;
+            };
+            self.candidates.remove(&key_hash(key));
+            reaped.keys.push((key.clone(), *expected));
+        }
+        Some(reaped)
+    }
+}
+
+/// The reaping context of a node, with `admission` taken beforehand (borrowing the
+/// node's fields one by one, so the reaper stays free).
+macro_rules! reap_context {
+    ($node:ident, $admission:expr) => {
+        ReapContext {
+            shared: &mut $node.shared,
+            view: &$node.view,
+            peers: &$node.peers,
+            trees: &$node.entropy.trees,
+            hints: &$node.hints,
+            writer: &mut $node.writer,
+            admission: $admission,
+        }
+    };
+}
+
+/// The node's glue: the timer, a leader's pages and answers (whose ripe tombstones it
+/// deletes under key locks), and the replica's side (status, deletes, floors).
+impl Node {
+    /// The reaping timer.
+    pub(crate) fn reap_tick(&mut self) {
+        let admission = self.admission();
+        let mut cx = reap_context!(self, admission);
+        let next = self.reaper.tick(&mut cx);
+        self.timers.set(Timer::Reap, next);
+    }
+
+    /// The partitions this node holds hints of or data it does not replicate (see
+    /// [`ReapContext`]).
+    pub(crate) fn busy_partitions(&self) -> Option<Vec<u32>> {
+        busy_partitions(&self.shared, &self.view, &self.entropy.trees, &self.hints)
+    }
+
+    /// A leading node asks what could bring a deleted value back.
+    pub(crate) fn reap_query(&mut self, from: NodeId, request: u64) {
+        let busy = self.busy_partitions();
+        let message = Message::ReapStatus {
+            request,
+            complete: busy.is_some(),
+            partitions: busy.unwrap_or_default(),
+        };
+        self.shared.send(from, &message);
+    }
+
+    /// A member's answer to this node's query.
+    pub(crate) fn reap_status(
+        &mut self,
+        from: NodeId,
+        request: u64,
+        complete: bool,
+        partitions: &[u32],
+    ) {
+        let admission = self.admission();
+        let mut cx = reap_context!(self, admission);
+        self.reaper
+            .status(&mut cx, (from, request), complete, partitions);
+    }
+
+    /// A page of a bucket this node leads was read.
+    pub(crate) fn reap_page(&mut self, result: Result<ScanPage, StorageFailure>) {
+        let admission = self.admission();
+        let mut cx = reap_context!(self, admission);
+        if let Some(reaped) = self.reaper.page_read(&mut cx, result) {
+            self.reap_here(reaped, admission);
+        }
+    }
+
+    /// A replica's answer to this node's offer of tombstones.
+    pub(crate) fn reap_need(&mut self, from: NodeId, request: u64, differing: &[u32]) {
+        let admission = self.admission();
+        let mut cx = reap_context!(self, admission);
+        if let Some(reaped) = self.reaper.need(&mut cx, (from, request), differing) {
+            self.reap_here(reaped, admission);
+        }
+    }
+
+    /// Deletes a checked page's ripe tombstones on this node, then goes on walking.
+    fn reap_here(&mut self, reaped: Reaped, admission: Admission) {
+        for (key, expected) in reaped.keys {
+            let op = KeyOp::DeleteIfUnchanged {
+                expected,
+                cause: DeleteCause::Reap,
+            };
+            let _ = self.enqueue_key_op(Space::Data, &key, op);
+        }
+        let mut cx = reap_context!(self, admission);
+        self.reaper.continue_walk(&mut cx);
     }
 
     /// The leader of `partition` reaps these tombstones; this replica deletes each
