@@ -5,9 +5,11 @@ use super::entries::{TreeEntry, entry_hash};
 use super::hints::{hint_key, parse_hint_key};
 use super::locks::{Enqueued, LocksFull};
 use super::request_id::{self, NO_REQUEST};
-use super::requests::{DeliveryRequest, ReplyTo, Request, WriteSpec};
+use super::requests::{DeliveryRequest, ReplyTo, Request, WriteRequest, WriteSpec};
+use super::shared::Shared;
 use super::storage::Space;
 use super::tasks::{Task, Tasks};
+use super::writer::Writer;
 use super::{Listing, Node, RequestError, StorageFailure};
 use crate::placement::key_hash;
 use crate::slab::SlotId;
@@ -470,45 +472,67 @@ impl Node {
             }
             KeyOp::DeleteIfUnchanged { expected, cause } => {
                 let (expected, cause) = (*expected, *cause);
-                let Some(slot) = self.locks.held(lock) else {
-                    return Step::Done(Ok(()));
-                };
-                let found = result.ok().flatten();
-                let unchanged =
-                    found.is_some_and(|record| entry_hash(&slot.key, record) == expected);
-                if !unchanged {
-                    // Changed since the replicas confirmed it (or unreadable): kept, and
-                    // reported as not deleted.
-                    return Step::Done(Err(StorageFailure::Io));
-                }
-                if cause == DeleteCause::Reap && !found.is_some_and(|r| self.reap_allowed(r)) {
-                    return Step::Done(Err(StorageFailure::Io));
-                }
-                let Some(slot) = self.locks.held(lock) else {
-                    return Step::Done(Ok(()));
-                };
-                let key = slot.key.clone();
-                match self.shared.actions.delete(token, Space::Data, &key) {
-                    Ok(()) => Step::Storing,
-                    Err(_) => Step::Done(Err(StorageFailure::Io)),
-                }
+                self.delete_if_unchanged(lock, token, result.ok().flatten(), (expected, cause))
             }
             KeyOp::DeleteHint { owner, generation } => {
                 let (owner, generation) = (*owner, *generation);
-                let Some(slot) = self.locks.held(lock) else {
-                    return Step::Done(Ok(()));
-                };
-                let unchanged = parse_hint_key(&slot.key)
-                    .is_some_and(|(_, key)| self.hints.generation(owner, key) == Some(generation));
-                if !unchanged {
-                    return Step::Done(Ok(()));
-                }
-                let key = slot.key.clone();
-                match self.shared.actions.delete(token, Space::Hints, &key) {
-                    Ok(()) => Step::Storing,
-                    Err(_) => Step::Done(Err(StorageFailure::Io)),
-                }
+                self.delete_hint_if_unchanged(lock, token, owner, generation)
             }
+        }
+    }
+
+    /// A `DeleteIfUnchanged` read `found`: delete the key if its record is still the
+    /// `expected` one (and, for a reap, the writer floor covers it).
+    fn delete_if_unchanged(
+        &mut self,
+        lock: u32,
+        token: u64,
+        found: Option<&[u8]>,
+        (expected, cause): (u64, DeleteCause),
+    ) -> Step {
+        let Some(slot) = self.locks.held(lock) else {
+            return Step::Done(Ok(()));
+        };
+        let unchanged = found.is_some_and(|record| entry_hash(&slot.key, record) == expected);
+        if !unchanged {
+            // Changed since the replicas confirmed it (or unreadable): kept, and
+            // reported as not deleted.
+            return Step::Done(Err(StorageFailure::Io));
+        }
+        if cause == DeleteCause::Reap && !found.is_some_and(|r| self.reap_allowed(r)) {
+            return Step::Done(Err(StorageFailure::Io));
+        }
+        let Some(slot) = self.locks.held(lock) else {
+            return Step::Done(Ok(()));
+        };
+        let key = slot.key.clone();
+        match self.shared.actions.delete(token, Space::Data, &key) {
+            Ok(()) => Step::Storing,
+            Err(_) => Step::Done(Err(StorageFailure::Io)),
+        }
+    }
+
+    /// A `DeleteHint` holds the hint's lock: delete it unless a write merged into it
+    /// since `generation`.
+    fn delete_hint_if_unchanged(
+        &mut self,
+        lock: u32,
+        token: u64,
+        owner: NodeId,
+        generation: u64,
+    ) -> Step {
+        let Some(slot) = self.locks.held(lock) else {
+            return Step::Done(Ok(()));
+        };
+        let unchanged = parse_hint_key(&slot.key)
+            .is_some_and(|(_, key)| self.hints.generation(owner, key) == Some(generation));
+        if !unchanged {
+            return Step::Done(Ok(()));
+        }
+        let key = slot.key.clone();
+        match self.shared.actions.delete(token, Space::Hints, &key) {
+            Ok(()) => Step::Storing,
+            Err(_) => Step::Done(Err(StorageFailure::Io)),
         }
     }
 
@@ -538,12 +562,6 @@ impl Node {
     /// Mints write `request` against `current` and stores the result.
     fn mint(&mut self, lock: u32, token: u64, request: SlotId, current: VersionSet) -> Step {
         let bounds = self.shared.config.version_bounds;
-        let ignore_context = self.shared.sabotage().ignore_context;
-        let floor = if self.shared.sabotage().reap_without_floor {
-            0
-        } else {
-            self.writer.counter_floor()
-        };
         let Some(Request::Write(write)) = self.requests.get_mut(request) else {
             // The request timed out while waiting for the lock: nothing to write.
             return Step::Done(Ok(()));
@@ -551,37 +569,8 @@ impl Node {
         let Some(spec) = write.spec.take() else {
             return Step::Done(Ok(()));
         };
-        let context = match spec.context {
-            _ if ignore_context => VersionVector::new(),
-            Some(context) => context,
-            None => current.join(),
-        };
-        write.existed = super::read_reply::holds_value(&current);
-        let epoch_writer = write.writer;
-        // Only VSET, VDEL and forwarded writes answer with a token.
-        let token_wanted = write.reply_context || matches!(write.reply, ReplyTo::Peer { .. });
-        let writer = self
-            .writer
-            .lane_for(&mut self.shared.rng, epoch_writer, &context, &current);
-        let minted = VersionSet::update_above(
-            VersionSet::from_context(&context, spec.value),
-            &current,
-            writer,
-            floor,
-        );
-        // The token names the context and this write only (never a sibling the
-        // writer was not shown: the lane holds none above the context).
-        let dot = Dot {
-            node: writer,
-            counter: minted.counter_of(writer),
-        };
-        let reply_context = if !token_wanted {
-            VersionVector::new()
-        } else if self.shared.sabotage().merged_clock_token {
-            minted.join()
-        } else {
-            context.with_dot(dot)
-        };
+        let (minted, reply_context) =
+            mint_versions(&mut self.writer, &mut self.shared, write, spec, &current);
         if minted.sibling_count() > bounds.siblings_max
             || minted.clock_size() > bounds.coordinators_max
         {
@@ -905,6 +894,52 @@ fn newest_sibling_only(versions: VersionSet) -> VersionSet {
 
 /// True when the key operation of `token` read a data-space record, so its write will
 /// change the anti-entropy tree (hints are not in the tree: their hash is never taken).
+/// What `write` mints against the stored `current`: its versions (under the writer
+/// epoch's lane its context allows, above the counter floor) and the token its reply
+/// carries (the context and this write's dot only, never a sibling the writer was not
+/// shown: the lane holds none above the context).
+fn mint_versions(
+    writer: &mut Writer,
+    shared: &mut Shared,
+    write: &mut WriteRequest,
+    spec: WriteSpec,
+    current: &VersionSet,
+) -> (VersionSet, VersionVector) {
+    let sabotage = shared.sabotage();
+    let floor = if sabotage.reap_without_floor {
+        0
+    } else {
+        writer.counter_floor()
+    };
+    let context = match spec.context {
+        _ if sabotage.ignore_context => VersionVector::new(),
+        Some(context) => context,
+        None => current.join(),
+    };
+    write.existed = super::read_reply::holds_value(current);
+    // Only VSET, VDEL and forwarded writes answer with a token.
+    let token_wanted = write.reply_context || matches!(write.reply, ReplyTo::Peer { .. });
+    let lane = writer.lane_for(&mut shared.rng, write.writer, &context, current);
+    let minted = VersionSet::update_above(
+        VersionSet::from_context(&context, spec.value),
+        current,
+        lane,
+        floor,
+    );
+    let dot = Dot {
+        node: lane,
+        counter: minted.counter_of(lane),
+    };
+    let reply_context = if !token_wanted {
+        VersionVector::new()
+    } else if sabotage.merged_clock_token {
+        minted.join()
+    } else {
+        context.with_dot(dot)
+    };
+    (minted, reply_context)
+}
+
 fn tree_change_pending(tasks: &Tasks, token: u64) -> bool {
     matches!(
         tasks.get(token),
