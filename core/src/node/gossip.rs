@@ -136,28 +136,34 @@ impl View {
         }
     }
 
-    /// A peer's view arrived: merge it, answer a `Gossip` with this node's view. True
-    /// when the placement changed.
-    pub(crate) fn gossip_received(
+    /// A peer's view arrived: merge it; true when the placement changed.
+    pub(crate) fn merge(
         &mut self,
-        shared: &mut Shared,
+        shared: &Shared,
         peers: &mut Peers,
-        (from, members): (NodeId, &[MemberRecord<'_>]),
-        answer: bool,
+        members: &[MemberRecord<'_>],
     ) -> bool {
         let merged = self.membership.merge(members, shared.now);
-        let placement_changed = self.apply(shared, peers, merged);
+        self.apply(shared, peers, merged)
+    }
+
+    /// After merging `from`'s view: it is alive, and a `Gossip` (`answer`) gets this
+    /// node's view back.
+    pub(crate) fn acknowledge(
+        &self,
+        shared: &mut Shared,
+        peers: &mut Peers,
+        from: NodeId,
+        answer: bool,
+    ) {
         if peers.get(from).is_some() {
             peers.alive(from, shared.now);
         }
         if answer {
             let members: Vec<MemberRecord<'_>> = self.membership.records().collect();
             let message = Message::GossipReply { members };
-            let _ = shared
-                .actions
-                .send(from, shared.config.cluster_id, &message);
+            shared.send(from, &message);
         }
-        placement_changed
     }
 
     /// Brings the peer table and the ring in line with the view after a change; true
@@ -261,13 +267,11 @@ impl Node {
         members: &[MemberRecord<'_>],
         answer: bool,
     ) {
-        let message = (from, members);
-        if self
-            .view
-            .gossip_received(&mut self.shared, &mut self.peers, message, answer)
-        {
+        if self.view.merge(&self.shared, &mut self.peers, members) {
             self.writer.check_regained(&mut self.shared, &self.view);
         }
+        self.view
+            .acknowledge(&mut self.shared, &mut self.peers, from, answer);
     }
 
     /// `RINGKV.LEAVE` (see [`View::leave`]).
