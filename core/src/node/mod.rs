@@ -98,24 +98,39 @@
 //!
 //! # Where things live
 //!
+//! The node is a router over concerns. A concern is a type that owns its state and
+//! whose methods take what else they need as arguments: `Shared`
+//! (configuration, id, time, randomness, the action queue, the storage task registry,
+//! counters) and, by reference, the other concerns' state they read (the view, the peer
+//! table, the anti-entropy trees). What a concern cannot do itself comes back as a value
+//! the node acts on (a confirmed handoff page or ripe tombstones to delete under key
+//! locks, a placement change for the writer epochs). The node's own `impl` blocks hold
+//! only that glue, plus the concerns not split out yet: coordination, the replica's key
+//! operations and hint delivery, and client commands, which share the request table
+//! and the key locks.
+//!
 //! | file | what it owns |
 //! |---|---|
-//! | `mod.rs` | [`Node`]: its state, `handle`, `poll_action`, `poll_timeout`, the timer run |
+//! | `mod.rs` | [`Node`]: the concerns it owns, `handle`, `poll_action`, `poll_timeout`, the timer run |
 //! | `router.rs` | which concern each peer message and each storage completion goes to |
+//! | `shared.rs` | what every concern shares (`Shared`) |
 //! | `actions.rs` | the action queue: what the shell is asked to do |
 //! | `storage.rs` | the one storage-operation type ([`StorageOp`]) and the one completion type ([`Completion`]) |
 //! | `timers.rs` | the periodic timers by name (hints, gossip, anti-entropy, handoff, reaping) |
 //! | `request_id.rs` | request ids on the wire and whose each is |
 //! | `tasks.rs` | the registry of storage operations in flight (`Tasks`), by purpose |
-//! | `client.rs`, `read_reply.rs` | client commands in, RESP replies out |
+//! | `admission.rs` | admission control for background work, and the foreground latency it watches |
+//! | `client.rs`, `read_reply.rs` | client commands in, RESP replies out (node glue) |
 //! | `requests.rs` | the requests in flight (`Request` kinds, `Requests`) and their table with deadlines |
-//! | `coordinator.rs` | coordinating reads and writes, stand-ins, timeouts |
+//! | `coordinator.rs` | coordinating reads and writes, stand-ins, timeouts (node glue) |
 //! | `forwards.rs` | forwarded writes already answered (duplicates) |
-//! | `replica.rs`, `locks.rs` | the replica: peers' reads and writes, key operations under per-key locks (read-merge-write), hint delivery |
+//! | `replica.rs`, `locks.rs` | the replica: peers' reads and writes, key operations under per-key locks (read-merge-write), hint delivery (node glue) |
 //! | `hints.rs`, `peers.rs` | hints held for others; peers' health, probes and hint backoff |
-//! | `entries.rs`, `entropy.rs` | a record's entry hash; anti-entropy trees and exchanges |
-//! | `handoff.rs`, `reap.rs`, `writer.rs` | handing partitions off, reaping tombstones, writer epochs |
-//! | `gossip.rs`, `config.rs` | membership gossip; the node's configuration |
+//! | `entries.rs`, `entropy.rs` | a record's entry hash; anti-entropy (`Entropy`: trees and exchanges) |
+//! | `handoff.rs` | handing partitions off (`Handoffs`, `HandoffContext`) |
+//! | `reap.rs` | reaping tombstones (`Reaper`, `ReapContext`) |
+//! | `writer.rs` | writer epochs (`Writer`) |
+//! | `gossip.rs`, `config.rs` | membership: the view and gossip (`View`); the node's configuration |
 //! | `memory.rs`, `fuzz.rs` (feature `fuzzing`) | the in-memory stores every driver without ringkv-storage uses (core tests, fuzz driver, simulator); the fuzz driver |
 
 mod actions;
