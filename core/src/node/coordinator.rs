@@ -5,8 +5,8 @@
 
 use super::actions::ClientId;
 use super::hints::hint_key;
+use super::key_ops::KeyOp;
 use super::read_reply::{ReadKind, write_read};
-use super::replica::KeyOp;
 use super::request_id::{self, NO_REQUEST};
 use super::requests::{
     BatchRequest, ForwardRequest, Full, ReadRequest, ReplyTo, Request, WriteRequest, WriteSpec,

@@ -106,7 +106,7 @@
 //! the node acts on (a confirmed handoff page or ripe tombstones to delete under key
 //! locks, a placement change for the writer epochs). The node's own `impl` blocks hold
 //! only that glue, plus the concerns not split out yet: coordination, the replica's key
-//! operations and hint delivery, and client commands, which share the request table
+//! operations, hint delivery, and client commands, which share the request table
 //! and the key locks.
 //!
 //! | file | what it owns |
@@ -124,8 +124,8 @@
 //! | `requests.rs` | the requests in flight (`Request` kinds, `Requests`) and their table with deadlines |
 //! | `coordinator.rs` | coordinating reads and writes, stand-ins, timeouts (node glue) |
 //! | `forwards.rs` | forwarded writes already answered (duplicates) |
-//! | `replica.rs`, `locks.rs` | the replica: peers' reads and writes, key operations under per-key locks (read-merge-write), hint delivery (node glue) |
-//! | `hints.rs`, `peers.rs` | hints held for others; peers' health, probes and hint backoff |
+//! | `replica.rs`, `locks.rs`, `key_ops.rs` | the replica: peers' reads and writes, the key operations (`KeyOp`) it runs under per-key locks (read-merge-write) (node glue) |
+//! | `hints.rs`, `peers.rs` | hints held for others and their delivery (node glue); peers' health, probes and hint backoff |
 //! | `entries.rs`, `entropy.rs` | a record's entry hash; anti-entropy (`Entropy`: trees and exchanges) |
 //! | `handoff.rs` | handing partitions off (`Handoffs`, `HandoffContext`) |
 //! | `reap.rs` | reaping tombstones (`Reaper`, `ReapContext`) |
@@ -146,6 +146,7 @@ pub mod fuzz;
 mod gossip;
 mod handoff;
 mod hints;
+mod key_ops;
 mod locks;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod memory;
@@ -181,9 +182,9 @@ use core::time::Duration;
 use forwards::RecentForwards;
 use gossip::View;
 use hints::Hints;
+use key_ops::KeyOp;
 use locks::KeyLocks;
 use peers::Peers;
-use replica::KeyOp;
 use requests::Requests;
 use shared::Shared;
 use tasks::{Task, Tasks};

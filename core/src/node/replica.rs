@@ -3,9 +3,10 @@
 
 use super::entries::{TreeEntry, entry_hash};
 use super::hints::{hint_key, parse_hint_key};
+use super::key_ops::{DeleteCause, KeyOp};
 use super::locks::{Enqueued, LocksFull};
-use super::request_id::{self, NO_REQUEST};
-use super::requests::{DeliveryRequest, ReplyTo, Request, WriteRequest, WriteSpec};
+use super::request_id::NO_REQUEST;
+use super::requests::{ReplyTo, Request, WriteRequest, WriteSpec};
 use super::shared::Shared;
 use super::storage::Space;
 use super::tasks::{Task, Tasks};
@@ -16,38 +17,6 @@ use crate::slab::SlotId;
 use crate::version::{Dot, NodeId, Value, VersionSet, VersionVector};
 use crate::wire::{Message, ReplicaStatus};
 use core::time::Duration;
-
-/// A read-modify-write (or read) of one stored key, run under the key's lock.
-#[derive(Debug)]
-pub(crate) enum KeyOp {
-    /// Mint the write of request `request` against the stored versions.
-    Mint { request: SlotId },
-    /// Sync `versions` into the stored ones; acknowledge to `reply` once durable;
-    /// `hint_owner`: the stored key is a hint for that owner. `held_value` is set once
-    /// the stored versions are read (for the acknowledgement).
-    Merge {
-        versions: VersionSet,
-        reply: Option<(NodeId, u64)>,
-        hint_owner: Option<NodeId>,
-        held_value: bool,
-    },
-    /// Read a hint for delivery `delivery`.
-    ReadHint { delivery: SlotId },
-    /// Delete a delivered hint if nothing merged into it since `generation`.
-    DeleteHint { owner: NodeId, generation: u64 },
-    /// Delete a key if its record's entry hash is still `expected` (the record every
-    /// replica confirmed), for `cause`.
-    DeleteIfUnchanged { expected: u64, cause: DeleteCause },
-}
-
-/// Why a key is deleted from this node's data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum DeleteCause {
-    /// Handed off in page `serial` (`node::handoff`).
-    Handoff { serial: u32 },
-    /// A tombstone every replica held for the grace period (`node::reap`).
-    Reap,
-}
 
 /// How a key operation's read step ended.
 enum Step {
@@ -721,121 +690,6 @@ impl Node {
     }
 
     // ---- hint delivery --------------------------------------------------------------
-
-    /// Offers hints to owners that are up, within the delivery bound.
-    pub(crate) fn deliver_hints(&mut self) {
-        if self.shared.sabotage().skip_repair {
-            return;
-        }
-        let now = self.shared.now;
-        while self.requests.deliveries < self.shared.config.hint_deliveries_max
-            && self.shared.actions.has_room(4)
-        {
-            let peers = &self.peers;
-            let Some((owner, key)) = self.hints.next_deliverable(|owner| {
-                peers
-                    .get(owner)
-                    .is_some_and(|peer| peer.up && peer.hints_next_at <= now)
-            }) else {
-                return;
-            };
-            let generation = self.hints.generation(owner, &key).unwrap_or(0);
-            let request = Request::Delivery(DeliveryRequest {
-                owner,
-                key,
-                generation,
-                sent: false,
-                attempt_at: now + Duration::from_millis(self.shared.config.replica_timeout_ms),
-            });
-            let id = match self.insert_request(request) {
-                Ok(id) => id,
-                Err(_) => return,
-            };
-            let Some(Request::Delivery(delivery)) = self.requests.get(id) else {
-                return;
-            };
-            let mut stored = Vec::new();
-            hint_key(delivery.owner, &delivery.key, &mut stored);
-            if self
-                .enqueue_key_op(Space::Hints, &stored, KeyOp::ReadHint { delivery: id })
-                .is_err()
-            {
-                self.remove_request(id);
-                return;
-            }
-        }
-    }
-
-    /// The hint of `id` was read (under its lock): send it to its owner.
-    fn send_delivery(&mut self, id: SlotId, record: Option<&[u8]>) {
-        let Some(Request::Delivery(delivery)) = self.requests.get_mut(id) else {
-            return;
-        };
-        let Some(record) = record else {
-            // Gone already (delivered by an earlier round): forget it.
-            let (owner, generation) = (delivery.owner, delivery.generation);
-            let key = delivery.key.clone();
-            self.hints.remove_if_unchanged(owner, &key, generation);
-            self.remove_request(id);
-            return;
-        };
-        let owner = delivery.owner;
-        if !self.peers.begin_request(owner) {
-            self.remove_request(id);
-            return;
-        }
-        delivery.sent = true;
-        // The generation now: every merge before this read is in `record`.
-        delivery.generation = self.hints.generation(owner, &delivery.key).unwrap_or(0);
-        let sent = self.shared.actions.send(
-            owner,
-            self.shared.config.cluster_id,
-            &Message::ReplicaPut {
-                request: request_id::coordinator(id),
-                key: &delivery.key,
-                versions: record,
-                hint: None,
-            },
-        );
-        if sent.is_err() {
-            self.remove_request(id);
-        }
-    }
-
-    pub(crate) fn delivery_answer(&mut self, id: SlotId, from: NodeId, status: ReplicaStatus) {
-        let Some(Request::Delivery(delivery)) = self.requests.get(id) else {
-            return;
-        };
-        if delivery.owner != from || !delivery.sent {
-            return;
-        }
-        let Some(Request::Delivery(delivery)) = self.remove_request(id) else {
-            return;
-        };
-        if status != ReplicaStatus::Ok {
-            self.peers.hints_refused(from, self.shared.now);
-            return;
-        }
-        self.shared.stats.hints_delivered += 1;
-        self.peers.hints_delivered(from);
-        let mut stored = Vec::new();
-        hint_key(delivery.owner, &delivery.key, &mut stored);
-        let op = KeyOp::DeleteHint {
-            owner: delivery.owner,
-            generation: delivery.generation,
-        };
-        // Refused: the hint stays and is delivered again later (the owner merges it
-        // idempotently).
-        let _ = self.enqueue_key_op(Space::Hints, &stored, op);
-    }
-
-    pub(crate) fn delivery_deadline(&mut self, id: SlotId) {
-        let Some(Request::Delivery(delivery)) = self.remove_request(id) else {
-            return;
-        };
-        self.peers.timed_out(delivery.owner, self.shared.now);
-        self.peers.hints_refused(delivery.owner, self.shared.now);
-    }
 
     pub(crate) fn check_sizes(&self, key: &[u8], value_size: usize) -> Result<(), RequestError> {
         if key.len() > self.shared.config.key_size_bytes_max {

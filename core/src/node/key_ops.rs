@@ -1,0 +1,38 @@
+//! The operations that run on one stored key under its lock (`locks.rs`), one at a
+//! time in arrival order: what the replica runs (`replica.rs`) for the coordinator,
+//! hint delivery, handoff and reaping.
+
+use crate::slab::SlotId;
+use crate::version::{NodeId, VersionSet};
+
+/// A read-modify-write (or read) of one stored key, run under the key's lock.
+#[derive(Debug)]
+pub(crate) enum KeyOp {
+    /// Mint the write of request `request` against the stored versions.
+    Mint { request: SlotId },
+    /// Sync `versions` into the stored ones; acknowledge to `reply` once durable;
+    /// `hint_owner`: the stored key is a hint for that owner. `held_value` is set once
+    /// the stored versions are read (for the acknowledgement).
+    Merge {
+        versions: VersionSet,
+        reply: Option<(NodeId, u64)>,
+        hint_owner: Option<NodeId>,
+        held_value: bool,
+    },
+    /// Read a hint for delivery `delivery`.
+    ReadHint { delivery: SlotId },
+    /// Delete a delivered hint if nothing merged into it since `generation`.
+    DeleteHint { owner: NodeId, generation: u64 },
+    /// Delete a key if its record's entry hash is still `expected` (the record every
+    /// replica confirmed), for `cause`.
+    DeleteIfUnchanged { expected: u64, cause: DeleteCause },
+}
+
+/// Why a key is deleted from this node's data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DeleteCause {
+    /// Handed off in page `serial` (`node::handoff`).
+    Handoff { serial: u32 },
+    /// A tombstone every replica held for the grace period (`node::reap`).
+    Reap,
+}
