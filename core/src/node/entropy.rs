@@ -368,10 +368,39 @@ impl Entropy {
         }
     }
 
+    /// A peer's anti-entropy message (`TreeHashes` or `KeyHashes`).
+    pub(crate) fn handle_message(
+        &mut self,
+        shared: &mut Shared,
+        view: &View,
+        from: NodeId,
+        message: Message<'_>,
+    ) {
+        match message {
+            Message::TreeHashes {
+                request,
+                partition,
+                level,
+                hashes,
+            } => self.tree_hashes(shared, view, (from, request), (partition, level), &hashes),
+            Message::KeyHashes {
+                request,
+                partition,
+                bucket,
+                reply,
+                keys,
+            } => {
+                let bucket = (partition, bucket, reply);
+                self.key_hashes(shared, view, (from, request), bucket, &keys)
+            }
+            _ => debug_assert!(false, "not an anti-entropy message: {message:?}"),
+        }
+    }
+
     /// A peer's tree hashes: level 0 is its root (answer with this node's buckets
     /// unless the roots agree), level 1 the answer to an exchange this node started
     /// (compare the buckets that differ).
-    pub(crate) fn tree_hashes(
+    fn tree_hashes(
         &mut self,
         shared: &mut Shared,
         view: &View,
@@ -457,7 +486,7 @@ impl Entropy {
     }
 
     /// A peer's key hashes for one bucket: compare them with this node's.
-    pub(crate) fn key_hashes(
+    fn key_hashes(
         &mut self,
         shared: &mut Shared,
         view: &View,

@@ -27,6 +27,39 @@ enum Step {
 }
 
 impl Node {
+    /// A peer's request to this replica: a read, a write to merge, or a client's write
+    /// to mint.
+    pub(crate) fn replica_message(&mut self, from: NodeId, message: Message<'_>) {
+        match message {
+            Message::ReplicaGet { request, key } => self.replica_read(from, request, key),
+            Message::ReplicaPut {
+                request,
+                key,
+                versions,
+                hint,
+            } => self.replica_write(from, request, key, versions, hint),
+            Message::ForwardPut {
+                request,
+                key,
+                context,
+                plain,
+                value,
+                timestamp_ms,
+                write_quorum,
+            } => self.forwarded_write(
+                from,
+                request,
+                key,
+                context,
+                plain,
+                value,
+                timestamp_ms,
+                write_quorum,
+            ),
+            _ => debug_assert!(false, "not a replica request: {message:?}"),
+        }
+    }
+
     /// One replica's answer to a read, decoded: versions, nothing, or a failure (an
     /// undecodable record counts as a failure, never as "nothing").
     pub(crate) fn decode_answer(
@@ -41,7 +74,7 @@ impl Node {
         }
     }
 
-    pub(crate) fn replica_read(&mut self, from: NodeId, request: u64, key: &[u8]) {
+    fn replica_read(&mut self, from: NodeId, request: u64, key: &[u8]) {
         if key.len() > self.shared.config.key_size_bytes_max {
             return self.reply_replica_read(from, request, ReplicaStatus::StorageFailed, &[]);
         }
@@ -77,7 +110,7 @@ impl Node {
         );
     }
 
-    pub(crate) fn replica_write(
+    fn replica_write(
         &mut self,
         from: NodeId,
         request: u64,
@@ -182,7 +215,7 @@ impl Node {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn forwarded_write(
+    fn forwarded_write(
         &mut self,
         from: NodeId,
         request: u64,

@@ -35,7 +35,32 @@ impl Node {
             Message::Ping { nonce } => {
                 self.shared.send(from, &Message::Pong { nonce });
             }
-            Message::ReplicaGet { request, key } => self.replica_read(from, request, key),
+            Message::ReplicaGet { .. }
+            | Message::ReplicaPut { .. }
+            | Message::ForwardPut { .. } => self.replica_message(from, message),
+            Message::ReplicaGetReply { .. }
+            | Message::ReplicaPutReply { .. }
+            | Message::ForwardPutReply { .. } => self.answer(from, message),
+            Message::TreeHashes { .. } | Message::KeyHashes { .. } => {
+                self.entropy
+                    .handle_message(&mut self.shared, &self.view, from, message)
+            }
+            Message::HandoffOffer { .. }
+            | Message::HandoffNeed { .. }
+            | Message::ReapQuery { .. }
+            | Message::ReapStatus { .. }
+            | Message::ReapKeys { .. } => self.background_message(from, message),
+            Message::Hello { .. }
+            | Message::Pong { .. }
+            | Message::Gossip { .. }
+            | Message::GossipReply { .. } => {}
+        }
+    }
+
+    /// An answer to a request of this node's: to the coordinator, hint delivery or
+    /// handoff, whichever owns the request id.
+    fn answer(&mut self, from: NodeId, message: Message<'_>) {
+        match message {
             Message::ReplicaGetReply {
                 request,
                 status,
@@ -49,12 +74,6 @@ impl Node {
                 let answer = self.decode_answer(found);
                 self.read_answer(SlotId::from_u64(request), from, answer);
             }
-            Message::ReplicaPut {
-                request,
-                key,
-                versions,
-                hint,
-            } => self.replica_write(from, request, key, versions, hint),
             Message::ReplicaPutReply {
                 request,
                 status,
@@ -70,55 +89,20 @@ impl Node {
                     _ => {}
                 }
             }
-            Message::ForwardPut {
-                request,
-                key,
-                context,
-                plain,
-                value,
-                timestamp_ms,
-                write_quorum,
-            } => self.forwarded_write(
-                from,
-                request,
-                key,
-                context,
-                plain,
-                value,
-                timestamp_ms,
-                write_quorum,
-            ),
             Message::ForwardPutReply {
                 request,
                 status,
                 context,
                 held_value,
             } => self.forward_answer(SlotId::from_u64(request), from, status, context, held_value),
-            Message::TreeHashes {
-                request,
-                partition,
-                level,
-                hashes,
-            } => self.entropy.tree_hashes(
-                &mut self.shared,
-                &self.view,
-                (from, request),
-                (partition, level),
-                &hashes,
-            ),
-            Message::KeyHashes {
-                request,
-                partition,
-                bucket,
-                reply,
-                keys,
-            } => self.entropy.key_hashes(
-                &mut self.shared,
-                &self.view,
-                (from, request),
-                (partition, bucket, reply),
-                &keys,
-            ),
+            _ => debug_assert!(false, "not an answer: {message:?}"),
+        }
+    }
+
+    /// Handoff's and reaping's messages (a reaping node's offer reuses the handoff
+    /// exchange, told apart by its request id).
+    fn background_message(&mut self, from: NodeId, message: Message<'_>) {
+        match message {
             Message::HandoffOffer {
                 request,
                 partition,
@@ -136,10 +120,7 @@ impl Node {
                 partitions,
             } => self.reap_status(from, request, complete, &partitions),
             Message::ReapKeys { partition, keys } => self.reap_keys(partition, &keys),
-            Message::Hello { .. }
-            | Message::Pong { .. }
-            | Message::Gossip { .. }
-            | Message::GossipReply { .. } => {}
+            _ => debug_assert!(false, "not a handoff or reaping message: {message:?}"),
         }
     }
 
