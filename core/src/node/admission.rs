@@ -1,8 +1,14 @@
 //! Admission control for background work (design.md section 5): anti-entropy,
-//! handoff and reaping run only while foreground work leaves room for them.
+//! handoff and reaping run only while foreground work leaves room for them; and what
+//! a handoff or reaping step is handed besides its own state.
 
 use super::Node;
+use super::entropy::HashTrees;
+use super::gossip::View;
+use super::hints::Hints;
+use super::peers::Peers;
 use super::shared::Shared;
+use super::writer::Writer;
 use crate::time::Instant;
 use core::time::Duration;
 
@@ -98,3 +104,38 @@ impl Node {
         self.admission().admits(&self.shared)
     }
 }
+
+/// What a background step (handoff, reaping) uses besides its own state.
+pub(crate) struct BackgroundContext<'a> {
+    pub(crate) shared: &'a mut Shared,
+    pub(crate) view: &'a View,
+    pub(crate) peers: &'a Peers,
+    pub(crate) trees: &'a HashTrees,
+    pub(crate) hints: &'a Hints,
+    pub(crate) writer: &'a mut Writer,
+    pub(crate) admission: Admission,
+}
+
+impl BackgroundContext<'_> {
+    /// True while background work may run now.
+    pub(crate) fn admits(&self) -> bool {
+        self.admission.admits(self.shared)
+    }
+}
+
+/// The [`BackgroundContext`] of a node, with `admission` taken beforehand (borrowing
+/// the node's fields one by one, so the stepping concern's own state stays free).
+macro_rules! background_context {
+    ($node:ident, $admission:expr) => {
+        $crate::node::admission::BackgroundContext {
+            shared: &mut $node.shared,
+            view: &$node.view,
+            peers: &$node.peers,
+            trees: &$node.entropy.trees,
+            hints: &$node.hints,
+            writer: &mut $node.writer,
+            admission: $admission,
+        }
+    };
+}
+pub(crate) use background_context;

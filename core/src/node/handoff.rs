@@ -49,7 +49,7 @@
 //! (final; gossip spreads it) and may be shut down.
 
 use super::Node;
-use super::admission::Admission;
+use super::admission::{BackgroundContext, background_context};
 use super::entries::{entry_hash, entry_hashes};
 use super::entropy::{BUCKET_BITS, HashTrees};
 use super::gossip::View;
@@ -59,7 +59,6 @@ use super::request_id::{self, Owner};
 use super::shared::Shared;
 use super::tasks::Task;
 use super::timers::Timer;
-use super::writer::Writer;
 use super::{ScanPage, Space, StorageFailure};
 use crate::time::Instant;
 use crate::version::NodeId;
@@ -69,20 +68,6 @@ use smallvec::SmallVec;
 
 const BUCKETS: u32 = 1 << BUCKET_BITS;
 
-/// The [`HandoffContext`] of a node, with `admission` taken beforehand (borrowing the
-/// node's fields one by one, so the handoff state stays free).
-macro_rules! handoff_context {
-    ($node:ident, $admission:expr) => {
-        HandoffContext {
-            shared: &mut $node.shared,
-            view: &$node.view,
-            peers: &$node.peers,
-            trees: &$node.entropy.trees,
-            writer: &mut $node.writer,
-            admission: $admission,
-        }
-    };
-}
 /// Offers a replica scans at once; more are ignored (the offerer retries).
 const OFFERS_MAX: usize = 4;
 
@@ -185,22 +170,6 @@ impl Handoffs {
     }
 }
 
-/// What a handoff step uses besides the handoff state.
-pub(crate) struct HandoffContext<'a> {
-    pub(crate) shared: &'a mut Shared,
-    pub(crate) view: &'a View,
-    pub(crate) peers: &'a Peers,
-    pub(crate) trees: &'a HashTrees,
-    pub(crate) writer: &'a mut Writer,
-    pub(crate) admission: Admission,
-}
-
-impl HandoffContext<'_> {
-    fn admitted(&self) -> bool {
-        self.admission.admits(self.shared)
-    }
-}
-
 /// A page every replica confirmed: the node deletes each key under its lock if its
 /// record's entry hash is still the one offered, and reports each delete with
 /// [`Handoffs::deleted`].
@@ -210,7 +179,7 @@ pub(crate) struct PageToDelete {
     pub(crate) hashes: Vec<u64>,
 }
 
-/// The handoff surface: the node hands each step a [`HandoffContext`]; a step that
+/// The handoff surface: the node hands each step a [`BackgroundContext`]; a step that
 /// confirmed a page returns it for the node to delete.
 impl Handoffs {
     /// The timer's first part: refill the byte budget, and abandon a page that
@@ -234,12 +203,12 @@ impl Handoffs {
     }
 
     /// The timer's second part: continue a waiting pass, or start one when admitted.
-    pub(crate) fn tick(&mut self, cx: &mut HandoffContext<'_>) {
+    pub(crate) fn tick(&mut self, cx: &mut BackgroundContext<'_>) {
         match &self.pass {
             Some(pass) if pass.phase == Phase::Waiting => self.continue_pass(cx),
             Some(_) => {}
             None => {
-                if cx.admitted() {
+                if cx.admits() {
                     self.start_pass(cx);
                 }
             }
@@ -263,7 +232,7 @@ impl Handoffs {
         }
     }
 
-    fn start_pass(&mut self, cx: &mut HandoffContext<'_>) {
+    fn start_pass(&mut self, cx: &mut BackgroundContext<'_>) {
         if !cx.view.ready {
             return;
         }
@@ -301,7 +270,7 @@ impl Handoffs {
     }
 
     /// Scans the next page, once the drop is durable and the budget allows.
-    fn continue_pass(&mut self, cx: &mut HandoffContext<'_>) {
+    fn continue_pass(&mut self, cx: &mut BackgroundContext<'_>) {
         let Some(pass) = &mut self.pass else {
             return;
         };
@@ -311,8 +280,7 @@ impl Handoffs {
             self.pass = None;
             return;
         }
-        if !cx.writer.mark_dropped(cx.shared, partition) || self.budget_bytes == 0 || !cx.admitted()
-        {
+        if !cx.writer.mark_dropped(cx.shared, partition) || self.budget_bytes == 0 || !cx.admits() {
             pass.phase = Phase::Waiting;
             return;
         }
@@ -342,7 +310,7 @@ impl Handoffs {
     }
 
     /// Continues a pass that waited for its dropped mark to become durable.
-    pub(crate) fn resume(&mut self, cx: &mut HandoffContext<'_>) {
+    pub(crate) fn resume(&mut self, cx: &mut BackgroundContext<'_>) {
         if self
             .pass
             .as_ref()
@@ -355,7 +323,7 @@ impl Handoffs {
     /// This node's page of the partition it hands off was read: offer it.
     pub(crate) fn page_read(
         &mut self,
-        cx: &mut HandoffContext<'_>,
+        cx: &mut BackgroundContext<'_>,
         result: Result<ScanPage, StorageFailure>,
     ) -> Option<PageToDelete> {
         let pass = self.pass.as_mut()?;
@@ -500,7 +468,7 @@ impl Handoffs {
     }
 
     /// One delete of the page `serial` is over (`deleted`: the key was removed).
-    pub(crate) fn deleted(&mut self, cx: &mut HandoffContext<'_>, serial: u32, deleted: bool) {
+    pub(crate) fn deleted(&mut self, cx: &mut BackgroundContext<'_>, serial: u32, deleted: bool) {
         if deleted {
             self.keys_deleted += 1;
         }
@@ -622,7 +590,7 @@ impl Node {
             self.maybe_left();
         }
         let admission = self.admission();
-        let mut cx = handoff_context!(self, admission);
+        let mut cx = background_context!(self, admission);
         self.handoffs.tick(&mut cx);
     }
 
@@ -643,14 +611,14 @@ impl Node {
     /// Continues a pass that waited for its dropped mark to become durable.
     pub(crate) fn resume_handoff(&mut self) {
         let admission = self.admission();
-        let mut cx = handoff_context!(self, admission);
+        let mut cx = background_context!(self, admission);
         self.handoffs.resume(&mut cx);
     }
 
     /// This node's page of the partition it hands off was read.
     pub(crate) fn handoff_page(&mut self, result: Result<ScanPage, StorageFailure>) {
         let admission = self.admission();
-        let mut cx = handoff_context!(self, admission);
+        let mut cx = background_context!(self, admission);
         if let Some(page) = self.handoffs.page_read(&mut cx, result) {
             self.delete_page(page);
         }
@@ -688,7 +656,7 @@ impl Node {
     /// One delete of the page `serial` is over (`deleted`: the key was removed).
     pub(crate) fn handoff_deleted(&mut self, serial: u32, deleted: bool) {
         let admission = self.admission();
-        let mut cx = handoff_context!(self, admission);
+        let mut cx = background_context!(self, admission);
         self.handoffs.deleted(&mut cx, serial, deleted);
     }
 

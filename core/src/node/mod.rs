@@ -119,7 +119,7 @@
 //! | `timers.rs` | the periodic timers by name (hints, gossip, anti-entropy, handoff, reaping) |
 //! | `request_id.rs` | request ids on the wire and whose each is |
 //! | `tasks.rs` | the registry of storage operations in flight (`Tasks`), by purpose |
-//! | `admission.rs` | admission control for background work, and the foreground latency it watches |
+//! | `admission.rs` | admission control for background work, the foreground latency it watches, and what a background step is handed (`BackgroundContext`) |
 //! | `client.rs`, `read_reply.rs` | client commands in, RESP replies out (node glue) |
 //! | `requests.rs` | the requests in flight (`Request` kinds, `Requests`) and their table with deadlines |
 //! | `coordinator.rs` | coordinating reads and writes, stand-ins, timeouts (node glue) |
@@ -127,8 +127,8 @@
 //! | `replica.rs`, `locks.rs`, `key_ops.rs` | the replica: peers' reads and writes, the key operations (`KeyOp`) it runs under per-key locks (read-merge-write) (node glue) |
 //! | `hints.rs`, `peers.rs` | hints held for others and their delivery (node glue); peers' health, probes and hint backoff |
 //! | `entries.rs`, `entropy.rs` | a record's entry hash; anti-entropy (`Entropy`: trees and exchanges) |
-//! | `handoff.rs` | handing partitions off (`Handoffs`, `HandoffContext`) |
-//! | `reap.rs` | reaping tombstones (`Reaper`, `ReapContext`) |
+//! | `handoff.rs` | handing partitions off (`Handoffs`) |
+//! | `reap.rs` | reaping tombstones (`Reaper`) |
 //! | `writer.rs` | writer epochs (`Writer`) |
 //! | `gossip.rs`, `config.rs` | membership: the view and gossip (`View`); the node's configuration |
 //! | `memory.rs`, `fuzz.rs` (feature `fuzzing`) | the in-memory stores every driver without ringkv-storage uses (core tests, fuzz driver, simulator); the fuzz driver |

@@ -58,18 +58,16 @@
 //! forgets the candidates, which only delays reaping by one grace period.
 
 use super::Node;
-use super::admission::Admission;
+use super::admission::{Admission, BackgroundContext, background_context};
 use super::entries::entry_hash;
 use super::entropy::{BUCKET_BITS, HashTrees};
 use super::gossip::View;
 use super::hints::Hints;
 use super::key_ops::{DeleteCause, KeyOp};
-use super::peers::Peers;
 use super::request_id::{self, Owner};
 use super::shared::Shared;
 use super::tasks::Task;
 use super::timers::Timer;
-use super::writer::Writer;
 use super::{ScanPage, Space, StorageFailure};
 use crate::placement::key_hash;
 use crate::time::Instant;
@@ -196,18 +194,7 @@ impl Reaper {
     }
 }
 
-/// What a reaping step uses besides the reaper's state.
-pub(crate) struct ReapContext<'a> {
-    pub(crate) shared: &'a mut Shared,
-    pub(crate) view: &'a View,
-    pub(crate) peers: &'a Peers,
-    pub(crate) trees: &'a HashTrees,
-    pub(crate) hints: &'a Hints,
-    pub(crate) writer: &'a mut Writer,
-    pub(crate) admission: Admission,
-}
-
-impl ReapContext<'_> {
+impl BackgroundContext<'_> {
     /// True when this node leads `partition`'s reaping: first in its preference list.
     fn leads(&self, partition: usize) -> bool {
         self.view.ready && self.view.ring.preference_list(partition).next() == Some(self.shared.id)
@@ -247,11 +234,11 @@ pub(crate) struct Reaped {
     pub(crate) keys: Vec<(Vec<u8>, u64)>,
 }
 
-/// The reaping surface: the node hands each step a [`ReapContext`]; a step that ended
+/// The reaping surface: the node hands each step a [`BackgroundContext`]; a step that ended
 /// a page's check returns its [`Reaped`] tombstones.
 impl Reaper {
     /// The reaping timer; when it is due next.
-    pub(crate) fn tick(&mut self, cx: &mut ReapContext<'_>) -> Instant {
+    pub(crate) fn tick(&mut self, cx: &mut BackgroundContext<'_>) -> Instant {
         let now = cx.shared.now;
         let interval_ms = cx.shared.config.reap_interval_ms;
         if cx.shared.config.reap_candidates_max == 0 {
@@ -276,10 +263,10 @@ impl Reaper {
         now + Duration::from_millis(STEP_MS.min(interval_ms))
     }
 
-    fn start_walk(&mut self, cx: &mut ReapContext<'_>) {
+    fn start_walk(&mut self, cx: &mut BackgroundContext<'_>) {
         let now = cx.shared.now;
         self.next_walk_at = now + Duration::from_millis(cx.shared.config.reap_interval_ms);
-        if !cx.trees.fully_built() || !cx.admission.admits(cx.shared) {
+        if !cx.trees.fully_built() || !cx.admits() {
             return;
         }
         let partitions = cx.view.ring.partition_count();
@@ -353,7 +340,7 @@ impl Reaper {
     /// A member's answer to this node's query.
     pub(crate) fn status(
         &mut self,
-        cx: &mut ReapContext<'_>,
+        cx: &mut BackgroundContext<'_>,
         (from, request): (NodeId, u64),
         complete: bool,
         partitions: &[u32],
@@ -377,7 +364,7 @@ impl Reaper {
         self.query_answered(cx);
     }
 
-    fn query_answered(&mut self, cx: &mut ReapContext<'_>) {
+    fn query_answered(&mut self, cx: &mut BackgroundContext<'_>) {
         let Some(walk) = &mut self.walk else {
             return;
         };
@@ -389,7 +376,7 @@ impl Reaper {
 
     /// Moves the walk to the next bucket holding deleted records; false when the walk
     /// is over.
-    fn next_bucket(&mut self, cx: &ReapContext<'_>) -> bool {
+    fn next_bucket(&mut self, cx: &BackgroundContext<'_>) -> bool {
         let partitions = cx.view.ring.partition_count();
         loop {
             let Some(walk) = &self.walk else {
@@ -426,7 +413,7 @@ impl Reaper {
     }
 
     /// Scans the next page holding deleted records, or ends the walk.
-    pub(crate) fn continue_walk(&mut self, cx: &mut ReapContext<'_>) {
+    pub(crate) fn continue_walk(&mut self, cx: &mut BackgroundContext<'_>) {
         if !self.next_bucket(cx) {
             return;
         }
@@ -445,7 +432,7 @@ impl Reaper {
         if !unconfirmed && targets.iter().any(|&t| !cx.peers.is_up(t)) {
             return self.abandon_walk(cx.shared);
         }
-        if !cx.admission.admits(cx.shared) {
+        if !cx.admits() {
             return; // the next tick tries again
         }
         let range = cx.trees.bucket_range(partition, walk.bucket as usize);
@@ -479,7 +466,7 @@ impl Reaper {
     /// A page of a bucket this node leads was read: offer its tombstones.
     pub(crate) fn page_read(
         &mut self,
-        cx: &mut ReapContext<'_>,
+        cx: &mut BackgroundContext<'_>,
         result: Result<ScanPage, StorageFailure>,
     ) -> Option<Reaped> {
         let unconfirmed = cx.shared.sabotage().reap_unconfirmed;
@@ -548,7 +535,7 @@ impl Reaper {
     /// A replica's answer to this node's offer of tombstones.
     pub(crate) fn need(
         &mut self,
-        cx: &mut ReapContext<'_>,
+        cx: &mut BackgroundContext<'_>,
         (from, request): (NodeId, u64),
         differing: &[u32],
     ) -> Option<Reaped> {
@@ -571,7 +558,7 @@ impl Reaper {
 
     /// Once every replica answered: the page's tombstones every replica holds alike
     /// become candidates, and candidates that passed their grace period are reaped.
-    fn page_checked(&mut self, cx: &mut ReapContext<'_>) -> Option<Reaped> {
+    fn page_checked(&mut self, cx: &mut BackgroundContext<'_>) -> Option<Reaped> {
         let now = cx.shared.now;
         let grace = Duration::from_millis(cx.shared.config.tombstone_grace_ms);
         let candidates_max = cx.shared.config.reap_candidates_max as usize;
@@ -656,35 +643,19 @@ impl Reaper {
     }
 }
 
-/// The reaping context of a node, with `admission` taken beforehand (borrowing the
-/// node's fields one by one, so the reaper stays free).
-macro_rules! reap_context {
-    ($node:ident, $admission:expr) => {
-        ReapContext {
-            shared: &mut $node.shared,
-            view: &$node.view,
-            peers: &$node.peers,
-            trees: &$node.entropy.trees,
-            hints: &$node.hints,
-            writer: &mut $node.writer,
-            admission: $admission,
-        }
-    };
-}
-
 /// The node's glue: the timer, a leader's pages and answers (whose ripe tombstones it
 /// deletes under key locks), and the replica's side (status, deletes, floors).
 impl Node {
     /// The reaping timer.
     pub(crate) fn reap_tick(&mut self) {
         let admission = self.admission();
-        let mut cx = reap_context!(self, admission);
+        let mut cx = background_context!(self, admission);
         let next = self.reaper.tick(&mut cx);
         self.timers.set(Timer::Reap, next);
     }
 
     /// The partitions this node holds hints of or data it does not replicate (see
-    /// [`ReapContext`]).
+    /// [`BackgroundContext`]).
     pub(crate) fn busy_partitions(&self) -> Option<Vec<u32>> {
         busy_partitions(&self.shared, &self.view, &self.entropy.trees, &self.hints)
     }
@@ -709,7 +680,7 @@ impl Node {
         partitions: &[u32],
     ) {
         let admission = self.admission();
-        let mut cx = reap_context!(self, admission);
+        let mut cx = background_context!(self, admission);
         self.reaper
             .status(&mut cx, (from, request), complete, partitions);
     }
@@ -717,7 +688,7 @@ impl Node {
     /// A page of a bucket this node leads was read.
     pub(crate) fn reap_page(&mut self, result: Result<ScanPage, StorageFailure>) {
         let admission = self.admission();
-        let mut cx = reap_context!(self, admission);
+        let mut cx = background_context!(self, admission);
         if let Some(reaped) = self.reaper.page_read(&mut cx, result) {
             self.reap_here(reaped, admission);
         }
@@ -726,7 +697,7 @@ impl Node {
     /// A replica's answer to this node's offer of tombstones.
     pub(crate) fn reap_need(&mut self, from: NodeId, request: u64, differing: &[u32]) {
         let admission = self.admission();
-        let mut cx = reap_context!(self, admission);
+        let mut cx = background_context!(self, admission);
         if let Some(reaped) = self.reaper.need(&mut cx, (from, request), differing) {
             self.reap_here(reaped, admission);
         }
@@ -741,7 +712,7 @@ impl Node {
             };
             let _ = self.enqueue_key_op(Space::Data, &key, op);
         }
-        let mut cx = reap_context!(self, admission);
+        let mut cx = background_context!(self, admission);
         self.reaper.continue_walk(&mut cx);
     }
 
