@@ -95,7 +95,7 @@ impl Node {
         let latency_ms = self.foreground.mean_us(self.shared.now) / 1_000;
         Admission {
             foreground_calm: latency_ms <= config.background_latency_max_ms
-                && self.requests.len() <= quarter(config.requests_max),
+                && self.coordinator.requests.len() <= quarter(config.requests_max),
         }
     }
 

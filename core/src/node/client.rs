@@ -1,14 +1,16 @@
 //! Client commands (design.md section 7): typed commands in, RESP replies out.
 
 use super::actions::ClientId;
-use super::read_reply::{ReadKind, holds_value, write_read};
+use super::coordinator::{check_quorum, coordination, reply_integer, reply_with};
+use super::read_reply::ReadKind;
+use super::replica::check_sizes;
 use super::requests::{ReplyTo, WriteSpec};
 use super::{Node, RequestError};
 use crate::resp::{
-    AdminCommand, Command, write_array_header, write_bulk, write_error, write_integer, write_simple,
+    AdminCommand, Command, write_array_header, write_bulk, write_error, write_simple,
 };
-use crate::version::{Value, VersionSet, VersionVector};
-use crate::wire::{MemberStatus, Message};
+use crate::version::{Value, VersionVector};
+use crate::wire::MemberStatus;
 use core::fmt::Write as _;
 
 /// A status as `RINGKV.MEMBERS` and INFO print it.
@@ -36,7 +38,9 @@ impl Node {
         };
         if !self.view.ready && command.is_data() {
             let error = RequestError::NotJoined.to_string();
-            return self.reply_with(client, tag, false, |out| write_error(out, &error));
+            return reply_with(&mut self.shared, client, tag, false, |out| {
+                write_error(out, &error)
+            });
         }
         match command {
             Command::Get { key } => self.client_read(reply, ReadKind::Get, key, None),
@@ -75,35 +79,55 @@ impl Node {
             ),
             Command::Del { keys } => self.client_batch(client, tag, &keys, timestamp_ms, true),
             Command::Exists { keys } => self.client_batch(client, tag, &keys, timestamp_ms, false),
-            Command::Ping { message } => self.reply_with(client, tag, false, |out| match message {
-                Some(message) => write_bulk(out, message),
-                None => write_simple(out, "PONG"),
-            }),
-            Command::Echo { message } => {
-                self.reply_with(client, tag, false, |out| write_bulk(out, message))
+            Command::Ping { message } => {
+                reply_with(&mut self.shared, client, tag, false, |out| match message {
+                    Some(message) => write_bulk(out, message),
+                    None => write_simple(out, "PONG"),
+                })
             }
-            Command::Quit => self.reply_with(client, tag, true, |out| write_simple(out, "OK")),
+            Command::Echo { message } => reply_with(&mut self.shared, client, tag, false, |out| {
+                write_bulk(out, message)
+            }),
+            Command::Quit => reply_with(&mut self.shared, client, tag, true, |out| {
+                write_simple(out, "OK")
+            }),
             Command::Command | Command::ConfigGet { .. } => {
-                self.reply_with(client, tag, false, |out| write_array_header(out, 0))
+                reply_with(&mut self.shared, client, tag, false, |out| {
+                    write_array_header(out, 0)
+                })
             }
             Command::ClientSetName { .. } => {
-                self.reply_with(client, tag, false, |out| write_simple(out, "OK"))
+                reply_with(&mut self.shared, client, tag, false, |out| {
+                    write_simple(out, "OK")
+                })
             }
             Command::Info { section } => {
                 let text = self.info(section);
-                self.reply_with(client, tag, false, |out| write_bulk(out, text.as_bytes()))
+                reply_with(&mut self.shared, client, tag, false, |out| {
+                    write_bulk(out, text.as_bytes())
+                })
             }
             Command::Admin(admin) => self.admin(client, tag, admin),
         }
     }
 
     fn client_read(&mut self, reply: ReplyTo, kind: ReadKind, key: &[u8], read_quorum: Option<u8>) {
-        let checked = self
-            .check_sizes(key, 0)
-            .and_then(|()| self.check_quorum(read_quorum, self.shared.config.read_quorum_default));
+        let checked = check_sizes(&self.shared, key, 0).and_then(|()| {
+            check_quorum(
+                &self.shared,
+                read_quorum,
+                self.shared.config.read_quorum_default,
+            )
+        });
         match checked {
-            Ok(quorum) => self.start_read(reply, kind, key, quorum),
-            Err(error) => self.finish_read(reply, kind, Err(error)),
+            Ok(quorum) => {
+                let (coordinator, mut cx) = coordination!(self);
+                coordinator.start_read(&mut cx, reply, kind, key, quorum)
+            }
+            Err(error) => {
+                let (coordinator, mut cx) = coordination!(self);
+                coordinator.finish_read(&mut cx, reply, kind, Err(error))
+            }
         }
     }
 
@@ -120,8 +144,14 @@ impl Node {
     ) {
         let spec = self.write_spec(key, context, value, timestamp_ms, write_quorum);
         match spec {
-            Ok(spec) => self.start_write(reply, reply_context, key, spec),
-            Err(error) => self.finish_write(reply, reply_context, Err(error)),
+            Ok(spec) => {
+                let (coordinator, mut cx) = coordination!(self);
+                coordinator.start_write(&mut cx, reply, reply_context, key, spec)
+            }
+            Err(error) => {
+                let (coordinator, mut cx) = coordination!(self);
+                coordinator.finish_write(&mut cx, reply, reply_context, Err(error))
+            }
         }
     }
 
@@ -133,9 +163,12 @@ impl Node {
         timestamp_ms: u64,
         write_quorum: Option<u8>,
     ) -> Result<WriteSpec, RequestError> {
-        self.check_sizes(key, value.map_or(0, <[u8]>::len))?;
-        let write_quorum =
-            self.check_quorum(write_quorum, self.shared.config.write_quorum_default)?;
+        check_sizes(&self.shared, key, value.map_or(0, <[u8]>::len))?;
+        let write_quorum = check_quorum(
+            &self.shared,
+            write_quorum,
+            self.shared.config.write_quorum_default,
+        )?;
         let context = match context {
             None => None,
             Some([]) => Some(VersionVector::new()),
@@ -168,15 +201,17 @@ impl Node {
         delete: bool,
     ) {
         if keys.len() > self.shared.config.keys_per_command_max as usize {
-            return self.reply_integer(
+            return reply_integer(
+                &mut self.shared,
                 client,
                 tag,
                 Err(RequestError::Overloaded("too many keys in one command")),
             );
         }
-        let parent = match self.start_batch(client, tag, keys.len()) {
+        let (coordinator, mut cx) = coordination!(self);
+        let parent = match coordinator.start_batch(&mut cx, client, tag, keys.len()) {
             Ok(parent) => parent,
-            Err(error) => return self.reply_integer(client, tag, Err(error)),
+            Err(error) => return reply_integer(&mut self.shared, client, tag, Err(error)),
         };
         let reply = ReplyTo::Batch { parent };
         for key in keys {
@@ -188,112 +223,11 @@ impl Node {
         }
     }
 
-    /// Replies to a read's requester.
-    pub(crate) fn finish_read(
-        &mut self,
-        reply: ReplyTo,
-        kind: ReadKind,
-        result: Result<&VersionSet, RequestError>,
-    ) {
-        match reply {
-            ReplyTo::Client {
-                client,
-                tag,
-                received_at,
-            } => {
-                self.foreground.record(self.shared.now, received_at);
-                self.reply_with(client, tag, false, |out| match result {
-                    Err(error) => write_error(out, &error.to_string()),
-                    Ok(merged) => write_read(out, kind, merged),
-                })
-            }
-            ReplyTo::Batch { parent } => {
-                let exists = result.map(|merged| i64::from(holds_value(merged)));
-                self.batch_part_done(parent, exists);
-            }
-            // Reads are never forwarded.
-            ReplyTo::Peer { .. } => {}
-        }
-    }
-
-    /// Replies to a write's requester: `Ok((context token, whether a replica held a
-    /// value before))` or the error.
-    pub(crate) fn finish_write(
-        &mut self,
-        reply: ReplyTo,
-        reply_context: bool,
-        result: Result<(&str, bool), RequestError>,
-    ) {
-        match reply {
-            ReplyTo::Client {
-                client,
-                tag,
-                received_at,
-            } => {
-                self.foreground.record(self.shared.now, received_at);
-                self.reply_with(client, tag, false, |out| match result {
-                    Err(error) => write_error(out, &error.to_string()),
-                    Ok((token, _)) if reply_context => write_bulk(out, token.as_bytes()),
-                    Ok(_) => write_simple(out, "OK"),
-                })
-            }
-            // DEL counts the keys that existed (Redis's reply): a key whose write a
-            // replica acknowledged after holding a value. With R + W > N among the
-            // writes, a key written before is seen; like a read, a lower W can miss it.
-            ReplyTo::Batch { parent } => {
-                let existed = result.map(|(_, existed)| i64::from(existed));
-                self.batch_part_done(parent, existed)
-            }
-            ReplyTo::Peer { peer, request } => {
-                let (status, token, held_value) = match result {
-                    Ok((token, existed)) => (crate::wire::ReplicaStatus::Ok, token, existed),
-                    Err(RequestError::Overloaded(_)) => {
-                        (crate::wire::ReplicaStatus::Overloaded, "", false)
-                    }
-                    Err(_) => (crate::wire::ReplicaStatus::StorageFailed, "", false),
-                };
-                self.shared.send(
-                    peer,
-                    &Message::ForwardPutReply {
-                        request,
-                        status,
-                        context: token.as_bytes(),
-                        held_value,
-                    },
-                );
-            }
-        }
-    }
-
-    pub(crate) fn reply_integer(
-        &mut self,
-        client: ClientId,
-        tag: u64,
-        result: Result<i64, RequestError>,
-    ) {
-        self.reply_with(client, tag, false, |out| match result {
-            Ok(count) => write_integer(out, count),
-            Err(error) => write_error(out, &error.to_string()),
-        });
-    }
-
-    fn reply_with(
-        &mut self,
-        client: ClientId,
-        tag: u64,
-        close: bool,
-        write: impl FnOnce(&mut Vec<u8>),
-    ) {
-        // A refused reply leaves the client waiting for its own timeout; it is counted
-        // in `actions_refused` and cannot happen while the shell drains after each call.
-        let _ = self.shared.actions.reply(client, tag, close, write);
-    }
-
     fn admin(&mut self, client: ClientId, tag: u64, admin: AdminCommand<'_>) {
         match admin {
             AdminCommand::Members => {
                 let lines = self.member_lines();
-                self.reply_with(client, tag, false, |out| {
+                reply_with(&mut self.shared, client, tag, false, |out| {
                     write_array_header(out, lines.len());
                     for line in &lines {
                         write_bulk(out, line.as_bytes());
@@ -315,7 +249,9 @@ impl Node {
                 for (member, held) in self.view.ring.members().iter().zip(held) {
                     let _ = write!(text, "{} holds {held} partition replicas\r\n", member.id.0);
                 }
-                self.reply_with(client, tag, false, |out| write_bulk(out, text.as_bytes()));
+                reply_with(&mut self.shared, client, tag, false, |out| {
+                    write_bulk(out, text.as_bytes())
+                });
             }
             AdminCommand::Join { seed } => {
                 let result = self.view.join(&mut self.shared, seed);
@@ -327,7 +263,7 @@ impl Node {
             }
             AdminCommand::Digest => {
                 let lines = self.digest_lines();
-                self.reply_with(client, tag, false, |out| {
+                reply_with(&mut self.shared, client, tag, false, |out| {
                     write_array_header(out, lines.len());
                     for line in &lines {
                         write_bulk(out, line.as_bytes());
@@ -360,7 +296,7 @@ impl Node {
     }
 
     fn reply_admin(&mut self, client: ClientId, tag: u64, result: Result<(), &'static str>) {
-        self.reply_with(client, tag, false, |out| match result {
+        reply_with(&mut self.shared, client, tag, false, |out| match result {
             Ok(()) => write_simple(out, "OK"),
             Err(why) => write_error(out, &format!("ERR {why}")),
         });
@@ -441,7 +377,7 @@ impl Node {
             let _ = write!(
                 text,
                 "# Stats\r\nrequests_in_flight:{}\r\nreads_coordinated:{}\r\nwrites_coordinated:{}\r\nwrites_forwarded:{}\r\nstand_in_writes:{}\r\nread_repairs_sent:{}\r\nhints_stored:{}\r\nhints_delivered:{}\r\noverloaded:{}\r\nmerges_coalesced:{}\r\nrequests_timed_out:{}\r\npeers_marked_down:{}\r\ncorrupt_records_replaced:{}\r\n\r\n",
-                self.requests.len(),
+                self.coordinator.requests.len(),
                 stats.reads_coordinated,
                 stats.writes_coordinated,
                 stats.writes_forwarded,

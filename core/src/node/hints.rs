@@ -13,15 +13,7 @@
 //! Bounded by `hints_max`: a stand-in with a full table refuses new hints (its peer
 //! then tries another stand-in or counts it as a failure).
 
-use super::Node;
-use super::key_ops::KeyOp;
-use super::request_id;
-use super::requests::{DeliveryRequest, Request};
-use super::storage::Space;
-use crate::slab::SlotId;
 use crate::version::NodeId;
-use crate::wire::{Message, ReplicaStatus};
-use core::time::Duration;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
@@ -185,127 +177,6 @@ impl Hints {
         if let Some(entry) = self.entries.get_mut(&(owner, key.to_vec())) {
             entry.delivering = false;
         }
-    }
-}
-
-/// The node's glue for delivering hints: each delivery is a request (bounded by
-/// `hint_deliveries_max`) that reads the hint under its key lock, sends it to its
-/// owner, and deletes it once the owner acknowledged it durable, unless a write merged
-/// into it meanwhile.
-impl Node {
-    /// Offers hints to owners that are up, within the delivery bound.
-    pub(crate) fn deliver_hints(&mut self) {
-        if self.shared.sabotage().skip_repair {
-            return;
-        }
-        let now = self.shared.now;
-        while self.requests.deliveries < self.shared.config.hint_deliveries_max
-            && self.shared.actions.has_room(4)
-        {
-            let peers = &self.peers;
-            let Some((owner, key)) = self.hints.next_deliverable(|owner| {
-                peers
-                    .get(owner)
-                    .is_some_and(|peer| peer.up && peer.hints_next_at <= now)
-            }) else {
-                return;
-            };
-            let generation = self.hints.generation(owner, &key).unwrap_or(0);
-            let request = Request::Delivery(DeliveryRequest {
-                owner,
-                key,
-                generation,
-                sent: false,
-                attempt_at: now + Duration::from_millis(self.shared.config.replica_timeout_ms),
-            });
-            let id = match self.insert_request(request) {
-                Ok(id) => id,
-                Err(_) => return,
-            };
-            let Some(Request::Delivery(delivery)) = self.requests.get(id) else {
-                return;
-            };
-            let mut stored = Vec::new();
-            hint_key(delivery.owner, &delivery.key, &mut stored);
-            if self
-                .enqueue_key_op(Space::Hints, &stored, KeyOp::ReadHint { delivery: id })
-                .is_err()
-            {
-                self.remove_request(id);
-                return;
-            }
-        }
-    }
-
-    /// The hint of `id` was read (under its lock): send it to its owner.
-    pub(crate) fn send_delivery(&mut self, id: SlotId, record: Option<&[u8]>) {
-        let Some(Request::Delivery(delivery)) = self.requests.get_mut(id) else {
-            return;
-        };
-        let Some(record) = record else {
-            // Gone already (delivered by an earlier round): forget it.
-            let (owner, generation) = (delivery.owner, delivery.generation);
-            let key = delivery.key.clone();
-            self.hints.remove_if_unchanged(owner, &key, generation);
-            self.remove_request(id);
-            return;
-        };
-        let owner = delivery.owner;
-        if !self.peers.begin_request(owner) {
-            self.remove_request(id);
-            return;
-        }
-        delivery.sent = true;
-        // The generation now: every merge before this read is in `record`.
-        delivery.generation = self.hints.generation(owner, &delivery.key).unwrap_or(0);
-        let sent = self.shared.actions.send(
-            owner,
-            self.shared.config.cluster_id,
-            &Message::ReplicaPut {
-                request: request_id::coordinator(id),
-                key: &delivery.key,
-                versions: record,
-                hint: None,
-            },
-        );
-        if sent.is_err() {
-            self.remove_request(id);
-        }
-    }
-
-    pub(crate) fn delivery_answer(&mut self, id: SlotId, from: NodeId, status: ReplicaStatus) {
-        let Some(Request::Delivery(delivery)) = self.requests.get(id) else {
-            return;
-        };
-        if delivery.owner != from || !delivery.sent {
-            return;
-        }
-        let Some(Request::Delivery(delivery)) = self.remove_request(id) else {
-            return;
-        };
-        if status != ReplicaStatus::Ok {
-            self.peers.hints_refused(from, self.shared.now);
-            return;
-        }
-        self.shared.stats.hints_delivered += 1;
-        self.peers.hints_delivered(from);
-        let mut stored = Vec::new();
-        hint_key(delivery.owner, &delivery.key, &mut stored);
-        let op = KeyOp::DeleteHint {
-            owner: delivery.owner,
-            generation: delivery.generation,
-        };
-        // Refused: the hint stays and is delivered again later (the owner merges it
-        // idempotently).
-        let _ = self.enqueue_key_op(Space::Hints, &stored, op);
-    }
-
-    pub(crate) fn delivery_deadline(&mut self, id: SlotId) {
-        let Some(Request::Delivery(delivery)) = self.remove_request(id) else {
-            return;
-        };
-        self.peers.timed_out(delivery.owner, self.shared.now);
-        self.peers.hints_refused(delivery.owner, self.shared.now);
     }
 }
 

@@ -102,12 +102,21 @@
 //! whose methods take what else they need as arguments: `Shared`
 //! (configuration, id, time, randomness, the action queue, the storage task registry,
 //! counters) and, by reference, the other concerns' state they read (the view, the peer
-//! table, the anti-entropy trees). What a concern cannot do itself comes back as a value
-//! the node acts on (a confirmed handoff page or ripe tombstones to delete under key
-//! locks, a placement change for the writer epochs). The node's own `impl` blocks hold
-//! only that glue, plus the concerns not split out yet: coordination, the replica's key
-//! operations, hint delivery, and client commands, which share the request table
-//! and the key locks.
+//! table, the anti-entropy trees), gathered in a context type where a concern needs
+//! several (`Coordination`, `ReplicaContext`, `BackgroundContext`). What a concern
+//! cannot do itself comes back as a value the node acts on: a key operation's read step
+//! that is the coordinator's (a mint) or hint delivery's, an ended key operation that
+//! handoff or reaping waits for, a confirmed handoff page or ripe tombstones to delete
+//! under key locks, a placement change for the writer epochs. The node's own `impl`
+//! blocks hold only that glue (`router.rs`, and a few lines in `gossip.rs`,
+//! `handoff.rs`, `reap.rs`, `admission.rs`) and the client commands and status replies
+//! (`client.rs`), which read every concern.
+//!
+//! The concerns depend on each other in one direction: the coordinator runs its own
+//! key operations through the replica (mints, read repairs, hint reads and deletes);
+//! the replica never calls back into the coordinator, it hands the mint step and the
+//! ended operations back through the node. No file of `node/` imports a file that
+//! imports it.
 //!
 //! | file | what it owns |
 //! |---|---|
@@ -120,12 +129,12 @@
 //! | `request_id.rs` | request ids on the wire and whose each is |
 //! | `tasks.rs` | the registry of storage operations in flight (`Tasks`), by purpose |
 //! | `admission.rs` | admission control for background work, the foreground latency it watches, and what a background step is handed (`BackgroundContext`) |
-//! | `client.rs`, `read_reply.rs` | client commands in, RESP replies out (node glue) |
+//! | `client.rs`, `read_reply.rs` | client commands in (node glue), RESP replies of reads |
 //! | `requests.rs` | the requests in flight (`Request` kinds, `Requests`) and their table with deadlines |
-//! | `coordinator.rs` | coordinating reads and writes, stand-ins, timeouts (node glue) |
+//! | `coordinator/` | coordination (`Coordinator`: the request table and forwards taken): `mod.rs` the context, request lifetimes, batches, deadlines and replies; `read.rs` reads and read repair; `write.rs` writes, the mint and stand-ins; `forward.rs` forwarding |
 //! | `forwards.rs` | forwarded writes already answered (duplicates) |
-//! | `replica.rs`, `locks.rs`, `key_ops.rs` | the replica: peers' reads and writes, the key operations (`KeyOp`) it runs under per-key locks (read-merge-write) (node glue) |
-//! | `hints.rs`, `peers.rs` | hints held for others and their delivery (node glue); peers' health, probes and hint backoff |
+//! | `replica.rs`, `locks.rs`, `key_ops.rs` | the replica (`Replica`): peers' reads and writes, the key operations (`KeyOp`) it runs under per-key locks (read-merge-write) |
+//! | `hints.rs`, `delivery.rs`, `peers.rs` | hints held for others; their delivery (coordination); peers' health, probes and hint backoff |
 //! | `entries.rs`, `entropy.rs` | a record's entry hash; anti-entropy (`Entropy`: trees and exchanges) |
 //! | `handoff.rs` | handing partitions off (`Handoffs`) |
 //! | `reap.rs` | reaping tombstones (`Reaper`) |
@@ -138,6 +147,7 @@ mod admission;
 mod client;
 mod config;
 mod coordinator;
+mod delivery;
 mod entries;
 mod entropy;
 mod forwards;
@@ -178,14 +188,11 @@ use crate::version::{ContextError, NodeId};
 use crate::wire::MemberStatus;
 use crate::wire::Message;
 use actions::ActionQueue;
+use coordinator::coordination;
 use core::time::Duration;
-use forwards::RecentForwards;
 use gossip::View;
 use hints::Hints;
-use key_ops::KeyOp;
-use locks::KeyLocks;
 use peers::Peers;
-use requests::Requests;
 use shared::Shared;
 use tasks::{Task, Tasks};
 use timers::{Timer, TimerTable};
@@ -381,12 +388,11 @@ pub struct Node {
     foreground: admission::ForegroundLatency,
     /// Writer epochs: under which id this node mints dots, per partition.
     writer: writer::Writer,
-    /// The requests this node coordinates, with their deadlines.
-    requests: Requests,
-    /// The replica's per-key locks and the key operations waiting on them.
-    locks: KeyLocks<KeyOp>,
-    /// Forwarded writes already answered, so a duplicate is not minted twice.
-    forwards: RecentForwards,
+    /// Coordination: the requests this node coordinates, with their deadlines, and the
+    /// forwarded writes it already took.
+    coordinator: coordinator::Coordinator,
+    /// The replica: its per-key locks and the key operations waiting on them.
+    replica: replica::Replica,
     /// Peers' health, probes, requests in flight and hint backoff.
     peers: Peers,
     /// The hints this node holds for others.
@@ -446,9 +452,8 @@ impl Node {
             reaper: reap::Reaper::new(now, config.reap_interval_ms),
             foreground: admission::ForegroundLatency::default(),
             writer: writer::Writer::default(),
-            requests: Requests::new(request_slots),
-            locks: KeyLocks::new(config.locked_keys_max, config.waiting_operations_max),
-            forwards: RecentForwards::new(config.requests_max),
+            coordinator: coordinator::Coordinator::new(request_slots, config.requests_max),
+            replica: replica::Replica::new(config.locked_keys_max, config.waiting_operations_max),
             peers: Peers::new(&config, identity.id),
             hints: Hints::new(config.hints_max),
             shared: Shared {
@@ -519,7 +524,7 @@ impl Node {
 
     /// Requests in flight.
     pub fn requests_in_flight(&self) -> usize {
-        self.requests.len()
+        self.coordinator.requests.len()
     }
 
     /// Storage operations in flight (including the hint listing after a start).
@@ -566,7 +571,7 @@ impl Node {
         [
             bound(
                 "requests",
-                self.requests.peak,
+                self.coordinator.requests.peak,
                 u64::from(config.requests_max),
             ),
             bound(
@@ -576,18 +581,18 @@ impl Node {
             ),
             bound(
                 "locked keys",
-                self.locks.locked_peak,
+                self.replica.locks.locked_peak,
                 u64::from(config.locked_keys_max),
             ),
             bound(
                 "waiting operations",
-                self.locks.waiting_peak,
+                self.replica.locks.waiting_peak,
                 u64::from(config.waiting_operations_max),
             ),
             bound("hints", self.hints.peak, u64::from(config.hints_max)),
             bound(
                 "hint deliveries",
-                self.requests.deliveries_peak as usize,
+                self.coordinator.requests.deliveries_peak as usize,
                 u64::from(config.hint_deliveries_max),
             ),
             bound(
@@ -645,7 +650,7 @@ impl Node {
             .timers
             .next(|timer| timer != Timer::HintRound || hints_held);
         [
-            self.requests.next_deadline(),
+            self.coordinator.requests.next_deadline(),
             self.peers.next_probe(),
             periodic,
         ]
@@ -665,10 +670,11 @@ impl Node {
             {
                 break;
             }
-            let Some(id) = self.requests.pop_expired(now) else {
+            let Some(id) = self.coordinator.requests.pop_expired(now) else {
                 break;
             };
-            self.request_deadline(id);
+            let (coordinator, mut cx) = coordination!(self);
+            coordinator.request_deadline(&mut cx, id);
         }
         while self.shared.actions.has_room(2) {
             let Some(peer) = self.peers.take_due_probe(now) else {
@@ -686,7 +692,8 @@ impl Node {
         if self.timers.is_due(Timer::HintRound, now) {
             let next = now + Duration::from_millis(self.shared.config.hint_interval_ms);
             self.timers.set(Timer::HintRound, next);
-            self.deliver_hints();
+            let (coordinator, mut cx) = coordination!(self);
+            coordinator.deliver_hints(&mut cx);
         }
         if self.timers.is_due(Timer::Gossip, now) {
             let next = now + Duration::from_millis(self.shared.config.gossip_interval_ms);

@@ -737,20 +737,6 @@ impl Node {
         }
     }
 
-    /// Under the key's lock, with the record about to be reaped: true when the durable
-    /// counter floor covers this node's writer in it (else the floor is raised first).
-    pub(crate) fn reap_allowed(&mut self, record: &[u8]) -> bool {
-        if self.shared.sabotage().reap_without_floor {
-            return true;
-        }
-        let Ok(versions) = VersionSet::decode(record, self.shared.config.version_bounds) else {
-            return false;
-        };
-        let counter =
-            super::writer::lanes_counter(&versions, self.writer.writer_id(self.shared.id));
-        self.writer.floor_covers(&mut self.shared, counter)
-    }
-
     /// A replica comparing a reaping offer: raises its floor now over the tombstones it
     /// holds alike, so that the floor is durable by the time they are reaped.
     pub(crate) fn prepare_floor<'r>(&mut self, records: impl Iterator<Item = &'r [u8]>) {

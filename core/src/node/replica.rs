@@ -1,125 +1,171 @@
-//! The replica side: answering peers' reads and writes, the per-key read-modify-write
-//! that mints, merges and stores versions, and hint delivery.
+//! The replica: answering peers' reads and writes, and the key operations it runs one
+//! at a time per stored key under its lock (`locks.rs`): the read-merge-write that
+//! merges versions (a peer's write, a read repair, a hint), the mint's read and write
+//! steps, a hint's read for delivery, and conditional deletes for handoff and reaping.
+//!
+//! [`Replica`] owns the key locks and the operations waiting on them. What it needs
+//! from other concerns comes in a [`ReplicaContext`]; what only another concern can do
+//! comes back as a value the node routes: a mint's read step
+//! ([`ReadStep::Mint`], the coordinator mints against the stored versions and hands
+//! the record back to [`Replica::store`]), a hint read for delivery
+//! ([`ReadStep::DeliverHint`]), and the end of an operation another concern waits for
+//! ([`Ended`]: a mint to replicate or fail, a delivery that read nothing, a handoff or
+//! reaping delete). The node runs the lock loop (`router.rs`) so that each ended
+//! operation's effects come before the next operation on the key starts, in that
+//! order.
 
 use super::entries::{TreeEntry, entry_hash};
-use super::hints::{hint_key, parse_hint_key};
+use super::entropy::HashTrees;
+use super::gossip::View;
+use super::hints::{Hints, hint_key, parse_hint_key};
 use super::key_ops::{DeleteCause, KeyOp};
-use super::locks::{Enqueued, LocksFull};
+use super::locks::{Enqueued, KeyLocks, LocksFull};
 use super::request_id::NO_REQUEST;
-use super::requests::{ReplyTo, Request, WriteRequest, WriteSpec};
 use super::shared::Shared;
 use super::storage::Space;
 use super::tasks::{Task, Tasks};
 use super::writer::Writer;
-use super::{Listing, Node, RequestError, StorageFailure};
+use super::{Listing, RequestError, StorageFailure};
 use crate::placement::key_hash;
 use crate::slab::SlotId;
-use crate::version::{Dot, NodeId, Value, VersionSet, VersionVector};
+use crate::version::{NodeId, VersionSet};
 use crate::wire::{Message, ReplicaStatus};
-use core::time::Duration;
 
-/// How a key operation's read step ended.
-enum Step {
+/// The replica's key locks and the operations queued on them.
+#[derive(Debug)]
+pub(crate) struct Replica {
+    pub(crate) locks: KeyLocks<KeyOp>,
+}
+
+/// What the replica uses besides its own state.
+pub(crate) struct ReplicaContext<'a> {
+    pub(crate) shared: &'a mut Shared,
+    pub(crate) hints: &'a mut Hints,
+    pub(crate) writer: &'a mut Writer,
+    pub(crate) view: &'a View,
+}
+
+/// The node's [`Replica`] and its [`ReplicaContext`] (borrowing the node's fields one
+/// by one).
+macro_rules! replica_context {
+    ($node:ident) => {
+        (
+            &mut $node.replica,
+            $crate::node::replica::ReplicaContext {
+                shared: &mut $node.shared,
+                hints: &mut $node.hints,
+                writer: &mut $node.writer,
+                view: &$node.view,
+            },
+        )
+    };
+}
+pub(crate) use replica_context;
+
+/// How a key operation's step ended.
+pub(crate) enum Step {
     /// A write or delete was issued; wait for its completion.
     Storing,
     /// Nothing to store: the operation is over.
     Done(Result<(), StorageFailure>),
 }
 
-impl Node {
-    /// A peer's request to this replica: a read, a write to merge, or a client's write
-    /// to mint.
-    pub(crate) fn replica_message(&mut self, from: NodeId, message: Message<'_>) {
-        match message {
-            Message::ReplicaGet { request, key } => self.replica_read(from, request, key),
-            Message::ReplicaPut {
-                request,
-                key,
-                versions,
-                hint,
-            } => self.replica_write(from, request, key, versions, hint),
-            Message::ForwardPut {
-                request,
-                key,
-                context,
-                plain,
-                value,
-                timestamp_ms,
-                write_quorum,
-            } => self.forwarded_write(
-                from,
-                request,
-                key,
-                context,
-                plain,
-                value,
-                timestamp_ms,
-                write_quorum,
-            ),
-            _ => debug_assert!(false, "not a replica request: {message:?}"),
+/// What a key operation's read step leads to.
+pub(crate) enum ReadStep {
+    /// The replica's own step.
+    Own(Step),
+    /// Mint write `request` against `current` (the coordinator's part).
+    Mint {
+        request: SlotId,
+        current: VersionSet,
+    },
+    /// Send the hint just read for delivery `delivery` (the read's record); the
+    /// operation is then over.
+    DeliverHint { delivery: SlotId },
+}
+
+/// A key operation another concern waits for is over.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Ended {
+    /// Write `request`'s minted record is stored (or not).
+    Mint {
+        request: SlotId,
+        result: Result<(), Failure>,
+    },
+    /// The hint read for delivery `delivery` ended; `failed`: the read failed.
+    HintRead { delivery: SlotId, failed: bool },
+    /// A conditional delete for `cause` ended; `deleted`: the key is gone.
+    Deleted { cause: DeleteCause, deleted: bool },
+}
+
+/// What trying to start a lock's running operation did.
+pub(crate) enum Start {
+    /// Its read is issued, or the lock is free.
+    Issued,
+    /// The task table or the action queue refused it: the operation ended as
+    /// overloaded (`ended`: what another concern must hear of it); `more`: another
+    /// operation waits on the key and should be tried next.
+    Refused { ended: Option<Ended>, more: bool },
+}
+
+impl Replica {
+    pub(crate) fn new(locked_keys_max: u32, waiting_operations_max: u32) -> Replica {
+        Replica {
+            locks: KeyLocks::new(locked_keys_max, waiting_operations_max),
         }
     }
 
-    /// One replica's answer to a read, decoded: versions, nothing, or a failure (an
-    /// undecodable record counts as a failure, never as "nothing").
-    pub(crate) fn decode_answer(
-        &self,
-        found: Result<Option<&[u8]>, ()>,
-    ) -> Result<Option<VersionSet>, ()> {
-        match found? {
-            Some(bytes) => VersionSet::decode(bytes, self.shared.config.version_bounds)
-                .map(Some)
-                .map_err(|_| ()),
-            None => Ok(None),
-        }
-    }
+    // ---- peers' reads and writes -----------------------------------------------------
 
-    fn replica_read(&mut self, from: NodeId, request: u64, key: &[u8]) {
-        if key.len() > self.shared.config.key_size_bytes_max {
-            return self.reply_replica_read(from, request, ReplicaStatus::StorageFailed, &[]);
+    /// A peer's read of `key`: read it and answer when the read completes
+    /// ([`Replica::peer_read_done`]).
+    pub(crate) fn read(shared: &mut Shared, from: NodeId, request: u64, key: &[u8]) {
+        if key.len() > shared.config.key_size_bytes_max {
+            return reply_read(shared, from, request, ReplicaStatus::StorageFailed, &[]);
         }
         let task = Task::ReplicaRead {
             peer: from,
             request,
         };
-        let started = self
-            .shared
+        let started = shared
             .tasks
-            .start(task, &mut self.shared.actions, |actions, token| {
+            .start(task, &mut shared.actions, |actions, token| {
                 actions.read(token, Space::Data, key)
             });
         if started.is_none() {
-            self.reply_replica_read(from, request, ReplicaStatus::Overloaded, &[]);
+            reply_read(shared, from, request, ReplicaStatus::Overloaded, &[]);
         }
     }
 
-    fn reply_replica_read(
-        &mut self,
-        to: NodeId,
+    /// A peer's replica read was read from the store: answer it.
+    pub(crate) fn peer_read_done(
+        shared: &mut Shared,
+        peer: NodeId,
         request: u64,
-        status: ReplicaStatus,
-        versions: &[u8],
+        result: Result<Option<&[u8]>, StorageFailure>,
     ) {
-        self.shared.send(
-            to,
-            &Message::ReplicaGetReply {
-                request,
-                status,
-                versions,
-            },
-        );
+        let (status, versions) = match result {
+            Ok(Some(versions)) => (ReplicaStatus::Ok, versions),
+            Ok(None) => (ReplicaStatus::NotFound, &[][..]),
+            Err(_) => (ReplicaStatus::StorageFailed, &[][..]),
+        };
+        reply_read(shared, peer, request, status, versions);
     }
 
-    fn replica_write(
+    /// A peer's write of `versions` to merge into this node's copy of `key` (or into
+    /// a hint for `hint`). Acknowledged once durable, unless `request` is
+    /// [`NO_REQUEST`]. `Ok(Some(lock))`: the merge starts now under `lock`.
+    pub(crate) fn write(
         &mut self,
+        cx: &mut ReplicaContext<'_>,
         from: NodeId,
         request: u64,
         key: &[u8],
         versions: &[u8],
         hint: Option<NodeId>,
-    ) {
+    ) -> Option<u32> {
         let reply = (request != NO_REQUEST).then_some((from, request));
-        let refuse = |node: &mut Node, status| {
+        let refuse = |shared: &mut Shared, status| {
             if let Some((peer, request)) = reply {
                 let held_value = false;
                 let message = Message::ReplicaPutReply {
@@ -127,55 +173,63 @@ impl Node {
                     status,
                     held_value,
                 };
-                node.shared.send(peer, &message);
+                shared.send(peer, &message);
             }
         };
-        if key.len() > self.shared.config.key_size_bytes_max {
-            return refuse(self, ReplicaStatus::StorageFailed);
+        if key.len() > cx.shared.config.key_size_bytes_max {
+            refuse(cx.shared, ReplicaStatus::StorageFailed);
+            return None;
         }
-        let Ok(versions) = VersionSet::decode(versions, self.shared.config.version_bounds) else {
-            return refuse(self, ReplicaStatus::StorageFailed);
+        let Ok(versions) = VersionSet::decode(versions, cx.shared.config.version_bounds) else {
+            refuse(cx.shared, ReplicaStatus::StorageFailed);
+            return None;
         };
-        let hint_owner = hint.filter(|&owner| owner != self.shared.id);
-        if hint_owner.is_some() && !self.hints.reserve() {
-            self.shared.stats.overloaded += 1;
-            return refuse(self, ReplicaStatus::Overloaded);
+        let hint_owner = hint.filter(|&owner| owner != cx.shared.id);
+        if hint_owner.is_some() && !cx.hints.reserve() {
+            cx.shared.stats.overloaded += 1;
+            refuse(cx.shared, ReplicaStatus::Overloaded);
+            return None;
         }
-        let reply = if self.shared.sabotage().ack_before_durable {
-            refuse(self, ReplicaStatus::Ok);
+        let reply = if cx.shared.sabotage().ack_before_durable {
+            refuse(cx.shared, ReplicaStatus::Ok);
             None
         } else {
             reply
         };
-        if let Err(status) = self.merge_locally(key, versions, reply, hint_owner) {
-            if hint_owner.is_some() {
-                self.hints.unreserve();
+        match self.merge(cx.shared, key, versions, reply, hint_owner) {
+            Ok(started) => started,
+            Err(status) => {
+                if hint_owner.is_some() {
+                    cx.hints.unreserve();
+                }
+                refuse(cx.shared, status);
+                None
             }
-            refuse(self, status);
         }
     }
 
     /// Queues a merge of `versions` into this node's copy of `key` (its own, or a hint
-    /// for `hint_owner`).
-    pub(crate) fn merge_locally(
+    /// for `hint_owner`). `Ok(Some(lock))`: the merge starts now under `lock`.
+    pub(crate) fn merge(
         &mut self,
+        shared: &mut Shared,
         key: &[u8],
         versions: VersionSet,
         reply: Option<(NodeId, u64)>,
         hint_owner: Option<NodeId>,
-    ) -> Result<(), ReplicaStatus> {
+    ) -> Result<Option<u32>, ReplicaStatus> {
         let space = match hint_owner {
             Some(owner) => {
-                hint_key(owner, key, &mut self.shared.scratch);
+                hint_key(owner, key, &mut shared.scratch);
                 Space::Hints
             }
             None => {
-                self.shared.scratch.clear();
-                self.shared.scratch.extend_from_slice(key);
+                shared.scratch.clear();
+                shared.scratch.extend_from_slice(key);
                 Space::Data
             }
         };
-        let storage_key = std::mem::take(&mut self.shared.scratch);
+        let storage_key = std::mem::take(&mut shared.scratch);
         // An unacknowledged merge (a read repair, an anti-entropy push) folds into a
         // merge already waiting on the key: version sets join in any order, so one
         // waiting merge carries them all. Without this, repairs of a hot key queued
@@ -191,218 +245,181 @@ impl Node {
             {
                 if *waiting_owner == hint_owner {
                     *waiting = waiting.sync(&versions);
-                    self.shared.stats.merges_coalesced += 1;
-                    self.shared.scratch = storage_key;
-                    return Ok(());
+                    shared.stats.merges_coalesced += 1;
+                    shared.scratch = storage_key;
+                    return Ok(None);
                 }
             }
         }
-        let queued = self.enqueue_key_op(
-            space,
-            &storage_key,
-            KeyOp::Merge {
-                versions,
-                reply,
-                hint_owner,
-                held_value: false,
-            },
-        );
-        self.shared.scratch = storage_key;
+        let op = KeyOp::Merge {
+            versions,
+            reply,
+            hint_owner,
+            held_value: false,
+        };
+        let queued = self.enqueue(space, &storage_key, op);
+        shared.scratch = storage_key;
         queued.map_err(|_| {
-            self.shared.stats.overloaded += 1;
+            shared.stats.overloaded += 1;
             ReplicaStatus::Overloaded
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn forwarded_write(
+    // ---- the lock loop ---------------------------------------------------------------
+
+    /// Queues `op` on a key. `Ok(Some(lock))`: the key was free and `op` is its running
+    /// operation; the caller starts it with [`Replica::start`].
+    pub(crate) fn enqueue(
         &mut self,
-        from: NodeId,
-        request: u64,
+        space: Space,
         key: &[u8],
-        context: &[u8],
-        plain: bool,
-        value: Option<&[u8]>,
-        timestamp_ms: u64,
-        write_quorum: u8,
-    ) {
-        let expires =
-            self.shared.now + Duration::from_millis(self.shared.config.request_timeout_ms * 2);
-        if !self
-            .forwards
-            .first_time(self.shared.now, expires, from, request, timestamp_ms, key)
-        {
-            return; // a duplicate: the first copy answers
+        op: KeyOp,
+    ) -> Result<Option<u32>, KeyOp> {
+        match self.locks.enqueue(space, key, op) {
+            Ok(Enqueued::Started(lock)) => Ok(Some(lock)),
+            Ok(Enqueued::Waiting) => Ok(None),
+            Err(LocksFull(op)) => Err(op),
         }
-        let reply = ReplyTo::Peer {
-            peer: from,
-            request,
-        };
-        let context = if plain {
-            None
-        } else if context.is_empty() {
-            Some(VersionVector::new())
-        } else {
-            match core::str::from_utf8(context)
-                .ok()
-                .map(VersionVector::from_token)
-            {
-                Some(Ok(context)) => Some(context),
-                _ => return self.finish_write(reply, true, Err(RequestError::ForwardFailed)),
-            }
-        };
-        let checked = self
-            .check_quorum(Some(write_quorum), write_quorum)
-            .and_then(|quorum| {
-                self.check_sizes(key, value.map_or(0, <[u8]>::len))
-                    .map(|()| quorum)
-            });
-        let write_quorum = match checked {
-            Ok(quorum) => quorum,
-            Err(error) => return self.finish_write(reply, true, Err(error)),
-        };
-        let value = match value {
-            Some(data) => Value::new(data.to_vec(), timestamp_ms),
-            None => Value::tombstone(timestamp_ms),
-        };
-        let spec = WriteSpec {
-            context,
-            value,
-            write_quorum,
-        };
-        let partition = self.view.ring.partition_of(key);
-        let owner = if self
-            .view
-            .ring
-            .preference_list(partition)
-            .any(|node| node == self.shared.id)
-        {
-            None
-        } else {
-            self.view.ring.preference_list(partition).next()
-        };
-        self.coordinate_write(reply, true, key, spec, owner);
     }
 
-    // ---- storage completions of the replica's tasks --------------------------------
+    /// Issues the read for `lock`'s running operation.
+    pub(crate) fn start(&mut self, cx: &mut ReplicaContext<'_>, lock: u32) -> Start {
+        let Some(slot) = self.locks.get(lock) else {
+            return Start::Issued;
+        };
+        let task = Task::Locked { lock, change: None };
+        let started = cx
+            .shared
+            .tasks
+            .start(task, &mut cx.shared.actions, |actions, token| {
+                actions.read(token, slot.space, &slot.key)
+            });
+        if started.is_some() {
+            return Start::Issued;
+        }
+        cx.shared.stats.overloaded += 1;
+        match self.finish(cx, lock, Err(Failure::Overloaded)) {
+            Some((ended, more)) => Start::Refused { ended, more },
+            None => Start::Issued,
+        }
+    }
 
-    /// The read step of key lock `lock`'s running operation finished.
-    pub(crate) fn locked_read_done(
+    /// The running operation of `lock` is over: applies the replica's own effects and
+    /// gives back what another concern must hear, and whether another operation waits
+    /// on the key (the caller starts it).
+    pub(crate) fn finish(
         &mut self,
+        cx: &mut ReplicaContext<'_>,
+        lock: u32,
+        result: Result<(), Failure>,
+    ) -> Option<(Option<Ended>, bool)> {
+        let (op, more) = self.locks.finish(lock)?;
+        Some((self.ended(cx, lock, op, result), more))
+    }
+
+    // ---- the steps -------------------------------------------------------------------
+
+    /// The read step of `lock`'s running operation finished.
+    pub(crate) fn read_done(
+        &mut self,
+        cx: &mut ReplicaContext<'_>,
         token: u64,
         lock: u32,
         result: Result<Option<&[u8]>, StorageFailure>,
-    ) {
-        self.note_tree_read(token, lock, result);
-        match self.locked_read(lock, token, result) {
-            Step::Storing => {}
-            Step::Done(result) => {
-                self.shared.tasks.end(token);
-                self.finish_locked(lock, result);
+    ) -> ReadStep {
+        self.note_tree_read(cx.shared, token, lock, result);
+        let current = match result {
+            Ok(None) => VersionSet::new(),
+            Ok(Some(bytes)) => match VersionSet::decode(bytes, cx.shared.config.version_bounds) {
+                Ok(current) => current,
+                Err(_) => return ReadStep::Own(self.corrupt_record(cx, lock, token)),
+            },
+            Err(StorageFailure::Corrupt) => {
+                return ReadStep::Own(self.corrupt_record(cx, lock, token));
             }
-        }
+            Err(failure) => return ReadStep::Own(Step::Done(Err(failure))),
+        };
+        let drop_concurrent_siblings = cx.shared.sabotage().drop_concurrent_siblings;
+        let Some(op) = self.locks.running_mut(lock) else {
+            return ReadStep::Own(Step::Done(Ok(())));
+        };
+        let step = match op {
+            KeyOp::Mint { request } => {
+                let request = *request;
+                return ReadStep::Mint { request, current };
+            }
+            KeyOp::ReadHint { delivery } => {
+                return ReadStep::DeliverHint {
+                    delivery: *delivery,
+                };
+            }
+            KeyOp::Merge {
+                versions,
+                held_value,
+                ..
+            } => {
+                *held_value = super::read_reply::holds_value(&current);
+                let merged = if drop_concurrent_siblings {
+                    newest_sibling_only(current.sync(versions))
+                } else {
+                    current.sync(versions)
+                };
+                if merged == current {
+                    return ReadStep::Own(Step::Done(Ok(())));
+                }
+                self.store_versions(cx.shared, lock, token, &merged)
+            }
+            KeyOp::DeleteIfUnchanged { expected, cause } => {
+                let (expected, cause) = (*expected, *cause);
+                let found = result.ok().flatten();
+                self.delete_if_unchanged(cx, lock, token, found, (expected, cause))
+            }
+            KeyOp::DeleteHint { owner, generation } => {
+                let (owner, generation) = (*owner, *generation);
+                self.delete_hint_if_unchanged(cx, lock, token, owner, generation)
+            }
+        };
+        ReadStep::Own(step)
     }
 
-    /// The write step of key lock `lock`'s running operation finished; a durable change
-    /// of a data key updates the anti-entropy tree.
-    pub(crate) fn locked_write_done(
-        &mut self,
+    /// The write step of `lock`'s running operation finished; a durable change of a
+    /// data key updates the anti-entropy tree. The caller then finishes the lock.
+    pub(crate) fn write_done(
+        &self,
+        trees: &mut HashTrees,
         lock: u32,
         change: Option<(Option<TreeEntry>, Option<TreeEntry>)>,
         result: Result<(), StorageFailure>,
     ) {
         if let (Ok(()), Some((old, new)), Some(slot)) = (result, change, self.locks.get(lock)) {
-            self.entropy.trees.apply(key_hash(&slot.key), old, new);
-        }
-        self.finish_locked(lock, result);
-    }
-
-    /// A peer's replica read was read from the store: answer it.
-    pub(crate) fn replica_read_done(
-        &mut self,
-        peer: NodeId,
-        request: u64,
-        result: Result<Option<&[u8]>, StorageFailure>,
-    ) {
-        match result {
-            Ok(Some(versions)) => {
-                self.reply_replica_read(peer, request, ReplicaStatus::Ok, versions)
-            }
-            Ok(None) => self.reply_replica_read(peer, request, ReplicaStatus::NotFound, &[]),
-            Err(_) => self.reply_replica_read(peer, request, ReplicaStatus::StorageFailed, &[]),
+            trees.apply(key_hash(&slot.key), old, new);
         }
     }
 
-    /// A page of the hint store's keys was listed: learn them, and list the next page.
-    pub(crate) fn hints_listed(&mut self, result: Result<Listing, StorageFailure>) {
-        let Ok(listing) = result else {
-            return;
+    /// Stores `record` (a mint's encoded versions) as `lock`'s key; Err when the action
+    /// queue refused it.
+    pub(crate) fn store(
+        &self,
+        shared: &mut Shared,
+        lock: u32,
+        token: u64,
+        record: &[u8],
+    ) -> Result<(), ()> {
+        let Some(slot) = self.locks.held(lock) else {
+            return Ok(());
         };
-        let mut room = true;
-        for stored in &listing.keys {
-            if let Some((owner, key)) = parse_hint_key(stored) {
-                room = self.hints.found(owner, key);
-                if !room {
-                    break;
-                }
-            }
-        }
-        if let (true, false, Some(last)) = (room, listing.complete, listing.keys.last()) {
-            self.list_hints(last);
-        }
-        // A full table cannot say which hints the disk holds beyond it.
-        self.hints.listed = room && listing.complete;
-    }
-
-    /// Queues `op` on a key; starts it when the key is free.
-    pub(crate) fn enqueue_key_op(
-        &mut self,
-        space: Space,
-        key: &[u8],
-        op: KeyOp,
-    ) -> Result<(), KeyOp> {
-        match self.locks.enqueue(space, key, op) {
-            Ok(Enqueued::Started(lock)) => {
-                self.run_lock(lock);
-                Ok(())
-            }
-            Ok(Enqueued::Waiting) => Ok(()),
-            Err(LocksFull(op)) => Err(op),
-        }
-    }
-
-    /// Issues the read for `lock`'s running operation, failing operations that cannot
-    /// start until one starts or none is left.
-    fn run_lock(&mut self, lock: u32) {
-        loop {
-            let Some(slot) = self.locks.get(lock) else {
-                return;
-            };
-            let task = Task::Locked { lock, change: None };
-            let started =
-                self.shared
-                    .tasks
-                    .start(task, &mut self.shared.actions, |actions, token| {
-                        actions.read(token, slot.space, &slot.key)
-                    });
-            if started.is_some() {
-                return;
-            }
-            self.shared.stats.overloaded += 1;
-            let Some((op, more)) = self.locks.finish(lock) else {
-                return;
-            };
-            self.key_op_ended(lock, op, Err(Overload));
-            if !more {
-                return;
-            }
-        }
+        let queued = shared.actions.write(token, slot.space, &slot.key, record);
+        let new =
+            tree_change_pending(&shared.tasks, token).then(|| TreeEntry::of(&slot.key, record));
+        note_tree_write(&mut shared.tasks, token, new);
+        queued.map_err(|_| ())
     }
 
     /// Remembers the entry hash of the record a data-space key operation read (None:
     /// the key was absent), so the tree can be updated once its write is durable.
     fn note_tree_read(
-        &mut self,
+        &self,
+        shared: &mut Shared,
         token: u64,
         lock: u32,
         result: Result<Option<&[u8]>, StorageFailure>,
@@ -421,72 +438,16 @@ impl Node {
             return;
         }
         let old = found.map(|record| TreeEntry::of(&slot.key, record));
-        if let Some(Task::Locked { change, .. }) = self.shared.tasks.get_mut(token) {
+        if let Some(Task::Locked { change, .. }) = shared.tasks.get_mut(token) {
             *change = Some((old, None));
-        }
-    }
-
-    /// The running operation of `lock` read its key.
-    fn locked_read(
-        &mut self,
-        lock: u32,
-        token: u64,
-        result: Result<Option<&[u8]>, StorageFailure>,
-    ) -> Step {
-        let current = match result {
-            Ok(None) => VersionSet::new(),
-            Ok(Some(bytes)) => match VersionSet::decode(bytes, self.shared.config.version_bounds) {
-                Ok(current) => current,
-                Err(_) => return self.corrupt_record(lock, token),
-            },
-            Err(StorageFailure::Corrupt) => return self.corrupt_record(lock, token),
-            Err(failure) => return Step::Done(Err(failure)),
-        };
-        let drop_concurrent_siblings = self.shared.sabotage().drop_concurrent_siblings;
-        let Some(op) = self.locks.running_mut(lock) else {
-            return Step::Done(Ok(()));
-        };
-        match op {
-            KeyOp::Mint { request } => {
-                let request = *request;
-                self.mint(lock, token, request, current)
-            }
-            KeyOp::Merge {
-                versions,
-                held_value,
-                ..
-            } => {
-                *held_value = super::read_reply::holds_value(&current);
-                let merged = if drop_concurrent_siblings {
-                    newest_sibling_only(current.sync(versions))
-                } else {
-                    current.sync(versions)
-                };
-                if merged == current {
-                    return Step::Done(Ok(()));
-                }
-                self.store_locked(lock, token, &merged)
-            }
-            KeyOp::ReadHint { delivery } => {
-                let delivery = *delivery;
-                self.send_delivery(delivery, result.ok().flatten());
-                Step::Done(Ok(()))
-            }
-            KeyOp::DeleteIfUnchanged { expected, cause } => {
-                let (expected, cause) = (*expected, *cause);
-                self.delete_if_unchanged(lock, token, result.ok().flatten(), (expected, cause))
-            }
-            KeyOp::DeleteHint { owner, generation } => {
-                let (owner, generation) = (*owner, *generation);
-                self.delete_hint_if_unchanged(lock, token, owner, generation)
-            }
         }
     }
 
     /// A `DeleteIfUnchanged` read `found`: delete the key if its record is still the
     /// `expected` one (and, for a reap, the writer floor covers it).
     fn delete_if_unchanged(
-        &mut self,
+        &self,
+        cx: &mut ReplicaContext<'_>,
         lock: u32,
         token: u64,
         found: Option<&[u8]>,
@@ -501,14 +462,12 @@ impl Node {
             // reported as not deleted.
             return Step::Done(Err(StorageFailure::Io));
         }
-        if cause == DeleteCause::Reap && !found.is_some_and(|r| self.reap_allowed(r)) {
+        if cause == DeleteCause::Reap
+            && !found.is_some_and(|record| cx.writer.reap_allowed(cx.shared, record))
+        {
             return Step::Done(Err(StorageFailure::Io));
         }
-        let Some(slot) = self.locks.held(lock) else {
-            return Step::Done(Ok(()));
-        };
-        let key = slot.key.clone();
-        match self.shared.actions.delete(token, Space::Data, &key) {
+        match cx.shared.actions.delete(token, Space::Data, &slot.key) {
             Ok(()) => Step::Storing,
             Err(_) => Step::Done(Err(StorageFailure::Io)),
         }
@@ -517,7 +476,8 @@ impl Node {
     /// A `DeleteHint` holds the hint's lock: delete it unless a write merged into it
     /// since `generation`.
     fn delete_hint_if_unchanged(
-        &mut self,
+        &self,
+        cx: &mut ReplicaContext<'_>,
         lock: u32,
         token: u64,
         owner: NodeId,
@@ -527,12 +487,11 @@ impl Node {
             return Step::Done(Ok(()));
         };
         let unchanged = parse_hint_key(&slot.key)
-            .is_some_and(|(_, key)| self.hints.generation(owner, key) == Some(generation));
+            .is_some_and(|(_, key)| cx.hints.generation(owner, key) == Some(generation));
         if !unchanged {
             return Step::Done(Ok(()));
         }
-        let key = slot.key.clone();
-        match self.shared.actions.delete(token, Space::Hints, &key) {
+        match cx.shared.actions.delete(token, Space::Hints, &slot.key) {
             Ok(()) => Step::Storing,
             Err(_) => Step::Done(Err(StorageFailure::Io)),
         }
@@ -544,123 +503,64 @@ impl Node {
     /// here anyway, and the merge carries every dot this node minted that a replica
     /// kept. A mint refuses (the client gets an error, another replica can coordinate):
     /// without the record this node could mint a dot it used before.
-    fn corrupt_record(&mut self, lock: u32, token: u64) -> Step {
+    fn corrupt_record(&mut self, cx: &mut ReplicaContext<'_>, lock: u32, token: u64) -> Step {
         let key = self
             .locks
             .get(lock)
             .map(|slot| String::from_utf8_lossy(&slot.key).into_owned())
             .unwrap_or_default();
-        self.writer.damaged(&mut self.shared, &self.view);
+        cx.writer.damaged(cx.shared, cx.view);
         let Some(KeyOp::Merge { versions, .. }) = self.locks.running_mut(lock) else {
             log::warn!("local record of {key:?} is unreadable: refusing to mint over it");
             return Step::Done(Err(StorageFailure::Corrupt));
         };
         let merged = versions.clone();
         log::warn!("local record of {key:?} was unreadable: replaced by a replica's copy");
-        self.shared.stats.corrupt_records_replaced += 1;
-        self.store_locked(lock, token, &merged)
+        cx.shared.stats.corrupt_records_replaced += 1;
+        self.store_versions(cx.shared, lock, token, &merged)
     }
 
-    /// Mints write `request` against `current` and stores the result.
-    fn mint(&mut self, lock: u32, token: u64, request: SlotId, current: VersionSet) -> Step {
-        let bounds = self.shared.config.version_bounds;
-        let Some(Request::Write(write)) = self.requests.get_mut(request) else {
-            // The request timed out while waiting for the lock: nothing to write.
-            return Step::Done(Ok(()));
-        };
-        let Some(spec) = write.spec.take() else {
-            return Step::Done(Ok(()));
-        };
-        let (minted, reply_context) =
-            mint_versions(&mut self.writer, &mut self.shared, write, spec, &current);
-        if minted.sibling_count() > bounds.siblings_max
-            || minted.clock_size() > bounds.coordinators_max
-        {
-            self.fail_write(request, RequestError::TooManyVersions);
-            return Step::Done(Ok(()));
-        }
-        let Some(Request::Write(write)) = self.requests.get_mut(request) else {
-            return Step::Done(Ok(()));
-        };
-        write.versions.clear();
-        minted.encode(&mut write.versions);
-        let Some(slot) = self.locks.held(lock) else {
-            return Step::Done(Ok(()));
-        };
-        let queued = self
-            .shared
-            .actions
-            .write(token, slot.space, &slot.key, &write.versions);
-        let new = tree_change_pending(&self.shared.tasks, token)
-            .then(|| TreeEntry::of(&slot.key, &write.versions));
-        note_tree_write(&mut self.shared.tasks, token, new);
-        self.write_minted(request, reply_context);
-        match queued {
-            Ok(()) => {
-                if self.shared.sabotage().ack_before_durable {
-                    self.replicate(request);
-                }
-                Step::Storing
-            }
-            Err(_) => {
-                self.fail_write(request, RequestError::Overloaded("too many queued actions"));
-                Step::Done(Ok(()))
-            }
-        }
-    }
-
-    fn store_locked(&mut self, lock: u32, token: u64, versions: &VersionSet) -> Step {
-        let Some(slot) = self.locks.held(lock) else {
-            return Step::Done(Ok(()));
-        };
-        let mut record = std::mem::take(&mut self.shared.scratch);
+    fn store_versions(
+        &self,
+        shared: &mut Shared,
+        lock: u32,
+        token: u64,
+        versions: &VersionSet,
+    ) -> Step {
+        let mut record = std::mem::take(&mut shared.scratch);
         record.clear();
         versions.encode(&mut record);
-        let queued = self
-            .shared
-            .actions
-            .write(token, slot.space, &slot.key, &record);
-        let new = tree_change_pending(&self.shared.tasks, token)
-            .then(|| TreeEntry::of(&slot.key, &record));
-        note_tree_write(&mut self.shared.tasks, token, new);
-        self.shared.scratch = record;
+        let queued = self.store(shared, lock, token, &record);
+        shared.scratch = record;
         match queued {
             Ok(()) => Step::Storing,
-            Err(_) => Step::Done(Err(StorageFailure::Io)),
+            Err(()) => Step::Done(Err(StorageFailure::Io)),
         }
     }
 
-    /// The running operation of `lock` is over: apply its effects and start the next.
-    pub(crate) fn finish_locked(&mut self, lock: u32, result: Result<(), StorageFailure>) {
-        let Some((op, more)) = self.locks.finish(lock) else {
-            return;
-        };
-        self.key_op_ended(lock, op, result.map_err(Failure::Storage));
-        if more {
-            self.run_lock(lock);
-        }
-    }
-
-    fn key_op_ended(&mut self, lock: u32, op: KeyOp, result: Result<(), impl Into<Failure>>) {
-        let result = result.map_err(Into::into);
+    /// Applies the replica's own effects of `lock`'s ended operation `op` (its slot still
+    /// names the key) and gives back what another concern must hear.
+    fn ended(
+        &self,
+        cx: &mut ReplicaContext<'_>,
+        lock: u32,
+        op: KeyOp,
+        result: Result<(), Failure>,
+    ) -> Option<Ended> {
         match op {
             KeyOp::Mint { request } => {
-                // A stand-in's own copy is a hint for the owner (reserved when the
-                // write was admitted).
+                // A stand-in's own copy is a hint for the owner (reserved when the write
+                // was admitted).
                 if let Some((owner, key)) = self.hint_of_lock(lock) {
                     match result {
                         Ok(()) => {
-                            self.shared.stats.hints_stored += 1;
-                            self.hints.stored(owner, &key);
+                            cx.shared.stats.hints_stored += 1;
+                            cx.hints.stored(owner, &key);
                         }
-                        Err(_) => self.hints.unreserve(),
+                        Err(_) => cx.hints.unreserve(),
                     }
                 }
-                match result {
-                    Ok(()) if !self.shared.sabotage().ack_before_durable => self.replicate(request),
-                    Ok(()) => {}
-                    Err(failure) => self.fail_write(request, failure.into_request_error()),
-                }
+                Some(Ended::Mint { request, result })
             }
             KeyOp::Merge {
                 reply,
@@ -674,12 +574,12 @@ impl Node {
                     Err(Failure::Storage(_)) => ReplicaStatus::StorageFailed,
                 };
                 if let Some(owner) = hint_owner {
-                    match (status, self.locks_key(lock)) {
-                        (ReplicaStatus::Ok, Some(key)) => {
-                            self.shared.stats.hints_stored += 1;
-                            self.hints.stored(owner, &key);
+                    match (status, self.hint_of_lock(lock)) {
+                        (ReplicaStatus::Ok, Some((_, key))) => {
+                            cx.shared.stats.hints_stored += 1;
+                            cx.hints.stored(owner, &key);
                         }
-                        _ => self.hints.unreserve(),
+                        _ => cx.hints.unreserve(),
                     }
                 }
                 if let Some((peer, request)) = reply {
@@ -688,29 +588,25 @@ impl Node {
                         status,
                         held_value,
                     };
-                    self.shared.send(peer, &message);
+                    cx.shared.send(peer, &message);
                 }
+                None
             }
-            KeyOp::ReadHint { delivery } => {
-                if result.is_err() {
-                    self.remove_request(delivery);
-                }
-            }
-            KeyOp::DeleteIfUnchanged { cause, .. } => match cause {
-                DeleteCause::Handoff { serial } => self.handoff_deleted(serial, result.is_ok()),
-                DeleteCause::Reap => self.reap_deleted(result.is_ok()),
-            },
+            KeyOp::ReadHint { delivery } => Some(Ended::HintRead {
+                delivery,
+                failed: result.is_err(),
+            }),
+            KeyOp::DeleteIfUnchanged { cause, .. } => Some(Ended::Deleted {
+                cause,
+                deleted: result.is_ok(),
+            }),
             KeyOp::DeleteHint { owner, generation } => {
-                if let (Ok(()), Some(key)) = (result, self.locks_key(lock)) {
-                    self.hints.remove_if_unchanged(owner, &key, generation);
+                if let (Ok(()), Some((_, key))) = (result, self.hint_of_lock(lock)) {
+                    cx.hints.remove_if_unchanged(owner, &key, generation);
                 }
+                None
             }
         }
-    }
-
-    /// The user key of a hint lock (the stored key without its owner prefix).
-    fn locks_key(&self, lock: u32) -> Option<Vec<u8>> {
-        self.hint_of_lock(lock).map(|(_, key)| key)
     }
 
     /// The owner and user key of `lock`, when it locks a hint.
@@ -721,45 +617,94 @@ impl Node {
         }
         parse_hint_key(stored).map(|(owner, key)| (owner, key.to_vec()))
     }
+}
 
-    // ---- hint delivery --------------------------------------------------------------
+fn reply_read(
+    shared: &mut Shared,
+    to: NodeId,
+    request: u64,
+    status: ReplicaStatus,
+    versions: &[u8],
+) {
+    let message = Message::ReplicaGetReply {
+        request,
+        status,
+        versions,
+    };
+    shared.send(to, &message);
+}
 
-    pub(crate) fn check_sizes(&self, key: &[u8], value_size: usize) -> Result<(), RequestError> {
-        if key.len() > self.shared.config.key_size_bytes_max {
-            return Err(RequestError::KeyTooLarge {
-                size: key.len(),
-                max: self.shared.config.key_size_bytes_max,
-            });
+/// A page of the hint store's keys was listed: learn them; the key to list the next
+/// page after, if any.
+pub(crate) fn hints_listed(
+    hints: &mut Hints,
+    result: Result<Listing, StorageFailure>,
+) -> Option<Vec<u8>> {
+    let Ok(listing) = result else {
+        return None;
+    };
+    let mut room = true;
+    for stored in &listing.keys {
+        if let Some((owner, key)) = parse_hint_key(stored) {
+            room = hints.found(owner, key);
+            if !room {
+                break;
+            }
         }
-        if value_size > self.shared.config.value_size_bytes_max {
-            return Err(RequestError::ValueTooLarge {
-                size: value_size,
-                max: self.shared.config.value_size_bytes_max,
-            });
-        }
-        Ok(())
     }
+    // A full table cannot say which hints the disk holds beyond it.
+    hints.listed = room && listing.complete;
+    match (room, listing.complete, listing.keys.last()) {
+        (true, false, Some(last)) => Some(last.clone()),
+        _ => None,
+    }
+}
+
+/// One replica's answer to a read, decoded: versions, nothing, or a failure (an
+/// undecodable record counts as a failure, never as "nothing").
+pub(crate) fn decode_answer(
+    shared: &Shared,
+    found: Result<Option<&[u8]>, ()>,
+) -> Result<Option<VersionSet>, ()> {
+    match found? {
+        Some(bytes) => VersionSet::decode(bytes, shared.config.version_bounds)
+            .map(Some)
+            .map_err(|_| ()),
+        None => Ok(None),
+    }
+}
+
+/// Refuses a key or value past the configured sizes.
+pub(crate) fn check_sizes(
+    shared: &Shared,
+    key: &[u8],
+    value_size: usize,
+) -> Result<(), RequestError> {
+    let config = &shared.config;
+    if key.len() > config.key_size_bytes_max {
+        return Err(RequestError::KeyTooLarge {
+            size: key.len(),
+            max: config.key_size_bytes_max,
+        });
+    }
+    if value_size > config.value_size_bytes_max {
+        return Err(RequestError::ValueTooLarge {
+            size: value_size,
+            max: config.value_size_bytes_max,
+        });
+    }
+    Ok(())
 }
 
 /// Why a key operation did not complete.
 #[derive(Clone, Copy, Debug)]
-enum Failure {
+pub(crate) enum Failure {
     Overloaded,
     Storage(StorageFailure),
 }
 
-/// A lock that could not start its operation.
-#[derive(Clone, Copy, Debug)]
-struct Overload;
-
-impl From<Overload> for Failure {
-    fn from(_: Overload) -> Failure {
-        Failure::Overloaded
-    }
-}
-
 impl Failure {
-    fn into_request_error(self) -> RequestError {
+    pub(crate) fn into_request_error(self) -> RequestError {
         match self {
             Failure::Overloaded => RequestError::Overloaded("too many storage operations"),
             Failure::Storage(failure) => RequestError::StorageFailed(failure),
@@ -781,52 +726,6 @@ fn newest_sibling_only(versions: VersionSet) -> VersionSet {
 
 /// True when the key operation of `token` read a data-space record, so its write will
 /// change the anti-entropy tree (hints are not in the tree: their hash is never taken).
-/// What `write` mints against the stored `current`: its versions (under the writer
-/// epoch's lane its context allows, above the counter floor) and the token its reply
-/// carries (the context and this write's dot only, never a sibling the writer was not
-/// shown: the lane holds none above the context).
-fn mint_versions(
-    writer: &mut Writer,
-    shared: &mut Shared,
-    write: &mut WriteRequest,
-    spec: WriteSpec,
-    current: &VersionSet,
-) -> (VersionSet, VersionVector) {
-    let sabotage = shared.sabotage();
-    let floor = if sabotage.reap_without_floor {
-        0
-    } else {
-        writer.counter_floor()
-    };
-    let context = match spec.context {
-        _ if sabotage.ignore_context => VersionVector::new(),
-        Some(context) => context,
-        None => current.join(),
-    };
-    write.existed = super::read_reply::holds_value(current);
-    // Only VSET, VDEL and forwarded writes answer with a token.
-    let token_wanted = write.reply_context || matches!(write.reply, ReplyTo::Peer { .. });
-    let lane = writer.lane_for(&mut shared.rng, write.writer, &context, current);
-    let minted = VersionSet::update_above(
-        VersionSet::from_context(&context, spec.value),
-        current,
-        lane,
-        floor,
-    );
-    let dot = Dot {
-        node: lane,
-        counter: minted.counter_of(lane),
-    };
-    let reply_context = if !token_wanted {
-        VersionVector::new()
-    } else if sabotage.merged_clock_token {
-        minted.join()
-    } else {
-        context.with_dot(dot)
-    };
-    (minted, reply_context)
-}
-
 fn tree_change_pending(tasks: &Tasks, token: u64) -> bool {
     matches!(
         tasks.get(token),

@@ -5,6 +5,11 @@
 //! by who owns the request id); a storage completion by the task its token names in
 //! the task registry (`tasks.rs`).
 
+use super::coordinator::coordination;
+use super::key_ops::DeleteCause;
+use super::replica::{
+    Ended, Failure, ReadStep, Replica, Start, Step, decode_answer, hints_listed, replica_context,
+};
 use super::requests::Request;
 use super::storage::Completion;
 use super::tasks::Task;
@@ -35,9 +40,24 @@ impl Node {
             Message::Ping { nonce } => {
                 self.shared.send(from, &Message::Pong { nonce });
             }
-            Message::ReplicaGet { .. }
-            | Message::ReplicaPut { .. }
-            | Message::ForwardPut { .. } => self.replica_message(from, message),
+            Message::ReplicaGet { request, key } => {
+                Replica::read(&mut self.shared, from, request, key);
+            }
+            Message::ReplicaPut {
+                request,
+                key,
+                versions,
+                hint,
+            } => {
+                let (replica, mut cx) = replica_context!(self);
+                if let Some(lock) = replica.write(&mut cx, from, request, key, versions, hint) {
+                    self.run_lock(lock);
+                }
+            }
+            Message::ForwardPut { .. } => {
+                let (coordinator, mut cx) = coordination!(self);
+                coordinator.forwarded_write(&mut cx, from, message);
+            }
             Message::ReplicaGetReply { .. }
             | Message::ReplicaPutReply { .. }
             | Message::ForwardPutReply { .. } => self.answer(from, message),
@@ -71,8 +91,9 @@ impl Node {
                     ReplicaStatus::NotFound => Ok(None),
                     ReplicaStatus::StorageFailed | ReplicaStatus::Overloaded => Err(()),
                 };
-                let answer = self.decode_answer(found);
-                self.read_answer(SlotId::from_u64(request), from, answer);
+                let answer = decode_answer(&self.shared, found);
+                let (coordinator, mut cx) = coordination!(self);
+                coordinator.read_answer(&mut cx, SlotId::from_u64(request), from, answer);
             }
             Message::ReplicaPutReply {
                 request,
@@ -83,9 +104,14 @@ impl Node {
                     return self.handoff_ack(from, request, status);
                 }
                 let id = SlotId::from_u64(request);
-                match self.requests.get(id) {
-                    Some(Request::Write(_)) => self.write_answer(id, from, status, held_value),
-                    Some(Request::Delivery(_)) => self.delivery_answer(id, from, status),
+                let (coordinator, mut cx) = coordination!(self);
+                match coordinator.requests.get(id) {
+                    Some(Request::Write(_)) => {
+                        coordinator.write_answer(&mut cx, id, from, status, held_value)
+                    }
+                    Some(Request::Delivery(_)) => {
+                        coordinator.delivery_answer(&mut cx, id, from, status)
+                    }
                     _ => {}
                 }
             }
@@ -94,7 +120,11 @@ impl Node {
                 status,
                 context,
                 held_value,
-            } => self.forward_answer(SlotId::from_u64(request), from, status, context, held_value),
+            } => {
+                let (coordinator, mut cx) = coordination!(self);
+                let id = SlotId::from_u64(request);
+                coordinator.forward_answer(&mut cx, id, from, status, context, held_value);
+            }
             _ => debug_assert!(false, "not an answer: {message:?}"),
         }
     }
@@ -142,16 +172,24 @@ impl Node {
                 self.locked_read_done(token, lock, borrowed(&result));
             }
             (Task::Locked { lock, change }, Completion::Written { result, .. }) => {
-                self.locked_write_done(lock, change, result);
+                let trees = &mut self.entropy.trees;
+                self.replica.write_done(trees, lock, change, result);
+                self.finish_locked(lock, result);
             }
             (Task::ReplicaRead { peer, request }, Completion::Read { result, .. }) => {
-                self.replica_read_done(peer, request, borrowed(&result));
+                Replica::peer_read_done(&mut self.shared, peer, request, borrowed(&result));
             }
             (Task::LocalRead { request }, Completion::Read { result, .. }) => {
-                let answer = self.decode_answer(borrowed(&result).map_err(|_| ()));
-                self.read_answer(request, self.shared.id, answer);
+                let answer = decode_answer(&self.shared, borrowed(&result).map_err(|_| ()));
+                let own = self.shared.id;
+                let (coordinator, mut cx) = coordination!(self);
+                coordinator.read_answer(&mut cx, request, own, answer);
             }
-            (Task::ListHints, Completion::Listed { result, .. }) => self.hints_listed(result),
+            (Task::ListHints, Completion::Listed { result, .. }) => {
+                if let Some(after) = hints_listed(&mut self.hints, result) {
+                    self.list_hints(&after);
+                }
+            }
             (Task::BuildTrees, Completion::Scanned { result, .. }) => {
                 let admitted = self.background_admitted();
                 self.entropy.tree_page(&mut self.shared, result, admitted);
@@ -182,6 +220,93 @@ impl Node {
                     self.finish_locked(lock, Err(StorageFailure::Io));
                 }
             }
+        }
+    }
+    // ---- the replica's key operations ----------------------------------------------
+
+    /// Queues `op` on a key (`Replica::enqueue`) and starts it when the key is free.
+    pub(crate) fn enqueue_key_op(
+        &mut self,
+        space: super::storage::Space,
+        key: &[u8],
+        op: super::key_ops::KeyOp,
+    ) -> Result<(), super::key_ops::KeyOp> {
+        if let Some(lock) = self.replica.enqueue(space, key, op)? {
+            self.run_lock(lock);
+        }
+        Ok(())
+    }
+
+    /// Starts `lock`'s running operation; one the storage queues refuse ends as
+    /// overloaded (its effects first), and the next waiting one is tried.
+    pub(crate) fn run_lock(&mut self, lock: u32) {
+        loop {
+            let (replica, mut cx) = replica_context!(self);
+            let Start::Refused { ended, more } = replica.start(&mut cx, lock) else {
+                return;
+            };
+            if let Some(ended) = ended {
+                self.key_op_ended(ended);
+            }
+            if !more {
+                return;
+            }
+        }
+    }
+
+    /// The read step of `lock`'s running operation finished: the replica's own step,
+    /// or the coordinator's mint, or a hint's delivery.
+    fn locked_read_done(
+        &mut self,
+        token: u64,
+        lock: u32,
+        result: Result<Option<&[u8]>, StorageFailure>,
+    ) {
+        let (replica, mut cx) = replica_context!(self);
+        let step = match replica.read_done(&mut cx, token, lock, result) {
+            ReadStep::Own(step) => step,
+            ReadStep::Mint { request, current } => {
+                let (coordinator, mut cx) = coordination!(self);
+                coordinator.mint_locked(&mut cx, lock, token, request, current)
+            }
+            ReadStep::DeliverHint { delivery } => {
+                let (coordinator, mut cx) = coordination!(self);
+                coordinator.send_delivery(&mut cx, delivery, result.ok().flatten());
+                Step::Done(Ok(()))
+            }
+        };
+        if let Step::Done(result) = step {
+            self.shared.tasks.end(token);
+            self.finish_locked(lock, result);
+        }
+    }
+
+    /// `lock`'s running operation is over: its effects, then the next operation.
+    fn finish_locked(&mut self, lock: u32, result: Result<(), StorageFailure>) {
+        let (replica, mut cx) = replica_context!(self);
+        let result = result.map_err(Failure::Storage);
+        let Some((ended, more)) = replica.finish(&mut cx, lock, result) else {
+            return;
+        };
+        if let Some(ended) = ended {
+            self.key_op_ended(ended);
+        }
+        if more {
+            self.run_lock(lock);
+        }
+    }
+
+    /// A key operation another concern waits for ended.
+    fn key_op_ended(&mut self, ended: Ended) {
+        match ended {
+            Ended::Mint { .. } | Ended::HintRead { .. } => {
+                let (coordinator, mut cx) = coordination!(self);
+                coordinator.key_op_ended(&mut cx, ended);
+            }
+            Ended::Deleted { cause, deleted } => match cause {
+                DeleteCause::Handoff { serial } => self.handoff_deleted(serial, deleted),
+                DeleteCause::Reap => self.reap_deleted(deleted),
+            },
         }
     }
 }

@@ -400,6 +400,19 @@ impl Writer {
         false
     }
 
+    /// Under the key's lock, with the record about to be reaped: true when the durable
+    /// counter floor covers this node's writer in it (else the floor is raised first).
+    pub(crate) fn reap_allowed(&mut self, shared: &mut Shared, record: &[u8]) -> bool {
+        if shared.sabotage().reap_without_floor {
+            return true;
+        }
+        let Ok(versions) = VersionSet::decode(record, shared.config.version_bounds) else {
+            return false;
+        };
+        let counter = lanes_counter(&versions, self.writer_id(shared.id));
+        self.floor_covers(shared, counter)
+    }
+
     /// Node `id`'s current epoch writer id (before the record was read: the node id,
     /// which is epoch 0's; nothing is reaped before then, see `floor_covers`).
     pub(crate) fn writer_id(&self, id: NodeId) -> NodeId {

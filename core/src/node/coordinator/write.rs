@@ -1,0 +1,477 @@
+//! Coordinating a write: minted here under the key's lock (as a replica, or as a
+//! stand-in for an unreachable owner), then sent to the other targets with a stand-in
+//! for each that cannot take it, replied at W.
+
+use super::{Coordination, Coordinator};
+use crate::node::RequestError;
+use crate::node::hints::hint_key;
+use crate::node::key_ops::KeyOp;
+use crate::node::replica::Step;
+use crate::node::request_id;
+use crate::node::requests::{ReplyTo, Request, WriteRequest, WriteSpec};
+use crate::node::shared::Shared;
+use crate::node::storage::Space;
+use crate::node::writer::Writer;
+use crate::quorum::{Progress, WriteQuorum};
+use crate::slab::SlotId;
+use crate::time::Instant;
+use crate::version::{Dot, NodeId, VersionSet, VersionVector};
+use crate::wire::{Message, ReplicaStatus};
+use core::time::Duration;
+use smallvec::SmallVec;
+
+impl Coordinator {
+    /// A client's (or batch's) write of `key`.
+    pub(crate) fn start_write(
+        &mut self,
+        cx: &mut Coordination<'_>,
+        reply: ReplyTo,
+        reply_context: bool,
+        key: &[u8],
+        spec: WriteSpec,
+    ) {
+        let partition = cx.view.ring.partition_of(key);
+        if cx
+            .view
+            .ring
+            .preference_list(partition)
+            .any(|node| node == cx.shared.id)
+        {
+            return self.coordinate_write(cx, reply, reply_context, key, spec, None);
+        }
+        let first_healthy = cx
+            .view
+            .ring
+            .preference_list(partition)
+            .find(|&node| cx.peers.is_up(node));
+        match first_healthy {
+            Some(replica) => self.forward_write(cx, reply, reply_context, key, spec, replica),
+            None if cx.shared.sabotage().strict_quorum => {
+                let required = spec.write_quorum;
+                let error = RequestError::QuorumUnreachable {
+                    operation: "write",
+                    required,
+                };
+                self.finish_write(cx, reply, reply_context, Err(error))
+            }
+            None => {
+                let owner = cx.view.ring.preference_list(partition).next();
+                self.coordinate_write(cx, reply, reply_context, key, spec, owner)
+            }
+        }
+    }
+
+    /// Mints and replicates a write here: as a replica (`local_owner` None) or as a
+    /// stand-in for `local_owner`.
+    pub(crate) fn coordinate_write(
+        &mut self,
+        cx: &mut Coordination<'_>,
+        reply: ReplyTo,
+        reply_context: bool,
+        key: &[u8],
+        spec: WriteSpec,
+        local_owner: Option<NodeId>,
+    ) {
+        cx.shared.stats.writes_coordinated += 1;
+        if local_owner.is_some() && !cx.hints.reserve() {
+            cx.shared.stats.overloaded += 1;
+            let error = RequestError::Overloaded("too many hints held");
+            return self.finish_write(cx, reply, reply_context, Err(error));
+        }
+        let partition = cx.view.ring.partition_of(key);
+        let writer = match local_owner {
+            None => cx.writer.writer_for(cx.shared, cx.view, partition),
+            Some(_) => {
+                cx.shared.stats.stand_in_writes += 1;
+                NodeId(crate::node::STAND_IN_WRITER_BIT | (cx.shared.rng.next_u64() >> 1))
+            }
+        };
+        let write_quorum = spec.write_quorum;
+        let request = Request::Write(WriteRequest {
+            reply,
+            reply_context,
+            key: key.to_vec(),
+            partition,
+            writer,
+            local_owner,
+            spec: Some(spec),
+            versions: Vec::new(),
+            context: VersionVector::new(),
+            write_quorum,
+            quorum: None,
+            stand_ins: SmallVec::new(),
+            replied: false,
+            existed: false,
+            attempt_at: Instant::MAX,
+            final_at: cx.deadline_after(cx.shared.config.request_timeout_ms),
+        });
+        let id = match self.insert_request(cx, request) {
+            Ok(id) => id,
+            Err(error) => {
+                if local_owner.is_some() {
+                    cx.hints.unreserve();
+                }
+                return self.finish_write(cx, reply, reply_context, Err(error));
+            }
+        };
+        let space = match local_owner {
+            None => {
+                cx.shared.scratch.clear();
+                cx.shared.scratch.extend_from_slice(key);
+                Space::Data
+            }
+            Some(owner) => {
+                hint_key(owner, key, &mut cx.shared.scratch);
+                Space::Hints
+            }
+        };
+        let storage_key = std::mem::take(&mut cx.shared.scratch);
+        let queued = self.enqueue_own(cx, space, &storage_key, KeyOp::Mint { request: id });
+        cx.shared.scratch = storage_key;
+        if queued.is_err() {
+            if local_owner.is_some() {
+                cx.hints.unreserve();
+            }
+            self.fail_write(
+                cx,
+                id,
+                RequestError::Overloaded("too many keys being written"),
+            );
+        }
+    }
+
+    /// The mint of write `request` read `current` under `lock`: mint the write's
+    /// versions and store them (the replica's step), replicating once durable.
+    pub(crate) fn mint_locked(
+        &mut self,
+        cx: &mut Coordination<'_>,
+        lock: u32,
+        token: u64,
+        request: SlotId,
+        current: VersionSet,
+    ) -> Step {
+        let bounds = cx.shared.config.version_bounds;
+        let Some(Request::Write(write)) = self.requests.get_mut(request) else {
+            // The request timed out while waiting for the lock: nothing to write.
+            return Step::Done(Ok(()));
+        };
+        let Some(spec) = write.spec.take() else {
+            return Step::Done(Ok(()));
+        };
+        let (minted, reply_context) = mint_versions(cx.writer, cx.shared, write, spec, &current);
+        if minted.sibling_count() > bounds.siblings_max
+            || minted.clock_size() > bounds.coordinators_max
+        {
+            self.fail_write(cx, request, RequestError::TooManyVersions);
+            return Step::Done(Ok(()));
+        }
+        write.versions.clear();
+        minted.encode(&mut write.versions);
+        write.context = reply_context;
+        let queued = cx.replica.store(cx.shared, lock, token, &write.versions);
+        match queued {
+            Ok(()) => {
+                if cx.shared.sabotage().ack_before_durable {
+                    self.replicate(cx, request);
+                }
+                Step::Storing
+            }
+            Err(()) => {
+                self.fail_write(
+                    cx,
+                    request,
+                    RequestError::Overloaded("too many queued actions"),
+                );
+                Step::Done(Ok(()))
+            }
+        }
+    }
+
+    /// The minted write `id` is durable here: send it to the other targets.
+    pub(crate) fn replicate(&mut self, cx: &mut Coordination<'_>, id: SlotId) {
+        let Some(Request::Write(write)) = self.requests.get(id) else {
+            return;
+        };
+        let targets = cx.write_targets(write.partition, write.local_owner);
+        let required = write.write_quorum;
+        let quorum = WriteQuorum::new(targets.iter().map(|&(node, _)| node), usize::from(required));
+        let Ok(mut quorum) = quorum else {
+            return self.fail_write(
+                cx,
+                id,
+                RequestError::QuorumUnreachable {
+                    operation: "write",
+                    required,
+                },
+            );
+        };
+        quorum.record_ack(cx.shared.id);
+        let attempt_at = cx.deadline_after(cx.shared.config.replica_timeout_ms);
+        if let Some(Request::Write(write)) = self.requests.get_mut(id) {
+            write.quorum = Some(quorum);
+            write.attempt_at = attempt_at;
+            for &(node, owner) in &targets {
+                if let Some(owner) = owner.filter(|_| node != cx.shared.id) {
+                    write.stand_ins.push((node, owner));
+                }
+            }
+        }
+        for (node, owner) in targets {
+            if node != cx.shared.id {
+                self.send_write(cx, id, node, owner);
+            }
+        }
+        self.arm(id);
+        self.write_progress(cx, id);
+    }
+
+    /// Sends write `id`'s versions to `node` (a stand-in for `owner` when Some).
+    pub(super) fn send_write(
+        &mut self,
+        cx: &mut Coordination<'_>,
+        id: SlotId,
+        node: NodeId,
+        owner: Option<NodeId>,
+    ) {
+        let Some(Request::Write(write)) = self.requests.get(id) else {
+            return;
+        };
+        if !cx.peers.begin_request(node) {
+            return self.write_target_failed(cx, id, node);
+        }
+        let sent = cx.shared.actions.send(
+            node,
+            cx.shared.config.cluster_id,
+            &Message::ReplicaPut {
+                request: request_id::coordinator(id),
+                key: &write.key,
+                versions: &write.versions,
+                hint: owner,
+            },
+        );
+        if sent.is_err() {
+            cx.peers.end_request(node);
+            self.write_target_failed(cx, id, node);
+        }
+    }
+
+    /// `node` acknowledged write `id` durable (or refused it); `held_value`: it held a
+    /// value before.
+    pub(crate) fn write_answer(
+        &mut self,
+        cx: &mut Coordination<'_>,
+        id: SlotId,
+        node: NodeId,
+        status: ReplicaStatus,
+        held_value: bool,
+    ) {
+        let Some(Request::Write(write)) = self.requests.get_mut(id) else {
+            return;
+        };
+        let Some(quorum) = write.quorum.as_mut() else {
+            return;
+        };
+        if !quorum.is_pending(node) {
+            return;
+        }
+        cx.peers.end_request(node);
+        if status == ReplicaStatus::Ok {
+            write.existed |= held_value;
+            quorum.record_ack(node);
+            self.write_progress(cx, id);
+        } else {
+            self.write_target_failed(cx, id, node);
+        }
+    }
+
+    /// `node` will not acknowledge write `id`: ask a stand-in in its place, or count it
+    /// failed when none is left.
+    pub(super) fn write_target_failed(
+        &mut self,
+        cx: &mut Coordination<'_>,
+        id: SlotId,
+        node: NodeId,
+    ) {
+        let Some(Request::Write(write)) = self.requests.get(id) else {
+            return;
+        };
+        let Some(quorum) = write.quorum.as_ref() else {
+            return;
+        };
+        let owner = write
+            .stand_ins
+            .iter()
+            .find(|(stand_in, _)| *stand_in == node)
+            .map_or(node, |&(_, owner)| owner);
+        let mut taken: SmallVec<[NodeId; 8]> = quorum.targets().iter().copied().collect();
+        if let Some(owner) = write.local_owner {
+            taken.push(owner);
+        }
+        let stand_in = cx.next_stand_in(write.partition, &taken);
+        // A preference-list member that was not a target (it was down when the write
+        // began) takes the write as its own copy, not as a hint for another owner.
+        let is_owner = stand_in.is_some_and(|stand_in| {
+            cx.view
+                .ring
+                .preference_list(write.partition)
+                .any(|member| member == stand_in)
+        });
+        let Some(Request::Write(write)) = self.requests.get_mut(id) else {
+            return;
+        };
+        let Some(quorum) = write.quorum.as_mut() else {
+            return;
+        };
+        match stand_in {
+            Some(stand_in) if is_owner => {
+                quorum.replace(node, stand_in);
+                self.send_write(cx, id, stand_in, None);
+            }
+            Some(stand_in) => {
+                quorum.replace(node, stand_in);
+                write.stand_ins.push((stand_in, owner));
+                self.send_write(cx, id, stand_in, Some(owner));
+            }
+            None => {
+                quorum.record_failure(node);
+            }
+        }
+        self.write_progress(cx, id);
+    }
+
+    pub(super) fn write_progress(&mut self, cx: &mut Coordination<'_>, id: SlotId) {
+        let Some(Request::Write(write)) = self.requests.get_mut(id) else {
+            return;
+        };
+        let Some(quorum) = write.quorum.as_ref() else {
+            return;
+        };
+        let settled = quorum.pending().next().is_none();
+        match quorum.progress() {
+            Progress::Reached if !write.replied => {
+                write.replied = true;
+                let (reply, reply_context) = (write.reply, write.reply_context);
+                // A plain SET's client gets +OK: no token to build.
+                let needs_token = reply_context || matches!(reply, ReplyTo::Peer { .. });
+                let token = if needs_token {
+                    write.context.to_token()
+                } else {
+                    String::new()
+                };
+                let existed = write.existed;
+                self.finish_write(cx, reply, reply_context, Ok((&token, existed)));
+                if settled {
+                    self.remove_request(cx, id);
+                }
+            }
+            Progress::Reached if settled => {
+                self.remove_request(cx, id);
+            }
+            Progress::Unreachable => {
+                let required = write.write_quorum;
+                self.fail_write(
+                    cx,
+                    id,
+                    RequestError::QuorumUnreachable {
+                        operation: "write",
+                        required,
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// Fails write `id` (if it has not replied) and ends it.
+    pub(crate) fn fail_write(
+        &mut self,
+        cx: &mut Coordination<'_>,
+        id: SlotId,
+        error: RequestError,
+    ) {
+        let Some(Request::Write(write)) = self.remove_request(cx, id) else {
+            return;
+        };
+        if !write.replied {
+            self.finish_write(cx, write.reply, write.reply_context, Err(error));
+        }
+    }
+
+    pub(super) fn write_deadline(&mut self, cx: &mut Coordination<'_>, id: SlotId) {
+        let now = cx.shared.now;
+        let Some(Request::Write(write)) = self.requests.get_mut(id) else {
+            return;
+        };
+        if now >= write.final_at {
+            if !write.replied {
+                cx.shared.stats.requests_timed_out += 1;
+            }
+            let required = write.write_quorum;
+            return self.fail_write(
+                cx,
+                id,
+                RequestError::QuorumTimeout {
+                    operation: "write",
+                    required,
+                },
+            );
+        }
+        let silent: SmallVec<[NodeId; 8]> = match &write.quorum {
+            Some(quorum) => quorum.pending().collect(),
+            None => SmallVec::new(),
+        };
+        write.attempt_at = now + Duration::from_millis(cx.shared.config.replica_timeout_ms);
+        for node in silent {
+            cx.peers.timed_out(node, now);
+            cx.peers.end_request(node);
+            self.write_target_failed(cx, id, node);
+        }
+        self.arm(id);
+    }
+}
+
+/// What `write` mints against the stored `current`: its versions (under the writer
+/// epoch's lane its context allows, above the counter floor) and the token its reply
+/// carries (the context and this write's dot only, never a sibling the writer was not
+/// shown: the lane holds none above the context).
+fn mint_versions(
+    writer: &mut Writer,
+    shared: &mut Shared,
+    write: &mut WriteRequest,
+    spec: WriteSpec,
+    current: &VersionSet,
+) -> (VersionSet, VersionVector) {
+    let sabotage = shared.sabotage();
+    let floor = if sabotage.reap_without_floor {
+        0
+    } else {
+        writer.counter_floor()
+    };
+    let context = match spec.context {
+        _ if sabotage.ignore_context => VersionVector::new(),
+        Some(context) => context,
+        None => current.join(),
+    };
+    write.existed = crate::node::read_reply::holds_value(current);
+    // Only VSET, VDEL and forwarded writes answer with a token.
+    let token_wanted = write.reply_context || matches!(write.reply, ReplyTo::Peer { .. });
+    let lane = writer.lane_for(&mut shared.rng, write.writer, &context, current);
+    let minted = VersionSet::update_above(
+        VersionSet::from_context(&context, spec.value),
+        current,
+        lane,
+        floor,
+    );
+    let dot = Dot {
+        node: lane,
+        counter: minted.counter_of(lane),
+    };
+    let reply_context = if !token_wanted {
+        VersionVector::new()
+    } else if sabotage.merged_clock_token {
+        minted.join()
+    } else {
+        context.with_dot(dot)
+    };
+    (minted, reply_context)
+}
