@@ -393,65 +393,97 @@ impl<'a> Command<'a> {
             upper[..name.len()].copy_from_slice(name);
             upper[..name.len()].make_ascii_uppercase();
         }
-        let arity = |name: &'static str| CommandError::WrongArity { name };
-        let command = match (&upper[..if known { name.len() } else { 0 }], rest) {
+        let upper = &upper[..if known { name.len() } else { 0 }];
+        let parsed = Command::data(upper, rest)
+            .or_else(|| Command::server(upper, rest))
+            .or_else(|| Command::admin(upper, rest));
+        parsed.unwrap_or_else(|| {
+            let shown = &name[..name.len().min(NAME_SHOWN_MAX)];
+            Err(CommandError::Unknown {
+                name: String::from_utf8_lossy(shown).into_owned(),
+            })
+        })
+    }
+
+    /// The data commands (reads, writes, deletes); None for another name.
+    fn data(upper: &[u8], rest: &[&'a [u8]]) -> Option<Result<Command<'a>, CommandError>> {
+        let arity = |name: &'static str| Err(CommandError::WrongArity { name });
+        let command = match (upper, rest) {
             (b"GET", [key]) => Command::Get { key },
-            (b"GET", _) => return Err(arity("get")),
+            (b"GET", _) => return Some(arity("get")),
             (b"SET", [key, value]) => Command::Set { key, value },
             (b"SET", [_, _, ..]) => {
-                return Err(CommandError::Syntax(
+                return Some(Err(CommandError::Syntax(
                     "SET options (EX, PX, NX, XX) are not supported",
-                ));
+                )));
             }
-            (b"SET", _) => return Err(arity("set")),
+            (b"SET", _) => return Some(arity("set")),
             (b"DEL", [_, ..]) => Command::Del {
                 keys: rest.iter().copied().collect(),
             },
-            (b"DEL", _) => return Err(arity("del")),
+            (b"DEL", _) => return Some(arity("del")),
             (b"EXISTS", [_, ..]) => Command::Exists {
                 keys: rest.iter().copied().collect(),
             },
-            (b"EXISTS", _) => return Err(arity("exists")),
+            (b"EXISTS", _) => return Some(arity("exists")),
             (b"VGET", [key, options @ ..]) => Command::VGet {
                 key,
-                read_quorum: quorum_option(options, b"R")?,
+                read_quorum: match quorum_option(options, b"R") {
+                    Ok(quorum) => quorum,
+                    Err(error) => return Some(Err(error)),
+                },
             },
-            (b"VGET", _) => return Err(arity("vget")),
+            (b"VGET", _) => return Some(arity("vget")),
             (b"VSET", [key, context, value, options @ ..]) => Command::VSet {
                 key,
                 context,
                 value,
-                write_quorum: quorum_option(options, b"W")?,
+                write_quorum: match quorum_option(options, b"W") {
+                    Ok(quorum) => quorum,
+                    Err(error) => return Some(Err(error)),
+                },
             },
-            (b"VSET", _) => return Err(arity("vset")),
+            (b"VSET", _) => return Some(arity("vset")),
             (b"VDEL", [key, context, options @ ..]) => Command::VDel {
                 key,
                 context,
-                write_quorum: quorum_option(options, b"W")?,
+                write_quorum: match quorum_option(options, b"W") {
+                    Ok(quorum) => quorum,
+                    Err(error) => return Some(Err(error)),
+                },
             },
-            (b"VDEL", _) => return Err(arity("vdel")),
+            (b"VDEL", _) => return Some(arity("vdel")),
+            _ => return None,
+        };
+        Some(Ok(command))
+    }
+
+    /// The connection and server commands; None for another name.
+    fn server(upper: &[u8], rest: &[&'a [u8]]) -> Option<Result<Command<'a>, CommandError>> {
+        let arity = |name: &'static str| Err(CommandError::WrongArity { name });
+        let command = match (upper, rest) {
             (b"PING", []) => Command::Ping { message: None },
             (b"PING", [message]) => Command::Ping {
                 message: Some(message),
             },
-            (b"PING", _) => return Err(arity("ping")),
+            (b"PING", _) => return Some(arity("ping")),
             (b"ECHO", [message]) => Command::Echo { message },
-            (b"ECHO", _) => return Err(arity("echo")),
+            (b"ECHO", _) => return Some(arity("echo")),
             (b"QUIT", _) => Command::Quit,
             (b"COMMAND", _) => Command::Command,
             (b"CONFIG", [sub, pattern]) if sub.eq_ignore_ascii_case(b"GET") => {
                 Command::ConfigGet { pattern }
             }
             (b"CONFIG", _) => {
-                return Err(CommandError::Syntax(
+                return Some(Err(CommandError::Syntax(
                     "only CONFIG GET <pattern> is supported",
-                ));
+                )));
             }
             (b"INFO", []) => Command::Info { section: None },
             (b"INFO", [section]) => Command::Info {
                 section: Some(section),
             },
-            (b"INFO", _) => return Err(arity("info")),
+            (b"INFO", _) => return Some(arity("info")),
             (b"CLIENT", [sub, name]) if sub.eq_ignore_ascii_case(b"SETNAME") => {
                 Command::ClientSetName { name }
             }
@@ -461,10 +493,19 @@ impl<'a> Command<'a> {
                 Command::ClientSetName { name: b"" }
             }
             (b"CLIENT", _) => {
-                return Err(CommandError::Syntax(
+                return Some(Err(CommandError::Syntax(
                     "only CLIENT SETNAME <name> and CLIENT SETINFO are supported",
-                ));
+                )));
             }
+            _ => return None,
+        };
+        Some(Ok(command))
+    }
+
+    /// ringkv's own admin commands; None for another name.
+    fn admin(upper: &[u8], rest: &[&'a [u8]]) -> Option<Result<Command<'a>, CommandError>> {
+        let arity = |name: &'static str| Err(CommandError::WrongArity { name });
+        let command = match (upper, rest) {
             (b"RINGKV.MEMBERS", []) => Command::Admin(AdminCommand::Members),
             (b"RINGKV.RING", []) => Command::Admin(AdminCommand::Ring),
             (b"RINGKV.JOIN", [seed]) => Command::Admin(AdminCommand::Join { seed }),
@@ -475,16 +516,11 @@ impl<'a> Command<'a> {
                 | b"RINGKV.DIGEST",
                 _,
             ) => {
-                return Err(arity("ringkv admin"));
+                return Some(arity("ringkv admin"));
             }
-            _ => {
-                let shown = &name[..name.len().min(NAME_SHOWN_MAX)];
-                return Err(CommandError::Unknown {
-                    name: String::from_utf8_lossy(shown).into_owned(),
-                });
-            }
+            _ => return None,
         };
-        Ok(command)
+        Some(Ok(command))
     }
 }
 

@@ -331,31 +331,9 @@ impl<T: Transport> Frontend<T> {
         let clock = Clock::start();
         let mut config = settings.core_config(node_id);
         config.validate(node_id).map_err(ServerError::Config)?;
-        let record_size_bytes_max = config.wire_limits.versions_size_bytes_max;
-        let sizes = StoreSizes {
-            durability: settings.durability,
-            data_segment_size_bytes: settings.segment_size_bytes,
-            checkpoint_interval_bytes: settings.checkpoint_interval_bytes,
-            record_size_bytes_max,
-        };
-        let executor = Executor::start(
-            settings.data_dir(),
-            sizes,
-            config.storage_operations_max as usize,
-            writes,
-            wake,
-        )
-        .map_err(ServerError::Storage)?;
-        if !settings.durability.acknowledges_after_sync() {
-            log::warn!(
-                "durability {}: acknowledged writes can be lost on power failure",
-                settings.durability
-            );
-        }
+        let executor = start_storage(&settings, &config, writes, wake)?;
         config.requests_max = config.requests_max.max(1);
-        let cluster_id = config.cluster_id;
         let now = clock.now();
-        let value_size_bytes_max = config.value_size_bytes_max;
         let mut node = Node::new(config, NodeIdentity { id: node_id }, seed, now)
             .map_err(ServerError::Config)?;
         let corrupt = executor.data_stats().corrupt_records;
@@ -365,40 +343,7 @@ impl<T: Transport> Frontend<T> {
             );
             node.storage_damaged();
         }
-        let wire_limits = node.wire_limits();
-        let addresses = settings
-            .members
-            .iter()
-            .map(|m| (m.id, m.peer_address))
-            .collect();
-        let io = Io {
-            transport,
-            clock,
-            executor,
-            node_id,
-            cluster_id,
-            wire_limits,
-            resp_limits: RespLimits::default(),
-            value_size_bytes_max,
-            connections: Vec::new(),
-            generations: Vec::new(),
-            free: Vec::new(),
-            peers: HashMap::new(),
-            addresses,
-            clients: 0,
-            inbound: 0,
-            introductions: 0,
-            dirty: Vec::new(),
-            again: Vec::new(),
-            to_connect: Vec::new(),
-            link_events: Vec::new(),
-            metrics: Metrics::default(),
-            scratch: Vec::new(),
-            compaction_busy: false,
-            compaction_active: false,
-            compaction_note: "idle".to_owned(),
-            settings,
-        };
+        let io = Io::new(transport, clock, executor, settings, &node);
         let sync_at = match io.settings.durability {
             ringkv_storage::Durability::Interval { interval_ms } => {
                 Some(io.clock.now() + Duration::from_millis(u64::from(interval_ms)))
@@ -1385,5 +1330,80 @@ impl<T: Transport> Io<T> {
                 format!("failed: {error}")
             }
         };
+    }
+}
+
+/// Opens the data store the executor serves, as the settings size it.
+fn start_storage(
+    settings: &Settings,
+    config: &ringkv_core::node::Config,
+    writes: WriteMode,
+    wake: impl Fn() + Send + Sync + 'static,
+) -> Result<Executor, ServerError> {
+    let sizes = StoreSizes {
+        durability: settings.durability,
+        data_segment_size_bytes: settings.segment_size_bytes,
+        checkpoint_interval_bytes: settings.checkpoint_interval_bytes,
+        record_size_bytes_max: config.wire_limits.versions_size_bytes_max,
+    };
+    let executor = Executor::start(
+        settings.data_dir(),
+        sizes,
+        config.storage_operations_max as usize,
+        writes,
+        wake,
+    )
+    .map_err(ServerError::Storage)?;
+    if !settings.durability.acknowledges_after_sync() {
+        log::warn!(
+            "durability {}: acknowledged writes can be lost on power failure",
+            settings.durability
+        );
+    }
+    Ok(executor)
+}
+
+impl<T: Transport> Io<T> {
+    /// The shell's side of `node`: no connections yet.
+    fn new(
+        transport: T,
+        clock: Clock,
+        executor: Executor,
+        settings: Settings,
+        node: &Node,
+    ) -> Io<T> {
+        let addresses = settings
+            .members
+            .iter()
+            .map(|m| (m.id, m.peer_address))
+            .collect();
+        Io {
+            transport,
+            clock,
+            executor,
+            node_id: node.id(),
+            cluster_id: node.config().cluster_id,
+            wire_limits: node.wire_limits(),
+            resp_limits: RespLimits::default(),
+            value_size_bytes_max: node.config().value_size_bytes_max,
+            connections: Vec::new(),
+            generations: Vec::new(),
+            free: Vec::new(),
+            peers: HashMap::new(),
+            addresses,
+            clients: 0,
+            inbound: 0,
+            introductions: 0,
+            dirty: Vec::new(),
+            again: Vec::new(),
+            to_connect: Vec::new(),
+            link_events: Vec::new(),
+            metrics: Metrics::default(),
+            scratch: Vec::new(),
+            compaction_busy: false,
+            compaction_active: false,
+            compaction_note: "idle".to_owned(),
+            settings,
+        }
     }
 }

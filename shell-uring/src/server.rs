@@ -36,7 +36,7 @@ use crate::ring::{Completed, Listener, Operation, Ring};
 use crate::transport::{Event, UringStream, UringTransport};
 use ringkv_core::Instant;
 use ringkv_core::version::NodeId;
-use ringkv_frontend::executor::{RoundFailure, WriteMode};
+use ringkv_frontend::executor::{RoundFailure, WriteMode, WriteRound};
 use ringkv_frontend::frontend::{
     AGAIN_CLIENT_ACCEPTS, AGAIN_COMPLETIONS, AGAIN_PEER_ACCEPTS, COMPLETIONS_PER_WAKEUP,
     ConnectionKind, Frontend, REFUSAL, ServerError, TICK_MS, bind_listener,
@@ -216,19 +216,7 @@ impl Server {
     fn completion(&mut self, done: Completed) -> Result<(), Stop> {
         // A multishot operation that stays armed keeps its place in the slab.
         if done.more() {
-            match self.ring().get(done.user_data) {
-                Some(Operation::Accept { listener, .. }) => {
-                    let listener = *listener;
-                    self.accepted(listener, done.result);
-                }
-                Some(Operation::ReceiveMulti {
-                    slot, generation, ..
-                }) => {
-                    let (slot, generation) = (*slot, *generation);
-                    self.received(slot, generation, done, false);
-                }
-                _ => {}
-            }
+            self.armed_completion(done);
             return Ok(());
         }
         let Some(operation) = self.ring().finish(done.user_data) else {
@@ -239,40 +227,10 @@ impl Server {
                 listener,
                 multishot,
                 ..
-            } => {
-                let which = listener_index(listener);
-                self.accepts[which] = None;
-                if multishot && done.result == -libc::EINVAL {
-                    log::info!("this kernel has no multishot accept; accepting one at a time");
-                    self.multishot_accept = false;
-                } else {
-                    self.accepted(listener, done.result);
-                }
-                if done.result != -libc::ECANCELED {
-                    self.arm_accept(listener);
-                }
-            }
+            } => self.accept_ended(listener, multishot, done.result),
             Operation::Wake { buffer, .. } => self.arm_wake(buffer),
-            Operation::Signal { buffer, .. } => {
-                if done.result > 0 {
-                    if self.frontend.begin_shutdown() {
-                        return Err(Stop::Now);
-                    }
-                    self.stop_accepting();
-                }
-                if done.result != -libc::ECANCELED {
-                    self.arm_signals(buffer);
-                }
-            }
-            Operation::Timeout { .. } => {
-                self.timeouts = self.timeouts.saturating_sub(1);
-                if self
-                    .timeout_at
-                    .is_some_and(|at| at <= self.frontend.now() || self.timeouts == 0)
-                {
-                    self.timeout_at = None;
-                }
-            }
+            Operation::Signal { buffer, .. } => self.signal_ended(buffer, done.result)?,
+            Operation::Timeout { .. } => self.timeout_ended(),
             Operation::Cancel { .. } => {}
             Operation::ReceiveMulti {
                 slot, generation, ..
@@ -281,29 +239,7 @@ impl Server {
                 round,
                 length,
                 sync,
-            } => {
-                let failed = if done.result < 0 {
-                    Some(std::io::Error::from_raw_os_error(-done.result))
-                } else if (done.result as usize) < length {
-                    Some(std::io::Error::from(std::io::ErrorKind::WriteZero))
-                } else {
-                    None
-                };
-                match (round, failed) {
-                    (Some(round), None) => self.frontend.executor().finish_round(*round, Ok(())),
-                    (Some(round), Some(error)) => self
-                        .frontend
-                        .executor()
-                        .finish_round(*round, Err(RoundFailure::Write(error))),
-                    // Its sync completes with ECANCELED and finishes the round.
-                    (None, Some(error)) => {
-                        if let Some(sync) = sync {
-                            self.ring().note_write_error(sync, error);
-                        }
-                    }
-                    (None, None) => {}
-                }
-            }
+            } => self.log_written(round, length, sync, done.result),
             Operation::LogZeros => {
                 if done.result < 0 && done.result != -libc::ECANCELED {
                     log::debug!(
@@ -313,18 +249,7 @@ impl Server {
                 }
             }
             Operation::LogSync { round, write_error } => {
-                let result = match done.result {
-                    0.. => Ok(()),
-                    error if error == -libc::ECANCELED => {
-                        Err(RoundFailure::Write(write_error.unwrap_or_else(|| {
-                            std::io::Error::from_raw_os_error(libc::ECANCELED)
-                        })))
-                    }
-                    error => Err(RoundFailure::Sync(std::io::Error::from_raw_os_error(
-                        -error,
-                    ))),
-                };
-                self.frontend.executor().finish_round(*round, result);
+                self.log_synced(*round, write_error, done.result)
             }
             connection @ (Operation::Recv { .. }
             | Operation::Send { .. }
@@ -334,6 +259,112 @@ impl Server {
             }
         }
         Ok(())
+    }
+
+    /// A completion of a multishot operation that stays armed.
+    fn armed_completion(&mut self, done: Completed) {
+        match self.ring().get(done.user_data) {
+            Some(Operation::Accept { listener, .. }) => {
+                let listener = *listener;
+                self.accepted(listener, done.result);
+            }
+            Some(Operation::ReceiveMulti {
+                slot, generation, ..
+            }) => {
+                let (slot, generation) = (*slot, *generation);
+                self.received(slot, generation, done, false);
+            }
+            _ => {}
+        }
+    }
+
+    /// An accept on `listener` is no longer armed: take its connection, and arm the
+    /// next (one at a time when this kernel refuses multishot accept).
+    fn accept_ended(&mut self, listener: Listener, multishot: bool, result: i32) {
+        let which = listener_index(listener);
+        self.accepts[which] = None;
+        if multishot && result == -libc::EINVAL {
+            log::info!("this kernel has no multishot accept; accepting one at a time");
+            self.multishot_accept = false;
+        } else {
+            self.accepted(listener, result);
+        }
+        if result != -libc::ECANCELED {
+            self.arm_accept(listener);
+        }
+    }
+
+    /// A signal was read (a positive `result`): shut down, then read the next.
+    fn signal_ended(&mut self, buffer: Box<[u8; 16]>, result: i32) -> Result<(), Stop> {
+        if result > 0 {
+            if self.frontend.begin_shutdown() {
+                return Err(Stop::Now);
+            }
+            self.stop_accepting();
+        }
+        if result != -libc::ECANCELED {
+            self.arm_signals(buffer);
+        }
+        Ok(())
+    }
+
+    fn timeout_ended(&mut self) {
+        self.timeouts = self.timeouts.saturating_sub(1);
+        if self
+            .timeout_at
+            .is_some_and(|at| at <= self.frontend.now() || self.timeouts == 0)
+        {
+            self.timeout_at = None;
+        }
+    }
+
+    /// A log write of `length` bytes completed with `result`: it finishes its round,
+    /// or (when a sync follows it) leaves its error for the sync to report.
+    fn log_written(
+        &mut self,
+        round: Option<Box<WriteRound>>,
+        length: usize,
+        sync: Option<u64>,
+        result: i32,
+    ) {
+        let failed = if result < 0 {
+            Some(std::io::Error::from_raw_os_error(-result))
+        } else if (result as usize) < length {
+            Some(std::io::Error::from(std::io::ErrorKind::WriteZero))
+        } else {
+            None
+        };
+        match (round, failed) {
+            (Some(round), None) => self.frontend.executor().finish_round(*round, Ok(())),
+            (Some(round), Some(error)) => self
+                .frontend
+                .executor()
+                .finish_round(*round, Err(RoundFailure::Write(error))),
+            // Its sync completes with ECANCELED and finishes the round.
+            (None, Some(error)) => {
+                if let Some(sync) = sync {
+                    self.ring().note_write_error(sync, error);
+                }
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// A log sync completed with `result` (ECANCELED: the write linked before it
+    /// failed, with `write_error`): finishes its round.
+    fn log_synced(&mut self, round: WriteRound, write_error: Option<std::io::Error>, result: i32) {
+        let result = match result {
+            0.. => Ok(()),
+            error if error == -libc::ECANCELED => {
+                Err(RoundFailure::Write(write_error.unwrap_or_else(|| {
+                    std::io::Error::from_raw_os_error(libc::ECANCELED)
+                })))
+            }
+            error => Err(RoundFailure::Sync(std::io::Error::from_raw_os_error(
+                -error,
+            ))),
+        };
+        self.frontend.executor().finish_round(round, result);
     }
 
     fn connection_event(&mut self, event: Event) {

@@ -209,10 +209,7 @@ impl UringTransport {
                 };
                 state.receive = None;
                 if result < 0 {
-                    return Event::Failed {
-                        slot,
-                        error: io::Error::from_raw_os_error(-result),
-                    };
+                    return failed(slot, result);
                 }
                 Event::Received {
                     slot,
@@ -226,48 +223,7 @@ impl UringTransport {
                 socket,
                 buffer,
                 sent,
-            } => {
-                let Some(state) = self.current(slot, generation) else {
-                    return Event::Stale;
-                };
-                state.send = None;
-                if result < 0 {
-                    return Event::Failed {
-                        slot,
-                        error: io::Error::from_raw_os_error(-result),
-                    };
-                }
-                let sent = sent + result as usize;
-                if sent < buffer.len() && result > 0 {
-                    let rest = Operation::Send {
-                        slot,
-                        generation,
-                        socket,
-                        buffer,
-                        sent,
-                    };
-                    return match self.ring.restart(rest) {
-                        Ok(user_data) => {
-                            if let Some(state) = self.slots.get_mut(slot) {
-                                state.send = Some(user_data);
-                            }
-                            Event::Stale
-                        }
-                        Err(_) => Event::Failed {
-                            slot,
-                            error: io::Error::other("ring full"),
-                        },
-                    };
-                }
-                if sent < buffer.len() {
-                    return Event::Failed {
-                        slot,
-                        error: io::ErrorKind::WriteZero.into(),
-                    };
-                }
-                state.spare = buffer;
-                Event::Sent { slot }
-            }
+            } => self.sent(result, slot, generation, socket, buffer, sent),
             Operation::Connect {
                 slot, generation, ..
             } => {
@@ -277,10 +233,7 @@ impl UringTransport {
                 };
                 state.connect = None;
                 if result < 0 {
-                    return Event::Failed {
-                        slot,
-                        error: io::Error::from_raw_os_error(-result),
-                    };
+                    return failed(slot, result);
                 }
                 if !multishot {
                     state.receive_buffer = Some(vec![0u8; PEER_RECEIVE_BUFFER_BYTES]);
@@ -290,6 +243,56 @@ impl UringTransport {
             }
             _ => Event::Stale,
         }
+    }
+
+    /// A send of `buffer` from byte `sent` on completed with `result`: done, or the
+    /// rest sent again (a short send), or failed.
+    fn sent(
+        &mut self,
+        result: i32,
+        slot: usize,
+        generation: u32,
+        socket: Rc<TcpStream>,
+        buffer: Vec<u8>,
+        sent: usize,
+    ) -> Event {
+        let Some(state) = self.current(slot, generation) else {
+            return Event::Stale;
+        };
+        state.send = None;
+        if result < 0 {
+            return failed(slot, result);
+        }
+        let sent = sent + result as usize;
+        if sent < buffer.len() && result > 0 {
+            let rest = Operation::Send {
+                slot,
+                generation,
+                socket,
+                buffer,
+                sent,
+            };
+            return match self.ring.restart(rest) {
+                Ok(user_data) => {
+                    if let Some(state) = self.slots.get_mut(slot) {
+                        state.send = Some(user_data);
+                    }
+                    Event::Stale
+                }
+                Err(_) => Event::Failed {
+                    slot,
+                    error: io::Error::other("ring full"),
+                },
+            };
+        }
+        if sent < buffer.len() {
+            return Event::Failed {
+                slot,
+                error: io::ErrorKind::WriteZero.into(),
+            };
+        }
+        state.spare = buffer;
+        Event::Sent { slot }
     }
 
     fn current(&mut self, slot: usize, generation: u32) -> Option<&mut Slot> {
@@ -406,6 +409,14 @@ impl Transport for UringTransport {
             .slot
             .and_then(|index| self.slots.get(index))
             .is_some_and(|state| state.send.is_some())
+    }
+}
+
+/// A connection operation's failure from its negative `result`.
+fn failed(slot: usize, result: i32) -> Event {
+    Event::Failed {
+        slot,
+        error: io::Error::from_raw_os_error(-result),
     }
 }
 

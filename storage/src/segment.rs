@@ -590,30 +590,36 @@ impl Segment {
             if bad_region_start.is_none() {
                 bad_region_start = Some((position, reason));
             }
-            // Resynchronise: the next record can only start at a byte that begins the magic.
-            let magic_first = record::MAGIC.to_le_bytes()[0];
-            let skip = window[at + 1..]
-                .iter()
-                .position(|&b| b == magic_first)
-                .map_or(window.len() - at, |p| p + 1);
-            position += skip as u64;
+            position += resynchronise(&window[at..]) as u64;
         }
         if let Some(end) = cut {
             // Nothing valid after the first invalid record: a torn tail.
             return Ok(end as u32);
         }
         if let Some((start, reason)) = bad_region_start {
-            // A region that runs to the end is either the zeroed preallocated space
-            // (normal) or garbage (corruption in the last records).
-            if !self.is_zero(start, file_size)? {
-                visit(ScanEvent::Corrupt {
-                    offset: start as u32,
-                    size_bytes: (file_size - start) as u32,
-                    reason,
-                })?;
-            }
+            self.report_tail(start, reason, file_size, visit)?;
         }
         Ok(valid_end as u32)
+    }
+
+    /// An invalid region from `start` runs to the end of the file: the zeroed
+    /// preallocated space (normal), or garbage (corruption in the last records),
+    /// reported to `visit`.
+    fn report_tail(
+        &self,
+        start: u64,
+        reason: &'static str,
+        file_size: u64,
+        mut visit: impl FnMut(ScanEvent<'_>) -> Result<()>,
+    ) -> Result<()> {
+        if self.is_zero(start, file_size)? {
+            return Ok(());
+        }
+        visit(ScanEvent::Corrupt {
+            offset: start as u32,
+            size_bytes: (file_size - start) as u32,
+            reason,
+        })
     }
 
     fn fill_window(
@@ -740,6 +746,16 @@ fn preallocate(file: &File, size_bytes: u32) -> Result<()> {
             .map_err(|e| StorageError::io("preallocating a segment", e)),
         Err(errno) => Err(StorageError::io("preallocating a segment", errno.into())),
     }
+}
+
+/// How far past an invalid byte at `bytes[0]` the next record can start: at the next
+/// byte that begins the magic (or past the window).
+fn resynchronise(bytes: &[u8]) -> usize {
+    let magic_first = record::MAGIC.to_le_bytes()[0];
+    bytes[1..]
+        .iter()
+        .position(|&b| b == magic_first)
+        .map_or(bytes.len(), |p| p + 1)
 }
 
 #[cfg(test)]

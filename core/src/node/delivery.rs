@@ -46,7 +46,7 @@ impl Coordinator {
                 Ok(id) => id,
                 Err(_) => return,
             };
-            let Some(Request::Delivery(delivery)) = self.requests.get(id) else {
+            let Some(Request::Delivery(delivery)) = self.requests.held(id) else {
                 return;
             };
             let mut stored = Vec::new();

@@ -418,6 +418,23 @@ struct Writer {
     zeroed_until: u32,
 }
 
+impl Writer {
+    /// The write path after recovery: appending to `active` from its end, with
+    /// nothing in flight and nothing unsynced.
+    fn new(active: Arc<Segment>, next_sequence: u64, next_segment_id: u32) -> Writer {
+        Writer {
+            zeroed_until: active.end_offset(),
+            active,
+            next_sequence,
+            next_segment_id,
+            in_flight: BTreeMap::new(),
+            unsynced: Vec::new(),
+            written_since_checkpoint: 0,
+            last_sync: std::time::Instant::now(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct SyncState {
     /// Every sequence below this is durable.

@@ -56,16 +56,7 @@ impl Store {
             bounds,
             _lock_file: lock_file,
             shared: RwLock::new(Shared { table, segments }),
-            writer: Mutex::new(Writer {
-                zeroed_until: active.end_offset(),
-                active,
-                next_sequence,
-                next_segment_id,
-                in_flight: BTreeMap::new(),
-                unsynced: Vec::new(),
-                written_since_checkpoint: 0,
-                last_sync: std::time::Instant::now(),
-            }),
+            writer: Mutex::new(Writer::new(active, next_sequence, next_segment_id)),
             commit_lock: Mutex::new(()),
             checkpoint_lock: Mutex::new(()),
             sync_state: Mutex::new(SyncState {

@@ -121,7 +121,7 @@ impl Coordinator {
 
     pub(super) fn send_forward(&mut self, cx: &mut Coordination<'_>, id: SlotId, to: NodeId) {
         let attempt_at = cx.deadline_after(cx.shared.config.replica_timeout_ms);
-        let Some(Request::Forward(forward)) = self.requests.get_mut(id) else {
+        let Some(Request::Forward(forward)) = self.requests.held_mut(id) else {
             return;
         };
         forward.to = to;
@@ -175,7 +175,7 @@ impl Coordinator {
         if status == ReplicaStatus::Overloaded {
             // Refused before minting: nothing was written, another replica may try.
             cx.peers.end_request(from);
-            if let Some(Request::Forward(forward)) = self.requests.get_mut(id) {
+            if let Some(Request::Forward(forward)) = self.requests.held_mut(id) {
                 forward.to = cx.shared.id;
             }
             return self.forward_failed(cx, id);
@@ -210,7 +210,7 @@ impl Coordinator {
     /// written is never retried: a retry would mint the same client write again under
     /// another dot, and a later write superseding one copy would leave the other.)
     pub(super) fn forward_failed(&mut self, cx: &mut Coordination<'_>, id: SlotId) {
-        let Some(Request::Forward(forward)) = self.requests.get(id) else {
+        let Some(Request::Forward(forward)) = self.requests.held(id) else {
             return;
         };
         let next = cx
@@ -219,7 +219,7 @@ impl Coordinator {
             .preference_list(forward.partition)
             .find(|&node| cx.peers.is_up(node) && !forward.tried.contains(&node));
         if let Some(next) = next {
-            if let Some(Request::Forward(forward)) = self.requests.get_mut(id) {
+            if let Some(Request::Forward(forward)) = self.requests.held_mut(id) {
                 forward.to = next;
             }
             return self.send_forward(cx, id, next);
