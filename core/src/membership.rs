@@ -579,13 +579,7 @@ mod tests {
     }
 
     fn initial(ids: &[u64]) -> Vec<Member> {
-        ids.iter()
-            .map(|&id| Member {
-                id: NodeId(id),
-                weight: 1,
-                zone: None,
-            })
-            .collect()
+        ids.iter().map(|&id| Member::equal(NodeId(id))).collect()
     }
 
     fn view(id: u64, cluster: &[u64]) -> Membership {

@@ -54,6 +54,18 @@ pub struct Member {
     pub zone: Option<u32>,
 }
 
+impl Member {
+    /// A member of weight 1 outside any zone: the common case in tests and in a
+    /// single-zone cluster of equal hosts.
+    pub fn equal(id: NodeId) -> Member {
+        Member {
+            id,
+            weight: 1,
+            zone: None,
+        }
+    }
+}
+
 /// Why a ring cannot be built.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PlacementError {
@@ -340,11 +352,7 @@ mod tests {
 
     fn members(count: u64) -> Vec<Member> {
         (1..=count)
-            .map(|id| Member {
-                id: NodeId(id * 7919),
-                weight: 1,
-                zone: None,
-            })
+            .map(|id| Member::equal(NodeId(id * 7919)))
             .collect()
     }
 
@@ -458,11 +466,7 @@ mod tests {
             let view = members(count);
             let ring = Ring::new(&view, PARTITION_BITS_DEFAULT, 3).unwrap();
             let mut joined = view.clone();
-            joined.push(Member {
-                id: NodeId(1),
-                weight: 1,
-                zone: None,
-            });
+            joined.push(Member::equal(NodeId(1)));
             let after_join = Ring::new(&joined, PARTITION_BITS_DEFAULT, 3).unwrap();
             let join = moved_share(&ring, &after_join);
             assert!(

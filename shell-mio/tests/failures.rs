@@ -16,13 +16,7 @@ use support::{Binary, LocalCluster, eventually};
 /// How many of `keys` node `id` replicates in a cluster of nodes 1..=`nodes`, N = 3:
 /// computed with the same placement the nodes use.
 fn keys_replicated_by(id: u64, nodes: u64, keys: &[Vec<u8>]) -> usize {
-    let members: Vec<Member> = (1..=nodes)
-        .map(|id| Member {
-            id: NodeId(id),
-            weight: 1,
-            zone: None,
-        })
-        .collect();
+    let members: Vec<Member> = (1..=nodes).map(|id| Member::equal(NodeId(id))).collect();
     let ring = Ring::new(&members, PARTITION_BITS_DEFAULT, 3).expect("ring");
     keys.iter()
         .filter(|key| {

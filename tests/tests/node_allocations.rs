@@ -98,13 +98,7 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
-        let members: Vec<Member> = (1..=3)
-            .map(|id| Member {
-                id: NodeId(id),
-                weight: 1,
-                zone: None,
-            })
-            .collect();
+        let members: Vec<Member> = (1..=3).map(|id| Member::equal(NodeId(id))).collect();
         let mut config = Config::new(9, members.clone());
         config.replicas = 3;
         config.read_quorum_default = 2;

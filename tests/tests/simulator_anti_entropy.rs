@@ -1,4 +1,4 @@
-//! Issue 6's scenario: a partition, writes on both sides, then the heal with read
+//! A partition, writes on both sides, then the heal with read
 //! repair and hinted handoff switched off and no read sweep: anti-entropy alone must
 //! bring every replica to the same versions (property 2), losing nothing (property 1).
 //!

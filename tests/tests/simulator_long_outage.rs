@@ -1,4 +1,4 @@
-//! Issue 6's scenario: a node down for a long period while clients write and delete,
+//! A long outage: a node down for a long period while clients write and delete,
 //! then back. Hinted handoff and anti-entropy (no read sweep) must converge it, and no
 //! deleted or superseded value may come back (the causality checker, and property 1 for
 //! deletes whose tombstones were reaped). Tombstones are reaped with a 2 s grace period

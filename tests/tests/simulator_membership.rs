@@ -1,4 +1,4 @@
-//! Issue 6's membership scenario: a cluster grows from 3 to 8 nodes, one join at a
+//! Membership under load: a cluster grows from 3 to 8 nodes, one join at a
 //! time, while clients read and write, then two of the nodes leave. Nothing
 //! acknowledged may be lost (the seven checkers, judged against the placement the
 //! cluster ends with), every copy must have moved to the final replicas and left the

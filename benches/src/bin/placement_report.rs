@@ -8,11 +8,7 @@ use ringkv_core::placement::{Member, PARTITION_BITS_DEFAULT, Ring, moved_share};
 
 fn members(count: u64) -> Vec<Member> {
     (1..=count)
-        .map(|i| Member {
-            id: NodeId(i.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-            weight: 1,
-            zone: None,
-        })
+        .map(|i| Member::equal(NodeId(i.wrapping_mul(0x9E37_79B9_7F4A_7C15))))
         .collect()
 }
 
@@ -28,11 +24,7 @@ fn main() {
         let view = members(count);
         let ring = Ring::new(&view, PARTITION_BITS_DEFAULT, replicas).expect("ring");
         let mut joined = view.clone();
-        joined.push(Member {
-            id: NodeId(0xABCD_EF01),
-            weight: 1,
-            zone: None,
-        });
+        joined.push(Member::equal(NodeId(0xABCD_EF01)));
         let after_join = Ring::new(&joined, PARTITION_BITS_DEFAULT, replicas).expect("ring");
         let leave = match Ring::new(&view[1..], PARTITION_BITS_DEFAULT, replicas) {
             Ok(after_leave) => format!("{:.3}", moved_share(&ring, &after_leave)),

@@ -66,13 +66,7 @@ struct Bench {
 
 impl Bench {
     fn new() -> Bench {
-        let members: Vec<Member> = (1..=3)
-            .map(|id| Member {
-                id: NodeId(id),
-                weight: 1,
-                zone: None,
-            })
-            .collect();
+        let members: Vec<Member> = (1..=3).map(|id| Member::equal(NodeId(id))).collect();
         let mut config = Config::new(CLUSTER, members);
         config.partition_bits = 4;
         config.peer_address = b"n1".to_vec();

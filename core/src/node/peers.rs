@@ -217,13 +217,7 @@ mod tests {
     use crate::placement::Member;
 
     fn peers() -> Peers {
-        let members = (1..=3)
-            .map(|id| Member {
-                id: NodeId(id),
-                weight: 1,
-                zone: None,
-            })
-            .collect();
+        let members = (1..=3).map(|id| Member::equal(NodeId(id))).collect();
         let mut config = Config::new(1, members);
         config.failure_timeouts = 2;
         config.peer_requests_max = 2;

@@ -26,13 +26,7 @@ const CLUSTER: u64 = 77;
 
 impl Harness {
     fn new(count: u64, configure: impl Fn(&mut Config)) -> Harness {
-        let members: Vec<Member> = (1..=count)
-            .map(|id| Member {
-                id: NodeId(id),
-                weight: 1,
-                zone: None,
-            })
-            .collect();
+        let members: Vec<Member> = (1..=count).map(|id| Member::equal(NodeId(id))).collect();
         let mut config = Config::new(CLUSTER, members);
         config.partition_bits = 4;
         configure(&mut config);

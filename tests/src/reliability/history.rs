@@ -928,11 +928,7 @@ impl Placement {
 
     fn ring(&self) -> Result<Ring, String> {
         let members: Vec<Member> = (1..=self.nodes)
-            .map(|id| Member {
-                id: NodeId(id),
-                weight: 1,
-                zone: None,
-            })
+            .map(|id| Member::equal(NodeId(id)))
             .collect();
         Ring::new(&members, PARTITION_BITS_DEFAULT, usize::from(self.replicas))
             .map_err(|e| format!("{e:?}"))

@@ -272,11 +272,7 @@ impl Cluster {
     fn with_sessions(parameters: Parameters) -> Cluster {
         let mut rng = Rng::new(parameters.seed);
         let members: Vec<Member> = (0..parameters.nodes)
-            .map(|index| Member {
-                id: NodeId(index as u64 + 1),
-                weight: 1,
-                zone: None,
-            })
+            .map(|index| Member::equal(NodeId(index as u64 + 1)))
             .collect();
         let mut config = parameters.node_config(CLUSTER_ID, members.clone());
         if !parameters.membership_changes.is_empty() {

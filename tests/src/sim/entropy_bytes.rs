@@ -109,13 +109,7 @@ impl Pair {
 /// Repairs `divergent` of `keys` keys between two replicas; `None` if they do not
 /// agree within `simulated_ms_max`.
 pub fn repair_cost(keys: u32, divergent: u32, simulated_ms_max: u64) -> Option<RepairCost> {
-    let members: Vec<Member> = [1, 2]
-        .map(|id| Member {
-            id: NodeId(id),
-            weight: 1,
-            zone: None,
-        })
-        .to_vec();
+    let members: Vec<Member> = [1, 2].map(|id| Member::equal(NodeId(id))).to_vec();
     let mut config = Config::new(CLUSTER_ID, members);
     config.replicas = 2;
     config.read_quorum_default = 1;
