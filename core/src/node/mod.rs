@@ -330,6 +330,9 @@ pub struct Stats {
     pub messages_sent: u64,
     pub read_repairs_sent: u64,
     pub hints_stored: u64,
+    /// Hints this node began to keep as a write's coordinator for an owner that no
+    /// target took the write for (down, no stand-in left).
+    pub hints_held_for_down_owners: u64,
     pub hints_delivered: u64,
     pub overloaded: u64,
     /// Unacknowledged merges (repairs) folded into one already waiting on their key.

@@ -236,7 +236,8 @@ impl Replica {
         // one storage round trip each behind its writes, until the replicas' answers
         // took longer than the peers' replica timeout and a live node was taken for
         // dead (simulator seed 9114809: a W=3 write refused with all three up).
-        if reply.is_none() {
+        // A hint's merge is not folded: each holds a reservation of the hint table.
+        if reply.is_none() && hint_owner.is_none() {
             if let Some(KeyOp::Merge {
                 versions: waiting,
                 hint_owner: waiting_owner,

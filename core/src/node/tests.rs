@@ -435,8 +435,12 @@ fn a_read_repairs_the_replica_that_answered_with_less() {
     harness.cut.insert(2);
     harness.send(0, Command::Set { key, value: b"v1" });
     harness.settle();
+    // The coordinator restarts before node 3's answer is overdue, so it keeps no hint
+    // for node 3: only a read can repair it.
+    harness.restart(0);
     harness.cut.clear();
     harness.frames.clear();
+    harness.settle();
     assert_eq!(harness.stored(2, key), None, "node 3 missed the write");
     harness.send(
         1,
@@ -513,6 +517,60 @@ fn a_write_for_a_down_replica_goes_to_a_stand_in_and_is_handed_off_when_it_retur
         harness.nodes[coordinator].believes_up(down_id),
         "the probe brought it back"
     );
+}
+
+#[test]
+fn the_coordinator_keeps_a_hint_for_a_replica_no_stand_in_could_replace() {
+    // Three nodes and N=3: every node is a replica, so there is no stand-in.
+    let mut harness = Harness::new(3, |c| {
+        c.write_quorum_default = 2;
+        c.anti_entropy_interval_ms = 3_600_000;
+    });
+    let key = b"missed";
+    harness.cut.insert(2);
+    harness.send(0, Command::Set { key, value: b"v1" });
+    harness.settle();
+    assert_eq!(harness.last_reply(), "+OK\r\n", "W=2 met without node 3");
+    assert_eq!(harness.nodes[0].hints_held(), 0, "node 3 may still answer");
+    // Node 3 never answers: past the replica timeout the coordinator keeps the write
+    // for it, durably, in its hint space.
+    harness.advance(2_000);
+    assert_eq!(harness.nodes[0].hints_held(), 1);
+    assert_eq!(harness.nodes[0].stats().hints_held_for_down_owners, 1);
+    assert_eq!(harness.disks[0].records(Space::Hints).count(), 1);
+    // A write while node 3 is known down keeps a hint at once.
+    harness.send(
+        0,
+        Command::Set {
+            key: b"later",
+            value: b"v2",
+        },
+    );
+    harness.settle();
+    assert_eq!(harness.last_reply(), "+OK\r\n");
+    assert_eq!(harness.nodes[0].hints_held(), 2);
+    // Node 3 is back: the hints reach it without a read or an exchange.
+    harness.cut.clear();
+    harness.frames.clear();
+    harness.advance(5_000);
+    harness.settle();
+    assert_eq!(values(&harness.stored(2, key).unwrap()), [b"v1".to_vec()]);
+    assert_eq!(
+        values(&harness.stored(2, b"later").unwrap()),
+        [b"v2".to_vec()]
+    );
+    assert_eq!(
+        harness.nodes[0].hints_held(),
+        0,
+        "delivered hints are deleted"
+    );
+    assert_eq!(harness.disks[0].records(Space::Hints).count(), 0);
+    let pushed: u64 = harness
+        .nodes
+        .iter()
+        .map(|n| n.stats().entropy_keys_pushed)
+        .sum();
+    assert_eq!(pushed, 0, "delivered by hints, not by anti-entropy");
 }
 
 #[test]
@@ -756,8 +814,12 @@ fn anti_entropy_alone_repairs_a_replica_that_missed_a_write() {
     harness.send(0, Command::Set { key, value: b"v1" });
     harness.settle();
     assert_eq!(harness.last_reply(), "+OK\r\n");
+    // The coordinator restarts before node 3's answer is overdue, so it keeps no hint
+    // for node 3.
+    harness.restart(0);
     harness.cut.clear();
     harness.frames.clear();
+    harness.settle();
     assert_eq!(harness.stored(2, key), None, "node 3 missed the write");
     // Every node replicates all 16 partitions; one exchange per second per node.
     harness.advance(40_000);

@@ -1575,6 +1575,7 @@ pub fn add_stats(a: Stats, b: Stats) -> Stats {
         messages_sent: a.messages_sent + b.messages_sent,
         read_repairs_sent: a.read_repairs_sent + b.read_repairs_sent,
         hints_stored: a.hints_stored + b.hints_stored,
+        hints_held_for_down_owners: a.hints_held_for_down_owners + b.hints_held_for_down_owners,
         hints_delivered: a.hints_delivered + b.hints_delivered,
         overloaded: a.overloaded + b.overloaded,
         merges_coalesced: a.merges_coalesced + b.merges_coalesced,

@@ -206,6 +206,18 @@ impl Coordinator {
             );
         };
         quorum.record_ack(cx.shared.id);
+        let uncovered: SmallVec<[NodeId; 8]> = cx
+            .view
+            .ring
+            .preference_list(write.partition)
+            .filter(|&owner| {
+                owner != cx.shared.id
+                    && Some(owner) != write.local_owner
+                    && !targets
+                        .iter()
+                        .any(|&(node, covers)| node == owner || covers == Some(owner))
+            })
+            .collect();
         let attempt_at = cx.deadline_after(cx.shared.config.replica_timeout_ms);
         if let Some(Request::Write(write)) = self.requests.get_mut(id) {
             write.quorum = Some(quorum);
@@ -215,6 +227,9 @@ impl Coordinator {
                     write.stand_ins.push((node, owner));
                 }
             }
+        }
+        for owner in uncovered {
+            self.hold_hint(cx, id, owner);
         }
         for (node, owner) in targets {
             if node != cx.shared.id {
@@ -334,9 +349,38 @@ impl Coordinator {
             }
             None => {
                 quorum.record_failure(node);
+                self.hold_hint(cx, id, owner);
             }
         }
         self.write_progress(cx, id);
+    }
+
+    /// No target takes write `id` for `owner` (it is down and no stand-in is left):
+    /// keep a hint for it here, as a stand-in would, so that it gets the write when it
+    /// is back instead of waiting for anti-entropy (Cassandra's coordinator hints).
+    /// Best effort: with the hint table full, anti-entropy is what repairs `owner`.
+    fn hold_hint(&mut self, cx: &mut Coordination<'_>, id: SlotId, owner: NodeId) {
+        let Some(Request::Write(write)) = self.requests.get(id) else {
+            return;
+        };
+        if owner == cx.shared.id || cx.shared.sabotage().skip_repair || !cx.hints.reserve() {
+            return;
+        }
+        let bounds = cx.shared.config.version_bounds;
+        let Ok(versions) = VersionSet::decode(&write.versions, bounds) else {
+            debug_assert!(false, "a write's own versions decode");
+            cx.hints.unreserve();
+            return;
+        };
+        cx.shared.stats.hints_held_for_down_owners += 1;
+        match cx
+            .replica
+            .merge(cx.shared, &write.key, versions, None, Some(owner))
+        {
+            Ok(Some(lock)) => self.run_own_lock(cx, lock),
+            Ok(None) => {}
+            Err(_) => cx.hints.unreserve(),
+        }
     }
 
     pub(super) fn write_progress(&mut self, cx: &mut Coordination<'_>, id: SlotId) {
