@@ -1,5 +1,9 @@
 //! Delivering the hints this node holds (`hints.rs`) to their owners once they are
-//! reachable: a delivery is one of the coordinator's requests.
+//! reachable: a delivery is one of the coordinator's requests. A round every
+//! `hint_interval_ms` fills the deliveries up to `hint_deliveries_max`; while background
+//! work is admitted (`admission.rs`), each acknowledged delivery starts the next at
+//! once, so a returning owner gets a backlog at the pace it acknowledges. A refused
+//! delivery backs its owner off (`Peers::hints_refused`).
 
 use super::coordinator::{Coordination, Coordinator};
 use super::hints::hint_key;

@@ -104,13 +104,19 @@ impl Node {
                     return self.handoff_ack(from, request, status);
                 }
                 let id = SlotId::from_u64(request);
+                let admission = self.admission();
                 let (coordinator, mut cx) = coordination!(self);
                 match coordinator.requests.get(id) {
                     Some(Request::Write(_)) => {
                         coordinator.write_answer(&mut cx, id, from, status, held_value)
                     }
                     Some(Request::Delivery(_)) => {
-                        coordinator.delivery_answer(&mut cx, id, from, status)
+                        coordinator.delivery_answer(&mut cx, id, from, status);
+                        // While the node is calm, a delivered hint makes room for the
+                        // next at once instead of at the next round.
+                        if status == ReplicaStatus::Ok && admission.admits(cx.shared) {
+                            coordinator.deliver_hints(&mut cx);
+                        }
                     }
                     _ => {}
                 }
