@@ -41,8 +41,6 @@ const FLAGS: &[&str] = &[
     "2",
     "--tombstone-grace-ms",
     "3600000",
-    "--anti-entropy-interval-ms",
-    "20",
 ];
 /// How long the workload runs before the fault, and after the heal.
 const STEADY: Duration = Duration::from_millis(1_500);

@@ -226,3 +226,17 @@ fn a_pipelined_read_that_runs_before_the_write_ahead_of_it_is_caught() {
         p.faults = no_faults();
     });
 }
+
+#[test]
+fn a_tree_that_ignores_racing_writes_is_not_its_store() {
+    caught_saying("trees ignore races", 2, "anti-entropy tree", |p| {
+        p.sabotage = Sabotage {
+            trees_ignore_races: true,
+            ..Sabotage::default()
+        };
+        p.faults = Faults {
+            crashes: true,
+            ..no_faults()
+        };
+    });
+}

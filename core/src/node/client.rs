@@ -275,9 +275,8 @@ impl Node {
 
     /// `RINGKV.DIGEST`: one line per partition this node replicates, `partition=<p>
     /// root=<hex> keys=<n>`, or `partition=<p> building` while its tree is being rebuilt
-    /// after a start. Replicas of a partition that report the same root hold the same
-    /// records (up to a hash collision, or a bucket a racing write left stale until the
-    /// next exchange resets it; see `entropy`).
+    /// after a start. Replicas of a partition that report the same root while no write
+    /// is in flight hold the same records (up to a hash collision; see `entropy`).
     fn digest_lines(&self) -> Vec<String> {
         (0..self.view.ring.partition_count())
             .filter(|&partition| self.replicates(partition))
@@ -349,7 +348,7 @@ impl Node {
                 .count();
             let _ = write!(
                 text,
-                "# Cluster\r\nstatus:{}\r\nmembers:{}\r\nmembers_reachable:{up}\r\nmembers_placed:{}\r\nplacement_digest:{:016x}\r\nreplicas:{}\r\nread_quorum:{}\r\nwrite_quorum:{}\r\nhints_held:{}\r\n",
+                "# Cluster\r\nstatus:{}\r\nmembers:{}\r\nmembers_reachable:{up}\r\nmembers_placed:{}\r\nplacement_digest:{:016x}\r\nreplicas:{}\r\nread_quorum:{}\r\nwrite_quorum:{}\r\nhints_held:{}\r\nanti_entropy_exchanges_owed:{}\r\n",
                 status_name(self.view.membership.local().status),
                 members.len(),
                 self.view.ring.members().len(),
@@ -358,6 +357,7 @@ impl Node {
                 self.shared.config.read_quorum_default,
                 self.shared.config.write_quorum_default,
                 self.hints.len(),
+                self.owed.len(),
             );
             for member in members {
                 let _ = write!(

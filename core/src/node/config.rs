@@ -139,6 +139,9 @@ pub struct Sabotage {
     /// The token a write returns is the minting replica's whole merged clock (it
     /// covers concurrent siblings the writer was never shown).
     pub merged_clock_token: bool,
+    /// The anti-entropy tree takes a scan's page as it was read, even when a write
+    /// became durable while the read was in flight (the tree goes stale).
+    pub trees_ignore_races: bool,
 }
 
 /// A configuration that cannot work.

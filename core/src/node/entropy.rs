@@ -12,11 +12,13 @@
 //! one, once the write is durable. A partition's root is a hash of its 64 buckets.
 //!
 //! Trees live in memory. At start a node rebuilds them by scanning its data in hash
-//! order, one page per tick; a write that completes meanwhile updates the tree only if
-//! its key lies in the range already scanned (the scan picks up the rest). A scan page
-//! and a write completing at the same moment can still leave a bucket wrong; that costs
-//! a needless key comparison, never data, and every key comparison that reads a whole
-//! bucket resets that bucket's hash to what it read.
+//! order, one page per tick. A write that completes meanwhile updates the tree at once
+//! if its key lies in the range already scanned; otherwise it is kept (bounded) until
+//! the page in flight comes back, and its entry replaces what the page read of the key
+//! (the page may have been read before the write). A key comparison that reads a whole
+//! bucket resets the bucket's hash to what it read, unless a write to the bucket became
+//! durable while the read was in flight. So a tree matches its store whenever no write
+//! is in flight, and equal stores give equal roots (up to a hash collision).
 //!
 //! # Exchanges
 //!
@@ -35,6 +37,19 @@
 //! A bucket with more keys than `wire_limits.list_length_max` is compared over its first
 //! page only (the rest waits for a later exchange with a larger partition count); at the
 //! default 1,024 partitions that is over 250 million keys per node.
+//!
+//! # Urgent exchanges
+//!
+//! The round robin visits a partition once per `interval x partitions` (over a quarter
+//! of an hour at the defaults), too slow for a replica known to have missed something.
+//! So the node keeps a bounded set of exchanges it owes: (peer, partition) when a write
+//! this node coordinated missed the peer (it was down, or silent past the replica
+//! timeout; a hint is kept too, but a hint can be lost or refused for room), and every
+//! partition this node replicates when its own store lost records (with any replica).
+//! While the set is not empty the timer ticks `URGENT_SPEEDUP` times as often and
+//! starts owed exchanges first, with peers that are up, under the same admission and
+//! the same bound on exchanges at once; an exchange started is paid. Marks past the
+//! bound are dropped: the round robin still gets there.
 //!
 //! # Admission
 //!
@@ -60,6 +75,7 @@ use crate::time::Instant;
 use crate::version::{NodeId, VersionSet};
 use crate::wire::Message;
 use core::time::Duration;
+use std::collections::BTreeSet;
 use xxhash_rust::xxh3::xxh3_64;
 
 /// Buckets per partition tree: 2^6.
@@ -67,6 +83,12 @@ pub(crate) const BUCKET_BITS: u32 = 6;
 const BUCKETS: usize = 1 << BUCKET_BITS;
 /// Keys read per page while rebuilding trees at start.
 const BUILD_PAGE_KEYS: u32 = 1_024;
+/// Changes kept while the rebuild page they raced with is read.
+const RACED_MAX: usize = 4_096;
+/// How many times as often the timer ticks while exchanges are owed.
+const URGENT_SPEEDUP: u64 = 50;
+/// Owed exchanges kept, per partition of the ring.
+const URGENT_PER_PARTITION: usize = 4;
 
 /// Every partition's bucket hashes and key count on this node, and every bucket's
 /// count of deleted records.
@@ -79,6 +101,15 @@ pub(crate) struct HashTrees {
     /// Every key hash up to this one has been scanned in; `None`: nothing yet.
     built_through: Option<u64>,
     built: bool,
+    /// Durable changes per bucket (wrapping): a bucket read for a comparison is reset
+    /// to what was read only if no change landed while the read was in flight.
+    changes: Vec<u32>,
+    /// Durable changes of keys the rebuild had not reached yet, (key hash, new entry),
+    /// in order: the page in flight may have read the key before the change, so each
+    /// is reconciled with the page when it comes back. Bounded by `RACED_MAX`; past
+    /// it the rebuild starts over.
+    raced: Vec<(u64, Option<TreeEntry>)>,
+    raced_overflow: bool,
 }
 
 impl HashTrees {
@@ -91,6 +122,9 @@ impl HashTrees {
             deleted: vec![0; partitions * BUCKETS],
             built_through: None,
             built: false,
+            changes: vec![0; partitions * BUCKETS],
+            raced: Vec::new(),
+            raced_overflow: false,
         }
     }
 
@@ -132,19 +166,29 @@ impl HashTrees {
     /// record `new` (None: absent).
     pub(crate) fn apply(&mut self, hash: u64, old: Option<TreeEntry>, new: Option<TreeEntry>) {
         if !self.covers(hash) {
+            if self.raced.len() < RACED_MAX {
+                self.raced.push((hash, new));
+            } else {
+                self.raced_overflow = true;
+            }
             return;
         }
         let (partition, bucket) = self.locate(hash);
         let index = partition * BUCKETS + bucket;
-        if let Some(old) = old {
-            self.buckets[index] ^= old.hash;
-            self.keys[partition] = self.keys[partition].saturating_sub(1);
-            if old.deleted {
-                self.deleted[index] = self.deleted[index].saturating_sub(1);
-            }
-        }
+        self.changes[index] = self.changes[index].wrapping_add(1);
+        self.remove(index, partition, old);
         if let Some(new) = new {
             self.add(index, partition, new);
+        }
+    }
+
+    fn remove(&mut self, index: usize, partition: usize, entry: Option<TreeEntry>) {
+        if let Some(entry) = entry {
+            self.buckets[index] ^= entry.hash;
+            self.keys[partition] = self.keys[partition].saturating_sub(1);
+            if entry.deleted {
+                self.deleted[index] = self.deleted[index].saturating_sub(1);
+            }
         }
     }
 
@@ -157,7 +201,13 @@ impl HashTrees {
     }
 
     /// One rebuild page: `items` in hash order; `next` is where the scan goes on.
+    /// Changes that raced with the page are reconciled with it; after too many, the
+    /// rebuild starts over.
     pub(crate) fn scanned(&mut self, items: &[(Vec<u8>, Vec<u8>)], next: Option<u64>) {
+        if std::mem::take(&mut self.raced_overflow) {
+            *self = HashTrees::new(self.partition_bits);
+            return;
+        }
         for (key, record) in items {
             let (partition, bucket) = self.locate(key_hash(key));
             self.add(
@@ -166,6 +216,35 @@ impl HashTrees {
                 TreeEntry::of(key, record),
             );
         }
+        let through = next.unwrap_or(u64::MAX);
+        // The latest change of each key the page covers replaces what the page read
+        // of it (the same entry when the page read after the change). Changes past
+        // the page are dropped: the next page is read after they were durable.
+        let mut raced = std::mem::take(&mut self.raced);
+        raced.retain(|&(hash, _)| hash <= through);
+        for position in (0..raced.len()).rev() {
+            let (hash, latest) = raced[position];
+            if raced[position + 1..]
+                .iter()
+                .any(|&(later, _)| later == hash)
+            {
+                continue;
+            }
+            let read = items
+                .iter()
+                .find(|(key, _)| key_hash(key) == hash)
+                .map(|(key, record)| TreeEntry::of(key, record));
+            if read != latest {
+                let (partition, bucket) = self.locate(hash);
+                let index = partition * BUCKETS + bucket;
+                self.remove(index, partition, read);
+                if let Some(latest) = latest {
+                    self.add(index, partition, latest);
+                }
+            }
+        }
+        raced.clear();
+        self.raced = raced;
         match next {
             Some(after) => self.built_through = Some(after),
             None => {
@@ -173,6 +252,12 @@ impl HashTrees {
                 self.built = true;
             }
         }
+    }
+
+    /// Durable changes the bucket has seen (wrapping), to tell whether a read of it
+    /// raced with one.
+    pub(crate) fn bucket_changes(&self, partition: usize, bucket: usize) -> u32 {
+        self.changes[partition * BUCKETS + bucket]
     }
 
     /// A partition's root: a hash of its buckets.
@@ -213,6 +298,27 @@ impl HashTrees {
     }
 }
 
+/// Every partition's root of a tree built from `records` (a store's data, any order):
+/// what a node's tree must report once no write is in flight.
+pub fn tree_roots<'a>(
+    partition_bits: u32,
+    records: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> Vec<u64> {
+    let mut trees = HashTrees::new(partition_bits);
+    trees.built = true;
+    for (key, record) in records {
+        let (partition, bucket) = trees.locate(key_hash(key));
+        trees.add(
+            partition * BUCKETS + bucket,
+            partition,
+            TreeEntry::of(key, record),
+        );
+    }
+    (0..1usize << partition_bits)
+        .map(|partition| trees.root(partition))
+        .collect()
+}
+
 /// An exchange this node started, waiting for the peer's bucket hashes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Exchange {
@@ -233,6 +339,49 @@ pub(crate) struct Comparison {
     theirs: Option<Vec<(Vec<u8>, u64)>>,
     /// Answer the peer with this node's own key hashes.
     answer: bool,
+    /// The bucket's change count when this node's scan of it was issued.
+    changes_at_scan: u32,
+}
+
+/// Exchanges this node owes (see "Urgent exchanges"): (peer, partition), the peer
+/// being this node's own id when any replica will do. Marked by the coordinator and by
+/// damage at start, paid by [`Entropy::tick`].
+#[derive(Debug)]
+pub(crate) struct OwedExchanges {
+    set: BTreeSet<(NodeId, u32)>,
+    max: usize,
+}
+
+impl OwedExchanges {
+    pub(crate) fn new(partition_bits: u32) -> OwedExchanges {
+        OwedExchanges {
+            set: BTreeSet::new(),
+            max: (1usize << partition_bits) * URGENT_PER_PARTITION,
+        }
+    }
+
+    /// A write of `partition` this node coordinated missed `peer`: exchange the
+    /// partition with it soon after it is up.
+    pub(crate) fn owe(&mut self, peer: NodeId, partition: usize) {
+        if self.set.len() < self.max {
+            self.set.insert((peer, partition as u32));
+        }
+    }
+
+    /// This node's store lost records: exchange every partition it replicates soon,
+    /// with any replica.
+    pub(crate) fn owe_every(&mut self, own: NodeId, view: &View) {
+        for partition in 0..view.ring.partition_count() {
+            if view.replicates(own, partition) {
+                self.owe(own, partition);
+            }
+        }
+    }
+
+    /// How many are owed, for INFO.
+    pub(crate) fn len(&self) -> usize {
+        self.set.len()
+    }
 }
 
 /// The node's anti-entropy state.
@@ -276,8 +425,8 @@ impl Entropy {
     pub(crate) fn tick(
         &mut self,
         shared: &mut Shared,
-        view: &View,
-        peers: &Peers,
+        (view, peers): (&View, &Peers),
+        owed: &mut OwedExchanges,
         admitted: bool,
     ) -> Instant {
         let now = shared.now;
@@ -289,12 +438,81 @@ impl Entropy {
         }
         self.interval_ms = base_ms;
         self.exchanges.retain(|e| e.expires_at > now);
+        let exchanges_max = shared.config.anti_entropy_exchanges_max as usize;
         if !self.trees.fully_built() {
             self.continue_tree_build(shared);
-        } else if self.exchanges.len() < shared.config.anti_entropy_exchanges_max as usize {
-            self.start_exchange(shared, view, peers);
+        } else {
+            let mut started_owed = false;
+            while self.exchanges.len() < exchanges_max && self.start_owed(shared, view, peers, owed)
+            {
+                started_owed = true;
+            }
+            if self.exchanges.len() < exchanges_max {
+                self.start_exchange(shared, view, peers);
+            }
+            // Owed exchanges with peers that are all down wait at the usual pace.
+            if started_owed && !owed.set.is_empty() {
+                return now + Duration::from_millis((base_ms / URGENT_SPEEDUP).max(1));
+            }
         }
         now + Duration::from_millis(base_ms)
+    }
+
+    /// Starts the first owed exchange that can start now (its peer up, the partition's
+    /// tree built); forgets owed exchanges the view no longer allows. False: none could.
+    fn start_owed(
+        &mut self,
+        shared: &mut Shared,
+        view: &View,
+        peers: &Peers,
+        owed: &mut OwedExchanges,
+    ) -> bool {
+        let own = shared.id;
+        let mut stale: smallvec::SmallVec<[(NodeId, u32); 8]> = smallvec::SmallVec::new();
+        let mut chosen = None;
+        for &(peer, partition) in &owed.set {
+            let index = partition as usize;
+            let allowed = if peer == own {
+                view.replicates(own, index)
+            } else {
+                view.shares_partition(own, peer, partition)
+            };
+            if !allowed {
+                if stale.len() < stale.inline_size() {
+                    stale.push((peer, partition));
+                }
+                continue;
+            }
+            if !self.trees.is_built(index) {
+                continue;
+            }
+            let with = if peer == own {
+                let candidates: smallvec::SmallVec<[NodeId; 8]> = view
+                    .ring
+                    .preference_list(index)
+                    .filter(|&node| node != own && peers.is_up(node))
+                    .collect();
+                if candidates.is_empty() {
+                    continue;
+                }
+                candidates[shared.rng.below(candidates.len() as u64) as usize]
+            } else if peers.is_up(peer) {
+                peer
+            } else {
+                continue;
+            };
+            chosen = Some((peer, partition, with));
+            break;
+        }
+        for entry in stale {
+            owed.set.remove(&entry);
+        }
+        let Some((peer, partition, with)) = chosen else {
+            return false;
+        };
+        owed.set.remove(&(peer, partition));
+        self.exchange(shared, partition as usize, with);
+        true
     }
 
     fn continue_tree_build(&mut self, shared: &mut Shared) {
@@ -323,6 +541,9 @@ impl Entropy {
         let Ok(page) = page else {
             return;
         };
+        if shared.sabotage().trees_ignore_races {
+            self.trees.raced.clear();
+        }
         self.trees.scanned(&page.items, page.next);
         if page.next.is_some() && admitted {
             self.continue_tree_build(shared);
@@ -346,25 +567,29 @@ impl Entropy {
                 continue;
             }
             let peer = candidates[shared.rng.below(candidates.len() as u64) as usize];
-            let request = shared.rng.next_u64() >> 1;
-            let root = self.trees.root(partition);
-            let message = Message::TreeHashes {
-                request,
-                partition: partition as u32,
-                level: 0,
-                hashes: vec![(0, root)],
-            };
-            if shared.send(peer, &message) {
-                self.exchanges_started += 1;
-                self.exchanges.push(Exchange {
-                    request,
-                    peer,
-                    partition: partition as u32,
-                    expires_at: shared.now
-                        + Duration::from_millis(shared.config.request_timeout_ms),
-                });
-            }
+            self.exchange(shared, partition, peer);
             return;
+        }
+    }
+
+    /// Starts an exchange of `partition` with `peer`: sends it this node's root.
+    fn exchange(&mut self, shared: &mut Shared, partition: usize, peer: NodeId) {
+        let request = shared.rng.next_u64() >> 1;
+        let root = self.trees.root(partition);
+        let message = Message::TreeHashes {
+            request,
+            partition: partition as u32,
+            level: 0,
+            hashes: vec![(0, root)],
+        };
+        if shared.send(peer, &message) {
+            self.exchanges_started += 1;
+            self.exchanges.push(Exchange {
+                request,
+                peer,
+                partition: partition as u32,
+                expires_at: shared.now + Duration::from_millis(shared.config.request_timeout_ms),
+            });
         }
     }
 
@@ -480,6 +705,7 @@ impl Entropy {
                 bucket,
                 theirs: None,
                 answer: true,
+                changes_at_scan: 0,
             };
             self.scan_bucket(shared, comparison);
         }
@@ -506,11 +732,12 @@ impl Entropy {
             bucket,
             theirs: Some(theirs),
             answer: !reply,
+            changes_at_scan: 0,
         };
         self.scan_bucket(shared, comparison);
     }
 
-    fn scan_bucket(&mut self, shared: &mut Shared, comparison: Comparison) {
+    fn scan_bucket(&mut self, shared: &mut Shared, mut comparison: Comparison) {
         if self.comparisons.len() >= shared.config.anti_entropy_buckets_max as usize * 4 {
             return; // bounded: the next exchange finds what this one could not
         }
@@ -518,6 +745,9 @@ impl Entropy {
             .trees
             .bucket_range(comparison.partition as usize, comparison.bucket as usize);
         let limit = shared.config.wire_limits.list_length_max as u32;
+        comparison.changes_at_scan = self
+            .trees
+            .bucket_changes(comparison.partition as usize, comparison.bucket as usize);
         if let Some(token) = shared.start_scan(Task::EntropyScan, range, None, limit) {
             self.comparisons.push((token, comparison));
         }
@@ -540,13 +770,16 @@ impl Entropy {
         };
         let items = &page.items;
         let mine = entry_hashes(items);
-        if page.next.is_none() {
+        let (partition, bucket) = (comparison.partition as usize, comparison.bucket as usize);
+        let unchanged = self.trees.bucket_changes(partition, bucket) == comparison.changes_at_scan
+            || shared.sabotage().trees_ignore_races;
+        // A change that landed while the read was in flight may be missing from it.
+        if page.next.is_none() && unchanged {
             let hash = mine.iter().fold(0, |acc, &(_, h)| acc ^ h);
             let deleted = items
                 .iter()
                 .filter(|(_, record)| VersionSet::record_is_deleted(record))
                 .count() as u32;
-            let (partition, bucket) = (comparison.partition as usize, comparison.bucket as usize);
             self.trees.reset_bucket(partition, bucket, hash, deleted);
         }
         if let Some(theirs) = &comparison.theirs {
@@ -662,6 +895,59 @@ mod tests {
             assert_eq!(trees.locate(first), (partition, bucket));
             assert_eq!(trees.locate(last), (partition, bucket));
         }
+    }
+
+    #[test]
+    fn a_change_that_raced_with_the_rebuild_page_is_not_lost() {
+        let key = b"raced".to_vec();
+        let hash = key_hash(&key);
+        let written = TreeEntry::of(&key, b"new");
+        // The whole tree once the rebuild is over, from a quiet scan of the new record.
+        let mut quiet = HashTrees::new(4);
+        quiet.scanned(&[(key.clone(), b"new".to_vec())], None);
+        // The page read the old record; the write from old to new became durable
+        // before the page came back (the tree did not cover the key yet).
+        let mut trees = HashTrees::new(4);
+        trees.apply(hash, Some(TreeEntry::of(&key, b"old")), Some(written));
+        trees.scanned(&[(key.clone(), b"old".to_vec())], None);
+        assert_eq!(trees.buckets, quiet.buckets);
+        assert_eq!(trees.keys, quiet.keys);
+        // The page read after the write: nothing to reconcile.
+        let mut trees = HashTrees::new(4);
+        trees.apply(hash, None, Some(written));
+        trees.scanned(&[(key.clone(), b"new".to_vec())], None);
+        assert_eq!(trees.buckets, quiet.buckets);
+        // The key was deleted meanwhile: the page's copy goes.
+        let mut trees = HashTrees::new(4);
+        trees.apply(hash, Some(TreeEntry::of(&key, b"old")), None);
+        trees.scanned(&[(key.clone(), b"old".to_vec())], None);
+        assert_eq!(trees.buckets, HashTrees::new(4).buckets);
+        assert_eq!(trees.keys.iter().sum::<u32>(), 0);
+    }
+
+    #[test]
+    fn too_many_raced_changes_start_the_rebuild_over() {
+        let mut trees = HashTrees::new(4);
+        for i in 0..=RACED_MAX as u64 {
+            trees.apply(i, None, None);
+        }
+        trees.scanned(&[], None);
+        assert!(!trees.fully_built());
+        assert_eq!(trees.build_cursor(), None);
+        trees.scanned(&[], None);
+        assert!(trees.fully_built());
+    }
+
+    #[test]
+    fn a_bucket_counts_the_changes_a_comparison_read_may_have_missed() {
+        let mut trees = HashTrees::new(4);
+        trees.scanned(&[], None);
+        let key = b"k".to_vec();
+        let hash = key_hash(&key);
+        let (partition, bucket) = trees.locate(hash);
+        let before = trees.bucket_changes(partition, bucket);
+        trees.apply(hash, None, Some(TreeEntry::of(&key, b"v")));
+        assert_ne!(trees.bucket_changes(partition, bucket), before);
     }
 
     #[test]

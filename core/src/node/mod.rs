@@ -177,6 +177,7 @@ pub use actions::{Action, ClientId};
 #[cfg(feature = "sabotage")]
 pub use config::Sabotage;
 pub use config::{Config, ConfigError, EPOCH_WRITER_BIT, STAND_IN_WRITER_BIT};
+pub use entropy::tree_roots;
 pub use storage::{Completion, KeyRecord, Listing, ScanPage, Space, StorageFailure, StorageOp};
 
 use crate::membership::{LocalMember, Membership};
@@ -383,6 +384,9 @@ pub struct Node {
     timers: TimerTable,
     /// Anti-entropy: the hash trees and the exchanges in flight.
     entropy: entropy::Entropy,
+    /// Anti-entropy exchanges owed to replicas that missed writes (or to all, after
+    /// damage), paid before the round robin.
+    owed: entropy::OwedExchanges,
     /// Partitions being handed to their new replicas.
     handoffs: handoff::Handoffs,
     /// Tombstone reaping: the walk in flight and the candidates.
@@ -451,6 +455,7 @@ impl Node {
                 now + Duration::from_millis(after_ms)
             }),
             entropy: entropy::Entropy::new(config.partition_bits, config.anti_entropy_interval_ms),
+            owed: entropy::OwedExchanges::new(config.partition_bits),
             handoffs: handoff::Handoffs::new(now, config.handoff_bytes_per_second),
             reaper: reap::Reaper::new(now, config.reap_interval_ms),
             foreground: admission::ForegroundLatency::default(),
@@ -541,6 +546,7 @@ impl Node {
     /// now on (see `writer`). Anti-entropy brings the lost records back from replicas.
     pub fn storage_damaged(&mut self) {
         self.writer.damaged(&mut self.shared, &self.view);
+        self.owed.owe_every(self.shared.id, &self.view);
     }
 
     /// True once the anti-entropy trees cover all of this node's data.
@@ -556,6 +562,14 @@ impl Node {
     /// This node's membership view.
     pub fn membership(&self) -> &Membership {
         &self.view.membership
+    }
+
+    /// The root of `partition`'s anti-entropy tree; None while it is being rebuilt.
+    pub fn partition_root(&self, partition: usize) -> Option<u64> {
+        self.entropy
+            .trees
+            .is_built(partition)
+            .then(|| self.entropy.trees.root(partition))
     }
 
     /// Keys this node holds in `partition` (from its anti-entropy tree).
@@ -705,9 +719,10 @@ impl Node {
         }
         if self.timers.is_due(Timer::Entropy, now) {
             let admitted = self.background_admitted();
-            let next = self
-                .entropy
-                .tick(&mut self.shared, &self.view, &self.peers, admitted);
+            let view_and_peers = (&self.view, &self.peers);
+            let next =
+                self.entropy
+                    .tick(&mut self.shared, view_and_peers, &mut self.owed, admitted);
             self.timers.set(Timer::Entropy, next);
         }
         if self.timers.is_due(Timer::Handoff, now) {

@@ -12,7 +12,8 @@
 //!    ever names two different writes.
 //! 2. Replicas converge: the N replicas of every key hold equal version sets (for a
 //!    key some node removed from its data: or all hold nothing but tombstones, a reap
-//!    still spreading), and no node still holds hints.
+//!    still spreading), no node still holds hints, and every node's anti-entropy tree
+//!    is the one its store gives (equal stores report equal digests).
 //! 3. Causality: after an acknowledged VSET or VDEL, no sibling its context's read
 //!    returned is on any replica.
 //! 4. Always writable: a write that failed with a quorum error while, for the whole
@@ -45,6 +46,7 @@
 
 use super::cluster::Cluster;
 use super::history::{Operation, OperationKind, Outcome, WriteId, covers, write_id_of};
+use ringkv_core::node::Space;
 use ringkv_core::version::{Dot, VersionVector};
 use ringkv_core::{Instant, VersionSet};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -533,6 +535,7 @@ pub fn replicas_converge(cluster: &Cluster) -> Vec<Violation> {
             }
         }
     }
+    violations.extend(trees_match_stores(cluster));
     for sim in &cluster.nodes {
         let held = sim.node.as_ref().map_or(0, |node| node.hints_held());
         if held > 0 {
@@ -543,6 +546,34 @@ pub fn replicas_converge(cluster: &Cluster) -> Vec<Violation> {
                     sim.id.0
                 ),
             });
+        }
+    }
+    violations
+}
+
+/// Part of property 2: a quiesced node's anti-entropy tree is its store's, so replicas
+/// holding the same records report the same roots (a stale bucket would make two equal
+/// replicas look different until an exchange happened to visit the partition).
+fn trees_match_stores(cluster: &Cluster) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    for sim in &cluster.nodes {
+        let Some(node) = sim.node.as_ref() else {
+            continue;
+        };
+        let partition_bits = node.config().partition_bits;
+        let roots = ringkv_core::node::tree_roots(partition_bits, sim.disk.records(Space::Data));
+        for (partition, &root) in roots.iter().enumerate() {
+            match node.partition_root(partition) {
+                Some(held) if held != root => violations.push(Violation {
+                    property: 2,
+                    detail: format!(
+                        "node {}'s anti-entropy tree of partition {partition} is not its store's \
+                         ({held:016x}, the store gives {root:016x})",
+                        sim.id.0
+                    ),
+                }),
+                _ => {}
+            }
         }
     }
     violations

@@ -53,6 +53,14 @@ enum Event {
         boot: u32,
         job: StorageOp,
     },
+    /// A scan read its page when it was issued (a real engine reads a scan's page when
+    /// its thread takes it up, and answers later): writes that complete before the
+    /// answer arrives are not in it.
+    Scanned {
+        node: usize,
+        boot: u32,
+        completion: Completion,
+    },
     ClientStep {
         client: usize,
     },
@@ -691,14 +699,20 @@ impl Cluster {
                 }
                 Action::Storage(op) => {
                     let job = op.owned();
-                    self.schedule(
-                        now + latency,
+                    let event = if matches!(job, StorageOp::Scan { .. }) {
+                        Event::Scanned {
+                            node: index,
+                            boot,
+                            completion: self.nodes[index].disk.perform(&job),
+                        }
+                    } else {
                         Event::Storage {
                             node: index,
                             boot,
                             job,
-                        },
-                    );
+                        }
+                    };
+                    self.schedule(now + latency, event);
                 }
                 Action::Connect { .. } => {}
                 Action::Introduce { address, frame } => {
@@ -726,6 +740,11 @@ impl Cluster {
     fn handle_event(&mut self, event: Event) {
         match event {
             Event::Storage { node, boot, job } => self.complete_storage(node, boot, job),
+            Event::Scanned {
+                node,
+                boot,
+                completion,
+            } => self.deliver_scan(node, boot, completion),
             Event::ClientStep { client } => self.client_step(client),
             Event::ClientArrive { client, connection } => {
                 let current = self.clients[client]
@@ -813,6 +832,17 @@ impl Cluster {
             }
             _ => {}
         }
+        if let Some(node) = self.nodes[index].node.as_mut() {
+            node.handle(now, Input::Storage(completion));
+        }
+        self.drain(index);
+    }
+
+    fn deliver_scan(&mut self, index: usize, boot: u32, completion: Completion) {
+        if self.nodes[index].boot != boot {
+            return; // lost with the crash
+        }
+        let now = self.now;
         if let Some(node) = self.nodes[index].node.as_mut() {
             node.handle(now, Input::Storage(completion));
         }

@@ -10,6 +10,7 @@ mod write;
 use crate::node::RequestError;
 use crate::node::actions::ClientId;
 use crate::node::admission::ForegroundLatency;
+use crate::node::entropy::OwedExchanges;
 use crate::node::forwards::RecentForwards;
 use crate::node::gossip::View;
 use crate::node::hints::Hints;
@@ -52,6 +53,7 @@ pub(crate) struct Coordination<'a> {
     pub(crate) writer: &'a mut Writer,
     pub(crate) foreground: &'a mut ForegroundLatency,
     pub(crate) replica: &'a mut Replica,
+    pub(crate) owed: &'a mut OwedExchanges,
 }
 
 /// The node's [`Coordinator`] and its [`Coordination`] (borrowing the node's fields one
@@ -68,6 +70,7 @@ macro_rules! coordination {
                 writer: &mut $node.writer,
                 foreground: &mut $node.foreground,
                 replica: &mut $node.replica,
+                owed: &mut $node.owed,
             },
         )
     };

@@ -357,13 +357,18 @@ impl Coordinator {
 
     /// No target takes write `id` for `owner` (it is down and no stand-in is left):
     /// keep a hint for it here, as a stand-in would, so that it gets the write when it
-    /// is back instead of waiting for anti-entropy (Cassandra's coordinator hints).
-    /// Best effort: with the hint table full, anti-entropy is what repairs `owner`.
+    /// is back instead of waiting for anti-entropy (Cassandra's coordinator hints), and
+    /// owe `owner` an exchange of the partition, which repairs it when the hint table
+    /// is full or the hint is lost.
     fn hold_hint(&mut self, cx: &mut Coordination<'_>, id: SlotId, owner: NodeId) {
         let Some(Request::Write(write)) = self.requests.get(id) else {
             return;
         };
-        if owner == cx.shared.id || cx.shared.sabotage().skip_repair || !cx.hints.reserve() {
+        if owner == cx.shared.id || cx.shared.sabotage().skip_repair {
+            return;
+        }
+        cx.owed.owe(owner, write.partition);
+        if !cx.hints.reserve() {
             return;
         }
         let bounds = cx.shared.config.version_bounds;
