@@ -35,3 +35,13 @@ pub(crate) fn entry_hashes(items: &[(Vec<u8>, Vec<u8>)]) -> Vec<(&[u8], u64)> {
         .map(|(key, record)| (key.as_slice(), entry_hash(key, record)))
         .collect()
 }
+
+/// A data key's change by a key operation, from the record it read under its lock
+/// (`old`) to the one it writes (`new`, once issued); the tree applies it once the
+/// write is durable, and a scan that comes back meanwhile settles the key at `old`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TreeChange {
+    pub(crate) key_hash: u64,
+    pub(crate) old: Option<TreeEntry>,
+    pub(crate) new: Option<TreeEntry>,
+}

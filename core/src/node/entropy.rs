@@ -62,7 +62,7 @@
 //! and EXISTS are not timed). Handoff and reaping use the same test. A refused tick backs the
 //! interval off, doubling up to 16 times the configured one; an admitted tick resets it.
 
-use super::entries::{TreeEntry, entry_hashes};
+use super::entries::{TreeChange, TreeEntry, entry_hashes};
 use super::gossip::View;
 use super::peers::Peers;
 use super::request_id::NO_REQUEST;
@@ -203,11 +203,19 @@ impl HashTrees {
     /// One rebuild page: `items` in hash order; `next` is where the scan goes on.
     /// Changes that raced with the page are reconciled with it; after too many, the
     /// rebuild starts over.
-    pub(crate) fn scanned(&mut self, items: &[(Vec<u8>, Vec<u8>)], next: Option<u64>) {
+    pub(crate) fn scanned<'c>(
+        &mut self,
+        items: &[(Vec<u8>, Vec<u8>)],
+        next: Option<u64>,
+        in_flight: impl Iterator<Item = &'c TreeChange>,
+    ) {
         if std::mem::take(&mut self.raced_overflow) {
             *self = HashTrees::new(self.partition_bits);
             return;
         }
+        let from = self
+            .built_through
+            .map_or(0, |through| through.saturating_add(1));
         for (key, record) in items {
             let (partition, bucket) = self.locate(key_hash(key));
             self.add(
@@ -217,29 +225,36 @@ impl HashTrees {
             );
         }
         let through = next.unwrap_or(u64::MAX);
-        // The latest change of each key the page covers replaces what the page read
-        // of it (the same entry when the page read after the change). Changes past
-        // the page are dropped: the next page is read after they were durable.
+        // Each key the page covers that a write touched meanwhile must hold: the `old`
+        // of a write still in flight (the store may already show its new record, and
+        // its completion will apply old -> new), else the latest durable change (the
+        // page may have been read before it). Changes past the page are dropped: the
+        // next page is read after they were durable.
         let mut raced = std::mem::take(&mut self.raced);
-        raced.retain(|&(hash, _)| hash <= through);
-        for position in (0..raced.len()).rev() {
-            let (hash, latest) = raced[position];
-            if raced[position + 1..]
-                .iter()
-                .any(|&(later, _)| later == hash)
-            {
-                continue;
+        raced.retain(|&(hash, _)| (from..=through).contains(&hash));
+        let mut targets: Vec<(u64, Option<TreeEntry>)> = Vec::with_capacity(raced.len());
+        for &(hash, latest) in raced.iter().rev() {
+            if !targets.iter().any(|&(seen, _)| seen == hash) {
+                targets.push((hash, latest));
             }
-            let read = items
-                .iter()
-                .find(|(key, _)| key_hash(key) == hash)
-                .map(|(key, record)| TreeEntry::of(key, record));
-            if read != latest {
+        }
+        for change in in_flight.filter(|c| (from..=through).contains(&c.key_hash)) {
+            match targets
+                .iter_mut()
+                .find(|(hash, _)| *hash == change.key_hash)
+            {
+                Some(target) => target.1 = change.old,
+                None => targets.push((change.key_hash, change.old)),
+            }
+        }
+        for (hash, target) in targets {
+            let read = page_entry(items, hash);
+            if read != target {
                 let (partition, bucket) = self.locate(hash);
                 let index = partition * BUCKETS + bucket;
                 self.remove(index, partition, read);
-                if let Some(latest) = latest {
-                    self.add(index, partition, latest);
+                if let Some(target) = target {
+                    self.add(index, partition, target);
                 }
             }
         }
@@ -296,6 +311,14 @@ impl HashTrees {
         self.buckets[partition * BUCKETS + bucket] = hash;
         self.deleted[partition * BUCKETS + bucket] = deleted;
     }
+}
+
+/// What a scan page read of the key with hash `hash`.
+fn page_entry(items: &[(Vec<u8>, Vec<u8>)], hash: u64) -> Option<TreeEntry> {
+    items
+        .iter()
+        .find(|(key, _)| key_hash(key) == hash)
+        .map(|(key, record)| TreeEntry::of(key, record))
 }
 
 /// Every partition's root of a tree built from `records` (a store's data, any order):
@@ -543,8 +566,12 @@ impl Entropy {
         };
         if shared.sabotage().trees_ignore_races {
             self.trees.raced.clear();
+            self.trees
+                .scanned(&page.items, page.next, core::iter::empty());
+        } else {
+            let in_flight = shared.tasks.tree_changes();
+            self.trees.scanned(&page.items, page.next, in_flight);
         }
-        self.trees.scanned(&page.items, page.next);
         if page.next.is_some() && admitted {
             self.continue_tree_build(shared);
         }
@@ -775,11 +802,29 @@ impl Entropy {
             || shared.sabotage().trees_ignore_races;
         // A change that landed while the read was in flight may be missing from it.
         if page.next.is_none() && unchanged {
-            let hash = mine.iter().fold(0, |acc, &(_, h)| acc ^ h);
-            let deleted = items
+            let mut hash = mine.iter().fold(0, |acc, &(_, h)| acc ^ h);
+            let mut deleted = items
                 .iter()
                 .filter(|(_, record)| VersionSet::record_is_deleted(record))
                 .count() as u32;
+            // A write still in flight may already show in the read: count its key at
+            // the record it replaces, which its completion will take out.
+            let (first, last) = self.trees.bucket_range(partition, bucket);
+            let in_flight = shared.tasks.tree_changes();
+            for change in in_flight.filter(|c| (first..=last).contains(&c.key_hash)) {
+                if shared.sabotage().trees_ignore_races {
+                    break;
+                }
+                let read = page_entry(items, change.key_hash);
+                for (entry, sign) in [(read, -1i64), (change.old, 1)] {
+                    if let Some(entry) = entry {
+                        hash ^= entry.hash;
+                        if entry.deleted {
+                            deleted = deleted.saturating_add_signed(sign as i32);
+                        }
+                    }
+                }
+            }
             self.trees.reset_bucket(partition, bucket, hash, deleted);
         }
         if let Some(theirs) = &comparison.theirs {
@@ -823,7 +868,7 @@ mod tests {
     #[test]
     fn updates_in_any_order_give_the_same_tree_as_a_scan() {
         let mut by_writes = HashTrees::new(4);
-        by_writes.scanned(&[], None);
+        by_writes.scanned(&[], None, core::iter::empty());
         let change = |trees: &mut HashTrees, key: &[u8], old: Option<&[u8]>, new: Option<&[u8]>| {
             let old = old.map(|record| TreeEntry::of(key, record));
             let new = new.map(|record| TreeEntry::of(key, record));
@@ -837,7 +882,7 @@ mod tests {
         let mut items = vec![(record("a"), record("3")), (record("b"), record("2"))];
         items.sort_by_key(|(key, _)| key_hash(key));
         let mut by_scan = HashTrees::new(4);
-        by_scan.scanned(&items, None);
+        by_scan.scanned(&items, None, core::iter::empty());
         assert_eq!(by_writes.buckets, by_scan.buckets);
         assert_eq!(by_writes.keys, by_scan.keys);
         let partition = by_scan.locate(key_hash(b"a")).0;
@@ -863,7 +908,7 @@ mod tests {
         let live = encode(Value::new(b"v".to_vec(), 1));
         let deleted = encode(Value::tombstone(2));
         let mut trees = HashTrees::new(4);
-        trees.scanned(&[], None);
+        trees.scanned(&[], None, core::iter::empty());
         let key = b"k".as_slice();
         let (partition, bucket) = trees.locate(key_hash(key));
         trees.apply(key_hash(key), None, Some(TreeEntry::of(key, &live)));
@@ -873,7 +918,11 @@ mod tests {
         assert_eq!(trees.deleted_in(partition, bucket), 1);
         assert_eq!(trees.deleted_held(partition), 1);
         let mut scanned = HashTrees::new(4);
-        scanned.scanned(&[(key.to_vec(), deleted.clone())], None);
+        scanned.scanned(
+            &[(key.to_vec(), deleted.clone())],
+            None,
+            core::iter::empty(),
+        );
         assert_eq!(scanned.deleted, trees.deleted);
         trees.apply(key_hash(key), Some(new), None);
         assert_eq!(trees.deleted_held(partition), 0);
@@ -904,25 +953,46 @@ mod tests {
         let written = TreeEntry::of(&key, b"new");
         // The whole tree once the rebuild is over, from a quiet scan of the new record.
         let mut quiet = HashTrees::new(4);
-        quiet.scanned(&[(key.clone(), b"new".to_vec())], None);
+        quiet.scanned(&[(key.clone(), b"new".to_vec())], None, core::iter::empty());
         // The page read the old record; the write from old to new became durable
         // before the page came back (the tree did not cover the key yet).
         let mut trees = HashTrees::new(4);
         trees.apply(hash, Some(TreeEntry::of(&key, b"old")), Some(written));
-        trees.scanned(&[(key.clone(), b"old".to_vec())], None);
+        trees.scanned(&[(key.clone(), b"old".to_vec())], None, core::iter::empty());
         assert_eq!(trees.buckets, quiet.buckets);
         assert_eq!(trees.keys, quiet.keys);
         // The page read after the write: nothing to reconcile.
         let mut trees = HashTrees::new(4);
         trees.apply(hash, None, Some(written));
-        trees.scanned(&[(key.clone(), b"new".to_vec())], None);
+        trees.scanned(&[(key.clone(), b"new".to_vec())], None, core::iter::empty());
         assert_eq!(trees.buckets, quiet.buckets);
         // The key was deleted meanwhile: the page's copy goes.
         let mut trees = HashTrees::new(4);
         trees.apply(hash, Some(TreeEntry::of(&key, b"old")), None);
-        trees.scanned(&[(key.clone(), b"old".to_vec())], None);
+        trees.scanned(&[(key.clone(), b"old".to_vec())], None, core::iter::empty());
         assert_eq!(trees.buckets, HashTrees::new(4).buckets);
         assert_eq!(trees.keys.iter().sum::<u32>(), 0);
+    }
+
+    #[test]
+    fn a_write_in_flight_that_already_shows_in_the_page_is_counted_once() {
+        let key = b"visible".to_vec();
+        let hash = key_hash(&key);
+        let (old, new) = (TreeEntry::of(&key, b"old"), TreeEntry::of(&key, b"new"));
+        let mut quiet = HashTrees::new(4);
+        quiet.scanned(&[(key.clone(), b"new".to_vec())], None, core::iter::empty());
+        // The store made the new record visible before the core heard it is durable.
+        let change = TreeChange {
+            key_hash: hash,
+            old: Some(old),
+            new: Some(new),
+        };
+        let mut trees = HashTrees::new(4);
+        let page = [(key.clone(), b"new".to_vec())];
+        trees.scanned(&page, None, [change].iter());
+        trees.apply(hash, Some(old), Some(new));
+        assert_eq!(trees.buckets, quiet.buckets);
+        assert_eq!(trees.keys, quiet.keys);
     }
 
     #[test]
@@ -931,17 +1001,17 @@ mod tests {
         for i in 0..=RACED_MAX as u64 {
             trees.apply(i, None, None);
         }
-        trees.scanned(&[], None);
+        trees.scanned(&[], None, core::iter::empty());
         assert!(!trees.fully_built());
         assert_eq!(trees.build_cursor(), None);
-        trees.scanned(&[], None);
+        trees.scanned(&[], None, core::iter::empty());
         assert!(trees.fully_built());
     }
 
     #[test]
     fn a_bucket_counts_the_changes_a_comparison_read_may_have_missed() {
         let mut trees = HashTrees::new(4);
-        trees.scanned(&[], None);
+        trees.scanned(&[], None, core::iter::empty());
         let key = b"k".to_vec();
         let hash = key_hash(&key);
         let (partition, bucket) = trees.locate(hash);
@@ -953,7 +1023,7 @@ mod tests {
     #[test]
     fn writes_beyond_the_rebuild_cursor_are_left_to_the_scan() {
         let mut trees = HashTrees::new(4);
-        trees.scanned(&[], Some(u64::MAX / 2));
+        trees.scanned(&[], Some(u64::MAX / 2), core::iter::empty());
         let low = (0u32..)
             .map(|i| i.to_le_bytes())
             .find(|k| key_hash(k) < u64::MAX / 2)
@@ -971,7 +1041,7 @@ mod tests {
         );
         assert!(trees.is_built(0));
         assert!(!trees.is_built(15));
-        trees.scanned(&[(high.to_vec(), b"y".to_vec())], None);
+        trees.scanned(&[(high.to_vec(), b"y".to_vec())], None, core::iter::empty());
         assert_eq!(trees.keys.iter().sum::<u32>(), 2);
         assert!(trees.fully_built());
     }

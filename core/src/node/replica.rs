@@ -14,7 +14,7 @@
 //! operation's effects come before the next operation on the key starts, in that
 //! order.
 
-use super::entries::{TreeEntry, entry_hash};
+use super::entries::{TreeChange, TreeEntry, entry_hash};
 use super::entropy::HashTrees;
 use super::gossip::View;
 use super::hints::{Hints, hint_key, parse_hint_key};
@@ -389,11 +389,17 @@ impl Replica {
         &self,
         trees: &mut HashTrees,
         lock: u32,
-        change: Option<(Option<TreeEntry>, Option<TreeEntry>)>,
+        change: Option<TreeChange>,
         result: Result<(), StorageFailure>,
     ) {
-        if let (Ok(()), Some((old, new)), Some(slot)) = (result, change, self.locks.get(lock)) {
-            trees.apply(key_hash(&slot.key), old, new);
+        if let (Ok(()), Some(change)) = (result, change) {
+            debug_assert!(
+                self.locks
+                    .get(lock)
+                    .is_some_and(|slot| key_hash(&slot.key) == change.key_hash),
+                "a tree change belongs to its lock's key"
+            );
+            trees.apply(change.key_hash, change.old, change.new);
         }
     }
 
@@ -440,7 +446,11 @@ impl Replica {
         }
         let old = found.map(|record| TreeEntry::of(&slot.key, record));
         if let Some(Task::Locked { change, .. }) = shared.tasks.get_mut(token) {
-            *change = Some((old, None));
+            *change = Some(TreeChange {
+                key_hash: key_hash(&slot.key),
+                old,
+                new: None,
+            });
         }
     }
 
@@ -742,11 +752,11 @@ fn note_tree_write(tasks: &mut Tasks, token: u64, entry: Option<TreeEntry>) {
     if let (
         Some(entry),
         Some(Task::Locked {
-            change: Some((_, new)),
+            change: Some(change),
             ..
         }),
     ) = (entry, tasks.get_mut(token))
     {
-        *new = Some(entry);
+        change.new = Some(entry);
     }
 }

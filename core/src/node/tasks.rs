@@ -2,7 +2,7 @@
 //! storage tasks in one registry, so a completion finds its owner by its token.
 
 use super::actions::{ActionQueue, ActionsFull};
-use super::entries::TreeEntry;
+use super::entries::TreeChange;
 use crate::slab::{Slab, SlotId};
 use crate::version::NodeId;
 
@@ -13,7 +13,7 @@ pub(crate) enum Task {
     /// it read and of the one it is writing, for the anti-entropy tree once durable.
     Locked {
         lock: u32,
-        change: Option<(Option<TreeEntry>, Option<TreeEntry>)>,
+        change: Option<TreeChange>,
     },
     /// A peer's ReplicaGet.
     ReplicaRead {
@@ -88,6 +88,17 @@ impl Tasks {
     /// Ends the task of `token` (its operation completed or was never queued).
     pub(crate) fn end(&mut self, token: u64) -> Option<Task> {
         self.slab.remove(SlotId::from_u64(token))
+    }
+
+    /// The data-key changes of key operations in flight (see [`TreeChange`]).
+    pub(crate) fn tree_changes(&self) -> impl Iterator<Item = &TreeChange> + '_ {
+        self.slab.iter().filter_map(|(_, task)| match task {
+            Task::Locked {
+                change: Some(change),
+                ..
+            } => Some(change),
+            _ => None,
+        })
     }
 
     /// Tasks in flight.
