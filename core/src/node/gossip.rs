@@ -15,11 +15,11 @@
 
 use super::peers::Peers;
 use super::shared::Shared;
-use super::{Config, ConfigError, Node};
+use super::{Config, ConfigError, Node, StorageFailure};
 use crate::membership::{GossipTarget, Membership, Merged};
 use crate::placement::{Member, Ring};
 use crate::version::NodeId;
-use crate::wire::{MemberRecord, MemberStatus, Message};
+use crate::wire::{MemberRecord, MemberStatus, Message, decode_frame};
 
 /// This node's view of the cluster: the gossiped membership and the placement built
 /// from its `Up` members.
@@ -258,6 +258,7 @@ impl Node {
         if self.view.apply(&self.shared, &mut self.peers, merged) {
             self.writer.check_regained(&mut self.shared, &self.view);
         }
+        self.view_store.store(&mut self.shared, &self.view);
     }
 
     /// A peer's view arrived (`answer`: it expects this node's in return).
@@ -272,6 +273,33 @@ impl Node {
         }
         self.view
             .acknowledge(&mut self.shared, &mut self.peers, from, answer);
+        self.view_store.store(&mut self.shared, &self.view);
+    }
+
+    /// The stored view was read at start: merge it as a peer's (see `view_store`).
+    pub(crate) fn view_loaded(&mut self, result: Result<Option<&[u8]>, StorageFailure>) {
+        self.view_store.loaded(result.is_ok());
+        if let Ok(Some(record)) = result {
+            let limits = self.shared.config.wire_limits;
+            match decode_frame(record, self.shared.config.cluster_id, limits) {
+                Ok((Message::Gossip { members }, _)) => {
+                    log::info!(
+                        "node {}: membership of {} members read back from disk",
+                        self.shared.id.0,
+                        members.len()
+                    );
+                    if self.view.merge(&self.shared, &mut self.peers, &members) {
+                        self.writer.check_regained(&mut self.shared, &self.view);
+                    }
+                }
+                other => log::warn!(
+                    "node {}: the stored membership record is unreadable ({:?}); starting from the configured members",
+                    self.shared.id.0,
+                    other.err()
+                ),
+            }
+        }
+        self.view_store.store(&mut self.shared, &self.view);
     }
 
     /// `RINGKV.LEAVE` (see [`View::leave`]).

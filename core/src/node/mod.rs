@@ -135,11 +135,11 @@
 //! | `forwards.rs` | forwarded writes already answered (duplicates) |
 //! | `replica.rs`, `locks.rs`, `key_ops.rs` | the replica (`Replica`): peers' reads and writes, the key operations (`KeyOp`) it runs under per-key locks (read-merge-write) |
 //! | `hints.rs`, `delivery.rs`, `peers.rs` | hints held for others; their delivery (coordination); peers' health, probes and hint backoff |
-//! | `entries.rs`, `entropy.rs` | a record's entry hash; anti-entropy (`Entropy`: trees and exchanges) |
+//! | `entries.rs`, `entropy.rs` | a record's entry hash and a key operation's tree change; anti-entropy (`Entropy`: trees and exchanges; `OwedExchanges`: the exchanges owed first) |
 //! | `handoff.rs` | handing partitions off (`Handoffs`) |
 //! | `reap.rs` | reaping tombstones (`Reaper`) |
 //! | `writer.rs` | writer epochs (`Writer`) |
-//! | `gossip.rs`, `config.rs` | membership: the view and gossip (`View`); the node's configuration |
+//! | `gossip.rs`, `view_store.rs`, `config.rs` | membership: the view and gossip (`View`); its durable copy (`ViewStore`); the node's configuration |
 //! | `memory.rs`, `fuzz.rs` (feature `fuzzing`) | the in-memory stores every driver without ringkv-storage uses (core tests, fuzz driver, simulator); the fuzz driver |
 
 mod actions;
@@ -171,6 +171,7 @@ mod shared;
 mod storage;
 mod tasks;
 mod timers;
+mod view_store;
 mod writer;
 
 pub use actions::{Action, ClientId};
@@ -395,6 +396,8 @@ pub struct Node {
     foreground: admission::ForegroundLatency,
     /// Writer epochs: under which id this node mints dots, per partition.
     writer: writer::Writer,
+    /// The membership view's durable copy (`view_store`).
+    view_store: view_store::ViewStore,
     /// Coordination: the requests this node coordinates, with their deadlines, and the
     /// forwarded writes it already took.
     coordinator: coordinator::Coordinator,
@@ -460,6 +463,7 @@ impl Node {
             reaper: reap::Reaper::new(now, config.reap_interval_ms),
             foreground: admission::ForegroundLatency::default(),
             writer: writer::Writer::default(),
+            view_store: view_store::ViewStore::default(),
             coordinator: coordinator::Coordinator::new(request_slots, config.requests_max),
             replica: replica::Replica::new(config.locked_keys_max, config.waiting_operations_max),
             peers: Peers::new(&config, identity.id),
@@ -477,6 +481,7 @@ impl Node {
         };
         node.list_hints(&[]);
         node.writer.load(&mut node.shared);
+        node.view_store.load(&mut node.shared);
         Ok(node)
     }
 
@@ -716,6 +721,8 @@ impl Node {
             let next = now + Duration::from_millis(self.shared.config.gossip_interval_ms);
             self.timers.set(Timer::Gossip, next);
             self.view.gossip_round(&mut self.shared, &mut self.peers);
+            self.view_store.load(&mut self.shared);
+            self.view_store.store(&mut self.shared, &self.view);
         }
         if self.timers.is_due(Timer::Entropy, now) {
             let admitted = self.background_admitted();

@@ -213,6 +213,14 @@ impl Node {
                     self.writer.store(&mut self.shared);
                 }
             }
+            (Task::LoadView, Completion::Read { result, .. }) => {
+                self.view_loaded(borrowed(&result));
+            }
+            (Task::StoreView, Completion::Written { result, .. }) => {
+                if self.view_store.stored(result) {
+                    self.view_store.store(&mut self.shared, &self.view);
+                }
+            }
             (Task::HandoffPage, Completion::Scanned { result, .. }) => self.handoff_page(result),
             (Task::ReapPage, Completion::Scanned { result, .. }) => self.reap_page(result),
             (Task::OfferScan, Completion::Scanned { result, .. }) => {

@@ -32,6 +32,9 @@ pub(crate) enum Task {
     /// The writer epoch record: read at start, stored on a change.
     LoadWriter,
     StoreWriter,
+    /// The membership record: read at start, stored on a change.
+    LoadView,
+    StoreView,
     /// A page of a partition this node hands off.
     HandoffPage,
     /// This node's bucket, read to answer a peer's handoff offer.

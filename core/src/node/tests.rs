@@ -676,8 +676,12 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         harness.last_reply()
     );
     harness.settle();
+    // Only the nodes' own records (the membership) are stored: no data, no hint.
     assert!(
-        harness.disks.iter().all(MemoryDisk::is_empty),
+        harness.disks.iter().all(|disk| {
+            disk.records(Space::Data).next().is_none()
+                && disk.records(Space::Hints).next().is_none()
+        }),
         "nothing was written"
     );
     harness.send(0, Command::Exists { keys });
@@ -750,6 +754,61 @@ fn a_node_started_with_a_seed_joins_and_every_view_agrees_on_placement() {
     harness.send(3, Command::Admin(AdminCommand::Members));
     let members = harness.last_reply();
     assert_eq!(members.matches("status=up").count(), 4, "{members}");
+}
+
+#[test]
+fn membership_survives_a_restart_a_leave_and_a_join_included() {
+    let mut harness = Harness::new(3, |_| {});
+    harness.add_joining(4);
+    harness.settle();
+    harness.advance(10_000);
+    assert_eq!(
+        harness.nodes[3].membership().local().status,
+        MemberStatus::Up
+    );
+    // Node 4 restarts while its seed (node 1) is cut off: its stored view is all it
+    // has to find the cluster by.
+    harness.cut.insert(0);
+    harness.restart(3);
+    harness.settle();
+    harness.cut.clear();
+    let node = &harness.nodes[3];
+    assert_eq!(node.membership().local().status, MemberStatus::Up);
+    assert_eq!(node.ring().members().len(), 4, "it knows the cluster again");
+    assert_eq!(
+        node.membership().placement_digest(),
+        harness.nodes[0].membership().placement_digest()
+    );
+    // Node 2 starts leaving, then restarts: it is still leaving (or has left), never Up.
+    harness.send(1, Command::Admin(AdminCommand::Leave));
+    assert_eq!(harness.last_reply(), "+OK\r\n");
+    harness.cut.insert(1);
+    harness.complete_one(1); // the membership record, and nothing else
+    harness.restart(1);
+    harness.cut.clear();
+    harness.settle();
+    let status = harness.nodes[1].membership().local().status;
+    assert!(
+        matches!(status, MemberStatus::Leaving | MemberStatus::Left),
+        "{status:?}"
+    );
+    harness.advance(20_000);
+    harness.settle();
+    for node in &harness.nodes {
+        assert_eq!(
+            node.membership().get(NodeId(2)).map(|m| m.status),
+            Some(MemberStatus::Left),
+            "node {} sees node 2 left",
+            node.id().0
+        );
+    }
+    // A node that left stays out across a restart.
+    harness.restart(1);
+    harness.settle();
+    assert_eq!(
+        harness.nodes[1].membership().local().status,
+        MemberStatus::Left
+    );
 }
 
 fn keys_held(node: &Node) -> u32 {
