@@ -252,6 +252,16 @@ enum Connection<S> {
     Introduction(Introduction<S>),
 }
 
+/// What became of an outbound peer connection, for the core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Link {
+    Up,
+    /// It was up and broke: frames sent on it may have arrived.
+    Broke,
+    /// It never came up: nothing queued for it was delivered.
+    Unreachable,
+}
+
 /// Everything but the node, so actions can be performed while the node is borrowed.
 /// Everything but the node, so actions can be performed while the node is borrowed.
 struct Io<T: Transport> {
@@ -280,7 +290,7 @@ struct Io<T: Transport> {
     /// Peers to connect at the end of the wakeup.
     to_connect: Vec<NodeId>,
     /// Peer links that came up or went down, for the core after the drain.
-    link_events: Vec<(NodeId, bool)>,
+    link_events: Vec<(NodeId, Link)>,
     metrics: Metrics,
     /// Scratch for replies made here (errors, INFO).
     scratch: Vec<u8>,
@@ -507,11 +517,11 @@ impl<T: Transport> Frontend<T> {
                 return;
             }
             let now = self.io.clock.now();
-            for (peer, up) in events {
-                let input = if up {
-                    Input::PeerUp { peer }
-                } else {
-                    Input::PeerDown { peer }
+            for (peer, event) in events {
+                let input = match event {
+                    Link::Up => Input::PeerUp { peer },
+                    Link::Broke => Input::PeerDown { peer },
+                    Link::Unreachable => Input::PeerUnreachable { peer },
                 };
                 self.node.handle(now, input);
             }
@@ -651,7 +661,7 @@ impl<T: Transport> Frontend<T> {
         connection.state = PeerState::Connected;
         connection.backoff_ms = RECONNECT_INITIAL_MS;
         log::debug!("connected to peer {}", connection.peer.0);
-        io.link_events.push((connection.peer, true));
+        io.link_events.push((connection.peer, Link::Up));
         io.dirty.push(index);
         self.drain();
     }
@@ -982,18 +992,21 @@ impl<T: Transport> Io<T> {
             if let Some(stream) = peer.stream.take() {
                 self.transport.deregister(stream);
             }
-            let was_up = matches!(
-                peer.state,
-                PeerState::Connected | PeerState::Connecting { .. }
-            );
+            // A connection that never came up carried nothing: what was queued for it
+            // was never delivered, and the core may send it elsewhere.
+            let event = match peer.state {
+                PeerState::Connected => Some(Link::Broke),
+                PeerState::Connecting { .. } => Some(Link::Unreachable),
+                _ => None,
+            };
             let now = self.clock.now();
             peer.state = PeerState::Down {
                 retry_at: now + Duration::from_millis(peer.backoff_ms),
             };
             peer.backoff_ms = (peer.backoff_ms * 2).min(RECONNECT_MAX_MS);
             peer.out.clear();
-            if was_up {
-                self.link_events.push((peer.peer, false));
+            if let Some(event) = event {
+                self.link_events.push((peer.peer, event));
             }
             return;
         }

@@ -229,10 +229,10 @@ pub fn fuzz_node(data: &[u8]) {
             }
             5 => {
                 let peer = NodeId(2 + u64::from(bytes.byte() % 2));
-                let input = if bytes.byte() % 2 == 0 {
-                    Input::PeerUp { peer }
-                } else {
-                    Input::PeerDown { peer }
+                let input = match bytes.byte() % 3 {
+                    0 => Input::PeerUp { peer },
+                    1 => Input::PeerDown { peer },
+                    _ => Input::PeerUnreachable { peer },
                 };
                 bench.handle(input);
             }

@@ -221,8 +221,12 @@ pub enum Input<'a> {
     Peer { from: NodeId, message: Message<'a> },
     /// The connection to a peer is up.
     PeerUp { peer: NodeId },
-    /// The connection to a peer broke.
+    /// The connection to a peer broke: frames sent on it may have arrived.
     PeerDown { peer: NodeId },
+    /// A connection to the peer could not be made (refused, unreachable): no frame
+    /// sent to it since the last `PeerDown` (or since start) was delivered. Forwarded
+    /// writes sent in that time go to the next replica at once.
+    PeerUnreachable { peer: NodeId },
     /// A storage operation finished.
     Storage(Completion),
     /// [`Node::poll_timeout`] passed.
@@ -328,6 +332,8 @@ pub struct Stats {
     pub reads_coordinated: u64,
     pub writes_coordinated: u64,
     pub writes_forwarded: u64,
+    /// Forwards sent again to the next replica because the first was never delivered.
+    pub forwards_redirected: u64,
     pub stand_in_writes: u64,
     pub messages_sent: u64,
     pub read_repairs_sent: u64,
@@ -647,7 +653,14 @@ impl Node {
             } => self.client_command(client, tag, timestamp_ms, command),
             Input::Peer { from, message } => self.peer_message(from, message),
             Input::PeerUp { peer } => self.peers.alive(peer, self.shared.now),
-            Input::PeerDown { peer } => self.peers.mark_down(peer, self.shared.now),
+            Input::PeerDown { peer } => {
+                self.peers.link_broke(peer, self.shared.now);
+                self.peer_lost(peer, false);
+            }
+            Input::PeerUnreachable { peer } => {
+                self.peers.mark_down(peer, self.shared.now);
+                self.peer_lost(peer, true);
+            }
             Input::Storage(completion) => self.storage_completion(completion),
             Input::Timeout => {}
         }

@@ -30,6 +30,9 @@ pub(crate) struct Peer {
     pub(crate) hints_next_at: Instant,
     /// When the peer last showed life to this node directly.
     heard_at: Instant,
+    /// Connections to the peer that broke (`PeerDown`): a frame sent in the current
+    /// generation was never delivered if the next connection attempt fails.
+    pub(crate) link_generation: u64,
 }
 
 #[derive(Debug)]
@@ -85,6 +88,7 @@ impl Peers {
                 hint_backoff_ms: self.hint_initial_ms,
                 hints_next_at: Instant::ZERO,
                 heard_at: now,
+                link_generation: 0,
             },
         );
     }
@@ -147,6 +151,19 @@ impl Peers {
             peer.next_probe_at = now + Duration::from_millis(initial);
             self.marked_down += 1;
         }
+    }
+
+    /// The connection to the peer broke: what was sent on it may have arrived.
+    pub(crate) fn link_broke(&mut self, id: NodeId, now: Instant) {
+        self.mark_down(id, now);
+        if let Some(peer) = self.get_mut(id) {
+            peer.link_generation += 1;
+        }
+    }
+
+    /// The peer's current link generation (0 for an unknown peer).
+    pub(crate) fn link_generation(&self, id: NodeId) -> u64 {
+        self.get(id).map_or(0, |peer| peer.link_generation)
     }
 
     /// The earliest probe due.

@@ -83,6 +83,8 @@ pub(crate) struct ForwardRequest {
     pub(crate) partition: usize,
     pub(crate) spec: WriteSpec,
     pub(crate) to: NodeId,
+    /// `to`'s link generation when the forward was sent (`Peers::link_generation`).
+    pub(crate) link_generation: u64,
     pub(crate) tried: SmallVec<[NodeId; 4]>,
     pub(crate) attempt_at: Instant,
     pub(crate) final_at: Instant,
@@ -216,6 +218,31 @@ impl Requests {
     }
 
     /// Requests in flight.
+    /// Forwards sent to `peer` in its link generation `generation`, and writes that
+    /// wait for `peer`'s acknowledgement.
+    pub(crate) fn waiting_on(&self, peer: NodeId, generation: u64) -> (Vec<SlotId>, Vec<SlotId>) {
+        let (mut forwards, mut writes) = (Vec::new(), Vec::new());
+        for (id, request) in self.slab.iter() {
+            match request {
+                Request::Forward(forward)
+                    if forward.to == peer && forward.link_generation == generation =>
+                {
+                    forwards.push(id)
+                }
+                Request::Write(write)
+                    if write
+                        .quorum
+                        .as_ref()
+                        .is_some_and(|quorum| quorum.is_pending(peer)) =>
+                {
+                    writes.push(id)
+                }
+                _ => {}
+            }
+        }
+        (forwards, writes)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.slab.len()
     }

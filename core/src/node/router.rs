@@ -160,6 +160,23 @@ impl Node {
         }
     }
 
+    /// `peer` is down: writes waiting for its acknowledgement try a stand-in now (a
+    /// replica merges a write idempotently, so a second copy is harmless), and when
+    /// nothing sent to it arrived (`undelivered`), so do the forwards sent to it.
+    pub(crate) fn peer_lost(&mut self, peer: NodeId, undelivered: bool) {
+        let generation = self.peers.link_generation(peer);
+        let (forwards, writes) = self.coordinator.requests.waiting_on(peer, generation);
+        let (coordinator, mut cx) = coordination!(self);
+        for id in writes {
+            coordinator.write_target_lost(&mut cx, id, peer);
+        }
+        if undelivered {
+            for id in forwards {
+                coordinator.forward_undelivered(&mut cx, id, peer);
+            }
+        }
+    }
+
     /// Routes one storage completion to the task that waits for it.
     pub(crate) fn storage_completion(&mut self, completion: Completion) {
         let token = completion.token();

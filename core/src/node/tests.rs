@@ -574,6 +574,57 @@ fn the_coordinator_keeps_a_hint_for_a_replica_no_stand_in_could_replace() {
 }
 
 #[test]
+fn a_forward_that_was_never_delivered_goes_to_the_next_replica_at_once() {
+    let mut harness = Harness::new(5, |c| c.replicas = 3);
+    // A key node 1 does not replicate: node 1 forwards its writes.
+    let key = (0..)
+        .map(|i| format!("key-{i}").into_bytes())
+        .find(|key| !harness.replicas_of(key).contains(&0))
+        .unwrap();
+    let first = harness.replicas_of(&key)[0];
+    let first_id = NodeId(first as u64 + 1);
+    harness.cut.insert(first);
+    // The link to the first replica broke after the forward may have arrived: the
+    // forward waits (a second copy could be minted under another dot).
+    harness.send(
+        0,
+        Command::Set {
+            key: &key,
+            value: b"v1",
+        },
+    );
+    harness.settle();
+    harness.nodes[0].handle(harness.now, Input::PeerDown { peer: first_id });
+    harness.drain(0);
+    harness.settle();
+    assert!(harness.replies.is_empty(), "{}", harness.last_reply());
+    assert_eq!(harness.nodes[0].stats().forwards_redirected, 0);
+    harness.advance(3_000);
+    assert!(
+        harness.last_reply().starts_with("-TIMEOUT"),
+        "{}",
+        harness.last_reply()
+    );
+    // A connection that could not be made carried nothing: the next forward to the
+    // first replica goes to the second as soon as the shell says so.
+    harness.replies.clear();
+    harness.nodes[0].handle(harness.now, Input::PeerUp { peer: first_id });
+    harness.send(
+        0,
+        Command::Set {
+            key: &key,
+            value: b"v2",
+        },
+    );
+    harness.settle();
+    harness.nodes[0].handle(harness.now, Input::PeerUnreachable { peer: first_id });
+    harness.drain(0);
+    harness.settle();
+    assert_eq!(harness.last_reply(), "+OK\r\n");
+    assert_eq!(harness.nodes[0].stats().forwards_redirected, 1);
+}
+
+#[test]
 fn a_write_whose_replicas_are_all_down_is_minted_by_a_stand_in() {
     let mut harness = Harness::new(5, |c| {
         c.replicas = 2;

@@ -109,6 +109,7 @@ impl Coordinator {
             partition,
             spec,
             to,
+            link_generation: 0,
             tried: SmallVec::new(),
             attempt_at: Instant::MAX,
             final_at: cx.deadline_after(cx.shared.config.request_timeout_ms),
@@ -125,6 +126,7 @@ impl Coordinator {
             return;
         };
         forward.to = to;
+        forward.link_generation = cx.peers.link_generation(to);
         forward.tried.push(to);
         forward.attempt_at = attempt_at;
         let started = cx.peers.begin_request(to);
@@ -154,6 +156,25 @@ impl Coordinator {
             }
             self.forward_failed(cx, id);
         }
+    }
+
+    /// Forward `id` to `peer` was never delivered (no connection could be made since it
+    /// was sent): nothing was minted there, so the next replica may take it.
+    pub(crate) fn forward_undelivered(
+        &mut self,
+        cx: &mut Coordination<'_>,
+        id: SlotId,
+        peer: NodeId,
+    ) {
+        let Some(Request::Forward(forward)) = self.requests.held(id) else {
+            return;
+        };
+        if forward.to != peer {
+            return;
+        }
+        cx.peers.end_request(peer);
+        cx.shared.stats.forwards_redirected += 1;
+        self.forward_failed(cx, id);
     }
 
     /// The replica a write was forwarded to answered.

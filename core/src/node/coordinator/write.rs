@@ -299,6 +299,23 @@ impl Coordinator {
         }
     }
 
+    /// The link to `node` went down while write `id` waited for its acknowledgement.
+    pub(crate) fn write_target_lost(
+        &mut self,
+        cx: &mut Coordination<'_>,
+        id: SlotId,
+        node: NodeId,
+    ) {
+        let pending = matches!(
+            self.requests.get(id),
+            Some(Request::Write(write)) if write.quorum.as_ref().is_some_and(|q| q.is_pending(node))
+        );
+        if pending {
+            cx.peers.end_request(node);
+            self.write_target_failed(cx, id, node);
+        }
+    }
+
     /// `node` will not acknowledge write `id`: ask a stand-in in its place, or count it
     /// failed when none is left.
     pub(super) fn write_target_failed(
