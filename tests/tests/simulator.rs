@@ -200,6 +200,8 @@ struct Totals {
     hints_delivered: u64,
     read_repairs: u64,
     forwarded_writes: u64,
+    writes_handed_on: u64,
+    hints_held_for_down_owners: u64,
     peers_marked_down: u64,
     storage_failures: u64,
     writes_promised_writable: u64,
@@ -235,6 +237,8 @@ impl Totals {
         self.hints_delivered += stats.hints_delivered;
         self.read_repairs += stats.read_repairs_sent;
         self.forwarded_writes += stats.writes_forwarded;
+        self.writes_handed_on += stats.writes_handed_on;
+        self.hints_held_for_down_owners += stats.hints_held_for_down_owners;
         self.peers_marked_down += stats.peers_marked_down;
         self.messages_lost += network.lost + network.blocked;
         self.messages_duplicated += network.duplicated;
@@ -253,6 +257,8 @@ impl Totals {
             ("hints delivered", self.hints_delivered),
             ("read repairs", self.read_repairs),
             ("forwarded writes", self.forwarded_writes),
+            ("writes handed on (disk full)", self.writes_handed_on),
+            ("hints held by coordinators", self.hints_held_for_down_owners),
             ("peers marked down", self.peers_marked_down),
             ("storage failures", self.storage_failures),
             (

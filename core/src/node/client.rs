@@ -376,12 +376,13 @@ impl Node {
             let stats = self.stats();
             let _ = write!(
                 text,
-                "# Stats\r\nrequests_in_flight:{}\r\nreads_coordinated:{}\r\nwrites_coordinated:{}\r\nwrites_forwarded:{}\r\nforwards_redirected:{}\r\nstand_in_writes:{}\r\nread_repairs_sent:{}\r\nhints_stored:{}\r\nhints_held_for_down_owners:{}\r\nhints_delivered:{}\r\noverloaded:{}\r\nmerges_coalesced:{}\r\nrequests_timed_out:{}\r\npeers_marked_down:{}\r\ncorrupt_records_replaced:{}\r\n\r\n",
+                "# Stats\r\nrequests_in_flight:{}\r\nreads_coordinated:{}\r\nwrites_coordinated:{}\r\nwrites_forwarded:{}\r\nforwards_redirected:{}\r\nwrites_handed_on:{}\r\nstand_in_writes:{}\r\nread_repairs_sent:{}\r\nhints_stored:{}\r\nhints_held_for_down_owners:{}\r\nhints_delivered:{}\r\noverloaded:{}\r\nmerges_coalesced:{}\r\nrequests_timed_out:{}\r\npeers_marked_down:{}\r\ncorrupt_records_replaced:{}\r\n\r\n",
                 self.coordinator.requests.len(),
                 stats.reads_coordinated,
                 stats.writes_coordinated,
                 stats.writes_forwarded,
                 stats.forwards_redirected,
+                stats.writes_handed_on,
                 stats.stand_in_writes,
                 stats.read_repairs_sent,
                 stats.hints_stored,

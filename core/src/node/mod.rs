@@ -334,6 +334,8 @@ pub struct Stats {
     pub writes_forwarded: u64,
     /// Forwards sent again to the next replica because the first was never delivered.
     pub forwards_redirected: u64,
+    /// Writes this node could not store (its disk full) handed to another replica.
+    pub writes_handed_on: u64,
     pub stand_in_writes: u64,
     pub messages_sent: u64,
     pub read_repairs_sent: u64,

@@ -9,7 +9,7 @@ use crate::deadline::Deadlines;
 use crate::quorum::{ReadQuorum, WriteQuorum};
 use crate::slab::{Slab, SlotId};
 use crate::time::Instant;
-use crate::version::{NodeId, Value, VersionVector};
+use crate::version::{Dot, NodeId, Value, VersionVector};
 use smallvec::SmallVec;
 
 /// Where the outcome of a request goes.
@@ -60,7 +60,11 @@ pub(crate) struct WriteRequest {
     pub(crate) writer: NodeId,
     /// Some(owner): this node keeps its copy as a hint for `owner`.
     pub(crate) local_owner: Option<NodeId>,
-    pub(crate) spec: Option<WriteSpec>,
+    /// The client's write; once minted its value lives in `versions` (and this holds a
+    /// tombstone in its place), the context and quorum stay for handing it on.
+    pub(crate) spec: WriteSpec,
+    /// The dot this node minted the write under, once it did.
+    pub(crate) minted: Option<Dot>,
     /// The minted versions, encoded.
     pub(crate) versions: Vec<u8>,
     pub(crate) context: VersionVector,

@@ -18,6 +18,8 @@ struct Harness {
     replies: Vec<(usize, Vec<u8>)>,
     /// Nodes whose frames (both ways) are dropped.
     cut: BTreeSet<usize>,
+    /// Nodes whose disk refuses every write and delete as full.
+    full: BTreeSet<usize>,
     now: Instant,
     next_tag: u64,
 }
@@ -45,6 +47,7 @@ impl Harness {
             frames: VecDeque::new(),
             replies: Vec::new(),
             cut: BTreeSet::new(),
+            full: BTreeSet::new(),
             now,
             next_tag: 0,
         };
@@ -126,7 +129,9 @@ impl Harness {
         let Some(job) = self.jobs[index].pop_front() else {
             return false;
         };
-        let answer = self.disks[index].perform(&job, None);
+        let full = self.full.contains(&index) && job.is_write();
+        let failure = full.then_some(StorageFailure::DiskFull);
+        let answer = self.disks[index].perform(&job, failure);
         self.nodes[index].handle(self.now, Input::Storage(answer));
         self.drain(index);
         true
@@ -622,6 +627,71 @@ fn a_forward_that_was_never_delivered_goes_to_the_next_replica_at_once() {
     harness.settle();
     assert_eq!(harness.last_reply(), "+OK\r\n");
     assert_eq!(harness.nodes[0].stats().forwards_redirected, 1);
+}
+
+#[test]
+fn a_replica_whose_disk_is_full_hands_the_write_to_another() {
+    let mut harness = Harness::new(3, |c| c.write_quorum_default = 2);
+    harness.full.insert(0);
+    harness.send(
+        0,
+        Command::Set {
+            key: b"k",
+            value: b"v",
+        },
+    );
+    harness.settle();
+    assert_eq!(harness.last_reply(), "+OK\r\n", "W=2 met by the other two");
+    assert_eq!(harness.nodes[0].stats().writes_handed_on, 1);
+    assert_eq!(
+        harness.stored(0, b"k"),
+        None,
+        "nothing stored on the full disk"
+    );
+    for index in [1, 2] {
+        assert_eq!(
+            values(&harness.stored(index, b"k").unwrap()),
+            [b"v".to_vec()]
+        );
+    }
+    // A VSET with a context keeps it: the new value supersedes the old one.
+    harness.send(
+        1,
+        Command::VGet {
+            key: b"k",
+            read_quorum: None,
+        },
+    );
+    harness.settle();
+    // A VGET answers [token, [values]].
+    let reply = harness.last_reply();
+    let token = reply.split("\r\n").nth(2).unwrap().to_string();
+    harness.send(
+        0,
+        Command::VSet {
+            key: b"k",
+            context: token.as_bytes(),
+            value: b"v2",
+            write_quorum: None,
+        },
+    );
+    harness.settle();
+    assert!(
+        harness.last_reply().starts_with('$'),
+        "{}",
+        harness.last_reply()
+    );
+    for index in [1, 2] {
+        assert_eq!(
+            values(&harness.stored(index, b"k").unwrap()),
+            [b"v2".to_vec()]
+        );
+    }
+    // Once the disk has room again, the hint kept for node 1 catches it up.
+    harness.full.clear();
+    harness.advance(5_000);
+    harness.settle();
+    assert_eq!(values(&harness.stored(0, b"k").unwrap()), [b"v2".to_vec()]);
 }
 
 #[test]

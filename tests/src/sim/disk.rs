@@ -68,7 +68,7 @@ impl SimDisk {
         self.config = config;
     }
 
-    /// While `failing`, every write fails (a dead or full disk).
+    /// While `failing`, every write fails as on a full disk.
     pub fn set_failing(&mut self, failing: bool) {
         self.failing = failing;
     }
@@ -82,11 +82,18 @@ impl SimDisk {
         Duration::from_millis(self.config.latency_min_ms + self.rngs[0].below(span + 1))
     }
 
-    /// Performs `operation` now; a write or delete may fail (changing nothing).
+    /// Performs `operation` now; a write or delete may fail (changing nothing): as
+    /// full while the disk is failing, else now and then with an I/O error.
     pub fn perform(&mut self, operation: &StorageOp) -> Completion {
-        let failure = (operation.is_write()
-            && (self.failing || self.rngs[index(operation.space())].chance(self.config.failure)))
-        .then_some(StorageFailure::Io);
+        let failure = if !operation.is_write() {
+            None
+        } else if self.failing {
+            Some(StorageFailure::DiskFull)
+        } else {
+            self.rngs[index(operation.space())]
+                .chance(self.config.failure)
+                .then_some(StorageFailure::Io)
+        };
         self.stores.perform(operation, failure)
     }
 

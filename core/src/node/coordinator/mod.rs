@@ -7,7 +7,6 @@ mod forward;
 mod read;
 mod write;
 
-use crate::node::RequestError;
 use crate::node::actions::ClientId;
 use crate::node::admission::ForegroundLatency;
 use crate::node::entropy::OwedExchanges;
@@ -17,11 +16,12 @@ use crate::node::hints::Hints;
 use crate::node::key_ops::KeyOp;
 use crate::node::peers::Peers;
 use crate::node::read_reply::{ReadKind, holds_value, write_read};
-use crate::node::replica::{Ended, Replica, ReplicaContext, Start};
+use crate::node::replica::{Ended, Failure, Replica, ReplicaContext, Start};
 use crate::node::requests::{BatchRequest, Full, ReplyTo, Request, Requests};
 use crate::node::shared::Shared;
 use crate::node::storage::Space;
 use crate::node::writer::Writer;
+use crate::node::{RequestError, StorageFailure};
 use crate::placement::Ring;
 use crate::resp::{write_bulk, write_error, write_integer, write_simple};
 use crate::slab::SlotId;
@@ -188,6 +188,7 @@ impl Coordinator {
             Ended::Mint { request, result } => match result {
                 Ok(()) if !cx.shared.sabotage().ack_before_durable => self.replicate(cx, request),
                 Ok(()) => {}
+                Err(Failure::Storage(StorageFailure::DiskFull)) if self.hand_on(cx, request) => {}
                 Err(failure) => self.fail_write(cx, request, failure.into_request_error()),
             },
             Ended::HintRead { delivery, failed } => {

@@ -15,7 +15,7 @@ use crate::node::writer::Writer;
 use crate::quorum::{Progress, WriteQuorum};
 use crate::slab::SlotId;
 use crate::time::Instant;
-use crate::version::{Dot, NodeId, VersionSet, VersionVector};
+use crate::version::{Dot, NodeId, Value, VersionSet, VersionVector};
 use crate::wire::{Message, ReplicaStatus};
 use core::time::Duration;
 use smallvec::SmallVec;
@@ -94,7 +94,8 @@ impl Coordinator {
             partition,
             writer,
             local_owner,
-            spec: Some(spec),
+            spec,
+            minted: None,
             versions: Vec::new(),
             context: VersionVector::new(),
             write_quorum,
@@ -155,10 +156,15 @@ impl Coordinator {
             // The request timed out while waiting for the lock: nothing to write.
             return Step::Done(Ok(()));
         };
-        let Some(spec) = write.spec.take() else {
+        if write.minted.is_some() {
+            debug_assert!(false, "a write minted twice");
             return Step::Done(Ok(()));
-        };
-        let (minted, reply_context) = mint_versions(cx.writer, cx.shared, write, spec, &current);
+        }
+        let value = core::mem::replace(&mut write.spec.value, Value::tombstone(0));
+        let context = write.spec.context.clone();
+        let (minted, reply_context, dot) =
+            mint_versions(cx.writer, cx.shared, write, context, value, &current);
+        write.minted = Some(dot);
         if minted.sibling_count() > bounds.siblings_max
             || minted.clock_size() > bounds.coordinators_max
         {
@@ -185,6 +191,50 @@ impl Coordinator {
                 Step::Done(Ok(()))
             }
         }
+    }
+
+    /// This node's disk is full: its store refused write `id`'s record before writing
+    /// anything, so the dot minted for it exists nowhere (it was neither stored nor
+    /// sent). The next healthy replica coordinates the write instead, as it would for
+    /// a replica that is down; true if one took it.
+    pub(crate) fn hand_on(&mut self, cx: &mut Coordination<'_>, id: SlotId) -> bool {
+        let Some(Request::Write(write)) = self.requests.get(id) else {
+            return false;
+        };
+        let (Some(dot), None, None) = (write.minted, write.local_owner, write.quorum.as_ref())
+        else {
+            return false;
+        };
+        let own = cx.shared.id;
+        let next = cx
+            .view
+            .ring
+            .preference_list(write.partition)
+            .find(|&node| node != own && cx.peers.is_up(node));
+        let Some(next) = next else {
+            return false;
+        };
+        let bounds = cx.shared.config.version_bounds;
+        let value = VersionSet::decode(&write.versions, bounds)
+            .ok()
+            .and_then(|versions| {
+                let sibling = versions.siblings().find(|s| s.dot == Some(dot))?;
+                Some(sibling.value.clone())
+            });
+        let Some(value) = value else {
+            debug_assert!(false, "a minted write holds its own dot");
+            return false;
+        };
+        let Some(Request::Write(write)) = self.remove_request(cx, id) else {
+            return false;
+        };
+        cx.shared.stats.writes_handed_on += 1;
+        let spec = WriteSpec {
+            value,
+            ..write.spec
+        };
+        self.forward_write(cx, write.reply, write.reply_context, &write.key, spec, next);
+        true
     }
 
     /// The minted write `id` is durable here: send it to the other targets.
@@ -504,16 +554,17 @@ fn mint_versions(
     writer: &mut Writer,
     shared: &mut Shared,
     write: &mut WriteRequest,
-    spec: WriteSpec,
+    context: Option<VersionVector>,
+    value: Value,
     current: &VersionSet,
-) -> (VersionSet, VersionVector) {
+) -> (VersionSet, VersionVector, Dot) {
     let sabotage = shared.sabotage();
     let floor = if sabotage.reap_without_floor {
         0
     } else {
         writer.counter_floor()
     };
-    let context = match spec.context {
+    let context = match context {
         _ if sabotage.ignore_context => VersionVector::new(),
         Some(context) => context,
         None => current.join(),
@@ -523,7 +574,7 @@ fn mint_versions(
     let token_wanted = write.reply_context || matches!(write.reply, ReplyTo::Peer { .. });
     let lane = writer.lane_for(&mut shared.rng, write.writer, &context, current);
     let minted = VersionSet::update_above(
-        VersionSet::from_context(&context, spec.value),
+        VersionSet::from_context(&context, value),
         current,
         lane,
         floor,
@@ -539,5 +590,5 @@ fn mint_versions(
     } else {
         context.with_dot(dot)
     };
-    (minted, reply_context)
+    (minted, reply_context, dot)
 }
