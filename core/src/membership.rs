@@ -493,6 +493,28 @@ impl Membership {
         }
     }
 
+    /// Marks member `id` (not this node) `Left` on its behalf (`RINGKV.REMOVE`): the
+    /// one entry another node writes. `Left` is final, so the member stays out even if
+    /// it comes back (it must start under a new id). None: no such member, or it is
+    /// this node.
+    pub fn remove_member(&mut self, id: NodeId) -> Option<Merged> {
+        if id == self.local {
+            return None;
+        }
+        let index = self.index_of(id)?;
+        let member = &mut self.members[index];
+        if member.status == MemberStatus::Left {
+            return Some(Merged::default());
+        }
+        member.status = MemberStatus::Left;
+        member.version += 1;
+        Some(Merged {
+            changed: true,
+            placement_changed: self.refresh_placement_digest(),
+            ..Merged::default()
+        })
+    }
+
     /// Adds a seed address (`RINGKV.JOIN`); false when it is already known or too long.
     pub fn add_seed(&mut self, address: &[u8]) -> bool {
         if address.is_empty()

@@ -263,6 +263,9 @@ pub enum AdminCommand<'a> {
     Join { seed: &'a [u8] },
     /// `RINGKV.LEAVE`: hand off data and leave.
     Leave,
+    /// `RINGKV.REMOVE <node id>`: take a member that will never return out of the
+    /// view (as `nodetool removenode`); refused for a member that is up.
+    Remove { id: u64 },
     /// `RINGKV.DIGEST`: the anti-entropy root of every partition this node replicates,
     /// so an operator (or a test) can see whether replicas agree.
     Digest,
@@ -511,9 +514,18 @@ impl<'a> Command<'a> {
             (b"RINGKV.JOIN", [seed]) => Command::Admin(AdminCommand::Join { seed }),
             (b"RINGKV.LEAVE", []) => Command::Admin(AdminCommand::Leave),
             (b"RINGKV.DIGEST", []) => Command::Admin(AdminCommand::Digest),
+            (b"RINGKV.REMOVE", [id]) => {
+                let id = core::str::from_utf8(id)
+                    .ok()
+                    .and_then(|id| id.parse::<u64>().ok());
+                match id {
+                    Some(id) => Command::Admin(AdminCommand::Remove { id }),
+                    None => return Some(Err(CommandError::Syntax("node id is not a number"))),
+                }
+            }
             (
                 b"RINGKV.MEMBERS" | b"RINGKV.RING" | b"RINGKV.JOIN" | b"RINGKV.LEAVE"
-                | b"RINGKV.DIGEST",
+                | b"RINGKV.DIGEST" | b"RINGKV.REMOVE",
                 _,
             ) => {
                 return Some(arity("ringkv admin"));

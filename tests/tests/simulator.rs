@@ -258,7 +258,10 @@ impl Totals {
             ("read repairs", self.read_repairs),
             ("forwarded writes", self.forwarded_writes),
             ("writes handed on (disk full)", self.writes_handed_on),
-            ("hints held by coordinators", self.hints_held_for_down_owners),
+            (
+                "hints held by coordinators",
+                self.hints_held_for_down_owners,
+            ),
             ("peers marked down", self.peers_marked_down),
             ("storage failures", self.storage_failures),
             (

@@ -261,6 +261,10 @@ impl Node {
                 let result = self.admin_leave();
                 self.reply_admin(client, tag, result);
             }
+            AdminCommand::Remove { id } => {
+                let result = self.admin_remove(crate::version::NodeId(id));
+                self.reply_admin(client, tag, result);
+            }
             AdminCommand::Digest => {
                 let lines = self.digest_lines();
                 reply_with(&mut self.shared, client, tag, false, |out| {
@@ -376,7 +380,7 @@ impl Node {
             let stats = self.stats();
             let _ = write!(
                 text,
-                "# Stats\r\nrequests_in_flight:{}\r\nreads_coordinated:{}\r\nwrites_coordinated:{}\r\nwrites_forwarded:{}\r\nforwards_redirected:{}\r\nwrites_handed_on:{}\r\nstand_in_writes:{}\r\nread_repairs_sent:{}\r\nhints_stored:{}\r\nhints_held_for_down_owners:{}\r\nhints_delivered:{}\r\noverloaded:{}\r\nmerges_coalesced:{}\r\nrequests_timed_out:{}\r\npeers_marked_down:{}\r\ncorrupt_records_replaced:{}\r\n\r\n",
+                "# Stats\r\nrequests_in_flight:{}\r\nreads_coordinated:{}\r\nwrites_coordinated:{}\r\nwrites_forwarded:{}\r\nforwards_redirected:{}\r\nwrites_handed_on:{}\r\nstand_in_writes:{}\r\nread_repairs_sent:{}\r\nhints_stored:{}\r\nhints_held_for_down_owners:{}\r\nhints_delivered:{}\r\nhints_dropped:{}\r\noverloaded:{}\r\nmerges_coalesced:{}\r\nrequests_timed_out:{}\r\npeers_marked_down:{}\r\ncorrupt_records_replaced:{}\r\n\r\n",
                 self.coordinator.requests.len(),
                 stats.reads_coordinated,
                 stats.writes_coordinated,
@@ -388,6 +392,7 @@ impl Node {
                 stats.hints_stored,
                 stats.hints_held_for_down_owners,
                 stats.hints_delivered,
+                stats.hints_dropped,
                 stats.overloaded,
                 stats.merges_coalesced,
                 stats.requests_timed_out,

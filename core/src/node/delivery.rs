@@ -13,7 +13,7 @@ use super::requests::{DeliveryRequest, Request};
 use super::storage::Space;
 use crate::slab::SlotId;
 use crate::version::NodeId;
-use crate::wire::{Message, ReplicaStatus};
+use crate::wire::{MemberStatus, Message, ReplicaStatus};
 use core::time::Duration;
 
 /// Delivering hints is coordination: each delivery is a request (bounded by
@@ -62,6 +62,36 @@ impl Coordinator {
                 self.remove_request(cx, id);
                 return;
             }
+        }
+    }
+
+    /// Hints for a member that left the cluster or was removed (`Left` is final) can
+    /// never be delivered: delete them, at most `hint_deliveries_max` per round.
+    pub(crate) fn drop_departed_hints(&mut self, cx: &mut Coordination<'_>) {
+        let mut stored = Vec::new();
+        for _ in 0..cx.shared.config.hint_deliveries_max {
+            if !cx.shared.actions.has_room(4) {
+                return;
+            }
+            let view = cx.view;
+            let departed = |owner| {
+                view.membership
+                    .get(owner)
+                    .is_some_and(|member| member.status == MemberStatus::Left)
+            };
+            let Some((owner, key)) = cx.hints.next_deliverable(departed) else {
+                return;
+            };
+            let generation = cx.hints.generation(owner, &key).unwrap_or(0);
+            // The delete removes the entry; until then a later round may queue it again,
+            // which finds it gone.
+            cx.hints.delivery_ended(owner, &key);
+            hint_key(owner, &key, &mut stored);
+            let op = KeyOp::DeleteHint { owner, generation };
+            if self.enqueue_own(cx, Space::Hints, &stored, op).is_err() {
+                return;
+            }
+            cx.shared.stats.hints_dropped += 1;
         }
     }
 

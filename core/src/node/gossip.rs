@@ -64,9 +64,10 @@ impl View {
 
     /// Rebuilds the placement after the membership changed it; on error the old one
     /// stays.
-    fn rebuild(&mut self, config: &Config) -> Result<(), ConfigError> {
-        (self.ring, self.ready) = placement_ring(&self.membership, config)?;
-        Ok(())
+    fn rebuild(&mut self, config: &Config) -> Result<Ring, ConfigError> {
+        let (ring, ready) = placement_ring(&self.membership, config)?;
+        self.ready = ready;
+        Ok(core::mem::replace(&mut self.ring, ring))
     }
 }
 
@@ -136,13 +137,13 @@ impl View {
         }
     }
 
-    /// A peer's view arrived: merge it; true when the placement changed.
+    /// A peer's view arrived: merge it; the placement before, when it changed.
     pub(crate) fn merge(
         &mut self,
         shared: &Shared,
         peers: &mut Peers,
         members: &[MemberRecord<'_>],
-    ) -> bool {
+    ) -> Option<Ring> {
         let merged = self.membership.merge(members, shared.now);
         self.apply(shared, peers, merged)
     }
@@ -166,9 +167,14 @@ impl View {
         }
     }
 
-    /// Brings the peer table and the ring in line with the view after a change; true
-    /// when the placement changed.
-    pub(crate) fn apply(&mut self, shared: &Shared, peers: &mut Peers, merged: Merged) -> bool {
+    /// Brings the peer table and the ring in line with the view after a change; the
+    /// placement before, when it changed.
+    pub(crate) fn apply(
+        &mut self,
+        shared: &Shared,
+        peers: &mut Peers,
+        merged: Merged,
+    ) -> Option<Ring> {
         let id = shared.id;
         if merged.refused > 0 {
             log::warn!(
@@ -178,7 +184,7 @@ impl View {
             );
         }
         if !merged.changed {
-            return false;
+            return None;
         }
         if merged.joined {
             log::info!("node {}: heard the cluster, now up", id.0);
@@ -189,23 +195,23 @@ impl View {
             }
         }
         if !merged.placement_changed {
-            return false;
+            return None;
         }
         match self.rebuild(&shared.config) {
-            Ok(()) => {
+            Ok(old) => {
                 log::info!(
                     "node {}: placement changed: {} members placed, digest {:016x}",
                     id.0,
                     self.ring.members().len(),
                     self.membership.placement_digest()
                 );
-                true
+                Some(old)
             }
             // Merge refuses zero weights and bounds the member count, so the ring can
             // always be built; keep the old one if that ever stops holding.
             Err(error) => {
                 log::warn!("node {}: placement not rebuilt: {error}", id.0);
-                false
+                None
             }
         }
     }
@@ -224,6 +230,33 @@ impl View {
             .actions
             .introduce(seed, shared.config.cluster_id, &message)
             .map_err(|_| "the node is overloaded, retry later")
+    }
+
+    /// `RINGKV.REMOVE <id>`: member `id` will never return; take it out of the view.
+    /// Refused for this node (`RINGKV.LEAVE` is its way out), an unknown member, and a
+    /// member this node can reach or heard from within `gossip_silence_ms`.
+    pub(crate) fn remove(
+        &mut self,
+        shared: &Shared,
+        peers: &Peers,
+        id: NodeId,
+    ) -> Result<Merged, &'static str> {
+        if id == shared.id {
+            return Err("this is the node itself; use RINGKV.LEAVE on it");
+        }
+        if self.membership.get(id).is_none() {
+            return Err("no such member in this node's view");
+        }
+        if peers.is_up(id) {
+            return Err("the member is up: only a member that will never return can be removed");
+        }
+        if peers.heard_within(id, shared.now, shared.config.gossip_silence_ms) {
+            return Err("the member was heard from lately; retry once it has been silent for the gossip silence period");
+        }
+        log::warn!("node {}: removing member {} for good", shared.id.0, id.0);
+        self.membership
+            .remove_member(id)
+            .ok_or("no such member in this node's view")
     }
 
     /// `RINGKV.LEAVE`: this node stops taking part in placement; its partitions move
@@ -255,10 +288,37 @@ impl Node {
 
     /// Applies a change of this node's own view entry.
     pub(crate) fn view_changed(&mut self, merged: Merged) {
-        if self.view.apply(&self.shared, &mut self.peers, merged) {
-            self.writer.check_regained(&mut self.shared, &self.view);
+        if let Some(old) = self.view.apply(&self.shared, &mut self.peers, merged) {
+            self.placement_changed(&old);
         }
         self.view_store.store(&mut self.shared, &self.view);
+    }
+
+    /// The placement changed from `old`: the writer epochs hear of it, and when a
+    /// member dropped out of it (it left, or was removed), this node owes each new
+    /// replica of a partition it replicates an exchange of that partition (nobody
+    /// hands off what a removed member held).
+    fn placement_changed(&mut self, old: &Ring) {
+        self.writer.check_regained(&mut self.shared, &self.view);
+        let ring = &self.view.ring;
+        let dropped = old
+            .members()
+            .iter()
+            .any(|member| !ring.members().iter().any(|now| now.id == member.id));
+        if !dropped || old.partition_count() != ring.partition_count() {
+            return;
+        }
+        let own = self.shared.id;
+        for partition in 0..ring.partition_count() {
+            if !self.view.replicates(own, partition) {
+                continue;
+            }
+            for node in ring.preference_list(partition) {
+                if node != own && !old.preference_list(partition).any(|was| was == node) {
+                    self.owed.owe(node, partition);
+                }
+            }
+        }
     }
 
     /// A peer's view arrived (`answer`: it expects this node's in return).
@@ -268,8 +328,8 @@ impl Node {
         members: &[MemberRecord<'_>],
         answer: bool,
     ) {
-        if self.view.merge(&self.shared, &mut self.peers, members) {
-            self.writer.check_regained(&mut self.shared, &self.view);
+        if let Some(old) = self.view.merge(&self.shared, &mut self.peers, members) {
+            self.placement_changed(&old);
         }
         self.view
             .acknowledge(&mut self.shared, &mut self.peers, from, answer);
@@ -288,8 +348,8 @@ impl Node {
                         self.shared.id.0,
                         members.len()
                     );
-                    if self.view.merge(&self.shared, &mut self.peers, &members) {
-                        self.writer.check_regained(&mut self.shared, &self.view);
+                    if let Some(old) = self.view.merge(&self.shared, &mut self.peers, &members) {
+                        self.placement_changed(&old);
                     }
                 }
                 other => log::warn!(
@@ -300,6 +360,13 @@ impl Node {
             }
         }
         self.view_store.store(&mut self.shared, &self.view);
+    }
+
+    /// `RINGKV.REMOVE` (see [`View::remove`]).
+    pub(crate) fn admin_remove(&mut self, id: NodeId) -> Result<(), &'static str> {
+        let merged = self.view.remove(&self.shared, &self.peers, id)?;
+        self.view_changed(merged);
+        Ok(())
     }
 
     /// `RINGKV.LEAVE` (see [`View::leave`]).

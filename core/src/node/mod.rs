@@ -344,6 +344,8 @@ pub struct Stats {
     /// target took the write for (down, no stand-in left).
     pub hints_held_for_down_owners: u64,
     pub hints_delivered: u64,
+    /// Hints deleted undelivered because their owner left the cluster or was removed.
+    pub hints_dropped: u64,
     pub overloaded: u64,
     /// Unacknowledged merges (repairs) folded into one already waiting on their key.
     pub merges_coalesced: u64,
@@ -731,6 +733,7 @@ impl Node {
             self.timers.set(Timer::HintRound, next);
             let (coordinator, mut cx) = coordination!(self);
             coordinator.deliver_hints(&mut cx);
+            coordinator.drop_departed_hints(&mut cx);
         }
         if self.timers.is_due(Timer::Gossip, now) {
             let next = now + Duration::from_millis(self.shared.config.gossip_interval_ms);

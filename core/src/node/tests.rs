@@ -932,6 +932,67 @@ fn membership_survives_a_restart_a_leave_and_a_join_included() {
     );
 }
 
+#[test]
+fn a_removed_member_is_out_for_good_and_its_partitions_get_new_replicas() {
+    let mut harness = Harness::new(5, |c| c.write_quorum_default = 2);
+    let keys: Vec<Vec<u8>> = (0..40).map(|i| format!("key-{i}").into_bytes()).collect();
+    for key in &keys[..20] {
+        harness.send(0, Command::Set { key, value: key });
+        harness.settle();
+    }
+    // Node 5 dies for good; the others notice, and writes go on without it.
+    harness.cut.insert(4);
+    for index in 0..4 {
+        harness.nodes[index].handle(harness.now, Input::PeerDown { peer: NodeId(5) });
+        harness.drain(index);
+    }
+    for key in &keys[20..] {
+        harness.send(0, Command::Set { key, value: key });
+        harness.settle();
+        assert_eq!(harness.last_reply(), "+OK\r\n");
+    }
+    let remove = |harness: &mut Harness, id| {
+        harness.send(0, Command::Admin(AdminCommand::Remove { id }));
+        harness.last_reply()
+    };
+    assert!(remove(&mut harness, 2).starts_with("-ERR the member is up"));
+    assert!(remove(&mut harness, 1).starts_with("-ERR this is the node itself"));
+    assert!(remove(&mut harness, 9).starts_with("-ERR no such member"));
+    assert!(remove(&mut harness, 5).starts_with("-ERR the member was heard from lately"));
+    harness.advance(harness.nodes[0].config().gossip_silence_ms);
+    assert_eq!(remove(&mut harness, 5), "+OK\r\n");
+    // Gossip spreads the removal within seconds; the exchanges owed to each new replica
+    // fill it (the round robin alone would take 16 s here).
+    harness.advance(5_000);
+    harness.settle();
+    for node in &harness.nodes[..4] {
+        assert_eq!(
+            node.membership().get(NodeId(5)).map(|m| m.status),
+            Some(MemberStatus::Left),
+            "node {} sees node 5 gone",
+            node.id().0
+        );
+        assert_eq!(node.ring().members().len(), 4);
+        assert_eq!(node.hints_held(), 0, "hints for node 5 are dropped");
+    }
+    // Every key is back at N = 3 copies on the four that remain.
+    for key in &keys {
+        let holders = (0..4).filter(|&i| harness.stored(i, key).is_some()).count();
+        let replicas = harness.replicas_of(key);
+        assert!(replicas.iter().all(|&r| r < 4));
+        for replica in replicas {
+            assert_eq!(
+                values(&harness.stored(replica, key).unwrap()),
+                std::slice::from_ref(key),
+                "{} on node {}",
+                String::from_utf8_lossy(key),
+                replica + 1
+            );
+        }
+        assert!(holders >= 3);
+    }
+}
+
 fn keys_held(node: &Node) -> u32 {
     (0..node.ring().partition_count())
         .map(|p| node.keys_held(p))

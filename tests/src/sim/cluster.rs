@@ -1609,6 +1609,7 @@ pub fn add_stats(a: Stats, b: Stats) -> Stats {
         hints_stored: a.hints_stored + b.hints_stored,
         hints_held_for_down_owners: a.hints_held_for_down_owners + b.hints_held_for_down_owners,
         hints_delivered: a.hints_delivered + b.hints_delivered,
+        hints_dropped: a.hints_dropped + b.hints_dropped,
         overloaded: a.overloaded + b.overloaded,
         merges_coalesced: a.merges_coalesced + b.merges_coalesced,
         requests_timed_out: a.requests_timed_out + b.requests_timed_out,
