@@ -251,7 +251,9 @@ impl View {
             return Err("the member is up: only a member that will never return can be removed");
         }
         if peers.heard_within(id, shared.now, shared.config.gossip_silence_ms) {
-            return Err("the member was heard from lately; retry once it has been silent for the gossip silence period");
+            return Err(
+                "the member was heard from lately; retry once it has been silent for the gossip silence period",
+            );
         }
         log::warn!("node {}: removing member {} for good", shared.id.0, id.0);
         self.membership

@@ -6,23 +6,29 @@
 //!
 //! Every `handoff_interval_ms`, when background work is admitted, the node picks a
 //! partition it holds keys of (its anti-entropy tree counts them) but does not
-//! replicate, whose replicas are all up. It marks the partition dropped in its writer
-//! epoch (`node::writer`; durable before anything is deleted), then walks the
-//! partition bucket by bucket, skipping empty buckets:
+//! replicate, at least one of whose replicas is up. It marks the partition dropped in
+//! its writer epoch (`node::writer`; durable before anything is deleted), then walks
+//! the partition bucket by bucket, skipping empty buckets:
 //!
 //! 1. scan a page of at most `background_page_keys` keys of the bucket;
-//! 2. offer the page to every replica (`HandoffOffer`: each key with the entry hash of
-//!    its record). A replica, if it agrees it replicates the partition, scans its own
-//!    bucket and answers with the positions it lacks or holds differently
-//!    (`HandoffNeed`);
+//! 2. offer the page to every replica that is up (`HandoffOffer`: each key with the
+//!    entry hash of its record). A replica, if it agrees it replicates the partition,
+//!    scans its own bucket and answers with the positions it lacks or holds
+//!    differently (`HandoffNeed`);
 //! 3. send each wanted record as a `ReplicaPut` with a reply: the replica merges it by
 //!    DVVSet sync and acknowledges once durable. A key is confirmed by a replica that
 //!    held the same record or acknowledged the merge;
 //! 4. once every replica confirmed every key of the page, delete each key under its
 //!    lock, and only if its record is still the one offered (a write that arrived
 //!    meanwhile keeps the key for the next pass). The tree is updated as for any
-//!    durable change;
+//!    durable change. When a replica was down, nothing is deleted: once the replicas
+//!    that were offered the page confirmed it, the walk goes on to the next page;
 //! 5. go on after the page.
+//!
+//! So each reachable replica gets the partition while another is down, and deletion
+//! still waits for all of them. A partition walked with a replica down is not walked
+//! again until its replicas or their reachability change; then a pass offers it to
+//! all (those that have it answer with nothing to send) and deletes.
 //!
 //! Bytes sent: the offers (key and 8 bytes per key and replica) and the records a
 //! replica lacks; replicas that already hold a key cost no record. Records sent are
@@ -65,6 +71,7 @@ use crate::version::NodeId;
 use crate::wire::{MemberStatus, Message, ReplicaStatus};
 use core::time::Duration;
 use smallvec::SmallVec;
+use std::collections::BTreeMap;
 
 const BUCKETS: u32 = 1 << BUCKET_BITS;
 
@@ -98,6 +105,10 @@ struct Pass {
     /// Per target, per key of the page: confirmed. Per target: answered the offer.
     confirmed: Vec<Vec<bool>>,
     answered: SmallVec<[bool; 4]>,
+    /// Per target: up when the page was offered (only those are offered it).
+    live: SmallVec<[bool; 4]>,
+    /// Some page went without a target that was down: nothing of the pass is deleted.
+    partial: bool,
     expires_at: Instant,
 }
 
@@ -106,9 +117,25 @@ impl Pass {
         request_id::handoff(self.serial, position)
     }
 
+    /// Every target confirmed every key of the page: it may be deleted.
     fn all_confirmed(&self) -> bool {
         self.answered.iter().all(|&answered| answered)
             && self.confirmed.iter().flatten().all(|&confirmed| confirmed)
+    }
+
+    /// Every target the page was offered to confirmed every key of it.
+    fn live_confirmed(&self) -> bool {
+        (0..self.targets.len())
+            .filter(|&target| self.live[target])
+            .all(|target| self.answered[target] && self.confirmed[target].iter().all(|&c| c))
+    }
+
+    /// The targets the pass reaches, as a bit set over `targets`.
+    fn live_set(&self) -> u8 {
+        self.live
+            .iter()
+            .enumerate()
+            .fold(0, |set, (i, &live)| set | (u8::from(live) << i))
     }
 }
 
@@ -129,6 +156,9 @@ pub(crate) struct Handoffs {
     cursor: usize,
     serial: u32,
     pass: Option<Pass>,
+    /// Partitions a pass went through while a target was down, with the targets it
+    /// reached (bits over the preference list): not walked again until that changes.
+    partially_sent: BTreeMap<u32, (SmallVec<[NodeId; 4]>, u8)>,
     offers: Vec<(u64, OfferScan)>,
     pub(crate) pages: u64,
     pub(crate) keys_sent: u64,
@@ -146,6 +176,7 @@ impl Handoffs {
             cursor: 0,
             serial: 0,
             pass: None,
+            partially_sent: BTreeMap::new(),
             offers: Vec::new(),
             pages: 0,
             keys_sent: 0,
@@ -195,7 +226,8 @@ impl Handoffs {
             .min(rate);
         if let Some(pass) = &self.pass {
             let stalled = matches!(pass.phase, Phase::Offered) && now >= pass.expires_at;
-            let lost_target = pass.targets.iter().any(|&t| !peers.is_up(t));
+            let lost_target = (pass.targets.iter().zip(&pass.live))
+                .any(|(&target, &live)| live && !peers.is_up(target));
             if stalled || (lost_target && !matches!(pass.phase, Phase::Deleting(_))) {
                 self.abandon_page(shared);
             }
@@ -232,14 +264,50 @@ impl Handoffs {
         }
     }
 
+    /// Starts a pass over the next partition to hand off: one whose replicas are all up
+    /// (it ends in deletes) before one with a replica down (it only sends).
     fn start_pass(&mut self, cx: &mut BackgroundContext<'_>) {
         if !cx.view.ready {
             return;
         }
+        let Some((partition, targets, live)) = self
+            .next_partition(cx, true)
+            .or_else(|| self.next_partition(cx, false))
+        else {
+            return;
+        };
+        self.pass = Some(Pass {
+            partition,
+            bucket: 0,
+            after: None,
+            answered: SmallVec::from_elem(false, targets.len()),
+            confirmed: Vec::new(),
+            live,
+            partial: false,
+            targets,
+            serial: 0,
+            phase: Phase::Waiting,
+            page: Vec::new(),
+            hashes: Vec::new(),
+            next: None,
+            expires_at: cx.shared.now,
+        });
+        self.continue_pass(cx);
+    }
+
+    /// The next partition (round robin) this node holds keys of but does not replicate,
+    /// with its replicas and which are up: all of them (`all_up`), or at least one and
+    /// not the same ones a pass already sent it to.
+    #[allow(clippy::type_complexity)]
+    fn next_partition(
+        &mut self,
+        cx: &BackgroundContext<'_>,
+        all_up: bool,
+    ) -> Option<(u32, SmallVec<[NodeId; 4]>, SmallVec<[bool; 4]>)> {
         let partitions = cx.view.ring.partition_count();
-        for _ in 0..partitions {
-            let partition = self.cursor % partitions;
-            self.cursor = (partition + 1) % partitions;
+        let start = self.cursor;
+        for step in 0..partitions {
+            let partition = (start + step) % partitions;
             if !cx.trees.is_built(partition)
                 || cx.trees.keys_held(partition) == 0
                 || cx.view.replicates(cx.shared.id, partition)
@@ -247,26 +315,23 @@ impl Handoffs {
                 continue;
             }
             let targets: SmallVec<[NodeId; 4]> = cx.view.ring.preference_list(partition).collect();
-            if targets.is_empty() || targets.iter().any(|&t| !cx.peers.is_up(t)) {
+            let live: SmallVec<[bool; 4]> = targets.iter().map(|&t| cx.peers.is_up(t)).collect();
+            let up = live.iter().filter(|&&up| up).count();
+            if targets.is_empty() || targets.len() > 8 || up == 0 || (all_up && up < live.len()) {
                 continue;
             }
-            self.pass = Some(Pass {
-                partition: partition as u32,
-                bucket: 0,
-                after: None,
-                answered: SmallVec::from_elem(false, targets.len()),
-                confirmed: Vec::new(),
-                targets,
-                serial: 0,
-                phase: Phase::Waiting,
-                page: Vec::new(),
-                hashes: Vec::new(),
-                next: None,
-                expires_at: cx.shared.now,
-            });
-            self.continue_pass(cx);
-            return;
+            let reached = live
+                .iter()
+                .enumerate()
+                .fold(0u8, |set, (i, &up)| set | (u8::from(up) << i));
+            let sent = self.partially_sent.get(&(partition as u32));
+            if !all_up && sent.is_some_and(|(to, bits)| *to == targets && *bits == reached) {
+                continue; // nothing new to send until a replica comes or goes
+            }
+            self.cursor = (partition + 1) % partitions;
+            return Some((partition as u32, targets, live));
         }
+        None
     }
 
     /// Scans the next page, once the drop is durable and the budget allows.
@@ -292,6 +357,12 @@ impl Handoffs {
             pass.bucket += 1;
         }
         if pass.bucket == BUCKETS {
+            if pass.partial {
+                let reached = (pass.targets.clone(), pass.live_set());
+                self.partially_sent.insert(pass.partition, reached);
+            } else {
+                self.partially_sent.remove(&pass.partition);
+            }
             self.pass = None;
             return;
         }
@@ -348,6 +419,10 @@ impl Handoffs {
         pass.confirmed = vec![vec![false; items.len()]; pass.targets.len()];
         pass.page = items;
         pass.next = next;
+        for (live, &target) in pass.live.iter_mut().zip(&pass.targets) {
+            *live = cx.peers.is_up(target);
+        }
+        pass.partial |= pass.live.iter().any(|&live| !live);
         pass.answered
             .iter_mut()
             .for_each(|answered| *answered = false);
@@ -355,7 +430,8 @@ impl Handoffs {
         pass.expires_at = shared.now + Duration::from_millis(shared.config.request_timeout_ms);
         self.pages += 1;
         let offered: usize = pass.page.iter().map(|(key, _)| key.len() + 2 + 8).sum();
-        self.offer_bytes += (offered * pass.targets.len()) as u64;
+        let reached = pass.live.iter().filter(|&&live| live).count();
+        self.offer_bytes += (offered * reached) as u64;
         let keys: Vec<(&[u8], u64)> = pass
             .page
             .iter()
@@ -368,9 +444,11 @@ impl Handoffs {
             bucket: pass.bucket,
             keys,
         };
-        let mut sent = true;
-        for &target in &pass.targets {
-            sent &= shared.send(target, &message);
+        let mut sent = pass.live.iter().any(|&live| live);
+        for (&target, &live) in pass.targets.iter().zip(&pass.live) {
+            if live {
+                sent &= shared.send(target, &message);
+            }
         }
         if !sent {
             self.abandon_page(shared);
@@ -391,7 +469,7 @@ impl Handoffs {
         }
         let pass = self.pass.as_mut()?;
         let target = pass.targets.iter().position(|&t| t == from)?;
-        if pass.phase != Phase::Offered || pass.answered[target] {
+        if pass.phase != Phase::Offered || pass.answered[target] || !pass.live[target] {
             return None;
         }
         pass.answered[target] = true;
@@ -454,8 +532,19 @@ impl Handoffs {
     fn confirmed_page(&mut self, shared: &Shared) -> Option<PageToDelete> {
         let unconfirmed = shared.sabotage().handoff_unconfirmed;
         let pass = self.pass.as_mut()?;
+        if pass.phase != Phase::Offered {
+            return None;
+        }
         let confirmed = pass.all_confirmed() || unconfirmed;
-        if pass.phase != Phase::Offered || !confirmed {
+        if !confirmed {
+            // Every reachable replica has the page; one that is down does not, so
+            // nothing is deleted: go on to the next page (at the next tick).
+            if pass.live_confirmed() {
+                let next = pass.next;
+                pass.page.clear();
+                advance(pass, next);
+                pass.phase = Phase::Waiting;
+            }
             return None;
         }
         let page = std::mem::take(&mut pass.page);
@@ -627,15 +716,18 @@ impl Node {
     /// A replica's answer to this node's offer.
     pub(crate) fn handoff_need(&mut self, from: NodeId, request: u64, wanted: &[u32]) {
         let message = (from, request);
-        if let Some(page) = self.handoffs.need(&mut self.shared, message, wanted) {
-            self.delete_page(page);
+        match self.handoffs.need(&mut self.shared, message, wanted) {
+            Some(page) => self.delete_page(page),
+            // A page confirmed by the replicas that are up goes on at once.
+            None => self.resume_handoff(),
         }
     }
 
     /// A replica's acknowledgement of one record this node handed it.
     pub(crate) fn handoff_ack(&mut self, from: NodeId, request: u64, status: ReplicaStatus) {
-        if let Some(page) = self.handoffs.ack(&self.shared, (from, request), status) {
-            self.delete_page(page);
+        match self.handoffs.ack(&self.shared, (from, request), status) {
+            Some(page) => self.delete_page(page),
+            None => self.resume_handoff(),
         }
     }
 

@@ -993,6 +993,66 @@ fn a_removed_member_is_out_for_good_and_its_partitions_get_new_replicas() {
     }
 }
 
+#[test]
+fn handoff_sends_to_the_replicas_that_are_up_and_deletes_only_when_all_have_it() {
+    let mut harness = Harness::new(4, |c| c.replicas = 2);
+    let keys: Vec<Vec<u8>> = (0..60).map(|i| format!("key-{i}").into_bytes()).collect();
+    for key in &keys {
+        harness.send(0, Command::Set { key, value: key });
+        harness.settle();
+    }
+    harness.advance(2_000); // trees built
+    let held_before = keys_held(&harness.nodes[3]);
+    assert!(held_before > 0);
+    // Node 1 is down while node 4 leaves.
+    harness.cut.insert(0);
+    harness.nodes[3].handle(harness.now, Input::PeerDown { peer: NodeId(1) });
+    harness.drain(3);
+    harness.send(3, Command::Admin(AdminCommand::Leave));
+    harness.advance(10_000);
+    harness.settle();
+    // Keys whose new replicas are node 1 and another: the other has them already, and
+    // node 4 kept them; keys whose new replicas are all up moved and were deleted.
+    let ring = harness.nodes[1].ring().clone();
+    let mut waiting = 0;
+    for key in keys.iter().filter(|key| harness.stored(3, key).is_some()) {
+        let replicas: Vec<usize> = ring
+            .preference_list(ring.partition_of(key))
+            .map(Harness::index)
+            .collect();
+        assert!(replicas.contains(&0), "only keys that wait for node 1 stay");
+        for &replica in replicas.iter().filter(|&&r| r != 0) {
+            assert!(
+                harness.stored(replica, key).is_some(),
+                "sent to node {}",
+                replica + 1
+            );
+        }
+        waiting += 1;
+    }
+    assert!(waiting > 0 && keys_held(&harness.nodes[3]) < held_before);
+    // Node 1 is back: the rest moves and node 4 has left.
+    harness.cut.clear();
+    harness.nodes[3].handle(harness.now, Input::PeerUp { peer: NodeId(1) });
+    harness.drain(3);
+    harness.advance(20_000);
+    harness.settle();
+    assert_eq!(keys_held(&harness.nodes[3]), 0);
+    assert_eq!(
+        harness.nodes[3].membership().local().status,
+        MemberStatus::Left
+    );
+    for key in &keys {
+        let ring = harness.nodes[0].ring();
+        for replica in ring
+            .preference_list(ring.partition_of(key))
+            .map(Harness::index)
+        {
+            assert!(harness.stored(replica, key).is_some());
+        }
+    }
+}
+
 fn keys_held(node: &Node) -> u32 {
     (0..node.ring().partition_count())
         .map(|p| node.keys_held(p))
