@@ -182,6 +182,16 @@ impl HashTrees {
         }
     }
 
+    /// Adds a stored record the tree did not count yet.
+    fn add_record(&mut self, key: &[u8], record: &[u8]) {
+        let (partition, bucket) = self.locate(key_hash(key));
+        self.add(
+            partition * BUCKETS + bucket,
+            partition,
+            TreeEntry::of(key, record),
+        );
+    }
+
     fn remove(&mut self, index: usize, partition: usize, entry: Option<TreeEntry>) {
         if let Some(entry) = entry {
             self.buckets[index] ^= entry.hash;
@@ -217,12 +227,7 @@ impl HashTrees {
             .built_through
             .map_or(0, |through| through.saturating_add(1));
         for (key, record) in items {
-            let (partition, bucket) = self.locate(key_hash(key));
-            self.add(
-                partition * BUCKETS + bucket,
-                partition,
-                TreeEntry::of(key, record),
-            );
+            self.add_record(key, record);
         }
         let through = next.unwrap_or(u64::MAX);
         // Each key the page covers that a write touched meanwhile must hold: the `old`
@@ -330,12 +335,7 @@ pub fn tree_roots<'a>(
     let mut trees = HashTrees::new(partition_bits);
     trees.built = true;
     for (key, record) in records {
-        let (partition, bucket) = trees.locate(key_hash(key));
-        trees.add(
-            partition * BUCKETS + bucket,
-            partition,
-            TreeEntry::of(key, record),
-        );
+        trees.add_record(key, record);
     }
     (0..1usize << partition_bits)
         .map(|partition| trees.root(partition))
