@@ -104,7 +104,11 @@ impl Node {
                     return self.handoff_ack(from, request, status);
                 }
                 let id = SlotId::from_u64(request);
-                let admission = self.admission();
+                let delivery = matches!(
+                    self.coordinator.requests.get(id),
+                    Some(Request::Delivery(_))
+                );
+                let admission = delivery.then(|| self.admission());
                 let (coordinator, mut cx) = coordination!(self);
                 match coordinator.requests.get(id) {
                     Some(Request::Write(_)) => {
@@ -114,7 +118,8 @@ impl Node {
                         coordinator.delivery_answer(&mut cx, id, from, status);
                         // While the node is calm, a delivered hint makes room for the
                         // next at once instead of at the next round.
-                        if status == ReplicaStatus::Ok && admission.admits(cx.shared) {
+                        let admitted = admission.is_some_and(|a| a.admits(cx.shared));
+                        if status == ReplicaStatus::Ok && admitted {
                             coordinator.deliver_hints(&mut cx);
                         }
                     }
