@@ -114,7 +114,7 @@ impl Coordinator {
             return;
         };
         let owner = delivery.owner;
-        if !cx.peers.begin_request(owner) {
+        if !cx.peers.begin_request(owner, cx.shared.now) {
             self.remove_request(cx, id);
             return;
         }

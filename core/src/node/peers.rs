@@ -30,6 +30,9 @@ pub(crate) struct Peer {
     pub(crate) hints_next_at: Instant,
     /// When the peer last showed life to this node directly.
     heard_at: Instant,
+    /// When this node began waiting on the peer (its first request in flight since it
+    /// had none); see [`Peers::is_silent`].
+    waiting_since: Instant,
     /// Connections to the peer that broke (`PeerDown`): a frame sent in the current
     /// generation was never delivered if the next connection attempt fails.
     pub(crate) link_generation: u64,
@@ -88,6 +91,7 @@ impl Peers {
                 hint_backoff_ms: self.hint_initial_ms,
                 hints_next_at: Instant::ZERO,
                 heard_at: now,
+                waiting_since: now,
                 link_generation: 0,
             },
         );
@@ -97,6 +101,18 @@ impl Peers {
     pub(crate) fn heard_within(&self, id: NodeId, now: Instant, window_ms: u64) -> bool {
         self.get(id).is_some_and(|peer| {
             now.saturating_duration_since(peer.heard_at).as_millis() < u128::from(window_ms)
+        })
+    }
+
+    /// True when this node has waited on the peer for more than `window_ms` and heard
+    /// nothing from it in that time: it may be frozen or dead before anything marked it
+    /// down. (A peer this node does not wait on is never silent: an idle link says
+    /// nothing.)
+    pub(crate) fn is_silent(&self, id: NodeId, now: Instant, window_ms: u64) -> bool {
+        self.get(id).is_some_and(|peer| {
+            let since = peer.waiting_since.max(peer.heard_at);
+            peer.requests > 0
+                && now.saturating_duration_since(since).as_millis() > u128::from(window_ms)
         })
     }
 
@@ -187,14 +203,18 @@ impl Peers {
         Some(peer.id)
     }
 
-    /// Counts a request sent to `id`; false when the peer is at its bound (or unknown).
-    pub(crate) fn begin_request(&mut self, id: NodeId) -> bool {
+    /// Counts a request sent to `id` at `now`; false when the peer is at its bound (or
+    /// unknown).
+    pub(crate) fn begin_request(&mut self, id: NodeId, now: Instant) -> bool {
         let max = self.requests_max;
         let Some(peer) = self.get_mut(id) else {
             return false;
         };
         if peer.requests >= max {
             return false;
+        }
+        if peer.requests == 0 {
+            peer.waiting_since = now;
         }
         peer.requests += 1;
         let requests = peer.requests;
@@ -280,12 +300,15 @@ mod tests {
     #[test]
     fn requests_to_one_peer_are_bounded() {
         let mut peers = peers();
-        assert!(peers.begin_request(NodeId(2)));
-        assert!(peers.begin_request(NodeId(2)));
-        assert!(!peers.begin_request(NodeId(2)));
+        assert!(peers.begin_request(NodeId(2), Instant::ZERO));
+        assert!(peers.begin_request(NodeId(2), Instant::ZERO));
+        assert!(!peers.begin_request(NodeId(2), Instant::ZERO));
         peers.end_request(NodeId(2));
-        assert!(peers.begin_request(NodeId(2)));
-        assert!(!peers.begin_request(NodeId(9)), "strangers are refused");
+        assert!(peers.begin_request(NodeId(2), Instant::ZERO));
+        assert!(
+            !peers.begin_request(NodeId(9), Instant::ZERO),
+            "strangers are refused"
+        );
         assert_eq!(peers.requests_peak, 2);
     }
 }

@@ -695,6 +695,48 @@ fn a_replica_whose_disk_is_full_hands_the_write_to_another() {
 }
 
 #[test]
+fn a_forward_passes_over_a_first_replica_that_went_silent() {
+    let mut harness = Harness::new(5, |c| c.replicas = 3);
+    let forwarded: Vec<Vec<u8>> = (0..)
+        .map(|i| format!("key-{i}").into_bytes())
+        .filter(|key| !harness.replicas_of(key).contains(&0))
+        .take(40)
+        .collect();
+    let first = harness.replicas_of(&forwarded[0])[0];
+    let same_first: Vec<&Vec<u8>> = forwarded
+        .iter()
+        .filter(|key| harness.replicas_of(key)[0] == first)
+        .take(2)
+        .collect();
+    // The first replica freezes: node 1 forwards to it and hears nothing back.
+    harness.cut.insert(first);
+    harness.send(
+        0,
+        Command::Set {
+            key: same_first[0],
+            value: b"v",
+        },
+    );
+    harness.settle();
+    assert!(harness.replies.is_empty());
+    // Past a third of the replica timeout of silence, the next forward goes elsewhere.
+    harness.advance(150);
+    harness.send(
+        0,
+        Command::Set {
+            key: same_first[1],
+            value: b"v",
+        },
+    );
+    harness.settle();
+    assert_eq!(
+        harness.last_reply(),
+        "+OK\r\n",
+        "not stuck behind the silent replica"
+    );
+}
+
+#[test]
 fn a_write_whose_replicas_are_all_down_is_minted_by_a_stand_in() {
     let mut harness = Harness::new(5, |c| {
         c.replicas = 2;

@@ -129,7 +129,7 @@ impl Coordinator {
         forward.link_generation = cx.peers.link_generation(to);
         forward.tried.push(to);
         forward.attempt_at = attempt_at;
-        let started = cx.peers.begin_request(to);
+        let started = cx.peers.begin_request(to, cx.shared.now);
         let token = forward.spec.context.as_ref().map(VersionVector::to_token);
         let sent = started
             && cx

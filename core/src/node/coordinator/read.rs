@@ -81,7 +81,7 @@ impl Coordinator {
             }
             return;
         }
-        if !cx.peers.begin_request(target) {
+        if !cx.peers.begin_request(target, cx.shared.now) {
             return self.read_failed(id, target);
         }
         let sent = cx.shared.actions.send(

@@ -39,11 +39,23 @@ impl Coordinator {
         {
             return self.coordinate_write(cx, reply, reply_context, key, spec, None);
         }
+        // The first replica that is up, passing over one this node waits on in silence
+        // (frozen or dead, not yet marked down) when another is up: a forward to it
+        // would wait out the request timeout.
+        let now = cx.shared.now;
+        let silent_ms = cx.shared.config.replica_timeout_ms / 3;
+        let up = |node| cx.peers.is_up(node);
         let first_healthy = cx
             .view
             .ring
             .preference_list(partition)
-            .find(|&node| cx.peers.is_up(node));
+            .find(|&node| up(node) && !cx.peers.is_silent(node, now, silent_ms))
+            .or_else(|| {
+                cx.view
+                    .ring
+                    .preference_list(partition)
+                    .find(|&node| up(node))
+            });
         match first_healthy {
             Some(replica) => self.forward_write(cx, reply, reply_context, key, spec, replica),
             None if cx.shared.sabotage().strict_quorum => {
@@ -301,7 +313,7 @@ impl Coordinator {
         let Some(Request::Write(write)) = self.requests.get(id) else {
             return;
         };
-        if !cx.peers.begin_request(node) {
+        if !cx.peers.begin_request(node, cx.shared.now) {
             return self.write_target_failed(cx, id, node);
         }
         let sent = cx.shared.actions.send(
