@@ -130,7 +130,7 @@ mod tests {
             failed,
             Completion::Written {
                 token: 1,
-                result: Err(StorageFailure::Io)
+                result: Err(StorageFailure::DiskFull)
             }
         );
         assert_eq!(disk.get(Space::Data, b"k"), None);

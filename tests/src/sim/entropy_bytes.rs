@@ -155,7 +155,13 @@ pub fn repair_cost(keys: u32, divergent: u32, simulated_ms_max: u64) -> Option<R
         checks += 1;
         let exchanges: u64 = pair.nodes.iter().map(|n| n.stats().entropy_exchanges).sum();
         let full_pass = exchanges >= 2 * partitions;
-        if full_pass && checks % 64 == 0 && pair.stores[0] == pair.stores[1] {
+        // The data must agree (each node's own records, as its membership, differ).
+        let agree = || {
+            pair.stores[0]
+                .records(Space::Data)
+                .eq(pair.stores[1].records(Space::Data))
+        };
+        if full_pass && checks % 64 == 0 && agree() {
             let pushed = pair
                 .nodes
                 .iter()
