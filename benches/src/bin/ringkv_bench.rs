@@ -49,6 +49,9 @@ enum ScenarioName {
     /// The last node is killed (kill -9) a third into the run and restarted at two
     /// thirds; the window is the time it is down.
     NodeKilled,
+    /// The last node is paused (SIGSTOP) a third into the run and resumed (SIGCONT) at
+    /// two thirds; the window is the time it is frozen.
+    NodePaused,
     /// A node joins through a seed a third into the run; the window is the rest.
     NodeJoins,
 }
@@ -273,7 +276,7 @@ fn scenario(
     let start = Instant::now() + plan.warmup;
     plan.window = match flags.name {
         ScenarioName::Steady => None,
-        ScenarioName::NodeKilled => Some((first, second)),
+        ScenarioName::NodeKilled | ScenarioName::NodePaused => Some((first, second)),
         ScenarioName::NodeJoins => Some((first, second + first)),
     };
     let name = flags.name;
@@ -290,6 +293,14 @@ fn scenario(
                 sleep_until(start + second);
                 println!("scenario: restarting node {nodes}");
                 cluster.restart(nodes - 1)?;
+            }
+            ScenarioName::NodePaused => {
+                sleep_until(start + first);
+                println!("scenario: SIGSTOP node {nodes}");
+                cluster.pause(nodes - 1);
+                sleep_until(start + second);
+                println!("scenario: SIGCONT node {nodes}");
+                cluster.resume(nodes - 1);
             }
             ScenarioName::NodeJoins => {
                 sleep_until(start + first);
