@@ -235,6 +235,10 @@ struct State {
     trap: Option<ArmedTrap>,
     /// Sabotage: a directory fsync succeeds and makes nothing durable.
     directory_syncs_ignored: bool,
+    /// Files and directories open (opened or created, not yet released): a killed
+    /// process's io_uring can hold its files a moment after it exited, and the power
+    /// cut's unmount must wait for that.
+    open_handles: u64,
 }
 
 impl State {
@@ -257,6 +261,7 @@ impl State {
             counters: Counters::default(),
             trap: None,
             directory_syncs_ignored: false,
+            open_handles: 0,
         }
     }
 
@@ -734,13 +739,16 @@ impl Filesystem for Forgetful {
             .make(parent.0, name, body, mode & !umask)
             .and_then(|inode| state.attributes(inode).ok_or(Errno::ENOENT))
         {
-            Ok(attributes) => reply.created(
-                &TTL,
-                &attributes,
-                Generation(0),
-                FileHandle(0),
-                FopenFlags::empty(),
-            ),
+            Ok(attributes) => {
+                state.open_handles += 1;
+                reply.created(
+                    &TTL,
+                    &attributes,
+                    Generation(0),
+                    FileHandle(0),
+                    FopenFlags::empty(),
+                )
+            }
             Err(errno) => reply.error(errno),
         }
     }
@@ -799,11 +807,46 @@ impl Filesystem for Forgetful {
         if self.stop_at(Operation::Open, (inode.0, None)) {
             return reply.error(Errno::EIO);
         }
-        if self.state().inodes.contains_key(&inode.0) {
+        let mut state = self.state();
+        if state.inodes.contains_key(&inode.0) {
+            state.open_handles += 1;
             reply.opened(FileHandle(0), FopenFlags::empty());
         } else {
             reply.error(Errno::ENOENT);
         }
+    }
+
+    fn release(
+        &self,
+        _request: &Request,
+        _inode: INodeNo,
+        _handle: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let mut state = self.state();
+        state.open_handles = state.open_handles.saturating_sub(1);
+        reply.ok();
+    }
+
+    fn opendir(&self, _request: &Request, _inode: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.state().open_handles += 1;
+        reply.opened(FileHandle(0), FopenFlags::empty());
+    }
+
+    fn releasedir(
+        &self,
+        _request: &Request,
+        _inode: INodeNo,
+        _handle: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        let mut state = self.state();
+        state.open_handles = state.open_handles.saturating_sub(1);
+        reply.ok();
     }
 
     fn read(
@@ -1057,6 +1100,12 @@ impl ForgetfulFs {
     /// and entries survive, drawn from that seed), and mounts the rest again.
     pub fn power_cut(&mut self, tear: Option<u64>) -> std::io::Result<CutReport> {
         self.lock().trap = None;
+        // The processes are dead, but the kernel may still be tearing down an io_uring
+        // of theirs that holds files open (the unmount would then fail as busy).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.lock().open_handles > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         self.detach()?;
         let report = self.lock().cut(tear);
         self.attach()?;
