@@ -113,14 +113,18 @@ fn note_slowest(
 /// judged a pipelined read by the beliefs when it was sent, but the read ran after
 /// its write, when the coordinator took a replica for down and read a stand-in. Both
 /// are cases Dynamo's sloppy quorum allows; the checker now skips them, and all three
-/// failed before.
-const ONCE_FAILED: [u64; 6] = [
+/// failed before. 15423155685 (CI's fresh batch, zero disk and network latency, a
+/// full disk): a delivered hint whose delete the full disk refused was delivered again
+/// at once, for ever, when each acknowledgement started the next delivery; the next
+/// delivery now waits for the delete.
+const ONCE_FAILED: [u64; 7] = [
     9_114_809,
     5_552_706,
     37_418_253_602,
     58_568_641_085,
     58_568_652_950,
     58_568_680_337,
+    15_423_155_685,
 ];
 
 #[test]

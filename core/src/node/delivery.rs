@@ -1,8 +1,9 @@
 //! Delivering the hints this node holds (`hints.rs`) to their owners once they are
 //! reachable: a delivery is one of the coordinator's requests. A round every
 //! `hint_interval_ms` fills the deliveries up to `hint_deliveries_max`; while background
-//! work is admitted (`admission.rs`), each acknowledged delivery starts the next at
-//! once, so a returning owner gets a backlog at the pace it acknowledges. A refused
+//! work is admitted (`admission.rs`), each delivered hint's delete starts the next
+//! delivery at once, so a returning owner gets a backlog at the pace it acknowledges
+//! (and a hint whose delete fails waits for the next round). A refused
 //! delivery backs its owner off (`Peers::hints_refused`).
 
 use super::coordinator::{Coordination, Coordinator};

@@ -96,6 +96,8 @@ pub(crate) enum Ended {
     HintRead { delivery: SlotId, failed: bool },
     /// A conditional delete for `cause` ended; `deleted`: the key is gone.
     Deleted { cause: DeleteCause, deleted: bool },
+    /// A delivered (or undeliverable) hint was deleted.
+    HintDeleted,
 }
 
 /// What trying to start a lock's running operation did.
@@ -612,10 +614,12 @@ impl Replica {
                 deleted: result.is_ok(),
             }),
             KeyOp::DeleteHint { owner, generation } => {
-                if let (Ok(()), Some((_, key))) = (result, self.hint_of_lock(lock)) {
-                    cx.hints.remove_if_unchanged(owner, &key, generation);
-                }
-                None
+                let (Ok(()), Some((_, key))) = (result, self.hint_of_lock(lock)) else {
+                    return None;
+                };
+                cx.hints
+                    .remove_if_unchanged(owner, &key, generation)
+                    .then_some(Ended::HintDeleted)
             }
         }
     }

@@ -104,24 +104,13 @@ impl Node {
                     return self.handoff_ack(from, request, status);
                 }
                 let id = SlotId::from_u64(request);
-                let delivery = matches!(
-                    self.coordinator.requests.get(id),
-                    Some(Request::Delivery(_))
-                );
-                let admission = delivery.then(|| self.admission());
                 let (coordinator, mut cx) = coordination!(self);
                 match coordinator.requests.get(id) {
                     Some(Request::Write(_)) => {
                         coordinator.write_answer(&mut cx, id, from, status, held_value)
                     }
                     Some(Request::Delivery(_)) => {
-                        coordinator.delivery_answer(&mut cx, id, from, status);
-                        // While the node is calm, a delivered hint makes room for the
-                        // next at once instead of at the next round.
-                        let admitted = admission.is_some_and(|a| a.admits(cx.shared));
-                        if status == ReplicaStatus::Ok && admitted {
-                            coordinator.deliver_hints(&mut cx);
-                        }
+                        coordinator.delivery_answer(&mut cx, id, from, status)
                     }
                     _ => {}
                 }
@@ -343,6 +332,16 @@ impl Node {
                 DeleteCause::Handoff { serial } => self.handoff_deleted(serial, deleted),
                 DeleteCause::Reap => self.reap_deleted(deleted),
             },
+            // While the node is calm, a hint gone makes room for the next delivery at
+            // once instead of at the next round. (Not on the owner's acknowledgement:
+            // a hint whose delete fails would be delivered again and again.)
+            Ended::HintDeleted => {
+                let admission = self.admission();
+                let (coordinator, mut cx) = coordination!(self);
+                if admission.admits(cx.shared) {
+                    coordinator.deliver_hints(&mut cx);
+                }
+            }
         }
     }
 }

@@ -196,7 +196,9 @@ impl Coordinator {
                     self.remove_request(cx, delivery);
                 }
             }
-            Ended::Deleted { .. } => debug_assert!(false, "not a coordinator's operation"),
+            Ended::Deleted { .. } | Ended::HintDeleted => {
+                debug_assert!(false, "not a coordinator's operation")
+            }
         }
     }
 
