@@ -24,6 +24,12 @@
 //! the same dot for different values would make replicas disagree forever, so a
 //! coordinator that is not a replica of the key forwards the write to one that is.
 //!
+//! A forwarded write that may be minted twice (its first replica went silent after
+//! taking it, and a retry was minted elsewhere) stays one sibling: the first copy's
+//! value names the retry's dot as its *alias*, any clock holding that dot covers the
+//! first copy too, and [`VersionSet::update_retry`] mints the retry as that same dot
+//! wherever it runs (see `node::coordinator::forward`).
+//!
 //! A delete is an update with a [`Value::tombstone`]; when a tombstone may be reaped is
 //! the node's decision (`node::reap`). A node that reaped a key mints its next dots for
 //! it above a counter floor ([`VersionSet::update_above`]).
@@ -50,6 +56,11 @@ pub struct Value {
     pub timestamp_ms: u64,
     /// `None` for a tombstone.
     pub data: Option<Vec<u8>>,
+    /// The *retry dot*'s writer, for a value minted from a forwarded write: a retry of
+    /// the same client write elsewhere is minted as the dot `(alias, 1)`, and any clock
+    /// holding that dot covers this value too (see [`VersionSet::sync`]), so one client
+    /// write never survives as two siblings.
+    pub alias: Option<NodeId>,
 }
 
 impl Value {
@@ -58,6 +69,7 @@ impl Value {
         Value {
             timestamp_ms,
             data: Some(data),
+            alias: None,
         }
     }
 
@@ -66,6 +78,16 @@ impl Value {
         Value {
             timestamp_ms,
             data: None,
+            alias: None,
+        }
+    }
+
+    /// This value, minted from a forwarded write whose retries take the dot
+    /// `(alias, 1)`.
+    pub fn with_alias(self, alias: NodeId) -> Value {
+        Value {
+            alias: Some(alias),
+            ..self
         }
     }
 
@@ -155,6 +177,14 @@ impl VersionSet {
             entries,
             mut anonymous,
         } = write;
+        if let Some(alias) = anonymous.last().and_then(|value| value.alias) {
+            if current.counter_of(alias) > 0 {
+                // A forward arriving after its retry was minted (and merged here): the
+                // write exists as the retry dot, and minting it again with a context
+                // taken from `current` could supersede that very dot.
+                return current.clone();
+            }
+        }
         let Some(value) = anonymous.pop() else {
             // Nothing to write: the result is what the coordinator had, plus the context.
             return VersionSet {
@@ -169,7 +199,57 @@ impl VersionSet {
         };
         let mut merged = context_only.sync(current);
         merged.event(coordinator, value, floor);
+        // The context may have named the write's retry dot (a plain write's context is
+        // the replica's clock): then the new value stands for nothing new.
+        merged.drop_covered_by_retries();
         merged
+    }
+
+    /// The coordinator's update for a *retried* forward: `write` gets the dot
+    /// `(alias, 1)`, the same on every node that mints it, so retries of one client
+    /// write are one sibling. When `current` already holds the alias's entry, the retry
+    /// was minted before (elsewhere, and merged here): nothing new is minted and the
+    /// result is `current` (the context was applied where the retry dot was minted; a
+    /// plain write's context taken from `current` would name the dot itself).
+    ///
+    /// Likewise when `current` holds the first attempt's value (aliased `alias`): the
+    /// write exists under that value's dot ([`VersionSet::minted_as`] names it), and no
+    /// retry dot is minted at all.
+    pub fn update_retry(write: VersionSet, current: &VersionSet, alias: NodeId) -> VersionSet {
+        if current.minted_as(alias).is_some() {
+            return current.clone();
+        }
+        VersionSet::update_above(write, current, alias, 0)
+    }
+
+    /// The dot the forwarded write whose retry dot writer is `alias` holds here: the
+    /// retry dot once it is in the clock, else the first attempt's live value's.
+    pub fn minted_as(&self, alias: NodeId) -> Option<Dot> {
+        if self.counter_of(alias) > 0 {
+            return Some(Dot {
+                node: alias,
+                counter: 1,
+            });
+        }
+        self.siblings()
+            .find(|sibling| sibling.value.alias == Some(alias))
+            .and_then(|sibling| sibling.dot)
+    }
+
+    /// Removes every value whose retry dot this set's clock holds: the client write
+    /// it came from was minted again as that dot, which stands for it. Only a value
+    /// that is the oldest live one of its entry can go (an entry's live values are its
+    /// newest dots); a node mints a forwarded write only in a lane whose live values
+    /// the write covers, so it is always the only live value of its lane.
+    fn drop_covered_by_retries(&mut self) {
+        for index in 0..self.entries.len() {
+            while let Some(alias) = self.entries[index].values.last().and_then(|v| v.alias) {
+                if self.counter_of(alias) == 0 {
+                    break;
+                }
+                self.entries[index].values.pop();
+            }
+        }
     }
 
     /// A new dot of `node` for `value`, above `floor` unless the entry holds values
@@ -225,9 +305,12 @@ impl VersionSet {
             for _ in 0..count {
                 reader.u64().ok()?;
                 let flags = reader.u8().ok()?;
+                if flags & VALUE_FLAG_ALIAS != 0 {
+                    reader.u64().ok()?;
+                }
                 let length = reader.u32().ok()? as usize;
                 reader.slice(length).ok()?;
-                if flags != VALUE_FLAG_TOMBSTONE {
+                if flags & VALUE_FLAG_TOMBSTONE == 0 {
                     return Some(false);
                 }
             }
@@ -292,7 +375,9 @@ impl VersionSet {
             };
             entries.extend(next);
         }
-        VersionSet { entries, anonymous }
+        let mut merged = VersionSet { entries, anonymous };
+        merged.drop_covered_by_retries();
+        merged
     }
 
     /// True when every event `self` knows of, `other` knows too, and `other` knows
@@ -392,7 +477,8 @@ impl VersionSet {
     ///
     /// `u8` format version, `u16` entry count, then per entry `u64` node, `u64` counter,
     /// `u16` value count and the values; then `u16` anonymous count and the values. A
-    /// value is `u64` timestamp, `u8` flags (bit 0 tombstone), `u32` length, bytes.
+    /// value is `u64` timestamp, `u8` flags (bit 0 tombstone, bit 1 aliased), the `u64`
+    /// alias when aliased, `u32` length, bytes.
     ///
     /// The counts fit their fields because a node keeps every set within
     /// [`VersionBounds`] (at most 64 siblings and 1024 coordinators by default, values
@@ -485,32 +571,47 @@ impl Default for VersionBounds {
 
 const ENCODING_VERSION: u8 = 1;
 const VALUE_FLAG_TOMBSTONE: u8 = 1;
+const VALUE_FLAG_ALIAS: u8 = 2;
 
 fn encode_value(value: &Value, out: &mut Vec<u8>) {
     out.put_u64(value.timestamp_ms);
-    match &value.data {
-        Some(data) => {
-            out.put_u8(0);
-            out.put_u32(data.len() as u32);
-            out.extend_from_slice(data);
+    let tombstone = if value.data.is_none() {
+        VALUE_FLAG_TOMBSTONE
+    } else {
+        0
+    };
+    match value.alias {
+        Some(alias) => {
+            out.put_u8(tombstone | VALUE_FLAG_ALIAS);
+            out.put_u64(alias.0);
         }
-        None => {
-            out.put_u8(VALUE_FLAG_TOMBSTONE);
-            out.put_u32(0);
-        }
+        None => out.put_u8(tombstone),
     }
+    let data = value.data.as_deref().unwrap_or_default();
+    out.put_u32(data.len() as u32);
+    out.extend_from_slice(data);
 }
 
 fn decode_value(reader: &mut Reader<'_>, bounds: VersionBounds) -> Result<Value, DecodeError> {
     let timestamp_ms = reader.u64()?;
     let flags = reader.u8()?;
-    let length = reader.length_u32(bounds.value_size_bytes_max, "value over the size bound")?;
-    match flags {
-        0 => Ok(Value::new(reader.slice(length)?.to_vec(), timestamp_ms)),
-        VALUE_FLAG_TOMBSTONE if length == 0 => Ok(Value::tombstone(timestamp_ms)),
-        VALUE_FLAG_TOMBSTONE => Err(DecodeError::Invalid("tombstone with bytes")),
-        _ => Err(DecodeError::Invalid("unknown value flags")),
+    if flags & !(VALUE_FLAG_TOMBSTONE | VALUE_FLAG_ALIAS) != 0 {
+        return Err(DecodeError::Invalid("unknown value flags"));
     }
+    let alias = if flags & VALUE_FLAG_ALIAS != 0 {
+        Some(NodeId(reader.u64()?))
+    } else {
+        None
+    };
+    let length = reader.length_u32(bounds.value_size_bytes_max, "value over the size bound")?;
+    let value = if flags & VALUE_FLAG_TOMBSTONE == 0 {
+        Value::new(reader.slice(length)?.to_vec(), timestamp_ms)
+    } else if length == 0 {
+        Value::tombstone(timestamp_ms)
+    } else {
+        return Err(DecodeError::Invalid("tombstone with bytes"));
+    };
+    Ok(Value { alias, ..value })
 }
 
 /// DVVSet's entry merge: keep the longer history, and of the values only those the
@@ -844,6 +945,84 @@ mod tests {
         );
         assert_eq!(concurrent.counter_of(A), 2);
         assert_eq!(texts(&concurrent), ["d", "e"]);
+    }
+
+    #[test]
+    fn a_retried_forward_stays_one_sibling_and_its_token_covers_the_first_copy() {
+        const RETRY: NodeId = NodeId(1 << 63 | 99);
+        let base = put(&VersionSet::new(), &VersionVector::new(), v("a"), A);
+        let context = base.join();
+        let write = || VersionSet::from_context(&context, v("w"));
+        // The first replica minted the forward (its reply was lost), and a retry was
+        // minted elsewhere as the retry dot.
+        let first = VersionSet::update(
+            VersionSet::from_context(&context, v("w").with_alias(RETRY)),
+            &base,
+            B,
+        );
+        let retried = VersionSet::update_retry(write(), &base, RETRY);
+        assert_eq!(retried.counter_of(RETRY), 1);
+        let merged = first.sync(&retried);
+        assert_eq!(merged, retried.sync(&first));
+        assert_eq!(texts(&merged), ["w"], "one client write, one sibling");
+        // The client's next write, with the token the retry returned, supersedes the
+        // first copy too, wherever it turns up later.
+        let token = context.clone().with_dot(Dot {
+            node: RETRY,
+            counter: 1,
+        });
+        let next = put(&retried, &token, v("next"), C);
+        assert_eq!(texts(&next.sync(&first)), ["next"]);
+        assert_eq!(texts(&first.sync(&next)), ["next"]);
+        // Without the alias, the first copy would come back as a stale sibling.
+        let unaliased = put(&base, &context, v("w"), B);
+        assert_eq!(texts(&next.sync(&unaliased)), ["next", "w"]);
+        // A forward arriving where its retry was merged mints nothing that lives, and a
+        // second retry mints no second dot.
+        let late = VersionSet::update(
+            VersionSet::from_context(&context, v("w").with_alias(RETRY)),
+            &merged,
+            B,
+        );
+        assert_eq!(texts(&late), ["w"]);
+        // So for plain writes, whose context is the minting replica's own clock (it
+        // names the retry dot once that is merged there).
+        let plain = |alias: Option<NodeId>| {
+            let value = match alias {
+                Some(alias) => v("w").with_alias(alias),
+                None => v("w"),
+            };
+            VersionSet::from_context(&merged.join(), value)
+        };
+        assert_eq!(
+            texts(&VersionSet::update(plain(Some(RETRY)), &merged, B)),
+            ["w"]
+        );
+        assert_eq!(
+            texts(&VersionSet::update_retry(plain(None), &merged, RETRY)),
+            ["w"]
+        );
+        let again = VersionSet::update_retry(write(), &merged, RETRY);
+        assert_eq!(again.counter_of(RETRY), 1);
+        assert_eq!(texts(&again), ["w"]);
+        // A retry arriving where the first attempt already is mints nothing: the write
+        // is that value.
+        let found = VersionSet::update_retry(write(), &first, RETRY);
+        assert_eq!(found, first);
+        assert_eq!(
+            found.minted_as(RETRY),
+            Some(Dot {
+                node: B,
+                counter: 1
+            })
+        );
+        // The alias survives the binary form.
+        let mut bytes = Vec::new();
+        first.encode(&mut bytes);
+        assert_eq!(
+            VersionSet::decode(&bytes, VersionBounds::default()),
+            Ok(first)
+        );
     }
 
     #[test]

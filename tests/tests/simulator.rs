@@ -204,6 +204,8 @@ struct Totals {
     hints_delivered: u64,
     read_repairs: u64,
     forwarded_writes: u64,
+    forwards_retried: u64,
+    retry_copies_back: u64,
     writes_handed_on: u64,
     hints_held_for_down_owners: u64,
     peers_marked_down: u64,
@@ -241,6 +243,8 @@ impl Totals {
         self.hints_delivered += stats.hints_delivered;
         self.read_repairs += stats.read_repairs_sent;
         self.forwarded_writes += stats.writes_forwarded;
+        self.forwards_retried += stats.forwards_retried;
+        self.retry_copies_back += ringkv_tests::sim::checkers::retry_copies_back(cluster) as u64;
         self.writes_handed_on += stats.writes_handed_on;
         self.hints_held_for_down_owners += stats.hints_held_for_down_owners;
         self.peers_marked_down += stats.peers_marked_down;
@@ -261,6 +265,7 @@ impl Totals {
             ("hints delivered", self.hints_delivered),
             ("read repairs", self.read_repairs),
             ("forwarded writes", self.forwarded_writes),
+            ("forwards retried as their retry dot", self.forwards_retried),
             ("writes handed on (disk full)", self.writes_handed_on),
             (
                 "hints held by coordinators",

@@ -244,3 +244,20 @@ fn a_tree_that_ignores_racing_writes_is_not_its_store() {
         };
     });
 }
+
+#[test]
+fn a_retried_forward_without_its_alias_brings_a_superseded_value_back() {
+    // Retries are common where the network is slow: a forward's replica stays silent
+    // past the forward silence window. Without the alias, the first attempt's copy of
+    // a retried write comes back after a write whose context covered the retry.
+    caught("retry without alias", 3, |p| {
+        p.sabotage = Sabotage {
+            retry_without_alias: true,
+            ..Sabotage::default()
+        };
+        p.keys = 2;
+        p.clients = p.clients.max(3);
+        p.network.latency_max_ms = p.network.latency_max_ms.max(15);
+        p.faults = no_faults();
+    });
+}

@@ -27,6 +27,14 @@ enum Step {
         from: usize,
         to: usize,
     },
+    /// A forwarded write minted by `first` (in a lane of its own, as a node mints a
+    /// forward, its value aliased to the retry dot) and retried at `retry` as the retry
+    /// dot, both with the same context.
+    Retried {
+        first: usize,
+        retry: usize,
+        read: Option<usize>,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -35,6 +43,8 @@ fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(replica, read)| Step::Write { replica, read }),
         3 => (0..REPLICAS).prop_map(|replica| Step::Read { replica }),
         2 => (0..REPLICAS, 0..REPLICAS).prop_map(|(from, to)| Step::Sync { from, to }),
+        1 => (0..REPLICAS, 0..REPLICAS, prop::option::of(0usize..64))
+            .prop_map(|(first, retry, read)| Step::Retried { first, retry, read }),
     ]
 }
 
@@ -85,8 +95,14 @@ fn run(steps: Vec<Step>, coordinator_of: fn(usize) -> u64) {
                 }
                 // Nothing the context had not seen is lost (a stale context never
                 // removes a newer sibling; two writes with one context both survive).
-                for dot in dots(&before) {
-                    if !covers(&context, dot) {
+                // (A retried write's first copy is covered by its retry dot too.)
+                for sibling in before.siblings() {
+                    let Some(dot) = sibling.dot else { continue };
+                    let alias_covered = sibling
+                        .value
+                        .alias
+                        .is_some_and(|alias| context.counter_of(alias) > 0);
+                    if !covers(&context, dot) && !alias_covered {
                         assert!(
                             after_dots.contains(&dot),
                             "{dot:?} lost to a context that never saw it"
@@ -102,6 +118,33 @@ fn run(steps: Vec<Step>, coordinator_of: fn(usize) -> u64) {
             Step::Read { replica } => {
                 let set = &replicas[replica];
                 reads.push((set.join(), dots(set)));
+            }
+            Step::Retried { first, retry, read } => {
+                let context = match read.and_then(|i| reads.get(i % reads.len().max(1))) {
+                    Some((context, _)) => context.clone(),
+                    None => VersionVector::new(),
+                };
+                let value = Value::new(number.to_le_bytes().to_vec(), number as u64);
+                let alias = NodeId(ringkv_core::node::STAND_IN_WRITER_BIT | number as u64);
+                let lane = NodeId(coordinator_of(first) << 32 | number as u64);
+                coordinators.insert(lane.0);
+                coordinators.insert(alias.0);
+                replicas[first] = VersionSet::update(
+                    VersionSet::from_context(&context, value.clone().with_alias(alias)),
+                    &replicas[first],
+                    lane,
+                );
+                replicas[retry] = VersionSet::update_retry(
+                    VersionSet::from_context(&context, value.clone()),
+                    &replicas[retry],
+                    alias,
+                );
+                for (at, set) in [(first, &replicas[first]), (retry, &replicas[retry])] {
+                    assert!(
+                        set.siblings().any(|s| s.value.data == value.data),
+                        "the retried write vanished at {at}"
+                    );
+                }
             }
             Step::Sync { from, to } => {
                 let merged = replicas[to].sync(&replicas[from]);
@@ -131,6 +174,12 @@ fn run(steps: Vec<Step>, coordinator_of: fn(usize) -> u64) {
     for set in [a, b, c] {
         assert_eq!(set.sync(&all), all, "replicas do not converge");
     }
+    // A retried write is one sibling once its copies met.
+    let mut data: Vec<_> = all.siblings().map(|s| s.value.data.clone()).collect();
+    data.sort();
+    let count = data.len();
+    data.dedup();
+    assert_eq!(data.len(), count, "one write, two siblings");
 }
 
 #[test]

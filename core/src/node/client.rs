@@ -187,6 +187,7 @@ impl Node {
             context,
             value,
             write_quorum,
+            retry: None,
         })
     }
 
@@ -380,12 +381,13 @@ impl Node {
             let stats = self.stats();
             let _ = write!(
                 text,
-                "# Stats\r\nrequests_in_flight:{}\r\nreads_coordinated:{}\r\nwrites_coordinated:{}\r\nwrites_forwarded:{}\r\nforwards_redirected:{}\r\nwrites_handed_on:{}\r\nstand_in_writes:{}\r\nread_repairs_sent:{}\r\nhints_stored:{}\r\nhints_held_for_down_owners:{}\r\nhints_delivered:{}\r\nhints_dropped:{}\r\noverloaded:{}\r\nmerges_coalesced:{}\r\nrequests_timed_out:{}\r\npeers_marked_down:{}\r\ncorrupt_records_replaced:{}\r\n\r\n",
+                "# Stats\r\nrequests_in_flight:{}\r\nreads_coordinated:{}\r\nwrites_coordinated:{}\r\nwrites_forwarded:{}\r\nforwards_redirected:{}\r\nforwards_retried:{}\r\nwrites_handed_on:{}\r\nstand_in_writes:{}\r\nread_repairs_sent:{}\r\nhints_stored:{}\r\nhints_held_for_down_owners:{}\r\nhints_delivered:{}\r\nhints_dropped:{}\r\noverloaded:{}\r\nmerges_coalesced:{}\r\nrequests_timed_out:{}\r\npeers_marked_down:{}\r\ncorrupt_records_replaced:{}\r\n\r\n",
                 self.coordinator.requests.len(),
                 stats.reads_coordinated,
                 stats.writes_coordinated,
                 stats.writes_forwarded,
                 stats.forwards_redirected,
+                stats.forwards_retried,
                 stats.writes_handed_on,
                 stats.stand_in_writes,
                 stats.read_repairs_sent,

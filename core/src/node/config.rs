@@ -34,6 +34,10 @@ pub struct Config {
     /// A replica that has not answered by then is suspected; a write asks a stand-in
     /// in its place, a read asks the next healthy node.
     pub replica_timeout_ms: u64,
+    /// A forwarded write whose replica has sent this node nothing for this long is
+    /// retried at the next replica (as the write's retry dot, so it is never two
+    /// siblings), and the silent replica is passed over until it is heard from.
+    pub forward_silence_ms: u64,
     /// After a read replied, how long it keeps listening for late answers before it
     /// sends read repair.
     pub read_repair_window_ms: u64,
@@ -142,6 +146,9 @@ pub struct Sabotage {
     /// The anti-entropy tree takes a scan's page as it was read, even when a write
     /// became durable while the read was in flight (the tree goes stale).
     pub trees_ignore_races: bool,
+    /// A forward's first attempt is minted without its retry dot alias: a retried
+    /// forward can live on as two siblings.
+    pub retry_without_alias: bool,
 }
 
 /// A configuration that cannot work.
@@ -221,6 +228,7 @@ impl Config {
             write_quorum_default: quorum,
             request_timeout_ms: 2_000,
             replica_timeout_ms: 300,
+            forward_silence_ms: 20,
             read_repair_window_ms: 200,
             probe_interval_initial_ms: 100,
             probe_interval_max_ms: 5_000,

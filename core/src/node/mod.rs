@@ -334,6 +334,9 @@ pub struct Stats {
     pub writes_forwarded: u64,
     /// Forwards sent again to the next replica because the first was never delivered.
     pub forwards_redirected: u64,
+    /// Forwards retried at another replica as their retry dot (an attempt may have
+    /// been minted: its replica went silent, its link broke, or it failed).
+    pub forwards_retried: u64,
     /// Writes this node could not store (its disk full) handed to another replica.
     pub writes_handed_on: u64,
     pub stand_in_writes: u64,

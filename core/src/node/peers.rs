@@ -30,6 +30,9 @@ pub(crate) struct Peer {
     pub(crate) hints_next_at: Instant,
     /// When the peer last showed life to this node directly.
     heard_at: Instant,
+    /// When a forward to the peer was retried elsewhere after a silence: the peer is
+    /// passed over as a forward's target until it is heard from again.
+    suspected_at: Instant,
     /// When this node began waiting on the peer (its first request in flight since it
     /// had none); see [`Peers::is_silent`].
     waiting_since: Instant,
@@ -91,6 +94,7 @@ impl Peers {
                 hint_backoff_ms: self.hint_initial_ms,
                 hints_next_at: Instant::ZERO,
                 heard_at: now,
+                suspected_at: Instant::ZERO,
                 waiting_since: now,
                 link_generation: 0,
             },
@@ -114,6 +118,21 @@ impl Peers {
             peer.requests > 0
                 && now.saturating_duration_since(since).as_millis() > u128::from(window_ms)
         })
+    }
+
+    /// A forward to the peer was retried elsewhere after a silence (see
+    /// [`Peers::is_silent`]): pass it over as a forward's target until it is heard from.
+    pub(crate) fn suspect(&mut self, id: NodeId, now: Instant) {
+        if let Some(peer) = self.get_mut(id) {
+            peer.suspected_at = peer.suspected_at.max(now);
+        }
+    }
+
+    /// True when the peer was suspected ([`Peers::suspect`]) and has not been heard
+    /// from since.
+    pub(crate) fn is_suspected(&self, id: NodeId) -> bool {
+        self.get(id)
+            .is_some_and(|peer| peer.suspected_at > peer.heard_at)
     }
 
     fn get_mut(&mut self, id: NodeId) -> Option<&mut Peer> {

@@ -34,6 +34,9 @@ pub(crate) struct WriteSpec {
     pub(crate) context: Option<VersionVector>,
     pub(crate) value: Value,
     pub(crate) write_quorum: u8,
+    /// A forwarded write an earlier attempt may have minted: it is minted as the retry
+    /// dot `(writer, 1)` (see `coordinator::forward`).
+    pub(crate) retry: Option<NodeId>,
 }
 
 #[derive(Debug)]
@@ -90,6 +93,15 @@ pub(crate) struct ForwardRequest {
     /// `to`'s link generation when the forward was sent (`Peers::link_generation`).
     pub(crate) link_generation: u64,
     pub(crate) tried: SmallVec<[NodeId; 4]>,
+    /// The write's retry dot writer (`crate::version::Value::alias`).
+    pub(crate) alias: NodeId,
+    /// An attempt before the current one may have been minted: later attempts are
+    /// retries.
+    pub(crate) earlier_may_be_minted: bool,
+    /// The current attempt may be minted (it was sent, and not refused unwritten).
+    pub(crate) may_be_minted: bool,
+    /// When the current attempt was sent.
+    pub(crate) sent_at: Instant,
     pub(crate) attempt_at: Instant,
     pub(crate) final_at: Instant,
 }
@@ -222,16 +234,18 @@ impl Requests {
     }
 
     /// Requests in flight.
-    /// Forwards sent to `peer` in its link generation `generation`, and writes that
-    /// wait for `peer`'s acknowledgement.
-    pub(crate) fn waiting_on(&self, peer: NodeId, generation: u64) -> (Vec<SlotId>, Vec<SlotId>) {
+    /// Forwards sent to `peer`, each with whether it was sent in link generation
+    /// `generation`, and writes that wait for `peer`'s acknowledgement.
+    pub(crate) fn waiting_on(
+        &self,
+        peer: NodeId,
+        generation: u64,
+    ) -> (Vec<(SlotId, bool)>, Vec<SlotId>) {
         let (mut forwards, mut writes) = (Vec::new(), Vec::new());
         for (id, request) in self.slab.iter() {
             match request {
-                Request::Forward(forward)
-                    if forward.to == peer && forward.link_generation == generation =>
-                {
-                    forwards.push(id)
+                Request::Forward(forward) if forward.to == peer => {
+                    forwards.push((id, forward.link_generation == generation))
                 }
                 Request::Write(write)
                     if write

@@ -155,8 +155,10 @@ impl Node {
     }
 
     /// `peer` is down: writes waiting for its acknowledgement try a stand-in now (a
-    /// replica merges a write idempotently, so a second copy is harmless), and when
-    /// nothing sent to it arrived (`undelivered`), so do the forwards sent to it.
+    /// replica merges a write idempotently, so a second copy is harmless). Forwards
+    /// sent to it go to the next replica: as they were when nothing sent in the current
+    /// link generation arrived (`undelivered`), as retries when sent on a link that
+    /// broke (they may have been minted).
     pub(crate) fn peer_lost(&mut self, peer: NodeId, undelivered: bool) {
         let generation = self.peers.link_generation(peer);
         let (forwards, writes) = self.coordinator.requests.waiting_on(peer, generation);
@@ -164,9 +166,11 @@ impl Node {
         for id in writes {
             coordinator.write_target_lost(&mut cx, id, peer);
         }
-        if undelivered {
-            for id in forwards {
+        for (id, current_generation) in forwards {
+            if current_generation && undelivered {
                 coordinator.forward_undelivered(&mut cx, id, peer);
+            } else if !current_generation {
+                coordinator.forward_lost(&mut cx, id, peer);
             }
         }
     }

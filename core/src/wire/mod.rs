@@ -231,6 +231,11 @@ messages! { 'a;
         value: Option<&'a [u8]> = OptionalValue,
         timestamp_ms: u64 = U64,
         write_quorum: u8 = U8,
+        /// The write's retry dot writer (see `crate::version::Value::alias`): a first
+        /// attempt's value carries it, a retry (`retry`: an earlier attempt may have
+        /// been minted) is minted as the dot `(alias, 1)`.
+        alias: NodeId = Id,
+        retry: bool = Flag,
     },
     /// The outcome of a forwarded write; `context` is the new context token when
     /// `status` is `Ok`, `held_value` whether a replica that took it held a value
@@ -526,6 +531,8 @@ mod tests {
                 value: Some(b"apples"),
                 timestamp_ms: 99,
                 write_quorum: 2,
+                alias: NodeId(1 << 63 | 5),
+                retry: false,
             },
             Message::ForwardPut {
                 request: 13,
@@ -535,6 +542,8 @@ mod tests {
                 value: None,
                 timestamp_ms: 100,
                 write_quorum: 1,
+                alias: NodeId(1 << 63 | 6),
+                retry: true,
             },
             Message::ForwardPutReply {
                 request: 12,

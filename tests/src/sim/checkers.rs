@@ -15,7 +15,9 @@
 //!    still spreading), no node still holds hints, and every node's anti-entropy tree
 //!    is the one its store gives (equal stores report equal digests).
 //! 3. Causality: after an acknowledged VSET or VDEL, no sibling its context's read
-//!    returned is on any replica.
+//!    returned is on any replica, except the one documented at-least-once case: the
+//!    retry copy of a retried forward when the context covered only its first copy
+//!    (counted in the run's totals as "retry copies back").
 //! 4. Always writable: a write that failed with a quorum error while, for the whole
 //!    request and `request_timeout_ms` before it, no fault changed, the network lost
 //!    nothing, and at least W live nodes with working disks were reachable both ways
@@ -592,7 +594,9 @@ pub fn causality_holds(cluster: &Cluster) -> Vec<Violation> {
         };
         for (replica, versions) in replica_states(cluster, &operation.key) {
             for &seen in &operation.context_siblings {
-                if holds(&versions, seen) {
+                if holds(&versions, seen)
+                    && !retry_copy_came_back(cluster, operation, &versions, seen)
+                {
                     violations.push(Violation {
                         property: 3,
                         detail: format!(
@@ -606,6 +610,60 @@ pub fn causality_holds(cluster: &Cluster) -> Vec<Violation> {
         }
     }
     violations
+}
+
+/// How many (write, replica) pairs property 3 let pass as a retry copy back.
+pub fn retry_copies_back(cluster: &Cluster) -> usize {
+    let mut count = 0;
+    for operation in &cluster.history.operations {
+        if !(operation.outcome == Outcome::Ok && operation.kind.has_context()) {
+            continue;
+        }
+        for (_, versions) in replica_states(cluster, &operation.key) {
+            for &seen in &operation.context_siblings {
+                if holds(&versions, seen)
+                    && retry_copy_came_back(cluster, operation, &versions, seen)
+                {
+                    count += 1;
+                }
+            }
+        }
+    }
+    count
+}
+
+/// True when every copy of write `seen` that `versions` holds is the retry dot of a
+/// retried forward (`(alias, 1)`, a one-shot writer) that `operation`'s context did not
+/// cover, while it covered the write's first copy: the documented at-least-once case
+/// of an internal retry (`coordinator::forward`): a client superseded the first copy
+/// before the retry reached its replica, and the retry stays as a sibling (with the
+/// first copy's timestamp, so a plain GET still picks the later write).
+fn retry_copy_came_back(
+    cluster: &Cluster,
+    operation: &Operation,
+    versions: &ringkv_core::VersionSet,
+    seen: WriteId,
+) -> bool {
+    let Some(context) = &operation.context else {
+        return false;
+    };
+    let Some(dots) = cluster.history.dots.get(&seen) else {
+        return false;
+    };
+    let is_retry_dot =
+        |dot: Dot| dot.counter == 1 && dot.node.0 & ringkv_core::node::STAND_IN_WRITER_BIT != 0;
+    let first_copy_covered = dots
+        .iter()
+        .any(|&dot| !is_retry_dot(dot) && covers(context, dot));
+    first_copy_covered
+        && versions
+            .siblings()
+            .filter(|sibling| write_id_of(sibling.value) == seen)
+            .all(|sibling| {
+                sibling
+                    .dot
+                    .is_some_and(|dot| is_retry_dot(dot) && !covers(context, dot))
+            })
 }
 
 /// Property 4.

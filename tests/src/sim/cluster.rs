@@ -1602,6 +1602,7 @@ pub fn add_stats(a: Stats, b: Stats) -> Stats {
         writes_coordinated: a.writes_coordinated + b.writes_coordinated,
         writes_forwarded: a.writes_forwarded + b.writes_forwarded,
         forwards_redirected: a.forwards_redirected + b.forwards_redirected,
+        forwards_retried: a.forwards_retried + b.forwards_retried,
         writes_handed_on: a.writes_handed_on + b.writes_handed_on,
         stand_in_writes: a.stand_in_writes + b.stand_in_writes,
         messages_sent: a.messages_sent + b.messages_sent,

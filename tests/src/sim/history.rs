@@ -112,9 +112,12 @@ pub struct History {
     pub writes_by_dot: BTreeMap<(Vec<u8>, Dot), WriteId>,
     /// Dots seen naming a second, different write: (key, dot, first, second).
     pub reused_dots: Vec<(Vec<u8>, Dot, WriteId, WriteId)>,
-    /// What each write superseded: its context, or for a plain write the clock of the
-    /// first record that held it.
+    /// What each write superseded: its context, or for a plain write the clocks of
+    /// the first records that held each of its dots, merged (a retried forward is
+    /// minted twice, each time superseding what its minting replica held).
     pub causal_past: BTreeMap<WriteId, VersionVector>,
+    /// Writes made with a client's context (their past is that context).
+    pub context_writes: BTreeSet<WriteId>,
     /// Keys some node removed from its data (a reaped tombstone, a handed-off copy).
     pub removed: BTreeSet<Vec<u8>>,
     /// When each write was first stored as a hint on a stand-in (its record, or a
@@ -163,15 +166,22 @@ impl History {
                 Some(_) => {}
                 None => {
                     self.writes_by_dot.insert((key.to_vec(), dot), id);
+                    if !self.context_writes.contains(&id) {
+                        // The first record holding a dot is its mint's.
+                        let past = self.causal_past.entry(id).or_default();
+                        for &(node, counter) in clock.entries() {
+                            *past = core::mem::take(past).with_dot(Dot { node, counter });
+                        }
+                    }
                 }
             }
             self.dots.entry(id).or_default().insert(dot);
-            self.causal_past.entry(id).or_insert_with(|| clock.clone());
         }
     }
 
     /// Sets each context write's causal past to its context (more exact than a clock).
     pub fn record_context(&mut self, id: WriteId, context: &VersionVector) {
+        self.context_writes.insert(id);
         self.causal_past.insert(id, context.clone());
     }
 }

@@ -1,8 +1,39 @@
 //! Forwarding: a node that holds no replica of a key forwards the client's write to
 //! the first healthy replica, which coordinates it; and taking a forward from a peer.
+//!
+//! # Retries without a second sibling
+//!
+//! A forward can be lost after it was minted: the replica froze or died before its
+//! answer came back. Waiting out the request timeout would make the client wait on a
+//! dead node; minting the write again elsewhere under another dot would leave one
+//! client write as two siblings, and a later write made with the retry's token (which
+//! names only the second dot) would leave the first copy behind as a stale sibling.
+//! So every forward carries a fresh one-shot writer id, its *alias*:
+//!
+//! - The first attempt is minted as usual (the replica's lane) with the alias on its
+//!   value ([`crate::version::Value::alias`]).
+//! - Every later attempt, once an earlier one may have been minted, is a *retry*: it
+//!   is minted as the dot `(alias, 1)`, the same dot on whichever node mints it (a
+//!   node already holding that dot mints nothing).
+//! - A clock holding `(alias, 1)` covers the first attempt's value too
+//!   (`VersionSet::sync` drops it), so the write is one sibling once the copies meet,
+//!   and any context naming the retry supersedes both. A first attempt arriving where
+//!   the retry is already merged mints nothing.
+//!
+//! A retry costs its key one clock entry, as a stand-in's write does; first attempts
+//! cost nothing in the clock. An attempt may have been minted once it was sent, unless
+//! its connection was never made (`forward_undelivered`) or the replica refused it as
+//! overloaded. Retries happen when the link to the replica breaks after the forward was
+//! sent (`forward_lost`), when the replica answers with a failure, when it has sent
+//! this node nothing for `forward_silence_ms` while the forward waits (frozen or dead
+//! before anything marked it down; it is then passed over as a forward target until it
+//! is heard from again), or after `replica_timeout_ms` on the one write. Only the
+//! current attempt's answer is taken: an earlier attempt's token would not name the
+//! retry.
 
 use super::{Coordination, Coordinator, check_quorum};
 use crate::node::RequestError;
+use crate::node::config::STAND_IN_WRITER_BIT;
 use crate::node::replica::check_sizes;
 use crate::node::request_id;
 use crate::node::requests::{ForwardRequest, ReplyTo, Request, WriteSpec};
@@ -31,6 +62,8 @@ impl Coordinator {
             value,
             timestamp_ms,
             write_quorum,
+            alias,
+            retry,
         } = message
         else {
             return debug_assert!(false, "not a forward: {message:?}");
@@ -68,14 +101,26 @@ impl Coordinator {
             Ok(quorum) => quorum,
             Err(error) => return self.finish_write(cx, reply, true, Err(error)),
         };
+        if alias.0 & STAND_IN_WRITER_BIT == 0 {
+            // Not a one-shot id: minting its dot could reuse a member's.
+            return self.finish_write(cx, reply, true, Err(RequestError::ForwardFailed));
+        }
         let value = match value {
             Some(data) => Value::new(data.to_vec(), timestamp_ms),
             None => Value::tombstone(timestamp_ms),
         };
+        // A first attempt's value carries the retry dot that stands for it if a retry
+        // is minted too; a retry is minted as that dot.
+        let aliased = !retry && !cx.shared.sabotage().retry_without_alias;
         let spec = WriteSpec {
             context,
-            value,
+            value: if aliased {
+                value.with_alias(alias)
+            } else {
+                value
+            },
             write_quorum,
+            retry: retry.then_some(alias),
         };
         let partition = cx.view.ring.partition_of(key);
         let owner = if cx
@@ -102,6 +147,12 @@ impl Coordinator {
     ) {
         let partition = cx.view.ring.partition_of(key);
         cx.shared.stats.writes_forwarded += 1;
+        // A write handed on keeps the retry dot it came with.
+        let alias = spec
+            .retry
+            .or(spec.value.alias)
+            .unwrap_or_else(|| NodeId(STAND_IN_WRITER_BIT | (cx.shared.rng.next_u64() >> 1)));
+        let earlier_may_be_minted = spec.retry.is_some();
         let request = Request::Forward(ForwardRequest {
             reply,
             reply_context,
@@ -111,6 +162,10 @@ impl Coordinator {
             to,
             link_generation: 0,
             tried: SmallVec::new(),
+            alias,
+            earlier_may_be_minted,
+            may_be_minted: false,
+            sent_at: cx.shared.now,
             attempt_at: Instant::MAX,
             final_at: cx.deadline_after(cx.shared.config.request_timeout_ms),
         });
@@ -121,13 +176,14 @@ impl Coordinator {
     }
 
     pub(super) fn send_forward(&mut self, cx: &mut Coordination<'_>, id: SlotId, to: NodeId) {
-        let attempt_at = cx.deadline_after(cx.shared.config.replica_timeout_ms);
+        let attempt_at = cx.deadline_after(cx.shared.config.forward_silence_ms);
         let Some(Request::Forward(forward)) = self.requests.held_mut(id) else {
             return;
         };
         forward.to = to;
         forward.link_generation = cx.peers.link_generation(to);
         forward.tried.push(to);
+        forward.sent_at = cx.shared.now;
         forward.attempt_at = attempt_at;
         let started = cx.peers.begin_request(to, cx.shared.now);
         let token = forward.spec.context.as_ref().map(VersionVector::to_token);
@@ -146,9 +202,12 @@ impl Coordinator {
                         value: forward.spec.value.data.as_deref(),
                         timestamp_ms: forward.spec.value.timestamp_ms,
                         write_quorum: forward.spec.write_quorum,
+                        alias: forward.alias,
+                        retry: forward.earlier_may_be_minted,
                     },
                 )
                 .is_ok();
+        forward.may_be_minted = sent;
         self.arm(id);
         if !sent {
             if started {
@@ -174,6 +233,24 @@ impl Coordinator {
         }
         cx.peers.end_request(peer);
         cx.shared.stats.forwards_redirected += 1;
+        if let Some(Request::Forward(forward)) = self.requests.held_mut(id) {
+            forward.may_be_minted = false;
+        }
+        self.forward_failed(cx, id);
+    }
+
+    /// The link to `peer` broke after forward `id` was sent to it: it may have been
+    /// minted there, and no answer will come. Retry it at the next replica as the
+    /// write's retry dot.
+    pub(crate) fn forward_lost(&mut self, cx: &mut Coordination<'_>, id: SlotId, peer: NodeId) {
+        let Some(Request::Forward(forward)) = self.requests.held(id) else {
+            return;
+        };
+        if forward.to != peer {
+            return;
+        }
+        cx.peers.end_request(peer);
+        cx.shared.stats.forwards_retried += 1;
         self.forward_failed(cx, id);
     }
 
@@ -193,23 +270,20 @@ impl Coordinator {
         if forward.to != from {
             return;
         }
-        if status == ReplicaStatus::Overloaded {
-            // Refused before minting: nothing was written, another replica may try.
+        if status != ReplicaStatus::Ok {
+            // Overloaded: refused before minting, nothing was written. Otherwise the
+            // replica may have minted the write before failing: the next attempt is a
+            // retry, minted as the write's retry dot.
             cx.peers.end_request(from);
             if let Some(Request::Forward(forward)) = self.requests.held_mut(id) {
                 forward.to = cx.shared.id;
+                forward.may_be_minted &= status != ReplicaStatus::Overloaded;
             }
             return self.forward_failed(cx, id);
         }
         let Some(Request::Forward(forward)) = self.remove_request(cx, id) else {
             return;
         };
-        if status != ReplicaStatus::Ok {
-            // The replica may have minted and stored the write before failing: trying
-            // another replica could mint it a second time under another dot.
-            let error = RequestError::ForwardFailed;
-            return self.finish_write(cx, forward.reply, forward.reply_context, Err(error));
-        }
         match core::str::from_utf8(context) {
             Ok(token) => self.finish_write(
                 cx,
@@ -226,14 +300,15 @@ impl Coordinator {
         }
     }
 
-    /// The forward never reached its target, or was refused unwritten: try the next
-    /// healthy replica, else mint here as a stand-in. (A forward that may have been
-    /// written is never retried: a retry would mint the same client write again under
-    /// another dot, and a later write superseding one copy would leave the other.)
+    /// The forward's current attempt will not be answered: try the next healthy
+    /// replica, else mint here as a stand-in. When an attempt may have been minted, the
+    /// rest are retries (see the module docs).
     pub(super) fn forward_failed(&mut self, cx: &mut Coordination<'_>, id: SlotId) {
-        let Some(Request::Forward(forward)) = self.requests.held(id) else {
+        let Some(Request::Forward(forward)) = self.requests.held_mut(id) else {
             return;
         };
+        forward.earlier_may_be_minted |= forward.may_be_minted;
+        forward.may_be_minted = false;
         let next = cx
             .view
             .ring
@@ -248,13 +323,34 @@ impl Coordinator {
         let Some(Request::Forward(forward)) = self.remove_request(cx, id) else {
             return;
         };
+        let own = cx.shared.id;
+        if cx
+            .view
+            .ring
+            .preference_list(forward.partition)
+            .any(|node| node == own)
+        {
+            // A write this replica handed on (its disk is full) that no other replica
+            // took: it cannot be a stand-in for itself.
+            let required = forward.spec.write_quorum;
+            let error = RequestError::QuorumUnreachable {
+                operation: "write",
+                required,
+            };
+            return self.finish_write(cx, forward.reply, forward.reply_context, Err(error));
+        }
         let owner = cx.view.ring.preference_list(forward.partition).next();
+        let mut spec = forward.spec;
+        if forward.earlier_may_be_minted {
+            spec.retry = Some(forward.alias);
+            spec.value.alias = None;
+        }
         self.coordinate_write(
             cx,
             forward.reply,
             forward.reply_context,
             &forward.key,
-            forward.spec,
+            spec,
             owner,
         );
     }
@@ -265,12 +361,25 @@ impl Coordinator {
             return;
         };
         if now < forward.final_at {
-            // Silent past the replica timeout: evidence against the replica, so later
-            // writes go elsewhere; this one keeps waiting (it is never retried).
-            forward.attempt_at = Instant::MAX;
             let to = forward.to;
-            cx.peers.timed_out(to, now);
-            return self.arm(id);
+            let waited_ms = now.saturating_duration_since(forward.sent_at).as_millis();
+            let silence_ms = cx.shared.config.forward_silence_ms;
+            let silent = cx.peers.is_silent(to, now, silence_ms);
+            if !silent && waited_ms < u128::from(cx.shared.config.replica_timeout_ms) {
+                // The replica is alive (it spoke within the window): keep waiting.
+                forward.attempt_at = now + Duration::from_millis(silence_ms);
+                return self.arm(id);
+            }
+            // Silent (frozen or dead, not yet marked down), or alive but past the
+            // replica timeout on this write: retry at the next replica.
+            if silent {
+                cx.peers.suspect(to, now);
+            } else {
+                cx.peers.timed_out(to, now);
+            }
+            cx.peers.end_request(to);
+            cx.shared.stats.forwards_retried += 1;
+            return self.forward_failed(cx, id);
         }
         let Some(Request::Forward(forward)) = self.remove_request(cx, id) else {
             return;

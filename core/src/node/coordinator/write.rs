@@ -40,16 +40,19 @@ impl Coordinator {
             return self.coordinate_write(cx, reply, reply_context, key, spec, None);
         }
         // The first replica that is up, passing over one this node waits on in silence
-        // (frozen or dead, not yet marked down) when another is up: a forward to it
-        // would wait out the request timeout.
+        // or retried a forward away from (frozen or dead, not yet marked down) when
+        // another is up: a forward to it would wait to be retried.
         let now = cx.shared.now;
-        let silent_ms = cx.shared.config.replica_timeout_ms / 3;
+        let silent_ms = cx.shared.config.forward_silence_ms;
         let up = |node| cx.peers.is_up(node);
+        let healthy = |node| {
+            up(node) && !cx.peers.is_silent(node, now, silent_ms) && !cx.peers.is_suspected(node)
+        };
         let first_healthy = cx
             .view
             .ring
             .preference_list(partition)
-            .find(|&node| up(node) && !cx.peers.is_silent(node, now, silent_ms))
+            .find(|&node| healthy(node))
             .or_else(|| {
                 cx.view
                     .ring
@@ -91,10 +94,13 @@ impl Coordinator {
             return self.finish_write(cx, reply, reply_context, Err(error));
         }
         let partition = cx.view.ring.partition_of(key);
-        let writer = match local_owner {
-            None => cx.writer.writer_for(cx.shared, cx.view, partition),
-            Some(_) => {
-                cx.shared.stats.stand_in_writes += 1;
+        if local_owner.is_some() {
+            cx.shared.stats.stand_in_writes += 1;
+        }
+        let writer = match (spec.retry, local_owner) {
+            (Some(alias), _) => alias,
+            (None, None) => cx.writer.writer_for(cx.shared, cx.view, partition),
+            (None, Some(_)) => {
                 NodeId(crate::node::STAND_IN_WRITER_BIT | (cx.shared.rng.next_u64() >> 1))
             }
         };
@@ -234,7 +240,9 @@ impl Coordinator {
                 Some(sibling.value.clone())
             });
         let Some(value) = value else {
-            debug_assert!(false, "a minted write holds its own dot");
+            // Only a forward whose retry was minted elsewhere (and merged here) first
+            // holds no sibling of its own: it is not this node's to hand on.
+            debug_assert!(dot.counter == 1, "a minted write holds its own dot");
             return false;
         };
         let Some(Request::Write(write)) = self.remove_request(cx, id) else {
@@ -584,16 +592,36 @@ fn mint_versions(
     write.existed = crate::node::read_reply::holds_value(current);
     // Only VSET, VDEL and forwarded writes answer with a token.
     let token_wanted = write.reply_context || matches!(write.reply, ReplyTo::Peer { .. });
-    let lane = writer.lane_for(&mut shared.rng, write.writer, &context, current);
-    let minted = VersionSet::update_above(
-        VersionSet::from_context(&context, value),
-        current,
-        lane,
-        floor,
-    );
-    let dot = Dot {
-        node: lane,
-        counter: minted.counter_of(lane),
+    // A retried forward takes the same dot wherever it is minted, and a first attempt
+    // arriving where that dot is already merged is the write it names (see
+    // `coordinator::forward`).
+    let retry_dot = write
+        .spec
+        .retry
+        .or(value.alias.filter(|&alias| current.counter_of(alias) > 0));
+    let (minted, dot) = match retry_dot {
+        Some(alias) => {
+            let dot = current.minted_as(alias).unwrap_or(Dot {
+                node: alias,
+                counter: 1,
+            });
+            let write = VersionSet::from_context(&context, value);
+            (VersionSet::update_retry(write, current, alias), dot)
+        }
+        None => {
+            let lane = writer.lane_for(&mut shared.rng, write.writer, &context, current);
+            let minted = VersionSet::update_above(
+                VersionSet::from_context(&context, value),
+                current,
+                lane,
+                floor,
+            );
+            let dot = Dot {
+                node: lane,
+                counter: minted.counter_of(lane),
+            };
+            (minted, dot)
+        }
     };
     let reply_context = if !token_wanted {
         VersionVector::new()
