@@ -338,6 +338,8 @@ fn ringkv_bench(
             } else {
                 Protocol::Resp
             },
+            client_timeout: None,
+            faulted_host: None,
         };
         let results = run(&plan, |_| {}).map_err(|e| e.to_string())?;
         let latency: Percentiles = results.latency_us;

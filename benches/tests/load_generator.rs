@@ -19,6 +19,11 @@ const STALL_AFTER: Duration = Duration::from_millis(800);
 /// A server answering +OK (or a null for GET), which sleeps `STALL` once, `STALL_AFTER`
 /// after it started. Returns its address; it stops with the process.
 fn stalling_server() -> SocketAddr {
+    server(STALL)
+}
+
+/// A server that stalls for `stall` once, `STALL_AFTER` after it started (zero: never).
+fn server(stall: Duration) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     let started = Instant::now();
@@ -26,13 +31,13 @@ fn stalling_server() -> SocketAddr {
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             let stalled = Arc::clone(&stalled);
-            std::thread::spawn(move || serve(stream, started, &stalled));
+            std::thread::spawn(move || serve(stream, started, stall, &stalled));
         }
     });
     address
 }
 
-fn serve(mut stream: TcpStream, started: Instant, stalled: &AtomicBool) {
+fn serve(mut stream: TcpStream, started: Instant, stall: Duration, stalled: &AtomicBool) {
     let _ = stream.set_nodelay(true);
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 16 << 10];
@@ -45,9 +50,9 @@ fn serve(mut stream: TcpStream, started: Instant, stalled: &AtomicBool) {
         }
         buffer.extend_from_slice(&chunk[..n]);
         if started.elapsed() >= STALL_AFTER && !stalled.swap(true, Ordering::SeqCst) {
-            std::thread::sleep(STALL); // the whole server stops: every connection waits
+            std::thread::sleep(stall); // the whole server stops: every connection waits
         }
-        while stalled.load(Ordering::SeqCst) && started.elapsed() < STALL_AFTER + STALL {
+        while stalled.load(Ordering::SeqCst) && started.elapsed() < STALL_AFTER + stall {
             std::thread::sleep(Duration::from_millis(5));
         }
         let mut replies = Vec::new();
@@ -86,6 +91,8 @@ fn plan(host: SocketAddr, rate: Option<f64>) -> Plan {
         seed: 7,
         window: None,
         protocol: Protocol::Resp,
+        client_timeout: None,
+        faulted_host: None,
     }
 }
 
@@ -127,5 +134,31 @@ fn the_closed_loop_hides_the_stall_in_a_few_requests() {
         set.latency_us.p99 < (STALL.as_micros() as u64) / 4,
         "yet p99 looks fine, as a closed loop reports it: {:?}",
         set.latency_us
+    );
+}
+
+#[test]
+fn a_client_timeout_fails_over_and_the_healthy_hosts_are_reported_apart() {
+    // Host 0 stalls for 400 ms; host 1 never does. With a 100 ms client timeout the
+    // stalled host's connections fail over to host 1 instead of waiting out the stall.
+    let hosts = vec![stalling_server(), server(Duration::ZERO)];
+    let mut plan = plan(hosts[0], Some(1_000.0));
+    plan.hosts = hosts;
+    plan.client_timeout = Some(Duration::from_millis(100));
+    plan.faulted_host = Some(0);
+    plan.window = Some((Duration::from_millis(700), Duration::from_millis(1_300)));
+    let results = run(&plan, |_| {}).unwrap();
+    println!("{}", results.table());
+    let window = results.window.expect("a window");
+    let healthy = &window.healthy;
+    assert!(healthy.faulted_host_client_timeouts >= 1, "{healthy:?}");
+    assert_eq!(healthy.client_timeouts, 0, "{healthy:?}");
+    assert_eq!(healthy.failed, 0, "{healthy:?}");
+    assert!(healthy.requests >= 200, "{healthy:?}");
+    assert!(healthy.latency_us.p999 < 50_000, "{healthy:?}");
+    assert!(
+        results.latency_us.max < STALL.as_micros() as u64,
+        "failed over before the stall ended: {:?}",
+        results.latency_us
     );
 }

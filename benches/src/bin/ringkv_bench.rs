@@ -163,6 +163,10 @@ struct Flags {
     /// resp (ringkv, Redis) or etcd (its HTTP gateway; GET/SET/DEL only).
     #[arg(long, value_enum, default_value_t = ProtocolName::Resp)]
     protocol: ProtocolName,
+    /// A request unanswered this long after it was sent counts a client timeout and
+    /// fails its connection over to the next host (and is sent again there).
+    #[arg(long)]
+    client_timeout_ms: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -223,6 +227,8 @@ fn plan(flags: &Flags) -> Result<Plan, String> {
             ProtocolName::Resp => Protocol::Resp,
             ProtocolName::Etcd => Protocol::EtcdHttp,
         },
+        client_timeout: flags.client_timeout_ms.map(Duration::from_millis),
+        faulted_host: None,
     })
 }
 
@@ -279,6 +285,12 @@ fn scenario(
         ScenarioName::NodeKilled | ScenarioName::NodePaused => Some((first, second)),
         ScenarioName::NodeJoins => Some((first, second + first)),
     };
+    if matches!(
+        flags.name,
+        ScenarioName::NodeKilled | ScenarioName::NodePaused
+    ) {
+        plan.faulted_host = Some(usize::from(flags.nodes) - 1);
+    }
     let name = flags.name;
     let nodes = flags.nodes;
     let actor = std::thread::spawn(move || -> Result<ProcessCluster, String> {

@@ -38,6 +38,14 @@ pub struct Recorder {
     window_failed: u64,
     window_writes: u64,
     window_writes_failed: u64,
+    /// The same for the connections that started on hosts the scenario left alone,
+    /// and their latencies outside the window (the steady state to compare with).
+    healthy_window_latency: Histogram<u64>,
+    healthy_window_failed: u64,
+    healthy_steady_latency: Histogram<u64>,
+    healthy_after_latency: Histogram<u64>,
+    /// Client timeouts on healthy hosts' connections, and on the faulted host's.
+    client_timeouts: [u64; 2],
 }
 
 impl Recorder {
@@ -48,6 +56,11 @@ impl Recorder {
             window_failed: 0,
             window_writes: 0,
             window_writes_failed: 0,
+            healthy_window_latency: histogram(),
+            healthy_window_failed: 0,
+            healthy_steady_latency: histogram(),
+            healthy_after_latency: histogram(),
+            client_timeouts: [0; 2],
             measure_from,
             stopped_at: None,
             per_operation: Operation::ALL.iter().map(|_| histogram()).collect(),
@@ -59,7 +72,14 @@ impl Recorder {
     }
 
     /// A reply for a request that started at `started`.
-    pub fn record(&mut self, operation: Operation, started: Instant, finished: Instant) {
+    /// `healthy`: the connection started on a host the scenario left alone.
+    pub fn record(
+        &mut self,
+        operation: Operation,
+        started: Instant,
+        finished: Instant,
+        healthy: bool,
+    ) {
         if started < self.measure_from {
             self.warmup_requests += 1;
             return;
@@ -71,6 +91,13 @@ impl Recorder {
         if self.in_window(started) {
             self.window_latency.saturating_record(latency_us);
             self.window_writes += u64::from(operation.is_write());
+            if healthy {
+                self.healthy_window_latency.saturating_record(latency_us);
+            }
+        } else if healthy && self.window.is_some_and(|(from, _)| started < from) {
+            self.healthy_steady_latency.saturating_record(latency_us);
+        } else if healthy {
+            self.healthy_after_latency.saturating_record(latency_us);
         }
         let second = started
             .saturating_duration_since(self.measure_from)
@@ -84,7 +111,7 @@ impl Recorder {
     }
 
     /// A request that failed: `text` is the RESP error, or the generator's own kind.
-    pub fn error(&mut self, operation: Operation, started: Instant, text: &str) {
+    pub fn error(&mut self, operation: Operation, started: Instant, text: &str, healthy: bool) {
         if started < self.measure_from {
             self.warmup_requests += 1;
             return;
@@ -93,6 +120,7 @@ impl Recorder {
             self.window_failed += 1;
             self.window_writes += u64::from(operation.is_write());
             self.window_writes_failed += u64::from(operation.is_write());
+            self.healthy_window_failed += u64::from(healthy);
         }
         // The error's first 60 characters: its kind and what failed
         // (`UNAVAILABLE write cannot reach 2 replicas`).
@@ -103,6 +131,11 @@ impl Recorder {
     fn in_window(&self, started: Instant) -> bool {
         self.window
             .is_some_and(|(from, to)| started >= from && started < to)
+    }
+
+    /// A request waited past the client timeout (its connection fails over).
+    pub fn client_timeout(&mut self, healthy: bool) {
+        self.client_timeouts[usize::from(!healthy)] += 1;
     }
 
     /// A failure not tied to one operation's start.
@@ -204,6 +237,15 @@ impl Recorder {
                         self.window_writes,
                     ),
                     latency_us: Percentiles::of(&self.window_latency),
+                    healthy: HealthyHosts {
+                        requests: self.healthy_window_latency.len() + self.healthy_window_failed,
+                        failed: self.healthy_window_failed,
+                        client_timeouts: self.client_timeouts[0],
+                        faulted_host_client_timeouts: self.client_timeouts[1],
+                        latency_us: Percentiles::of(&self.healthy_window_latency),
+                        steady_latency_us: Percentiles::of(&self.healthy_steady_latency),
+                        after_latency_us: Percentiles::of(&self.healthy_after_latency),
+                    },
                 }
             }),
             length: match plan.length {
@@ -283,6 +325,25 @@ pub struct WindowResult {
     pub writes: u64,
     pub writes_success_percent: f64,
     pub latency_us: Percentiles,
+    /// The window's requests on connections that started on hosts the scenario left
+    /// alone (all hosts when it faulted none).
+    pub healthy: HealthyHosts,
+}
+
+/// Requests of the connections to hosts a scenario left alone.
+#[derive(Clone, Debug, Serialize)]
+pub struct HealthyHosts {
+    pub requests: u64,
+    pub failed: u64,
+    /// Client timeouts over the whole run (each failed a connection over).
+    pub client_timeouts: u64,
+    pub faulted_host_client_timeouts: u64,
+    /// Inside the window.
+    pub latency_us: Percentiles,
+    /// Before it: the same run's steady state.
+    pub steady_latency_us: Percentiles,
+    /// After it (a restarted node catching up).
+    pub after_latency_us: Percentiles,
 }
 
 fn milliseconds(us: u64) -> String {
@@ -360,6 +421,21 @@ impl Results {
                 milliseconds(window.latency_us.p99),
                 milliseconds(window.latency_us.p999),
                 milliseconds(window.latency_us.max),
+            );
+            let healthy = &window.healthy;
+            let ratio =
+                healthy.latency_us.p999 as f64 / healthy.steady_latency_us.p999.max(1) as f64;
+            let _ = writeln!(
+                text,
+                "window, connections to the hosts left alone: {} requests, {} failed, p99.9 {} ms (before the window {} ms: {ratio:.2}x; after it {} ms), max {} ms; client timeouts {} (the faulted host's connections: {})",
+                healthy.requests,
+                healthy.failed,
+                milliseconds(healthy.latency_us.p999),
+                milliseconds(healthy.steady_latency_us.p999),
+                milliseconds(healthy.after_latency_us.p999),
+                milliseconds(healthy.latency_us.max),
+                healthy.client_timeouts,
+                healthy.faulted_host_client_timeouts,
             );
         }
         text

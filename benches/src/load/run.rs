@@ -12,6 +12,11 @@
 //!   that were in flight on it are sent again there, up to [`ATTEMPTS_MAX`] times,
 //!   keeping their original start, so a failover shows as latency, and only a request
 //!   that fails every attempt counts as an error (`disconnected`).
+//! - With a client timeout, a connection whose oldest request has waited that long since
+//!   it was sent counts a client timeout and fails over the same way (a redis-py client
+//!   with `socket_timeout` and a retry on the next node).
+//! - With a faulted host (a scenario's killed or paused node), the requests of the
+//!   connections that started on the other hosts are also reported on their own.
 //! - Replies that are RESP errors count by their first word (`TIMEOUT`, `UNAVAILABLE`,
 //!   `OVERLOADED`, `ERR`...). Requests started during the warm-up are not recorded.
 //! - A versioned write is a VGET and then a VSET with the context it returned; both are
@@ -62,6 +67,10 @@ pub struct Plan {
     /// the failure window of a scenario.
     pub window: Option<(Duration, Duration)>,
     pub protocol: Protocol,
+    /// A request unanswered this long after it was sent fails its connection over.
+    pub client_timeout: Option<Duration>,
+    /// The host a scenario kills or pauses (an index into `hosts`).
+    pub faulted_host: Option<usize>,
 }
 
 /// How requests are spelled on the wire.
@@ -81,12 +90,16 @@ struct Pending {
     step: Step,
     /// When it was due (open loop) or first sent (closed loop).
     started: Instant,
+    /// When this attempt was sent.
+    sent: Instant,
     attempts: u8,
 }
 
 #[derive(Debug)]
 struct Connection {
     host: usize,
+    /// The connection's requests count as a healthy host's (see the module docs).
+    healthy: bool,
     stream: Option<TcpStream>,
     connected: bool,
     reconnect_at: Option<Instant>,
@@ -114,6 +127,7 @@ pub fn run(plan: &Plan, mut progress: impl FnMut(&Results)) -> io::Result<Result
     let mut connections: Vec<Connection> = (0..plan.connections)
         .map(|index| Connection {
             host: index % plan.hosts.len(),
+            healthy: plan.faulted_host != Some(index % plan.hosts.len()),
             stream: None,
             connected: false,
             reconnect_at: Some(start),
@@ -232,6 +246,7 @@ pub fn run(plan: &Plan, mut progress: impl FnMut(&Results)) -> io::Result<Result
                     operation,
                     step,
                     started,
+                    sent: started,
                     attempts: 0,
                 };
                 send(
@@ -258,6 +273,18 @@ pub fn run(plan: &Plan, mut progress: impl FnMut(&Results)) -> io::Result<Result
         }
         poll.poll(&mut events, Some(timeout))?;
         let now = Instant::now();
+        if let Some(client_timeout) = plan.client_timeout {
+            for connection in connections.iter_mut() {
+                let expired = connection
+                    .in_flight
+                    .front()
+                    .is_some_and(|oldest| now >= oldest.sent + client_timeout);
+                if connection.connected && expired {
+                    recorder.client_timeout(connection.healthy);
+                    fail_connection(connection, &mut recorder, plan, now);
+                }
+            }
+        }
         for event in &events {
             let Some(connection) = connections.get_mut(event.token().0) else {
                 continue;
@@ -328,6 +355,7 @@ fn send(
         };
         etcd::write_request(&mut connection.out, &host, request);
         pending.attempts += 1;
+        pending.sent = Instant::now();
         connection.in_flight.push_back(pending);
         return;
     }
@@ -365,6 +393,7 @@ fn send(
     write_request(scratch, &arguments);
     connection.out.extend_from_slice(scratch);
     pending.attempts += 1;
+    pending.sent = Instant::now();
     connection.in_flight.push_back(pending);
 }
 
@@ -465,9 +494,14 @@ fn read_replies(
         let finished_at = now;
         match &reply {
             Reply::Error(text) => {
-                recorder.error(pending.operation, pending.started, text);
+                recorder.error(pending.operation, pending.started, text, connection.healthy);
             }
-            _ => recorder.record(pending.operation, pending.started, finished_at),
+            _ => recorder.record(
+                pending.operation,
+                pending.started,
+                finished_at,
+                connection.healthy,
+            ),
         }
         // A versioned write or delete goes on with the context its VGET returned.
         let follow_up = match (pending.operation, pending.step, &reply) {
@@ -484,6 +518,7 @@ fn read_replies(
                 operation,
                 step: pending.step,
                 started: now,
+                sent: now,
                 attempts: 0,
             };
             let context = context.clone();
@@ -512,7 +547,8 @@ fn fail_connection(
     connection.input.clear();
     for mut pending in connection.in_flight.drain(..) {
         if pending.attempts >= ATTEMPTS_MAX {
-            recorder.error(pending.operation, pending.started, "disconnected");
+            let healthy = connection.healthy;
+            recorder.error(pending.operation, pending.started, "disconnected", healthy);
         } else {
             // A versioned write lost its context with the connection: read it again.
             if plan.workload.versioned && pending.operation != Operation::VGet {

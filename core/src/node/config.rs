@@ -38,6 +38,10 @@ pub struct Config {
     /// retried at the next replica (as the write's retry dot, so it is never two
     /// siblings), and the silent replica is passed over until it is heard from.
     pub forward_silence_ms: u64,
+    /// A forwarded write unanswered this long is retried at the next replica even when
+    /// its replica is heard from (it is slow: a node catching up after a restart), and
+    /// that replica is passed over as a forward's target for `replica_timeout_ms`.
+    pub forward_retry_ms: u64,
     /// After a read replied, how long it keeps listening for late answers before it
     /// sends read repair.
     pub read_repair_window_ms: u64,
@@ -229,6 +233,7 @@ impl Config {
             request_timeout_ms: 2_000,
             replica_timeout_ms: 300,
             forward_silence_ms: 20,
+            forward_retry_ms: 50,
             read_repair_window_ms: 200,
             probe_interval_initial_ms: 100,
             probe_interval_max_ms: 5_000,

@@ -33,6 +33,9 @@ pub(crate) struct Peer {
     /// When a forward to the peer was retried elsewhere after a silence: the peer is
     /// passed over as a forward's target until it is heard from again.
     suspected_at: Instant,
+    /// A forward to the peer was retried elsewhere because it was slow: it is passed
+    /// over as a forward's target until then.
+    slow_until: Instant,
     /// When this node began waiting on the peer (its first request in flight since it
     /// had none); see [`Peers::is_silent`].
     waiting_since: Instant,
@@ -95,6 +98,7 @@ impl Peers {
                 hints_next_at: Instant::ZERO,
                 heard_at: now,
                 suspected_at: Instant::ZERO,
+                slow_until: Instant::ZERO,
                 waiting_since: now,
                 link_generation: 0,
             },
@@ -133,6 +137,19 @@ impl Peers {
     pub(crate) fn is_suspected(&self, id: NodeId) -> bool {
         self.get(id)
             .is_some_and(|peer| peer.suspected_at > peer.heard_at)
+    }
+
+    /// A forward to the peer was retried elsewhere because the peer, though heard from,
+    /// did not answer it in time: pass it over as a forward's target until `until`.
+    pub(crate) fn mark_slow(&mut self, id: NodeId, until: Instant) {
+        if let Some(peer) = self.get_mut(id) {
+            peer.slow_until = peer.slow_until.max(until);
+        }
+    }
+
+    /// True while the peer is marked slow ([`Peers::mark_slow`]).
+    pub(crate) fn is_slow(&self, id: NodeId, now: Instant) -> bool {
+        self.get(id).is_some_and(|peer| peer.slow_until > now)
     }
 
     fn get_mut(&mut self, id: NodeId) -> Option<&mut Peer> {

@@ -331,12 +331,15 @@ pub fn connections_observe_their_writes(cluster: &Cluster) -> Vec<Violation> {
                 // VGET shows every sibling: one must be the write or supersede it.
                 // GET shows one pick among siblings, which may be a write concurrent
                 // with whatever superseded this one: it fails to observe the write only
-                // by returning a value the write superseded.
+                // by returning a value the write superseded. (A retried forward is
+                // minted twice: its retry, minted later, can supersede a write that
+                // superseded its first copy; then each supersedes the other, and the
+                // retry, still in flight when the write was acknowledged, is the later.)
                 let observed = match read.kind {
                     OperationKind::Get => read
                         .read_values
                         .iter()
-                        .any(|&x| x == id || !shown.supersedes(id, x)),
+                        .any(|&x| x == id || !shown.supersedes(id, x) || shown.supersedes(x, id)),
                     _ => read.read_values.iter().any(|&x| shown.supersedes(x, id)),
                 };
                 // Nothing returned is right when a delete superseded the write, or, for

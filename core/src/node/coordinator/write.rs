@@ -46,7 +46,10 @@ impl Coordinator {
         let silent_ms = cx.shared.config.forward_silence_ms;
         let up = |node| cx.peers.is_up(node);
         let healthy = |node| {
-            up(node) && !cx.peers.is_silent(node, now, silent_ms) && !cx.peers.is_suspected(node)
+            up(node)
+                && !cx.peers.is_silent(node, now, silent_ms)
+                && !cx.peers.is_suspected(node)
+                && !cx.peers.is_slow(node, now)
         };
         let first_healthy = cx
             .view
