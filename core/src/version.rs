@@ -481,8 +481,8 @@ impl VersionSet {
     /// alias when aliased, `u32` length, bytes.
     ///
     /// The counts fit their fields because a node keeps every set within
-    /// [`VersionBounds`] (at most 64 siblings and 1024 coordinators by default, values
-    /// under the client limit) before it stores or sends it.
+    /// [`VersionBounds`] (at most 1024 siblings and 1024 coordinators by default,
+    /// values under the client limit) before it stores or sends it.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.put_u8(ENCODING_VERSION);
         out.put_u16(self.entries.len() as u16);
@@ -553,8 +553,12 @@ impl VersionSet {
 pub struct VersionBounds {
     /// Entries in the clock (coordinators ever seen for the key).
     pub coordinators_max: usize,
-    /// Siblings in total.
+    /// Siblings in total of a set stored or sent (merges of replicas that took writes
+    /// apart can hold more than one write leaves; a merge past it is refused).
     pub siblings_max: usize,
+    /// Siblings a client's write may leave: a write past it is refused (a write whose
+    /// context covers the siblings leaves one).
+    pub siblings_minted_max: usize,
     /// Bytes of one value.
     pub value_size_bytes_max: usize,
 }
@@ -563,7 +567,8 @@ impl Default for VersionBounds {
     fn default() -> VersionBounds {
         VersionBounds {
             coordinators_max: 1024,
-            siblings_max: 64,
+            siblings_max: 1024,
+            siblings_minted_max: 64,
             value_size_bytes_max: crate::limits::VALUE_SIZE_BYTES_MAX,
         }
     }

@@ -370,6 +370,21 @@ impl Replica {
                 if merged == current {
                     return ReadStep::Own(Step::Done(Ok(())));
                 }
+                let bounds = cx.shared.config.version_bounds;
+                if merged.sibling_count() > bounds.siblings_max
+                    || merged.clock_size() > bounds.coordinators_max
+                {
+                    // Stored, it could not be read back: refused (the sender keeps
+                    // its copy; the key needs a write that resolves its siblings).
+                    log::warn!(
+                        "a merge would leave {} siblings and {} clock entries (bounds {} and {}): refused",
+                        merged.sibling_count(),
+                        merged.clock_size(),
+                        bounds.siblings_max,
+                        bounds.coordinators_max
+                    );
+                    return ReadStep::Own(Step::Done(Err(StorageFailure::Io)));
+                }
                 self.store_versions(cx.shared, lock, token, &merged)
             }
             KeyOp::DeleteIfUnchanged { expected, cause } => {

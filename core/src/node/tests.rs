@@ -1776,3 +1776,75 @@ fn repairs_of_a_busy_key_fold_into_one_waiting_merge() {
     let stored = harness.stored(replica, key).expect("stored");
     assert_eq!(stored.sibling_count(), 10, "every repair's version is kept");
 }
+
+#[test]
+fn a_merge_past_the_sibling_bound_is_refused_and_every_record_stays_readable() {
+    let mut harness = Harness::new(3, |c| {
+        c.write_quorum_default = 1;
+        c.version_bounds.siblings_max = 3;
+        c.version_bounds.siblings_minted_max = 2;
+    });
+    let blind = |harness: &mut Harness, node: usize, value: &'static [u8]| {
+        harness.send(
+            node,
+            Command::VSet {
+                key: b"k",
+                context: b"",
+                value,
+                write_quorum: None,
+            },
+        );
+        harness.settle();
+        harness.last_reply()
+    };
+    // Node 1 alone: two blind writes are two siblings; a third would leave three.
+    harness.cut.extend([1, 2]);
+    assert!(blind(&mut harness, 0, b"a").starts_with('$'));
+    assert!(blind(&mut harness, 0, b"b").starts_with('$'));
+    assert!(
+        blind(&mut harness, 0, b"c").starts_with("-ERR"),
+        "{}",
+        harness.last_reply()
+    );
+    // Node 2 alone, two more: the four cannot be merged into one record.
+    harness.cut.clear();
+    harness.cut.extend([0, 2]);
+    assert!(blind(&mut harness, 1, b"d").starts_with('$'));
+    assert!(blind(&mut harness, 1, b"e").starts_with('$'));
+    harness.cut.clear();
+    harness.advance(30_000);
+    for node in [0, 1] {
+        let stored = harness.stored(node, b"k").expect("readable");
+        assert_eq!(stored.sibling_count(), 2, "node {node} kept its own");
+    }
+    // A write made with a context naming a node's siblings resolves them there.
+    harness.send(
+        0,
+        Command::VGet {
+            key: b"k",
+            read_quorum: Some(1),
+        },
+    );
+    harness.settle();
+    let token = harness
+        .last_reply()
+        .split("\r\n")
+        .nth(2)
+        .unwrap()
+        .to_string();
+    harness.send(
+        0,
+        Command::VSet {
+            key: b"k",
+            context: token.as_bytes(),
+            value: b"resolved",
+            write_quorum: None,
+        },
+    );
+    harness.settle();
+    assert!(
+        harness.last_reply().starts_with('$'),
+        "{}",
+        harness.last_reply()
+    );
+}

@@ -321,6 +321,9 @@ impl Coordinator {
         };
         forward.earlier_may_be_minted |= forward.may_be_minted;
         forward.may_be_minted = false;
+        // The caller ended the attempt's request to its replica: ending the forward
+        // here must not end it twice.
+        forward.to = cx.shared.id;
         let next = cx
             .view
             .ring

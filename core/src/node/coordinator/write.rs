@@ -186,7 +186,7 @@ impl Coordinator {
         let (minted, reply_context, dot) =
             mint_versions(cx.writer, cx.shared, write, context, value, &current);
         write.minted = Some(dot);
-        if minted.sibling_count() > bounds.siblings_max
+        if minted.sibling_count() > bounds.siblings_minted_max
             || minted.clock_size() > bounds.coordinators_max
         {
             self.fail_write(cx, request, RequestError::TooManyVersions);
