@@ -193,6 +193,21 @@ impl Harness {
         self.drain(index);
     }
 
+    /// A VSET of `key` at node `index` with `context`, settled: its reply.
+    fn vset(&mut self, index: usize, key: &[u8], context: &str, value: &[u8]) -> String {
+        self.send(
+            index,
+            Command::VSet {
+                key,
+                context: context.as_bytes(),
+                value,
+                write_quorum: None,
+            },
+        );
+        self.settle();
+        self.last_reply()
+    }
+
     fn last_reply(&self) -> String {
         self.replies
             .last()
@@ -694,21 +709,8 @@ fn a_replica_whose_disk_is_full_hands_the_write_to_another() {
     // A VGET answers [token, [values]].
     let reply = harness.last_reply();
     let token = reply.split("\r\n").nth(2).unwrap().to_string();
-    harness.send(
-        0,
-        Command::VSet {
-            key: b"k",
-            context: token.as_bytes(),
-            value: b"v2",
-            write_quorum: None,
-        },
-    );
-    harness.settle();
-    assert!(
-        harness.last_reply().starts_with('$'),
-        "{}",
-        harness.last_reply()
-    );
+    let reply = harness.vset(0, b"k", &token, b"v2");
+    assert!(reply.starts_with('$'), "{reply}");
     for index in [1, 2] {
         assert_eq!(
             values(&harness.stored(index, b"k").unwrap()),
@@ -1784,19 +1786,8 @@ fn a_merge_past_the_sibling_bound_is_refused_and_every_record_stays_readable() {
         c.version_bounds.siblings_max = 3;
         c.version_bounds.siblings_minted_max = 2;
     });
-    let blind = |harness: &mut Harness, node: usize, value: &'static [u8]| {
-        harness.send(
-            node,
-            Command::VSet {
-                key: b"k",
-                context: b"",
-                value,
-                write_quorum: None,
-            },
-        );
-        harness.settle();
-        harness.last_reply()
-    };
+    let blind =
+        |harness: &mut Harness, node: usize, value: &[u8]| harness.vset(node, b"k", "", value);
     // Node 1 alone: two blind writes are two siblings; a third would leave three.
     harness.cut.extend([1, 2]);
     assert!(blind(&mut harness, 0, b"a").starts_with('$'));
@@ -1832,19 +1823,6 @@ fn a_merge_past_the_sibling_bound_is_refused_and_every_record_stays_readable() {
         .nth(2)
         .unwrap()
         .to_string();
-    harness.send(
-        0,
-        Command::VSet {
-            key: b"k",
-            context: token.as_bytes(),
-            value: b"resolved",
-            write_quorum: None,
-        },
-    );
-    harness.settle();
-    assert!(
-        harness.last_reply().starts_with('$'),
-        "{}",
-        harness.last_reply()
-    );
+    let reply = harness.vset(0, b"k", &token, b"resolved");
+    assert!(reply.starts_with('$'), "{reply}");
 }
