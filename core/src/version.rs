@@ -24,11 +24,18 @@
 //! the same dot for different values would make replicas disagree forever, so a
 //! coordinator that is not a replica of the key forwards the write to one that is.
 //!
-//! A forwarded write that may be minted twice (its first replica went silent after
-//! taking it, and a retry was minted elsewhere) stays one sibling: the first copy's
-//! value names the retry's dot as its *alias*, any clock holding that dot covers the
-//! first copy too, and [`VersionSet::update_retry`] mints the retry as that same dot
-//! wherever it runs (see `node::coordinator::forward`).
+//! A forwarded write that may be minted more than once (its first replica went silent
+//! after taking it, and a retry was minted elsewhere) stays one sibling: every attempt
+//! has a one-shot id, the first copy's value names its attempt's id as its *alias*,
+//! and [`VersionSet::update_retry`] mints a retry as the dot `(id, 1)` of its own
+//! attempt with every earlier attempt's `(id, 1)` in its context. A clock holding an
+//! attempt's dot covers that attempt's copy (the first copy through its alias), so a
+//! later attempt supersedes every earlier one wherever they meet, and an attempt
+//! arriving where any attempt's dot already is mints nothing. Each such dot is minted
+//! at most once, by the one node its attempt went to: the same dot minted twice, on two
+//! nodes holding different versions, could name two different causal pasts, and two
+//! plain writes retried that way superseded each other until neither was left (see
+//! `node::coordinator::forward`).
 //!
 //! A delete is an update with a [`Value::tombstone`]; when a tombstone may be reaped is
 //! the node's decision (`node::reap`). A node that reaped a key mints its next dots for
@@ -56,10 +63,10 @@ pub struct Value {
     pub timestamp_ms: u64,
     /// `None` for a tombstone.
     pub data: Option<Vec<u8>>,
-    /// The *retry dot*'s writer, for a value minted from a forwarded write: a retry of
-    /// the same client write elsewhere is minted as the dot `(alias, 1)`, and any clock
-    /// holding that dot covers this value too (see [`VersionSet::sync`]), so one client
-    /// write never survives as two siblings.
+    /// The first attempt's one-shot id, for a value minted from a forwarded write's
+    /// first attempt: every retry of the same client write has `(alias, 1)` in its
+    /// context, and any clock holding that dot covers this value too (see
+    /// [`VersionSet::sync`]), so one client write never survives as two siblings.
     pub alias: Option<NodeId>,
 }
 
@@ -178,10 +185,11 @@ impl VersionSet {
             mut anonymous,
         } = write;
         if let Some(alias) = anonymous.last().and_then(|value| value.alias) {
-            if current.counter_of(alias) > 0 {
-                // A forward arriving after its retry was minted (and merged here): the
-                // write exists as the retry dot, and minting it again with a context
-                // taken from `current` could supersede that very dot.
+            if current.minted_as(&[alias]).is_some() {
+                // A forward's first attempt arriving where it was minted already (a
+                // retry's context naming its alias was merged here, or its copy is
+                // here): minting it again with a context taken from `current` could
+                // supersede the very write it is.
                 return current.clone();
             }
         }
@@ -199,45 +207,73 @@ impl VersionSet {
         };
         let mut merged = context_only.sync(current);
         merged.event(coordinator, value, floor);
-        // The context may have named the write's retry dot (a plain write's context is
-        // the replica's clock): then the new value stands for nothing new.
+        // The context may name an attempt's dot whose first copy is still here.
         merged.drop_covered_by_retries();
         merged
     }
 
-    /// The coordinator's update for a *retried* forward: `write` gets the dot
-    /// `(alias, 1)`, the same on every node that mints it, so retries of one client
-    /// write are one sibling. When `current` already holds the alias's entry, the retry
-    /// was minted before (elsewhere, and merged here): nothing new is minted and the
-    /// result is `current` (the context was applied where the retry dot was minted; a
-    /// plain write's context taken from `current` would name the dot itself).
-    ///
-    /// Likewise when `current` holds the first attempt's value (aliased `alias`): the
-    /// write exists under that value's dot ([`VersionSet::minted_as`] names it), and no
-    /// retry dot is minted at all.
-    pub fn update_retry(write: VersionSet, current: &VersionSet, alias: NodeId) -> VersionSet {
-        if current.minted_as(alias).is_some() {
+    /// The coordinator's update for a *retried* forward: `write` is minted as the dot
+    /// `(id, 1)` of its attempt's one-shot id, with the dot `(earlier, 1)` of every
+    /// earlier attempt (the first attempt's alias first) added to its context, so it
+    /// supersedes whichever earlier copy it meets. When `current` holds any attempt's
+    /// dot or the first copy's value, the write was minted before (here, or elsewhere
+    /// and merged here): nothing new is minted and the result is `current`.
+    pub fn update_retry(
+        write: VersionSet,
+        current: &VersionSet,
+        id: NodeId,
+        earlier: &[NodeId],
+    ) -> VersionSet {
+        if current.counter_of(id) > 0 || current.minted_as(earlier).is_some() {
             return current.clone();
         }
-        VersionSet::update_above(write, current, alias, 0)
-    }
-
-    /// The dot the forwarded write whose retry dot writer is `alias` holds here: the
-    /// retry dot once it is in the clock, else the first attempt's live value's.
-    pub fn minted_as(&self, alias: NodeId) -> Option<Dot> {
-        if self.counter_of(alias) > 0 {
-            return Some(Dot {
-                node: alias,
-                counter: 1,
-            });
+        let mut write = write;
+        for &attempt in earlier {
+            write.cover(attempt);
         }
-        self.siblings()
-            .find(|sibling| sibling.value.alias == Some(alias))
-            .and_then(|sibling| sibling.dot)
+        VersionSet::update_above(write, current, id, 0)
     }
 
-    /// Removes every value whose retry dot this set's clock holds: the client write
-    /// it came from was minted again as that dot, which stands for it. Only a value
+    /// The dot that stands here for the forwarded write whose attempts' ids are
+    /// `attempts` (oldest first): its live copy (the first copy, aliased one of them,
+    /// or an attempt's dot), else the latest attempt dot `(id, 1)` the clock holds
+    /// (merged from elsewhere, or named by a later attempt's context; possibly
+    /// superseded since).
+    pub fn minted_as(&self, attempts: &[NodeId]) -> Option<Dot> {
+        let of_write = |sibling: &Sibling<'_>| {
+            sibling.value.alias.is_some_and(|a| attempts.contains(&a))
+                || sibling
+                    .dot
+                    .is_some_and(|dot| dot.counter == 1 && attempts.contains(&dot.node))
+        };
+        self.siblings()
+            .find(of_write)
+            .and_then(|sibling| sibling.dot)
+            .or_else(|| {
+                attempts
+                    .iter()
+                    .rev()
+                    .find(|&&node| self.counter_of(node) > 0)
+                    .map(|&node| Dot { node, counter: 1 })
+            })
+    }
+
+    /// Adds the dot `(node, 1)` to the clock (a context entry with no value).
+    fn cover(&mut self, node: NodeId) {
+        if let Err(index) = self.entries.binary_search_by_key(&node, |entry| entry.node) {
+            self.entries.insert(
+                index,
+                Entry {
+                    node,
+                    counter: 1,
+                    values: Vec::new(),
+                },
+            );
+        }
+    }
+
+    /// Removes every first copy whose alias's dot `(alias, 1)` this set's clock holds:
+    /// a retry of the same client write was minted, which stands for it. Only a value
     /// that is the oldest live one of its entry can go (an entry's live values are its
     /// newest dots); a node mints a forwarded write only in a lane whose live values
     /// the write covers, so it is always the only live value of its lane.
@@ -954,19 +990,26 @@ mod tests {
 
     #[test]
     fn a_retried_forward_stays_one_sibling_and_its_token_covers_the_first_copy() {
+        const FIRST: NodeId = NodeId(1 << 63 | 98);
         const RETRY: NodeId = NodeId(1 << 63 | 99);
+        const AGAIN: NodeId = NodeId(1 << 63 | 100);
         let base = put(&VersionSet::new(), &VersionVector::new(), v("a"), A);
         let context = base.join();
         let write = || VersionSet::from_context(&context, v("w"));
         // The first replica minted the forward (its reply was lost), and a retry was
-        // minted elsewhere as the retry dot.
+        // minted elsewhere as its attempt's dot.
         let first = VersionSet::update(
-            VersionSet::from_context(&context, v("w").with_alias(RETRY)),
+            VersionSet::from_context(&context, v("w").with_alias(FIRST)),
             &base,
             B,
         );
-        let retried = VersionSet::update_retry(write(), &base, RETRY);
+        let retried = VersionSet::update_retry(write(), &base, RETRY, &[FIRST]);
         assert_eq!(retried.counter_of(RETRY), 1);
+        assert_eq!(
+            retried.counter_of(FIRST),
+            1,
+            "the retry's context names the first"
+        );
         let merged = first.sync(&retried);
         assert_eq!(merged, retried.sync(&first));
         assert_eq!(texts(&merged), ["w"], "one client write, one sibling");
@@ -976,46 +1019,44 @@ mod tests {
             node: RETRY,
             counter: 1,
         });
+        let token = token.with_dot(Dot {
+            node: FIRST,
+            counter: 1,
+        });
         let next = put(&retried, &token, v("next"), C);
         assert_eq!(texts(&next.sync(&first)), ["next"]);
         assert_eq!(texts(&first.sync(&next)), ["next"]);
         // Without the alias, the first copy would come back as a stale sibling.
         let unaliased = put(&base, &context, v("w"), B);
         assert_eq!(texts(&next.sync(&unaliased)), ["next", "w"]);
-        // A forward arriving where its retry was merged mints nothing that lives, and a
-        // second retry mints no second dot.
+        // A first attempt arriving where a retry was merged mints nothing, nor does a
+        // retry arriving where an attempt of it is (merged, or covered by a later one).
         let late = VersionSet::update(
-            VersionSet::from_context(&context, v("w").with_alias(RETRY)),
+            VersionSet::from_context(&context, v("w").with_alias(FIRST)),
             &merged,
             B,
         );
-        assert_eq!(texts(&late), ["w"]);
-        // So for plain writes, whose context is the minting replica's own clock (it
-        // names the retry dot once that is merged there).
-        let plain = |alias: Option<NodeId>| {
-            let value = match alias {
-                Some(alias) => v("w").with_alias(alias),
-                None => v("w"),
-            };
-            VersionSet::from_context(&merged.join(), value)
-        };
+        assert_eq!(late, merged);
         assert_eq!(
-            texts(&VersionSet::update(plain(Some(RETRY)), &merged, B)),
-            ["w"]
+            VersionSet::update_retry(write(), &merged, RETRY, &[FIRST]),
+            merged
+        );
+        let third = VersionSet::update_retry(write(), &base, AGAIN, &[FIRST, RETRY]);
+        assert_eq!(
+            texts(&third.sync(&merged)),
+            ["w"],
+            "three attempts, one sibling"
         );
         assert_eq!(
-            texts(&VersionSet::update_retry(plain(None), &merged, RETRY)),
-            ["w"]
+            VersionSet::update_retry(write(), &third, RETRY, &[FIRST]),
+            third
         );
-        let again = VersionSet::update_retry(write(), &merged, RETRY);
-        assert_eq!(again.counter_of(RETRY), 1);
-        assert_eq!(texts(&again), ["w"]);
-        // A retry arriving where the first attempt already is mints nothing: the write
+        // A retry arriving where the first attempt's value is mints nothing: the write
         // is that value.
-        let found = VersionSet::update_retry(write(), &first, RETRY);
+        let found = VersionSet::update_retry(write(), &first, RETRY, &[FIRST]);
         assert_eq!(found, first);
         assert_eq!(
-            found.minted_as(RETRY),
+            found.minted_as(&[FIRST, RETRY]),
             Some(Dot {
                 node: B,
                 counter: 1
@@ -1028,6 +1069,43 @@ mod tests {
             VersionSet::decode(&bytes, VersionBounds::default()),
             Ok(first)
         );
+    }
+
+    #[test]
+    fn two_plain_writes_retried_across_each_other_leave_the_later_mint() {
+        // Two plain writes, each forwarded, each first attempt lost. Write P's retry is
+        // minted where Q's retry is, and a second retry of Q where P's retry is: each
+        // plain mint supersedes what its replica holds. Had both retries of Q been the
+        // same dot, each of P and Q would cover the other and the merge would hold
+        // nothing at all (an acknowledged write lost, as a simulator seed showed).
+        const P_FIRST: NodeId = NodeId(1 << 63 | 1);
+        const P_RETRY: NodeId = NodeId(1 << 63 | 2);
+        const Q_FIRST: NodeId = NodeId(1 << 63 | 3);
+        const Q_RETRY: NodeId = NodeId(1 << 63 | 4);
+        const Q_AGAIN: NodeId = NodeId(1 << 63 | 5);
+        let plain = |current: &VersionSet, data: &str, id: NodeId, earlier: &[NodeId]| {
+            let write = VersionSet::from_context(&current.join(), v(data));
+            VersionSet::update_retry(write, current, id, earlier)
+        };
+        let q_alone = plain(&VersionSet::new(), "q", Q_RETRY, &[Q_FIRST]);
+        let p_over_q = plain(&q_alone, "p", P_RETRY, &[P_FIRST]);
+        let q_over_p = plain(&p_over_q.sync(&VersionSet::new()), "q", Q_AGAIN, &[Q_FIRST]);
+        // The second retry of Q found P there (whose clock names Q's retry): nothing new.
+        assert_eq!(q_over_p, p_over_q);
+        // Q's second retry where only P's retry is: a mint of its own, superseding P.
+        let p_alone = plain(&VersionSet::new(), "p", P_RETRY, &[P_FIRST]);
+        let q_again = plain(&p_alone, "q", Q_AGAIN, &[Q_FIRST, Q_RETRY]);
+        for merged in [
+            q_again.sync(&p_over_q),
+            p_over_q.sync(&q_again),
+            q_again.sync(&p_over_q).sync(&q_alone),
+        ] {
+            assert_eq!(texts(&merged), ["q"], "a write survives every merge");
+        }
+        // The loss one id minted twice would make: Q's retry dot minted again where
+        // only P's retry is.
+        let q_twice = plain(&p_alone, "q", Q_RETRY, &[Q_FIRST]);
+        assert!(texts(&q_twice.sync(&p_over_q)).is_empty());
     }
 
     #[test]

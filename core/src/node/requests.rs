@@ -34,10 +34,22 @@ pub(crate) struct WriteSpec {
     pub(crate) context: Option<VersionVector>,
     pub(crate) value: Value,
     pub(crate) write_quorum: u8,
-    /// A forwarded write an earlier attempt may have minted: it is minted as the retry
-    /// dot `(writer, 1)` (see `coordinator::forward`).
-    pub(crate) retry: Option<NodeId>,
+    /// A forwarded write an earlier attempt may have minted (see `coordinator::forward`).
+    pub(crate) retry: Option<Retry>,
 }
+
+/// A forwarded write's attempt after one that may have been minted.
+#[derive(Clone, Debug)]
+pub(crate) struct Retry {
+    /// This attempt's one-shot id: the write is minted as the dot `(id, 1)`.
+    pub(crate) id: NodeId,
+    /// The earlier attempts' ids, the first attempt's (its value's alias) first.
+    pub(crate) earlier: AttemptIds,
+}
+
+/// The ids of a forwarded write's attempts that may have been minted; at most
+/// `coordinator::forward::ATTEMPTS_MAX`.
+pub(crate) type AttemptIds = SmallVec<[NodeId; 4]>;
 
 #[derive(Debug)]
 pub(crate) struct ReadRequest {
@@ -93,11 +105,11 @@ pub(crate) struct ForwardRequest {
     /// `to`'s link generation when the forward was sent (`Peers::link_generation`).
     pub(crate) link_generation: u64,
     pub(crate) tried: SmallVec<[NodeId; 4]>,
-    /// The write's retry dot writer (`crate::version::Value::alias`).
-    pub(crate) alias: NodeId,
-    /// An attempt before the current one may have been minted: later attempts are
-    /// retries.
-    pub(crate) earlier_may_be_minted: bool,
+    /// The current attempt's one-shot id (a first attempt's is its value's alias).
+    pub(crate) attempt: NodeId,
+    /// The ids of the earlier attempts that may have been minted: when there are any,
+    /// the current attempt is a retry.
+    pub(crate) earlier: AttemptIds,
     /// The current attempt may be minted (it was sent, and not refused unwritten).
     pub(crate) may_be_minted: bool,
     /// When the current attempt was sent.

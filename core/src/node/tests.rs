@@ -673,6 +673,68 @@ fn a_forward_lost_with_its_link_is_retried_at_once_and_stays_one_write() {
 }
 
 #[test]
+fn a_forward_retried_twice_mints_each_attempt_once_and_stays_one_write() {
+    let mut harness = Harness::new(5, |c| c.replicas = 3);
+    let key = (0..)
+        .map(|i| format!("key-{i}").into_bytes())
+        .find(|key| !harness.replicas_of(key).contains(&0))
+        .unwrap();
+    let replicas = harness.replicas_of(&key);
+    harness.send(
+        0,
+        Command::Set {
+            key: &key,
+            value: b"v1",
+        },
+    );
+    // The first two replicas each take an attempt and store it, then their links
+    // break before anything they sent arrives.
+    for &replica in &replicas[..2] {
+        harness.deliver();
+        while harness.complete_one(replica) {}
+        harness.cut.insert(replica);
+        let peer = NodeId(replica as u64 + 1);
+        harness.nodes[0].handle(harness.now, Input::PeerDown { peer });
+        harness.drain(0);
+    }
+    // W = 2 with two replicas cut: the third takes a stand-in once they time out (it
+    // is slow to answer meanwhile, so node 0 may try a fourth attempt as a stand-in).
+    harness.advance(1_000);
+    assert_eq!(harness.last_reply(), "+OK\r\n");
+    assert!(harness.nodes[0].stats().forwards_retried >= 2);
+    let dot_at = |harness: &Harness, index: usize| {
+        let stored = harness.stored(index, &key).unwrap();
+        let dots: Vec<_> = stored.siblings().map(|s| s.dot.unwrap()).collect();
+        assert_eq!(values(&stored), [b"v1".to_vec()], "node {index}");
+        dots[0]
+    };
+    let first = dot_at(&harness, replicas[0]);
+    let second = dot_at(&harness, replicas[1]);
+    assert_eq!(first.node, NodeId(replicas[0] as u64 + 1), "a lane dot");
+    let is_attempt_dot =
+        |dot: crate::version::Dot| dot.counter == 1 && dot.node.0 & super::STAND_IN_WRITER_BIT != 0;
+    assert!(is_attempt_dot(second));
+    // Healed, the copies are one sibling: a later attempt's, under an id of its own.
+    harness.cut.clear();
+    for index in 0..5 {
+        for &replica in &replicas[..2] {
+            let peer = NodeId(replica as u64 + 1);
+            harness.nodes[index].handle(harness.now, Input::PeerUp { peer });
+            harness.drain(index);
+        }
+    }
+    harness.advance(60_000);
+    let last = dot_at(&harness, replicas[2]);
+    assert!(is_attempt_dot(last) && last != second, "{last:?}");
+    for &index in &replicas {
+        assert_eq!(dot_at(&harness, index), last, "node {index}");
+        // Its context named the earlier attempts.
+        let clock = harness.stored(index, &key).unwrap().join();
+        assert_eq!(clock.counter_of(second.node), 1);
+    }
+}
+
+#[test]
 fn a_replica_whose_disk_is_full_hands_the_write_to_another() {
     let mut harness = Harness::new(3, |c| c.write_quorum_default = 2);
     harness.full.insert(0);

@@ -287,7 +287,7 @@ impl Writer {
     /// A fresh one-shot writer id, like a stand-in's.
     fn one_shot(&mut self, rng: &mut Rng) -> NodeId {
         self.one_shot_writes += 1;
-        NodeId(STAND_IN_WRITER_BIT | (rng.next_u64() >> 1))
+        one_shot_id(rng)
     }
 
     /// The id a write made with `context` is minted under against `current`, given
@@ -301,7 +301,7 @@ impl Writer {
         context: &VersionVector,
         current: &VersionSet,
     ) -> NodeId {
-        if writer.0 & STAND_IN_WRITER_BIT != 0 {
+        if is_one_shot(writer) {
             return writer;
         }
         let lane = (0..WRITER_LANES)
@@ -463,6 +463,17 @@ impl Writer {
             }
         }
     }
+}
+
+/// A fresh one-shot writer id (a stand-in's, a forward attempt's, a lane-less
+/// write's): random, with [`STAND_IN_WRITER_BIT`] set, so never a member's id.
+pub(crate) fn one_shot_id(rng: &mut Rng) -> NodeId {
+    NodeId(STAND_IN_WRITER_BIT | (rng.next_u64() >> 1))
+}
+
+/// True for an id [`one_shot_id`] could have made.
+pub(crate) fn is_one_shot(id: NodeId) -> bool {
+    id.0 & STAND_IN_WRITER_BIT != 0
 }
 
 #[cfg(test)]

@@ -43,6 +43,8 @@ pub(super) struct Buckets;
 pub(super) struct KeyedHashes;
 /// u32 numbers (positions, partitions): u16 count, then each.
 pub(super) struct Numbers;
+/// Node ids: u16 count, then each as a u64.
+pub(super) struct Ids;
 
 impl<'a> Codec<'a> for U8 {
     type Value = u8;
@@ -351,5 +353,24 @@ impl<'a> Codec<'a> for Numbers {
             numbers.push(reader.u32()?);
         }
         Ok(numbers)
+    }
+}
+
+impl<'a> Codec<'a> for Ids {
+    type Value = Vec<NodeId>;
+    fn put(out: &mut Vec<u8>, ids: &Vec<NodeId>) -> Result<(), EncodeError> {
+        put_count(out, ids.len())?;
+        for id in ids {
+            out.put_u64(id.0);
+        }
+        Ok(())
+    }
+    fn get(reader: &mut Reader<'a>, limits: WireLimits) -> Result<Vec<NodeId>, DecodeError> {
+        let count = get_count(reader, limits, 8)?;
+        let mut ids = Vec::with_capacity(count);
+        for _ in 0..count {
+            ids.push(NodeId(reader.u64()?));
+        }
+        Ok(ids)
     }
 }

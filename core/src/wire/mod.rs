@@ -231,11 +231,13 @@ messages! { 'a;
         value: Option<&'a [u8]> = OptionalValue,
         timestamp_ms: u64 = U64,
         write_quorum: u8 = U8,
-        /// The write's retry dot writer (see `crate::version::Value::alias`): a first
-        /// attempt's value carries it, a retry (`retry`: an earlier attempt may have
-        /// been minted) is minted as the dot `(alias, 1)`.
+        /// This attempt's one-shot id (see `coordinator::forward`): a first attempt's
+        /// value carries it as its alias (`crate::version::Value::alias`), a retry is
+        /// minted as the dot `(alias, 1)`.
         alias: NodeId = Id,
-        retry: bool = Flag,
+        /// The ids of the earlier attempts that may have been minted, the first
+        /// attempt's first; empty for a first attempt.
+        earlier: Vec<NodeId> = Ids,
     },
     /// The outcome of a forwarded write; `context` is the new context token when
     /// `status` is `Ok`, `held_value` whether a replica that took it held a value
@@ -532,7 +534,7 @@ mod tests {
                 timestamp_ms: 99,
                 write_quorum: 2,
                 alias: NodeId(1 << 63 | 5),
-                retry: false,
+                earlier: Vec::new(),
             },
             Message::ForwardPut {
                 request: 13,
@@ -543,7 +545,7 @@ mod tests {
                 timestamp_ms: 100,
                 write_quorum: 1,
                 alias: NodeId(1 << 63 | 6),
-                retry: true,
+                earlier: vec![NodeId(1 << 63 | 5), NodeId(1 << 63 | 7)],
             },
             Message::ForwardPutReply {
                 request: 12,

@@ -95,6 +95,8 @@ struct Shown<'c> {
     writes: BTreeMap<WriteId, &'c Operation>,
     /// The deletes of each key.
     deletes: BTreeMap<&'c [u8], Vec<WriteId>>,
+    /// The writes of each key.
+    by_key: HashMap<&'c [u8], Vec<WriteId>>,
     /// Hashed: a hot key's history asks about millions of pairs.
     memo: HashMap<(WriteId, WriteId), bool>,
     /// The deletes each write's context covers (they depend on the write alone).
@@ -110,8 +112,13 @@ impl<'c> Shown<'c> {
             .filter_map(|op| Some((op.write_id?, op)))
             .collect();
         let mut deletes: BTreeMap<&[u8], Vec<WriteId>> = BTreeMap::new();
+        let mut by_key: HashMap<&[u8], Vec<WriteId>> = HashMap::new();
         for operation in &cluster.history.operations {
-            if let (true, Some(id)) = (operation.kind.is_delete(), operation.write_id) {
+            let Some(id) = operation.write_id else {
+                continue;
+            };
+            by_key.entry(operation.key.as_slice()).or_default().push(id);
+            if operation.kind.is_delete() {
                 deletes
                     .entry(operation.key.as_slice())
                     .or_default()
@@ -122,6 +129,7 @@ impl<'c> Shown<'c> {
             cluster,
             writes,
             deletes,
+            by_key,
             memo: HashMap::new(),
             covered_deletes: BTreeMap::new(),
         }
@@ -154,11 +162,21 @@ impl<'c> Shown<'c> {
                 .is_some_and(|dots| dots.iter().any(|&dot| covers(past, dot)))
         };
         let Some(context) = &operation.context else {
-            // A blind write: what its minting replica held, by the clock.
-            return history
-                .causal_past
-                .get(&x)
-                .is_some_and(|past| covers_dots_of(past, w));
+            // A blind write: what its minting replica held, by the clock, and what
+            // those writes superseded (a retried plain write's copies can have
+            // different pasts, so its clock may not name all of that).
+            let Some(past) = history.causal_past.get(&x) else {
+                return false;
+            };
+            if covers_dots_of(past, w) {
+                return true;
+            }
+            let earlier: Vec<WriteId> = self.by_key[operation.key.as_slice()]
+                .iter()
+                .copied()
+                .filter(|&id| id != x && covers_dots_of(past, id))
+                .collect();
+            return earlier.into_iter().any(|id| self.supersedes(id, w));
         };
         if operation.context_siblings.contains(&w) {
             return true;
@@ -451,7 +469,7 @@ pub fn no_acknowledged_write_lost(cluster: &Cluster) -> Vec<Violation> {
                 });
         let reaped_delete = removed && operation.kind.is_delete();
         for (replica, versions) in replica_states(cluster, &operation.key) {
-            if holds(&versions, id) || superseded(cluster, &versions, dots) {
+            if holds(&versions, id) || superseded(cluster, &operation.key, &versions, dots) {
                 continue;
             }
             if reaped_with_a_delete && !reaped_delete {
@@ -496,14 +514,39 @@ fn holds_what_it_deleted(cluster: &Cluster, versions: &VersionSet, id: WriteId) 
 }
 
 /// True when a sibling of `versions` causally follows one of `dots`.
-fn superseded(cluster: &Cluster, versions: &VersionSet, dots: &BTreeSet<Dot>) -> bool {
-    versions.siblings().any(|sibling| {
-        cluster
-            .history
-            .causal_past
-            .get(&write_id_of(sibling.value))
-            .is_some_and(|past| dots.iter().any(|&dot| covers(past, dot)))
-    })
+fn superseded(cluster: &Cluster, key: &[u8], versions: &VersionSet, dots: &BTreeSet<Dot>) -> bool {
+    let history = &cluster.history;
+    let past_of = |id: WriteId| history.causal_past.get(&id);
+    let covered_by = |id: WriteId, dots: &BTreeSet<Dot>| {
+        past_of(id).is_some_and(|past| dots.iter().any(|&dot| covers(past, dot)))
+    };
+    let mut kept: Vec<WriteId> = versions.siblings().map(|s| write_id_of(s.value)).collect();
+    if kept.iter().any(|&id| covered_by(id, dots)) {
+        return true;
+    }
+    // Transitively: a held write superseded a write that superseded this one. A plain
+    // write's copies can have different pasts (a retried forward minted on two
+    // replicas), so one copy's clock may name what another superseded.
+    let mut others: Vec<(WriteId, &BTreeSet<Dot>)> = history
+        .operations
+        .iter()
+        .filter(|op| op.key == key)
+        .filter_map(|op| Some((op.write_id?, history.dots.get(&op.write_id?)?)))
+        .filter(|(id, _)| !kept.contains(id))
+        .collect();
+    loop {
+        let (newly, rest): (Vec<_>, Vec<_>) = others
+            .into_iter()
+            .partition(|(_, their)| kept.iter().any(|&id| covered_by(id, their)));
+        if newly.is_empty() {
+            return false;
+        }
+        if newly.iter().any(|&(id, _)| covered_by(id, dots)) {
+            return true;
+        }
+        kept.extend(newly.into_iter().map(|(id, _)| id));
+        others = rest;
+    }
 }
 
 /// Property 2.
@@ -635,12 +678,12 @@ pub fn retry_copies_back(cluster: &Cluster) -> usize {
     count
 }
 
-/// True when every copy of write `seen` that `versions` holds is the retry dot of a
-/// retried forward (`(alias, 1)`, a one-shot writer) that `operation`'s context did not
-/// cover, while it covered the write's first copy: the documented at-least-once case
-/// of an internal retry (`coordinator::forward`): a client superseded the first copy
-/// before the retry reached its replica, and the retry stays as a sibling (with the
-/// first copy's timestamp, so a plain GET still picks the later write).
+/// True when every copy of write `seen` that `versions` holds is an attempt dot of a
+/// retried forward (`(id, 1)` of a one-shot id) that `operation`'s context did not
+/// cover, while it covered another copy of the write: the documented at-least-once case
+/// of an internal retry (`coordinator::forward`): a client superseded an earlier copy
+/// before a later attempt's copy reached its replica, and that copy stays as a sibling
+/// (with the write's timestamp, so a plain GET still picks the later write).
 fn retry_copy_came_back(
     cluster: &Cluster,
     operation: &Operation,
@@ -653,19 +696,16 @@ fn retry_copy_came_back(
     let Some(dots) = cluster.history.dots.get(&seen) else {
         return false;
     };
-    let is_retry_dot =
+    let is_attempt_dot =
         |dot: Dot| dot.counter == 1 && dot.node.0 & ringkv_core::node::STAND_IN_WRITER_BIT != 0;
-    let first_copy_covered = dots
-        .iter()
-        .any(|&dot| !is_retry_dot(dot) && covers(context, dot));
-    first_copy_covered
+    dots.iter().any(|&dot| covers(context, dot))
         && versions
             .siblings()
             .filter(|sibling| write_id_of(sibling.value) == seen)
             .all(|sibling| {
                 sibling
                     .dot
-                    .is_some_and(|dot| is_retry_dot(dot) && !covers(context, dot))
+                    .is_some_and(|dot| is_attempt_dot(dot) && !covers(context, dot))
             })
 }
 

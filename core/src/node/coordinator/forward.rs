@@ -5,40 +5,51 @@
 //!
 //! A forward can be lost after it was minted: the replica froze or died before its
 //! answer came back. Waiting out the request timeout would make the client wait on a
-//! dead node; minting the write again elsewhere under another dot would leave one
+//! dead node; minting the write again elsewhere under an unrelated dot would leave one
 //! client write as two siblings, and a later write made with the retry's token (which
 //! names only the second dot) would leave the first copy behind as a stale sibling.
-//! So every forward carries a fresh one-shot writer id, its *alias*:
+//! So every attempt of a forward carries a fresh one-shot id:
 //!
-//! - The first attempt is minted as usual (the replica's lane) with the alias on its
-//!   value ([`crate::version::Value::alias`]).
+//! - The first attempt is minted as usual (the replica's lane) with its id as its
+//!   value's alias ([`crate::version::Value::alias`]).
 //! - Every later attempt, once an earlier one may have been minted, is a *retry*: it
-//!   is minted as the dot `(alias, 1)`, the same dot on whichever node mints it (a
-//!   node already holding that dot mints nothing).
-//! - A clock holding `(alias, 1)` covers the first attempt's value too
-//!   (`VersionSet::sync` drops it), so the write is one sibling once the copies meet,
-//!   and any context naming the retry supersedes both. A first attempt arriving where
-//!   the retry is already merged mints nothing.
+//!   is minted as the dot `(id, 1)` of its own id, and its context holds the dot
+//!   `(earlier, 1)` of every earlier attempt that may have been minted (the message
+//!   lists them). A clock holding an attempt's dot covers that attempt's copy (the
+//!   first copy through its alias, `VersionSet::sync` drops it), so wherever copies
+//!   meet, the latest attempt's stands for the write, and a context naming it
+//!   supersedes them all.
+//! - An attempt arriving where any attempt's dot is already in the clock, or the
+//!   first copy's value is live, mints nothing: the write is there.
 //!
-//! A retry arriving where the first attempt's value already is mints nothing: the
-//! write is that value, and the retry's token names its dot.
+//! Each attempt's dot is minted at most once: an attempt goes to one node, and a
+//! duplicate of it finds its own dot. A dot minted twice, on two nodes holding
+//! different versions, would stand for two different causal pasts: two plain writes
+//! retried across each other (each retry minted once where the other's retry was and
+//! once where it was not) superseded each other until neither was left, the
+//! acknowledged-write loss the simulator found when one retry dot served every retry.
+//! A replica that hands a write on (its disk is full) hands on a retry as a new
+//! attempt, never as the one it was given.
 //!
-//! What is left (at-least-once, as a client's own retry would be): when the first copy
+//! What is left (at-least-once, as a client's own retry would be): when an earlier copy
 //! reached another replica, a client read it there and superseded it with its context
-//! before the retry dot reached that replica, the retry copy comes back as a sibling of
-//! that client's write (its timestamp is the first copy's, so a plain GET still picks
-//! the later write). The simulator counts these ("retry copies back": 6-24 per 1,000
-//! fresh seeds against 22,000-149,000 retries, where slow simulated links make
-//! retries common).
+//! before a later attempt's dot reached that replica, the later copy comes back as a
+//! sibling of that client's write (its timestamp is the first copy's, so a plain GET
+//! still picks the later write); and a write whose attempts reached replicas that never
+//! exchange them before they are superseded can show two copies. The simulator counts
+//! copies that came back ("retry copies back").
 //!
-//! A retry costs its key one clock entry, as a stand-in's write does; first attempts
-//! cost nothing in the clock. An attempt may have been minted once it was sent, unless
-//! its connection was never made (`forward_undelivered`) or the replica refused it as
-//! overloaded. Retries happen when the link to the replica breaks after the forward was
-//! sent (`forward_lost`), when the replica answers with a failure, when it has sent
-//! this node nothing for `forward_silence_ms` while the forward waits (frozen or dead
-//! before anything marked it down; it is then passed over as a forward target until it
-//! is heard from again), or when it is heard from but has not answered after
+//! A retry costs its key a clock entry for every attempt it names, as a stand-in's
+//! write costs one; first attempts cost nothing in the clock. A write whose attempts
+//! would pass [`ATTEMPTS_MAX`] fails instead.
+//!
+//! An attempt may have been minted once it was sent, unless its connection was never
+//! made (`forward_undelivered`) or the replica refused it as overloaded. Retries
+//! happen when the link to the replica breaks after the forward was sent
+//! (`forward_lost`), when the replica answers with a failure, when it has sent this
+//! node nothing for `forward_silence_ms` while the forward waits (frozen or dead before
+//! anything marked it down; it is then passed over as a forward target until it is
+//! heard from again), or when it is heard from but has not answered after
 //! `forward_retry_ms` (slow, as a node catching up after a restart: it is passed over
 //! for `replica_timeout_ms`, so only a few writes pay for finding out). Only the
 //! current attempt's answer is taken: an earlier attempt's token would not name the
@@ -46,16 +57,20 @@
 
 use super::{Coordination, Coordinator, check_quorum};
 use crate::node::RequestError;
-use crate::node::config::STAND_IN_WRITER_BIT;
 use crate::node::replica::check_sizes;
 use crate::node::request_id;
-use crate::node::requests::{ForwardRequest, ReplyTo, Request, WriteSpec};
+use crate::node::requests::{AttemptIds, ForwardRequest, ReplyTo, Request, Retry, WriteSpec};
+use crate::node::writer::{is_one_shot, one_shot_id};
 use crate::slab::SlotId;
 use crate::time::Instant;
 use crate::version::{NodeId, Value, VersionVector};
 use crate::wire::{Message, ReplicaStatus};
 use core::time::Duration;
 use smallvec::SmallVec;
+
+/// Most attempts of one forwarded write that may have been minted (each costs the key a
+/// clock entry); a write that would need more fails.
+pub(crate) const ATTEMPTS_MAX: usize = 8;
 
 impl Coordinator {
     /// A peer's client write to coordinate here (this node is a replica of the key,
@@ -76,7 +91,7 @@ impl Coordinator {
             timestamp_ms,
             write_quorum,
             alias,
-            retry,
+            earlier,
         } = message
         else {
             return debug_assert!(false, "not a forward: {message:?}");
@@ -114,17 +129,22 @@ impl Coordinator {
             Ok(quorum) => quorum,
             Err(error) => return self.finish_write(cx, reply, true, Err(error)),
         };
-        if alias.0 & STAND_IN_WRITER_BIT == 0 {
-            // Not a one-shot id: minting its dot could reuse a member's.
+        let all_one_shot = is_one_shot(alias) && earlier.iter().all(|&id| is_one_shot(id));
+        if !all_one_shot || earlier.len() >= ATTEMPTS_MAX {
+            // Not one-shot ids: minting their dots could reuse a member's.
             return self.finish_write(cx, reply, true, Err(RequestError::ForwardFailed));
         }
         let value = match value {
             Some(data) => Value::new(data.to_vec(), timestamp_ms),
             None => Value::tombstone(timestamp_ms),
         };
-        // A first attempt's value carries the retry dot that stands for it if a retry
-        // is minted too; a retry is minted as that dot.
-        let aliased = !retry && !cx.shared.sabotage().retry_without_alias;
+        // A first attempt's value carries its id, which a retry's context names; a
+        // retry is minted as its own id's dot.
+        let retry = (!earlier.is_empty()).then(|| Retry {
+            id: alias,
+            earlier: earlier.into_iter().collect(),
+        });
+        let aliased = retry.is_none() && !cx.shared.sabotage().retry_without_alias;
         let spec = WriteSpec {
             context,
             value: if aliased {
@@ -133,7 +153,7 @@ impl Coordinator {
                 value
             },
             write_quorum,
-            retry: retry.then_some(alias),
+            retry,
         };
         let partition = cx.view.ring.partition_of(key);
         let owner = if cx
@@ -160,12 +180,18 @@ impl Coordinator {
     ) {
         let partition = cx.view.ring.partition_of(key);
         cx.shared.stats.writes_forwarded += 1;
-        // A write handed on keeps the retry dot it came with.
-        let alias = spec
-            .retry
-            .or(spec.value.alias)
-            .unwrap_or_else(|| NodeId(STAND_IN_WRITER_BIT | (cx.shared.rng.next_u64() >> 1)));
-        let earlier_may_be_minted = spec.retry.is_some();
+        // A write handed on keeps its attempts: a first attempt goes on as the same
+        // attempt (its copy here was never stored), a retry as a new one.
+        let mut spec = spec;
+        let (attempt, earlier) = match (spec.retry.take(), spec.value.alias) {
+            (Some(retry), _) => {
+                let mut earlier = retry.earlier;
+                earlier.push(retry.id);
+                (one_shot_id(&mut cx.shared.rng), earlier)
+            }
+            (None, Some(alias)) => (alias, AttemptIds::new()),
+            (None, None) => (one_shot_id(&mut cx.shared.rng), AttemptIds::new()),
+        };
         let request = Request::Forward(ForwardRequest {
             reply,
             reply_context,
@@ -175,8 +201,8 @@ impl Coordinator {
             to,
             link_generation: 0,
             tried: SmallVec::new(),
-            alias,
-            earlier_may_be_minted,
+            attempt,
+            earlier,
             may_be_minted: false,
             sent_at: cx.shared.now,
             attempt_at: Instant::MAX,
@@ -215,8 +241,8 @@ impl Coordinator {
                         value: forward.spec.value.data.as_deref(),
                         timestamp_ms: forward.spec.value.timestamp_ms,
                         write_quorum: forward.spec.write_quorum,
-                        alias: forward.alias,
-                        retry: forward.earlier_may_be_minted,
+                        alias: forward.attempt,
+                        earlier: forward.earlier.to_vec(),
                     },
                 )
                 .is_ok();
@@ -317,10 +343,16 @@ impl Coordinator {
     /// replica, else mint here as a stand-in. When an attempt may have been minted, the
     /// rest are retries (see the module docs).
     pub(super) fn forward_failed(&mut self, cx: &mut Coordination<'_>, id: SlotId) {
+        let fresh = one_shot_id(&mut cx.shared.rng);
         let Some(Request::Forward(forward)) = self.requests.held_mut(id) else {
             return;
         };
-        forward.earlier_may_be_minted |= forward.may_be_minted;
+        if forward.may_be_minted {
+            // The next attempt is a retry under an id of its own: one node's mint of a
+            // dot must be the only one (see the module docs).
+            forward.earlier.push(forward.attempt);
+            forward.attempt = fresh;
+        }
         forward.may_be_minted = false;
         // The caller ended the attempt's request to its replica: ending the forward
         // here must not end it twice.
@@ -330,6 +362,17 @@ impl Coordinator {
             .ring
             .preference_list(forward.partition)
             .find(|&node| cx.peers.is_up(node) && !forward.tried.contains(&node));
+        if forward.earlier.len() >= ATTEMPTS_MAX {
+            let Some(Request::Forward(forward)) = self.remove_request(cx, id) else {
+                return;
+            };
+            let required = forward.spec.write_quorum;
+            let error = RequestError::QuorumUnreachable {
+                operation: "write",
+                required,
+            };
+            return self.finish_write(cx, forward.reply, forward.reply_context, Err(error));
+        }
         if let Some(next) = next {
             if let Some(Request::Forward(forward)) = self.requests.held_mut(id) {
                 forward.to = next;
@@ -357,8 +400,11 @@ impl Coordinator {
         }
         let owner = cx.view.ring.preference_list(forward.partition).next();
         let mut spec = forward.spec;
-        if forward.earlier_may_be_minted {
-            spec.retry = Some(forward.alias);
+        if !forward.earlier.is_empty() {
+            spec.retry = Some(Retry {
+                id: forward.attempt,
+                earlier: forward.earlier,
+            });
             spec.value.alias = None;
         }
         self.coordinate_write(

@@ -8,10 +8,10 @@ use crate::node::hints::hint_key;
 use crate::node::key_ops::KeyOp;
 use crate::node::replica::Step;
 use crate::node::request_id;
-use crate::node::requests::{ReplyTo, Request, WriteRequest, WriteSpec};
+use crate::node::requests::{AttemptIds, ReplyTo, Request, WriteRequest, WriteSpec};
 use crate::node::shared::Shared;
 use crate::node::storage::Space;
-use crate::node::writer::Writer;
+use crate::node::writer::{Writer, one_shot_id};
 use crate::quorum::{Progress, WriteQuorum};
 use crate::slab::SlotId;
 use crate::time::Instant;
@@ -100,12 +100,10 @@ impl Coordinator {
         if local_owner.is_some() {
             cx.shared.stats.stand_in_writes += 1;
         }
-        let writer = match (spec.retry, local_owner) {
-            (Some(alias), _) => alias,
+        let writer = match (&spec.retry, local_owner) {
+            (Some(retry), _) => retry.id,
             (None, None) => cx.writer.writer_for(cx.shared, cx.view, partition),
-            (None, Some(_)) => {
-                NodeId(crate::node::STAND_IN_WRITER_BIT | (cx.shared.rng.next_u64() >> 1))
-            }
+            (None, Some(_)) => one_shot_id(&mut cx.shared.rng),
         };
         let write_quorum = spec.write_quorum;
         let request = Request::Write(WriteRequest {
@@ -243,8 +241,8 @@ impl Coordinator {
                 Some(sibling.value.clone())
             });
         let Some(value) = value else {
-            // Only a forward whose retry was minted elsewhere (and merged here) first
-            // holds no sibling of its own: it is not this node's to hand on.
+            // Only a forward attempt that found its write here already, superseded
+            // since, holds no sibling of its own: it is not this node's to hand on.
             debug_assert!(dot.counter == 1, "a minted write holds its own dot");
             return false;
         };
@@ -595,23 +593,25 @@ fn mint_versions(
     write.existed = crate::node::read_reply::holds_value(current);
     // Only VSET, VDEL and forwarded writes answer with a token.
     let token_wanted = write.reply_context || matches!(write.reply, ReplyTo::Peer { .. });
-    // A retried forward takes the same dot wherever it is minted, and a first attempt
-    // arriving where that dot is already merged is the write it names (see
-    // `coordinator::forward`).
-    let retry_dot = write
-        .spec
-        .retry
-        .or(value.alias.filter(|&alias| current.counter_of(alias) > 0));
-    let (minted, dot) = match retry_dot {
-        Some(alias) => {
-            let dot = current.minted_as(alias).unwrap_or(Dot {
-                node: alias,
-                counter: 1,
-            });
+    // A forwarded write's attempt arriving where an attempt of it was minted already
+    // mints nothing: the write is here (see `coordinator::forward`). A retry is minted
+    // as its attempt's dot.
+    let attempts: AttemptIds = match &write.spec.retry {
+        Some(retry) => retry.earlier.iter().chain([&retry.id]).copied().collect(),
+        None => value.alias.into_iter().collect(),
+    };
+    let (minted, dot) = match (current.minted_as(&attempts), &write.spec.retry) {
+        (Some(dot), _) => (current.clone(), dot),
+        (None, Some(retry)) => {
             let write = VersionSet::from_context(&context, value);
-            (VersionSet::update_retry(write, current, alias), dot)
+            let minted = VersionSet::update_retry(write, current, retry.id, &retry.earlier);
+            let dot = Dot {
+                node: retry.id,
+                counter: 1,
+            };
+            (minted, dot)
         }
-        None => {
+        (None, None) => {
             let lane = writer.lane_for(&mut shared.rng, write.writer, &context, current);
             let minted = VersionSet::update_above(
                 VersionSet::from_context(&context, value),
@@ -630,6 +630,11 @@ fn mint_versions(
         VersionVector::new()
     } else if sabotage.merged_clock_token {
         minted.join()
+    } else if write.spec.retry.is_some() {
+        // A retried write's token names every attempt's dot, so a write made with it
+        // supersedes whichever copy of this one it meets.
+        let attempt_dots = attempts.iter().map(|&node| Dot { node, counter: 1 });
+        attempt_dots.fold(context.with_dot(dot), VersionVector::with_dot)
     } else {
         context.with_dot(dot)
     };
