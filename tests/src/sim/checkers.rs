@@ -97,6 +97,8 @@ struct Shown<'c> {
     deletes: BTreeMap<&'c [u8], Vec<WriteId>>,
     /// The writes of each key.
     by_key: HashMap<&'c [u8], Vec<WriteId>>,
+    /// The writes each blind write's causal past covers (they depend on it alone).
+    covered_writes: HashMap<WriteId, Vec<WriteId>>,
     /// Hashed: a hot key's history asks about millions of pairs.
     memo: HashMap<(WriteId, WriteId), bool>,
     /// The deletes each write's context covers (they depend on the write alone).
@@ -130,6 +132,7 @@ impl<'c> Shown<'c> {
             writes,
             deletes,
             by_key,
+            covered_writes: HashMap::new(),
             memo: HashMap::new(),
             covered_deletes: BTreeMap::new(),
         }
@@ -171,11 +174,18 @@ impl<'c> Shown<'c> {
             if covers_dots_of(past, w) {
                 return true;
             }
-            let earlier: Vec<WriteId> = self.by_key[operation.key.as_slice()]
-                .iter()
-                .copied()
-                .filter(|&id| id != x && covers_dots_of(past, id))
-                .collect();
+            let earlier = match self.covered_writes.get(&x) {
+                Some(earlier) => earlier.clone(),
+                None => {
+                    let earlier: Vec<WriteId> = self.by_key[operation.key.as_slice()]
+                        .iter()
+                        .copied()
+                        .filter(|&id| id != x && covers_dots_of(past, id))
+                        .collect();
+                    self.covered_writes.insert(x, earlier.clone());
+                    earlier
+                }
+            };
             return earlier.into_iter().any(|id| self.supersedes(id, w));
         };
         if operation.context_siblings.contains(&w) {
