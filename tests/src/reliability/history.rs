@@ -61,6 +61,7 @@
 use crate::sim::history::covers;
 use ringkv_client::{Client, ClientOptions};
 use ringkv_core::VersionSet;
+use ringkv_core::node::STAND_IN_WRITER_BIT;
 use ringkv_core::placement::{Member, PARTITION_BITS_DEFAULT, Ring};
 use ringkv_core::random::Rng;
 use ringkv_core::version::{NodeId, VersionVector};
@@ -1048,13 +1049,22 @@ pub fn check(
                     .ok()
                     .and_then(|token| VersionVector::from_token(token).ok())
             };
-            let descends = match (vector(&operation.context), vector(&observed.token)) {
-                (Some(read), Some(token)) => read.descends(&token),
-                _ => false,
-            };
             let element_missing = observed.write.is_some_and(|write| {
                 !operation.elements_read.contains(&write) && !may_be_deleted.contains(&write)
             });
+            // A retried forward's token names its attempts' dots (`(id, 1)` of one-shot
+            // ids); a read that returned the write may have met another copy of it
+            // (the documented at-least-once case of `coordinator::forward`).
+            let read_the_write = observed
+                .write
+                .is_some_and(|write| operation.elements_read.contains(&write));
+            let descends = match (vector(&operation.context), vector(&observed.token)) {
+                (Some(read), Some(token)) => token.entries().iter().all(|&(node, counter)| {
+                    let attempt = counter == 1 && node.0 & STAND_IN_WRITER_BIT != 0;
+                    read.counter_of(node) >= counter || (attempt && read_the_write)
+                }),
+                _ => false,
+            };
             if !descends || element_missing {
                 summary.violations.push(Violation {
                     property: 7,

@@ -631,9 +631,13 @@ fn mint_versions(
     } else if sabotage.merged_clock_token {
         minted.join()
     } else if write.spec.retry.is_some() {
-        // A retried write's token names every attempt's dot, so a write made with it
-        // supersedes whichever copy of this one it meets.
-        let attempt_dots = attempts.iter().map(|&node| Dot { node, counter: 1 });
+        // A retried write's token names every attempt's dot the replica's clock holds,
+        // so a write made with it supersedes whichever copy of this one it meets (and
+        // a read of the replica still descends the token: it names nothing else).
+        let attempt_dots = attempts
+            .iter()
+            .filter(|&&node| minted.counter_of(node) > 0)
+            .map(|&node| Dot { node, counter: 1 });
         attempt_dots.fold(context.with_dot(dot), VersionVector::with_dot)
     } else {
         context.with_dot(dot)
