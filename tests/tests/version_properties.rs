@@ -347,19 +347,23 @@ fn version_sets_keep_causality_and_converge_over_random_histories() {
     }
 }
 
+/// Runs deliberately broken histories: the property checks must fail.
+fn caught(what: &str, seed: u64, cases: u32, coordinator_of: fn(usize) -> u64, reuse: bool) {
+    println!("version properties sabotage ({what}): seed {seed}");
+    let mut runner = proptest_runner(seed, cases);
+    let result = runner.run(&prop::collection::vec(step(), 1..80), |steps| {
+        run(steps, coordinator_of, reuse);
+        Ok(())
+    });
+    let failure = result.expect_err("the sabotage went unnoticed");
+    println!("caught as expected: {failure}");
+}
+
 #[test]
 fn the_checks_catch_replicas_minting_the_same_dots() {
     // Deliberately broken: every replica mints dots as node 1, so two replicas can give
     // one dot to different values. The property checks must notice.
-    let seed = 3;
-    println!("version properties sabotage: seed {seed}");
-    let mut runner = proptest_runner(seed, 512);
-    let result = runner.run(&prop::collection::vec(step(), 1..80), |steps| {
-        run(steps, |_| 1, false);
-        Ok(())
-    });
-    let failure = result.expect_err("shared dots went unnoticed");
-    println!("caught as expected: {failure}");
+    caught("shared dots", 3, 512, |_| 1, false);
 }
 
 #[test]
@@ -368,13 +372,11 @@ fn the_checks_catch_a_retry_dot_minted_twice() {
     // previous retry's id, so one dot can be minted on two replicas holding different
     // versions. Two plain writes retried across each other then supersede each other
     // until neither is left, and the no-write-lost check must notice.
-    let seed = 5;
-    println!("version properties sabotage (retry id reused): seed {seed}");
-    let mut runner = proptest_runner(seed, 2048);
-    let result = runner.run(&prop::collection::vec(step(), 1..80), |steps| {
-        run(steps, |replica| replica as u64 + 1, true);
-        Ok(())
-    });
-    let failure = result.expect_err("a retry dot minted twice went unnoticed");
-    println!("caught as expected: {failure}");
+    caught(
+        "retry id reused",
+        5,
+        2048,
+        |replica| replica as u64 + 1,
+        true,
+    );
 }

@@ -225,6 +225,14 @@ impl Harness {
             .collect()
     }
 
+    /// A key node `index` does not replicate: it forwards the key's writes.
+    fn key_forwarded_by(&self, index: usize) -> Vec<u8> {
+        (0..)
+            .map(|i| format!("key-{i}").into_bytes())
+            .find(|key| !self.replicas_of(key).contains(&index))
+            .unwrap()
+    }
+
     fn stored(&self, index: usize, key: &[u8]) -> Option<VersionSet> {
         let bytes = self.disks[index].get(Space::Data, key)?;
         Some(VersionSet::decode(bytes, Default::default()).unwrap())
@@ -596,11 +604,7 @@ fn the_coordinator_keeps_a_hint_for_a_replica_no_stand_in_could_replace() {
 #[test]
 fn a_forward_lost_with_its_link_is_retried_at_once_and_stays_one_write() {
     let mut harness = Harness::new(5, |c| c.replicas = 3);
-    // A key node 1 does not replicate: node 1 forwards its writes.
-    let key = (0..)
-        .map(|i| format!("key-{i}").into_bytes())
-        .find(|key| !harness.replicas_of(key).contains(&0))
-        .unwrap();
+    let key = harness.key_forwarded_by(0);
     let first = harness.replicas_of(&key)[0];
     let first_id = NodeId(first as u64 + 1);
     harness.send(
@@ -675,10 +679,7 @@ fn a_forward_lost_with_its_link_is_retried_at_once_and_stays_one_write() {
 #[test]
 fn a_forward_retried_twice_mints_each_attempt_once_and_stays_one_write() {
     let mut harness = Harness::new(5, |c| c.replicas = 3);
-    let key = (0..)
-        .map(|i| format!("key-{i}").into_bytes())
-        .find(|key| !harness.replicas_of(key).contains(&0))
-        .unwrap();
+    let key = harness.key_forwarded_by(0);
     let replicas = harness.replicas_of(&key);
     harness.send(
         0,

@@ -174,18 +174,16 @@ impl<'c> Shown<'c> {
             if covers_dots_of(past, w) {
                 return true;
             }
-            let earlier = match self.covered_writes.get(&x) {
-                Some(earlier) => earlier.clone(),
-                None => {
-                    let earlier: Vec<WriteId> = self.by_key[operation.key.as_slice()]
-                        .iter()
-                        .copied()
+            let earlier = self
+                .covered_writes
+                .entry(x)
+                .or_insert_with(|| {
+                    let writes = self.by_key[operation.key.as_slice()].iter().copied();
+                    writes
                         .filter(|&id| id != x && covers_dots_of(past, id))
-                        .collect();
-                    self.covered_writes.insert(x, earlier.clone());
-                    earlier
-                }
-            };
+                        .collect()
+                })
+                .clone();
             return earlier.into_iter().any(|id| self.supersedes(id, w));
         };
         if operation.context_siblings.contains(&w) {
@@ -197,21 +195,18 @@ impl<'c> Shown<'c> {
             }
         }
         // Deletes are never shown; the context covers them.
-        let deletes = match self.covered_deletes.get(&x) {
-            Some(deletes) => deletes.clone(),
-            None => {
-                let deletes: Vec<WriteId> = self
-                    .deletes
-                    .get(operation.key.as_slice())
-                    .into_iter()
+        let deletes = self
+            .covered_deletes
+            .entry(x)
+            .or_insert_with(|| {
+                let deletes = self.deletes.get(operation.key.as_slice()).into_iter();
+                deletes
                     .flatten()
                     .copied()
                     .filter(|&id| id != x && covers_dots_of(context, id))
-                    .collect();
-                self.covered_deletes.insert(x, deletes.clone());
-                deletes
-            }
-        };
+                    .collect()
+            })
+            .clone();
         deletes.into_iter().any(|delete| self.supersedes(delete, w))
     }
 }
