@@ -240,6 +240,9 @@ impl VersionSet {
     /// (merged from elsewhere, or named by a later attempt's context; possibly
     /// superseded since).
     pub fn minted_as(&self, attempts: &[NodeId]) -> Option<Dot> {
+        if attempts.is_empty() {
+            return None; // a write coordinated where it arrived: the common path
+        }
         let of_write = |sibling: &Sibling<'_>| {
             sibling.value.alias.is_some_and(|a| attempts.contains(&a))
                 || sibling
