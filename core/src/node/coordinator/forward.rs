@@ -343,7 +343,6 @@ impl Coordinator {
     /// replica, else mint here as a stand-in. When an attempt may have been minted, the
     /// rest are retries (see the module docs).
     pub(super) fn forward_failed(&mut self, cx: &mut Coordination<'_>, id: SlotId) {
-        let fresh = one_shot_id(&mut cx.shared.rng);
         let Some(Request::Forward(forward)) = self.requests.held_mut(id) else {
             return;
         };
@@ -351,7 +350,7 @@ impl Coordinator {
             // The next attempt is a retry under an id of its own: one node's mint of a
             // dot must be the only one (see the module docs).
             forward.earlier.push(forward.attempt);
-            forward.attempt = fresh;
+            forward.attempt = one_shot_id(&mut cx.shared.rng);
         }
         forward.may_be_minted = false;
         // The caller ended the attempt's request to its replica: ending the forward
@@ -398,7 +397,14 @@ impl Coordinator {
             };
             return self.finish_write(cx, forward.reply, forward.reply_context, Err(error));
         }
-        let owner = cx.view.ring.preference_list(forward.partition).next();
+        // A stand-in for a replica believed down when there is one: the replicas that
+        // are up (tried, silent or slow, but not down) stay write targets, and W may
+        // need every one of them.
+        let ring = &cx.view.ring;
+        let owner = ring
+            .preference_list(forward.partition)
+            .find(|&node| !cx.peers.is_up(node))
+            .or_else(|| ring.preference_list(forward.partition).next());
         let mut spec = forward.spec;
         if !forward.earlier.is_empty() {
             spec.retry = Some(Retry {
