@@ -153,6 +153,21 @@ impl<'c> Shown<'c> {
         answer
     }
 
+    /// True when `x` superseded every copy of `w`. A retried forward can be minted
+    /// more than once, and a write that superseded one copy may be concurrent with
+    /// another: then `w` is still live beside it. Copies are judged by `x`'s causal
+    /// past alone (a clock names everything its writes superseded), not through other
+    /// writes, whose own copies may have different pasts.
+    fn supersedes_every_copy(&mut self, x: WriteId, w: WriteId) -> bool {
+        let history = &self.cluster.history;
+        match (history.dots.get(&w), history.causal_past.get(&x)) {
+            (Some(copies), Some(past)) if copies.len() > 1 && x != w => {
+                copies.iter().all(|&copy| covers(past, copy))
+            }
+            _ => self.supersedes(x, w),
+        }
+    }
+
     fn decide(&mut self, x: WriteId, w: WriteId) -> bool {
         let history = &self.cluster.history;
         let Some(operation) = self.writes.get(&x).copied() else {
@@ -354,15 +369,20 @@ pub fn connections_observe_their_writes(cluster: &Cluster) -> Vec<Violation> {
                 // VGET shows every sibling: one must be the write or supersede it.
                 // GET shows one pick among siblings, which may be a write concurrent
                 // with whatever superseded this one: it fails to observe the write only
-                // by returning a value the write superseded. (A retried forward is
-                // minted twice: its retry, minted later, can supersede a write that
-                // superseded its first copy; then each supersedes the other, and the
-                // retry, still in flight when the write was acknowledged, is the later.)
+                // by returning a value the write superseded, every copy of it. (A
+                // retried forward is minted more than once: its retry, minted later,
+                // can supersede or be concurrent with a write that superseded its
+                // first copy, and the retry, still in flight when the write was
+                // acknowledged, may be the later.)
                 let observed = match read.kind {
                     OperationKind::Get => read
                         .read_values
                         .iter()
-                        .any(|&x| x == id || !shown.supersedes(id, x) || shown.supersedes(x, id)),
+                        .any(|&x| {
+                            x == id
+                                || !shown.supersedes_every_copy(id, x)
+                                || shown.supersedes(x, id)
+                        }),
                     _ => read.read_values.iter().any(|&x| shown.supersedes(x, id)),
                 };
                 // Nothing returned is right when a delete superseded the write, or, for
