@@ -5,9 +5,12 @@
 //! A [`VersionSet`] holds one entry per node that ever coordinated a write of the key:
 //! the node's counter and its values still live, newest first, where the value at
 //! position `i` carries the dot `(node, counter - i)`. A value with no dot (an
-//! *anonymous* value) exists only while a client's write is being applied. The clock is
-//! bounded by the number of coordinators, never by the number of clients or writes, so
-//! it is never truncated.
+//! *anonymous* value) exists only while a client's write is being applied. The clock
+//! grows with the writers of the key, never with its clients or plain writes: member
+//! lanes and epochs, plus one-shot writers (a stand-in's hint record, each attempt of a
+//! retried forward, a write whose lanes all held unseen siblings). It is never
+//! truncated; a write or merge that would pass `VersionBounds::coordinators_max` is
+//! refused.
 //!
 //! The operations a node needs:
 //! - [`VersionSet::update`]: the coordinator applies a client's write, made with the

@@ -206,6 +206,9 @@ struct Totals {
     forwarded_writes: u64,
     forwards_retried: u64,
     retry_copies_back: u64,
+    /// The most clock entries any replica's copy of a key held at the end (a clock
+    /// past its bound refuses writes).
+    clock_entries_max: u64,
     writes_handed_on: u64,
     hints_held_for_down_owners: u64,
     peers_marked_down: u64,
@@ -246,6 +249,20 @@ impl Totals {
         self.forwards_retried += stats.forwards_retried;
         self.retry_copies_back += ringkv_tests::sim::checkers::retry_copies_back(cluster) as u64;
         self.writes_handed_on += stats.writes_handed_on;
+        let keys: std::collections::BTreeSet<&[u8]> = cluster
+            .history
+            .operations
+            .iter()
+            .map(|op| op.key.as_slice())
+            .collect();
+        for key in keys {
+            for index in 0..cluster.nodes.len() {
+                if let Some(versions) = cluster.stored(index, key) {
+                    self.clock_entries_max =
+                        self.clock_entries_max.max(versions.clock_size() as u64);
+                }
+            }
+        }
         self.hints_held_for_down_owners += stats.hints_held_for_down_owners;
         self.peers_marked_down += stats.peers_marked_down;
         self.messages_lost += network.lost + network.blocked;

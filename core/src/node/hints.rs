@@ -12,8 +12,17 @@
 //!
 //! Bounded by `hints_max`: a stand-in with a full table refuses new hints (its peer
 //! then tries another stand-in or counts it as a failure).
+//!
+//! A stand-in that mints a write itself (no replica of the key answers it) mints it
+//! under a one-shot writer id, which costs the key's clock an entry. It keeps minting
+//! a hint's later writes under the same id while the hint's record holds the last dot
+//! it minted under it (so the record remembers every such dot and the next counter is
+//! new): a hot key written through a long outage costs one entry, not one per write,
+//! which would pass the clock's bound and leave the key unwritable. Once the record is
+//! delivered and deleted (or after a restart) the id is forgotten and a fresh one is
+//! drawn.
 
-use crate::version::NodeId;
+use crate::version::{Dot, NodeId, VersionSet};
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
@@ -35,6 +44,8 @@ pub(crate) fn parse_hint_key(stored: &[u8]) -> Option<(NodeId, &[u8])> {
 struct HintEntry {
     generation: u64,
     delivering: bool,
+    /// The last dot this node minted as a stand-in into the hint's record.
+    minted: Option<Dot>,
 }
 
 #[derive(Debug)]
@@ -101,6 +112,7 @@ impl Hints {
                     HintEntry {
                         generation,
                         delivering: false,
+                        minted: None,
                     },
                 );
             }
@@ -120,9 +132,31 @@ impl Hints {
             .or_insert(HintEntry {
                 generation,
                 delivering: false,
+                minted: None,
             });
         self.peak = self.peak.max(self.entries.len() + self.reserved);
         true
+    }
+
+    /// A write this node minted as a stand-in into `(owner, key)`'s record as `dot`
+    /// is durable.
+    pub(crate) fn minted(&mut self, owner: NodeId, key: &[u8], dot: Dot) {
+        if let Some(entry) = self.entries.get_mut(&(owner, key.to_vec())) {
+            entry.minted = Some(dot);
+        }
+    }
+
+    /// The writer id a stand-in write into `(owner, key)`'s record, read as `current`
+    /// under the key's lock, may be minted under: the one its last write was, when the
+    /// record still holds that write's dot as its writer's newest (see the module docs).
+    pub(crate) fn stand_in_writer(
+        &self,
+        owner: NodeId,
+        key: &[u8],
+        current: &VersionSet,
+    ) -> Option<NodeId> {
+        let minted = self.entries.get(&(owner, key.to_vec()))?.minted?;
+        (current.counter_of(minted.node) == minted.counter).then_some(minted.node)
     }
 
     pub(crate) fn generation(&self, owner: NodeId, key: &[u8]) -> Option<u64> {

@@ -6,7 +6,7 @@ use super::memory::MemoryDisk;
 use super::*;
 use crate::placement::Member;
 use crate::resp::{AdminCommand, Arguments};
-use crate::version::VersionSet;
+use crate::version::{VersionBounds, VersionSet};
 use crate::wire::decode_frame;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -545,6 +545,70 @@ fn a_write_for_a_down_replica_goes_to_a_stand_in_and_is_handed_off_when_it_retur
         harness.nodes[coordinator].believes_up(down_id),
         "the probe brought it back"
     );
+}
+
+#[test]
+fn a_stand_in_cut_off_from_every_replica_adds_one_clock_entry_for_all_its_writes() {
+    // A client on a node cut off from all three replicas of a hot key: the node
+    // stands in for them and mints every write itself. More writes than a clock may
+    // name entries must leave the key writable, on the stand-in and at the owner.
+    let mut harness = Harness::new(4, |c| {
+        c.replicas = 3;
+        c.write_quorum_default = 1;
+        c.read_quorum_default = 1;
+    });
+    let key = b"hot";
+    let replicas = harness.replicas_of(key);
+    let stand_in = (0..4).find(|i| !replicas.contains(i)).unwrap();
+    for &replica in &replicas {
+        harness.cut.insert(replica);
+        let peer = NodeId(replica as u64 + 1);
+        harness.nodes[stand_in].handle(harness.now, Input::PeerDown { peer });
+    }
+    harness.drain(stand_in);
+    let writes = VersionBounds::default().coordinators_max + 10;
+    for write in 0..writes {
+        let value = format!("v{write}");
+        harness.send(
+            stand_in,
+            Command::Set {
+                key,
+                value: value.as_bytes(),
+            },
+        );
+        harness.settle();
+        assert_eq!(harness.last_reply(), "+OK\r\n", "write {write}");
+    }
+    assert_eq!(
+        harness.nodes[stand_in].hints_held(),
+        3,
+        "one for each replica"
+    );
+    // The owner is back: the hint arrives and the key stays writable there.
+    let owner = replicas[0];
+    harness.cut.clear();
+    let owner_id = NodeId(owner as u64 + 1);
+    harness.nodes[stand_in].handle(harness.now, Input::PeerUp { peer: owner_id });
+    harness.drain(stand_in);
+    harness.advance(5_000);
+    harness.settle();
+    let held = harness.stored(owner, key).expect("the hint was delivered");
+    let last = format!("v{}", writes - 1);
+    assert_eq!(values(&held), [last.into_bytes()]);
+    assert!(
+        held.clock_size() == 1,
+        "one stand-in entry for every write: {:?}",
+        held.join().entries()
+    );
+    harness.send(
+        owner,
+        Command::Set {
+            key,
+            value: b"after",
+        },
+    );
+    harness.settle();
+    assert_eq!(harness.last_reply(), "+OK\r\n");
 }
 
 #[test]

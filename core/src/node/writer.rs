@@ -293,7 +293,9 @@ impl Writer {
     /// The id a write made with `context` is minted under against `current`, given
     /// `writer` from [`Writer::writer_for`]: its first lane holding no live value the
     /// context did not cover, else a one-shot id (see the module docs). A one-shot or
-    /// stand-in id is used as it is: it is new to every clock.
+    /// stand-in id is its own only lane: used as it is unless `current` holds a live
+    /// value of it the context did not cover (a stand-in reusing its id for a hint,
+    /// see `node::hints`).
     pub(crate) fn lane_for(
         &mut self,
         rng: &mut Rng,
@@ -302,6 +304,9 @@ impl Writer {
         current: &VersionSet,
     ) -> NodeId {
         if is_one_shot(writer) {
+            if current.has_unseen_values(writer, context) {
+                return self.one_shot(rng);
+            }
             return writer;
         }
         let lane = (0..WRITER_LANES)

@@ -375,14 +375,9 @@ pub fn connections_observe_their_writes(cluster: &Cluster) -> Vec<Violation> {
                 // first copy, and the retry, still in flight when the write was
                 // acknowledged, may be the later.)
                 let observed = match read.kind {
-                    OperationKind::Get => read
-                        .read_values
-                        .iter()
-                        .any(|&x| {
-                            x == id
-                                || !shown.supersedes_every_copy(id, x)
-                                || shown.supersedes(x, id)
-                        }),
+                    OperationKind::Get => read.read_values.iter().any(|&x| {
+                        x == id || !shown.supersedes_every_copy(id, x) || shown.supersedes(x, id)
+                    }),
                     _ => read.read_values.iter().any(|&x| shown.supersedes(x, id)),
                 };
                 // Nothing returned is right when a delete superseded the write, or, for

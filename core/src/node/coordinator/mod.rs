@@ -186,7 +186,10 @@ impl Coordinator {
     pub(crate) fn key_op_ended(&mut self, cx: &mut Coordination<'_>, ended: Ended) {
         match ended {
             Ended::Mint { request, result } => match result {
-                Ok(()) if !cx.shared.sabotage().ack_before_durable => self.replicate(cx, request),
+                Ok(()) if !cx.shared.sabotage().ack_before_durable => {
+                    self.stand_in_minted(cx, request);
+                    self.replicate(cx, request)
+                }
                 Ok(()) => {}
                 Err(Failure::Storage(StorageFailure::DiskFull)) if self.hand_on(cx, request) => {}
                 Err(failure) => self.fail_write(cx, request, failure.into_request_error()),

@@ -179,6 +179,11 @@ impl Coordinator {
             debug_assert!(false, "a write minted twice");
             return Step::Done(Ok(()));
         }
+        if let (Some(owner), None) = (write.local_owner, &write.spec.retry) {
+            if let Some(writer) = cx.hints.stand_in_writer(owner, &write.key, &current) {
+                write.writer = writer;
+            }
+        }
         let value = core::mem::replace(&mut write.spec.value, Value::tombstone(0));
         let context = write.spec.context.clone();
         let (minted, reply_context, dot) =
@@ -256,6 +261,20 @@ impl Coordinator {
         };
         self.forward_write(cx, write.reply, write.reply_context, &write.key, spec, next);
         true
+    }
+
+    /// A write this node minted as a stand-in is durable in its hint record: the
+    /// hint's next write may be minted under the same writer id (see `node::hints`).
+    pub(crate) fn stand_in_minted(&mut self, cx: &mut Coordination<'_>, id: SlotId) {
+        let Some(Request::Write(write)) = self.requests.get(id) else {
+            return;
+        };
+        if let (Some(owner), Some(dot), None) = (write.local_owner, write.minted, &write.spec.retry)
+        {
+            if dot.node == write.writer {
+                cx.hints.minted(owner, &write.key, dot);
+            }
+        }
     }
 
     /// The minted write `id` is durable here: send it to the other targets.
