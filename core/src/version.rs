@@ -8,9 +8,11 @@
 //! *anonymous* value) exists only while a client's write is being applied. The clock
 //! grows with the writers of the key, never with its clients or plain writes: member
 //! lanes and epochs, plus one-shot writers (a stand-in's hint record, each attempt of a
-//! retried forward, a write whose lanes all held unseen siblings). It is never
-//! truncated; a write or merge that would pass `VersionBounds::coordinators_max` is
-//! refused.
+//! retried forward, a write whose lanes all held unseen siblings). Entries of one-shot
+//! writers that hold no live value are removed only when every replica agrees
+//! ([`VersionSet::without_dead_writers`], decided by `node::reap`); nothing else is
+//! ever truncated, and a write or merge that would pass
+//! `VersionBounds::coordinators_max` is refused.
 //!
 //! The operations a node needs:
 //! - [`VersionSet::update`]: the coordinator applies a client's write, made with the
@@ -379,6 +381,50 @@ impl VersionSet {
             Some(deleted && siblings > 0 && reader.remaining() == 0)
         };
         parse(&mut reader).unwrap_or(false)
+    }
+
+    /// True when `bytes`, an encoded set, has a clock entry of a writer `dead` accepts
+    /// that holds no live value: it only remembers dots that were superseded (see
+    /// [`VersionSet::without_dead_writers`]). Reads the record in place without
+    /// allocating; a record that does not parse has none.
+    pub fn record_has_dead_writers(bytes: &[u8], dead: impl Fn(NodeId) -> bool) -> bool {
+        let mut reader = Reader::new(bytes);
+        let mut parse = || -> Option<bool> {
+            if reader.u8().ok()? != ENCODING_VERSION {
+                return None;
+            }
+            let mut found = false;
+            for _ in 0..reader.u16().ok()? {
+                let node = NodeId(reader.u64().ok()?);
+                reader.u64().ok()?;
+                let count = reader.u16().ok()?;
+                found |= count == 0 && dead(node);
+                for _ in 0..count {
+                    reader.u64().ok()?;
+                    let flags = reader.u8().ok()?;
+                    if flags & VALUE_FLAG_ALIAS != 0 {
+                        reader.u64().ok()?;
+                    }
+                    let length = reader.u32().ok()? as usize;
+                    reader.slice(length).ok()?;
+                }
+            }
+            Some(found)
+        };
+        parse().unwrap_or(false)
+    }
+
+    /// This set without the clock entries of writers `dead` accepts that hold no live
+    /// value. Only safe where no copy anywhere still holds a value with one of their
+    /// dots (a copy would come back as a sibling) and no write can still arrive that
+    /// an entry's dot would mark as already here: `node::reap` decides when. The
+    /// callers pass writers that never mint again (one-shot ids), so a removed entry
+    /// is never needed to count above.
+    pub fn without_dead_writers(&self, dead: impl Fn(NodeId) -> bool) -> VersionSet {
+        let mut set = self.clone();
+        set.entries
+            .retain(|entry| !entry.values.is_empty() || !dead(entry.node));
+        set
     }
 
     /// Merges two replicas' versions of the same key.

@@ -175,6 +175,19 @@ fn reaping_without_the_counter_floor_mints_a_dot_twice() {
     });
 }
 
+/// Reaping compacts a clock (drops superseded one-shot writers' entries) only once every
+/// replica holds the same record: a replica that compacts on its own keeps a clock the
+/// others do not, and the copies never converge.
+#[test]
+fn compacting_a_clock_without_the_other_replicas_leaves_replicas_apart() {
+    caught("compact unconfirmed", 2, |p| {
+        p.sabotage = Sabotage {
+            compact_unconfirmed: true,
+            ..Sabotage::default()
+        };
+    });
+}
+
 /// The resurrection branch of property 1: a replica that was down while the others
 /// reaped a tombstone unchecked comes back with the value the delete superseded, and
 /// anti-entropy spreads it again. Three nodes and three replicas, so no stand-in takes

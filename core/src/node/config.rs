@@ -144,6 +144,9 @@ pub struct Sabotage {
     pub reap_unconfirmed: bool,
     /// Reaping keeps no counter floor, and mints start at counter 1 again.
     pub reap_without_floor: bool,
+    /// A replica drops the clock entries of one-shot writers that hold no live value
+    /// as soon as it merges, without asking the other replicas (`node::reap`).
+    pub compact_unconfirmed: bool,
     /// The token a write returns is the minting replica's whole merged clock (it
     /// covers concurrent siblings the writer was never shown).
     pub merged_clock_token: bool,

@@ -2,6 +2,7 @@
 //! anti-entropy trees, handoff offers and reaping compare between replicas, and what a
 //! tree keeps of a record.
 
+use super::writer::is_one_shot;
 use crate::placement::key_hash;
 use crate::version::VersionSet;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
@@ -11,19 +12,27 @@ pub(crate) fn entry_hash(key: &[u8], record: &[u8]) -> u64 {
     xxh3_64_with_seed(record, key_hash(key))
 }
 
-/// What the tree keeps of one stored record: its entry hash, and whether it is a
-/// tombstone and nothing else (reaping looks only at buckets that hold such records).
+/// True when reaping has work on `record` (`node::reap`): a tombstone and nothing
+/// else (removed), or a record whose clock still names one-shot writers that hold no
+/// live value (their entries are removed).
+pub(crate) fn is_reapable(record: &[u8]) -> bool {
+    VersionSet::record_is_deleted(record)
+        || VersionSet::record_has_dead_writers(record, is_one_shot)
+}
+
+/// What the tree keeps of one stored record: its entry hash, and whether reaping has
+/// work on it (reaping looks only at buckets that hold such records).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct TreeEntry {
     pub(crate) hash: u64,
-    pub(crate) deleted: bool,
+    pub(crate) reapable: bool,
 }
 
 impl TreeEntry {
     pub(crate) fn of(key: &[u8], record: &[u8]) -> TreeEntry {
         TreeEntry {
             hash: entry_hash(key, record),
-            deleted: VersionSet::record_is_deleted(record),
+            reapable: is_reapable(record),
         }
     }
 }

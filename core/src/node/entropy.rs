@@ -62,7 +62,7 @@
 //! and EXISTS are not timed). Handoff and reaping use the same test. A refused tick backs the
 //! interval off, doubling up to 16 times the configured one; an admitted tick resets it.
 
-use super::entries::{TreeChange, TreeEntry, entry_hashes};
+use super::entries::{TreeChange, TreeEntry, entry_hashes, is_reapable};
 use super::gossip::View;
 use super::peers::Peers;
 use super::request_id::NO_REQUEST;
@@ -72,7 +72,7 @@ use super::{ScanPage, StorageFailure};
 use crate::placement::key_hash;
 
 use crate::time::Instant;
-use crate::version::{NodeId, VersionSet};
+use crate::version::NodeId;
 use crate::wire::Message;
 use core::time::Duration;
 use std::collections::BTreeSet;
@@ -97,7 +97,7 @@ pub(crate) struct HashTrees {
     partition_bits: u32,
     buckets: Vec<u64>,
     keys: Vec<u32>,
-    deleted: Vec<u32>,
+    reapable: Vec<u32>,
     /// Every key hash up to this one has been scanned in; `None`: nothing yet.
     built_through: Option<u64>,
     built: bool,
@@ -119,7 +119,7 @@ impl HashTrees {
             partition_bits,
             buckets: vec![0; partitions * BUCKETS],
             keys: vec![0; partitions],
-            deleted: vec![0; partitions * BUCKETS],
+            reapable: vec![0; partitions * BUCKETS],
             built_through: None,
             built: false,
             changes: vec![0; partitions * BUCKETS],
@@ -196,8 +196,8 @@ impl HashTrees {
         if let Some(entry) = entry {
             self.buckets[index] ^= entry.hash;
             self.keys[partition] = self.keys[partition].saturating_sub(1);
-            if entry.deleted {
-                self.deleted[index] = self.deleted[index].saturating_sub(1);
+            if entry.reapable {
+                self.reapable[index] = self.reapable[index].saturating_sub(1);
             }
         }
     }
@@ -205,8 +205,8 @@ impl HashTrees {
     fn add(&mut self, index: usize, partition: usize, entry: TreeEntry) {
         self.buckets[index] ^= entry.hash;
         self.keys[partition] = self.keys[partition].saturating_add(1);
-        if entry.deleted {
-            self.deleted[index] = self.deleted[index].saturating_add(1);
+        if entry.reapable {
+            self.reapable[index] = self.reapable[index].saturating_add(1);
         }
     }
 
@@ -299,22 +299,22 @@ impl HashTrees {
         self.keys[partition]
     }
 
-    /// Deleted records (tombstones only) in one bucket.
-    pub(crate) fn deleted_in(&self, partition: usize, bucket: usize) -> u32 {
-        self.deleted[partition * BUCKETS + bucket]
+    /// Records reaping has work on (`entries::is_reapable`) in one bucket.
+    pub(crate) fn reapable_in(&self, partition: usize, bucket: usize) -> u32 {
+        self.reapable[partition * BUCKETS + bucket]
     }
 
-    /// Deleted records in a partition.
-    pub(crate) fn deleted_held(&self, partition: usize) -> u32 {
-        self.deleted[partition * BUCKETS..(partition + 1) * BUCKETS]
+    /// Records reaping has work on in a partition.
+    pub(crate) fn reapable_held(&self, partition: usize) -> u32 {
+        self.reapable[partition * BUCKETS..(partition + 1) * BUCKETS]
             .iter()
             .sum()
     }
 
-    /// A whole bucket was just read: its hash and deleted count are what was read.
-    fn reset_bucket(&mut self, partition: usize, bucket: usize, hash: u64, deleted: u32) {
+    /// A whole bucket was just read: its hash and reapable count are what was read.
+    fn reset_bucket(&mut self, partition: usize, bucket: usize, hash: u64, reapable: u32) {
         self.buckets[partition * BUCKETS + bucket] = hash;
-        self.deleted[partition * BUCKETS + bucket] = deleted;
+        self.reapable[partition * BUCKETS + bucket] = reapable;
     }
 }
 
@@ -803,9 +803,9 @@ impl Entropy {
         // A change that landed while the read was in flight may be missing from it.
         if page.next.is_none() && unchanged {
             let mut hash = mine.iter().fold(0, |acc, &(_, h)| acc ^ h);
-            let mut deleted = items
+            let mut reapable = items
                 .iter()
-                .filter(|(_, record)| VersionSet::record_is_deleted(record))
+                .filter(|(_, record)| is_reapable(record))
                 .count() as u32;
             // A write still in flight may already show in the read: count its key at
             // the record it replaces, which its completion will take out.
@@ -819,13 +819,13 @@ impl Entropy {
                 for (entry, sign) in [(read, -1i64), (change.old, 1)] {
                     if let Some(entry) = entry {
                         hash ^= entry.hash;
-                        if entry.deleted {
-                            deleted = deleted.saturating_add_signed(sign as i32);
+                        if entry.reapable {
+                            reapable = reapable.saturating_add_signed(sign as i32);
                         }
                     }
                 }
             }
-            self.trees.reset_bucket(partition, bucket, hash, deleted);
+            self.trees.reset_bucket(partition, bucket, hash, reapable);
         }
         if let Some(theirs) = &comparison.theirs {
             for ((key, record), &(_, hash)) in items.iter().zip(&mine) {
@@ -860,6 +860,7 @@ impl Entropy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::version::VersionSet;
 
     fn record(text: &str) -> Vec<u8> {
         text.as_bytes().to_vec()
@@ -912,20 +913,20 @@ mod tests {
         let key = b"k".as_slice();
         let (partition, bucket) = trees.locate(key_hash(key));
         trees.apply(key_hash(key), None, Some(TreeEntry::of(key, &live)));
-        assert_eq!(trees.deleted_in(partition, bucket), 0);
+        assert_eq!(trees.reapable_in(partition, bucket), 0);
         let (old, new) = (TreeEntry::of(key, &live), TreeEntry::of(key, &deleted));
         trees.apply(key_hash(key), Some(old), Some(new));
-        assert_eq!(trees.deleted_in(partition, bucket), 1);
-        assert_eq!(trees.deleted_held(partition), 1);
+        assert_eq!(trees.reapable_in(partition, bucket), 1);
+        assert_eq!(trees.reapable_held(partition), 1);
         let mut scanned = HashTrees::new(4);
         scanned.scanned(
             &[(key.to_vec(), deleted.clone())],
             None,
             core::iter::empty(),
         );
-        assert_eq!(scanned.deleted, trees.deleted);
+        assert_eq!(scanned.reapable, trees.reapable);
         trees.apply(key_hash(key), Some(new), None);
-        assert_eq!(trees.deleted_held(partition), 0);
+        assert_eq!(trees.reapable_held(partition), 0);
     }
 
     #[test]

@@ -375,8 +375,8 @@ pub struct Stats {
     pub writer_epochs_started: u64,
     pub one_shot_writes: u64,
     /// Reaping: walks started, walks blocked or abandoned (a member down or busy, a
-    /// missing answer, a placement change), tombstones removed from this node, and
-    /// tombstones waiting for their grace period.
+    /// missing answer, a placement change), records reaped on this node (tombstones
+    /// removed, clocks compacted), and records waiting for their grace period.
     pub reap_walks: u64,
     pub reap_walks_blocked: u64,
     pub reap_keys: u64,

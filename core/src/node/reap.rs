@@ -1,5 +1,14 @@
 //! Tombstone reaping (design.md section 3): a delete is a tombstone write, and a
 //! tombstone is removed only once no copy anywhere could bring the deleted value back.
+//! The same walk compacts clocks: a record whose clock names one-shot writers (a
+//! stand-in's hint, a retried forward's attempts, see `node::writer`) that hold no
+//! live value loses those entries under the same rule, which keeps a key's clock
+//! from growing with every retry and outage until it passes its bound. Such an entry
+//! only remembers dots that were superseded; once every replica holds the record and
+//! no hint or handoff copy of the partition is left, no copy of those dots can come
+//! back, and no one-shot writer mints again (a stand-in forgets its id with its hint).
+//! A compaction rewrites the record (same conditional step as a delete) and needs no
+//! counter floor.
 //!
 //! # The rule
 //!
@@ -59,7 +68,7 @@
 
 use super::Node;
 use super::admission::{Admission, BackgroundContext, background_context};
-use super::entries::entry_hash;
+use super::entries::{entry_hash, is_reapable};
 use super::entropy::{BUCKET_BITS, HashTrees};
 use super::gossip::View;
 use super::hints::Hints;
@@ -270,7 +279,7 @@ impl Reaper {
             return;
         }
         let partitions = cx.view.ring.partition_count();
-        if !(0..partitions).any(|p| cx.leads(p) && cx.trees.deleted_held(p) > 0) {
+        if !(0..partitions).any(|p| cx.leads(p) && cx.trees.reapable_held(p) > 0) {
             return;
         }
         let id = cx.shared.id;
@@ -389,7 +398,7 @@ impl Reaper {
             }
             let next_partition = if !cx.leads(partition) || walk.is_busy(partition) {
                 true
-            } else if bucket >= BUCKETS || (bucket == 0 && cx.trees.deleted_held(partition) == 0) {
+            } else if bucket >= BUCKETS || (bucket == 0 && cx.trees.reapable_held(partition) == 0) {
                 self.forget_unconfirmed(cx.view, partition);
                 true
             } else {
@@ -404,7 +413,7 @@ impl Reaper {
                 walk.after = None;
                 continue;
             }
-            if after.is_none() && cx.trees.deleted_in(partition, bucket as usize) == 0 {
+            if after.is_none() && cx.trees.reapable_in(partition, bucket as usize) == 0 {
                 walk.bucket += 1;
                 continue;
             }
@@ -484,11 +493,16 @@ impl Reaper {
         walk.page.extend(
             items
                 .iter()
-                .filter(|(_, record)| VersionSet::record_is_deleted(record))
+                .filter(|(_, record)| is_reapable(record))
                 .filter_map(|(key, record)| {
                     // A record that does not decode is never reaped.
                     let versions = VersionSet::decode(record, bounds).ok()?;
-                    let counter = super::writer::lanes_counter(&versions, writer);
+                    // Only a removed record needs the floor to cover its counters.
+                    let counter = if versions.is_deleted() {
+                        super::writer::lanes_counter(&versions, writer)
+                    } else {
+                        0
+                    };
                     Some((key.clone(), entry_hash(key, record), counter))
                 }),
         );

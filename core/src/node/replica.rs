@@ -24,7 +24,7 @@ use super::request_id::NO_REQUEST;
 use super::shared::Shared;
 use super::storage::Space;
 use super::tasks::{Task, Tasks};
-use super::writer::Writer;
+use super::writer::{Writer, is_one_shot};
 use super::{Listing, RequestError, StorageFailure};
 use crate::placement::key_hash;
 use crate::slab::SlotId;
@@ -364,6 +364,8 @@ impl Replica {
                 *held_value = super::read_reply::holds_value(&current);
                 let merged = if drop_concurrent_siblings {
                     newest_sibling_only(current.sync(versions))
+                } else if cx.shared.sabotage().compact_unconfirmed {
+                    current.sync(versions).without_dead_writers(is_one_shot)
                 } else {
                     current.sync(versions)
                 };
@@ -490,15 +492,35 @@ impl Replica {
             // reported as not deleted.
             return Step::Done(Err(StorageFailure::Io));
         }
-        if cause == DeleteCause::Reap
-            && !found.is_some_and(|record| cx.writer.reap_allowed(cx.shared, record))
-        {
-            return Step::Done(Err(StorageFailure::Io));
+        if cause == DeleteCause::Reap {
+            let Some(record) = found else {
+                return Step::Done(Err(StorageFailure::Io));
+            };
+            if !VersionSet::record_is_deleted(record) {
+                return self.compact(cx.shared, lock, token, record);
+            }
+            if !cx.writer.reap_allowed(cx.shared, record) {
+                return Step::Done(Err(StorageFailure::Io));
+            }
         }
         match cx.shared.actions.delete(token, Space::Data, &slot.key) {
             Ok(()) => Step::Storing,
             Err(_) => Step::Done(Err(StorageFailure::Io)),
         }
+    }
+
+    /// A reaped record that is not a tombstone: store it without the clock entries of
+    /// one-shot writers that hold no live value (`node::reap`). Removing no writer
+    /// that mints again, it needs no counter floor.
+    fn compact(&self, shared: &mut Shared, lock: u32, token: u64, record: &[u8]) -> Step {
+        let Ok(versions) = VersionSet::decode(record, shared.config.version_bounds) else {
+            return Step::Done(Err(StorageFailure::Io));
+        };
+        let compacted = versions.without_dead_writers(is_one_shot);
+        if compacted == versions {
+            return Step::Done(Err(StorageFailure::Io));
+        }
+        self.store_versions(shared, lock, token, &compacted)
     }
 
     /// A `DeleteHint` holds the hint's lock: delete it unless a write merged into it

@@ -3,6 +3,7 @@
 //! under faults; these pin single behaviours down.)
 
 use super::memory::MemoryDisk;
+use super::writer::is_one_shot;
 use super::*;
 use crate::placement::Member;
 use crate::resp::{AdminCommand, Arguments};
@@ -1538,6 +1539,64 @@ fn a_tombstone_every_replica_holds_is_reaped_after_its_grace_period() {
             [b"back".to_vec()]
         );
     }
+}
+
+#[test]
+fn reaping_removes_the_clock_entries_of_one_shot_writers_every_replica_superseded() {
+    let mut harness = Harness::new(4, |c| {
+        quick_reaping(c);
+        c.replicas = 3;
+        c.write_quorum_default = 1;
+        c.read_quorum_default = 1;
+    });
+    let key = b"hot";
+    let replicas = harness.replicas_of(key);
+    let stand_in = (0..4).find(|i| !replicas.contains(i)).unwrap();
+    // A node cut off from every replica mints a write under a one-shot id.
+    for &replica in &replicas {
+        harness.cut.insert(replica);
+        let peer = NodeId(replica as u64 + 1);
+        harness.nodes[stand_in].handle(harness.now, Input::PeerDown { peer });
+    }
+    harness.drain(stand_in);
+    harness.send(stand_in, Command::Set { key, value: b"v1" });
+    harness.settle();
+    assert_eq!(harness.last_reply(), "+OK\r\n");
+    // The replicas are back and take the hints; a replica's write supersedes v1.
+    harness.cut.clear();
+    for &replica in &replicas {
+        let peer = NodeId(replica as u64 + 1);
+        harness.nodes[stand_in].handle(harness.now, Input::PeerUp { peer });
+    }
+    harness.drain(stand_in);
+    harness.advance(5_000);
+    assert_eq!(harness.nodes[stand_in].hints_held(), 0);
+    harness.send(replicas[0], Command::Set { key, value: b"v2" });
+    harness.settle();
+    assert_eq!(harness.last_reply(), "+OK\r\n");
+    let one_shots = |versions: &VersionSet| {
+        let clock = versions.join();
+        clock
+            .entries()
+            .iter()
+            .filter(|(id, _)| is_one_shot(*id))
+            .count()
+    };
+    for &replica in &replicas {
+        let held = harness.stored(replica, key).unwrap();
+        assert_eq!(values(&held), [b"v2".to_vec()]);
+        assert_eq!(one_shots(&held), 1, "the stand-in's entry, superseded");
+    }
+    harness.advance(15_000);
+    for &replica in &replicas {
+        let held = harness.stored(replica, key).unwrap();
+        assert_eq!(values(&held), [b"v2".to_vec()], "node {}", replica + 1);
+        assert_eq!(one_shots(&held), 0, "node {}: compacted", replica + 1);
+    }
+    assert!(reaped(&harness) >= 3);
+    harness.send(stand_in, Command::Get { key });
+    harness.settle();
+    assert_eq!(harness.last_reply(), "$2\r\nv2\r\n");
 }
 
 #[test]

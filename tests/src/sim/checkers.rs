@@ -454,8 +454,15 @@ pub fn no_acknowledged_write_lost(cluster: &Cluster) -> Vec<Violation> {
         .collect();
     // The causal past of every stored delete, by key.
     let mut delete_pasts: BTreeMap<&[u8], Vec<&VersionVector>> = BTreeMap::new();
+    let mut delete_ids: BTreeMap<&[u8], Vec<WriteId>> = BTreeMap::new();
     for operation in &history.operations {
         if let (true, Some(id)) = (operation.kind.is_delete(), operation.write_id) {
+            if history.dots.contains_key(&id) {
+                delete_ids
+                    .entry(operation.key.as_slice())
+                    .or_default()
+                    .push(id);
+            }
             if let Some(past) = history.causal_past.get(&id) {
                 delete_pasts
                     .entry(operation.key.as_slice())
@@ -479,14 +486,26 @@ pub fn no_acknowledged_write_lost(cluster: &Cluster) -> Vec<Violation> {
             continue;
         };
         let removed = history.removed.contains(&operation.key);
+        // Directly, or through writes that superseded it: reaping removes the clock
+        // entries of one-shot writers every replica superseded, so a later delete's
+        // context may no longer name the write's dot.
         let reaped_with_a_delete = removed
-            && delete_pasts
+            && (delete_pasts
                 .get(operation.key.as_slice())
                 .is_some_and(|pasts| {
                     pasts
                         .iter()
                         .any(|past| dots.iter().any(|&dot| covers(past, dot)))
-                });
+                })
+                || superseded_by(
+                    cluster,
+                    &operation.key,
+                    delete_ids
+                        .get(operation.key.as_slice())
+                        .cloned()
+                        .unwrap_or_default(),
+                    dots,
+                ));
         let reaped_delete = removed && operation.kind.is_delete();
         for (replica, versions) in replica_states(cluster, &operation.key) {
             if holds(&versions, id) || superseded(cluster, &operation.key, &versions, dots) {
@@ -535,12 +554,22 @@ fn holds_what_it_deleted(cluster: &Cluster, versions: &VersionSet, id: WriteId) 
 
 /// True when a sibling of `versions` causally follows one of `dots`.
 fn superseded(cluster: &Cluster, key: &[u8], versions: &VersionSet, dots: &BTreeSet<Dot>) -> bool {
+    let kept = versions.siblings().map(|s| write_id_of(s.value)).collect();
+    superseded_by(cluster, key, kept, dots)
+}
+
+/// True when one of the writes `kept` causally follows one of `dots`.
+fn superseded_by(
+    cluster: &Cluster,
+    key: &[u8],
+    mut kept: Vec<WriteId>,
+    dots: &BTreeSet<Dot>,
+) -> bool {
     let history = &cluster.history;
     let past_of = |id: WriteId| history.causal_past.get(&id);
     let covered_by = |id: WriteId, dots: &BTreeSet<Dot>| {
         past_of(id).is_some_and(|past| dots.iter().any(|&dot| covers(past, dot)))
     };
-    let mut kept: Vec<WriteId> = versions.siblings().map(|s| write_id_of(s.value)).collect();
     if kept.iter().any(|&id| covered_by(id, dots)) {
         return true;
     }

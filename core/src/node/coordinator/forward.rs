@@ -40,7 +40,8 @@
 //! copies that came back ("retry copies back").
 //!
 //! A retry costs its key a clock entry for every attempt it names, as a stand-in's
-//! write costs one; first attempts cost nothing in the clock. A write whose attempts
+//! hint costs one; first attempts cost nothing in the clock. Reaping removes those
+//! entries once every replica superseded them (`node::reap`). A write whose attempts
 //! would pass [`ATTEMPTS_MAX`] fails instead.
 //!
 //! An attempt may have been minted once it was sent, unless its connection was never
