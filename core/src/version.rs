@@ -347,13 +347,7 @@ impl VersionSet {
     pub fn record_is_deleted(bytes: &[u8]) -> bool {
         fn values_deleted(reader: &mut Reader<'_>, count: u16) -> Option<bool> {
             for _ in 0..count {
-                reader.u64().ok()?;
-                let flags = reader.u8().ok()?;
-                if flags & VALUE_FLAG_ALIAS != 0 {
-                    reader.u64().ok()?;
-                }
-                let length = reader.u32().ok()? as usize;
-                reader.slice(length).ok()?;
+                let flags = skip_encoded_value(reader)?;
                 if flags & VALUE_FLAG_TOMBSTONE == 0 {
                     return Some(false);
                 }
@@ -400,13 +394,7 @@ impl VersionSet {
                 let count = reader.u16().ok()?;
                 found |= count == 0 && dead(node);
                 for _ in 0..count {
-                    reader.u64().ok()?;
-                    let flags = reader.u8().ok()?;
-                    if flags & VALUE_FLAG_ALIAS != 0 {
-                        reader.u64().ok()?;
-                    }
-                    let length = reader.u32().ok()? as usize;
-                    reader.slice(length).ok()?;
+                    skip_encoded_value(&mut reader)?;
                 }
             }
             Some(found)
@@ -855,6 +843,19 @@ impl VersionVector {
             .map_err(|_| ContextError::Malformed("trailing bytes"))?;
         Ok(VersionVector { entries })
     }
+}
+
+/// Reads past one encoded value (see [`VersionSet::encode`]) without copying it; its
+/// flags, or `None` when the bytes end first.
+fn skip_encoded_value(reader: &mut Reader<'_>) -> Option<u8> {
+    reader.u64().ok()?;
+    let flags = reader.u8().ok()?;
+    if flags & VALUE_FLAG_ALIAS != 0 {
+        reader.u64().ok()?;
+    }
+    let length = reader.u32().ok()? as usize;
+    reader.slice(length).ok()?;
+    Some(flags)
 }
 
 const TOKEN_VERSION: u8 = 1;

@@ -249,20 +249,8 @@ impl Totals {
         self.forwards_retried += stats.forwards_retried;
         self.retry_copies_back += ringkv_tests::sim::checkers::retry_copies_back(cluster) as u64;
         self.writes_handed_on += stats.writes_handed_on;
-        let keys: std::collections::BTreeSet<&[u8]> = cluster
-            .history
-            .operations
-            .iter()
-            .map(|op| op.key.as_slice())
-            .collect();
-        for key in keys {
-            for index in 0..cluster.nodes.len() {
-                if let Some(versions) = cluster.stored(index, key) {
-                    self.clock_entries_max =
-                        self.clock_entries_max.max(versions.clock_size() as u64);
-                }
-            }
-        }
+        let largest = ringkv_tests::sim::checkers::largest_clock(cluster) as u64;
+        self.clock_entries_max = self.clock_entries_max.max(largest);
         self.hints_held_for_down_owners += stats.hints_held_for_down_owners;
         self.peers_marked_down += stats.peers_marked_down;
         self.messages_lost += network.lost + network.blocked;

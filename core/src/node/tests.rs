@@ -217,6 +217,33 @@ impl Harness {
     }
 
     /// A node index whose data is a replica of `key`, and one that is not (if any).
+    /// Cuts `others` off and tells node `index` they are down (as its failure detector
+    /// would).
+    fn cut_off(&mut self, index: usize, others: &[usize]) {
+        for &other in others {
+            self.cut.insert(other);
+            let peer = NodeId(other as u64 + 1);
+            self.nodes[index].handle(self.now, Input::PeerDown { peer });
+        }
+        self.drain(index);
+    }
+
+    /// Cuts every replica of `key` off from the first node outside its preference
+    /// list (which then stands in for them): (that node, the replicas).
+    fn isolate_outsider(&mut self, key: &[u8]) -> (usize, Vec<usize>) {
+        let (outsider, replicas) = (self.outsider_of(key), self.replicas_of(key));
+        self.cut_off(outsider, &replicas);
+        (outsider, replicas)
+    }
+
+    /// The first node that is not a replica of `key`.
+    fn outsider_of(&self, key: &[u8]) -> usize {
+        let replicas = self.replicas_of(key);
+        (0..self.nodes.len())
+            .find(|index| !replicas.contains(index))
+            .expect("a node outside the key's preference list")
+    }
+
     fn replicas_of(&self, key: &[u8]) -> Vec<usize> {
         let partition = self.nodes[0].ring().partition_of(key);
         self.nodes[0]
@@ -502,7 +529,7 @@ fn a_write_for_a_down_replica_goes_to_a_stand_in_and_is_handed_off_when_it_retur
     let key = b"k";
     let replicas = harness.replicas_of(key);
     let (coordinator, down) = (replicas[0], replicas[2]);
-    let stand_in = (0..4).find(|i| !replicas.contains(i)).unwrap();
+    let stand_in = harness.outsider_of(key);
     harness.cut.insert(down);
     let down_id = NodeId(down as u64 + 1);
     harness.nodes[coordinator].handle(harness.now, Input::PeerDown { peer: down_id });
@@ -559,14 +586,7 @@ fn a_stand_in_cut_off_from_every_replica_adds_one_clock_entry_for_all_its_writes
         c.read_quorum_default = 1;
     });
     let key = b"hot";
-    let replicas = harness.replicas_of(key);
-    let stand_in = (0..4).find(|i| !replicas.contains(i)).unwrap();
-    for &replica in &replicas {
-        harness.cut.insert(replica);
-        let peer = NodeId(replica as u64 + 1);
-        harness.nodes[stand_in].handle(harness.now, Input::PeerDown { peer });
-    }
-    harness.drain(stand_in);
+    let (stand_in, replicas) = harness.isolate_outsider(key);
     let writes = VersionBounds::default().coordinators_max + 10;
     for write in 0..writes {
         let value = format!("v{write}");
@@ -902,17 +922,7 @@ fn a_write_whose_replicas_are_all_down_is_minted_by_a_stand_in() {
         c.read_quorum_default = 1;
     });
     let key = b"lonely";
-    let replicas = harness.replicas_of(key);
-    let coordinator = (0..5).find(|i| !replicas.contains(i)).unwrap();
-    for &replica in &replicas {
-        harness.cut.insert(replica);
-        harness.nodes[coordinator].handle(
-            harness.now,
-            Input::PeerDown {
-                peer: NodeId(replica as u64 + 1),
-            },
-        );
-    }
+    let (coordinator, _) = harness.isolate_outsider(key);
     harness.send(
         coordinator,
         Command::VSet {
@@ -1550,15 +1560,8 @@ fn reaping_removes_the_clock_entries_of_one_shot_writers_every_replica_supersede
         c.read_quorum_default = 1;
     });
     let key = b"hot";
-    let replicas = harness.replicas_of(key);
-    let stand_in = (0..4).find(|i| !replicas.contains(i)).unwrap();
     // A node cut off from every replica mints a write under a one-shot id.
-    for &replica in &replicas {
-        harness.cut.insert(replica);
-        let peer = NodeId(replica as u64 + 1);
-        harness.nodes[stand_in].handle(harness.now, Input::PeerDown { peer });
-    }
-    harness.drain(stand_in);
+    let (stand_in, replicas) = harness.isolate_outsider(key);
     harness.send(stand_in, Command::Set { key, value: b"v1" });
     harness.settle();
     assert_eq!(harness.last_reply(), "+OK\r\n");

@@ -598,16 +598,33 @@ fn superseded_by(
     }
 }
 
-/// Property 2.
-pub fn replicas_converge(cluster: &Cluster) -> Vec<Violation> {
-    let mut violations = Vec::new();
-    let keys: BTreeSet<&[u8]> = cluster
+/// Every key the run's operations named.
+fn operation_keys(cluster: &Cluster) -> BTreeSet<&[u8]> {
+    cluster
         .history
         .operations
         .iter()
         .map(|op| op.key.as_slice())
-        .collect();
-    for key in keys {
+        .collect()
+}
+
+/// The most clock entries any node's copy of a key held at the end (a clock past its
+/// bound refuses writes that need a new entry).
+pub fn largest_clock(cluster: &Cluster) -> usize {
+    operation_keys(cluster)
+        .into_iter()
+        .flat_map(|key| {
+            (0..cluster.nodes.len()).filter_map(move |index| cluster.stored(index, key))
+        })
+        .map(|versions| versions.clock_size())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Property 2.
+pub fn replicas_converge(cluster: &Cluster) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    for key in operation_keys(cluster) {
         let states = replica_states(cluster, key);
         let Some((first_node, first)) = states.first() else {
             continue;
