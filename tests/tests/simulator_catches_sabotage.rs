@@ -175,12 +175,26 @@ fn reaping_without_the_counter_floor_mints_a_dot_twice() {
     });
 }
 
-/// Reaping compacts a clock (drops superseded one-shot writers' entries) only once every
-/// replica holds the same record: a replica that compacts on its own keeps a clock the
-/// others do not, and the copies never converge.
+/// Property 4's latency bound: a coordinator that waits out the request timeout on a
+/// forward to a replica that died or was cut off (no retry at the next replica, the
+/// behaviour before forwards had attempt ids) keeps a client waiting on a dead node.
 #[test]
-fn compacting_a_clock_without_the_other_replicas_leaves_replicas_apart() {
-    caught("compact unconfirmed", 2, |p| {
+fn forwards_that_wait_on_a_dead_replica_miss_the_failure_window_bound() {
+    caught_saying("forwards wait", 4, "waited on a dead node", |p| {
+        p.sabotage = Sabotage {
+            forwards_wait: true,
+            ..Sabotage::default()
+        };
+    });
+}
+
+/// Reaping compacts a clock (drops superseded one-shot writers' entries) only once every
+/// replica holds the same record: a replica that compacts on its own forgets dots a
+/// copy elsewhere still holds, and that superseded value comes back beside the write
+/// that superseded it.
+#[test]
+fn compacting_a_clock_without_the_other_replicas_brings_a_superseded_value_back() {
+    caught_saying("compact unconfirmed", 3, "which superseded it", |p| {
         p.sabotage = Sabotage {
             compact_unconfirmed: true,
             ..Sabotage::default()

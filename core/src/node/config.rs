@@ -144,6 +144,9 @@ pub struct Sabotage {
     pub reap_unconfirmed: bool,
     /// Reaping keeps no counter floor, and mints start at counter 1 again.
     pub reap_without_floor: bool,
+    /// A forward is never retried: its coordinator waits out the request timeout on a
+    /// replica that died or froze (the behaviour before forwards had attempt ids).
+    pub forwards_wait: bool,
     /// A replica drops the clock entries of one-shot writers that hold no live value
     /// as soon as it merges, without asking the other replicas (`node::reap`).
     pub compact_unconfirmed: bool,

@@ -598,6 +598,11 @@ fn superseded_by(
     }
 }
 
+/// A one-shot writer id (a stand-in's hint, a retried forward's attempt).
+fn is_one_shot(id: ringkv_core::NodeId) -> bool {
+    id.0 & ringkv_core::node::STAND_IN_WRITER_BIT != 0
+}
+
 /// Every key the run's operations named.
 fn operation_keys(cluster: &Cluster) -> BTreeSet<&[u8]> {
     cluster
@@ -631,8 +636,15 @@ pub fn replicas_converge(cluster: &Cluster) -> Vec<Violation> {
         };
         let reap_spreading = cluster.history.removed.contains(key)
             && states.iter().all(|(_, versions)| versions.is_deleted());
+        // A clock compaction that reached some replicas and not yet the others (a
+        // lost message, a record changed meanwhile) differs only in entries that no
+        // value depends on; anti-entropy brings them back and a later walk compacts
+        // all copies. Whether compaction brought a superseded value back is property
+        // 3's question.
+        let first_compacted = first.without_dead_writers(is_one_shot);
         for (node, versions) in &states[1..] {
-            if versions != first && !reap_spreading {
+            let same = versions.without_dead_writers(is_one_shot) == first_compacted;
+            if !same && !reap_spreading {
                 violations.push(Violation {
                     property: 2,
                     detail: format!(
@@ -695,7 +707,7 @@ fn trees_match_stores(cluster: &Cluster) -> Vec<Violation> {
 
 /// Property 3.
 pub fn causality_holds(cluster: &Cluster) -> Vec<Violation> {
-    let mut violations = Vec::new();
+    let mut violations = siblings_are_concurrent(cluster);
     for operation in &cluster.history.operations {
         let (Some(id), Outcome::Ok, true) = (
             operation.write_id,
@@ -717,6 +729,42 @@ pub fn causality_holds(cluster: &Cluster) -> Vec<Violation> {
                             replica + 1
                         ),
                     });
+                }
+            }
+        }
+    }
+    violations
+}
+
+/// Property 3 for every write, blind ones included: siblings a replica holds at the
+/// end are concurrent. A write held beside one whose causal past covers every copy of
+/// it came back after it was superseded (a copy arriving where its dot was forgotten,
+/// as after a clock compaction some copy of the key had not seen).
+fn siblings_are_concurrent(cluster: &Cluster) -> Vec<Violation> {
+    let history = &cluster.history;
+    let mut violations = Vec::new();
+    for key in operation_keys(cluster) {
+        for (replica, versions) in replica_states(cluster, key) {
+            let held: Vec<WriteId> = versions.siblings().map(|s| write_id_of(s.value)).collect();
+            for &later in &held {
+                let Some(past) = history.causal_past.get(&later) else {
+                    continue;
+                };
+                for &earlier in held.iter().filter(|&&id| id != later) {
+                    let superseded = history
+                        .dots
+                        .get(&earlier)
+                        .is_some_and(|dots| dots.iter().all(|&dot| covers(past, dot)));
+                    if superseded {
+                        violations.push(Violation {
+                            property: 3,
+                            detail: format!(
+                                "write {earlier} of {:?} is held on node {} beside write {later}, which superseded it",
+                                String::from_utf8_lossy(key),
+                                replica + 1
+                            ),
+                        });
+                    }
                 }
             }
         }
@@ -762,8 +810,7 @@ fn retry_copy_came_back(
     let Some(dots) = cluster.history.dots.get(&seen) else {
         return false;
     };
-    let is_attempt_dot =
-        |dot: Dot| dot.counter == 1 && dot.node.0 & ringkv_core::node::STAND_IN_WRITER_BIT != 0;
+    let is_attempt_dot = |dot: Dot| dot.counter == 1 && is_one_shot(dot.node);
     dots.iter().any(|&dot| covers(context, dot))
         && versions
             .siblings()
@@ -799,7 +846,112 @@ pub fn always_writable(cluster: &Cluster) -> Vec<Violation> {
             ),
         });
     }
+    violations.extend(writes_wait_on_no_dead_node(cluster));
     violations
+}
+
+/// The longest a write may take while nodes are down and W live nodes remain (design:
+/// no client waits on a dead node; the request timeout is 2 s).
+pub const FAILURE_WINDOW_WRITE_MS: u64 = 1_000;
+
+/// Property 4's latency bound: a write issued on an idle connection to a live
+/// coordinator while the only faults are nodes dead or cut off from it (crashed, or
+/// partitioned away as a frozen node would be: the nodes it reaches all reach each
+/// other; no loss, no failing disk, no membership change), with at least W nodes
+/// reached, ends (acknowledged or refused) within [`FAILURE_WINDOW_WRITE_MS`], unless
+/// the faults changed first. A coordinator that waits on a dead or frozen replica
+/// instead of going to the next one misses it.
+fn writes_wait_on_no_dead_node(cluster: &Cluster) -> Vec<Violation> {
+    let bound = Duration::from_millis(FAILURE_WINDOW_WRITE_MS);
+    let mut violations = Vec::new();
+    for (operation, down) in failure_window_writes(cluster) {
+        let took = operation
+            .end
+            .map(|end| end.saturating_duration_since(operation.start));
+        if took.is_none_or(|took| took > bound) {
+            violations.push(Violation {
+                property: 4,
+                detail: format!(
+                    "write {:?} to {:?} at node {} took {took:?} ({:?}) with nodes {down:?} dead or cut off, W = {}: a client waited on a dead node",
+                    operation.write_id,
+                    String::from_utf8_lossy(&operation.key),
+                    operation.node + 1,
+                    operation.outcome,
+                    operation.write_quorum
+                ),
+            });
+        }
+    }
+    violations
+}
+
+/// How many writes the failure-window latency bound judged.
+pub fn writes_judged_in_failure_windows(cluster: &Cluster) -> usize {
+    failure_window_writes(cluster).len()
+}
+
+/// The writes the latency bound judges, each with the nodes (1-based) it could not reach.
+fn failure_window_writes(cluster: &Cluster) -> Vec<(&Operation, Vec<usize>)> {
+    let bound = Duration::from_millis(FAILURE_WINDOW_WRITE_MS);
+    if cluster.parameters.disk.failure > 0.0 || !cluster.parameters.membership_changes.is_empty() {
+        return Vec::new();
+    }
+    // When each connection's commands so far have all ended (`Instant::MAX`: never).
+    let mut busy_until: BTreeMap<u64, Instant> = BTreeMap::new();
+    let mut judged = Vec::new();
+    for operation in &cluster.history.operations {
+        // A connection runs one command at a time: a command queued behind a waiting
+        // one waits too, and is judged by the first.
+        let idle = operation.connection == 0
+            || busy_until
+                .get(&operation.connection)
+                .is_none_or(|&until| until <= operation.start);
+        if operation.connection != 0 {
+            let until = busy_until
+                .entry(operation.connection)
+                .or_insert(Instant::ZERO);
+            *until = (*until).max(operation.end.unwrap_or(Instant::MAX));
+        }
+        if !idle || !operation.kind.is_write() || operation.in_transaction {
+            continue;
+        }
+        let index = operation.start_epoch as usize;
+        let Some(state) = cluster.epochs.get(index) else {
+            continue;
+        };
+        // The nodes the coordinator reaches both ways; every other node is dead or
+        // frozen to it. They must all reach each other (no partial partition inside).
+        let linked = |a: usize, b: usize| {
+            !state.blocked.contains(&(a, b)) && !state.blocked.contains(&(b, a))
+        };
+        let coordinator = operation.node;
+        let reached: Vec<usize> = (0..state.up.len())
+            .filter(|&node| state.up[node] && linked(coordinator, node))
+            .collect();
+        let clique = reached
+            .iter()
+            .all(|&a| reached.iter().all(|&b| a == b || linked(a, b)));
+        let down: Vec<usize> = (0..state.up.len())
+            .filter(|node| !reached.contains(node))
+            .map(|node| node + 1)
+            .collect();
+        let only_dead_or_frozen = clique
+            && !state.lossy
+            && state.failing_disks.iter().all(|&failing| !failing)
+            && !down.is_empty();
+        let lasted = cluster
+            .epochs
+            .get(index + 1)
+            .is_none_or(|next| next.started >= operation.start + bound);
+        if only_dead_or_frozen
+            && state.up[coordinator]
+            && reached.len() >= usize::from(operation.write_quorum)
+            && lasted
+        {
+            judged.push((operation, down));
+        }
+    }
+    judged
 }
 
 /// Gossip rounds after a membership change before property 4 holds writes to account

@@ -286,7 +286,7 @@ impl Coordinator {
         let Some(Request::Forward(forward)) = self.requests.held(id) else {
             return;
         };
-        if forward.to != peer {
+        if forward.to != peer || cx.shared.sabotage().forwards_wait {
             return;
         }
         cx.peers.end_request(peer);
@@ -429,6 +429,10 @@ impl Coordinator {
         let Some(Request::Forward(forward)) = self.requests.get_mut(id) else {
             return;
         };
+        if now < forward.final_at && cx.shared.sabotage().forwards_wait {
+            forward.attempt_at = forward.final_at;
+            return self.arm(id);
+        }
         if now < forward.final_at {
             let to = forward.to;
             let waited_ms = now.saturating_duration_since(forward.sent_at).as_millis();
