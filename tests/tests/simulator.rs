@@ -214,7 +214,7 @@ struct Totals {
     peers_marked_down: u64,
     storage_failures: u64,
     writes_promised_writable: u64,
-    writes_judged_in_failure_windows: u64,
+    requests_judged_in_failure_windows: u64,
     messages_lost: u64,
     messages_duplicated: u64,
 }
@@ -242,8 +242,8 @@ impl Totals {
         self.storage_failures += cluster.stats.storage_failures;
         self.writes_promised_writable +=
             ringkv_tests::sim::checkers::writes_promised_writable(cluster) as u64;
-        self.writes_judged_in_failure_windows +=
-            ringkv_tests::sim::checkers::writes_judged_in_failure_windows(cluster) as u64;
+        self.requests_judged_in_failure_windows +=
+            ringkv_tests::sim::checkers::requests_judged_in_failure_windows(cluster) as u64;
         self.stand_in_writes += stats.stand_in_writes;
         self.hints_stored += stats.hints_stored;
         self.hints_delivered += stats.hints_delivered;
@@ -286,8 +286,8 @@ impl Totals {
                 self.writes_promised_writable,
             ),
             (
-                "writes the failure-window latency bound judged",
-                self.writes_judged_in_failure_windows,
+                "requests the failure-window latency bound judged",
+                self.requests_judged_in_failure_windows,
             ),
             ("messages lost", self.messages_lost),
             ("messages duplicated", self.messages_duplicated),

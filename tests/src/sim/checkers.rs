@@ -846,25 +846,25 @@ pub fn always_writable(cluster: &Cluster) -> Vec<Violation> {
             ),
         });
     }
-    violations.extend(writes_wait_on_no_dead_node(cluster));
+    violations.extend(no_request_waits_on_a_dead_node(cluster));
     violations
 }
 
-/// The longest a write may take while nodes are down and W live nodes remain (design:
-/// no client waits on a dead node; the request timeout is 2 s).
-pub const FAILURE_WINDOW_WRITE_MS: u64 = 1_000;
+/// The longest a read or write may take while nodes are down and its quorum of live
+/// nodes remains (no client waits on a dead node; the request timeout is 2 s).
+pub const FAILURE_WINDOW_REQUEST_MS: u64 = 1_000;
 
-/// Property 4's latency bound: a write issued on an idle connection to a live
+/// Property 4's latency bound: a read or write issued on an idle connection to a live
 /// coordinator while the only faults are nodes dead or cut off from it (crashed, or
 /// partitioned away as a frozen node would be: the nodes it reaches all reach each
-/// other; no loss, no failing disk, no membership change), with at least W nodes
-/// reached, ends (acknowledged or refused) within [`FAILURE_WINDOW_WRITE_MS`], unless
-/// the faults changed first. A coordinator that waits on a dead or frozen replica
-/// instead of going to the next one misses it.
-fn writes_wait_on_no_dead_node(cluster: &Cluster) -> Vec<Violation> {
-    let bound = Duration::from_millis(FAILURE_WINDOW_WRITE_MS);
+/// other; no loss, no failing disk, no membership change), with at least its quorum
+/// of nodes reached, ends (answered or refused) within [`FAILURE_WINDOW_REQUEST_MS`],
+/// unless the faults changed first. A coordinator that waits on a dead or frozen
+/// replica instead of going to the next one (or to a stand-in) misses it.
+fn no_request_waits_on_a_dead_node(cluster: &Cluster) -> Vec<Violation> {
+    let bound = Duration::from_millis(FAILURE_WINDOW_REQUEST_MS);
     let mut violations = Vec::new();
-    for (operation, down) in failure_window_writes(cluster) {
+    for (operation, down) in failure_window_requests(cluster) {
         let took = operation
             .end
             .map(|end| end.saturating_duration_since(operation.start));
@@ -872,12 +872,13 @@ fn writes_wait_on_no_dead_node(cluster: &Cluster) -> Vec<Violation> {
             violations.push(Violation {
                 property: 4,
                 detail: format!(
-                    "write {:?} to {:?} at node {} took {took:?} ({:?}) with nodes {down:?} dead or cut off, W = {}: a client waited on a dead node",
+                    "{:?} {:?} of {:?} at node {} took {took:?} ({:?}) with nodes {down:?} dead or cut off, quorum {}: a client waited on a dead node",
+                    operation.kind,
                     operation.write_id,
                     String::from_utf8_lossy(&operation.key),
                     operation.node + 1,
                     operation.outcome,
-                    operation.write_quorum
+                    quorum_of(operation)
                 ),
             });
         }
@@ -885,14 +886,24 @@ fn writes_wait_on_no_dead_node(cluster: &Cluster) -> Vec<Violation> {
     violations
 }
 
-/// How many writes the failure-window latency bound judged.
-pub fn writes_judged_in_failure_windows(cluster: &Cluster) -> usize {
-    failure_window_writes(cluster).len()
+/// The quorum an operation waits for: R for a read, W for a write.
+fn quorum_of(operation: &Operation) -> u8 {
+    if operation.kind.is_write() {
+        operation.write_quorum
+    } else {
+        operation.read_quorum
+    }
 }
 
-/// The writes the latency bound judges, each with the nodes (1-based) it could not reach.
-fn failure_window_writes(cluster: &Cluster) -> Vec<(&Operation, Vec<usize>)> {
-    let bound = Duration::from_millis(FAILURE_WINDOW_WRITE_MS);
+/// How many requests the failure-window latency bound judged.
+pub fn requests_judged_in_failure_windows(cluster: &Cluster) -> usize {
+    failure_window_requests(cluster).len()
+}
+
+/// The requests the latency bound judges, each with the nodes (1-based) their
+/// coordinator could not reach.
+fn failure_window_requests(cluster: &Cluster) -> Vec<(&Operation, Vec<usize>)> {
+    let bound = Duration::from_millis(FAILURE_WINDOW_REQUEST_MS);
     if cluster.parameters.disk.failure > 0.0 || !cluster.parameters.membership_changes.is_empty() {
         return Vec::new();
     }
@@ -912,9 +923,11 @@ fn failure_window_writes(cluster: &Cluster) -> Vec<(&Operation, Vec<usize>)> {
                 .or_insert(Instant::ZERO);
             *until = (*until).max(operation.end.unwrap_or(Instant::MAX));
         }
-        if !idle || !operation.kind.is_write() || operation.in_transaction {
+        let is_read = matches!(operation.kind, OperationKind::Get | OperationKind::VGet);
+        if !idle || !(operation.kind.is_write() || is_read) || operation.in_transaction {
             continue;
         }
+        let quorum = quorum_of(operation);
         let index = operation.start_epoch as usize;
         let Some(state) = cluster.epochs.get(index) else {
             continue;
@@ -945,7 +958,7 @@ fn failure_window_writes(cluster: &Cluster) -> Vec<(&Operation, Vec<usize>)> {
             .is_none_or(|next| next.started >= operation.start + bound);
         if only_dead_or_frozen
             && state.up[coordinator]
-            && reached.len() >= usize::from(operation.write_quorum)
+            && reached.len() >= usize::from(quorum)
             && lasted
         {
             judged.push((operation, down));
