@@ -117,7 +117,7 @@ fn note_slowest(
 /// full disk): a delivered hint whose delete the full disk refused was delivered again
 /// at once, for ever, when each acknowledgement started the next delivery; the next
 /// delivery now waits for the delete.
-const ONCE_FAILED: [u64; 7] = [
+const ONCE_FAILED: [u64; 9] = [
     9_114_809,
     5_552_706,
     37_418_253_602,
@@ -125,6 +125,8 @@ const ONCE_FAILED: [u64; 7] = [
     58_568_652_950,
     58_568_680_337,
     15_423_155_685,
+    1_811_413_976,
+    18_600_285_845,
 ];
 
 #[test]
