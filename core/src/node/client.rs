@@ -279,7 +279,8 @@ impl Node {
     }
 
     /// `RINGKV.DIGEST`: one line per partition this node replicates, `partition=<p>
-    /// root=<hex> keys=<n>`, or `partition=<p> building` while its tree is being rebuilt
+    /// root=<hex> keys=<n> reapable=<n>` (reapable: tombstones and records with
+    /// superseded one-shot clock entries the reaping walk has yet to remove), or `partition=<p> building` while its tree is being rebuilt
     /// after a start. Replicas of a partition that report the same root while no write
     /// is in flight hold the same records (up to a hash collision; see `entropy`).
     fn digest_lines(&self) -> Vec<String> {
@@ -288,9 +289,10 @@ impl Node {
             .map(|partition| {
                 if self.entropy.trees.is_built(partition) {
                     format!(
-                        "partition={partition} root={:016x} keys={}",
+                        "partition={partition} root={:016x} keys={} reapable={}",
                         self.entropy.trees.root(partition),
-                        self.entropy.trees.keys_held(partition)
+                        self.entropy.trees.keys_held(partition),
+                        self.entropy.trees.reapable_held(partition)
                     )
                 } else {
                     format!("partition={partition} building")
@@ -407,7 +409,7 @@ impl Node {
                 .map_or_else(|| "none".to_string(), |p| p.to_string());
             let _ = write!(
                 text,
-                "# Background\r\nentropy_exchanges:{}\r\nentropy_in_sync:{}\r\nentropy_keys_pushed:{}\r\nhandoff_partition:{handing_off}\r\nhandoff_pages:{}\r\nhandoff_keys_sent:{}\r\nhandoff_bytes_sent:{}\r\nhandoff_keys_deleted:{}\r\nwriter_epochs_started:{}\r\nreap_walks:{}\r\nreap_walks_blocked:{}\r\nreap_keys:{}\r\nreap_candidates:{}\r\n\r\n",
+                "# Background\r\nentropy_exchanges:{}\r\nentropy_in_sync:{}\r\nentropy_keys_pushed:{}\r\nhandoff_partition:{handing_off}\r\nhandoff_pages:{}\r\nhandoff_keys_sent:{}\r\nhandoff_bytes_sent:{}\r\nhandoff_keys_deleted:{}\r\nwriter_epochs_started:{}\r\nreap_walks:{}\r\nreap_walks_blocked:{}\r\nreap_keys:{}\r\nreap_candidates:{}\r\nrecords_reapable:{}\r\n\r\n",
                 stats.entropy_exchanges,
                 stats.entropy_in_sync,
                 stats.entropy_keys_pushed,
@@ -420,6 +422,7 @@ impl Node {
                 stats.reap_walks_blocked,
                 stats.reap_keys,
                 stats.reap_candidates,
+                stats.records_reapable,
             );
         }
         text

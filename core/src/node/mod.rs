@@ -381,6 +381,9 @@ pub struct Stats {
     pub reap_walks_blocked: u64,
     pub reap_keys: u64,
     pub reap_candidates: u64,
+    /// Records reaping has work on now (tombstones, and records holding one-shot clock
+    /// entries every replica superseded): 0 once everything past its grace is reaped.
+    pub records_reapable: u64,
     /// Local records the disk could not give back (checksum or decode failure) that a
     /// merge from another replica (read repair, anti-entropy, hint, handoff) replaced.
     pub corrupt_records_replaced: u64,
@@ -532,6 +535,9 @@ impl Node {
             reap_walks_blocked: self.reaper.walks_blocked,
             reap_keys: self.reaper.keys_reaped,
             reap_candidates: self.reaper.candidates() as u64,
+            records_reapable: (0..self.view.ring.partition_count())
+                .map(|partition| u64::from(self.entropy.trees.reapable_held(partition)))
+                .sum(),
             writer_epochs_started: self.writer.epochs_started,
             one_shot_writes: self.writer.one_shot_writes,
             ..self.shared.stats
