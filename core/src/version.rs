@@ -402,6 +402,14 @@ impl VersionSet {
         parse().unwrap_or(false)
     }
 
+    /// True when this set has a clock entry of a writer `dead` accepts that holds no
+    /// live value (what [`VersionSet::record_has_dead_writers`] tells of a record).
+    pub fn has_dead_writers(&self, dead: impl Fn(NodeId) -> bool) -> bool {
+        self.entries
+            .iter()
+            .any(|entry| entry.values.is_empty() && dead(entry.node))
+    }
+
     /// This set without the clock entries of writers `dead` accepts that hold no live
     /// value. Only safe where no copy anywhere still holds a value with one of their
     /// dots (a copy would come back as a sibling) and no write can still arrive that

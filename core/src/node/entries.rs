@@ -20,6 +20,11 @@ pub(crate) fn is_reapable(record: &[u8]) -> bool {
         || VersionSet::record_has_dead_writers(record, is_one_shot)
 }
 
+/// [`is_reapable`] of a decoded set.
+pub(crate) fn set_is_reapable(set: &VersionSet) -> bool {
+    (set.sibling_count() > 0 && set.is_deleted()) || set.has_dead_writers(is_one_shot)
+}
+
 /// What the tree keeps of one stored record: its entry hash, and whether reaping has
 /// work on it (reaping looks only at buckets that hold such records).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

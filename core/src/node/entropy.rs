@@ -48,8 +48,10 @@
 //! partition this node replicates when its own store lost records (with any replica).
 //! While the set is not empty the timer ticks `URGENT_SPEEDUP` times as often and
 //! starts owed exchanges first, with peers that are up, under the same admission and
-//! the same bound on exchanges at once; an exchange started is paid. Marks past the
-//! bound are dropped: the round robin still gets there.
+//! the same bound on exchanges at once. An exchange is paid when the peer answers; one
+//! that expires unanswered is owed again (a new replica ignores exchanges of a
+//! partition until gossip tells it that it replicates it, as after `RINGKV.REMOVE`).
+//! Marks past the bound are dropped: the round robin still gets there.
 //!
 //! # Admission
 //!
@@ -349,6 +351,9 @@ pub(crate) struct Exchange {
     peer: NodeId,
     partition: u32,
     expires_at: Instant,
+    /// The owed exchange this one pays (`(peer, partition)` of `OwedExchanges`), owed
+    /// again if no answer comes back.
+    pays: Option<(NodeId, u32)>,
 }
 
 /// Key hashes a peer sent for one bucket, kept until this node's own scan of it ends.
@@ -372,6 +377,9 @@ pub(crate) struct Comparison {
 #[derive(Debug)]
 pub(crate) struct OwedExchanges {
     set: BTreeSet<(NodeId, u32)>,
+    /// Owed again once `later_due` passes (`owe_later`).
+    later: BTreeSet<(NodeId, u32)>,
+    later_due: Option<Instant>,
     max: usize,
 }
 
@@ -379,6 +387,8 @@ impl OwedExchanges {
     pub(crate) fn new(partition_bits: u32) -> OwedExchanges {
         OwedExchanges {
             set: BTreeSet::new(),
+            later: BTreeSet::new(),
+            later_due: None,
             max: (1usize << partition_bits) * URGENT_PER_PARTITION,
         }
     }
@@ -388,6 +398,25 @@ impl OwedExchanges {
     pub(crate) fn owe(&mut self, peer: NodeId, partition: usize) {
         if self.set.len() < self.max {
             self.set.insert((peer, partition as u32));
+        }
+    }
+
+    /// Owe `peer` an exchange of `partition` once more at `due` (every entry owed
+    /// later waits for the latest due time).
+    pub(crate) fn owe_later(&mut self, peer: NodeId, partition: usize, due: Instant) {
+        if self.later.len() < self.max {
+            self.later.insert((peer, partition as u32));
+        }
+        self.later_due = Some(self.later_due.map_or(due, |was| was.max(due)));
+    }
+
+    /// Moves the exchanges owed later into the owed set once they are due.
+    fn release_due(&mut self, now: Instant) {
+        if self.later_due.is_some_and(|due| due <= now) {
+            self.later_due = None;
+            for (peer, partition) in core::mem::take(&mut self.later) {
+                self.owe(peer, partition as usize);
+            }
         }
     }
 
@@ -401,9 +430,9 @@ impl OwedExchanges {
         }
     }
 
-    /// How many are owed, for INFO.
+    /// How many are owed, now or later, for INFO.
     pub(crate) fn len(&self) -> usize {
-        self.set.len()
+        self.set.len() + self.later.len()
     }
 }
 
@@ -460,11 +489,12 @@ impl Entropy {
             return now + Duration::from_millis(self.interval_ms);
         }
         self.interval_ms = base_ms;
-        self.exchanges.retain(|e| e.expires_at > now);
+        self.expire_exchanges(now, owed);
         let exchanges_max = shared.config.anti_entropy_exchanges_max as usize;
         if !self.trees.fully_built() {
             self.continue_tree_build(shared);
         } else {
+            owed.release_due(now);
             let mut started_owed = false;
             while self.exchanges.len() < exchanges_max && self.start_owed(shared, view, peers, owed)
             {
@@ -534,8 +564,28 @@ impl Entropy {
             return false;
         };
         owed.set.remove(&(peer, partition));
-        self.exchange(shared, partition as usize, with);
-        true
+        if self.exchange(shared, partition as usize, with, Some((peer, partition))) {
+            true
+        } else {
+            owed.owe(peer, partition as usize);
+            false
+        }
+    }
+
+    /// Forgets exchanges whose answer did not come in time. An owed one is owed again:
+    /// the peer may not have heard yet of the view that made it a replica (it ignores
+    /// the exchange until then), or was busy or just went down.
+    fn expire_exchanges(&mut self, now: Instant, owed: &mut OwedExchanges) {
+        let mut index = 0;
+        while index < self.exchanges.len() {
+            if self.exchanges[index].expires_at > now {
+                index += 1;
+                continue;
+            }
+            if let Some((peer, partition)) = self.exchanges.swap_remove(index).pays {
+                owed.owe(peer, partition as usize);
+            }
+        }
     }
 
     fn continue_tree_build(&mut self, shared: &mut Shared) {
@@ -594,13 +644,20 @@ impl Entropy {
                 continue;
             }
             let peer = candidates[shared.rng.below(candidates.len() as u64) as usize];
-            self.exchange(shared, partition, peer);
+            self.exchange(shared, partition, peer, None);
             return;
         }
     }
 
     /// Starts an exchange of `partition` with `peer`: sends it this node's root.
-    fn exchange(&mut self, shared: &mut Shared, partition: usize, peer: NodeId) {
+    /// `pays`: the owed exchange it stands for. False: the message could not be sent.
+    fn exchange(
+        &mut self,
+        shared: &mut Shared,
+        partition: usize,
+        peer: NodeId,
+        pays: Option<(NodeId, u32)>,
+    ) -> bool {
         let request = shared.rng.next_u64() >> 1;
         let root = self.trees.root(partition);
         let message = Message::TreeHashes {
@@ -616,8 +673,11 @@ impl Entropy {
                 peer,
                 partition: partition as u32,
                 expires_at: shared.now + Duration::from_millis(shared.config.request_timeout_ms),
+                pays,
             });
+            return true;
         }
+        false
     }
 
     /// A peer's anti-entropy message (`TreeHashes` or `KeyHashes`).

@@ -20,6 +20,11 @@ use crate::membership::{GossipTarget, Membership, Merged};
 use crate::placement::{Member, Ring};
 use crate::version::NodeId;
 use crate::wire::{MemberRecord, MemberStatus, Message, decode_frame};
+use core::time::Duration;
+
+/// Gossip rounds after a placement change by which every node has heard of it
+/// (a bound on epidemic spread with room; see `placement_changed`).
+const SETTLE_ROUNDS: u64 = 5;
 
 /// This node's view of the cluster: the gossiped membership and the placement built
 /// from its `Up` members.
@@ -297,9 +302,14 @@ impl Node {
     }
 
     /// The placement changed from `old`: the writer epochs hear of it, and when a
-    /// member dropped out of it (it left, or was removed), this node owes each new
-    /// replica of a partition it replicates an exchange of that partition (nobody
-    /// hands off what a removed member held).
+    /// member dropped out of it (it left, or was removed), this node owes every other
+    /// replica of each partition it replicates whose replicas changed an exchange of
+    /// that partition (nobody hands off what a removed member held): at once, and
+    /// again once writes coordinated under the old placement have ended. Until every
+    /// node has heard of the change, writes go to the old replicas and a stand-in for
+    /// the departed one, whose hint is then dropped; such a write reaches a new
+    /// replica only through the second round. The wait: `request_timeout_ms` plus
+    /// `SETTLE_ROUNDS` gossip rounds.
     fn placement_changed(&mut self, old: &Ring) {
         self.writer.check_regained(&mut self.shared, &self.view);
         let ring = &self.view.ring;
@@ -310,14 +320,26 @@ impl Node {
         if !dropped || old.partition_count() != ring.partition_count() {
             return;
         }
+        let config = &self.shared.config;
+        let settled = self.shared.now
+            + Duration::from_millis(
+                config.request_timeout_ms + SETTLE_ROUNDS * config.gossip_interval_ms,
+            );
         let own = self.shared.id;
         for partition in 0..ring.partition_count() {
             if !self.view.replicates(own, partition) {
                 continue;
             }
+            let changed = ring
+                .preference_list(partition)
+                .any(|node| !old.preference_list(partition).any(|was| was == node));
+            if !changed {
+                continue;
+            }
             for node in ring.preference_list(partition) {
-                if node != own && !old.preference_list(partition).any(|was| was == node) {
+                if node != own {
                     self.owed.owe(node, partition);
+                    self.owed.owe_later(node, partition, settled);
                 }
             }
         }

@@ -12,12 +12,15 @@ pub(crate) enum KeyOp {
     Mint { request: SlotId },
     /// Sync `versions` into the stored ones; acknowledge to `reply` once durable;
     /// `hint_owner`: the stored key is a hint for that owner. `held_value` is set once
-    /// the stored versions are read (for the acknowledgement).
+    /// the stored versions are read (for the acknowledgement); `revived` when an
+    /// unacknowledged merge (read repair, anti-entropy) gives reaping work back to a
+    /// record that had none (see `node::reap`).
     Merge {
         versions: VersionSet,
         reply: Option<(NodeId, u64)>,
         hint_owner: Option<NodeId>,
         held_value: bool,
+        revived: bool,
     },
     /// Read a hint for delivery `delivery`.
     ReadHint { delivery: SlotId },

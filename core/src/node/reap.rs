@@ -51,7 +51,10 @@
 //! deleted records, one page of `background_page_keys` keys at a time:
 //!
 //! - the page's deleted records are offered to the other replicas exactly as handoff
-//!   offers them (`HandoffOffer`; each answers with the keys it holds differently);
+//!   offers them (`HandoffOffer`; each answers with the keys it holds differently); a
+//!   replica that holds some differently is owed an anti-entropy exchange of the
+//!   partition (`entropy`, "Urgent exchanges"), so a replica that missed a delete, or
+//!   one left without a tombstone its peers still hold, is whole by the next walk;
 //! - a tombstone every replica holds alike becomes a *candidate*, remembered (key hash,
 //!   entry hash, time of this first check) in a table of at most `reap_candidates_max`;
 //! - a candidate confirmed again with the same entry hash, whose first check was at
@@ -60,7 +63,13 @@
 //!   key's lock, only if its record is still that one and its floor covers it.
 //!
 //! A replica that did not reap (down, lost message, floor not yet raised) pushes the
-//! tombstone back to the others through anti-entropy, and a later walk reaps it again.
+//! tombstone back to the others through anti-entropy, and a later walk reaps it again
+//! (its offer finds the replicas that reaped without it and owes them an exchange).
+//! A read that saw the tombstone just before a replica reaped it repairs that replica
+//! with it again; a replica whose record a push (read repair, anti-entropy) gives
+//! reaping work it did not have owes every other replica an exchange of the partition,
+//! so the leader holds it again and reaps it with the others (only the leader walks,
+//! over what it holds).
 //! Candidates of a partition that a finished walk did not confirm again are forgotten.
 //! A missing answer, a replica or member going down, or a placement change abandons the
 //! walk; the next one starts over. Nothing is persisted but the floor: a restart
@@ -546,6 +555,14 @@ impl Reaper {
         self.page_checked(cx)
     }
 
+    /// The partition of the page this node offered under `request`, while the answers
+    /// are awaited.
+    pub(crate) fn offered_partition(&self, request: u64) -> Option<usize> {
+        let walk = self.walk.as_ref()?;
+        (walk.phase == Phase::Offered && request == walk.request(walk.page_serial))
+            .then_some(walk.partition)
+    }
+
     /// A replica's answer to this node's offer of tombstones.
     pub(crate) fn need(
         &mut self,
@@ -708,8 +725,36 @@ impl Node {
         }
     }
 
-    /// A replica's answer to this node's offer of tombstones.
+    /// A read repair or anti-entropy push gave a record of `partition` reaping work it
+    /// did not have (a tombstone where nothing was, superseded one-shot entries on a
+    /// compacted clock): a read saw it just before the replicas reaped it. Left on
+    /// some replicas only, it stays until anti-entropy's round robin comes by (only
+    /// the leader walks, over what it holds, and a later write may make the record one
+    /// no walk looks at, different on each replica). So this replica owes every other
+    /// replica an exchange of the partition: they hold the record alike again, and a
+    /// walk reaps it again. Only on that change: pushes between replicas of a hot key
+    /// that already hold reapable records start no exchanges.
+    pub(crate) fn reapable_revived(&mut self, partition: usize) {
+        if !self.replicates(partition) {
+            return;
+        }
+        let own = self.shared.id;
+        for replica in self.view.ring.preference_list(partition) {
+            if replica != own {
+                self.owed.owe(replica, partition);
+            }
+        }
+    }
+
+    /// A replica's answer to this node's offer of tombstones. One that holds some of
+    /// them differently (it missed the delete, or a later write, or reaped alone) is
+    /// owed an exchange of the partition, so that the next walk finds them alike.
     pub(crate) fn reap_need(&mut self, from: NodeId, request: u64, differing: &[u32]) {
+        if !differing.is_empty() {
+            if let Some(partition) = self.reaper.offered_partition(request) {
+                self.owed.owe(from, partition);
+            }
+        }
         let admission = self.admission();
         let mut cx = background_context!(self, admission);
         if let Some(reaped) = self.reaper.need(&mut cx, (from, request), differing) {

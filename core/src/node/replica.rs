@@ -14,7 +14,7 @@
 //! operation's effects come before the next operation on the key starts, in that
 //! order.
 
-use super::entries::{TreeChange, TreeEntry, entry_hash};
+use super::entries::{TreeChange, TreeEntry, entry_hash, set_is_reapable};
 use super::entropy::HashTrees;
 use super::gossip::View;
 use super::hints::{Hints, hint_key, parse_hint_key};
@@ -98,6 +98,9 @@ pub(crate) enum Ended {
     Deleted { cause: DeleteCause, deleted: bool },
     /// A delivered (or undeliverable) hint was deleted.
     HintDeleted,
+    /// A read repair or anti-entropy push gave a record of `partition` reaping work it
+    /// did not have (`node::reap`).
+    Revived { partition: usize },
 }
 
 /// What trying to start a lock's running operation did.
@@ -259,6 +262,7 @@ impl Replica {
             reply,
             hint_owner,
             held_value: false,
+            revived: false,
         };
         let queued = self.enqueue(space, &storage_key, op);
         shared.scratch = storage_key;
@@ -358,8 +362,10 @@ impl Replica {
             }
             KeyOp::Merge {
                 versions,
+                reply,
+                hint_owner,
                 held_value,
-                ..
+                revived,
             } => {
                 *held_value = super::read_reply::holds_value(&current);
                 let merged = if drop_concurrent_siblings {
@@ -372,6 +378,10 @@ impl Replica {
                 if merged == current {
                     return ReadStep::Own(Step::Done(Ok(())));
                 }
+                *revived = reply.is_none()
+                    && hint_owner.is_none()
+                    && set_is_reapable(&merged)
+                    && !set_is_reapable(&current);
                 let bounds = cx.shared.config.version_bounds;
                 if merged.sibling_count() > bounds.siblings_max
                     || merged.clock_size() > bounds.coordinators_max
@@ -616,6 +626,7 @@ impl Replica {
                 reply,
                 hint_owner,
                 held_value,
+                revived,
                 ..
             } => {
                 let status = match result {
@@ -640,7 +651,14 @@ impl Replica {
                     };
                     cx.shared.send(peer, &message);
                 }
-                None
+                match self.locks.slot_key(lock) {
+                    Some((Space::Data, key)) if revived && status == ReplicaStatus::Ok => {
+                        Some(Ended::Revived {
+                            partition: cx.view.ring.partition_of(key),
+                        })
+                    }
+                    _ => None,
+                }
             }
             KeyOp::ReadHint { delivery } => Some(Ended::HintRead {
                 delivery,

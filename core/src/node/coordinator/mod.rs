@@ -199,7 +199,7 @@ impl Coordinator {
                     self.remove_request(cx, delivery);
                 }
             }
-            Ended::Deleted { .. } | Ended::HintDeleted => {
+            Ended::Deleted { .. } | Ended::HintDeleted | Ended::Revived { .. } => {
                 debug_assert!(false, "not a coordinator's operation")
             }
         }
