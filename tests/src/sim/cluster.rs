@@ -114,6 +114,7 @@ impl SimNode {
             bounds: BTreeMap::new(),
             earlier_stats: Stats::default(),
             disk_failing: false,
+            destroyed: false,
         }
     }
 }
@@ -137,6 +138,8 @@ pub struct SimNode {
     /// Counters of earlier boots (a crash loses the node's own).
     pub earlier_stats: Stats,
     pub disk_failing: bool,
+    /// Lost for good (`MembershipChange::Destroy`): never restarted.
+    pub destroyed: bool,
 }
 
 /// A simulated client: one connection at a time, one request or one pipeline of
@@ -480,7 +483,30 @@ impl Cluster {
 
     /// Tells node `index` to leave (its reply goes to no client).
     pub fn leave(&mut self, index: usize) {
-        let command = Command::Admin(AdminCommand::Leave);
+        self.admin(index, AdminCommand::Leave);
+    }
+
+    /// Node `index` is lost for good: crashed, its disks replaced by empty ones, and
+    /// never restarted (a restart already scheduled finds it destroyed).
+    pub fn destroy(&mut self, index: usize) {
+        if self.nodes[index].node.is_some() {
+            self.crash(index);
+        }
+        let seeds = [
+            self.rng.next_u64(),
+            self.rng.next_u64(),
+            self.rng.next_u64(),
+        ];
+        let sim = &mut self.nodes[index];
+        sim.disk = SimDisk::new(self.parameters.disk, seeds);
+        sim.destroyed = true;
+        self.membership_changed_at = self.now;
+        self.fault_changed();
+    }
+
+    /// An operator's admin command to node `index` (its reply goes to no client).
+    fn admin(&mut self, index: usize, command: AdminCommand<'_>) {
+        let command = Command::Admin(command);
         self.with_node(index, |node, now| {
             node.handle(
                 now,
@@ -500,7 +526,12 @@ impl Cluster {
     /// outstanding and every node believes every other node is up. (Storage matters: a
     /// node that just restarted is still listing the hints on its disk.)
     pub fn is_quiet(&self) -> bool {
-        let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        let ids: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|n| !n.destroyed)
+            .map(|n| n.id)
+            .collect();
         self.clients
             .iter()
             .all(|c| c.in_flight.is_empty() && c.operations_left == 0)
@@ -794,6 +825,29 @@ impl Cluster {
                 self.schedule(
                     self.now + Duration::from_millis(1_000),
                     Event::Membership(MembershipChange::Leave(index)),
+                );
+            }
+            Event::Membership(MembershipChange::Destroy(index)) => self.destroy(index),
+            Event::Membership(MembershipChange::Remove(index)) => {
+                let Some(removed) = self.nodes.get(index).map(|sim| sim.id) else {
+                    return;
+                };
+                let Some(operator) = (0..self.nodes.len()).find(|&i| {
+                    i != index && !self.nodes[i].destroyed && self.nodes[i].node.is_some()
+                }) else {
+                    return;
+                };
+                let status = self.nodes[operator]
+                    .node
+                    .as_ref()
+                    .and_then(|n| n.membership().get(removed).map(|m| m.status));
+                if status == Some(MemberStatus::Left) {
+                    return;
+                }
+                self.admin(operator, AdminCommand::Remove { id: removed.0 });
+                self.schedule(
+                    self.now + Duration::from_millis(1_000),
+                    Event::Membership(MembershipChange::Remove(index)),
                 );
             }
             Event::LinkDown { node, peer, boot } => {
@@ -1425,7 +1479,7 @@ impl Cluster {
 
     /// Restarts node `index` from its disks, with a fresh seed.
     pub fn restart(&mut self, index: usize) {
-        if self.nodes[index].node.is_some() {
+        if self.nodes[index].node.is_some() || self.nodes[index].destroyed {
             return;
         }
         let seed = self.rng.next_u64();
@@ -1632,6 +1686,7 @@ pub fn add_stats(a: Stats, b: Stats) -> Stats {
         reap_walks_blocked: a.reap_walks_blocked + b.reap_walks_blocked,
         reap_keys: a.reap_keys + b.reap_keys,
         reap_candidates: a.reap_candidates + b.reap_candidates,
+        records_reapable: a.records_reapable + b.records_reapable,
         corrupt_records_replaced: a.corrupt_records_replaced + b.corrupt_records_replaced,
     }
 }

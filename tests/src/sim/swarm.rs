@@ -82,6 +82,9 @@ pub struct Parameters {
     /// Tombstone reaping (`node::reap`): the grace period and the walk interval.
     pub tombstone_grace_ms: u64,
     pub reap_interval_ms: u64,
+    /// The ring's 2^bits partitions (6; more make anti-entropy's round robin slower,
+    /// as the default 1,024 do on a real cluster).
+    pub partition_bits: u32,
 }
 
 /// A planned change of the cluster's membership.
@@ -91,6 +94,12 @@ pub enum MembershipChange {
     Join,
     /// The node at this index is told to leave (`RINGKV.LEAVE`); it stays running.
     Leave(usize),
+    /// The node at this index is lost for good: crashed, its disks wiped, never
+    /// restarted.
+    Destroy(usize),
+    /// An operator removes the (destroyed) node at this index through another node
+    /// (`RINGKV.REMOVE`), reissuing the command each second until it is accepted.
+    Remove(usize),
 }
 
 impl Parameters {
@@ -166,6 +175,7 @@ impl Parameters {
             membership_changes: Vec::new(),
             tombstone_grace_ms: 0,
             reap_interval_ms: 0,
+            partition_bits: 6,
         };
         // Drawn last, so the draws above mean what they meant before reaping existed.
         parameters.tombstone_grace_ms = 500 + rng.below(2_500);
@@ -176,7 +186,7 @@ impl Parameters {
     /// The node configuration for this run.
     pub fn node_config(&self, cluster_id: u64, members: Vec<Member>) -> Config {
         let mut config = Config::new(cluster_id, members);
-        config.partition_bits = 6;
+        config.partition_bits = self.partition_bits;
         config.replicas = self.replicas;
         config.read_quorum_default = self.read_quorum;
         config.write_quorum_default = self.write_quorum;
