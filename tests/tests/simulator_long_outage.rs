@@ -8,7 +8,7 @@ use ringkv_core::node::Space;
 use ringkv_tests::seeds::SeedPlan;
 use ringkv_tests::sim::history::{OperationKind, Outcome};
 use ringkv_tests::sim::run_seed;
-use ringkv_tests::sim::swarm::{Faults, Parameters, Workload};
+use ringkv_tests::sim::swarm::Parameters;
 
 /// The fixed seeds `cargo test` runs (the control runs the first); the scenario
 /// itself takes others from `RINGKV_SIM_SEED_BASE`, `RINGKV_SIM_RUNS` or `RINGKV_SEED`
@@ -16,20 +16,7 @@ use ringkv_tests::sim::swarm::{Faults, Parameters, Workload};
 const SEEDS: std::ops::Range<u64> = 1..11;
 
 fn long_outage(seed: u64) -> Parameters {
-    let mut parameters = Parameters::from_seed(seed);
-    parameters.nodes = 4;
-    parameters.replicas = 3;
-    parameters.read_quorum = 2;
-    parameters.write_quorum = 2;
-    parameters.clients = 4;
-    parameters.operations_per_client = 100_000;
-    parameters.keys = 100;
-    parameters.think_time_max_ms = 40;
-    parameters.workload = Workload::Mixed;
-    parameters.network.loss = 0.0;
-    parameters.network.duplication = 0.0;
-    parameters.disk.failure = 0.0;
-    parameters.faults = Faults::default();
+    let mut parameters = Parameters::scenario(seed, 4, 100);
     // Node 1 is down for the whole 20 s of load, and back when the faults stop.
     parameters.down_from_start = 1;
     parameters.fault_phase_ms = 20_000;

@@ -12,7 +12,7 @@ use ringkv_core::node::Sabotage;
 use ringkv_core::wire::MemberStatus;
 use ringkv_tests::seeds::SeedPlan;
 use ringkv_tests::sim::cluster::Cluster;
-use ringkv_tests::sim::swarm::{Faults, MembershipChange, Parameters, Workload};
+use ringkv_tests::sim::swarm::{Faults, MembershipChange, Parameters};
 use ringkv_tests::sim::{checkers, run_seed};
 
 /// Ten seeds from 0; `RINGKV_SEED`, `RINGKV_SIM_SEED_BASE` and `RINGKV_SIM_RUNS`
@@ -29,19 +29,7 @@ fn seeds() -> Vec<u64> {
 const AGREEMENT_ROUNDS_MAX: u64 = checkers::MEMBERSHIP_SETTLE_ROUNDS;
 
 fn grow_then_shrink(seed: u64, faults: Faults) -> Parameters {
-    let mut parameters = Parameters::from_seed(seed);
-    parameters.nodes = 3;
-    parameters.replicas = 3;
-    parameters.read_quorum = 2;
-    parameters.write_quorum = 2;
-    parameters.clients = 4;
-    parameters.operations_per_client = 100_000;
-    parameters.keys = 300;
-    parameters.think_time_max_ms = 40;
-    parameters.workload = Workload::Mixed;
-    parameters.network.loss = 0.0;
-    parameters.network.duplication = 0.0;
-    parameters.disk.failure = 0.0;
+    let mut parameters = Parameters::scenario(seed, 3, 300);
     parameters.faults = faults;
     let mut changes: Vec<(u64, MembershipChange)> = (0..5)
         .map(|i| (1_000 + i * 3_000, MembershipChange::Join))

@@ -18,7 +18,7 @@ use ringkv_tests::seeds::SeedPlan;
 use ringkv_tests::sim::cluster::Cluster;
 use ringkv_tests::sim::history::{OperationKind, Outcome};
 use ringkv_tests::sim::run_seed;
-use ringkv_tests::sim::swarm::{Faults, MembershipChange, Parameters, Workload};
+use ringkv_tests::sim::swarm::{MembershipChange, Parameters};
 
 /// Time from the last client request to the end of the run: the "in seconds" the
 /// scenario promises for every key to be back at N replicas and every tombstone reaped.
@@ -46,20 +46,7 @@ fn seeds() -> Vec<u64> {
 }
 
 fn destroy_and_remove(seed: u64) -> Parameters {
-    let mut parameters = Parameters::from_seed(seed);
-    parameters.nodes = 5;
-    parameters.replicas = 3;
-    parameters.read_quorum = 2;
-    parameters.write_quorum = 2;
-    parameters.clients = 4;
-    parameters.operations_per_client = 100_000;
-    parameters.keys = 200;
-    parameters.think_time_max_ms = 40;
-    parameters.workload = Workload::Mixed;
-    parameters.network.loss = 0.0;
-    parameters.network.duplication = 0.0;
-    parameters.disk.failure = 0.0;
-    parameters.faults = Faults::default();
+    let mut parameters = Parameters::scenario(seed, 5, 200);
     parameters.membership_changes = vec![
         (3_000, MembershipChange::Destroy(DESTROYED)),
         (4_000, MembershipChange::Remove(DESTROYED)),

@@ -183,6 +183,28 @@ impl Parameters {
         parameters
     }
 
+    /// The base of the long scenarios (membership, long outage, remove): `seed`'s
+    /// draws, then `nodes` nodes at N=3 R=2 W=2, four clients reading, writing and
+    /// deleting `keys` keys until the fault phase ends, and no faults, loss,
+    /// duplication or failing disk unless the scenario adds them.
+    pub fn scenario(seed: u64, nodes: usize, keys: u32) -> Parameters {
+        let mut parameters = Parameters::from_seed(seed);
+        parameters.nodes = nodes;
+        parameters.replicas = 3;
+        parameters.read_quorum = 2;
+        parameters.write_quorum = 2;
+        parameters.clients = 4;
+        parameters.operations_per_client = 100_000;
+        parameters.keys = keys;
+        parameters.think_time_max_ms = 40;
+        parameters.workload = Workload::Mixed;
+        parameters.network.loss = 0.0;
+        parameters.network.duplication = 0.0;
+        parameters.disk.failure = 0.0;
+        parameters.faults = Faults::default();
+        parameters
+    }
+
     /// The node configuration for this run.
     pub fn node_config(&self, cluster_id: u64, members: Vec<Member>) -> Config {
         let mut config = Config::new(cluster_id, members);
