@@ -17,7 +17,8 @@ binary=${3:-target/release/ringkv-node}
 bench=$(dirname "$binary")/ringkv-bench
 dir=$(mktemp -d /tmp/ringkv-catch-up.XXXXXX)
 members="1@127.0.0.1:7461,2@127.0.0.1:7463,3@127.0.0.1:7465"
-declare -a pids
+# shellcheck source=local-nodes.sh
+source "$(dirname "$0")/local-nodes.sh"
 
 start_node() {
     local id=$1
@@ -27,20 +28,9 @@ start_node() {
     pids[$id]=$!
 }
 
-cleanup() {
-    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-    exec 2>/dev/null
-    wait 2>/dev/null || true
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-
-cli() { redis-cli -p "$1" "${@:2}"; }
 
 for id in 1 2 3; do start_node "$id"; done
-for id in 1 2 3; do
-    for _ in $(seq 100); do cli $((7458 + 2 * id)) PING >/dev/null 2>&1 && break; sleep 0.1; done
-done
+wait_up 7460 7462 7464
 
 load_seconds=$((5 + down_seconds + 3))
 "$bench" --hosts 127.0.0.1:7460,127.0.0.1:7462 -c 8 --rate "$rate" --mix write:100 \

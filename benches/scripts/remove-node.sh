@@ -17,7 +17,6 @@
 # Bounded: the load stops by itself; the polls give up 300 s after the removal; every
 # node is stopped on exit. Loopback ports 7470-7479.
 set -euo pipefail
-command -v redis-cli >/dev/null || { echo "needs redis-cli (apt install redis-tools)"; exit 1; }
 load_seconds=${1:-30}
 rate=${2:-1000}
 binary=${3:-target/release/ringkv-node}
@@ -25,7 +24,8 @@ bench=$(dirname "$binary")/ringkv-bench
 dir=$(mktemp -d /tmp/ringkv-remove-node.XXXXXX)
 members="1@127.0.0.1:7471,2@127.0.0.1:7473,3@127.0.0.1:7475,4@127.0.0.1:7477,5@127.0.0.1:7479"
 replicas=3
-declare -a pids
+# shellcheck source=local-nodes.sh
+source "$(dirname "$0")/local-nodes.sh"
 
 start_node() {
     local id=$1
@@ -36,15 +36,6 @@ start_node() {
     pids[$id]=$!
 }
 
-cleanup() {
-    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-    exec 2>/dev/null
-    wait 2>/dev/null || true
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-
-cli() { redis-cli -p "$1" "${@:2}"; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 left_ports="7470 7472 7474 7476"
@@ -73,9 +64,7 @@ partitions_short() {
 }
 
 for id in 1 2 3 4 5; do start_node "$id"; done
-for id in 1 2 3 4 5; do
-    for _ in $(seq 100); do cli $((7468 + 2 * id)) PING >/dev/null 2>&1 && break; sleep 0.1; done
-done
+wait_up 7470 7472 7474 7476 7478
 
 "$bench" --hosts 127.0.0.1:7470,127.0.0.1:7472,127.0.0.1:7474,127.0.0.1:7476 -c 8 \
     --rate "$rate" --mix write:70,delete:30 --keys 20000 --duration-seconds "$load_seconds" \

@@ -6,7 +6,7 @@
 
 use ringkv_core::node::Space;
 use ringkv_tests::seeds::SeedPlan;
-use ringkv_tests::sim::history::{OperationKind, Outcome};
+use ringkv_tests::sim::history::Outcome;
 use ringkv_tests::sim::run_seed;
 use ringkv_tests::sim::swarm::Parameters;
 
@@ -51,7 +51,7 @@ fn a_node_down_for_long_converges_and_deletes_stay_deleted() {
             .history
             .operations
             .iter()
-            .filter(|op| matches!(op.kind, OperationKind::Del | OperationKind::VDel))
+            .filter(|op| op.kind.is_delete())
             .filter(|op| op.outcome == Outcome::Ok)
             .count();
         let held = cluster.nodes[0].disk.records(Space::Data).count();
@@ -77,11 +77,7 @@ fn a_node_down_for_long_converges_and_deletes_stay_deleted() {
 fn without_any_repair_the_returning_node_stays_behind() {
     let seed = SEEDS.start;
     let mut parameters = long_outage(seed);
-    parameters.sabotage = ringkv_core::node::Sabotage {
-        skip_repair: true,
-        ..Default::default()
-    };
-    parameters.anti_entropy_exchanges_max = 0;
+    parameters.without_repair();
     let (_, violations) = run_seed(parameters);
     assert!(
         violations

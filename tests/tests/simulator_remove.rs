@@ -10,13 +10,12 @@
 //! record), every view sees node 5 as `Left`, and every tombstone is reaped (grace
 //! 2 s), which needs every replica of its partition to hold it alike.
 
-use ringkv_core::node::Sabotage;
 use ringkv_core::node::Space;
 use ringkv_core::wire::MemberStatus;
 use ringkv_core::{NodeId, VersionSet};
 use ringkv_tests::seeds::SeedPlan;
 use ringkv_tests::sim::cluster::Cluster;
-use ringkv_tests::sim::history::{OperationKind, Outcome};
+use ringkv_tests::sim::history::Outcome;
 use ringkv_tests::sim::run_seed;
 use ringkv_tests::sim::swarm::{MembershipChange, Parameters};
 
@@ -129,7 +128,7 @@ fn check_seed(seed: u64) {
         .history
         .operations
         .iter()
-        .filter(|op| matches!(op.kind, OperationKind::Del | OperationKind::VDel))
+        .filter(|op| op.kind.is_delete())
         .filter(|op| op.outcome == Outcome::Ok)
         .count();
     let stats = cluster.node_stats();
@@ -161,11 +160,7 @@ fn a_destroyed_member_removed_under_load_leaves_every_key_at_n_replicas_and_reap
 fn without_repair_the_new_replicas_stay_empty_and_the_scenario_says_so() {
     let seed = seeds()[0];
     let mut parameters = destroy_and_remove(seed);
-    parameters.sabotage = Sabotage {
-        skip_repair: true,
-        ..Sabotage::default()
-    };
-    parameters.anti_entropy_exchanges_max = 0;
+    parameters.without_repair();
     let (cluster, violations) = run_seed(parameters);
     assert!(
         violations

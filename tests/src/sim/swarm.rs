@@ -205,6 +205,13 @@ impl Parameters {
         parameters
     }
 
+    /// No repair at all: no hint delivery, read repair or anti-entropy exchange (what
+    /// a scenario that promises convergence must be shown to catch).
+    pub fn without_repair(&mut self) {
+        self.sabotage.skip_repair = true;
+        self.anti_entropy_exchanges_max = 0;
+    }
+
     /// The node configuration for this run.
     pub fn node_config(&self, cluster_id: u64, members: Vec<Member>) -> Config {
         let mut config = Config::new(cluster_id, members);
