@@ -89,7 +89,9 @@ impl Node {
                 let found = match status {
                     ReplicaStatus::Ok => Ok(Some(versions)),
                     ReplicaStatus::NotFound => Ok(None),
-                    ReplicaStatus::StorageFailed | ReplicaStatus::Overloaded => Err(()),
+                    ReplicaStatus::StorageFailed
+                    | ReplicaStatus::Overloaded
+                    | ReplicaStatus::DiskFull => Err(()),
                 };
                 let answer = decode_answer(&self.shared, found);
                 let (coordinator, mut cx) = coordination!(self);

@@ -873,6 +873,47 @@ fn a_replica_whose_disk_is_full_hands_the_write_to_another() {
 }
 
 #[test]
+fn a_replica_whose_disk_is_full_hands_a_forwarded_write_back_to_its_forwarder() {
+    // Two of a key's three replicas have full disks; node 1 is none of them.
+    let mut harness = Harness::new(5, |c| {
+        c.replicas = 3;
+        c.write_quorum_default = 1;
+    });
+    let key = (0..)
+        .map(|i| format!("key-{i}").into_bytes())
+        .find(|key| !harness.replicas_of(key).contains(&0))
+        .unwrap();
+    let replicas = harness.replicas_of(&key);
+    harness.full.insert(replicas[0]);
+    harness.full.insert(replicas[1]);
+    let reply = harness.vset(0, &key, "", b"v1");
+    assert!(reply.starts_with('$'), "{reply}");
+    // Each full replica answered "disk full" once, and node 1 took the next replica
+    // with the same attempt: one attempt, minted once, under the third's lane.
+    for &full in &replicas[..2] {
+        assert_eq!(
+            harness.nodes[full].stats().writes_handed_on,
+            1,
+            "node {full}"
+        );
+        assert_eq!(harness.stored(full, &key), None);
+    }
+    assert_eq!(harness.nodes[0].stats().forwards_retried, 0);
+    let stored = harness.stored(replicas[2], &key).unwrap();
+    let dots: Vec<_> = stored.siblings().map(|s| s.dot.unwrap()).collect();
+    assert_eq!(dots.len(), 1);
+    assert_eq!(dots[0].node, NodeId(replicas[2] as u64 + 1), "a lane dot");
+    // The token names that copy: a write made with it supersedes it.
+    let token = reply.split("\r\n").nth(1).unwrap().to_string();
+    let reply = harness.vset(0, &key, &token, b"v2");
+    assert!(reply.starts_with('$'), "{reply}");
+    assert_eq!(
+        values(&harness.stored(replicas[2], &key).unwrap()),
+        [b"v2".to_vec()]
+    );
+}
+
+#[test]
 fn a_forward_passes_over_a_first_replica_that_went_silent() {
     let mut harness = Harness::new(5, |c| c.replicas = 3);
     let forwarded: Vec<Vec<u8>> = (0..)

@@ -113,6 +113,7 @@ impl<'a> Codec<'a> for Status {
             ReplicaStatus::NotFound => 1,
             ReplicaStatus::StorageFailed => 2,
             ReplicaStatus::Overloaded => 3,
+            ReplicaStatus::DiskFull => 4,
         });
         Ok(())
     }
@@ -122,6 +123,7 @@ impl<'a> Codec<'a> for Status {
             1 => Ok(ReplicaStatus::NotFound),
             2 => Ok(ReplicaStatus::StorageFailed),
             3 => Ok(ReplicaStatus::Overloaded),
+            4 => Ok(ReplicaStatus::DiskFull),
             _ => Err(DecodeError::Invalid("unknown replica status")),
         }
     }

@@ -116,6 +116,10 @@ pub enum ReplicaStatus {
     StorageFailed,
     /// The replica is overloaded and refused the request.
     Overloaded,
+    /// The replica's disk is full: it refused a forwarded write before storing or
+    /// sending anything, so nothing was minted and the forwarder takes the next replica
+    /// with the same attempt.
+    DiskFull,
 }
 
 /// A member's lifecycle state in the gossiped view.

@@ -28,8 +28,17 @@
 //! retried across each other (each retry minted once where the other's retry was and
 //! once where it was not) superseded each other until neither was left, the
 //! acknowledged-write loss the simulator found when one retry dot served every retry.
-//! A replica that hands a write on (its disk is full) hands on a retry as a new
-//! attempt, never as the one it was given.
+//!
+//! Only the node the client asked makes attempts, one after another, so the last one
+//! names every earlier one. A replica whose disk is full answers a forwarded write
+//! with [`ReplicaStatus::DiskFull`] (nothing was minted) and the forwarder takes the
+//! next replica with the same attempt; it never forwards the write on itself. When two
+//! disk-full replicas did (each handing on what the other handed it), the write's
+//! attempts branched: one branch's retry was minted under an id the client's node
+//! never heard of, so the token it returned named an earlier attempt only, and the
+//! client's next write left the deleted value standing beside it (seed 11907403985).
+//! A replica handing on its own client's write (`Coordinator::hand_on`) starts the
+//! chain as its first attempt.
 //!
 //! What is left (at-least-once, as a client's own retry would be): when an earlier copy
 //! reached another replica, a client read it there and superseded it with its context
@@ -311,13 +320,14 @@ impl Coordinator {
             return;
         }
         if status != ReplicaStatus::Ok {
-            // Overloaded: refused before minting, nothing was written. Otherwise the
-            // replica may have minted the write before failing: the next attempt is a
-            // retry, minted as the write's retry dot.
+            // Overloaded or disk full: refused before minting, nothing was written.
+            // Otherwise the replica may have minted the write before failing: the next
+            // attempt is a retry, minted as the write's retry dot.
             cx.peers.end_request(from);
+            let refused = matches!(status, ReplicaStatus::Overloaded | ReplicaStatus::DiskFull);
             if let Some(Request::Forward(forward)) = self.requests.held_mut(id) {
                 forward.to = cx.shared.id;
-                forward.may_be_minted &= status != ReplicaStatus::Overloaded;
+                forward.may_be_minted &= !refused;
             }
             return self.forward_failed(cx, id);
         }

@@ -220,7 +220,9 @@ impl Coordinator {
     /// This node's disk is full: its store refused write `id`'s record before writing
     /// anything, so the dot minted for it exists nowhere (it was neither stored nor
     /// sent). The next healthy replica coordinates the write instead, as it would for
-    /// a replica that is down; true if one took it.
+    /// a replica that is down; true if one took it. A write a peer forwarded here goes
+    /// back to that peer as [`ReplicaStatus::DiskFull`], and the peer makes the next
+    /// attempt: only the client's node makes attempts (see `coordinator::forward`).
     pub(crate) fn hand_on(&mut self, cx: &mut Coordination<'_>, id: SlotId) -> bool {
         let Some(Request::Write(write)) = self.requests.get(id) else {
             return false;
@@ -229,6 +231,20 @@ impl Coordinator {
         else {
             return false;
         };
+        if let ReplyTo::Peer { peer, request } = write.reply {
+            self.remove_request(cx, id);
+            cx.shared.stats.writes_handed_on += 1;
+            cx.shared.send(
+                peer,
+                &Message::ForwardPutReply {
+                    request,
+                    status: ReplicaStatus::DiskFull,
+                    context: &[],
+                    held_value: false,
+                },
+            );
+            return true;
+        }
         let own = cx.shared.id;
         let next = cx
             .view
