@@ -557,6 +557,19 @@ impl VersionSet {
         merge(&siblings)
     }
 
+    /// The most bytes minting `value` under a clock of `clock_entries` entries (its
+    /// context's and its dot's) can add to a stored set's encoding: the set's header
+    /// when there was none, an entry per clock entry and the value itself.
+    pub fn mint_growth_bytes(value: &Value, clock_entries: usize) -> usize {
+        const HEADER_BYTES: usize = 1 + 2 + 2;
+        const ENTRY_BYTES: usize = 8 + 8 + 2;
+        const VALUE_BYTES: usize = 8 + 1 + 8 + 4;
+        HEADER_BYTES
+            + ENTRY_BYTES * clock_entries
+            + VALUE_BYTES
+            + value.data.as_ref().map_or(0, Vec::len)
+    }
+
     /// Appends the set's binary form (used for storage records and peer messages).
     ///
     /// `u8` format version, `u16` entry count, then per entry `u64` node, `u64` counter,

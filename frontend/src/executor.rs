@@ -31,12 +31,15 @@
 //!
 //! `List` (the hints space, read at start) has no ordered index to use: a listing
 //! that starts (`after` empty) scans the store's whole hash range once and keeps the
-//! sorted keys; its later pages are cut from that list. Hints are bounded by
-//! `hints_max`, and the core lists them once per start; a key deleted meanwhile is
-//! listed but then read as absent, and hints written meanwhile the core already knows.
+//! sorted keys with their stored sizes; its later pages are cut from that list. Hints
+//! are bounded by `hints_max` and `hint_bytes_max`, and the core lists them once per
+//! start; a key deleted meanwhile is listed but then read as absent, and hints written
+//! meanwhile the core already knows.
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use ringkv_core::node::{Completion, Listing, ScanPage, Space, StorageFailure, StorageOp};
+use ringkv_core::node::{
+    Completion, ListedKey, Listing, ScanPage, Space, StorageFailure, StorageOp,
+};
 use ringkv_storage::{CachedRead, CompactionProgress, Durability, StorageError, Store, WriteBatch};
 use std::cell::{Cell, RefCell};
 use std::path::Path;
@@ -112,8 +115,9 @@ struct Stores {
     data: Store,
     hints: Store,
     meta: Store,
-    /// The keys of the listing under way: its space and its keys in byte order.
-    listing: Mutex<Option<(Space, Vec<Vec<u8>>)>>,
+    /// The keys of the listing under way: its space and its keys in byte order, each
+    /// with its stored size.
+    listing: Mutex<Option<(Space, Vec<ListedKey>)>>,
     rounds: RoundCounters,
     /// Per store: a [`Job::Checkpoint`] is queued or running (one at a time).
     checkpoint_queued: [AtomicBool; 3],
@@ -823,9 +827,9 @@ fn list(stores: &Stores, space: Space, after: &[u8], limit: u32) -> Result<Listi
             complete: true,
         });
     };
-    let start = keys.partition_point(|key| key.as_slice() <= after);
+    let start = keys.partition_point(|listed| listed.key.as_slice() <= after);
     let limit = (limit as usize).max(1);
-    let page: Vec<Vec<u8>> = keys[start..].iter().take(limit).cloned().collect();
+    let page: Vec<ListedKey> = keys[start..].iter().take(limit).cloned().collect();
     let complete = start + page.len() >= keys.len();
     if complete {
         *listing = None;
@@ -836,19 +840,24 @@ fn list(stores: &Stores, space: Space, after: &[u8], limit: u32) -> Result<Listi
     })
 }
 
-/// Every live key of `store`, sorted.
-fn all_keys(store: &Store) -> Result<Vec<Vec<u8>>, StorageError> {
-    let mut keys: Vec<Vec<u8>> = Vec::new();
+/// Every live key of `store` with its stored size, sorted by key.
+fn all_keys(store: &Store) -> Result<Vec<ListedKey>, StorageError> {
+    let mut keys: Vec<ListedKey> = Vec::new();
     let mut cursor = None;
     loop {
         let chunk = store.scan(0, u64::MAX, cursor, 4096)?;
-        keys.extend(chunk.items.into_iter().map(|(key, _)| key));
+        keys.extend(
+            chunk
+                .items
+                .into_iter()
+                .map(|(key, record)| ListedKey::new(key, record.len())),
+        );
         match chunk.next {
             Some(next) => cursor = Some(next),
             None => break,
         }
     }
-    keys.sort_unstable();
+    keys.sort_unstable_by(|a, b| a.key.cmp(&b.key));
     Ok(keys)
 }
 
@@ -1147,9 +1156,11 @@ mod tests {
         else {
             panic!("{listed:?}");
         };
-        assert_eq!(
-            page,
-            &vec![vec![b'h', 4], vec![b'h', 5], vec![b'h', 6], vec![b'h', 7]]
+        let keys: Vec<&[u8]> = page.iter().map(|listed| listed.key.as_slice()).collect();
+        assert_eq!(keys, [[b'h', 4], [b'h', 5], [b'h', 6], [b'h', 7]]);
+        assert!(
+            page.iter().all(|listed| listed.stored_bytes == 3),
+            "key and record"
         );
         assert!(!complete);
         executor.submit(StorageOp::List {
@@ -1160,7 +1171,7 @@ mod tests {
         });
         let listed = wait(&executor, 1);
         assert!(
-            matches!(&listed[0], Done::Storage(Completion::Listed { result: Ok(Listing { keys: page, complete: true }), .. }) if page == &vec![vec![b'h', 8], vec![b'h', 9]]),
+            matches!(&listed[0], Done::Storage(Completion::Listed { result: Ok(Listing { keys: page, complete: true }), .. }) if page.iter().map(|listed| listed.key.clone()).collect::<Vec<_>>() == vec![vec![b'h', 8], vec![b'h', 9]]),
             "the last page, from the kept listing: {listed:?}"
         );
     }

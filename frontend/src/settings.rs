@@ -122,6 +122,14 @@ pub struct NodeFlags {
     /// Coordinated requests in flight at once (default 4096).
     #[arg(long)]
     pub requests_max: Option<u32>,
+    /// Hinted writes this node holds for other nodes; past it, hints are refused as
+    /// overloaded (default 100000).
+    #[arg(long)]
+    pub hints_max: Option<u32>,
+    /// Bytes of hinted records this node holds for other nodes; past it, hints are
+    /// refused as overloaded (default 1073741824, 1 GiB).
+    #[arg(long)]
+    pub hint_bytes_max: Option<u64>,
     /// Largest value a client may store, in bytes (default and most 1 MiB).
     #[arg(long)]
     pub value_size_bytes_max: Option<usize>,
@@ -220,6 +228,8 @@ pub struct Settings {
     pub connections_max: u32,
     pub request_timeout_ms: Option<u64>,
     pub requests_max: Option<u32>,
+    pub hints_max: Option<u32>,
+    pub hint_bytes_max: Option<u64>,
     pub value_size_bytes_max: usize,
     pub segment_size_bytes: u32,
     pub checkpoint_interval_bytes: u64,
@@ -273,6 +283,8 @@ impl NodeFlags {
             connections_max: self.connections_max.or(other.connections_max),
             request_timeout_ms: self.request_timeout_ms.or(other.request_timeout_ms),
             requests_max: self.requests_max.or(other.requests_max),
+            hints_max: self.hints_max.or(other.hints_max),
+            hint_bytes_max: self.hint_bytes_max.or(other.hint_bytes_max),
             value_size_bytes_max: self.value_size_bytes_max.or(other.value_size_bytes_max),
             segment_size_mib: self.segment_size_mib.or(other.segment_size_mib),
             checkpoint_interval_mib: self
@@ -356,6 +368,8 @@ impl NodeFlags {
             connections_max,
             request_timeout_ms: self.request_timeout_ms,
             requests_max: self.requests_max,
+            hints_max: self.hints_max,
+            hint_bytes_max: self.hint_bytes_max,
             value_size_bytes_max,
             segment_size_bytes: segment_size_mib << 20,
             checkpoint_interval_bytes: u64::from(checkpoint_interval_mib) << 20,
@@ -430,6 +444,12 @@ impl Settings {
         }
         if let Some(requests_max) = self.requests_max {
             config.requests_max = requests_max;
+        }
+        if let Some(hints_max) = self.hints_max {
+            config.hints_max = hints_max;
+        }
+        if let Some(hint_bytes_max) = self.hint_bytes_max {
+            config.hint_bytes_max = hint_bytes_max;
         }
         if let Some(grace_ms) = self.tombstone_grace_ms {
             config.tombstone_grace_ms = grace_ms;

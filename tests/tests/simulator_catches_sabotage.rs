@@ -162,6 +162,27 @@ fn ignoring_the_request_bound_is_seen() {
 }
 
 #[test]
+fn ignoring_the_hint_byte_bound_is_seen() {
+    caught_saying("ignore hint bytes bound", 5, "hint bytes peaked", |p| {
+        p.sabotage = Sabotage {
+            ignore_hint_bytes_bound: true,
+            ..Sabotage::default()
+        };
+        p.hint_bytes_max = 512;
+        p.nodes = 5;
+        p.replicas = 3;
+        p.write_quorum = 2;
+        p.disk.failure = 0.0;
+        p.faults = Faults {
+            crashes: true,
+            mean_interval_ms: 1_000,
+            max_down: 2,
+            ..Faults::default()
+        };
+    });
+}
+
+#[test]
 fn reaping_without_the_counter_floor_mints_a_dot_twice() {
     caught("reap without floor", 1, |p| {
         p.sabotage = Sabotage {

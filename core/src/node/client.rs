@@ -355,7 +355,7 @@ impl Node {
                 .count();
             let _ = write!(
                 text,
-                "# Cluster\r\nstatus:{}\r\nmembers:{}\r\nmembers_reachable:{up}\r\nmembers_placed:{}\r\nplacement_digest:{:016x}\r\nreplicas:{}\r\nread_quorum:{}\r\nwrite_quorum:{}\r\nhints_held:{}\r\nanti_entropy_exchanges_owed:{}\r\n",
+                "# Cluster\r\nstatus:{}\r\nmembers:{}\r\nmembers_reachable:{up}\r\nmembers_placed:{}\r\nplacement_digest:{:016x}\r\nreplicas:{}\r\nread_quorum:{}\r\nwrite_quorum:{}\r\nhints_held:{}\r\nhint_bytes_held:{}\r\nanti_entropy_exchanges_owed:{}\r\n",
                 status_name(self.view.membership.local().status),
                 members.len(),
                 self.view.ring.members().len(),
@@ -364,6 +364,7 @@ impl Node {
                 self.shared.config.read_quorum_default,
                 self.shared.config.write_quorum_default,
                 self.hints.len(),
+                self.hints.bytes(),
                 self.owed.len(),
             );
             for member in members {
@@ -383,7 +384,7 @@ impl Node {
             let stats = self.stats();
             let _ = write!(
                 text,
-                "# Stats\r\nrequests_in_flight:{}\r\nreads_coordinated:{}\r\nwrites_coordinated:{}\r\nwrites_forwarded:{}\r\nforwards_redirected:{}\r\nforwards_retried:{}\r\nwrites_handed_on:{}\r\nstand_in_writes:{}\r\nread_repairs_sent:{}\r\nhints_stored:{}\r\nhints_held_for_down_owners:{}\r\nhints_delivered:{}\r\nhints_dropped:{}\r\noverloaded:{}\r\nmerges_coalesced:{}\r\nrequests_timed_out:{}\r\npeers_marked_down:{}\r\ncorrupt_records_replaced:{}\r\n\r\n",
+                "# Stats\r\nrequests_in_flight:{}\r\nreads_coordinated:{}\r\nwrites_coordinated:{}\r\nwrites_forwarded:{}\r\nforwards_redirected:{}\r\nforwards_retried:{}\r\nwrites_handed_on:{}\r\nstand_in_writes:{}\r\nread_repairs_sent:{}\r\nhints_stored:{}\r\nhints_held_for_down_owners:{}\r\nhints_delivered:{}\r\nhints_dropped:{}\r\nhints_refused:{}\r\noverloaded:{}\r\nmerges_coalesced:{}\r\nrequests_timed_out:{}\r\npeers_marked_down:{}\r\ncorrupt_records_replaced:{}\r\n\r\n",
                 self.coordinator.requests.len(),
                 stats.reads_coordinated,
                 stats.writes_coordinated,
@@ -397,6 +398,7 @@ impl Node {
                 stats.hints_held_for_down_owners,
                 stats.hints_delivered,
                 stats.hints_dropped,
+                stats.hints_refused,
                 stats.overloaded,
                 stats.merges_coalesced,
                 stats.requests_timed_out,

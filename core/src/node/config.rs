@@ -94,6 +94,9 @@ pub struct Config {
     pub waiting_operations_max: u32,
     /// Hinted writes held for other nodes.
     pub hints_max: u32,
+    /// Bytes of hinted records held for other nodes (their stored sizes, with the
+    /// writes admitted and not yet durable; see `node::hints`).
+    pub hint_bytes_max: u64,
     /// Hints being delivered at once.
     pub hint_deliveries_max: u32,
     /// Requests outstanding to one peer; past it the peer counts as overloaded.
@@ -133,6 +136,8 @@ pub struct Sabotage {
     pub skip_repair: bool,
     /// The in-flight request table admits requests past `requests_max`.
     pub ignore_request_bound: bool,
+    /// The hint store admits hints past `hint_bytes_max`.
+    pub ignore_hint_bytes_bound: bool,
     /// Writes use a strict quorum: no stand-ins for unreachable replicas.
     pub strict_quorum: bool,
     /// Handoff deletes a page as soon as it is offered, before any replica confirmed.
@@ -212,6 +217,10 @@ impl std::error::Error for ConfigError {}
 
 /// Dots minted by stand-ins use writer ids with this bit set (see `node` docs).
 pub const STAND_IN_WRITER_BIT: u64 = 1 << 63;
+
+/// The default bound of a node's hint store in bytes (`Config::hint_bytes_max`): 1 GiB,
+/// a thousand of the largest values.
+pub const HINT_BYTES_MAX_DEFAULT: u64 = 1 << 30;
 /// Dots minted by a node under a writer epoch after its first use this bit (see
 /// `node::writer`).
 pub const EPOCH_WRITER_BIT: u64 = 1 << 62;
@@ -264,6 +273,7 @@ impl Config {
             locked_keys_max: 4_096,
             waiting_operations_max: 8_192,
             hints_max: 100_000,
+            hint_bytes_max: HINT_BYTES_MAX_DEFAULT,
             hint_deliveries_max: 64,
             peer_requests_max: 4_096,
             actions_max: 65_536,
@@ -334,6 +344,7 @@ impl Config {
             ("handoff_interval_ms", self.handoff_interval_ms),
             ("handoff_bytes_per_second", self.handoff_bytes_per_second),
             ("reap_interval_ms", self.reap_interval_ms),
+            ("hint_bytes_max", self.hint_bytes_max),
         ] {
             if value == 0 {
                 return Err(ConfigError::ZeroBound(name));

@@ -10,8 +10,16 @@
 //! lock, and deleted (again under the lock) only if its generation, bumped by every
 //! durable merge into it, is still the one that was read and delivered.
 //!
-//! Bounded by `hints_max`: a stand-in with a full table refuses new hints (its peer
-//! then tries another stand-in or counts it as a failure).
+//! Bounded in count (`hints_max`) and in bytes (`hint_bytes_max`, the records' sizes
+//! as stored): a hinted write is admitted only while the hints held plus those admitted
+//! and not yet durable fit both, with the bytes it may add (the versions a peer sent,
+//! or the key, value and context a stand-in mints) reserved until it is durable, when
+//! the record's stored size replaces its hint's old one. A stand-in with a full table
+//! refuses the write as overloaded (its peer then tries another stand-in or counts it
+//! as a failure); a coordinator keeping a hint for a down replica keeps none (the
+//! replica catches up by anti-entropy instead). Hints found on disk at start count with
+//! their stored sizes; a table that fills while listing them stops listing, and
+//! reaping, which must know every hint, waits (see `node::reap`).
 //!
 //! A stand-in that mints a write itself (no replica of the key answers it) mints it
 //! under a one-shot writer id, which costs the key's clock an entry. It keeps minting
@@ -46,31 +54,72 @@ struct HintEntry {
     delivering: bool,
     /// The last dot this node minted as a stand-in into the hint's record.
     minted: Option<Dot>,
+    /// The record's size as last stored.
+    bytes: u32,
+}
+
+/// A hinted write admitted against the table's bounds: it holds one entry and `bytes`
+/// of room until it is stored ([`Hints::stored`]) or dropped ([`Hints::unreserve`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Reservation {
+    bytes: u32,
+}
+
+/// A hinted write under way (a key operation's): whose hint it is, its reservation,
+/// and the size of the record it stored, once it queued one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HintWrite {
+    pub(crate) owner: NodeId,
+    pub(crate) reservation: Reservation,
+    pub(crate) record_bytes: Option<u32>,
+}
+
+impl HintWrite {
+    pub(crate) fn new(owner: NodeId, reservation: Reservation) -> HintWrite {
+        HintWrite {
+            owner,
+            reservation,
+            record_bytes: None,
+        }
+    }
 }
 
 #[derive(Debug)]
 pub(crate) struct Hints {
     entries: BTreeMap<(NodeId, Vec<u8>), HintEntry>,
     max: usize,
-    /// Merges admitted but not yet durable that may add an entry.
+    bytes_max: u64,
+    /// The stored size of every hint's record.
+    bytes: u64,
+    /// Merges admitted but not yet durable that may add an entry, and the bytes they
+    /// may add.
     reserved: usize,
+    reserved_bytes: u64,
     generations: u64,
     /// Where the last delivery round stopped (round robin over owners and keys).
     cursor: Option<(NodeId, Vec<u8>)>,
     pub(crate) peak: usize,
+    pub(crate) peak_bytes: u64,
+    /// Hinted writes refused for lack of room.
+    pub(crate) refused: u64,
     /// The table holds every hint on disk (the listing at start finished).
     pub(crate) listed: bool,
 }
 
 impl Hints {
-    pub(crate) fn new(max: u32) -> Hints {
+    pub(crate) fn new(max: u32, bytes_max: u64) -> Hints {
         Hints {
             entries: BTreeMap::new(),
             max: max as usize,
+            bytes_max,
+            bytes: 0,
             reserved: 0,
+            reserved_bytes: 0,
             generations: 0,
             cursor: None,
             peak: 0,
+            peak_bytes: 0,
+            refused: 0,
             listed: false,
         }
     }
@@ -79,62 +128,107 @@ impl Hints {
         self.entries.len()
     }
 
+    /// The stored size of every hint held, in bytes.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// True when one more hint of `bytes` fits beside those held and admitted.
+    fn has_room(&self, bytes: u64) -> bool {
+        self.entries.len() + self.reserved < self.max
+            && self.bytes + self.reserved_bytes + bytes <= self.bytes_max
+    }
+
+    fn note_peaks(&mut self) {
+        self.peak = self.peak.max(self.entries.len() + self.reserved);
+        self.peak_bytes = self.peak_bytes.max(self.bytes + self.reserved_bytes);
+    }
+
     /// The user key of every hint held.
     pub(crate) fn keys(&self) -> impl Iterator<Item = &[u8]> + '_ {
         self.entries.keys().map(|(_, key)| key.as_slice())
     }
 
-    /// Admits a hinted write for `(owner, key)`: true if the table has room for it.
-    pub(crate) fn reserve(&mut self) -> bool {
-        if self.entries.len() + self.reserved >= self.max {
-            return false;
+    /// Admits a hinted write that may add up to `bytes` to its hint's record: its
+    /// reservation, or None when the table has no room for it.
+    pub(crate) fn reserve(&mut self, bytes: usize) -> Option<Reservation> {
+        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+        if !self.has_room(u64::from(bytes)) {
+            self.refused += 1;
+            return None;
         }
         self.reserved += 1;
-        self.peak = self.peak.max(self.entries.len() + self.reserved);
-        true
+        self.reserved_bytes += u64::from(bytes);
+        self.note_peaks();
+        Some(Reservation { bytes })
     }
 
     /// An admitted hinted write ended without being stored.
-    pub(crate) fn unreserve(&mut self) {
+    pub(crate) fn unreserve(&mut self, reservation: Reservation) {
         self.reserved = self.reserved.saturating_sub(1);
+        self.reserved_bytes = self
+            .reserved_bytes
+            .saturating_sub(u64::from(reservation.bytes));
     }
 
-    /// An admitted hinted write for `(owner, key)` is durable.
-    pub(crate) fn stored(&mut self, owner: NodeId, key: &[u8]) {
-        self.unreserve();
+    /// An admitted hinted write into `write.owner`'s hint for `key` is durable (its
+    /// record was not rewritten when `write.record_bytes` is None).
+    pub(crate) fn stored(&mut self, key: &[u8], write: HintWrite) {
+        let HintWrite {
+            owner,
+            reservation,
+            record_bytes,
+        } = write;
+        self.unreserve(reservation);
         self.generations += 1;
         let generation = self.generations;
         match self.entries.get_mut(&(owner, key.to_vec())) {
-            Some(entry) => entry.generation = generation,
+            Some(entry) => {
+                entry.generation = generation;
+                if let Some(record_bytes) = record_bytes {
+                    self.bytes = self.bytes - u64::from(entry.bytes) + u64::from(record_bytes);
+                    entry.bytes = record_bytes;
+                }
+            }
             None => {
+                let bytes = record_bytes.unwrap_or(reservation.bytes);
+                self.bytes += u64::from(bytes);
                 self.entries.insert(
                     (owner, key.to_vec()),
                     HintEntry {
                         generation,
                         delivering: false,
                         minted: None,
+                        bytes,
                     },
                 );
             }
         }
-        self.peak = self.peak.max(self.entries.len() + self.reserved);
+        self.note_peaks();
     }
 
-    /// A hint found on disk at start (listing the `Hints` space); false when full.
-    pub(crate) fn found(&mut self, owner: NodeId, key: &[u8]) -> bool {
-        if self.entries.len() + self.reserved >= self.max {
+    /// A hint found on disk at start (listing the `Hints` space), its record
+    /// `record_bytes` long; false when the table has no room for it.
+    pub(crate) fn found(&mut self, owner: NodeId, key: &[u8], record_bytes: u32) -> bool {
+        if self.entries.contains_key(&(owner, key.to_vec())) {
+            return true;
+        }
+        if !self.has_room(u64::from(record_bytes)) {
             return false;
         }
         self.generations += 1;
         let generation = self.generations;
-        self.entries
-            .entry((owner, key.to_vec()))
-            .or_insert(HintEntry {
+        self.bytes += u64::from(record_bytes);
+        self.entries.insert(
+            (owner, key.to_vec()),
+            HintEntry {
                 generation,
                 delivering: false,
                 minted: None,
-            });
-        self.peak = self.peak.max(self.entries.len() + self.reserved);
+                bytes: record_bytes,
+            },
+        );
+        self.note_peaks();
         true
     }
 
@@ -175,6 +269,7 @@ impl Hints {
         let id = (owner, key.to_vec());
         match self.entries.get(&id) {
             Some(entry) if entry.generation == generation => {
+                self.bytes -= u64::from(entry.bytes);
                 self.entries.remove(&id);
                 true
             }
@@ -218,6 +313,13 @@ impl Hints {
 mod tests {
     use super::*;
 
+    fn stored_as(owner: NodeId, reservation: Reservation, record_bytes: u32) -> HintWrite {
+        HintWrite {
+            record_bytes: Some(record_bytes),
+            ..HintWrite::new(owner, reservation)
+        }
+    }
+
     #[test]
     fn hint_keys_round_trip_and_short_ones_are_refused() {
         let mut out = Vec::new();
@@ -228,24 +330,25 @@ mod tests {
 
     #[test]
     fn a_hint_merged_into_during_delivery_is_not_deleted() {
-        let mut hints = Hints::new(8);
-        assert!(hints.reserve());
-        hints.stored(NodeId(2), b"k");
+        let mut hints = Hints::new(8, 1 << 20);
+        let reservation = hints.reserve(10).unwrap();
+        hints.stored(b"k", stored_as(NodeId(2), reservation, 10));
         let read = hints.generation(NodeId(2), b"k").unwrap();
-        assert!(hints.reserve());
-        hints.stored(NodeId(2), b"k");
+        let reservation = hints.reserve(10).unwrap();
+        hints.stored(b"k", stored_as(NodeId(2), reservation, 12));
         assert!(!hints.remove_if_unchanged(NodeId(2), b"k", read));
         let current = hints.generation(NodeId(2), b"k").unwrap();
         assert!(hints.remove_if_unchanged(NodeId(2), b"k", current));
         assert_eq!(hints.len(), 0);
+        assert_eq!(hints.bytes(), 0);
     }
 
     #[test]
     fn delivery_goes_round_robin_and_skips_owners_not_ready() {
-        let mut hints = Hints::new(8);
+        let mut hints = Hints::new(8, 1 << 20);
         for (owner, key) in [(2, b"a"), (2, b"b"), (3, b"a")] {
-            assert!(hints.reserve());
-            hints.stored(NodeId(owner), key);
+            let reservation = hints.reserve(10).unwrap();
+            hints.stored(key, stored_as(NodeId(owner), reservation, 10));
         }
         let first = hints.next_deliverable(|_| true).unwrap();
         assert_eq!(first, (NodeId(2), b"a".to_vec()));
@@ -267,14 +370,49 @@ mod tests {
 
     #[test]
     fn the_table_refuses_past_its_bound_counting_admitted_writes() {
-        let mut hints = Hints::new(2);
-        assert!(hints.reserve());
-        assert!(hints.reserve());
-        assert!(!hints.reserve());
-        hints.unreserve();
-        hints.stored(NodeId(2), b"k");
-        assert!(hints.reserve(), "one stored, one admitted");
-        assert!(!hints.found(NodeId(2), b"other"));
+        let mut hints = Hints::new(2, 1 << 20);
+        let first = hints.reserve(10).unwrap();
+        let second = hints.reserve(10).unwrap();
+        assert_eq!(hints.reserve(10), None);
+        hints.unreserve(first);
+        hints.stored(b"k", stored_as(NodeId(2), second, 10));
+        assert!(hints.reserve(10).is_some(), "one stored, one admitted");
+        assert_eq!(hints.reserve(10), None);
+        assert!(!hints.found(NodeId(2), b"other", 10));
         assert_eq!(hints.peak, 2);
+    }
+
+    #[test]
+    fn the_table_refuses_past_its_byte_bound_and_frees_what_delivery_deletes() {
+        let mut hints = Hints::new(100, 1_000);
+        let first = hints.reserve(600).unwrap();
+        assert_eq!(
+            hints.reserve(500),
+            None,
+            "600 admitted: 500 more would pass 1,000"
+        );
+        let small = hints.reserve(400).unwrap();
+        hints.unreserve(small);
+        // Stored, the record's size replaces what was reserved.
+        hints.stored(b"a", stored_as(NodeId(2), first, 300));
+        assert_eq!(hints.bytes(), 300);
+        let second = hints.reserve(700).unwrap();
+        hints.stored(b"b", stored_as(NodeId(3), second, 650));
+        assert_eq!(hints.bytes(), 950);
+        assert_eq!(hints.reserve(100), None);
+        // A later write into a hint's record replaces its size.
+        let again = hints.reserve(50).unwrap();
+        hints.stored(b"a", stored_as(NodeId(2), again, 320));
+        assert_eq!(hints.bytes(), 970);
+        // Delivered and deleted, its bytes are free again.
+        let generation = hints.generation(NodeId(3), b"b").unwrap();
+        assert!(hints.remove_if_unchanged(NodeId(3), b"b", generation));
+        assert_eq!(hints.bytes(), 320);
+        assert!(hints.reserve(600).is_some());
+        // Hints listed at start count with their stored sizes.
+        let mut restarted = Hints::new(100, 1_000);
+        assert!(restarted.found(NodeId(2), b"a", 900));
+        assert!(!restarted.found(NodeId(2), b"b", 200));
+        assert_eq!(restarted.peak_bytes, 900);
     }
 }

@@ -2,23 +2,28 @@
 //! time in arrival order: what the replica runs (`replica.rs`) for the coordinator,
 //! hint delivery, handoff and reaping.
 
+use crate::node::hints::HintWrite;
 use crate::slab::SlotId;
 use crate::version::{NodeId, VersionSet};
 
 /// A read-modify-write (or read) of one stored key, run under the key's lock.
 #[derive(Debug)]
 pub(crate) enum KeyOp {
-    /// Mint the write of request `request` against the stored versions.
-    Mint { request: SlotId },
+    /// Mint the write of request `request` against the stored versions; `hint`: a
+    /// stand-in's write into its hint for the owner.
+    Mint {
+        request: SlotId,
+        hint: Option<HintWrite>,
+    },
     /// Sync `versions` into the stored ones; acknowledge to `reply` once durable;
-    /// `hint_owner`: the stored key is a hint for that owner. `held_value` is set once
+    /// `hint`: the stored key is a hint for its owner. `held_value` is set once
     /// the stored versions are read (for the acknowledgement); `revived` when an
     /// unacknowledged merge (read repair, anti-entropy) gives reaping work back to a
     /// record that had none (see `node::reap`).
     Merge {
         versions: VersionSet,
         reply: Option<(NodeId, u64)>,
-        hint_owner: Option<NodeId>,
+        hint: Option<HintWrite>,
         held_value: bool,
         revived: bool,
     },

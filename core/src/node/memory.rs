@@ -7,7 +7,9 @@
 //! a hash). An operation either fails untouched or takes effect at once; what survives
 //! a crash is the driver's business (the simulator drops operations still in flight).
 
-use super::{Completion, KeyRecord, Listing, ScanPage, Space, StorageFailure, StorageOp};
+use super::{
+    Completion, KeyRecord, ListedKey, Listing, ScanPage, Space, StorageFailure, StorageOp,
+};
 use crate::placement::key_hash;
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -90,13 +92,12 @@ impl MemoryDisk {
     /// Up to `limit` (one at least, as the store lists) keys of `space` after `after` (from the first when empty), in byte
     /// order, and whether they were the last.
     pub fn list(&self, space: Space, after: &[u8], limit: u32) -> Listing {
-        let mut keys: Vec<Vec<u8>> = self
+        let mut keys: Vec<ListedKey> = self
             .records(space)
-            .map(|(key, _)| key)
-            .filter(|key| after.is_empty() || *key > after)
-            .map(<[u8]>::to_vec)
+            .filter(|(key, _)| after.is_empty() || *key > after)
+            .map(|(key, record)| ListedKey::new(key.to_vec(), record.len()))
             .collect();
-        keys.sort_unstable();
+        keys.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         let limit = (limit as usize).max(1);
         let complete = keys.len() <= limit;
         keys.truncate(limit);
@@ -176,6 +177,11 @@ mod tests {
             key: key.to_vec(),
             record: b"r".to_vec(),
         };
+        // One byte of key and one of record each.
+        let listed = |key: &[u8]| ListedKey {
+            key: key.to_vec(),
+            stored_bytes: 2,
+        };
         for (token, key) in [b"c", b"a", b"b"].into_iter().enumerate() {
             assert_eq!(
                 disk.perform(&write(token as u64, key), None),
@@ -209,7 +215,7 @@ mod tests {
             Completion::Listed {
                 token: 1,
                 result: Ok(Listing {
-                    keys: vec![b"a".to_vec(), b"b".to_vec()],
+                    keys: vec![listed(b"a"), listed(b"b")],
                     complete: false
                 })
             }
@@ -219,7 +225,7 @@ mod tests {
             Completion::Listed {
                 token: 1,
                 result: Ok(Listing {
-                    keys: vec![b"c".to_vec()],
+                    keys: vec![listed(b"c")],
                     complete: true
                 })
             }

@@ -177,9 +177,13 @@ mod writer;
 pub use actions::{Action, ClientId};
 #[cfg(feature = "sabotage")]
 pub use config::Sabotage;
-pub use config::{Config, ConfigError, EPOCH_WRITER_BIT, STAND_IN_WRITER_BIT};
+pub use config::{
+    Config, ConfigError, EPOCH_WRITER_BIT, HINT_BYTES_MAX_DEFAULT, STAND_IN_WRITER_BIT,
+};
 pub use entropy::tree_roots;
-pub use storage::{Completion, KeyRecord, Listing, ScanPage, Space, StorageFailure, StorageOp};
+pub use storage::{
+    Completion, KeyRecord, ListedKey, Listing, ScanPage, Space, StorageFailure, StorageOp,
+};
 
 use crate::membership::{LocalMember, Membership};
 use crate::placement::Ring;
@@ -349,6 +353,8 @@ pub struct Stats {
     pub hints_delivered: u64,
     /// Hints deleted undelivered because their owner left the cluster or was removed.
     pub hints_dropped: u64,
+    /// Hinted writes refused because the hint store was at its count or byte bound.
+    pub hints_refused: u64,
     pub overloaded: u64,
     /// Unacknowledged merges (repairs) folded into one already waiting on their key.
     pub merges_coalesced: u64,
@@ -461,6 +467,16 @@ impl Node {
         } else {
             config.requests_max
         };
+        // Sabotage: a hint store that admits hints past its byte bound (the bounds
+        // checker must see it).
+        #[cfg(feature = "sabotage")]
+        let hint_bytes_max = if config.sabotage.ignore_hint_bytes_bound {
+            u64::MAX
+        } else {
+            config.hint_bytes_max
+        };
+        #[cfg(not(feature = "sabotage"))]
+        let hint_bytes_max = config.hint_bytes_max;
         let mut node = Node {
             view,
             timers: TimerTable::new(|timer| {
@@ -483,7 +499,7 @@ impl Node {
             coordinator: coordinator::Coordinator::new(request_slots, config.requests_max),
             replica: replica::Replica::new(config.locked_keys_max, config.waiting_operations_max),
             peers: Peers::new(&config, identity.id),
-            hints: Hints::new(config.hints_max),
+            hints: Hints::new(config.hints_max, hint_bytes_max),
             shared: Shared {
                 id: identity.id,
                 rng: Rng::new(seed),
@@ -521,6 +537,7 @@ impl Node {
         Stats {
             peers_marked_down: self.peers.marked_down,
             actions_refused: self.shared.actions.refused,
+            hints_refused: self.hints.refused,
             entropy_exchanges: self.entropy.exchanges_started,
             entropy_in_sync: self.entropy.exchanges_in_sync,
             entropy_keys_pushed: self.entropy.keys_pushed,
@@ -552,6 +569,16 @@ impl Node {
     /// Hints held for other nodes.
     pub fn hints_held(&self) -> usize {
         self.hints.len()
+    }
+
+    /// The stored size of the hints held for other nodes, in bytes.
+    pub fn hint_bytes_held(&self) -> u64 {
+        self.hints.bytes()
+    }
+
+    /// Hinted writes refused so far because the hint store was at a bound.
+    pub fn hints_refused(&self) -> u64 {
+        self.hints.refused
     }
 
     /// Requests in flight.
@@ -602,7 +629,7 @@ impl Node {
     }
 
     /// Every bounded structure with its peak use and its bound.
-    pub fn bounds(&self) -> [BoundUse; 9] {
+    pub fn bounds(&self) -> [BoundUse; 10] {
         let config = &self.shared.config;
         let bound = |name, peak: usize, max: u64| BoundUse {
             name,
@@ -631,6 +658,11 @@ impl Node {
                 u64::from(config.waiting_operations_max),
             ),
             bound("hints", self.hints.peak, u64::from(config.hints_max)),
+            BoundUse {
+                name: "hint bytes",
+                peak: self.hints.peak_bytes,
+                max: config.hint_bytes_max,
+            },
             bound(
                 "hint deliveries",
                 self.coordinator.requests.deliveries_peak as usize,

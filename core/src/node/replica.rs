@@ -17,7 +17,7 @@
 use super::entries::{TreeChange, TreeEntry, entry_hash, set_is_reapable};
 use super::entropy::HashTrees;
 use super::gossip::View;
-use super::hints::{Hints, hint_key, parse_hint_key};
+use super::hints::{HintWrite, Hints, hint_key, parse_hint_key};
 use super::key_ops::{DeleteCause, KeyOp};
 use super::locks::{Enqueued, KeyLocks, LocksFull};
 use super::request_id::NO_REQUEST;
@@ -185,27 +185,33 @@ impl Replica {
             refuse(cx.shared, ReplicaStatus::StorageFailed);
             return None;
         }
+        let versions_bytes = versions.len();
         let Ok(versions) = VersionSet::decode(versions, cx.shared.config.version_bounds) else {
             refuse(cx.shared, ReplicaStatus::StorageFailed);
             return None;
         };
-        let hint_owner = hint.filter(|&owner| owner != cx.shared.id);
-        if hint_owner.is_some() && !cx.hints.reserve() {
-            cx.shared.stats.overloaded += 1;
-            refuse(cx.shared, ReplicaStatus::Overloaded);
-            return None;
-        }
+        let hint = match hint.filter(|&owner| owner != cx.shared.id) {
+            None => None,
+            Some(owner) => match cx.hints.reserve(hint_bytes(key, versions_bytes)) {
+                Some(reservation) => Some(HintWrite::new(owner, reservation)),
+                None => {
+                    cx.shared.stats.overloaded += 1;
+                    refuse(cx.shared, ReplicaStatus::Overloaded);
+                    return None;
+                }
+            },
+        };
         let reply = if cx.shared.sabotage().ack_before_durable {
             refuse(cx.shared, ReplicaStatus::Ok);
             None
         } else {
             reply
         };
-        match self.merge(cx.shared, key, versions, reply, hint_owner) {
+        match self.merge(cx.shared, key, versions, reply, hint) {
             Ok(started) => started,
             Err(status) => {
-                if hint_owner.is_some() {
-                    cx.hints.unreserve();
+                if let Some(hint) = hint {
+                    cx.hints.unreserve(hint.reservation);
                 }
                 refuse(cx.shared, status);
                 None
@@ -221,11 +227,11 @@ impl Replica {
         key: &[u8],
         versions: VersionSet,
         reply: Option<(NodeId, u64)>,
-        hint_owner: Option<NodeId>,
+        hint: Option<HintWrite>,
     ) -> Result<Option<u32>, ReplicaStatus> {
-        let space = match hint_owner {
-            Some(owner) => {
-                hint_key(owner, key, &mut shared.scratch);
+        let space = match hint {
+            Some(hint) => {
+                hint_key(hint.owner, key, &mut shared.scratch);
                 Space::Hints
             }
             None => {
@@ -242,25 +248,23 @@ impl Replica {
         // took longer than the peers' replica timeout and a live node was taken for
         // dead (simulator seed 9114809: a W=3 write refused with all three up).
         // A hint's merge is not folded: each holds a reservation of the hint table.
-        if reply.is_none() && hint_owner.is_none() {
+        if reply.is_none() && hint.is_none() {
             if let Some(KeyOp::Merge {
                 versions: waiting,
-                hint_owner: waiting_owner,
+                hint: None,
                 ..
             }) = self.locks.last_waiting_mut(space, &storage_key)
             {
-                if *waiting_owner == hint_owner {
-                    *waiting = waiting.sync(&versions);
-                    shared.stats.merges_coalesced += 1;
-                    shared.scratch = storage_key;
-                    return Ok(None);
-                }
+                *waiting = waiting.sync(&versions);
+                shared.stats.merges_coalesced += 1;
+                shared.scratch = storage_key;
+                return Ok(None);
             }
         }
         let op = KeyOp::Merge {
             versions,
             reply,
-            hint_owner,
+            hint,
             held_value: false,
             revived: false,
         };
@@ -351,7 +355,7 @@ impl Replica {
             return ReadStep::Own(Step::Done(Ok(())));
         };
         let step = match op {
-            KeyOp::Mint { request } => {
+            KeyOp::Mint { request, .. } => {
                 let request = *request;
                 return ReadStep::Mint { request, current };
             }
@@ -363,7 +367,7 @@ impl Replica {
             KeyOp::Merge {
                 versions,
                 reply,
-                hint_owner,
+                hint,
                 held_value,
                 revived,
             } => {
@@ -379,7 +383,7 @@ impl Replica {
                     return ReadStep::Own(Step::Done(Ok(())));
                 }
                 *revived = reply.is_none()
-                    && hint_owner.is_none()
+                    && hint.is_none()
                     && set_is_reapable(&merged)
                     && !set_is_reapable(&current);
                 let bounds = cx.shared.config.version_bounds;
@@ -435,7 +439,7 @@ impl Replica {
     /// Stores `record` (a mint's encoded versions) as `lock`'s key; Err when the action
     /// queue refused it.
     pub(crate) fn store(
-        &self,
+        &mut self,
         shared: &mut Shared,
         lock: u32,
         token: u64,
@@ -448,6 +452,18 @@ impl Replica {
         let new =
             tree_change_pending(&shared.tasks, token).then(|| TreeEntry::of(&slot.key, record));
         note_tree_write(&mut shared.tasks, token, new);
+        let stored_bytes = slot.key.len() + record.len();
+        if let Some(
+            KeyOp::Mint {
+                hint: Some(hint), ..
+            }
+            | KeyOp::Merge {
+                hint: Some(hint), ..
+            },
+        ) = self.locks.running_mut(lock)
+        {
+            hint.record_bytes = Some(u32::try_from(stored_bytes).unwrap_or(u32::MAX));
+        }
         queued.map_err(|_| ())
     }
 
@@ -486,7 +502,7 @@ impl Replica {
     /// A `DeleteIfUnchanged` read `found`: delete the key if its record is still the
     /// `expected` one (and, for a reap, the writer floor covers it).
     fn delete_if_unchanged(
-        &self,
+        &mut self,
         cx: &mut ReplicaContext<'_>,
         lock: u32,
         token: u64,
@@ -522,7 +538,7 @@ impl Replica {
     /// A reaped record that is not a tombstone: store it without the clock entries of
     /// one-shot writers that hold no live value (`node::reap`). Removing no writer
     /// that mints again, it needs no counter floor.
-    fn compact(&self, shared: &mut Shared, lock: u32, token: u64, record: &[u8]) -> Step {
+    fn compact(&mut self, shared: &mut Shared, lock: u32, token: u64, record: &[u8]) -> Step {
         let Ok(versions) = VersionSet::decode(record, shared.config.version_bounds) else {
             return Step::Done(Err(StorageFailure::Io));
         };
@@ -581,7 +597,7 @@ impl Replica {
     }
 
     fn store_versions(
-        &self,
+        &mut self,
         shared: &mut Shared,
         lock: u32,
         token: u64,
@@ -608,23 +624,17 @@ impl Replica {
         result: Result<(), Failure>,
     ) -> Option<Ended> {
         match op {
-            KeyOp::Mint { request } => {
+            KeyOp::Mint { request, hint } => {
                 // A stand-in's own copy is a hint for the owner (reserved when the write
                 // was admitted).
-                if let Some((owner, key)) = self.hint_of_lock(lock) {
-                    match result {
-                        Ok(()) => {
-                            cx.shared.stats.hints_stored += 1;
-                            cx.hints.stored(owner, &key);
-                        }
-                        Err(_) => cx.hints.unreserve(),
-                    }
+                if let Some(hint) = hint {
+                    self.hint_ended(cx, lock, hint, result.is_ok());
                 }
                 Some(Ended::Mint { request, result })
             }
             KeyOp::Merge {
                 reply,
-                hint_owner,
+                hint,
                 held_value,
                 revived,
                 ..
@@ -634,14 +644,8 @@ impl Replica {
                     Err(Failure::Overloaded) => ReplicaStatus::Overloaded,
                     Err(Failure::Storage(_)) => ReplicaStatus::StorageFailed,
                 };
-                if let Some(owner) = hint_owner {
-                    match (status, self.hint_of_lock(lock)) {
-                        (ReplicaStatus::Ok, Some((_, key))) => {
-                            cx.shared.stats.hints_stored += 1;
-                            cx.hints.stored(owner, &key);
-                        }
-                        _ => cx.hints.unreserve(),
-                    }
+                if let Some(hint) = hint {
+                    self.hint_ended(cx, lock, hint, status == ReplicaStatus::Ok);
                 }
                 if let Some((peer, request)) = reply {
                     let message = Message::ReplicaPutReply {
@@ -680,6 +684,17 @@ impl Replica {
     }
 
     /// The owner and user key of `lock`, when it locks a hint.
+    /// A hinted write under `lock` ended: durable (`stored`) or not.
+    fn hint_ended(&self, cx: &mut ReplicaContext<'_>, lock: u32, hint: HintWrite, stored: bool) {
+        match self.hint_of_lock(lock) {
+            Some((_, key)) if stored => {
+                cx.shared.stats.hints_stored += 1;
+                cx.hints.stored(&key, hint);
+            }
+            _ => cx.hints.unreserve(hint.reservation),
+        }
+    }
+
     fn hint_of_lock(&self, lock: u32) -> Option<(NodeId, Vec<u8>)> {
         let (space, stored) = self.locks.slot_key(lock)?;
         if space != Space::Hints {
@@ -704,6 +719,12 @@ fn reply_read(
     shared.send(to, &message);
 }
 
+/// The bytes a hinted write of `versions_bytes` for `key` may add to the hint store:
+/// its record and its storage key (the owner's id and the key).
+pub(crate) fn hint_bytes(key: &[u8], versions_bytes: usize) -> usize {
+    8 + key.len() + versions_bytes
+}
+
 /// A page of the hint store's keys was listed: learn them; the key to list the next
 /// page after, if any.
 pub(crate) fn hints_listed(
@@ -714,9 +735,9 @@ pub(crate) fn hints_listed(
         return None;
     };
     let mut room = true;
-    for stored in &listing.keys {
-        if let Some((owner, key)) = parse_hint_key(stored) {
-            room = hints.found(owner, key);
+    for listed in &listing.keys {
+        if let Some((owner, key)) = parse_hint_key(&listed.key) {
+            room = hints.found(owner, key, listed.stored_bytes);
             if !room {
                 break;
             }
@@ -725,7 +746,7 @@ pub(crate) fn hints_listed(
     // A full table cannot say which hints the disk holds beyond it.
     hints.listed = room && listing.complete;
     match (room, listing.complete, listing.keys.last()) {
-        (true, false, Some(last)) => Some(last.clone()),
+        (true, false, Some(last)) => Some(last.key.clone()),
         _ => None,
     }
 }

@@ -155,10 +155,24 @@ pub enum StorageFailure {
 /// A stored key and its record.
 pub type KeyRecord = (Vec<u8>, Vec<u8>);
 
+/// A listed key and the bytes it takes in its store (key and record).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListedKey {
+    pub key: Vec<u8>,
+    pub stored_bytes: u32,
+}
+
+impl ListedKey {
+    pub fn new(key: Vec<u8>, record_bytes: usize) -> ListedKey {
+        let stored_bytes = u32::try_from(key.len() + record_bytes).unwrap_or(u32::MAX);
+        ListedKey { key, stored_bytes }
+    }
+}
+
 /// A page of keys from a `List` operation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Listing {
-    pub keys: Vec<Vec<u8>>,
+    pub keys: Vec<ListedKey>,
     /// No keys after these.
     pub complete: bool,
 }

@@ -576,6 +576,57 @@ fn a_write_for_a_down_replica_goes_to_a_stand_in_and_is_handed_off_when_it_retur
 }
 
 #[test]
+fn a_stand_in_refuses_hints_past_its_byte_bound_until_delivery_frees_room() {
+    let mut harness = Harness::new(4, |c| {
+        c.replicas = 3;
+        c.write_quorum_default = 3;
+        c.hint_bytes_max = 2_000;
+    });
+    // Keys whose replicas are nodes 1 to 3 (node 4 stands in); node 3 is down.
+    let keys: Vec<Vec<u8>> = (0..)
+        .map(|i| format!("k{i}").into_bytes())
+        .filter(|key| harness.outsider_of(key) == 3)
+        .take(5)
+        .collect();
+    let (coordinator, down, stand_in) = (0, 2, 3);
+    harness.cut.insert(down);
+    let down_id = NodeId(down as u64 + 1);
+    harness.nodes[coordinator].handle(harness.now, Input::PeerDown { peer: down_id });
+    harness.drain(coordinator);
+    let value = [b'v'; 600];
+    let mut refused = 0;
+    for key in &keys {
+        harness.send(coordinator, Command::Set { key, value: &value });
+        harness.settle();
+        let reply = harness.last_reply();
+        if reply != "+OK\r\n" {
+            assert!(reply.starts_with('-'), "{reply}");
+            refused += 1;
+        }
+    }
+    // Each hint takes about 650 bytes: three fit in 2,000, the rest are refused (W=3
+    // has no other stand-in) and the bound held at its peak.
+    let held = harness.nodes[stand_in].hints_held();
+    assert_eq!((held, refused), (3, 2));
+    let bytes = harness.nodes[stand_in].hint_bytes_held();
+    assert!((1_900..=2_000).contains(&bytes), "{bytes}");
+    let bound = harness.nodes[stand_in]
+        .bounds()
+        .into_iter()
+        .find(|bound| bound.name == "hint bytes")
+        .unwrap();
+    assert!(bound.peak <= bound.max, "{bound:?}");
+    // The owner returns: the hints are delivered and deleted, and their room is free.
+    harness.cut.clear();
+    harness.nodes[stand_in].handle(harness.now, Input::PeerUp { peer: down_id });
+    harness.drain(stand_in);
+    harness.advance(2_000);
+    harness.settle();
+    assert_eq!(harness.nodes[stand_in].hints_held(), 0);
+    assert_eq!(harness.nodes[stand_in].hint_bytes_held(), 0);
+}
+
+#[test]
 fn a_stand_in_cut_off_from_every_replica_adds_one_clock_entry_for_all_its_writes() {
     // A client on a node cut off from all three replicas of a hot key: the node
     // stands in for them and mints every write itself. More writes than a clock may

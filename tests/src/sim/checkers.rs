@@ -1016,6 +1016,17 @@ fn promised_writable(cluster: &Cluster, operation: &Operation) -> Option<usize> 
     {
         return None;
     }
+    // A stand-in whose hint store is at its bound refuses the hint: with the owners
+    // down, the write then has no room to go (the bound is the promise's limit).
+    let end = operation.end.unwrap_or(cluster.now);
+    let hints_refused = cluster.nodes.iter().any(|sim| {
+        sim.hints_refused_at
+            .iter()
+            .any(|&at| operation.start <= at && at <= end)
+    });
+    if hints_refused {
+        return None;
+    }
     let reachable = (0..state.up.len())
         .filter(|&node| {
             state.up[node]

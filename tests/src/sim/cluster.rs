@@ -113,6 +113,8 @@ impl SimNode {
             boot: 0,
             bounds: BTreeMap::new(),
             earlier_stats: Stats::default(),
+            hints_refused_at: Vec::new(),
+            hints_refused_seen: 0,
             disk_failing: false,
             destroyed: false,
         }
@@ -140,6 +142,10 @@ pub struct SimNode {
     pub disk_failing: bool,
     /// Lost for good (`MembershipChange::Destroy`): never restarted.
     pub destroyed: bool,
+    /// When it refused hinted writes for lack of room in its hint store, and how many
+    /// this boot had refused when last looked at.
+    pub hints_refused_at: Vec<Instant>,
+    hints_refused_seen: u64,
 }
 
 /// A simulated client: one connection at a time, one request or one pipeline of
@@ -755,12 +761,18 @@ impl Cluster {
             }
         }
         if let Some(node) = self.nodes[index].node.as_ref() {
+            let refused = node.hints_refused();
             for bound in node.bounds() {
                 let entry = self.nodes[index]
                     .bounds
                     .entry(bound.name)
                     .or_insert((0, bound.max));
                 entry.0 = entry.0.max(bound.peak);
+            }
+            let sim = &mut self.nodes[index];
+            if refused > sim.hints_refused_seen {
+                sim.hints_refused_seen = refused;
+                sim.hints_refused_at.push(now);
             }
         }
         if self.client_work_depth == 0 {
@@ -1447,6 +1459,7 @@ impl Cluster {
         if let Some(node) = sim.node.take() {
             sim.earlier_stats = add_stats(sim.earlier_stats, node.stats());
         }
+        sim.hints_refused_seen = 0;
         sim.boot += 1;
         let id = sim.id;
         // Its clients' connections die with it, and what they waited for.
@@ -1665,6 +1678,7 @@ pub fn add_stats(a: Stats, b: Stats) -> Stats {
         hints_held_for_down_owners: a.hints_held_for_down_owners + b.hints_held_for_down_owners,
         hints_delivered: a.hints_delivered + b.hints_delivered,
         hints_dropped: a.hints_dropped + b.hints_dropped,
+        hints_refused: a.hints_refused + b.hints_refused,
         overloaded: a.overloaded + b.overloaded,
         merges_coalesced: a.merges_coalesced + b.merges_coalesced,
         requests_timed_out: a.requests_timed_out + b.requests_timed_out,

@@ -85,6 +85,10 @@ pub struct Parameters {
     /// The ring's 2^bits partitions (6; more make anti-entropy's round robin slower,
     /// as the default 1,024 do on a real cluster).
     pub partition_bits: u32,
+    /// Each node's hint store bound in bytes (`Config::hint_bytes_max`): small in one
+    /// seed of four, so stand-ins refuse hints past it and the bound checker sees it
+    /// held.
+    pub hint_bytes_max: u64,
 }
 
 /// A planned change of the cluster's membership.
@@ -176,10 +180,14 @@ impl Parameters {
             tombstone_grace_ms: 0,
             reap_interval_ms: 0,
             partition_bits: 6,
+            hint_bytes_max: ringkv_core::node::HINT_BYTES_MAX_DEFAULT,
         };
         // Drawn last, so the draws above mean what they meant before reaping existed.
         parameters.tombstone_grace_ms = 500 + rng.below(2_500);
         parameters.reap_interval_ms = 200 + rng.below(800);
+        if rng.below(4) == 0 {
+            parameters.hint_bytes_max = 256 + rng.below(4_096);
+        }
         parameters
     }
 
@@ -232,6 +240,7 @@ impl Parameters {
         config.anti_entropy_exchanges_max = self.anti_entropy_exchanges_max;
         config.tombstone_grace_ms = self.tombstone_grace_ms;
         config.reap_interval_ms = self.reap_interval_ms;
+        config.hint_bytes_max = self.hint_bytes_max;
         config
     }
 }

@@ -4,9 +4,9 @@
 
 use super::{Coordination, Coordinator};
 use crate::node::RequestError;
-use crate::node::hints::hint_key;
+use crate::node::hints::{HintWrite, hint_key};
 use crate::node::key_ops::KeyOp;
-use crate::node::replica::Step;
+use crate::node::replica::{Step, hint_bytes};
 use crate::node::request_id;
 use crate::node::requests::{AttemptIds, ReplyTo, Request, WriteRequest, WriteSpec};
 use crate::node::shared::Shared;
@@ -91,11 +91,17 @@ impl Coordinator {
         local_owner: Option<NodeId>,
     ) {
         cx.shared.stats.writes_coordinated += 1;
-        if local_owner.is_some() && !cx.hints.reserve() {
-            cx.shared.stats.overloaded += 1;
-            let error = RequestError::Overloaded("too many hints held");
-            return self.finish_write(cx, reply, reply_context, Err(error));
-        }
+        let hint = match local_owner {
+            None => None,
+            Some(owner) => match cx.hints.reserve(stand_in_bytes(key, &spec)) {
+                Some(reservation) => Some(HintWrite::new(owner, reservation)),
+                None => {
+                    cx.shared.stats.overloaded += 1;
+                    let error = RequestError::Overloaded("too many hints held");
+                    return self.finish_write(cx, reply, reply_context, Err(error));
+                }
+            },
+        };
         let partition = cx.view.ring.partition_of(key);
         if local_owner.is_some() {
             cx.shared.stats.stand_in_writes += 1;
@@ -128,8 +134,8 @@ impl Coordinator {
         let id = match self.insert_request(cx, request) {
             Ok(id) => id,
             Err(error) => {
-                if local_owner.is_some() {
-                    cx.hints.unreserve();
+                if let Some(hint) = hint {
+                    cx.hints.unreserve(hint.reservation);
                 }
                 return self.finish_write(cx, reply, reply_context, Err(error));
             }
@@ -146,11 +152,12 @@ impl Coordinator {
             }
         };
         let storage_key = std::mem::take(&mut cx.shared.scratch);
-        let queued = self.enqueue_own(cx, space, &storage_key, KeyOp::Mint { request: id });
+        let op = KeyOp::Mint { request: id, hint };
+        let queued = self.enqueue_own(cx, space, &storage_key, op);
         cx.shared.scratch = storage_key;
         if queued.is_err() {
-            if local_owner.is_some() {
-                cx.hints.unreserve();
+            if let Some(hint) = hint {
+                cx.hints.unreserve(hint.reservation);
             }
             self.fail_write(
                 cx,
@@ -491,23 +498,27 @@ impl Coordinator {
             return;
         }
         cx.owed.owe(owner, write.partition);
-        if !cx.hints.reserve() {
+        let Some(reservation) = cx
+            .hints
+            .reserve(hint_bytes(&write.key, write.versions.len()))
+        else {
             return;
-        }
+        };
         let bounds = cx.shared.config.version_bounds;
         let Ok(versions) = VersionSet::decode(&write.versions, bounds) else {
             debug_assert!(false, "a write's own versions decode");
-            cx.hints.unreserve();
+            cx.hints.unreserve(reservation);
             return;
         };
         cx.shared.stats.hints_held_for_down_owners += 1;
+        let hint = HintWrite::new(owner, reservation);
         match cx
             .replica
-            .merge(cx.shared, &write.key, versions, None, Some(owner))
+            .merge(cx.shared, &write.key, versions, None, Some(hint))
         {
             Ok(Some(lock)) => self.run_own_lock(cx, lock),
             Ok(None) => {}
-            Err(_) => cx.hints.unreserve(),
+            Err(_) => cx.hints.unreserve(reservation),
         }
     }
 
@@ -600,6 +611,19 @@ impl Coordinator {
         }
         self.arm(id);
     }
+}
+
+/// The most bytes a stand-in's mint of `spec` for `key` can add to its hint store:
+/// the storage key, and the value under its context's clock entries, its dot's and its
+/// retry's earlier attempts' (a plain write's clock is the record's own).
+fn stand_in_bytes(key: &[u8], spec: &WriteSpec) -> usize {
+    let context_entries = spec.context.as_ref().map_or(0, |c| c.entries().len());
+    let retry_entries = spec.retry.as_ref().map_or(0, |retry| retry.earlier.len());
+    let clock_entries = context_entries + retry_entries + 1;
+    hint_bytes(
+        key,
+        VersionSet::mint_growth_bytes(&spec.value, clock_entries),
+    )
 }
 
 /// What `write` mints against the stored `current`: its versions (under the writer
