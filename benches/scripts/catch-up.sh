@@ -8,6 +8,9 @@
 #   cargo build --release -p ringkv-mio -p ringkv-bench
 #   benches/scripts/catch-up.sh [DOWN_SECONDS=30] [RATE=500] [BINARY=target/release/ringkv-node]
 #
+# NODE_FLAGS (environment) adds flags to every node, e.g. NODE_FLAGS="--hint-bytes-max
+# 1000000"; VALUE_SIZE (environment, bytes, default the bench's) sizes the values.
+#
 # Bounded: the load stops by itself; the poll gives up after 120 s; every node is
 # stopped on exit. Loopback ports 7460-7465.
 set -euo pipefail
@@ -24,7 +27,7 @@ start_node() {
     local id=$1
     "$binary" --node-id "$id" --client-address "127.0.0.1:$((7458 + 2 * id))" \
         --peer-address "127.0.0.1:$((7459 + 2 * id))" --data-dir "$dir/n$id" \
-        --members "$members" >>"$dir/n$id.log" 2>&1 &
+        --members "$members" ${NODE_FLAGS:-} >>"$dir/n$id.log" 2>&1 &
     pids[$id]=$!
 }
 
@@ -34,12 +37,17 @@ wait_up 7460 7462 7464
 
 load_seconds=$((5 + down_seconds + 3))
 "$bench" --hosts 127.0.0.1:7460,127.0.0.1:7462 -c 8 --rate "$rate" --mix write:100 \
-    --keys 100000000 --duration-seconds "$load_seconds" --quiet >"$dir/load.txt" 2>&1 &
+    --keys 100000000 --duration-seconds "$load_seconds" --value-size "${VALUE_SIZE:-100}" \
+    --quiet >"$dir/load.txt" 2>&1 &
 load=$!
 sleep 5
 kill -9 "${pids[3]}"; wait "${pids[3]}" 2>/dev/null || true
 echo "node 3 killed; down for ${down_seconds} s"
 sleep "$down_seconds"
+for port in 7460 7462; do
+    cli "$port" INFO | tr -d '\r' | grep -E '^(hints_held|hint_bytes_held|hints_refused):' | tr '\n' ' '
+    echo
+done
 start_node 3
 restarted=$(date +%s.%N)
 echo "node 3 restarted"

@@ -685,6 +685,7 @@ impl Entropy {
         &mut self,
         shared: &mut Shared,
         view: &View,
+        owed: &mut OwedExchanges,
         from: NodeId,
         message: Message<'_>,
     ) {
@@ -694,7 +695,10 @@ impl Entropy {
                 partition,
                 level,
                 hashes,
-            } => self.tree_hashes(shared, view, (from, request), (partition, level), &hashes),
+            } => {
+                let at = (partition, level);
+                self.tree_hashes(shared, view, owed, (from, request), at, &hashes)
+            }
             Message::KeyHashes {
                 request,
                 partition,
@@ -716,6 +720,7 @@ impl Entropy {
         &mut self,
         shared: &mut Shared,
         view: &View,
+        owed: &mut OwedExchanges,
         (from, request): (NodeId, u64),
         (partition, level): (u32, u8),
         hashes: &[(u32, u64)],
@@ -725,7 +730,7 @@ impl Entropy {
         }
         match level {
             0 => self.answer_root(shared, (from, request), partition, hashes),
-            1 => self.compare_buckets(shared, (from, request), partition, hashes),
+            1 => self.compare_buckets(shared, owed, (from, request), partition, hashes),
             _ => {}
         }
     }
@@ -758,9 +763,15 @@ impl Entropy {
         shared.send(from, &message);
     }
 
+    /// The peer's bucket hashes answered an exchange of this node's: compare the
+    /// buckets that differ, up to `anti_entropy_buckets_max`. A partition that differs
+    /// in more (or whose comparisons the bound refused) is owed another exchange at
+    /// once: after a long outage whose hints were refused for room, leaving the rest
+    /// to the round robin left 36 of 1,024 partitions different two minutes later.
     fn compare_buckets(
         &mut self,
         shared: &mut Shared,
+        owed: &mut OwedExchanges,
         (from, request): (NodeId, u64),
         partition: u32,
         hashes: &[(u32, u64)],
@@ -778,12 +789,14 @@ impl Entropy {
             return;
         }
         let mine = self.trees.buckets(partition as usize);
-        let differing: smallvec::SmallVec<[u32; 16]> = hashes
+        let mut differing: smallvec::SmallVec<[u32; 16]> = hashes
             .iter()
             .filter(|&&(bucket, hash)| mine.get(bucket as usize).is_some_and(|&own| own != hash))
             .map(|&(bucket, _)| bucket)
-            .take(shared.config.anti_entropy_buckets_max as usize)
             .collect();
+        let compared = shared.config.anti_entropy_buckets_max as usize;
+        let mut unfinished = differing.len() > compared;
+        differing.truncate(compared);
         for bucket in differing {
             let comparison = Comparison {
                 peer: from,
@@ -794,7 +807,10 @@ impl Entropy {
                 answer: true,
                 changes_at_scan: 0,
             };
-            self.scan_bucket(shared, comparison);
+            unfinished |= !self.scan_bucket(shared, comparison);
+        }
+        if unfinished {
+            owed.owe(from, partition as usize);
         }
     }
 
@@ -824,9 +840,12 @@ impl Entropy {
         self.scan_bucket(shared, comparison);
     }
 
-    fn scan_bucket(&mut self, shared: &mut Shared, mut comparison: Comparison) {
+    /// Starts scanning a bucket for `comparison`; false when the bound on comparisons
+    /// or storage operations refused it (the next exchange finds what this one could
+    /// not).
+    fn scan_bucket(&mut self, shared: &mut Shared, mut comparison: Comparison) -> bool {
         if self.comparisons.len() >= shared.config.anti_entropy_buckets_max as usize * 4 {
-            return; // bounded: the next exchange finds what this one could not
+            return false;
         }
         let range = self
             .trees
@@ -835,8 +854,12 @@ impl Entropy {
         comparison.changes_at_scan = self
             .trees
             .bucket_changes(comparison.partition as usize, comparison.bucket as usize);
-        if let Some(token) = shared.start_scan(Task::EntropyScan, range, None, limit) {
-            self.comparisons.push((token, comparison));
+        match shared.start_scan(Task::EntropyScan, range, None, limit) {
+            Some(token) => {
+                self.comparisons.push((token, comparison));
+                true
+            }
+            None => false,
         }
     }
 

@@ -62,8 +62,9 @@ impl Node {
             | Message::ReplicaPutReply { .. }
             | Message::ForwardPutReply { .. } => self.answer(from, message),
             Message::TreeHashes { .. } | Message::KeyHashes { .. } => {
+                let (shared, view, owed) = (&mut self.shared, &self.view, &mut self.owed);
                 self.entropy
-                    .handle_message(&mut self.shared, &self.view, from, message)
+                    .handle_message(shared, view, owed, from, message)
             }
             Message::HandoffOffer { .. }
             | Message::HandoffNeed { .. }
