@@ -32,10 +32,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum CliCommand {
-    /// The side-by-side: the same SET and GET workload with redis-benchmark and with
-    /// ringkv-bench against Redis (no persistence; appendfsync always), one etcd node,
-    /// one ringkv node (N=1) and a 3-node ringkv cluster (N=3 R=2 W=2), in one run.
-    /// Needs redis-server, redis-benchmark and etcd; says so when one is missing.
+    /// The side-by-side: the load's workload (by default 50% GET / 50% SET, 100-byte
+    /// values, 100,000 keys) in a closed loop and in an open loop at a fixed rate
+    /// against Redis (no persistence; appendfsync always), a 3-node etcd cluster, and
+    /// one node and a 3-node cluster (N=3 R=2 W=2) of both ringkv binaries, with the
+    /// servers' CPU time per request; medians of --runs runs. Needs redis-server, etcd
+    /// and both ringkv binaries; says so when one is missing.
     Compare(CompareFlags),
     /// Start a local ringkv cluster, run the load against it while the scenario
     /// happens, report (the failure window on its own), and stop the cluster.
@@ -87,12 +89,18 @@ struct ScenarioFlags {
 
 #[derive(Debug, Args)]
 struct CompareFlags {
-    /// Requests of each redis-benchmark test (-n).
-    #[arg(long, default_value_t = 200_000)]
-    redis_benchmark_requests: u64,
+    /// Times every target is measured (they take turns); the table shows medians.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Requests a second of each target's open-loop phase.
+    #[arg(long, default_value_t = 2_000.0)]
+    open_loop_rate: f64,
     /// The ringkv-node binary (default: next to this one).
     #[arg(long)]
     node_binary: Option<PathBuf>,
+    /// The ringkv-node-uring binary (default: next to this one).
+    #[arg(long)]
+    uring_binary: Option<PathBuf>,
     /// Port of each server in turn (a cluster uses the ports above it too).
     #[arg(long, default_value_t = 27379)]
     base_port: u16,
@@ -248,7 +256,7 @@ fn scenario(
     mut plan: Plan,
     progress: impl FnMut(&Results),
 ) -> Result<Results, String> {
-    let binary = node_binary(flags.node_binary.as_ref())?;
+    let binary = sibling_binary(flags.node_binary.as_ref(), "ringkv-node")?;
     if !binary.exists() {
         return Err(format!(
             "{} not found: build it (cargo build --release -p ringkv-mio) or pass --node-binary",
@@ -332,31 +340,30 @@ fn scenario(
     Ok(results)
 }
 
-fn node_binary(given: Option<&PathBuf>) -> Result<PathBuf, String> {
+/// `given`, else the binary `name` next to this one.
+fn sibling_binary(given: Option<&PathBuf>, name: &str) -> Result<PathBuf, String> {
     match given {
         Some(path) => Ok(path.clone()),
         None => Ok(std::env::current_exe()
             .map_err(|e| e.to_string())?
-            .with_file_name("ringkv-node")),
+            .with_file_name(name)),
     }
 }
 
 fn run_comparison(flags: &CompareFlags, plan: Plan) -> ExitCode {
-    let node_binary = match node_binary(flags.node_binary.as_ref()) {
-        Ok(path) => path,
+    let binaries = sibling_binary(flags.node_binary.as_ref(), "ringkv-node").and_then(|node| {
+        Ok((
+            node,
+            sibling_binary(flags.uring_binary.as_ref(), "ringkv-node-uring")?,
+        ))
+    });
+    let (node_binary, uring_binary) = match binaries {
+        Ok(binaries) => binaries,
         Err(error) => {
             eprintln!("ringkv-bench compare: {error}");
             return ExitCode::FAILURE;
         }
     };
-    let missing = compare::missing_tools(&node_binary);
-    if !missing.is_empty() {
-        eprintln!("ringkv-bench compare needs, and will not install:");
-        for tool in missing {
-            eprintln!("  {tool}");
-        }
-        return ExitCode::from(2);
-    }
     let seconds = match plan.length {
         Length::Duration(duration) => duration.as_secs_f64(),
         Length::Requests(_) => {
@@ -364,24 +371,43 @@ fn run_comparison(flags: &CompareFlags, plan: Plan) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if !(flags.open_loop_rate.is_finite() && flags.open_loop_rate > 0.0) || flags.runs == 0 {
+        eprintln!("ringkv-bench compare: --open-loop-rate and --runs must be positive");
+        return ExitCode::FAILURE;
+    }
     let comparison = compare::Comparison {
         seconds,
-        redis_benchmark_requests: flags.redis_benchmark_requests,
         connections: plan.connections,
+        open_loop_rate: flags.open_loop_rate,
+        runs: flags.runs,
         workload: plan.workload,
         node_binary,
+        uring_binary,
         base_port: flags.base_port,
     };
+    let missing = compare::missing_tools(&comparison);
+    if !missing.is_empty() {
+        eprintln!("ringkv-bench compare needs, and will not install:");
+        for tool in missing {
+            eprintln!("  {tool}");
+        }
+        return ExitCode::from(2);
+    }
     println!(
-        "compare: {} connections, values {} B, {} keys; redis-benchmark -n {}; ringkv-bench {seconds} s per operation after 1 s of warm-up",
-        comparison.connections,
+        "compare: mix {}, values {} B, {} keys; closed loop {} connections, open loop {}/s over as many; {seconds} s per phase after 1 s of warm-up; {} runs, medians",
+        flags.load.mix,
         comparison.workload.value_size.max(),
         comparison.workload.key_count,
-        comparison.redis_benchmark_requests
+        comparison.connections,
+        comparison.open_loop_rate,
+        comparison.runs
     );
     match compare::compare(&comparison, |step| eprintln!("compare: {step}")) {
-        Ok(lines) => {
-            print!("{}", compare::table(&lines));
+        Ok(samples) => {
+            for sample in &samples {
+                eprintln!("compare: {sample:?}");
+            }
+            print!("{}", compare::table(&samples, comparison.open_loop_rate));
             ExitCode::SUCCESS
         }
         Err(error) => {
