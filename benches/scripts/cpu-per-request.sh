@@ -16,18 +16,9 @@ binary=${1:-target/release/ringkv-node}
 runs=${2:-3}
 bench=$(dirname "$binary")/ringkv-bench
 dir=$(mktemp -d /tmp/ringkv-cpu.XXXXXX)
-members="1@127.0.0.1:7561,2@127.0.0.1:7563,3@127.0.0.1:7565"
 # shellcheck source=local-nodes.sh
 source "$(dirname "$0")/local-nodes.sh"
-
-for id in 1 2 3; do
-    "$binary" --node-id "$id" --client-address "127.0.0.1:$((7558 + 2 * id))" \
-        --peer-address "127.0.0.1:$((7559 + 2 * id))" --data-dir "$dir/n$id" \
-        --members "$members" --replicas 3 >>"$dir/n$id.log" 2>&1 &
-    pids[$id]=$!
-done
-wait_up 7560 7562 7564
-hosts=127.0.0.1:7560,127.0.0.1:7562,127.0.0.1:7564
+start_three_nodes
 ticks_per_second=$(getconf CLK_TCK)
 
 # utime + stime of the three nodes, in clock ticks (fields 14 and 15 of

@@ -15,18 +15,9 @@ binary=${1:-target/release/ringkv-node}
 bench=$(dirname "$binary")/ringkv-bench
 command -v strace >/dev/null || { echo "needs strace (apt install strace)"; exit 1; }
 dir=$(mktemp -d /tmp/ringkv-syscalls.XXXXXX)
-members="1@127.0.0.1:7561,2@127.0.0.1:7563,3@127.0.0.1:7565"
 # shellcheck source=local-nodes.sh
 source "$(dirname "$0")/local-nodes.sh"
-
-for id in 1 2 3; do
-    "$binary" --node-id "$id" --client-address "127.0.0.1:$((7558 + 2 * id))" \
-        --peer-address "127.0.0.1:$((7559 + 2 * id))" --data-dir "$dir/n$id" \
-        --members "$members" --replicas 3 >>"$dir/n$id.log" 2>&1 &
-    pids[$id]=$!
-done
-wait_up 7560 7562 7564
-hosts=127.0.0.1:7560,127.0.0.1:7562,127.0.0.1:7564
+start_three_nodes
 "$bench" --hosts "$hosts" -c 50 --rate 2000 --duration-seconds 3 --quiet >/dev/null
 timeout 12 strace -c -f -p "${pids[1]}" -o "$dir/strace.txt" &
 tracer=$!
