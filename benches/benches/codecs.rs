@@ -50,6 +50,7 @@ fn peer_messages(c: &mut Criterion) {
                 key: b"user:00000042",
                 versions: &versions,
                 hint: None,
+                durable: false,
             },
         ),
         (

@@ -7,7 +7,7 @@
 # Clusters of one build differ by about 15% here: compare builds over several clusters.
 #
 #   cargo build --release -p ringkv-mio -p ringkv-bench
-#   benches/scripts/cpu-per-request.sh [BINARY=target/release/ringkv-node] [RUNS=3]
+#   [NODE_FLAGS=...] benches/scripts/cpu-per-request.sh [BINARY=target/release/ringkv-node] [RUNS=3]
 #
 # Bounded: every load stops by itself; every node is stopped on exit. Loopback ports
 # 7560-7565.

@@ -22,15 +22,16 @@ wait_up() {
     done
 }
 
-# Starts a 3-node cluster (N=3, default settings) of `$binary` on loopback ports
-# 7560-7565 with its data under `$dir`, waits until every node answers, and sets
-# `hosts` to the three client addresses.
+# Starts a 3-node cluster (N=3, default settings plus NODE_FLAGS from the environment,
+# e.g. NODE_FLAGS="--sync-writes all") of `$binary` on loopback ports 7560-7565 with
+# its data under `$dir`, waits until every node answers, and sets `hosts` to the three
+# client addresses.
 start_three_nodes() {
     local members="1@127.0.0.1:7561,2@127.0.0.1:7563,3@127.0.0.1:7565" id
     for id in 1 2 3; do
         "$binary" --node-id "$id" --client-address "127.0.0.1:$((7558 + 2 * id))" \
             --peer-address "127.0.0.1:$((7559 + 2 * id))" --data-dir "$dir/n$id" \
-            --members "$members" --replicas 3 >>"$dir/n$id.log" 2>&1 &
+            --members "$members" --replicas 3 ${NODE_FLAGS:-} >>"$dir/n$id.log" 2>&1 &
         pids[$id]=$!
     done
     wait_up 7560 7562 7564

@@ -11,6 +11,47 @@
 use crate::version::{NodeId, VersionSet};
 use smallvec::SmallVec;
 
+/// Which of a write's replicas sync it before they acknowledge: the paper's buffered
+/// writes (section 6.1), as Riak's `sync_on_write`. Per cluster (`Config`) and per
+/// request (`VSET ... SYNC one|all`), as W is.
+///
+/// - `One` (the default): the node that mints the write syncs its record before it
+///   sends the write on; the other replicas acknowledge once the write is in their log
+///   and sync it within their sync interval. A power cut loses no acknowledged write
+///   (the minting node's copy is on its disk); losing the minting node's disk within a
+///   sync interval of the write, together with a power cut of the other replicas that
+///   took it, can.
+/// - `All`: every replica syncs before it acknowledges.
+///
+/// See `node::replica` ("Buffered writes") for which records are always durable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SyncWrites {
+    #[default]
+    One,
+    All,
+}
+
+impl SyncWrites {
+    /// `one` or `all`, in any case.
+    pub fn parse(text: &[u8]) -> Option<SyncWrites> {
+        if text.eq_ignore_ascii_case(b"one") {
+            Some(SyncWrites::One)
+        } else if text.eq_ignore_ascii_case(b"all") {
+            Some(SyncWrites::All)
+        } else {
+            None
+        }
+    }
+
+    /// Its name as `parse` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncWrites::One => "one",
+            SyncWrites::All => "all",
+        }
+    }
+}
+
 /// Where a request stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Progress {

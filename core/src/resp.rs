@@ -19,6 +19,7 @@
 //! Inline requests split on spaces and tabs only (no quoting); use a Redis client for
 //! binary keys and values.
 
+use crate::quorum::SyncWrites;
 use smallvec::SmallVec;
 
 /// Bounds on what a client may send.
@@ -292,18 +293,20 @@ pub enum Command<'a> {
         key: &'a [u8],
         read_quorum: Option<u8>,
     },
-    /// `VSET key context value [W n]`.
+    /// `VSET key context value [W n] [SYNC one|all]`.
     VSet {
         key: &'a [u8],
         context: &'a [u8],
         value: &'a [u8],
         write_quorum: Option<u8>,
+        sync: Option<SyncWrites>,
     },
-    /// `VDEL key context [W n]`.
+    /// `VDEL key context [W n] [SYNC one|all]`.
     VDel {
         key: &'a [u8],
         context: &'a [u8],
         write_quorum: Option<u8>,
+        sync: Option<SyncWrites>,
     },
     Ping {
         message: Option<&'a [u8]>,
@@ -368,6 +371,29 @@ fn quorum_option(arguments: &[&[u8]], name: &'static [u8]) -> Result<Option<u8>,
             "expected an R or W option with a number",
         )),
     }
+}
+
+/// A write's options, `W n` and `SYNC one|all`, each at most once, in any order.
+fn write_options(arguments: &[&[u8]]) -> Result<(Option<u8>, Option<SyncWrites>), CommandError> {
+    let (mut write_quorum, mut sync) = (None, None);
+    for pair in arguments.chunks(2) {
+        match pair {
+            [option, value] if option.eq_ignore_ascii_case(b"SYNC") && sync.is_none() => {
+                sync = Some(SyncWrites::parse(value).ok_or(CommandError::Syntax(
+                    "SYNC takes one (the minting replica syncs) or all",
+                ))?);
+            }
+            [option, _] if option.eq_ignore_ascii_case(b"W") && write_quorum.is_none() => {
+                write_quorum = quorum_option(pair, b"W")?;
+            }
+            _ => {
+                return Err(CommandError::Syntax(
+                    "expected W <number> and SYNC one|all, each at most once",
+                ));
+            }
+        }
+    }
+    Ok((write_quorum, sync))
 }
 
 impl<'a> Command<'a> {
@@ -437,23 +463,25 @@ impl<'a> Command<'a> {
                 },
             },
             (b"VGET", _) => return Some(arity("vget")),
-            (b"VSET", [key, context, value, options @ ..]) => Command::VSet {
-                key,
-                context,
-                value,
-                write_quorum: match quorum_option(options, b"W") {
-                    Ok(quorum) => quorum,
-                    Err(error) => return Some(Err(error)),
+            (b"VSET", [key, context, value, options @ ..]) => match write_options(options) {
+                Ok((write_quorum, sync)) => Command::VSet {
+                    key,
+                    context,
+                    value,
+                    write_quorum,
+                    sync,
                 },
+                Err(error) => return Some(Err(error)),
             },
             (b"VSET", _) => return Some(arity("vset")),
-            (b"VDEL", [key, context, options @ ..]) => Command::VDel {
-                key,
-                context,
-                write_quorum: match quorum_option(options, b"W") {
-                    Ok(quorum) => quorum,
-                    Err(error) => return Some(Err(error)),
+            (b"VDEL", [key, context, options @ ..]) => match write_options(options) {
+                Ok((write_quorum, sync)) => Command::VDel {
+                    key,
+                    context,
+                    write_quorum,
+                    sync,
                 },
+                Err(error) => return Some(Err(error)),
             },
             (b"VDEL", _) => return Some(arity("vdel")),
             _ => return None,
@@ -744,9 +772,41 @@ mod tests {
                 key: b"k",
                 context: b"ctx",
                 value: b"v",
-                write_quorum: Some(2)
+                write_quorum: Some(2),
+                sync: None
             })
         );
+        assert_eq!(
+            parse(&[b"VSET", b"k", b"ctx", b"v", b"sync", b"ALL", b"W", b"1"]),
+            Ok(Command::VSet {
+                key: b"k",
+                context: b"ctx",
+                value: b"v",
+                write_quorum: Some(1),
+                sync: Some(SyncWrites::All)
+            })
+        );
+        assert_eq!(
+            parse(&[b"VDEL", b"k", b"ctx", b"SYNC", b"one"]),
+            Ok(Command::VDel {
+                key: b"k",
+                context: b"ctx",
+                write_quorum: None,
+                sync: Some(SyncWrites::One)
+            })
+        );
+        let bad_options: [&[&'static [u8]]; 4] = [
+            &[b"VSET", b"k", b"c", b"v", b"SYNC", b"some"],
+            &[b"VSET", b"k", b"c", b"v", b"SYNC", b"one", b"SYNC", b"all"],
+            &[b"VSET", b"k", b"c", b"v", b"W", b"1", b"W", b"2"],
+            &[b"VDEL", b"k", b"c", b"SYNC"],
+        ];
+        for bad in bad_options {
+            assert!(
+                matches!(parse(bad), Err(CommandError::Syntax(_))),
+                "{bad:?} is refused"
+            );
+        }
         assert_eq!(
             parse(&[b"vget", b"k", b"R", b"1"]),
             Ok(Command::VGet {

@@ -8,15 +8,28 @@
 //!   for every write queued when the round starts. Operations on one key keep their
 //!   order because one thread applies them in arrival order. A failed batch fails each
 //!   of its operations (nothing of it is acknowledged).
+//! - **Buffered writes run inline** (`durable` false, see
+//!   `ringkv_core::quorum::SyncWrites`): the caller's thread writes the record to the
+//!   log and the index (`Store::write_buffered`, one `pwrite`, no fsync) and queues its
+//!   completion at once, as for a cached read: no thread handoff, no wakeup. A reader
+//!   thread syncs them on the shell's interval ([`Executor::sync`]), and the writer's
+//!   next durable batch syncs them too; an index checkpoint they make due goes to a
+//!   reader thread. The core keeps one write per key in flight, so a buffered write
+//!   never overtakes a durable one of the same key on the writer thread.
 //! - **Point reads run inline** on the caller's thread (the event loop) when the page
 //!   cache holds what they need (`Store::get_cached_into`, one `preadv2(RWF_NOWAIT)`),
 //!   and their completion is queued at once: a cached read costs no thread handoff,
 //!   no wakeup and no context switch (why it matters is measured in BENCHMARKS.md).
+//! - **Or the loop writes** ([`WriteMode::Loop`], ringkv-node): writes wait as in caller
+//!   mode (below), and the event loop writes and syncs them itself once per wakeup,
+//!   after it flushed its output ([`Executor::run_rounds`]): group commit with no
+//!   thread handoff, as Redis's `appendfsync always` does it.
 //! - **Or the caller writes** ([`WriteMode::Caller`], for ringkv-node-uring): writes
 //!   and deletes wait in the executor, one list per store; [`Executor::next_round`]
 //!   prepares a store's waiting operations as one batch (the storage engine's split
 //!   API), the caller writes its bytes and syncs them on its own terms (the ring), and
 //!   [`Executor::finish_round`] commits the batch and completes every operation in it.
+//!   A round is synced only if it holds a durable operation.
 //!   One round per store is in flight at a time; what arrives meanwhile waits for the
 //!   next: group commit as write-then-sync.
 //! - **Reader threads** ([`READERS`]) take the reads the page cache cannot serve,
@@ -183,10 +196,18 @@ impl Stores {
 /// Who writes and syncs the stores' logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteMode {
-    /// The executor's writer thread (ringkv-node).
+    /// The executor's writer thread: group commit off the loop. Measured against
+    /// [`WriteMode::Loop`] at 2,000 requests a second on 3 nodes it cost a third more
+    /// CPU per request (the handoff's wakeups and thread switches; BENCHMARKS.md), so
+    /// no binary uses it any more; the executor's tests do.
     Thread,
     /// The caller, round by round (see the module docs).
     Caller,
+    /// The caller's thread, round by round, with plain syscalls: the event loop writes
+    /// and syncs every store's waiting writes itself before it sleeps
+    /// ([`Executor::run_rounds`]), as Redis's `appendfsync always` does, so a
+    /// durable write costs no thread handoff or wakeup (ringkv-node).
+    Loop,
 }
 
 /// One store's waiting writes, prepared as one batch for the caller to write at
@@ -197,7 +218,9 @@ pub struct WriteRound {
     space: Space,
     prepared: ringkv_storage::PreparedWrite,
     tokens: Vec<u64>,
-    /// The durability mode acknowledges a write only once it is synced.
+    /// Sync before finishing: the durability mode acknowledges a write only once it
+    /// is synced, and the round holds a durable operation (a round of buffered writes
+    /// only is not synced; the interval sync covers it).
     pub sync: bool,
     started: std::time::Instant,
 }
@@ -251,6 +274,8 @@ pub struct Executor {
     /// Point reads served inline, and those handed to a reader thread.
     reads_inline: AtomicU64,
     reads_deferred: AtomicU64,
+    /// The batch of an inline buffered write, kept for its buffers.
+    inline_batch: RefCell<WriteBatch>,
 }
 
 /// The stores under a node's data directory, each in a directory of its name.
@@ -336,12 +361,25 @@ impl Executor {
             threads,
             reads_inline: AtomicU64::new(0),
             reads_deferred: AtomicU64::new(0),
+            inline_batch: RefCell::new(WriteBatch::new()),
         })
     }
 
     /// Queues one of the core's storage operations. A point read the page cache can
     /// serve is done here and now: its completion is waiting when this returns.
     pub fn submit(&self, operation: StorageOp<&[u8]>) {
+        if let StorageOp::Write {
+            token,
+            space,
+            key,
+            record,
+            durable: false,
+        } = operation
+        {
+            if self.mode != WriteMode::Caller {
+                return self.write_buffered(token, space, (key, record));
+            }
+        }
         if let StorageOp::Read { token, space, key } = operation {
             let mut value = Vec::new();
             let result = match self.stores.get(space).get_cached_into(key, &mut value) {
@@ -365,7 +403,7 @@ impl Executor {
     /// write for the next round).
     fn queue(&self, job: StorageOp) {
         let token = job.token();
-        if self.mode == WriteMode::Caller && job.is_write() {
+        if self.mode != WriteMode::Thread && job.is_write() {
             let mut waiting = self.waiting.borrow_mut();
             if waiting.iter().map(Vec::len).sum::<usize>() >= self.queue_max {
                 log::error!("storage queue full; failing operation {token}");
@@ -389,6 +427,30 @@ impl Executor {
         if let Err(job) = sent {
             log::error!("storage queue full or closed; failing operation {token}");
             let _ = self.done_sender.try_send(failed(job));
+        }
+    }
+
+    /// A buffered write, here and now (see the module docs).
+    fn write_buffered(&self, token: u64, space: Space, (key, record): (&[u8], &[u8])) {
+        let result = {
+            let mut batch = self.inline_batch.borrow_mut();
+            batch.clear();
+            batch.put(key, record);
+            self.stores.get(space).write_buffered(&batch)
+        };
+        let result = result.map_err(|error| {
+            log::warn!("storage: writing to {space:?} failed: {error}");
+            self.stores.rounds.failed(failure(&error));
+            failure(&error)
+        });
+        self.checkpoint_when_due(space);
+        if self
+            .done_sender
+            .try_send(Completion::Written { token, result }.into())
+            .is_err()
+        {
+            // The channel holds every operation the core can have in flight, twice.
+            log::error!("completion queue full; write {token} is lost");
         }
     }
 
@@ -418,9 +480,9 @@ impl Executor {
         )
     }
 
-    /// Caller mode: hands the store's index checkpoint to a reader thread once enough
-    /// log was written (the thread that writes in [`WriteMode::Thread`] checkpoints
-    /// inside `Store::write` itself).
+    /// Hands the store's index checkpoint to a reader thread once enough log was
+    /// written, for writes made on the caller's thread (caller mode's rounds, buffered
+    /// writes); the writer thread checkpoints inside `Store::write` itself.
     fn checkpoint_when_due(&self, space: Space) {
         let queued = &self.stores.checkpoint_queued[space_index(space)];
         if !self.stores.get(space).checkpoint_due() || queued.swap(true, Ordering::AcqRel) {
@@ -442,14 +504,12 @@ impl Executor {
             .is_some_and(|r| r.try_send(Job::Compact { budget_bytes }).is_ok())
     }
 
-    /// Asks the writer (in caller mode, a reader thread) to make every write durable
-    /// (interval and none modes).
+    /// Asks a reader thread to make every write durable (buffered writes, interval
+    /// mode): off the writer's path, so no write round waits behind this fsync (a
+    /// durable round that needs one meanwhile shares it: `Store::sync` is the same
+    /// group commit).
     pub fn sync(&self) {
-        let channel = match self.mode {
-            WriteMode::Thread => &self.writes,
-            WriteMode::Caller => &self.reads,
-        };
-        if let Some(channel) = channel {
+        if let Some(channel) = &self.reads {
             let _ = channel.try_send(Job::Sync);
         }
     }
@@ -485,6 +545,9 @@ impl Executor {
             };
             let mut batch = WriteBatch::new();
             let mut tokens = Vec::with_capacity(jobs.len());
+            // A round of buffered writes only is not synced; one durable operation
+            // syncs the whole round (and with it, everything written before).
+            let durable = jobs.iter().any(StorageOp::is_durable_write);
             for job in &jobs {
                 tokens.push(job.token());
                 match job {
@@ -501,7 +564,7 @@ impl Executor {
                         space,
                         prepared,
                         tokens,
-                        sync: self.sync_rounds,
+                        sync: self.sync_rounds && durable,
                         started: std::time::Instant::now(),
                     });
                 }
@@ -518,6 +581,33 @@ impl Executor {
             }
         }
         None
+    }
+
+    /// [`WriteMode::Loop`]: writes (and syncs, when the round wants it) every store's
+    /// waiting writes here and now, one round per store, and queues their
+    /// completions. The loop calls it once per wakeup, after it flushed its output.
+    pub fn run_rounds(&self) {
+        use std::os::unix::fs::FileExt;
+        while let Some(round) = self.next_round() {
+            let written = round
+                .file()
+                .write_all_at(round.bytes(), round.file_offset())
+                .map_err(RoundFailure::Write)
+                .and_then(|()| {
+                    // Zeroing ahead only makes later syncs cheaper (see ringkv-storage).
+                    if let Some((offset, zeros)) = round.zeros() {
+                        if let Err(error) = round.file().write_all_at(zeros, offset) {
+                            log::debug!("storage: zeroing ahead failed: {error}");
+                        }
+                    }
+                    if round.sync {
+                        round.file().sync_data().map_err(RoundFailure::Sync)
+                    } else {
+                        Ok(())
+                    }
+                });
+            self.finish_round(round, written);
+        }
     }
 
     /// [`WriteMode::Caller`]: the caller wrote (and synced) a round's bytes, or failed
@@ -679,7 +769,6 @@ fn write_loop(stores: &Stores, jobs: &Receiver<Job>, done: &Sender<Done>, wake: 
         for batch in &mut batches {
             batch.clear();
         }
-        let mut sync = false;
         for job in &round {
             match job {
                 Job::Core(StorageOp::Write {
@@ -688,7 +777,6 @@ fn write_loop(stores: &Stores, jobs: &Receiver<Job>, done: &Sender<Done>, wake: 
                 Job::Core(StorageOp::Delete { space, key, .. }) => {
                     batches[space_index(*space)].delete(key)
                 }
-                Job::Sync => sync = true,
                 _ => {}
             }
         }
@@ -701,9 +789,6 @@ fn write_loop(stores: &Stores, jobs: &Receiver<Job>, done: &Sender<Done>, wake: 
                 stores.rounds.failed(failure(&error));
             }
         }
-        if sync {
-            sync_all(stores);
-        }
         stores.rounds.record(round.len(), round_started.elapsed());
         for job in round.drain(..) {
             let finished = match job {
@@ -713,7 +798,6 @@ fn write_loop(stores: &Stores, jobs: &Receiver<Job>, done: &Sender<Done>, wake: 
                     token,
                     result: results[space_index(space)],
                 }),
-                Job::Sync => continue,
                 other => failed(other),
             };
             if done.send(finished).is_err() {
@@ -735,7 +819,7 @@ fn space_index(space: Space) -> usize {
 fn read_loop(stores: &Stores, jobs: &Receiver<Job>, done: &Sender<Done>, wake: &dyn Fn()) {
     while let Ok(job) = jobs.recv() {
         if let Job::Sync = job {
-            // Caller mode's interval sync: nobody waits for it.
+            // The interval sync of buffered writes: nobody waits for it.
             sync_all(stores);
             continue;
         }
@@ -787,11 +871,13 @@ fn run_read(stores: &Stores, job: Job) -> Done {
             last,
             after,
             limit,
+            durable,
         }) => Done::Storage(Completion::Scanned {
             token,
-            result: stores
-                .data
-                .scan(first, last, after, limit as usize)
+            // A durable scan syncs first (nothing to do when nothing is buffered), so
+            // its page holds only records a power cut keeps.
+            result: (if durable { stores.data.sync() } else { Ok(()) })
+                .and_then(|()| stores.data.scan(first, last, after, limit as usize))
                 .map(|chunk| ScanPage {
                     items: chunk.items,
                     next: chunk.next,
@@ -898,6 +984,7 @@ mod tests {
                 space,
                 key: b"k",
                 record: format!("record {token}").as_bytes(),
+                durable: true,
             });
         }
         let written = wait(&executor, 3);
@@ -940,6 +1027,7 @@ mod tests {
             space: Space::Data,
             key: b"k",
             record: b"value",
+            durable: true,
         });
         assert_eq!(wait(&executor, 1).len(), 1);
         executor.submit(StorageOp::Read {
@@ -1004,6 +1092,98 @@ mod tests {
     }
 
     #[test]
+    fn a_round_of_buffered_writes_is_not_synced_and_one_durable_write_syncs_its_round() {
+        let dir = tempfile::tempdir().unwrap();
+        let sizes = StoreSizes {
+            durability: Durability::Group,
+            data_segment_size_bytes: 16 << 20,
+            checkpoint_interval_bytes: ringkv_storage::Config::default().checkpoint_interval_bytes,
+            record_size_bytes_max: 2 << 20,
+        };
+        let executor = Executor::start(dir.path(), sizes, 64, WriteMode::Caller, || {}).unwrap();
+        let write = |token: u64, durable: bool| {
+            executor.submit(StorageOp::Write {
+                token,
+                space: Space::Data,
+                key: &token.to_le_bytes(),
+                record: b"r",
+                durable,
+            })
+        };
+        write(1, false);
+        write(2, false);
+        let round = executor.next_round().expect("a round");
+        assert!(!round.sync, "buffered writes only: no sync");
+        finish_written(&executor, round);
+        assert_eq!(wait(&executor, 2).len(), 2);
+        write(3, false);
+        write(4, true);
+        let round = executor.next_round().expect("a round");
+        assert!(round.sync, "a durable write syncs its round");
+        finish_written(&executor, round);
+        assert_eq!(wait(&executor, 2).len(), 2);
+        executor.submit(StorageOp::Delete {
+            token: 5,
+            space: Space::Data,
+            key: b"gone",
+        });
+        assert!(
+            executor.next_round().expect("a round").sync,
+            "deletes are durable"
+        );
+    }
+
+    #[test]
+    fn the_writer_thread_acknowledges_buffered_writes_and_their_records_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let executor = executor(dir.path());
+        let syncs_before = executor.data_stats().syncs;
+        for token in 0..20u64 {
+            executor.submit(StorageOp::Write {
+                token,
+                space: Space::Data,
+                key: &token.to_le_bytes(),
+                record: b"buffered",
+                durable: false,
+            });
+        }
+        let done = wait(&executor, 20);
+        assert!(
+            done.iter()
+                .all(|d| matches!(d, Done::Storage(Completion::Written { result: Ok(()), .. }))),
+            "{done:?}"
+        );
+        assert_eq!(
+            executor.data_stats().syncs,
+            syncs_before,
+            "buffered writes wait for no fsync"
+        );
+        executor.submit(StorageOp::Read {
+            token: 99,
+            space: Space::Data,
+            key: &3u64.to_le_bytes(),
+        });
+        let read = wait(&executor, 1);
+        assert!(
+            matches!(
+                &read[..],
+                [Done::Storage(Completion::Read { token: 99, result: Ok(Some(record)) })]
+                    if record == b"buffered"
+            ),
+            "{read:?}"
+        );
+        executor.sync();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while executor.data_stats().syncs == syncs_before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the interval sync ran"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    #[test]
     fn in_caller_mode_rounds_commit_what_the_caller_wrote_and_failures_complete_with_errors() {
         let dir = tempfile::tempdir().unwrap();
         let sizes = StoreSizes {
@@ -1019,6 +1199,7 @@ mod tests {
                 space: Space::Data,
                 key,
                 record,
+                durable: true,
             })
         };
         write(1, b"a", b"one");
@@ -1110,6 +1291,7 @@ mod tests {
                 space: Space::Data,
                 key: &key,
                 record: &value,
+                durable: true,
             });
             write_round(&executor);
             wait(&executor, 1);
@@ -1135,6 +1317,7 @@ mod tests {
                 space: Space::Hints,
                 key,
                 record: b"r",
+                durable: true,
             });
         }
         assert_eq!(wait(&executor, 10).len(), 10);

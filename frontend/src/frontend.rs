@@ -354,12 +354,7 @@ impl<T: Transport> Frontend<T> {
             node.storage_damaged();
         }
         let io = Io::new(transport, clock, executor, settings, &node);
-        let sync_at = match io.settings.durability {
-            ringkv_storage::Durability::Interval { interval_ms } => {
-                Some(io.clock.now() + Duration::from_millis(u64::from(interval_ms)))
-            }
-            _ => None,
-        };
+        let sync_at = sync_interval(&io.settings).map(|interval| io.clock.now() + interval);
         let mut frontend = Frontend {
             node,
             io,
@@ -425,17 +420,17 @@ impl<T: Transport> Frontend<T> {
         self.io.again.push(index);
     }
 
-    /// Hands the core its expired deadlines, and starts the interval sync when due
-    /// (`--durability interval:<ms>`: acknowledged writes reach the disk at most that
-    /// long after they were written, plus the sync's own time).
+    /// Hands the core its expired deadlines, and starts the interval sync when due:
+    /// buffered writes (`--sync-writes one`, see `ringkv_core::quorum::SyncWrites`)
+    /// reach the disk at most `--sync-interval-ms` after they were written, plus the
+    /// sync's own time (with `--durability interval:<ms>`, every write, at that
+    /// interval). A sync with nothing written since the last one costs nothing.
     pub fn timeouts(&mut self) {
         let now = self.io.clock.now();
-        if let (Some(at), ringkv_storage::Durability::Interval { interval_ms }) =
-            (self.sync_at, self.io.settings.durability)
-        {
+        if let (Some(at), Some(interval)) = (self.sync_at, sync_interval(&self.io.settings)) {
             if now >= at {
                 self.io.executor.sync();
-                self.sync_at = Some(now + Duration::from_millis(u64::from(interval_ms)));
+                self.sync_at = Some(now + interval);
             }
         }
         if self
@@ -944,6 +939,18 @@ fn directory_size_bytes(dir: &std::path::Path) -> u64 {
 
 fn parse_address(bytes: &[u8]) -> Option<SocketAddr> {
     std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+/// How often the stores are synced for writes acknowledged before their sync: the
+/// durability mode's interval, else `--sync-interval-ms` for buffered writes; None
+/// with durability `none` (tests), which never syncs.
+fn sync_interval(settings: &Settings) -> Option<Duration> {
+    let interval_ms = match settings.durability {
+        ringkv_storage::Durability::Interval { interval_ms } => interval_ms,
+        ringkv_storage::Durability::None => return None,
+        _ => settings.sync_interval_ms,
+    };
+    Some(Duration::from_millis(u64::from(interval_ms)))
 }
 
 impl<T: Transport> Io<T> {

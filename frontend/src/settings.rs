@@ -14,6 +14,7 @@
 use clap::{Args, Parser, Subcommand};
 use ringkv_core::node::Config;
 use ringkv_core::placement::Member;
+use ringkv_core::quorum::SyncWrites;
 use ringkv_core::version::NodeId;
 use ringkv_storage::Durability;
 use serde::Deserialize;
@@ -113,6 +114,15 @@ pub struct NodeFlags {
     /// always, group (default: concurrent writes share one fsync), interval:<ms>, none.
     #[arg(long)]
     pub durability: Option<String>,
+    /// Which replicas of a write sync it before acknowledging, when a request does not
+    /// say (VSET ... SYNC): one (default: the replica that mints the write; the others
+    /// acknowledge once it is in their log and sync within --sync-interval-ms, the
+    /// paper's buffered writes) or all.
+    #[arg(long)]
+    pub sync_writes: Option<String>,
+    /// How often buffered writes are synced, in milliseconds (default 100).
+    #[arg(long)]
+    pub sync_interval_ms: Option<u32>,
     /// Client connections at once; past it new connections are refused (default 1024).
     #[arg(long)]
     pub connections_max: Option<u32>,
@@ -225,6 +235,9 @@ pub struct Settings {
     pub weight: u32,
     pub zone: Option<u32>,
     pub durability: Durability,
+    pub sync_writes: Option<SyncWrites>,
+    /// How often buffered writes are synced (`durability` `interval:<ms>` sets its own).
+    pub sync_interval_ms: u32,
     pub connections_max: u32,
     pub request_timeout_ms: Option<u64>,
     pub requests_max: Option<u32>,
@@ -240,6 +253,11 @@ pub struct Settings {
     /// The cluster's peer secret; `None`: peers are told apart by cluster id only.
     pub peer_secret: Option<String>,
 }
+
+/// How often buffered writes are synced by default: a power cut of a replica loses at
+/// most about this much of the writes it took buffered (each still durable on the node
+/// that minted it).
+pub const SYNC_INTERVAL_MS_DEFAULT: u32 = 100;
 
 pub const CLIENT_ADDRESS_DEFAULT: &str = "127.0.0.1:7379";
 pub const PEER_ADDRESS_DEFAULT: &str = "127.0.0.1:7380";
@@ -280,6 +298,8 @@ impl NodeFlags {
             weight: self.weight.or(other.weight),
             zone: self.zone.or(other.zone),
             durability: self.durability.or(other.durability),
+            sync_writes: self.sync_writes.or(other.sync_writes),
+            sync_interval_ms: self.sync_interval_ms.or(other.sync_interval_ms),
             connections_max: self.connections_max.or(other.connections_max),
             request_timeout_ms: self.request_timeout_ms.or(other.request_timeout_ms),
             requests_max: self.requests_max.or(other.requests_max),
@@ -313,6 +333,18 @@ impl NodeFlags {
                 .map_err(|error| SettingsError::Durability(error.to_string()))?,
             None => Durability::Group,
         };
+        let sync_writes = match &self.sync_writes {
+            Some(text) => Some(SyncWrites::parse(text.as_bytes()).ok_or_else(|| {
+                SettingsError::Invalid(format!("sync_writes is one or all, not {text:?}"))
+            })?),
+            None => None,
+        };
+        let sync_interval_ms = self.sync_interval_ms.unwrap_or(SYNC_INTERVAL_MS_DEFAULT);
+        if !(1..=60_000).contains(&sync_interval_ms) {
+            return Err(SettingsError::Invalid(
+                "sync_interval_ms must lie in 1..=60000".to_owned(),
+            ));
+        }
         let value_size_bytes_max = self
             .value_size_bytes_max
             .unwrap_or(ringkv_core::limits::VALUE_SIZE_BYTES_MAX);
@@ -365,6 +397,8 @@ impl NodeFlags {
             weight: self.weight.unwrap_or(1),
             zone: self.zone,
             durability,
+            sync_writes,
+            sync_interval_ms,
             connections_max,
             request_timeout_ms: self.request_timeout_ms,
             requests_max: self.requests_max,
@@ -438,6 +472,9 @@ impl Settings {
         }
         if let Some(quorum) = self.write_quorum {
             config.write_quorum_default = quorum;
+        }
+        if let Some(sync) = self.sync_writes {
+            config.sync_writes_default = sync;
         }
         if let Some(timeout_ms) = self.request_timeout_ms {
             config.request_timeout_ms = timeout_ms;

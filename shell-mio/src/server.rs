@@ -130,7 +130,7 @@ impl Server {
         let transport = MioTransport {
             registry: poll.registry().try_clone()?,
         };
-        let frontend = Frontend::new(settings, node_id, seed, transport, WriteMode::Thread, wake)?;
+        let frontend = Frontend::new(settings, node_id, seed, transport, WriteMode::Loop, wake)?;
         frontend.log_serving();
         Ok(Server {
             frontend,
@@ -207,6 +207,9 @@ impl Server {
                 self.frontend.tick(ticks);
             }
             self.frontend.flush();
+            // The durable writes of this wakeup, written and synced here: one group
+            // commit per store and wakeup, after the output went out.
+            self.frontend.executor().run_rounds();
             if self.frontend.ready_to_stop() {
                 return self.frontend.finish().1;
             }

@@ -221,6 +221,7 @@ struct Totals {
     hints_held_for_down_owners: u64,
     peers_marked_down: u64,
     storage_failures: u64,
+    buffered_writes_lost: u64,
     writes_promised_writable: u64,
     requests_judged_in_failure_windows: u64,
     messages_lost: u64,
@@ -248,6 +249,7 @@ impl Totals {
         self.crashes += cluster.stats.crashes;
         self.partitions += cluster.stats.partitions;
         self.storage_failures += cluster.stats.storage_failures;
+        self.buffered_writes_lost += cluster.stats.buffered_writes_lost;
         self.writes_promised_writable +=
             ringkv_tests::sim::checkers::writes_promised_writable(cluster) as u64;
         self.requests_judged_in_failure_windows +=
@@ -289,6 +291,7 @@ impl Totals {
             ),
             ("peers marked down", self.peers_marked_down),
             ("storage failures", self.storage_failures),
+            ("buffered writes lost to crashes", self.buffered_writes_lost),
             (
                 "writes the availability checker judged",
                 self.writes_promised_writable,

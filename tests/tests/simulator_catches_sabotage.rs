@@ -182,6 +182,32 @@ fn ignoring_the_hint_byte_bound_is_seen() {
     });
 }
 
+/// Buffered writes (`SYNC one`) are safe only because the node that mints a write
+/// syncs it before anyone acknowledges: a minting node that buffers its own record
+/// too loses acknowledged writes to a power cut.
+#[test]
+fn buffering_the_minted_record_loses_acknowledged_writes_to_a_power_cut() {
+    caught("buffer mints", 1, |p| {
+        p.sabotage = Sabotage {
+            buffer_mints: true,
+            ..Sabotage::default()
+        };
+        p.nodes = 3;
+        p.replicas = 1;
+        p.read_quorum = 1;
+        p.write_quorum = 1;
+        p.sync_writes = ringkv_core::quorum::SyncWrites::One;
+        p.sync_interval_ms = 2_000;
+        p.disk.failure = 0.0;
+        p.faults = Faults {
+            crashes: true,
+            mean_interval_ms: 300,
+            max_down: 1,
+            ..Faults::default()
+        };
+    });
+}
+
 #[test]
 fn reaping_without_the_counter_floor_mints_a_dot_twice() {
     caught("reap without floor", 1, |p| {

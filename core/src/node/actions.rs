@@ -67,6 +67,7 @@ enum Kind {
         token: u64,
         space: Space,
         key_size: usize,
+        durable: bool,
     },
     Delete {
         token: u64,
@@ -89,6 +90,7 @@ enum Kind {
         last: u64,
         after: Option<u64>,
         limit: u32,
+        durable: bool,
     },
 }
 
@@ -194,8 +196,8 @@ impl ActionQueue {
         &mut self,
         token: u64,
         space: Space,
-        key: &[u8],
-        record: &[u8],
+        (key, record): (&[u8], &[u8]),
+        durable: bool,
     ) -> Result<(), ActionsFull> {
         let key_size = key.len();
         self.push(
@@ -203,6 +205,7 @@ impl ActionQueue {
                 token,
                 space,
                 key_size,
+                durable,
             },
             |out| {
                 out.extend_from_slice(key);
@@ -248,8 +251,8 @@ impl ActionQueue {
         &mut self,
         token: u64,
         (first, last): (u64, u64),
-        after: Option<u64>,
-        limit: u32,
+        (after, limit): (Option<u64>, u32),
+        durable: bool,
     ) -> Result<(), ActionsFull> {
         let kind = Kind::Scan {
             token,
@@ -257,6 +260,7 @@ impl ActionQueue {
             last,
             after,
             limit,
+            durable,
         };
         self.push(kind, |_| true)
     }
@@ -304,6 +308,7 @@ impl ActionQueue {
                 token,
                 space,
                 key_size,
+                durable,
             } => {
                 let (key, record) = bytes.split_at(key_size);
                 Action::Storage(StorageOp::Write {
@@ -311,6 +316,7 @@ impl ActionQueue {
                     space,
                     key,
                     record,
+                    durable,
                 })
             }
             Kind::Delete { token, space } => Action::Storage(StorageOp::Delete {
@@ -338,12 +344,14 @@ impl ActionQueue {
                 last,
                 after,
                 limit,
+                durable,
             } => Action::Storage(StorageOp::Scan {
                 token,
                 first,
                 last,
                 after,
                 limit,
+                durable,
             }),
             Kind::Introduce { address_size } => {
                 let (address, frame) = bytes.split_at(address_size);
@@ -361,7 +369,9 @@ mod tests {
     fn actions_come_out_in_order_with_their_bytes_and_the_buffer_is_reused() {
         let mut queue = ActionQueue::new(4, 1024);
         queue.read(7, Space::Data, b"key").unwrap();
-        queue.write(8, Space::Hints, b"k", b"record").unwrap();
+        queue
+            .write(8, Space::Hints, (b"k", b"record"), false)
+            .unwrap();
         queue
             .reply(ClientId(1), 3, false, |out| {
                 out.extend_from_slice(b"+OK\r\n")
@@ -381,7 +391,8 @@ mod tests {
                 token: 8,
                 space: Space::Hints,
                 key: b"k",
-                record: b"record"
+                record: b"record",
+                durable: false
             }))
         );
         assert!(matches!(

@@ -6,6 +6,7 @@ use super::read_reply::ReadKind;
 use super::replica::check_sizes;
 use super::requests::{ReplyTo, WriteSpec};
 use super::{Node, RequestError};
+use crate::quorum::SyncWrites;
 use crate::resp::{
     AdminCommand, Command, write_array_header, write_bulk, write_error, write_simple,
 };
@@ -47,14 +48,21 @@ impl Node {
             Command::VGet { key, read_quorum } => {
                 self.client_read(reply, ReadKind::VGet, key, read_quorum)
             }
-            Command::Set { key, value } => {
-                self.client_write(reply, false, key, None, Some(value), timestamp_ms, None)
-            }
+            Command::Set { key, value } => self.client_write(
+                reply,
+                false,
+                key,
+                None,
+                Some(value),
+                timestamp_ms,
+                (None, None),
+            ),
             Command::VSet {
                 key,
                 context,
                 value,
                 write_quorum,
+                sync,
             } => self.client_write(
                 reply,
                 true,
@@ -62,12 +70,13 @@ impl Node {
                 Some(context),
                 Some(value),
                 timestamp_ms,
-                write_quorum,
+                (write_quorum, sync),
             ),
             Command::VDel {
                 key,
                 context,
                 write_quorum,
+                sync,
             } => self.client_write(
                 reply,
                 true,
@@ -75,7 +84,7 @@ impl Node {
                 Some(context),
                 None,
                 timestamp_ms,
-                write_quorum,
+                (write_quorum, sync),
             ),
             Command::Del { keys } => self.client_batch(client, tag, &keys, timestamp_ms, true),
             Command::Exists { keys } => self.client_batch(client, tag, &keys, timestamp_ms, false),
@@ -140,9 +149,9 @@ impl Node {
         context: Option<&[u8]>,
         value: Option<&[u8]>,
         timestamp_ms: u64,
-        write_quorum: Option<u8>,
+        options: (Option<u8>, Option<SyncWrites>),
     ) {
-        let spec = self.write_spec(key, context, value, timestamp_ms, write_quorum);
+        let spec = self.write_spec(key, context, value, timestamp_ms, options);
         match spec {
             Ok(spec) => {
                 let (coordinator, mut cx) = coordination!(self);
@@ -161,7 +170,7 @@ impl Node {
         context: Option<&[u8]>,
         value: Option<&[u8]>,
         timestamp_ms: u64,
-        write_quorum: Option<u8>,
+        (write_quorum, sync): (Option<u8>, Option<SyncWrites>),
     ) -> Result<WriteSpec, RequestError> {
         check_sizes(&self.shared, key, value.map_or(0, <[u8]>::len))?;
         let write_quorum = check_quorum(
@@ -187,6 +196,7 @@ impl Node {
             context,
             value,
             write_quorum,
+            sync: sync.unwrap_or(self.shared.config.sync_writes_default),
             retry: None,
         })
     }
@@ -217,7 +227,7 @@ impl Node {
         let reply = ReplyTo::Batch { parent };
         for key in keys {
             if delete {
-                self.client_write(reply, false, key, None, None, timestamp_ms, None);
+                self.client_write(reply, false, key, None, None, timestamp_ms, (None, None));
             } else {
                 self.client_read(reply, ReadKind::Exists, key, None);
             }
@@ -355,7 +365,7 @@ impl Node {
                 .count();
             let _ = write!(
                 text,
-                "# Cluster\r\nstatus:{}\r\nmembers:{}\r\nmembers_reachable:{up}\r\nmembers_placed:{}\r\nplacement_digest:{:016x}\r\nreplicas:{}\r\nread_quorum:{}\r\nwrite_quorum:{}\r\nhints_held:{}\r\nhint_bytes_held:{}\r\nanti_entropy_exchanges_owed:{}\r\n",
+                "# Cluster\r\nstatus:{}\r\nmembers:{}\r\nmembers_reachable:{up}\r\nmembers_placed:{}\r\nplacement_digest:{:016x}\r\nreplicas:{}\r\nread_quorum:{}\r\nwrite_quorum:{}\r\nsync_writes:{}\r\nhints_held:{}\r\nhint_bytes_held:{}\r\nanti_entropy_exchanges_owed:{}\r\n",
                 status_name(self.view.membership.local().status),
                 members.len(),
                 self.view.ring.members().len(),
@@ -363,6 +373,7 @@ impl Node {
                 self.shared.config.replicas,
                 self.shared.config.read_quorum_default,
                 self.shared.config.write_quorum_default,
+                self.shared.config.sync_writes_default.name(),
                 self.hints.len(),
                 self.hints.bytes(),
                 self.owed.len(),

@@ -2,6 +2,7 @@
 //! and a bound for every table and queue it keeps.
 
 use crate::placement::{Member, PARTITION_BITS_DEFAULT};
+use crate::quorum::SyncWrites;
 use crate::version::{NodeId, VersionBounds};
 use crate::wire::WireLimits;
 
@@ -28,6 +29,9 @@ pub struct Config {
     /// R and W when a request does not name its own.
     pub read_quorum_default: u8,
     pub write_quorum_default: u8,
+    /// Which replicas sync a write before acknowledging, when a request does not say
+    /// (`crate::quorum::SyncWrites`).
+    pub sync_writes_default: SyncWrites,
 
     /// A client request that has not reached its quorum by then fails.
     pub request_timeout_ms: u64,
@@ -164,6 +168,9 @@ pub struct Sabotage {
     /// A forward's first attempt is minted without its retry dot alias: a retried
     /// forward can live on as two siblings.
     pub retry_without_alias: bool,
+    /// The minting replica buffers its own record of a write (as it does a peer's
+    /// `SYNC one` write) instead of syncing it before it sends the write on.
+    pub buffer_mints: bool,
 }
 
 /// A configuration that cannot work.
@@ -245,6 +252,7 @@ impl Config {
             replicas,
             read_quorum_default: quorum,
             write_quorum_default: quorum,
+            sync_writes_default: SyncWrites::default(),
             request_timeout_ms: 2_000,
             replica_timeout_ms: 300,
             forward_silence_ms: 20,

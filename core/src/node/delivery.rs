@@ -130,6 +130,8 @@ impl Coordinator {
                 key: &delivery.key,
                 versions: record,
                 hint: None,
+                // The stand-in deletes its hint once the owner acknowledged.
+                durable: true,
             },
         );
         if sent.is_err() {

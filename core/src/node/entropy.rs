@@ -595,7 +595,7 @@ impl Entropy {
         let after = self.trees.build_cursor();
         let task = Task::BuildTrees;
         if shared
-            .start_scan(task, (0, u64::MAX), after, BUILD_PAGE_KEYS)
+            .start_scan(task, (0, u64::MAX), (after, BUILD_PAGE_KEYS), false)
             .is_some()
         {
             self.building = true;
@@ -854,7 +854,7 @@ impl Entropy {
         comparison.changes_at_scan = self
             .trees
             .bucket_changes(comparison.partition as usize, comparison.bucket as usize);
-        match shared.start_scan(Task::EntropyScan, range, None, limit) {
+        match shared.start_scan(Task::EntropyScan, range, (None, limit), false) {
             Some(token) => {
                 self.comparisons.push((token, comparison));
                 true
@@ -922,6 +922,7 @@ impl Entropy {
                         key,
                         versions: record,
                         hint: None,
+                        durable: false,
                     };
                     shared.send(comparison.peer, &message);
                 }

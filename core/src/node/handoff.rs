@@ -371,13 +371,14 @@ impl Handoffs {
         let limit = config
             .background_page_keys
             .min(config.wire_limits.list_length_max as u32);
-        pass.phase = match cx
-            .shared
-            .start_scan(Task::HandoffPage, range, pass.after, limit)
-        {
-            Some(_) => Phase::Scanning,
-            None => Phase::Waiting, // the next tick tries again
-        };
+        pass.phase =
+            match cx
+                .shared
+                .start_scan(Task::HandoffPage, range, (pass.after, limit), false)
+            {
+                Some(_) => Phase::Scanning,
+                None => Phase::Waiting, // the next tick tries again
+            };
     }
 
     /// Continues a pass that waited for its dropped mark to become durable.
@@ -488,6 +489,8 @@ impl Handoffs {
                 key,
                 versions: record,
                 hint: None,
+                // This node deletes its copy once every replica acknowledged.
+                durable: true,
             };
             let bytes = record.len() as u64;
             sent_all &= shared.send(from, &message);
@@ -600,7 +603,9 @@ impl Handoffs {
         }
         let range = trees.bucket_range(index, bucket as usize);
         let limit = shared.config.wire_limits.list_length_max as u32;
-        let Some(token) = shared.start_scan(Task::OfferScan, range, None, limit) else {
+        // Durable: this answer lets the offerer delete its copy (handoff, reaping), so
+        // it must not count a buffered record a power cut here would take back.
+        let Some(token) = shared.start_scan(Task::OfferScan, range, (None, limit), true) else {
             return;
         };
         let mut keys: Vec<(Vec<u8>, u64, u32)> = (0u32..)

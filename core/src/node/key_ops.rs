@@ -19,11 +19,14 @@ pub(crate) enum KeyOp {
     /// `hint`: the stored key is a hint for its owner. `held_value` is set once
     /// the stored versions are read (for the acknowledgement); `revived` when an
     /// unacknowledged merge (read repair, anti-entropy) gives reaping work back to a
-    /// record that had none (see `node::reap`).
+    /// record that had none (see `node::reap`). `durable`: the record is synced before
+    /// the acknowledgement (always for a hint); otherwise it is a buffered write
+    /// (`node::replica`, "Buffered writes").
     Merge {
         versions: VersionSet,
         reply: Option<(NodeId, u64)>,
         hint: Option<HintWrite>,
+        durable: bool,
         held_value: bool,
         revived: bool,
     },

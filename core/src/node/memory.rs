@@ -176,6 +176,7 @@ mod tests {
             space: Space::Hints,
             key: key.to_vec(),
             record: b"r".to_vec(),
+            durable: true,
         };
         // One byte of key and one of record each.
         let listed = |key: &[u8]| ListedKey {

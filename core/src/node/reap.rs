@@ -460,7 +460,9 @@ impl Reaper {
             .min(config.wire_limits.list_length_max as u32);
         if cx
             .shared
-            .start_scan(Task::ReapPage, range, walk.after, limit)
+            // Durable: the leader removes its own tombstones too, which must not be
+            // buffered records a power cut would take back from under the others.
+            .start_scan(Task::ReapPage, range, (walk.after, limit), true)
             .is_none()
         {
             return;

@@ -13,6 +13,30 @@
 //! reaping delete). The node runs the lock loop (`router.rs`) so that each ended
 //! operation's effects come before the next operation on the key starts, in that
 //! order.
+//!
+//! # Buffered writes (the paper's section 6.1)
+//!
+//! A write's record is *durable* (synced before the step completes) or *buffered*
+//! (complete once in the store's log and its index; the store syncs it within its sync
+//! interval, and any later durable record of the same store syncs it first, since a
+//! log is durable as a prefix). Which one:
+//!
+//! - durable: every mint (the coordinator's own record of a write, whose dot this node
+//!   must never forget: `node::writer`), every hint (a stand-in's copy is the only one
+//!   its owner will get), every merge a sender deletes its copy after (hint delivery,
+//!   handoff), a peer's write with `durable` set (`SYNC all`), the node's own records
+//!   (writer epoch, view) and every delete;
+//! - buffered: a peer's write of a `SYNC one` request (the default), read repair and
+//!   anti-entropy pushes.
+//!
+//! What a power cut can take from a node: the buffered merges of its last sync
+//! interval. Such a write is still durable on the node that minted it, which acked
+//! first, so a write acknowledged at W survives any number of crashes; it is at risk
+//! only when the minting node's disk is lost too (design.md's destroy scenario) before
+//! the other replicas synced. Read repair and anti-entropy bring a node that lost
+//! buffered merges back to its peers' state. What lets a peer delete its copy of a
+//! record is confirmed from durable state only: the scans behind a handoff offer's
+//! answer and a reaping leader's page are durable scans (`StorageOp::Scan`).
 
 use super::entries::{TreeChange, TreeEntry, entry_hash, set_is_reapable};
 use super::entropy::HashTrees;
@@ -158,8 +182,9 @@ impl Replica {
     }
 
     /// A peer's write of `versions` to merge into this node's copy of `key` (or into
-    /// a hint for `hint`). Acknowledged once durable, unless `request` is
-    /// [`NO_REQUEST`]. `Ok(Some(lock))`: the merge starts now under `lock`.
+    /// a hint for `hint`). Acknowledged once stored (`durable`: once synced; a hint
+    /// always is), unless `request` is [`NO_REQUEST`]. `Ok(Some(lock))`: the merge
+    /// starts now under `lock`.
     pub(crate) fn write(
         &mut self,
         cx: &mut ReplicaContext<'_>,
@@ -167,7 +192,7 @@ impl Replica {
         request: u64,
         key: &[u8],
         versions: &[u8],
-        hint: Option<NodeId>,
+        (hint, durable): (Option<NodeId>, bool),
     ) -> Option<u32> {
         let reply = (request != NO_REQUEST).then_some((from, request));
         let refuse = |shared: &mut Shared, status| {
@@ -207,7 +232,7 @@ impl Replica {
         } else {
             reply
         };
-        match self.merge(cx.shared, key, versions, reply, hint) {
+        match self.merge(cx.shared, key, versions, reply, hint, durable) {
             Ok(started) => started,
             Err(status) => {
                 if let Some(hint) = hint {
@@ -228,6 +253,7 @@ impl Replica {
         versions: VersionSet,
         reply: Option<(NodeId, u64)>,
         hint: Option<HintWrite>,
+        durable: bool,
     ) -> Result<Option<u32>, ReplicaStatus> {
         let space = match hint {
             Some(hint) => {
@@ -265,6 +291,7 @@ impl Replica {
             versions,
             reply,
             hint,
+            durable: durable || hint.is_some(),
             held_value: false,
             revived: false,
         };
@@ -370,6 +397,7 @@ impl Replica {
                 hint,
                 held_value,
                 revived,
+                ..
             } => {
                 *held_value = super::read_reply::holds_value(&current);
                 let merged = if drop_concurrent_siblings {
@@ -445,10 +473,19 @@ impl Replica {
         token: u64,
         record: &[u8],
     ) -> Result<(), ()> {
+        // Only a merge may be buffered; a mint, a hint and every other record is durable.
+        let buffer_mints = shared.sabotage().buffer_mints;
+        let durable = match self.locks.running_mut(lock) {
+            Some(KeyOp::Merge { durable, .. }) => *durable,
+            Some(KeyOp::Mint { hint: None, .. }) => !buffer_mints,
+            _ => true,
+        };
         let Some(slot) = self.locks.held(lock) else {
             return Ok(());
         };
-        let queued = shared.actions.write(token, slot.space, &slot.key, record);
+        let queued = shared
+            .actions
+            .write(token, slot.space, (&slot.key, record), durable);
         let new =
             tree_change_pending(&shared.tasks, token).then(|| TreeEntry::of(&slot.key, record));
         note_tree_write(&mut shared.tasks, token, new);

@@ -6,7 +6,7 @@ use super::RequestError;
 use super::actions::ClientId;
 use super::read_reply::ReadKind;
 use crate::deadline::Deadlines;
-use crate::quorum::{ReadQuorum, WriteQuorum};
+use crate::quorum::{ReadQuorum, SyncWrites, WriteQuorum};
 use crate::slab::{Slab, SlotId};
 use crate::time::Instant;
 use crate::version::{Dot, NodeId, Value, VersionVector};
@@ -34,6 +34,8 @@ pub(crate) struct WriteSpec {
     pub(crate) context: Option<VersionVector>,
     pub(crate) value: Value,
     pub(crate) write_quorum: u8,
+    /// Which replicas sync the write before acknowledging.
+    pub(crate) sync: SyncWrites,
     /// A forwarded write an earlier attempt may have minted (see `coordinator::forward`).
     pub(crate) retry: Option<Retry>,
 }

@@ -48,9 +48,11 @@ impl Node {
                 key,
                 versions,
                 hint,
+                durable,
             } => {
                 let (replica, mut cx) = replica_context!(self);
-                if let Some(lock) = replica.write(&mut cx, from, request, key, versions, hint) {
+                let stored = (hint, durable);
+                if let Some(lock) = replica.write(&mut cx, from, request, key, versions, stored) {
                     self.run_lock(lock);
                 }
             }

@@ -36,16 +36,18 @@ impl Shared {
     }
 
     /// Queues a scan for `task`; its token, or None when the task table or the action
-    /// queue is full (nothing is left behind).
+    /// queue is full (nothing is left behind). `durable`: the page holds only records
+    /// a power cut keeps (see [`super::StorageOp::Scan`]); for a scan whose answer lets
+    /// a peer delete its own copy.
     pub(crate) fn start_scan(
         &mut self,
         task: Task,
         range: (u64, u64),
-        after: Option<u64>,
-        limit: u32,
+        (after, limit): (Option<u64>, u32),
+        durable: bool,
     ) -> Option<u64> {
         self.tasks.start(task, &mut self.actions, |actions, token| {
-            actions.scan(token, range, after, limit)
+            actions.scan(token, range, (after, limit), durable)
         })
     }
 

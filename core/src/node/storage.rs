@@ -29,12 +29,18 @@ pub enum StorageOp<Bytes = Vec<u8>> {
         space: Space,
         key: Bytes,
     },
-    /// Store a record; complete only once it is durable (completion: `Written`).
+    /// Store a record (completion: `Written`). `durable`: complete only once the
+    /// record is synced. Otherwise complete once it is written (readable, and kept by
+    /// a process kill, but lost by a power cut until the store's next sync: the
+    /// buffered writes of `node::replica`); a store syncs such writes within its sync
+    /// interval, and any later durable write or durable scan of the same store syncs
+    /// them first (a store's log is durable as a prefix).
     Write {
         token: u64,
         space: Space,
         key: Bytes,
         record: Bytes,
+        durable: bool,
     },
     /// Delete a record; complete once durable (completion: `Written`).
     Delete {
@@ -52,13 +58,16 @@ pub enum StorageOp<Bytes = Vec<u8>> {
     /// Up to `limit` of this node's own keys with their records, whose
     /// `placement::key_hash` lies in `first..=last` and is above `after` when given, in
     /// hash order; keys sharing a hash are never split across pages (completion:
-    /// `Scanned`). ringkv-storage's `Store::scan` is exactly this.
+    /// `Scanned`). ringkv-storage's `Store::scan` is exactly this. `durable`: sync the
+    /// store first, so the page holds only records a power cut keeps (what a node
+    /// confirms before a peer deletes its own copy: handoff offers, reaping).
     Scan {
         token: u64,
         first: u64,
         last: u64,
         after: Option<u64>,
         limit: u32,
+        durable: bool,
     },
 }
 
@@ -74,9 +83,18 @@ impl<Bytes: AsRef<[u8]>> StorageOp<Bytes> {
         }
     }
 
-    /// True for writes and deletes (they complete once durable).
+    /// True for writes and deletes.
     pub fn is_write(&self) -> bool {
         matches!(self, StorageOp::Write { .. } | StorageOp::Delete { .. })
+    }
+
+    /// True for an operation that completes only once durable: every delete, a
+    /// durable write.
+    pub fn is_durable_write(&self) -> bool {
+        matches!(
+            self,
+            StorageOp::Write { durable: true, .. } | StorageOp::Delete { .. }
+        )
     }
 
     /// The store it is for (`Scan` reads `Data`).
@@ -104,11 +122,13 @@ impl<Bytes: AsRef<[u8]>> StorageOp<Bytes> {
                 space,
                 key,
                 record,
+                durable,
             } => StorageOp::Write {
                 token: *token,
                 space: *space,
                 key: bytes(key),
                 record: bytes(record),
+                durable: *durable,
             },
             StorageOp::Delete { token, space, key } => StorageOp::Delete {
                 token: *token,
@@ -132,12 +152,14 @@ impl<Bytes: AsRef<[u8]>> StorageOp<Bytes> {
                 last,
                 after,
                 limit,
+                durable,
             } => StorageOp::Scan {
                 token: *token,
                 first: *first,
                 last: *last,
                 after: *after,
                 limit: *limit,
+                durable: *durable,
             },
         }
     }

@@ -203,6 +203,7 @@ impl Harness {
                 context: context.as_bytes(),
                 value,
                 write_quorum: None,
+                sync: None,
             },
         );
         self.settle();
@@ -330,6 +331,7 @@ fn concurrent_writes_become_siblings_and_a_context_write_supersedes_them() {
             context: b"",
             value: b"apples",
             write_quorum: None,
+            sync: None,
         },
     );
     harness.send(
@@ -339,6 +341,7 @@ fn concurrent_writes_become_siblings_and_a_context_write_supersedes_them() {
             context: b"",
             value: b"pears",
             write_quorum: None,
+            sync: None,
         },
     );
     harness.settle();
@@ -363,6 +366,7 @@ fn concurrent_writes_become_siblings_and_a_context_write_supersedes_them() {
             context: token.as_bytes(),
             value: b"both",
             write_quorum: Some(3),
+            sync: None,
         },
     );
     harness.settle();
@@ -398,6 +402,7 @@ fn the_token_a_write_returns_never_covers_a_sibling_its_writer_was_not_shown() {
                 context: context.as_bytes(),
                 value,
                 write_quorum: None,
+                sync: None,
             },
         );
         harness.settle();
@@ -750,6 +755,7 @@ fn a_forward_lost_with_its_link_is_retried_at_once_and_stays_one_write() {
             context: b"",
             value: b"v1",
             write_quorum: None,
+            sync: None,
         },
     );
     // The first replica takes the forward and mints it durably, then its links break
@@ -775,6 +781,7 @@ fn a_forward_lost_with_its_link_is_retried_at_once_and_stays_one_write() {
             context: token.as_bytes(),
             value: b"v2",
             write_quorum: None,
+            sync: None,
         },
     );
     harness.settle();
@@ -1022,6 +1029,7 @@ fn a_write_whose_replicas_are_all_down_is_minted_by_a_stand_in() {
             context: b"",
             value: b"x",
             write_quorum: None,
+            sync: None,
         },
     );
     harness.settle();
@@ -1082,6 +1090,7 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
             context: b"not-a-token",
             value: b"v",
             write_quorum: None,
+            sync: None,
         },
     );
     assert!(
@@ -2041,6 +2050,7 @@ fn repairs_of_a_busy_key_fold_into_one_waiting_merge() {
             key,
             versions,
             hint: None,
+            durable: false,
         };
         let now = harness.now;
         harness.nodes[replica].handle(now, Input::Peer { from, message });

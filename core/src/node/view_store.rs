@@ -74,7 +74,7 @@ impl ViewStore {
         let started = shared
             .tasks
             .start(Task::StoreView, &mut shared.actions, |actions, token| {
-                actions.write(token, Space::Meta, VIEW_KEY, &bytes)
+                actions.write(token, Space::Meta, (VIEW_KEY, &bytes), true)
             });
         if started.is_some() {
             self.storing = Some(digest);

@@ -439,7 +439,7 @@ impl Writer {
             shared
                 .tasks
                 .start(Task::StoreWriter, &mut shared.actions, |actions, token| {
-                    actions.write(token, Space::Meta, WRITER_KEY, &bytes)
+                    actions.write(token, Space::Meta, (WRITER_KEY, &bytes), true)
                 });
         match started {
             Some(_) => self.storing = Some(record),

@@ -78,7 +78,7 @@ macro_rules! messages {
 /// The protocol this build speaks (2: write acknowledgements say whether the replica
 /// held a value; 3: a forwarded write's plain flag and value presence are two fields,
 /// as every message is now declared field by field).
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 /// Bytes before the message: length, version, cluster id, type.
 pub const FRAME_HEADER_SIZE_BYTES: usize = 4 + 1 + 8 + 1;
 
@@ -171,11 +171,15 @@ messages! { 'a;
     },
     /// Store (merge) versions. `hint` names the intended owner when the receiver is a
     /// stand-in of a sloppy quorum; also used for read repair and hint delivery.
+    ///
+    /// `durable`: sync before acknowledging (a hint always is); else a buffered write
+    /// (see `node::replica`, "Buffered writes").
     6 => ReplicaPut {
         request: u64 = U64,
         key: &'a [u8] = Key,
         versions: &'a [u8] = Versions,
         hint: Option<NodeId> = OptionalId,
+        durable: bool = Flag,
     },
     /// Sent only after the write is durable. `held_value`: before this write, the
     /// replica's copy held a value (its last-write-wins pick was not a delete), which
@@ -235,6 +239,8 @@ messages! { 'a;
         value: Option<&'a [u8]> = OptionalValue,
         timestamp_ms: u64 = U64,
         write_quorum: u8 = U8,
+        /// `SYNC all` (every replica syncs the write), else `SYNC one`.
+        sync_all: bool = Flag,
         /// This attempt's one-shot id (see `coordinator::forward`): a first attempt's
         /// value carries it as its alias (`crate::version::Value::alias`), a retry is
         /// minted as the dot `(alias, 1)`.
@@ -435,12 +441,14 @@ mod tests {
                 key: b"k",
                 versions: b"vvv",
                 hint: None,
+                durable: false,
             },
             Message::ReplicaPut {
                 request: 11,
                 key: b"k",
                 versions: b"vvv",
                 hint: Some(NodeId(3)),
+                durable: true,
             },
             Message::ReplicaPutReply {
                 request: 10,
@@ -537,6 +545,7 @@ mod tests {
                 value: Some(b"apples"),
                 timestamp_ms: 99,
                 write_quorum: 2,
+                sync_all: false,
                 alias: NodeId(1 << 63 | 5),
                 earlier: Vec::new(),
             },
@@ -548,6 +557,7 @@ mod tests {
                 value: None,
                 timestamp_ms: 100,
                 write_quorum: 1,
+                sync_all: true,
                 alias: NodeId(1 << 63 | 6),
                 earlier: vec![NodeId(1 << 63 | 5), NodeId(1 << 63 | 7)],
             },

@@ -54,6 +54,12 @@ impl Store {
         // retired after this snapshot is deleted while the snapshot still points into it.
         let obsolete = {
             let _commit = lock(&self.commit_lock);
+            // The checkpoint covers every committed record, and buffered writes
+            // (`Store::write_buffered`, a caller's unsynced round) are committed before
+            // they are synced: sync them first, or a power cut could leave the index
+            // pointing at records the log lost. Under the commit lock nothing is
+            // committed meanwhile; a sync already under way is waited for.
+            self.sync()?;
             let checkpoint = {
                 let mut writer = lock(&self.writer);
                 let (segment_id, offset) = match writer.in_flight.first_key_value() {

@@ -20,9 +20,13 @@
 //! replies back in order.
 //!
 //! Storage model: an operation completes after a seeded latency; a write or delete
-//! takes effect, durably, at its completion, so a crash before completion loses it
-//! (and a read never sees a write that is not durable, as with ringkv-storage, whose
-//! index is updated after the fsync). A failing disk fails writes.
+//! takes effect at its completion, so a crash before completion loses it (and a read
+//! never sees a durable write before its sync, as with ringkv-storage, whose index is
+//! updated after the fsync). A buffered write (`SYNC one`, the paper's section 6.1)
+//! takes effect at its completion too but is durable only once its space is synced:
+//! every `sync_interval_ms` for all disks, or by a later durable write; a crash is a
+//! power cut and undoes the buffered writes not synced yet (`disk::SimDisk`). A
+//! failing disk fails writes.
 
 use super::disk::{DiskConfig, SimDisk};
 use super::history::{History, Operation, OperationKind, Outcome, WriteId};
@@ -70,6 +74,8 @@ enum Event {
         connection: ClientId,
     },
     Fault,
+    /// The shells' interval sync of buffered writes, on every disk.
+    SyncDisks,
     Restart {
         node: usize,
     },
@@ -197,6 +203,8 @@ pub struct RunStats {
     pub crashes: u64,
     pub partitions: u64,
     pub storage_failures: u64,
+    /// Buffered writes that crashes (power cuts) took back.
+    pub buffered_writes_lost: u64,
     pub decode_failures: u64,
     /// Client replies that were not RESP, or VGET contexts that did not parse.
     pub bad_replies: u64,
@@ -423,6 +431,8 @@ impl Cluster {
             let first = self.fault_delay();
             self.schedule(start + first, Event::Fault);
         }
+        let interval = Duration::from_millis(self.parameters.sync_interval_ms);
+        self.schedule(start + interval, Event::SyncDisks);
         for (at_ms, change) in self.parameters.membership_changes.clone() {
             self.schedule(
                 start + Duration::from_millis(at_ms),
@@ -800,6 +810,13 @@ impl Cluster {
             }
             Event::Fault => self.inject_fault(),
             Event::Restart { node } => self.restart(node),
+            Event::SyncDisks => {
+                for sim in &mut self.nodes {
+                    sim.disk.sync();
+                }
+                let interval = Duration::from_millis(self.parameters.sync_interval_ms);
+                self.schedule(self.now + interval, Event::SyncDisks);
+            }
             Event::HealPartition { generation } => {
                 if generation == self.partition_generation {
                     self.network.heal();
@@ -1461,6 +1478,9 @@ impl Cluster {
         }
         sim.hints_refused_seen = 0;
         sim.boot += 1;
+        let lost_before = sim.disk.buffered_writes_lost;
+        sim.disk.power_cut();
+        self.stats.buffered_writes_lost += sim.disk.buffered_writes_lost - lost_before;
         let id = sim.id;
         // Its clients' connections die with it, and what they waited for.
         for client in 0..self.clients.len() {
@@ -1765,7 +1785,16 @@ fn encode_request(
         match kind {
             OperationKind::VGet => arguments.extend([&b"R"[..], digits.as_bytes()]),
             OperationKind::VSet | OperationKind::VDel => {
-                arguments.extend([&b"W"[..], digits.as_bytes()])
+                arguments.extend([&b"W"[..], digits.as_bytes()]);
+                // Half of these name their sync too, the other way from the cluster's
+                // default half the time; chosen from the request's bytes, so the
+                // clients' seeded draws stay what they were.
+                let bytes = key.iter().chain(context.as_bytes()).chain(value);
+                match bytes.fold(0u32, |sum, &b| sum.wrapping_add(u32::from(b))) % 4 {
+                    0 => arguments.extend([&b"SYNC"[..], b"all"]),
+                    1 => arguments.extend([&b"SYNC"[..], b"one"]),
+                    _ => {}
+                }
             }
             _ => {}
         }

@@ -7,6 +7,13 @@
 //! that died), which is what a power cut does to a write not yet fsynced: the node
 //! never heard it was durable. Writes and deletes fail at a seeded rate, or always while
 //! the disk is set to failing (a dead or full disk); reads, lists and scans do not fail.
+//!
+//! Buffered writes (`StorageOp::Write` with `durable` false) are what a power cut
+//! takes back even after they completed: each space keeps the writes it has not synced
+//! yet, in order, with what each replaced. A durable write or delete of the space, a
+//! durable scan (the data space) or [`SimDisk::sync`] (the shell's interval sync)
+//! syncs the space, as ringkv-storage's log is durable as a prefix; a crash
+//! ([`SimDisk::power_cut`]) undoes what is left, newest first.
 
 use ringkv_core::Rng;
 use ringkv_core::node::memory::MemoryDisk;
@@ -33,6 +40,9 @@ impl DiskConfig {
     }
 }
 
+/// A buffered write not synced yet: its key and the record it replaced.
+type Unsynced = (Vec<u8>, Option<Vec<u8>>);
+
 /// One node's three stores.
 #[derive(Debug)]
 pub struct SimDisk {
@@ -42,6 +52,10 @@ pub struct SimDisk {
     rngs: [Rng; 3],
     stores: MemoryDisk,
     failing: bool,
+    /// Per space, the buffered writes not synced yet: (key, the record it replaced).
+    unsynced: [Vec<Unsynced>; 3],
+    /// Buffered writes undone by power cuts so far.
+    pub buffered_writes_lost: u64,
 }
 
 fn index(space: Space) -> usize {
@@ -60,6 +74,8 @@ impl SimDisk {
             rngs: seeds.map(Rng::new),
             stores: MemoryDisk::new(),
             failing: false,
+            unsynced: Default::default(),
+            buffered_writes_lost: 0,
         }
     }
 
@@ -94,7 +110,57 @@ impl SimDisk {
                 .chance(self.config.failure)
                 .then_some(StorageFailure::Io)
         };
+        if failure.is_none() {
+            match operation {
+                StorageOp::Write {
+                    space,
+                    key,
+                    durable: false,
+                    ..
+                } => {
+                    let replaced = self.stores.get(*space, key).map(<[u8]>::to_vec);
+                    self.unsynced[index(*space)].push((key.clone(), replaced));
+                }
+                StorageOp::Scan { durable: true, .. } => self.unsynced[0].clear(),
+                _ if operation.is_durable_write() => {
+                    self.unsynced[index(operation.space())].clear();
+                }
+                _ => {}
+            }
+        }
         self.stores.perform(operation, failure)
+    }
+
+    /// Syncs every space: what is written now survives a power cut.
+    pub fn sync(&mut self) {
+        for unsynced in &mut self.unsynced {
+            unsynced.clear();
+        }
+    }
+
+    /// A power cut: every buffered write not synced yet is undone, newest first.
+    pub fn power_cut(&mut self) {
+        for space in [Space::Data, Space::Hints, Space::Meta] {
+            let undo = std::mem::take(&mut self.unsynced[index(space)]);
+            self.buffered_writes_lost += undo.len() as u64;
+            for (key, replaced) in undo.into_iter().rev() {
+                let operation = match replaced {
+                    Some(record) => StorageOp::Write {
+                        token: 0,
+                        space,
+                        key,
+                        record,
+                        durable: true,
+                    },
+                    None => StorageOp::Delete {
+                        token: 0,
+                        space,
+                        key,
+                    },
+                };
+                self.stores.perform(&operation, None);
+            }
+        }
     }
 
     /// What `space` holds for `key`.
@@ -118,7 +184,66 @@ mod tests {
             space: Space::Data,
             key: key.to_vec(),
             record: b"v".to_vec(),
+            durable: true,
         }
+    }
+
+    fn buffered(key: &[u8], record: &[u8]) -> StorageOp {
+        StorageOp::Write {
+            token: 0,
+            space: Space::Data,
+            key: key.to_vec(),
+            record: record.to_vec(),
+            durable: false,
+        }
+    }
+
+    #[test]
+    fn a_power_cut_undoes_the_buffered_writes_since_the_last_sync_and_nothing_else() {
+        let mut disk = SimDisk::new(DiskConfig::reliable(), [1, 2, 3]);
+        disk.perform(&buffered(b"a", b"a1"));
+        disk.perform(&buffered(b"a", b"a2"));
+        disk.perform(&buffered(b"b", b"b1"));
+        assert_eq!(
+            disk.get(Space::Data, b"a"),
+            Some(&b"a2"[..]),
+            "readable at once"
+        );
+        disk.power_cut();
+        assert_eq!(disk.get(Space::Data, b"a"), None);
+        assert_eq!(disk.get(Space::Data, b"b"), None);
+        assert_eq!(disk.buffered_writes_lost, 3);
+
+        disk.perform(&buffered(b"a", b"a1"));
+        disk.sync();
+        disk.perform(&buffered(b"a", b"a2"));
+        disk.power_cut();
+        assert_eq!(
+            disk.get(Space::Data, b"a"),
+            Some(&b"a1"[..]),
+            "synced stays"
+        );
+
+        // A durable write syncs what its space buffered before it (a log's prefix).
+        disk.perform(&buffered(b"b", b"b1"));
+        disk.perform(&write(1, b"c"));
+        disk.perform(&buffered(b"b", b"b2"));
+        disk.power_cut();
+        assert_eq!(disk.get(Space::Data, b"b"), Some(&b"b1"[..]));
+        assert_eq!(disk.get(Space::Data, b"c"), Some(&b"v"[..]));
+
+        // So does a durable scan.
+        disk.perform(&buffered(b"d", b"d1"));
+        disk.perform(&StorageOp::Scan {
+            token: 2,
+            first: 0,
+            last: u64::MAX,
+            after: None,
+            limit: 10,
+            durable: true,
+        });
+        disk.power_cut();
+        assert_eq!(disk.get(Space::Data, b"d"), Some(&b"d1"[..]));
     }
 
     #[test]

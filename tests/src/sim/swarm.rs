@@ -89,6 +89,11 @@ pub struct Parameters {
     /// seed of four, so stand-ins refuse hints past it and the bound checker sees it
     /// held.
     pub hint_bytes_max: u64,
+    /// The cluster's `SYNC` default (`Config::sync_writes_default`): `all` in one seed
+    /// of four; requests with a W name their own now and then.
+    pub sync_writes: ringkv_core::quorum::SyncWrites,
+    /// How often every disk syncs its buffered writes (the shells' interval sync).
+    pub sync_interval_ms: u64,
 }
 
 /// A planned change of the cluster's membership.
@@ -181,6 +186,8 @@ impl Parameters {
             reap_interval_ms: 0,
             partition_bits: 6,
             hint_bytes_max: ringkv_core::node::HINT_BYTES_MAX_DEFAULT,
+            sync_writes: ringkv_core::quorum::SyncWrites::One,
+            sync_interval_ms: 100,
         };
         // Drawn last, so the draws above mean what they meant before reaping existed.
         parameters.tombstone_grace_ms = 500 + rng.below(2_500);
@@ -188,6 +195,10 @@ impl Parameters {
         if rng.below(4) == 0 {
             parameters.hint_bytes_max = 256 + rng.below(4_096);
         }
+        if rng.below(4) == 0 {
+            parameters.sync_writes = ringkv_core::quorum::SyncWrites::All;
+        }
+        parameters.sync_interval_ms = 10 + rng.below(500);
         parameters
     }
 
@@ -241,6 +252,7 @@ impl Parameters {
         config.tombstone_grace_ms = self.tombstone_grace_ms;
         config.reap_interval_ms = self.reap_interval_ms;
         config.hint_bytes_max = self.hint_bytes_max;
+        config.sync_writes_default = self.sync_writes;
         config
     }
 }

@@ -71,6 +71,7 @@ use crate::node::replica::check_sizes;
 use crate::node::request_id;
 use crate::node::requests::{AttemptIds, ForwardRequest, ReplyTo, Request, Retry, WriteSpec};
 use crate::node::writer::{is_one_shot, one_shot_id};
+use crate::quorum::SyncWrites;
 use crate::slab::SlotId;
 use crate::time::Instant;
 use crate::version::{NodeId, Value, VersionVector};
@@ -100,6 +101,7 @@ impl Coordinator {
             value,
             timestamp_ms,
             write_quorum,
+            sync_all,
             alias,
             earlier,
         } = message
@@ -163,6 +165,11 @@ impl Coordinator {
                 value
             },
             write_quorum,
+            sync: if sync_all {
+                SyncWrites::All
+            } else {
+                SyncWrites::One
+            },
             retry,
         };
         let partition = cx.view.ring.partition_of(key);
@@ -251,6 +258,7 @@ impl Coordinator {
                         value: forward.spec.value.data.as_deref(),
                         timestamp_ms: forward.spec.value.timestamp_ms,
                         write_quorum: forward.spec.write_quorum,
+                        sync_all: forward.spec.sync == SyncWrites::All,
                         alias: forward.attempt,
                         earlier: forward.earlier.to_vec(),
                     },

@@ -214,9 +214,9 @@ impl Coordinator {
             cx.shared.stats.read_repairs_sent += 1;
             if node == cx.shared.id {
                 // Refused when this key's lock queue is full: the next read repairs it.
-                let merge = cx
-                    .replica
-                    .merge(cx.shared, &read.key, merged.clone(), None, None);
+                let merge =
+                    cx.replica
+                        .merge(cx.shared, &read.key, merged.clone(), None, None, false);
                 if let Ok(Some(lock)) = merge {
                     self.run_own_lock(cx, lock);
                 }
@@ -229,6 +229,7 @@ impl Coordinator {
                     key: &read.key,
                     versions: &versions,
                     hint: None,
+                    durable: false,
                 },
             );
         }

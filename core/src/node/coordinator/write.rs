@@ -12,7 +12,7 @@ use crate::node::requests::{AttemptIds, ReplyTo, Request, WriteRequest, WriteSpe
 use crate::node::shared::Shared;
 use crate::node::storage::Space;
 use crate::node::writer::{Writer, one_shot_id};
-use crate::quorum::{Progress, WriteQuorum};
+use crate::quorum::{Progress, SyncWrites, WriteQuorum};
 use crate::slab::SlotId;
 use crate::time::Instant;
 use crate::version::{Dot, NodeId, Value, VersionSet, VersionVector};
@@ -375,6 +375,7 @@ impl Coordinator {
                 key: &write.key,
                 versions: &write.versions,
                 hint: owner,
+                durable: write.spec.sync == SyncWrites::All,
             },
         );
         if sent.is_err() {
@@ -514,7 +515,7 @@ impl Coordinator {
         let hint = HintWrite::new(owner, reservation);
         match cx
             .replica
-            .merge(cx.shared, &write.key, versions, None, Some(hint))
+            .merge(cx.shared, &write.key, versions, None, Some(hint), true)
         {
             Ok(Some(lock)) => self.run_own_lock(cx, lock),
             Ok(None) => {}
