@@ -9,8 +9,9 @@
 //! The rounds: the fresh node's first write; steady writes in `group` and `always`
 //! modes; a torn cut (half the unsynced pages and directory entries survive); cuts
 //! stopped by a trap at a segment rotation (the new segment's first write), in the
-//! middle of an index checkpoint (a write to `index.tmp`), at the checkpoint's rename,
-//! at a directory fsync, at a group commit's fsync (its bytes written, not synced); a
+//! middle of an index checkpoint (a page write to `index.1`), at a checkpoint file's
+//! fsync before its header is written (torn: some of its pages survive), at a
+//! directory fsync, at a group commit's fsync (its bytes written, not synced); a
 //! second cut during the recovery from the first; 64 KiB values; and a graceful stop
 //! at the end. Each round prints what the cut forgot.
 //!
@@ -411,22 +412,22 @@ fn power_loss(binary: Binary) {
             cut_during_recovery: false,
         },
         Round {
-            name: "mid-checkpoint (index.tmp write)",
+            name: "mid-checkpoint (index.1 page write)",
             durability: "group",
             value_bytes: LARGE_BYTES,
             writers: 2,
             writes_max: 400,
-            kill: Kill::AtTrap(Operation::Write, format!("{DATA_DIR}/data/index.tmp")),
+            kill: Kill::AtTrap(Operation::Write, format!("{DATA_DIR}/data/index.1")),
             tear: false,
             cut_during_recovery: false,
         },
         Round {
-            name: "checkpoint rename",
+            name: "checkpoint file fsync before its header (torn)",
             durability: "group",
             value_bytes: LARGE_BYTES,
             writers: 2,
             writes_max: 400,
-            kill: Kill::AtTrap(Operation::Rename, format!("{DATA_DIR}/data/index")),
+            kill: Kill::AtTrap(Operation::FileSync, format!("{DATA_DIR}/data/index.0")),
             tear: true,
             cut_during_recovery: false,
         },

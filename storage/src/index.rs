@@ -1,7 +1,7 @@
 //! The persistent hash index: key hash -> where the newest record of that key lives.
 //!
 //! # Layout
-//! A table of 32-byte slots after a 4096-byte header, stored in the file `index`:
+//! A table of 32-byte slots, in memory in 4 KiB pages:
 //!
 //! | slot offset | size | field |
 //! |---|---|---|
@@ -21,33 +21,70 @@
 //! Clusters near the end spill into an overflow area instead of wrapping around; when
 //! that is exhausted, or the table is three quarters full, it doubles.
 //!
-//! # Persistence
-//! The live table is a private (copy-on-write) mapping of the last checkpoint, or an
-//! anonymous mapping after a resize: changes never reach the file in place, so a crash
-//! can never leave a half-shifted table behind. A checkpoint writes the whole table and
-//! a header (which log position it covers, checksums of both) to `index.tmp`, syncs it
-//! and renames it over `index`. Opening verifies both checksums and the ordering
-//! invariants before trusting a single slot.
+//! # Checkpoints: incremental, into two files in turn
+//! The table lives in anonymous memory (read whole from a checkpoint file at open,
+//! which verifies every byte anyway). A checkpoint is written into one of two files,
+//! `index.0` and `index.1`, the one not holding the newest checkpoint:
+//!
+//! | file offset | size | what |
+//! |---|---|---|
+//! | 0 | 4096 | header: geometry, the log position covered, generation, checksums |
+//! | 4096 | pages x 4096 | the table's pages |
+//! | after the pages | pages x 4 | a CRC32 of each page |
+//!
+//! Only the pages changed since *that file* was last written go out (each page
+//! carries the epoch of its last change; each file remembers the epoch it covers), then
+//! the page checksums, a sync, and last the header with a generation one above every
+//! other, and a sync. A crash part way leaves the file's old header, whose generation
+//! is below the other file's, so opening picks the other, complete, file; opening
+//! checks the header's checksum, the page checksums' checksum and every page against
+//! its checksum. Right after an open the other file is of unknown age and gets every
+//! page once; after a resize, both do.
+//!
+//! A checkpoint is a consistent snapshot taken in one instant ([`Table::begin_snapshot`],
+//! under the store's commit lock) and written page by page while writes go on: a
+//! change to a page the snapshot has not written yet first keeps a copy of the page as
+//! it was ([`Table::touch`]), so the snapshot's memory is bounded by the pages it has
+//! left (at most the table's size again). The store writes it in steps of
+//! [`SNAPSHOT_STEP_PAGES`] pages under its index lock and syncs the file every
+//! [`CHECKPOINT_SYNC_BYTES`], so the log's own syncs never queue behind more than that
+//! much index data on the device (a whole-table write used to stall every put for 200
+//! to 290 ms: BENCHMARKS.md).
 
 use crate::error::{Result, StorageError};
-use memmap2::{MmapMut, MmapOptions};
+use memmap2::MmapMut;
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// Bytes per slot.
 pub const SLOT_SIZE_BYTES: usize = 32;
-/// Bytes of the file header that precedes the slots.
+/// Bytes of the file header that precedes the pages.
 pub const FILE_HEADER_SIZE_BYTES: usize = 4096;
+/// Bytes per page: the unit of change tracking, checksums and checkpoint writes.
+pub const PAGE_SIZE_BYTES: usize = 4096;
 /// Smallest table: 1024 home slots.
 pub const TABLE_BITS_MIN: u32 = 10;
 /// Largest table: 2^32 home slots (128 GiB of index), far past any configured bound.
 pub const TABLE_BITS_MAX: u32 = 32;
+/// Pages a checkpoint takes from the table per step (1 MiB), under the store's index
+/// lock: a copy of at most this much holds up a commit.
+pub const SNAPSHOT_STEP_PAGES: usize = 256;
+/// Index bytes a checkpoint writes between two syncs of its file.
+pub const CHECKPOINT_SYNC_BYTES: usize = 256 << 10;
+/// The two checkpoint files, written in turn.
+pub const FILE_NAMES: [&str; 2] = ["index.0", "index.1"];
+/// The single index file of format 1 (before incremental checkpoints): removed at
+/// open, which then rebuilds the index from the log once.
+pub const LEGACY_FILE_NAME: &str = "index";
 const MAGIC: &[u8; 8] = b"RINGKVIX";
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
 const FLAG_TOMBSTONE: u32 = 1;
 
 const _: () = assert!(SLOT_SIZE_BYTES == 8 + 8 + 4 + 4 + 4 + 4);
+const _: () = assert!(PAGE_SIZE_BYTES % SLOT_SIZE_BYTES == 0);
 
 /// One key's entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,17 +117,75 @@ pub enum InsertError {
     NeedsGrowth,
 }
 
-/// The in-memory (mapped) hash-sorted table.
+/// The in-memory hash-sorted table.
 #[derive(Debug)]
 pub struct Table {
     map: MmapMut,
     bits: u32,
     slot_count: usize,
     entry_count: u64,
+    /// Which table this is: a resized table is a new one, every page of it new to
+    /// both files.
+    incarnation: u64,
+    /// The epoch changes are tagged with now; a snapshot starts the next one.
+    epoch: u64,
+    /// The epoch of each page's last change.
+    page_epochs: Vec<u64>,
+    /// Each page's CRC32 as of the last checkpoint that wrote it: the right checksum
+    /// for every file the page has not changed since.
+    page_checksums: Vec<u32>,
+    snapshot: Option<Snapshot>,
+}
+
+/// A checkpoint under way: the pages it has yet to take, and the old contents of
+/// those changed since it began.
+#[derive(Debug)]
+struct Snapshot {
+    /// Changes tagged with this epoch or earlier are in the snapshot.
+    epoch: u64,
+    pending: Vec<bool>,
+    saved: HashMap<usize, Box<[u8]>>,
+}
+
+/// What a snapshot covers, for its writer (see [`Table::begin_snapshot`]).
+#[derive(Clone, Debug)]
+pub struct SnapshotPlan {
+    pub incarnation: u64,
+    pub epoch: u64,
+    bits: u32,
+    slot_count: usize,
+    entry_count: u64,
+    /// Pages to write.
+    pub pages: usize,
+    /// Each page's checksum as of the last checkpoint that wrote it; the writer
+    /// replaces those it writes.
+    checksums: Vec<u32>,
+}
+
+/// Pages taken from a snapshot, with their contents.
+#[derive(Debug, Default)]
+pub struct PageBatch {
+    pages: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl PageBatch {
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.pages.is_empty()
+    }
 }
 
 fn overflow_slots(bits: u32) -> usize {
     (1usize << bits) / 16 + 64
+}
+
+fn page_count(slot_count: usize) -> usize {
+    (slot_count * SLOT_SIZE_BYTES).div_ceil(PAGE_SIZE_BYTES)
+}
+
+fn file_length_bytes(pages: usize) -> u64 {
+    (FILE_HEADER_SIZE_BYTES + pages * PAGE_SIZE_BYTES + pages * 4) as u64
 }
 
 fn read_u64(bytes: &[u8], at: usize) -> u64 {
@@ -108,15 +203,26 @@ fn read_u32(bytes: &[u8], at: usize) -> u32 {
 impl Table {
     /// An empty table with `1 << bits` home slots (anonymous memory).
     pub fn with_bits(bits: u32) -> Result<Table> {
+        Table::empty(bits, 0)
+    }
+
+    fn empty(bits: u32, incarnation: u64) -> Result<Table> {
         let bits = bits.clamp(TABLE_BITS_MIN, TABLE_BITS_MAX);
         let slot_count = (1usize << bits) + overflow_slots(bits);
-        let map = MmapMut::map_anon(FILE_HEADER_SIZE_BYTES + slot_count * SLOT_SIZE_BYTES)
+        let pages = page_count(slot_count);
+        let map = MmapMut::map_anon(pages * PAGE_SIZE_BYTES)
             .map_err(|e| StorageError::io("allocating the index", e))?;
         Ok(Table {
             map,
             bits,
             slot_count,
             entry_count: 0,
+            incarnation,
+            epoch: 1,
+            // Every page is new to both files.
+            page_epochs: vec![1; pages],
+            page_checksums: vec![0; pages],
+            snapshot: None,
         })
     }
 
@@ -152,7 +258,7 @@ impl Table {
     }
 
     fn slot_bytes(&self, slot: usize) -> &[u8] {
-        let at = FILE_HEADER_SIZE_BYTES + slot * SLOT_SIZE_BYTES;
+        let at = slot * SLOT_SIZE_BYTES;
         &self.map[at..at + SLOT_SIZE_BYTES]
     }
 
@@ -176,8 +282,35 @@ impl Table {
         })
     }
 
+    /// Notes that the bytes `range` of the table are about to change: tags their
+    /// pages with the current epoch and, for a snapshot that has yet to take a page,
+    /// first keeps the page as it was.
+    fn touch(&mut self, range: core::ops::Range<usize>) {
+        if range.is_empty() {
+            return;
+        }
+        let first = range.start / PAGE_SIZE_BYTES;
+        let last = (range.end - 1) / PAGE_SIZE_BYTES;
+        for page in first..=last {
+            if let Some(snapshot) = &mut self.snapshot
+                && snapshot.pending[page]
+                && self.page_epochs[page] <= snapshot.epoch
+            {
+                let at = page * PAGE_SIZE_BYTES;
+                snapshot.saved.insert(
+                    page,
+                    self.map[at..at + PAGE_SIZE_BYTES]
+                        .to_vec()
+                        .into_boxed_slice(),
+                );
+            }
+            self.page_epochs[page] = self.epoch;
+        }
+    }
+
     fn put_slot(&mut self, slot: usize, entry: Option<Entry>) {
-        let at = FILE_HEADER_SIZE_BYTES + slot * SLOT_SIZE_BYTES;
+        let at = slot * SLOT_SIZE_BYTES;
+        self.touch(at..at + SLOT_SIZE_BYTES);
         let bytes = &mut self.map[at..at + SLOT_SIZE_BYTES];
         match entry {
             None => bytes.fill(0),
@@ -191,6 +324,12 @@ impl Table {
                 bytes[28..32].copy_from_slice(&flags.to_le_bytes());
             }
         }
+    }
+
+    /// Moves the slots `from` (a byte range) to start at byte `to`.
+    fn move_slots(&mut self, from: core::ops::Range<usize>, to: usize) {
+        self.touch(to..to + from.len());
+        self.map.copy_within(from, to);
     }
 
     /// Slots holding entries with exactly `hash` (usually zero or one).
@@ -226,9 +365,9 @@ impl Table {
         if empty >= self.slot_count {
             return Err(InsertError::NeedsGrowth);
         }
-        let from = FILE_HEADER_SIZE_BYTES + position * SLOT_SIZE_BYTES;
-        let to = FILE_HEADER_SIZE_BYTES + empty * SLOT_SIZE_BYTES;
-        self.map.copy_within(from..to, from + SLOT_SIZE_BYTES);
+        let from = position * SLOT_SIZE_BYTES;
+        let to = empty * SLOT_SIZE_BYTES;
+        self.move_slots(from..to, from + SLOT_SIZE_BYTES);
         self.put_slot(position, Some(entry));
         self.entry_count += 1;
         Ok(position)
@@ -247,14 +386,15 @@ impl Table {
             end += 1;
         }
         // Slots slot+1 .. end are displaced: each moves one back.
-        let from = FILE_HEADER_SIZE_BYTES + (slot + 1) * SLOT_SIZE_BYTES;
-        let to = FILE_HEADER_SIZE_BYTES + end * SLOT_SIZE_BYTES;
-        self.map.copy_within(from..to, from - SLOT_SIZE_BYTES);
+        let from = (slot + 1) * SLOT_SIZE_BYTES;
+        let to = end * SLOT_SIZE_BYTES;
+        self.move_slots(from..to, from - SLOT_SIZE_BYTES);
         self.put_slot(end - 1, None);
         self.entry_count -= 1;
     }
 
-    /// A table twice the size with the same entries.
+    /// A table twice the size with the same entries (a new incarnation: a snapshot
+    /// of this one cannot go on in it).
     pub fn grown(&self) -> Result<Table> {
         if self.bits >= TABLE_BITS_MAX {
             return Err(StorageError::IndexFull {
@@ -263,7 +403,7 @@ impl Table {
         }
         let mut bits = self.bits + 1;
         loop {
-            let mut grown = Table::with_bits(bits)?;
+            let mut grown = Table::empty(bits, self.incarnation + 1)?;
             if grown.copy_sorted_from(self) {
                 return Ok(grown);
             }
@@ -312,105 +452,100 @@ impl Table {
             .take_while(move |entry| entry.hash <= last)
     }
 
-    /// Writes the table and `checkpoint` to `dir/index` atomically (temp file, sync,
-    /// rename, directory sync). Takes `&self`: readers may go on meanwhile.
-    pub fn write_checkpoint(&self, dir: &Path, checkpoint: Checkpoint) -> Result<()> {
-        let table_crc = crc32fast::hash(&self.map[FILE_HEADER_SIZE_BYTES..]);
-        let mut header = [0u8; FILE_HEADER_SIZE_BYTES];
-        header[0..8].copy_from_slice(MAGIC);
-        header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        header[12..16].copy_from_slice(&self.bits.to_le_bytes());
-        header[16..24].copy_from_slice(&(self.slot_count as u64).to_le_bytes());
-        header[24..32].copy_from_slice(&self.entry_count.to_le_bytes());
-        header[32..36].copy_from_slice(&checkpoint.segment_id.to_le_bytes());
-        header[36..40].copy_from_slice(&checkpoint.offset.to_le_bytes());
-        header[40..44].copy_from_slice(&checkpoint.next_segment_id.to_le_bytes());
-        header[48..56].copy_from_slice(&checkpoint.next_sequence.to_le_bytes());
-        header[56..60].copy_from_slice(&table_crc.to_le_bytes());
-        let header_crc = crc32fast::hash(&header[..60]);
-        header[60..64].copy_from_slice(&header_crc.to_le_bytes());
-
-        let temporary = dir.join("index.tmp");
-        let write = || -> std::io::Result<()> {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&temporary)?;
-            file.write_all(&header)?;
-            file.write_all(&self.map[FILE_HEADER_SIZE_BYTES..])?;
-            file.sync_all()?;
-            std::fs::rename(&temporary, dir.join("index"))
+    /// Starts a snapshot of the table as it is now, for a file that holds this table
+    /// as of epoch `covers` (`None`, or another incarnation's: every page). A snapshot
+    /// already under way (one whose writer failed) is dropped.
+    pub fn begin_snapshot(&mut self, covers: Option<(u64, u64)>) -> SnapshotPlan {
+        let since = match covers {
+            Some((incarnation, epoch)) if incarnation == self.incarnation => Some(epoch),
+            _ => None,
         };
-        if let Err(error) = write() {
-            let _ = std::fs::remove_file(&temporary);
-            return Err(StorageError::io("writing an index checkpoint", error));
-        }
-        crate::segment::sync_directory(dir)
+        let pending: Vec<bool> = self
+            .page_epochs
+            .iter()
+            .map(|&changed| since.is_none_or(|since| changed > since))
+            .collect();
+        let plan = SnapshotPlan {
+            incarnation: self.incarnation,
+            epoch: self.epoch,
+            bits: self.bits,
+            slot_count: self.slot_count,
+            entry_count: self.entry_count,
+            pages: pending.iter().filter(|&&p| p).count(),
+            checksums: self.page_checksums.clone(),
+        };
+        self.snapshot = Some(Snapshot {
+            epoch: self.epoch,
+            pending,
+            saved: HashMap::new(),
+        });
+        self.epoch += 1;
+        plan
     }
 
-    /// Opens `dir/index`. `Ok(None)` when there is none; `Err(Corrupt)` when it fails any
-    /// check (the caller then rebuilds from the segments).
-    pub fn open(dir: &Path, record_size_bytes_max: u32) -> Result<Option<(Table, Checkpoint)>> {
-        let path = dir.join("index");
-        let file = match File::open(&path) {
-            Ok(file) => file,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(StorageError::io("opening the index", error)),
+    /// Takes up to `pages_max` of the snapshot's pages from `*cursor` on into `batch`
+    /// (emptied first), advancing the cursor. False when the snapshot `plan` began is
+    /// gone (the table was replaced by a resize).
+    pub fn take_snapshot_pages(
+        &mut self,
+        plan: &SnapshotPlan,
+        cursor: &mut usize,
+        pages_max: usize,
+        batch: &mut PageBatch,
+    ) -> bool {
+        batch.pages.clear();
+        batch.bytes.clear();
+        if self.incarnation != plan.incarnation {
+            return false;
+        }
+        let Some(snapshot) = &mut self.snapshot else {
+            return false;
         };
-        let length = file
-            .metadata()
-            .map_err(|e| StorageError::io("opening the index", e))?
-            .len();
-        let corrupt = |reason| StorageError::Corrupt {
-            segment_id: 0,
-            offset: 0,
-            reason,
-        };
-        if length < FILE_HEADER_SIZE_BYTES as u64 {
-            return Err(corrupt("index shorter than its header"));
+        if snapshot.epoch != plan.epoch {
+            return false;
         }
-        let map = map_private(&file)?;
-        let header = &map[..FILE_HEADER_SIZE_BYTES];
-        if &header[0..8] != MAGIC {
-            return Err(corrupt("bad index magic"));
+        while *cursor < snapshot.pending.len() && batch.pages.len() < pages_max {
+            let page = *cursor;
+            *cursor += 1;
+            if !std::mem::take(&mut snapshot.pending[page]) {
+                continue;
+            }
+            match snapshot.saved.remove(&page) {
+                Some(saved) => batch.bytes.extend_from_slice(&saved),
+                None => {
+                    let at = page * PAGE_SIZE_BYTES;
+                    batch
+                        .bytes
+                        .extend_from_slice(&self.map[at..at + PAGE_SIZE_BYTES]);
+                }
+            }
+            batch.pages.push(page);
         }
-        if crc32fast::hash(&header[..60]) != read_u32(header, 60) {
-            return Err(corrupt("index header checksum mismatch"));
-        }
-        if read_u32(header, 8) != FORMAT_VERSION {
-            return Err(corrupt("unknown index format version"));
-        }
-        let bits = read_u32(header, 12);
-        if !(TABLE_BITS_MIN..=TABLE_BITS_MAX).contains(&bits) {
-            return Err(corrupt("index table size out of range"));
-        }
-        let slot_count = (1usize << bits) + overflow_slots(bits);
-        if read_u64(header, 16) != slot_count as u64
-            || length != (FILE_HEADER_SIZE_BYTES + slot_count * SLOT_SIZE_BYTES) as u64
+        true
+    }
+
+    /// Ends the snapshot `plan` began; `written` gives the checksums of a snapshot
+    /// whose checkpoint completed, now the table's.
+    pub fn end_snapshot(&mut self, plan: &SnapshotPlan, written: Option<Vec<u32>>) {
+        if self.incarnation != plan.incarnation
+            || self
+                .snapshot
+                .as_ref()
+                .is_none_or(|snapshot| snapshot.epoch != plan.epoch)
         {
-            return Err(corrupt("index size does not match its header"));
+            return;
         }
-        if crc32fast::hash(&map[FILE_HEADER_SIZE_BYTES..]) != read_u32(header, 56) {
-            return Err(corrupt("index table checksum mismatch"));
+        self.snapshot = None;
+        if let Some(checksums) = written {
+            self.page_checksums = checksums;
         }
-        let checkpoint = Checkpoint {
-            segment_id: read_u32(header, 32),
-            offset: read_u32(header, 36),
-            next_segment_id: read_u32(header, 40),
-            next_sequence: read_u64(header, 48),
-        };
-        let entry_count = read_u64(header, 24);
-        let table = Table {
-            map,
-            bits,
-            slot_count,
-            entry_count,
-        };
-        table
-            .verify(record_size_bytes_max, checkpoint)
-            .map_err(corrupt)?;
-        Ok(Some((table, checkpoint)))
+    }
+
+    /// Bytes the snapshot under way holds in page copies.
+    pub fn snapshot_saved_bytes(&self) -> usize {
+        self.snapshot
+            .as_ref()
+            .map_or(0, |snapshot| snapshot.saved.len() * PAGE_SIZE_BYTES)
     }
 
     /// Checks the invariants every operation relies on.
@@ -447,19 +582,331 @@ impl Table {
         if count != self.entry_count {
             return Err("index entry count does not match its header");
         }
+        // The padding past the last slot is zero.
+        if self.map[self.slot_count * SLOT_SIZE_BYTES..]
+            .iter()
+            .any(|&byte| byte != 0)
+        {
+            return Err("index padding is not zero");
+        }
         Ok(())
     }
 }
 
-/// Maps the checkpoint copy-on-write, so later changes stay in memory.
-#[allow(unsafe_code)]
-fn map_private(file: &File) -> Result<MmapMut> {
-    // SAFETY: the mapping is private (MAP_PRIVATE): our writes never reach the file. The
-    // file itself is only ever replaced by rename, never written in place or truncated,
-    // so the mapped pages stay valid for the mapping's whole life (the old inode lives on
-    // while mapped). The data directory is locked against other ringkv processes.
-    unsafe { MmapOptions::new().map_copy(file) }
-        .map_err(|e| StorageError::io("mapping the index", e))
+/// A checkpoint file's header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Header {
+    bits: u32,
+    slot_count: u64,
+    entry_count: u64,
+    checkpoint: Checkpoint,
+    generation: u64,
+    checksums_crc: u32,
+}
+
+impl Header {
+    fn encode(&self) -> [u8; FILE_HEADER_SIZE_BYTES] {
+        let mut header = [0u8; FILE_HEADER_SIZE_BYTES];
+        header[0..8].copy_from_slice(MAGIC);
+        header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        header[12..16].copy_from_slice(&self.bits.to_le_bytes());
+        header[16..24].copy_from_slice(&self.slot_count.to_le_bytes());
+        header[24..32].copy_from_slice(&self.entry_count.to_le_bytes());
+        header[32..36].copy_from_slice(&self.checkpoint.segment_id.to_le_bytes());
+        header[36..40].copy_from_slice(&self.checkpoint.offset.to_le_bytes());
+        header[40..44].copy_from_slice(&self.checkpoint.next_segment_id.to_le_bytes());
+        header[48..56].copy_from_slice(&self.checkpoint.next_sequence.to_le_bytes());
+        header[56..64].copy_from_slice(&self.generation.to_le_bytes());
+        header[64..68].copy_from_slice(&self.checksums_crc.to_le_bytes());
+        let header_crc = crc32fast::hash(&header[..68]);
+        header[68..72].copy_from_slice(&header_crc.to_le_bytes());
+        header
+    }
+
+    fn decode(header: &[u8]) -> core::result::Result<Header, &'static str> {
+        if header.len() < FILE_HEADER_SIZE_BYTES {
+            return Err("index shorter than its header");
+        }
+        if &header[0..8] != MAGIC {
+            return Err("bad index magic");
+        }
+        if crc32fast::hash(&header[..68]) != read_u32(header, 68) {
+            return Err("index header checksum mismatch");
+        }
+        if read_u32(header, 8) != FORMAT_VERSION {
+            return Err("unknown index format version");
+        }
+        let bits = read_u32(header, 12);
+        if !(TABLE_BITS_MIN..=TABLE_BITS_MAX).contains(&bits) {
+            return Err("index table size out of range");
+        }
+        let slot_count = read_u64(header, 16);
+        if slot_count != ((1u64 << bits) + overflow_slots(bits) as u64) {
+            return Err("index size does not match its header");
+        }
+        Ok(Header {
+            bits,
+            slot_count,
+            entry_count: read_u64(header, 24),
+            checkpoint: Checkpoint {
+                segment_id: read_u32(header, 32),
+                offset: read_u32(header, 36),
+                next_segment_id: read_u32(header, 40),
+                next_sequence: read_u64(header, 48),
+            },
+            generation: read_u64(header, 56),
+            checksums_crc: read_u32(header, 64),
+        })
+    }
+}
+
+/// What the store knows of one checkpoint file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct FileState {
+    /// The generation of its valid header; 0 when it has none (absent, damaged, or
+    /// part way through its first write).
+    generation: u64,
+    /// The table (incarnation, epoch) its pages hold; `None` when unknown.
+    covers: Option<(u64, u64)>,
+}
+
+/// The two checkpoint files: which holds the newest checkpoint, and what each holds.
+#[derive(Debug, Default)]
+pub struct IndexFiles {
+    files: [FileState; 2],
+}
+
+impl IndexFiles {
+    /// Reads both headers in `dir` (a damaged or missing one counts as none) and
+    /// removes the format-1 index file, if any.
+    pub fn read(dir: &Path) -> Result<IndexFiles> {
+        match std::fs::remove_file(dir.join(LEGACY_FILE_NAME)) {
+            Ok(()) => log::info!(
+                "{}: removed the format-1 index; it is rebuilt from the log once",
+                dir.display()
+            ),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(StorageError::io("removing the old index", error)),
+        }
+        let mut files = IndexFiles::default();
+        for (number, name) in FILE_NAMES.iter().enumerate() {
+            let file = match File::open(dir.join(name)) {
+                Ok(file) => file,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(error) => return Err(StorageError::io("opening the index", error)),
+            };
+            let mut header = [0u8; FILE_HEADER_SIZE_BYTES];
+            if file.read_exact_at(&mut header, 0).is_err() {
+                continue;
+            }
+            if let Ok(header) = Header::decode(&header) {
+                files.files[number].generation = header.generation;
+            }
+        }
+        Ok(files)
+    }
+
+    /// The file holding the newest checkpoint (by generation), if any has a header.
+    fn newest(&self) -> Option<usize> {
+        let [first, second] = &self.files;
+        match (first.generation, second.generation) {
+            (0, 0) => None,
+            (a, b) if a >= b => Some(0),
+            _ => Some(1),
+        }
+    }
+
+    /// Loads the table from the newest checkpoint: `Ok(None)` when there is none,
+    /// `Err(Corrupt)` when it fails any check (the caller then rebuilds from the
+    /// segments; the next checkpoint still gets a generation above it).
+    pub fn load(
+        &mut self,
+        dir: &Path,
+        record_size_bytes_max: u32,
+    ) -> Result<Option<(Table, Checkpoint)>> {
+        let Some(newest) = self.newest() else {
+            return Ok(None);
+        };
+        let corrupt = |reason| StorageError::Corrupt {
+            segment_id: 0,
+            offset: 0,
+            reason,
+        };
+        let mut file = File::open(dir.join(FILE_NAMES[newest]))
+            .map_err(|e| StorageError::io("opening the index", e))?;
+        let length = file
+            .metadata()
+            .map_err(|e| StorageError::io("opening the index", e))?
+            .len();
+        let mut header = [0u8; FILE_HEADER_SIZE_BYTES];
+        file.read_exact(&mut header)
+            .map_err(|_| corrupt("index shorter than its header"))?;
+        let header = Header::decode(&header).map_err(corrupt)?;
+        let mut table = Table::empty(header.bits, 0)?;
+        let pages = page_count(table.slot_count);
+        if length != file_length_bytes(pages) {
+            return Err(corrupt("index size does not match its header"));
+        }
+        file.read_exact(&mut table.map[..])
+            .map_err(|e| StorageError::io("reading the index", e))?;
+        let mut checksum_bytes = vec![0u8; pages * 4];
+        file.read_exact(&mut checksum_bytes)
+            .map_err(|e| StorageError::io("reading the index", e))?;
+        if crc32fast::hash(&checksum_bytes) != header.checksums_crc {
+            return Err(corrupt("index page checksums do not match their header"));
+        }
+        for page in 0..pages {
+            let expected = read_u32(&checksum_bytes, page * 4);
+            let at = page * PAGE_SIZE_BYTES;
+            if crc32fast::hash(&table.map[at..at + PAGE_SIZE_BYTES]) != expected {
+                return Err(corrupt("index page checksum mismatch"));
+            }
+            table.page_checksums[page] = expected;
+        }
+        table.entry_count = header.entry_count;
+        // Nothing changed since this file: its pages are the table's.
+        table.page_epochs.fill(0);
+        table
+            .verify(record_size_bytes_max, header.checkpoint)
+            .map_err(corrupt)?;
+        self.files[newest].covers = Some((table.incarnation, 0));
+        Ok(Some((table, header.checkpoint)))
+    }
+
+    /// Which file the next checkpoint goes to (never the one holding the newest).
+    fn target(&self) -> usize {
+        match self.newest() {
+            Some(0) => 1,
+            _ => 0,
+        }
+    }
+
+    /// What the next checkpoint's file holds, for [`Table::begin_snapshot`].
+    pub fn target_covers(&self) -> Option<(u64, u64)> {
+        self.files[self.target()].covers
+    }
+
+    /// Opens the next checkpoint's file for writing `plan`'s pages.
+    pub fn begin_checkpoint(&mut self, dir: &Path, plan: SnapshotPlan) -> Result<CheckpointFile> {
+        let target = self.target();
+        let path = dir.join(FILE_NAMES[target]);
+        let io = |e| StorageError::io("writing an index checkpoint", e);
+        let created = !path.exists();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        let length = file_length_bytes(page_count(plan.slot_count));
+        if file.metadata().map_err(io)?.len() != length {
+            // A new file, or one of another table size: every page goes out anyway.
+            file.set_len(length).map_err(io)?;
+        }
+        // From here on the file's pages hold no single table until its header says so.
+        self.files[target].covers = None;
+        Ok(CheckpointFile {
+            file,
+            target,
+            created,
+            plan,
+            unsynced_bytes: 0,
+        })
+    }
+}
+
+/// A checkpoint being written into one file (see the module docs).
+#[derive(Debug)]
+pub struct CheckpointFile {
+    file: File,
+    target: usize,
+    created: bool,
+    plan: SnapshotPlan,
+    unsynced_bytes: usize,
+}
+
+impl CheckpointFile {
+    /// The snapshot this checkpoint writes.
+    pub fn plan(&self) -> &SnapshotPlan {
+        &self.plan
+    }
+
+    /// Writes `batch`'s pages (runs of consecutive pages in one call each), syncing
+    /// the file every [`CHECKPOINT_SYNC_BYTES`].
+    pub fn write_pages(&mut self, batch: &PageBatch) -> Result<()> {
+        let io = |e| StorageError::io("writing an index checkpoint", e);
+        let mut run_start = 0;
+        for index in 0..batch.pages.len() {
+            let page = batch.pages[index];
+            let bytes = &batch.bytes[index * PAGE_SIZE_BYTES..(index + 1) * PAGE_SIZE_BYTES];
+            self.plan.checksums[page] = crc32fast::hash(bytes);
+            let run_ends = batch
+                .pages
+                .get(index + 1)
+                .is_none_or(|&next| next != page + 1);
+            if run_ends {
+                let first_page = batch.pages[run_start];
+                self.file
+                    .write_all_at(
+                        &batch.bytes[run_start * PAGE_SIZE_BYTES..(index + 1) * PAGE_SIZE_BYTES],
+                        (FILE_HEADER_SIZE_BYTES + first_page * PAGE_SIZE_BYTES) as u64,
+                    )
+                    .map_err(io)?;
+                run_start = index + 1;
+            }
+        }
+        self.unsynced_bytes += batch.bytes.len();
+        if self.unsynced_bytes >= CHECKPOINT_SYNC_BYTES {
+            self.file.sync_data().map_err(io)?;
+            self.unsynced_bytes = 0;
+        }
+        Ok(())
+    }
+
+    /// Writes the page checksums, syncs, then writes the header making this file the
+    /// newest checkpoint, covering the log up to `checkpoint`, and syncs again (and
+    /// the directory, for a new file). The caller must have made the log durable up to
+    /// `checkpoint` first. Returns the checksums for [`Table::end_snapshot`].
+    pub fn finish(
+        self,
+        dir: &Path,
+        checkpoint: Checkpoint,
+        files: &mut IndexFiles,
+    ) -> Result<Vec<u32>> {
+        let io = |e| StorageError::io("writing an index checkpoint", e);
+        let pages = self.plan.checksums.len();
+        let mut checksum_bytes = Vec::with_capacity(pages * 4);
+        for checksum in &self.plan.checksums {
+            checksum_bytes.extend_from_slice(&checksum.to_le_bytes());
+        }
+        self.file
+            .write_all_at(
+                &checksum_bytes,
+                (FILE_HEADER_SIZE_BYTES + pages * PAGE_SIZE_BYTES) as u64,
+            )
+            .map_err(io)?;
+        self.file.sync_data().map_err(io)?;
+        let generation = files.files.iter().map(|f| f.generation).max().unwrap_or(0) + 1;
+        let header = Header {
+            bits: self.plan.bits,
+            slot_count: self.plan.slot_count as u64,
+            entry_count: self.plan.entry_count,
+            checkpoint,
+            generation,
+            checksums_crc: crc32fast::hash(&checksum_bytes),
+        };
+        self.file.write_all_at(&header.encode(), 0).map_err(io)?;
+        self.file.sync_data().map_err(io)?;
+        if self.created {
+            crate::segment::sync_directory(dir)?;
+        }
+        files.files[self.target] = FileState {
+            generation,
+            covers: Some((self.plan.incarnation, self.plan.epoch)),
+        };
+        Ok(self.plan.checksums)
+    }
 }
 
 #[cfg(test)]
@@ -548,35 +995,67 @@ mod tests {
         assert_eq!(after, [4]);
     }
 
-    #[test]
-    fn a_checkpoint_reopens_identically_and_any_damage_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut table = Table::with_bits(TABLE_BITS_MIN).unwrap();
-        let mut rng = Rng::new(1);
-        for sequence in 1..=500 {
+    const CHECKPOINT: Checkpoint = Checkpoint {
+        segment_id: 3,
+        offset: 4096,
+        next_sequence: 1 << 40,
+        next_segment_id: 4,
+    };
+
+    /// A whole checkpoint, taken in steps of 3 pages; returns the pages written.
+    fn checkpoint(table: &mut Table, dir: &Path, files: &mut IndexFiles) -> usize {
+        let plan = table.begin_snapshot(files.target_covers());
+        let mut file = files.begin_checkpoint(dir, plan.clone()).unwrap();
+        let mut batch = PageBatch::default();
+        let mut cursor = 0;
+        loop {
+            assert!(table.take_snapshot_pages(&plan, &mut cursor, 3, &mut batch));
+            if batch.is_empty() {
+                break;
+            }
+            file.write_pages(&batch).unwrap();
+        }
+        let checksums = file.finish(dir, CHECKPOINT, files).unwrap();
+        table.end_snapshot(&plan, Some(checksums));
+        plan.pages
+    }
+
+    fn reopen(dir: &Path) -> Result<Option<(Table, Checkpoint)>> {
+        IndexFiles::read(dir)?.load(dir, 1 << 21)
+    }
+
+    fn filled(entries: u64, seed: u64) -> Table {
+        let mut table = Table::with_bits(TABLE_BITS_MIN + 2).unwrap();
+        let mut rng = Rng::new(seed);
+        for sequence in 1..=entries {
             table
                 .insert(entry(rng.next_u64(), sequence))
                 .unwrap_or_else(|_| panic!("full"));
         }
-        let checkpoint = Checkpoint {
-            segment_id: 3,
-            offset: 4096,
-            next_sequence: 501,
-            next_segment_id: 4,
-        };
-        table.write_checkpoint(dir.path(), checkpoint).unwrap();
-        let (reopened, read_back) = Table::open(dir.path(), 1 << 21).unwrap().unwrap();
-        assert_eq!(read_back, checkpoint);
+        table
+    }
+
+    #[test]
+    fn a_checkpoint_reopens_identically_and_any_damage_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut table = filled(500, 1);
+        let mut files = IndexFiles::read(dir.path()).unwrap();
+        checkpoint(&mut table, dir.path(), &mut files);
+        let (reopened, read_back) = reopen(dir.path()).unwrap().unwrap();
+        assert_eq!(read_back, CHECKPOINT);
         assert!(reopened.entries().eq(table.entries()));
 
-        let path = dir.path().join("index");
+        let path = dir.path().join(FILE_NAMES[0]);
         let pristine = std::fs::read(&path).unwrap();
         for at in [
             0,
             13,
             40,
             61,
+            66,
+            70,
             FILE_HEADER_SIZE_BYTES + 9,
+            FILE_HEADER_SIZE_BYTES + 3 * PAGE_SIZE_BYTES + 100,
             pristine.len() - 1,
         ] {
             let mut damaged = pristine.clone();
@@ -584,44 +1063,144 @@ mod tests {
             std::fs::write(&path, &damaged).unwrap();
             assert!(
                 matches!(
-                    Table::open(dir.path(), 1 << 21),
-                    Err(StorageError::Corrupt { .. })
+                    reopen(dir.path()),
+                    Err(StorageError::Corrupt { .. }) | Ok(None)
                 ),
                 "damage at byte {at} went unnoticed"
             );
         }
         std::fs::write(&path, &pristine[..pristine.len() - 32]).unwrap();
         assert!(matches!(
-            Table::open(dir.path(), 1 << 21),
+            reopen(dir.path()),
             Err(StorageError::Corrupt { .. })
         ));
         std::fs::write(&path, b"short").unwrap();
-        assert!(matches!(
-            Table::open(dir.path(), 1 << 21),
-            Err(StorageError::Corrupt { .. })
-        ));
+        assert!(matches!(reopen(dir.path()), Ok(None)));
     }
 
     #[test]
-    fn changes_after_opening_never_reach_the_checkpoint_file() {
+    fn checkpoints_alternate_files_and_write_only_the_pages_changed_since() {
         let dir = tempfile::tempdir().unwrap();
-        let mut table = Table::with_bits(TABLE_BITS_MIN).unwrap();
-        table.insert(entry(1 << 40, 1)).unwrap();
-        table
-            .write_checkpoint(
-                dir.path(),
-                Checkpoint {
-                    next_sequence: 2,
-                    next_segment_id: 2,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-        let before = std::fs::read(dir.path().join("index")).unwrap();
-        let (mut reopened, _) = Table::open(dir.path(), 1 << 21).unwrap().unwrap();
-        reopened.insert(entry(2 << 40, 2)).unwrap();
-        let (slot, _) = reopened.find(1 << 40).next().unwrap();
-        reopened.remove(slot);
-        assert_eq!(std::fs::read(dir.path().join("index")).unwrap(), before);
+        let mut table = filled(2_000, 2);
+        let pages = page_count(table.slot_count());
+        let mut files = IndexFiles::read(dir.path()).unwrap();
+        // Both files start unknown: each gets every page once.
+        assert_eq!(checkpoint(&mut table, dir.path(), &mut files), pages);
+        assert_eq!(checkpoint(&mut table, dir.path(), &mut files), pages);
+        // One changed entry: one page for the next file, and for the one after.
+        let mut changed = table.entries().nth(700).unwrap();
+        let slot = table.find(changed.hash).next().unwrap().0;
+        changed.sequence = 5_000;
+        table.replace(slot, changed);
+        assert_eq!(checkpoint(&mut table, dir.path(), &mut files), 1);
+        assert_eq!(checkpoint(&mut table, dir.path(), &mut files), 1);
+        assert_eq!(checkpoint(&mut table, dir.path(), &mut files), 0);
+        let (reopened, _) = reopen(dir.path()).unwrap().unwrap();
+        assert!(reopened.entries().eq(table.entries()));
+
+        // After a reopen, the file it came from is current and the other unknown.
+        let mut files = IndexFiles::read(dir.path()).unwrap();
+        let (mut reopened, _) = files.load(dir.path(), 1 << 21).unwrap().unwrap();
+        assert_eq!(checkpoint(&mut reopened, dir.path(), &mut files), pages);
+        assert_eq!(checkpoint(&mut reopened, dir.path(), &mut files), 0);
+        // After a resize, every page again.
+        let mut grown = reopened.grown().unwrap();
+        let grown_pages = page_count(grown.slot_count());
+        assert_eq!(checkpoint(&mut grown, dir.path(), &mut files), grown_pages);
+        assert_eq!(checkpoint(&mut grown, dir.path(), &mut files), grown_pages);
+        let (last, _) = reopen(dir.path()).unwrap().unwrap();
+        assert!(last.entries().eq(table.entries()));
+    }
+
+    #[test]
+    fn a_snapshot_holds_the_table_as_it_began_while_changes_go_on() {
+        let seed = 0xC0FFEE;
+        println!("seed {seed}");
+        let mut rng = Rng::new(seed);
+        let dir = tempfile::tempdir().unwrap();
+        let mut table = filled(1_500, seed);
+        let mut files = IndexFiles::read(dir.path()).unwrap();
+        checkpoint(&mut table, dir.path(), &mut files);
+        for round in 0..4 {
+            // Changes before the snapshot, some of which it must carry.
+            for sequence in 0..200 {
+                table
+                    .insert(entry(rng.next_u64(), 10_000 + sequence))
+                    .unwrap();
+                for _ in 0..2 {
+                    let victim = rng.below(table.slot_count() as u64) as usize;
+                    table.remove(victim);
+                }
+            }
+            let expected: Vec<Entry> = table.entries().collect();
+            let plan = table.begin_snapshot(files.target_covers());
+            let mut file = files.begin_checkpoint(dir.path(), plan.clone()).unwrap();
+            let mut batch = PageBatch::default();
+            let mut cursor = 0;
+            loop {
+                // Inserts and removals shift clusters across pages, taken or not.
+                for sequence in 0..20 {
+                    table
+                        .insert(entry(rng.next_u64(), 20_000 + sequence))
+                        .unwrap();
+                    for _ in 0..2 {
+                        let victim = rng.below(table.slot_count() as u64) as usize;
+                        table.remove(victim);
+                    }
+                }
+                assert!(table.take_snapshot_pages(&plan, &mut cursor, 2, &mut batch));
+                if batch.is_empty() {
+                    break;
+                }
+                file.write_pages(&batch).unwrap();
+            }
+            let checksums = file.finish(dir.path(), CHECKPOINT, &mut files).unwrap();
+            table.end_snapshot(&plan, Some(checksums));
+            let (reopened, _) = reopen(dir.path()).unwrap().unwrap();
+            let found: Vec<Entry> = reopened.entries().collect();
+            assert_eq!(found, expected, "round {round}");
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_cut_before_its_header_leaves_the_previous_one_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut table = filled(800, 3);
+        let mut files = IndexFiles::read(dir.path()).unwrap();
+        checkpoint(&mut table, dir.path(), &mut files);
+        checkpoint(&mut table, dir.path(), &mut files);
+        let before: Vec<Entry> = table.entries().collect();
+        for sequence in 0..300 {
+            table
+                .insert(entry(sequence << 50 | 7, 9_000 + sequence))
+                .unwrap();
+        }
+        // Pages written and synced into the older file, no header: the newer stays.
+        let plan = table.begin_snapshot(files.target_covers());
+        let mut file = files.begin_checkpoint(dir.path(), plan.clone()).unwrap();
+        let mut batch = PageBatch::default();
+        let mut cursor = 0;
+        assert!(table.take_snapshot_pages(&plan, &mut cursor, usize::MAX, &mut batch));
+        file.write_pages(&batch).unwrap();
+        drop(file);
+        table.end_snapshot(&plan, None);
+        let (reopened, _) = reopen(dir.path()).unwrap().unwrap();
+        assert!(reopened.entries().eq(before.iter().copied()));
+        // The next checkpoint goes to the same file again, with every page it needs.
+        checkpoint(&mut table, dir.path(), &mut files);
+        let (reopened, _) = reopen(dir.path()).unwrap().unwrap();
+        assert!(reopened.entries().eq(table.entries()));
+    }
+
+    #[test]
+    fn a_resize_ends_the_snapshot_under_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut table = filled(100, 4);
+        let mut files = IndexFiles::read(dir.path()).unwrap();
+        let plan = table.begin_snapshot(files.target_covers());
+        let _file = files.begin_checkpoint(dir.path(), plan.clone()).unwrap();
+        let mut grown = table.grown().unwrap();
+        let mut batch = PageBatch::default();
+        assert!(!grown.take_snapshot_pages(&plan, &mut 0, 8, &mut batch));
     }
 }

@@ -10,7 +10,7 @@
 //! |---|---|
 //! | [`record`] | the record format: magic, version, flags, lengths, sequence, CRC32 |
 //! | [`segment`] | preallocated segment files, their headers, scans that cut torn tails or skip corruption |
-//! | [`index`] | the hash-sorted table and its atomic checkpoints |
+//! | [`index`] | the hash-sorted table and its incremental checkpoints |
 //! | [`store`] | the store: writes (prepare, write+sync, commit), group commit, reads, scans, recovery, compaction |
 //! | [`durability`] | the modes `always`, `group`, `interval:<ms>`, `none` |
 //!
@@ -35,14 +35,17 @@
 //! - a new segment: created, preallocated, header written, file fsynced, then its
 //!   directory fsynced (at open and at every rotation) before a record is committed
 //!   in it;
-//! - the index checkpoint: `index.tmp` written and fsynced, renamed over `index`, the
-//!   directory fsynced;
+//! - the index checkpoint: written into the older of `index.0` and `index.1` in
+//!   place (pages, page checksums, fsync, then the header, fsync); a file created for
+//!   it has its directory fsynced before the checkpoint counts (before any segment is
+//!   deleted on its strength);
 //! - a compaction output: `<id>.seg.tmp` written and fsynced, renamed, the directory
 //!   fsynced before the index points at it;
 //! - a deleted segment (compacted away): unlinked, then the directory fsynced; if the
 //!   unlink is lost, the segment comes back holding only records the index no longer
 //!   points at;
-//! - leftovers removed at open (`*.tmp`, `index.tmp`) and the `LOCK` file: not
+//! - leftovers removed at open (`*.tmp`, and format 1's `index.tmp` and `index`) and
+//!   the `LOCK` file: not
 //!   synced, on purpose; if they come back after a cut they are removed or reused at
 //!   the next open;
 //! - the node's `identity` file (frontend): temporary file written and fsynced,

@@ -199,17 +199,22 @@ fn a_flipped_byte_in_a_sealed_record_fails_that_read_and_never_returns_wrong_byt
 #[test]
 fn a_damaged_index_is_detected_and_rebuilt_from_the_segments() {
     let (pristine, expected) = sealed_store();
-    let index_size = std::fs::metadata(pristine.path().join("index"))
+    let names = ringkv_storage::index::FILE_NAMES;
+    let index_size = std::fs::metadata(pristine.path().join(names[0]))
         .unwrap()
         .len() as usize;
-    let positions: Vec<usize> = (0..64).chain((4096..index_size).step_by(1_531)).collect();
+    // The same byte flipped in both checkpoint files (so whichever is newest is
+    // damaged; a damaged older file is never read): header, pages, checksums.
+    let positions: Vec<usize> = (0..72).chain((4096..index_size).step_by(1_531)).collect();
     for position in positions {
         let dir = tempfile::tempdir().unwrap();
         copy_dir(pristine.path(), dir.path());
-        let path = dir.path().join("index");
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[position] ^= 0x80;
-        std::fs::write(&path, bytes).unwrap();
+        for name in names {
+            let path = dir.path().join(name);
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes[position] ^= 0x80;
+            std::fs::write(&path, bytes).unwrap();
+        }
         let store = Store::open(dir.path(), config()).unwrap();
         assert!(
             store.stats().index_rebuilt,
@@ -223,7 +228,9 @@ fn a_damaged_index_is_detected_and_rebuilt_from_the_segments() {
     }
     let dir = tempfile::tempdir().unwrap();
     copy_dir(pristine.path(), dir.path());
-    std::fs::remove_file(dir.path().join("index")).unwrap();
+    for name in names {
+        std::fs::remove_file(dir.path().join(name)).unwrap();
+    }
     let store = Store::open(dir.path(), config()).unwrap();
     expect(&store, &expected, "with the index deleted");
 }

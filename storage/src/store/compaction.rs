@@ -3,6 +3,13 @@
 
 use super::*;
 
+/// Compaction output written between two syncs of it.
+const COMPACTION_SYNC_BYTES: usize = 256 << 10;
+/// Index entries read per step of the search for a source's entries.
+const COMPACTION_SCAN_STEP_ENTRIES: usize = 16_384;
+/// Index entries moved per step when a compaction finishes.
+const COMPACTION_MOVE_STEP_ENTRIES: usize = 4_096;
+
 impl Store {
     /// Does at most `budget_bytes` of compaction work and returns. A shell calls this in
     /// slices between foreground work. Each step is crash-safe: the output is written
@@ -47,7 +54,7 @@ impl Store {
             )
         };
         let pending: Vec<u32> = lock(&self.pending_deletion).iter().map(|s| s.id).collect();
-        let (source, entries, floor) = {
+        let (source, floor) = {
             let shared = read(&self.shared);
             let candidate = shared
                 .segments
@@ -63,11 +70,6 @@ impl Store {
             let Some(source) = candidate.cloned() else {
                 return Ok(None);
             };
-            let entries: Vec<Entry> = shared
-                .table
-                .entries()
-                .filter(|e| e.segment_id == source.id)
-                .collect();
             let floor = shared
                 .segments
                 .values()
@@ -75,8 +77,9 @@ impl Store {
                 .map(|s| s.min_sequence)
                 .min()
                 .unwrap_or(u64::MAX);
-            (source, entries, floor)
+            (source, floor)
         };
+        let entries = self.entries_in(source.id);
         let (dropped, kept): (Vec<Entry>, Vec<Entry>) = entries
             .into_iter()
             .partition(|e| e.tombstone && e.sequence < floor);
@@ -141,8 +144,46 @@ impl Store {
                 Err(other) => return Err(other),
             }
         }
-        output.write_at(&pending, pending_start)?;
+        // Written and synced a step at a time, so the log's own syncs never queue
+        // behind more than one step of compaction output on the device.
+        for (index, step) in pending.chunks(COMPACTION_SYNC_BYTES).enumerate() {
+            output.write_at(step, pending_start + (index * COMPACTION_SYNC_BYTES) as u32)?;
+            output.sync()?;
+        }
         Ok(copied)
+    }
+
+    /// Every index entry pointing into `segment_id`, read a step of entries at a time
+    /// (in hash order, resuming after the last hash, so a resize between steps loses
+    /// nothing) under the index's read lock, which a commit's write lock waits for.
+    /// Entries shifted by inserts or removals between steps are still found, as the
+    /// cursor is a hash, not a slot.
+    fn entries_in(&self, segment_id: u32) -> Vec<Entry> {
+        let mut entries = Vec::new();
+        let mut after: Option<u64> = None;
+        loop {
+            let shared = read(&self.shared);
+            let mut scanned = 0usize;
+            let mut last_hash = None;
+            for entry in shared.table.range(0, after, u64::MAX) {
+                // A step ends between two hashes, never inside a run of equal ones.
+                if scanned >= COMPACTION_SCAN_STEP_ENTRIES && last_hash != Some(entry.hash) {
+                    break;
+                }
+                scanned += 1;
+                last_hash = Some(entry.hash);
+                if entry.segment_id == segment_id {
+                    entries.push(entry);
+                }
+            }
+            drop(shared);
+            match last_hash {
+                Some(hash) if scanned >= COMPACTION_SCAN_STEP_ENTRIES && hash != u64::MAX => {
+                    after = Some(hash);
+                }
+                _ => return entries,
+            }
+        }
     }
 
     fn finish_compaction(&self, job: CompactionJob) -> Result<CompactionProgress> {
@@ -161,42 +202,27 @@ impl Store {
             }
             None => None,
         };
-        {
-            let _commit = lock(&self.commit_lock);
-            // Defence in depth, checked before any change and under the read lock only
-            // (the commit lock already freezes the table): a source that something
-            // outside this job still points into is kept.
-            let accounted: std::collections::BTreeSet<(u64, u64)> = job
-                .moved
-                .iter()
-                .map(|(e, _)| e)
-                .chain(&job.dropped)
-                .map(|e| (e.hash, e.sequence))
-                .collect();
-            let stray = read(&self.shared).table.entries().any(|e| {
-                e.segment_id == job.source.id && !accounted.contains(&(e.hash, e.sequence))
-            });
-            if stray {
-                log::error!(
-                    "{}: segment {} gained entries during its compaction; keeping it",
-                    self.dir.display(),
-                    job.source.id
-                );
-                return Err(StorageError::Misuse("compaction source still referenced"));
-            }
+        if let Some(output) = &output {
+            let _commit = self.commit_lock.lock();
+            write(&self.shared)
+                .segments
+                .insert(output.id, Arc::clone(output));
+        }
+        // The index moves a step of entries at a time, each step under the commit
+        // lock (a commit's find and place are never split by a move) and the index's
+        // write lock, so no commit waits for more than one step.
+        let unchanged = |table: &Table, old: &Entry| {
+            table
+                .find(old.hash)
+                .find(|(_, e)| e == old)
+                .map(|(slot, _)| slot)
+        };
+        for step in job.moved.chunks(COMPACTION_MOVE_STEP_ENTRIES) {
+            let Some(output) = &output else { break };
+            let commit = self.commit_lock.lock();
             let mut shared = write(&self.shared);
-            let shared = &mut *shared;
-            if let Some(output) = &output {
-                shared.segments.insert(output.id, Arc::clone(output));
-            }
-            let unchanged = |table: &Table, old: &Entry| {
-                table
-                    .find(old.hash)
-                    .find(|(_, e)| e == old)
-                    .map(|(slot, _)| slot)
-            };
-            for (old, new_offset) in &job.moved {
-                let (Some(slot), Some(output)) = (unchanged(&shared.table, old), &output) else {
+            for (old, new_offset) in step {
+                let Some(slot) = unchanged(&shared.table, old) else {
                     continue;
                 };
                 let moved = Entry {
@@ -208,13 +234,39 @@ impl Store {
                 job.source.add_live_bytes(-i64::from(old.size_bytes));
                 output.add_live_bytes(i64::from(old.size_bytes));
             }
-            for old in &job.dropped {
+            drop(shared);
+            // A commit waiting for the lock gets it before the next step does.
+            parking_lot::MutexGuard::unlock_fair(commit);
+        }
+        for step in job.dropped.chunks(COMPACTION_MOVE_STEP_ENTRIES) {
+            let commit = self.commit_lock.lock();
+            let mut shared = write(&self.shared);
+            for old in step {
                 if let Some(slot) = unchanged(&shared.table, old) {
                     shared.table.remove(slot);
                     job.source.add_live_bytes(-i64::from(old.size_bytes));
                 }
             }
-            shared.segments.remove(&job.source.id);
+            drop(shared);
+            parking_lot::MutexGuard::unlock_fair(commit);
+        }
+        // Defence in depth: a source that something outside this job still points
+        // into is kept. The search goes by hash, so entries shifted or a table
+        // resized meanwhile are still seen, and nothing new can point into a sealed
+        // segment afterwards.
+        let stray = self.entries_in(job.source.id);
+        if !stray.is_empty() {
+            log::error!(
+                "{}: segment {} gained {} entries during its compaction; keeping it",
+                self.dir.display(),
+                job.source.id,
+                stray.len()
+            );
+            return Err(StorageError::Misuse("compaction source still referenced"));
+        }
+        {
+            let _commit = self.commit_lock.lock();
+            write(&self.shared).segments.remove(&job.source.id);
         }
         let reclaimed_bytes = u64::from(job.source.end_offset())
             .saturating_sub(output.as_ref().map_or(0, |o| u64::from(o.end_offset())));

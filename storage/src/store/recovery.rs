@@ -19,7 +19,8 @@ impl Store {
         let counters = Counters::default();
         let (mut segments, highest_id) = open_segments(&dir, &counters)?;
 
-        let loaded = load_index(&dir, &segments, &config)?;
+        let mut index_files = crate::index::IndexFiles::read(&dir)?;
+        let loaded = load_index(&dir, &mut index_files, &segments, &config)?;
         let index_rebuilt = loaded.is_none() && !segments.is_empty();
         let loaded_checkpoint = loaded.as_ref().map(|(_, checkpoint)| *checkpoint);
         let (mut table, checkpoint) = match loaded {
@@ -57,8 +58,8 @@ impl Store {
             _lock_file: lock_file,
             shared: RwLock::new(Shared { table, segments }),
             writer: Mutex::new(Writer::new(active, next_sequence, next_segment_id)),
-            commit_lock: Mutex::new(()),
-            checkpoint_lock: Mutex::new(()),
+            commit_lock: parking_lot::Mutex::new(()),
+            checkpoint_lock: Mutex::new(index_files),
             sync_state: Mutex::new(SyncState {
                 durable_before: next_sequence,
                 syncing: false,
@@ -112,11 +113,12 @@ impl Store {
 /// The index checkpoint, if there is a usable one (None: rebuild from the segments).
 fn load_index(
     dir: &Path,
+    files: &mut crate::index::IndexFiles,
     segments: &Segments,
     config: &Config,
 ) -> Result<Option<(Table, Checkpoint)>> {
     let record_size_max = config.record_size_bytes_max() as u32;
-    Ok(match Table::open(dir, record_size_max) {
+    Ok(match files.load(dir, record_size_max) {
         Ok(Some((table, checkpoint))) if entries_fit(&table, segments) => Some((table, checkpoint)),
         Ok(Some(_)) => {
             log::warn!(
@@ -306,6 +308,7 @@ fn open_segments(dir: &Path, counters: &Counters) -> Result<(Segments, Option<u3
             Err(other) => return Err(other),
         }
     }
+    // Format 1's temporary checkpoint file (its `index` goes in `IndexFiles::read`).
     let _ = std::fs::remove_file(dir.join("index.tmp"));
     Ok((segments, highest))
 }
@@ -380,7 +383,7 @@ pub fn fuzz_recover(data: &[u8]) {
         }
         _ => {
             segment_file(1, &body[..half]);
-            let _ = std::fs::write(dir.join("index"), &body[half..]);
+            let _ = std::fs::write(dir.join(crate::index::FILE_NAMES[0]), &body[half..]);
         }
     }
     let config = Config {

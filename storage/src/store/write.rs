@@ -19,7 +19,9 @@ impl Store {
         self.write(&batch)
     }
 
-    /// Writes a batch: prepare, write, sync per the durability mode, commit.
+    /// Writes a batch: prepare, write, sync per the durability mode, commit. It never
+    /// checkpoints the index: the store's owner calls [`Store::checkpoint_if_due`] off
+    /// its latency path (a checkpoint inside a put made that put wait for it).
     pub fn write(&self, batch: &WriteBatch) -> Result<()> {
         self.write_synced(batch, true)
     }
@@ -29,9 +31,8 @@ impl Store {
     /// a process kill; a power cut can lose it until the next sync, which the caller
     /// asks for ([`Store::sync`], on its interval) or which any later synced write
     /// does (the log is durable as a prefix: a sync covers every segment written
-    /// since the last one), as does an index checkpoint. It never checkpoints the
-    /// index itself (a checkpoint writes the whole table): the caller asks for
-    /// [`Store::checkpoint_if_due`] off its latency path.
+    /// since the last one), as does an index checkpoint. Like [`Store::write`], it
+    /// never checkpoints the index itself.
     pub fn write_buffered(&self, batch: &WriteBatch) -> Result<()> {
         self.write_synced(batch, false)
     }
@@ -70,9 +71,6 @@ impl Store {
         }
         self.commit(prepared)?;
         self.zero_ahead(&mut lock(&self.writer));
-        if durable {
-            self.checkpoint_if_due();
-        }
         Ok(())
     }
 
@@ -90,7 +88,7 @@ impl Store {
     /// caller has written (and synced, when the durability mode promises it).
     pub fn commit(&self, prepared: PreparedWrite) -> Result<()> {
         let result = {
-            let _commit = lock(&self.commit_lock);
+            let _commit = self.commit_lock.lock();
             let mut result = Ok(());
             for record in &prepared.records {
                 let key = &prepared.bytes[record.key.clone()];
