@@ -34,6 +34,10 @@ struct Arguments {
     /// Durable random puts measured per engine and size.
     #[arg(long, default_value_t = 20_000)]
     put_ops: u64,
+    /// When above 0: the put phase runs this long instead of --put-ops operations
+    /// (the storage target: 10 minutes of durable puts from 2 writers).
+    #[arg(long, default_value_t = 0)]
+    put_seconds: u64,
     /// Random gets measured per engine and size.
     #[arg(long, default_value_t = 200_000)]
     get_ops: u64,
@@ -59,6 +63,13 @@ struct Arguments {
     /// ringkv: log written between index checkpoints, in MiB (0: the engine default).
     #[arg(long, default_value_t = 0)]
     checkpoint_interval_mib: u64,
+    /// Puts slower than this are listed after the table with when they started, next
+    /// to the background steps (checkpoints, compaction slices) that ran over 1 ms.
+    #[arg(long, default_value_t = 20)]
+    slow_put_ms: u64,
+    /// ringkv: segment size in MiB (0: the engine default).
+    #[arg(long, default_value_t = 0)]
+    segment_size_mib: u32,
     /// Seed for values and key choice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -69,6 +80,10 @@ trait Engine: Send + Sync {
     fn load(&self, keys: &[Vec<u8>], value: &[u8]);
     fn put_durable(&self, key: &[u8], value: &[u8]);
     fn get_length(&self, key: &[u8]) -> Option<usize>;
+    /// Background work the engine leaves to its owner, done from a thread of its own
+    /// while the puts run (ringkv: checkpoints and compaction slices, as a node's
+    /// executor runs them on a reader thread; fjall runs its own threads).
+    fn maintain(&self, _steps: &mut dyn FnMut(&'static str, &dyn Fn())) {}
 }
 
 struct Ringkv(Store);
@@ -89,6 +104,13 @@ impl Engine for Ringkv {
     }
     fn put_durable(&self, key: &[u8], value: &[u8]) {
         self.0.put(key, value).expect("ringkv put");
+    }
+    fn maintain(&self, steps: &mut dyn FnMut(&'static str, &dyn Fn())) {
+        steps("checkpoint", &|| self.0.checkpoint_if_due());
+        // A node's compaction slice (frontend's COMPACTION_SLICE_BYTES).
+        steps("compaction slice", &|| {
+            self.0.compact_step(4 << 20).expect("ringkv compaction");
+        });
     }
     fn get_length(&self, key: &[u8]) -> Option<usize> {
         // One reused buffer per reader thread, as a node's storage thread keeps one.
@@ -142,6 +164,7 @@ fn ringkv_store(
     durability: Durability,
     keys: u64,
     checkpoint_interval_mib: u64,
+    segment_size_mib: u32,
 ) -> Store {
     let mut config = Config {
         durability,
@@ -150,6 +173,9 @@ fn ringkv_store(
     };
     if checkpoint_interval_mib > 0 {
         config.checkpoint_interval_bytes = checkpoint_interval_mib << 20;
+    }
+    if segment_size_mib > 0 {
+        config.segment_size_bytes = segment_size_mib << 20;
     }
     Store::open(path, config).expect("ringkv open")
 }
@@ -162,6 +188,7 @@ fn open_engine(
     keys: u64,
     loading: bool,
     checkpoint_interval_mib: u64,
+    segment_size_mib: u32,
 ) -> Arc<dyn Engine> {
     let durability = if loading {
         Durability::None
@@ -174,6 +201,7 @@ fn open_engine(
             durability,
             keys,
             checkpoint_interval_mib,
+            segment_size_mib,
         ))),
         "fjall" => Arc::new(Fjall::open(path)),
         other => panic!("unknown engine {other}: use ringkv or fjall"),
@@ -187,7 +215,15 @@ fn key(i: u64) -> Vec<u8> {
 struct Phase {
     ops_per_second: f64,
     latency: Histogram<u64>,
+    /// (ms since the phase began, latency in us) of the slow operations, at most
+    /// [`SLOW_LISTED_MAX`] per thread.
+    slow: Vec<(u64, u64)>,
+    /// (ms since the phase began, what, duration in us) of background steps over 1 ms.
+    background: Vec<(u64, &'static str, u64)>,
 }
+
+/// Slow operations (and background steps) listed at most, per thread.
+const SLOW_LISTED_MAX: usize = 1_000;
 
 /// 1 ns .. 60 s at 3 significant digits.
 fn latency_histogram() -> Histogram<u64> {
@@ -200,7 +236,11 @@ fn micros(histogram: &Histogram<u64>, quantile: f64) -> f64 {
 
 struct Workload {
     threads: u64,
+    /// Operations at least this slow are listed.
+    slow_us: u64,
     ops: u64,
+    /// When set, each thread runs until then instead of for its share of `ops`.
+    until: Option<Instant>,
     keys: u64,
     seed: u64,
     write: bool,
@@ -212,14 +252,19 @@ fn run_phase(engine: &Arc<dyn Engine>, value: &Arc<Vec<u8>>, workload: Workload)
         .map(|thread| {
             let (engine, value) = (Arc::clone(engine), Arc::clone(value));
             let mut rng = Rng::new(workload.seed ^ (thread + 1).wrapping_mul(0x9E37_79B9));
-            let (ops, keys, write) = (
+            let (ops, until, keys, write) = (
                 workload.ops / workload.threads,
+                workload.until,
                 workload.keys,
                 workload.write,
             );
+            let slow_us = workload.slow_us;
             std::thread::spawn(move || {
                 let mut latency = latency_histogram();
-                for _ in 0..ops {
+                let mut slow = Vec::new();
+                let mut done = 0;
+                while until.map_or(done < ops, |until| Instant::now() < until) {
+                    done += 1;
                     let k = key(rng.below(keys));
                     let start = Instant::now();
                     if write {
@@ -228,21 +273,54 @@ fn run_phase(engine: &Arc<dyn Engine>, value: &Arc<Vec<u8>>, workload: Workload)
                         let length = engine.get_length(&k);
                         assert_eq!(length, Some(value.len()), "a loaded key read back wrong");
                     }
-                    latency.saturating_record((start.elapsed().as_nanos() as u64).max(1));
+                    let nanos = (start.elapsed().as_nanos() as u64).max(1);
+                    latency.saturating_record(nanos);
+                    if nanos / 1_000 >= slow_us && slow.len() < SLOW_LISTED_MAX {
+                        let at = start.duration_since(started).as_millis() as u64;
+                        slow.push((at, nanos / 1_000));
+                    }
                 }
-                latency
+                (latency, slow)
             })
         })
         .collect();
+    // Background work, as a node runs it: every 100 ms while the workers run.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let maintainer = {
+        let (engine, stop) = (Arc::clone(engine), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut background = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                engine.maintain(&mut |what, step| {
+                    let start = Instant::now();
+                    step();
+                    let micros = start.elapsed().as_micros() as u64;
+                    if micros >= 1_000 && background.len() < SLOW_LISTED_MAX {
+                        let at = start.duration_since(started).as_millis() as u64;
+                        background.push((at, what, micros));
+                    }
+                });
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            background
+        })
+    };
     let mut latency = latency_histogram();
+    let mut slow = Vec::new();
     for worker in workers {
-        latency
-            .add(worker.join().expect("worker"))
-            .expect("histogram add");
+        let (thread_latency, thread_slow) = worker.join().expect("worker");
+        latency.add(thread_latency).expect("histogram add");
+        slow.extend(thread_slow);
     }
+    let ops_per_second = latency.len() as f64 / started.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let background = maintainer.join().expect("maintainer");
+    slow.sort_unstable();
     Phase {
-        ops_per_second: latency.len() as f64 / started.elapsed().as_secs_f64(),
+        ops_per_second,
         latency,
+        slow,
+        background,
     }
 }
 
@@ -268,17 +346,28 @@ fn main() {
         for name in &arguments.engines {
             let path = scratch.path().join(format!("{name}-{value_size}"));
             let load_started = Instant::now();
-            open_engine(name, &path, keys, true, 0).load(&all_keys, &value);
+            open_engine(name, &path, keys, true, 0, arguments.segment_size_mib)
+                .load(&all_keys, &value);
             let load_seconds = load_started.elapsed().as_secs_f64();
             let reopen_started = Instant::now();
-            let engine = open_engine(name, &path, keys, false, arguments.checkpoint_interval_mib);
+            let engine = open_engine(
+                name,
+                &path,
+                keys,
+                false,
+                arguments.checkpoint_interval_mib,
+                arguments.segment_size_mib,
+            );
             let reopen = reopen_started.elapsed();
             let puts = run_phase(
                 &engine,
                 &value,
                 Workload {
                     threads: arguments.writers,
+                    slow_us: arguments.slow_put_ms * 1_000,
                     ops: arguments.put_ops,
+                    until: (arguments.put_seconds > 0)
+                        .then(|| Instant::now() + Duration::from_secs(arguments.put_seconds)),
                     keys,
                     seed: arguments.seed,
                     write: true,
@@ -291,7 +380,9 @@ fn main() {
                     &value,
                     Workload {
                         threads: 1,
+                        slow_us: u64::MAX,
                         ops: arguments.warmup_gets,
+                        until: None,
                         keys,
                         seed: arguments.seed + 2,
                         write: false,
@@ -303,7 +394,9 @@ fn main() {
                 &value,
                 Workload {
                     threads: 1,
+                    slow_us: u64::MAX,
                     ops: arguments.get_ops,
+                    until: None,
                     keys,
                     seed: arguments.seed + 1,
                     write: false,
@@ -323,6 +416,18 @@ fn main() {
                 micros(&gets.latency, 0.99),
                 micros(&gets.latency, 0.999),
             );
+            if !puts.slow.is_empty() || !puts.background.is_empty() {
+                eprintln!(
+                    "{name} {value_size} B: {} puts of at least {} ms (at ms since the put phase began: us): {:?}",
+                    puts.slow.len(),
+                    arguments.slow_put_ms,
+                    puts.slow
+                );
+                eprintln!(
+                    "{name} {value_size} B: background steps over 1 ms (at ms, step, us): {:?}",
+                    puts.background
+                );
+            }
             drop(engine);
             let _ = std::fs::remove_dir_all(&path);
             std::thread::sleep(Duration::from_millis(200));
