@@ -1112,6 +1112,18 @@ mod tests {
         assert!(last.entries().eq(table.entries()));
     }
 
+    /// `count` inserts of random hashes (sequences from `first_sequence`), each
+    /// followed by two removals of random slots.
+    fn churn(table: &mut Table, rng: &mut Rng, first_sequence: u64, count: u64) {
+        for sequence in first_sequence..first_sequence + count {
+            table.insert(entry(rng.next_u64(), sequence)).unwrap();
+            for _ in 0..2 {
+                let victim = rng.below(table.slot_count() as u64) as usize;
+                table.remove(victim);
+            }
+        }
+    }
+
     #[test]
     fn a_snapshot_holds_the_table_as_it_began_while_changes_go_on() {
         let seed = 0xC0FFEE;
@@ -1123,15 +1135,7 @@ mod tests {
         checkpoint(&mut table, dir.path(), &mut files);
         for round in 0..4 {
             // Changes before the snapshot, some of which it must carry.
-            for sequence in 0..200 {
-                table
-                    .insert(entry(rng.next_u64(), 10_000 + sequence))
-                    .unwrap();
-                for _ in 0..2 {
-                    let victim = rng.below(table.slot_count() as u64) as usize;
-                    table.remove(victim);
-                }
-            }
+            churn(&mut table, &mut rng, 10_000, 200);
             let expected: Vec<Entry> = table.entries().collect();
             let plan = table.begin_snapshot(files.target_covers());
             let mut file = files.begin_checkpoint(dir.path(), plan.clone()).unwrap();
@@ -1139,15 +1143,7 @@ mod tests {
             let mut cursor = 0;
             loop {
                 // Inserts and removals shift clusters across pages, taken or not.
-                for sequence in 0..20 {
-                    table
-                        .insert(entry(rng.next_u64(), 20_000 + sequence))
-                        .unwrap();
-                    for _ in 0..2 {
-                        let victim = rng.below(table.slot_count() as u64) as usize;
-                        table.remove(victim);
-                    }
-                }
+                churn(&mut table, &mut rng, 20_000, 20);
                 assert!(table.take_snapshot_pages(&plan, &mut cursor, 2, &mut batch));
                 if batch.is_empty() {
                     break;
