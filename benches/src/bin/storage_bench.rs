@@ -109,6 +109,7 @@ impl Engine for Ringkv {
         steps("checkpoint", &|| self.0.checkpoint_if_due());
         // A node's compaction slice (frontend's COMPACTION_SLICE_BYTES).
         steps("compaction slice", &|| {
+            // A benchmark, not a node: a storage error ends the run loudly.
             self.0.compact_step(4 << 20).expect("ringkv compaction");
         });
     }
@@ -308,12 +309,15 @@ fn run_phase(engine: &Arc<dyn Engine>, value: &Arc<Vec<u8>>, workload: Workload)
     let mut latency = latency_histogram();
     let mut slow = Vec::new();
     for worker in workers {
+        // Fails only if the worker panicked, which already failed the run.
         let (thread_latency, thread_slow) = worker.join().expect("worker");
+        // Both histograms come from latency_histogram(), so their bounds match.
         latency.add(thread_latency).expect("histogram add");
         slow.extend(thread_slow);
     }
     let ops_per_second = latency.len() as f64 / started.elapsed().as_secs_f64();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Fails only if the maintainer panicked, which already failed the run.
     let background = maintainer.join().expect("maintainer");
     slow.sort_unstable();
     Phase {
