@@ -124,6 +124,9 @@ pub struct Table {
     bits: u32,
     slot_count: usize,
     entry_count: u64,
+    /// Entries that are tombstones (so `Store::stats` counts live keys without a
+    /// walk of the table under its lock).
+    tombstone_count: u64,
     /// Which table this is: a resized table is a new one, every page of it new to
     /// both files.
     incarnation: u64,
@@ -217,6 +220,7 @@ impl Table {
             bits,
             slot_count,
             entry_count: 0,
+            tombstone_count: 0,
             incarnation,
             epoch: 1,
             // Every page is new to both files.
@@ -235,6 +239,11 @@ impl Table {
     /// Number of entries (values and tombstones).
     pub fn len(&self) -> u64 {
         self.entry_count
+    }
+
+    /// Number of entries that are values (not tombstones).
+    pub fn live_len(&self) -> u64 {
+        self.entry_count - self.tombstone_count
     }
 
     /// True when there are no entries.
@@ -343,6 +352,10 @@ impl Table {
     /// Overwrites the entry in `slot` with one of the same hash.
     pub fn replace(&mut self, slot: usize, entry: Entry) {
         debug_assert_eq!(self.get(slot).map(|e| e.hash), Some(entry.hash));
+        if let Some(old) = self.get(slot) {
+            self.tombstone_count -= u64::from(old.tombstone);
+        }
+        self.tombstone_count += u64::from(entry.tombstone);
         self.put_slot(slot, Some(entry));
     }
 
@@ -370,14 +383,16 @@ impl Table {
         self.move_slots(from..to, from + SLOT_SIZE_BYTES);
         self.put_slot(position, Some(entry));
         self.entry_count += 1;
+        self.tombstone_count += u64::from(entry.tombstone);
         Ok(position)
     }
 
     /// Removes the entry in `slot`, shifting displaced successors back.
     pub fn remove(&mut self, slot: usize) {
-        if self.get(slot).is_none() {
+        let Some(removed) = self.get(slot) else {
             return;
-        }
+        };
+        self.tombstone_count -= u64::from(removed.tombstone);
         let mut end = slot + 1;
         while let Some(next) = self.get(end) {
             if self.home(next.hash) >= end {
@@ -427,6 +442,7 @@ impl Table {
             self.put_slot(position, Some(entry));
             next_free = position + 1;
             self.entry_count += 1;
+            self.tombstone_count += u64::from(entry.tombstone);
         }
         true
     }
@@ -548,13 +564,15 @@ impl Table {
             .map_or(0, |snapshot| snapshot.saved.len() * PAGE_SIZE_BYTES)
     }
 
-    /// Checks the invariants every operation relies on.
+    /// Checks the invariants every operation relies on; returns the number of
+    /// tombstones.
     fn verify(
         &self,
         record_size_bytes_max: u32,
         checkpoint: Checkpoint,
-    ) -> core::result::Result<(), &'static str> {
+    ) -> core::result::Result<u64, &'static str> {
         let mut count = 0u64;
+        let mut tombstones = 0u64;
         let mut previous_hash = 0u64;
         for slot in 0..self.slot_count {
             let Some(entry) = self.get(slot) else {
@@ -578,6 +596,7 @@ impl Table {
             }
             previous_hash = entry.hash;
             count += 1;
+            tombstones += u64::from(entry.tombstone);
         }
         if count != self.entry_count {
             return Err("index entry count does not match its header");
@@ -589,7 +608,7 @@ impl Table {
         {
             return Err("index padding is not zero");
         }
-        Ok(())
+        Ok(tombstones)
     }
 }
 
@@ -766,7 +785,7 @@ impl IndexFiles {
         table.entry_count = header.entry_count;
         // Nothing changed since this file: its pages are the table's.
         table.page_epochs.fill(0);
-        table
+        table.tombstone_count = table
             .verify(record_size_bytes_max, header.checkpoint)
             .map_err(corrupt)?;
         self.files[newest].covers = Some((table.incarnation, 0));
@@ -947,19 +966,23 @@ mod tests {
             // Few distinct hashes, clustered, so collisions and long clusters happen.
             let hash = rng.below(600) << 54 | rng.below(4);
             if rng.chance(0.6) {
+                let new = Entry {
+                    tombstone: rng.chance(0.3),
+                    ..entry(hash, step + 1)
+                };
                 if model.contains_key(&hash) {
                     let (slot, _) = table.find(hash).next().unwrap();
-                    table.replace(slot, entry(hash, step + 1));
+                    table.replace(slot, new);
                 } else {
-                    match table.insert(entry(hash, step + 1)) {
+                    match table.insert(new) {
                         Ok(_) => {}
                         Err(InsertError::NeedsGrowth) => {
                             table = table.grown().unwrap();
-                            table.insert(entry(hash, step + 1)).unwrap();
+                            table.insert(new).unwrap();
                         }
                     }
                 }
-                model.insert(hash, step + 1);
+                model.insert(hash, (step + 1, new.tombstone));
             } else if model.remove(&hash).is_some() {
                 let (slot, _) = table.find(hash).next().unwrap();
                 table.remove(slot);
@@ -967,7 +990,9 @@ mod tests {
         }
         assert_sorted_and_homed(&table);
         assert_eq!(table.len(), model.len() as u64);
-        for (&hash, &sequence) in &model {
+        let live = model.values().filter(|(_, tombstone)| !tombstone).count();
+        assert_eq!(table.live_len(), live as u64);
+        for (&hash, &(sequence, _)) in &model {
             let found: Vec<_> = table.find(hash).collect();
             assert_eq!(found.len(), 1);
             assert_eq!(found[0].1.sequence, sequence);
@@ -1039,11 +1064,26 @@ mod tests {
     fn a_checkpoint_reopens_identically_and_any_damage_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let mut table = filled(500, 1);
+        let tombstones: Vec<(usize, Entry)> = (0..table.slot_count())
+            .filter_map(|slot| table.get(slot).map(|e| (slot, e)))
+            .step_by(7)
+            .collect();
+        for &(slot, e) in &tombstones {
+            table.replace(
+                slot,
+                Entry {
+                    tombstone: true,
+                    ..e
+                },
+            );
+        }
+        assert_eq!(table.live_len(), 500 - tombstones.len() as u64);
         let mut files = IndexFiles::read(dir.path()).unwrap();
         checkpoint(&mut table, dir.path(), &mut files);
         let (reopened, read_back) = reopen(dir.path()).unwrap().unwrap();
         assert_eq!(read_back, CHECKPOINT);
         assert!(reopened.entries().eq(table.entries()));
+        assert_eq!(reopened.live_len(), table.live_len());
 
         let path = dir.path().join(FILE_NAMES[0]);
         let pristine = std::fs::read(&path).unwrap();

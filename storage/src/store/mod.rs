@@ -598,7 +598,7 @@ impl Store {
     pub fn stats(&self) -> Stats {
         let shared = read(&self.shared);
         Stats {
-            keys: shared.table.entries().filter(|e| !e.tombstone).count() as u64,
+            keys: shared.table.live_len(),
             segments: shared.segments.len() as u64,
             corrupt_records: self.counters.corrupt_records.load(Ordering::Relaxed),
             checkpoints: self.counters.checkpoints.load(Ordering::Relaxed),
