@@ -16,6 +16,13 @@
 //! A compaction output is first written as `<id>.seg.tmp`, synced, then renamed; a
 //! `.tmp` found at open is an unfinished compaction and is deleted.
 //!
+//! An obsolete segment is deleted in steps ([`Segment::delete_in_steps`]): renamed to
+//! `<id>.seg.old` (and the directory synced), then shrunk [`DELETE_STEP_BYTES`] at a
+//! time, then unlinked. On a filesystem mounted with online discard, freeing a whole
+//! 64 MiB segment at once queues one large discard on the device, and every log sync
+//! behind it waited 10-13 ms (BENCHMARKS.md); steps keep what a sync can queue behind
+//! to one step's discard. An `.old` found at open was on its way out and is deleted.
+//!
 //! Scanning has two modes. The newest log segment is scanned in [`ScanMode::CutAtFirstInvalid`]:
 //! its tail may be torn by a crash, so the first invalid record ends it. A valid record
 //! further on means the invalid one was damage, not a torn write: the region is
@@ -63,6 +70,9 @@ pub struct Segment {
     live_bytes: AtomicU64,
     /// End of the written records (for sealed segments, where the data ends).
     end_offset: AtomicU64,
+    /// A copy of the segment's bytes in memory, for the newest log segments (see
+    /// [`Segment::keep_in_memory`]): reads of records there cost no syscall.
+    memory: parking_lot::RwLock<Option<Box<[u8]>>>,
 }
 
 /// File name of segment `id`.
@@ -70,16 +80,26 @@ pub fn file_name(id: u32) -> String {
     format!("{id:010}.seg")
 }
 
-/// Parses a directory entry: `Some((id, is_temporary))` for segment files.
+/// Bytes an obsolete segment shrinks by per step of its deletion.
+pub const DELETE_STEP_BYTES: u64 = 4 << 20;
+/// Pause between two steps of a deletion, so the device serves what queued meanwhile.
+pub const DELETE_STEP_PAUSE_MS: u64 = 1;
+
+/// Parses a directory entry: `Some((id, is_leftover))` for segment files, where a
+/// leftover is an unfinished compaction output (`.seg.tmp`) or an obsolete segment
+/// whose deletion was cut short (`.seg.old`), both to be deleted at open.
 pub fn parse_file_name(name: &str) -> Option<(u32, bool)> {
-    let (stem, temporary) = match name.strip_suffix(".seg.tmp") {
+    let (stem, leftover) = match name
+        .strip_suffix(".seg.tmp")
+        .or_else(|| name.strip_suffix(".seg.old"))
+    {
         Some(stem) => (stem, true),
         None => (name.strip_suffix(".seg")?, false),
     };
     if stem.len() != 10 || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some((stem.parse().ok()?, temporary))
+    Some((stem.parse().ok()?, leftover))
 }
 
 /// A valid log segment header, for the recovery fuzz target.
@@ -242,6 +262,7 @@ impl Segment {
             path,
             live_bytes: AtomicU64::new(0),
             end_offset: AtomicU64::new(u64::from(HEADER_SIZE_BYTES)),
+            memory: parking_lot::RwLock::new(None),
         })
     }
 
@@ -272,12 +293,81 @@ impl Segment {
             path: path.to_path_buf(),
             live_bytes: AtomicU64::new(0),
             end_offset: AtomicU64::new(u64::from(HEADER_SIZE_BYTES)),
+            memory: parking_lot::RwLock::new(None),
         })
     }
 
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Keeps a copy of every record committed from now on in memory (`size_bytes`, the
+    /// segment's size, zeroed lazily by the allocator: pages are touched only as
+    /// records land). Only for a segment with nothing written past its header yet, so
+    /// that every record a read can be pointed at is in the copy.
+    pub fn keep_in_memory(&self, size_bytes: u32) {
+        debug_assert_eq!(self.end_offset(), HEADER_SIZE_BYTES);
+        *self.memory.write() = Some(vec![0u8; size_bytes as usize].into_boxed_slice());
+    }
+
+    /// Drops the in-memory copy; reads go to the file again.
+    pub fn forget_memory(&self) {
+        *self.memory.write() = None;
+    }
+
+    /// Copies records written at `offset` into the in-memory copy, if there is one.
+    /// The store calls it before the index points at them.
+    pub fn remember(&self, offset: u32, bytes: &[u8]) {
+        if let Some(memory) = self.memory.write().as_mut() {
+            let start = offset as usize;
+            if let Some(target) = memory.get_mut(start..start + bytes.len()) {
+                target.copy_from_slice(bytes);
+            }
+        }
+    }
+
+    /// Copies `out.len()` bytes at `offset` from the in-memory copy; false when there
+    /// is none (or the range is outside it).
+    fn read_memory(&self, offset: u32, out: &mut [&mut [u8]]) -> bool {
+        let memory = self.memory.read();
+        let Some(memory) = memory.as_ref() else {
+            return false;
+        };
+        let start = offset as usize;
+        let length: usize = out.iter().map(|part| part.len()).sum();
+        let Some(mut source) = memory.get(start..start + length) else {
+            return false;
+        };
+        for part in out.iter_mut() {
+            let (here, rest) = source.split_at(part.len());
+            part.copy_from_slice(here);
+            source = rest;
+        }
+        true
+    }
+
+    /// Deletes this obsolete segment in steps (see the module docs): renamed to
+    /// `<id>.seg.old` and the directory synced, so that a crash part way never leaves
+    /// a shortened segment under its live name, then shrunk [`DELETE_STEP_BYTES`] at a
+    /// time and unlinked. The caller holds the only reference, so no reader is
+    /// reading it; the caller syncs the directory afterwards.
+    pub fn delete_in_steps(&self, dir: &Path) -> Result<()> {
+        let old = dir.join(format!("{}.old", file_name(self.id)));
+        std::fs::rename(&self.path, &old)
+            .map_err(|e| StorageError::io("renaming an obsolete segment", e))?;
+        sync_directory(dir)?;
+        let mut length = self.file_size_bytes()?;
+        while length > 0 {
+            length = length.saturating_sub(DELETE_STEP_BYTES);
+            self.file
+                .set_len(length)
+                .map_err(|e| StorageError::io("shrinking an obsolete segment", e))?;
+            if length > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(DELETE_STEP_PAUSE_MS));
+            }
+        }
+        std::fs::remove_file(&old).map_err(|e| StorageError::io("deleting an obsolete segment", e))
     }
 
     /// The open file (the io_uring shell writes and syncs through its descriptor).
@@ -405,6 +495,9 @@ impl Segment {
         value: &mut [u8],
         wait: ReadWait,
     ) -> Result<bool> {
+        if self.read_memory(offset, &mut [&mut *head, &mut *value]) {
+            return Ok(true);
+        }
         let (head_size, size) = (head.len(), head.len() + value.len());
         let mut done = {
             let mut slices = [
@@ -493,6 +586,9 @@ impl Segment {
         }
         let mut head = [0u8; HEAD_SIZE_BYTES_MAX];
         let mut read = 0;
+        if self.read_memory(offset, &mut [&mut head[..head_size]]) {
+            read = head_size;
+        }
         while read < head_size {
             match self
                 .file
@@ -789,6 +885,7 @@ mod tests {
         assert_eq!(file_name(42), "0000000042.seg");
         assert_eq!(parse_file_name("0000000042.seg"), Some((42, false)));
         assert_eq!(parse_file_name("0000000042.seg.tmp"), Some((42, true)));
+        assert_eq!(parse_file_name("0000000042.seg.old"), Some((42, true)));
         for stranger in [
             "index",
             "42.seg",

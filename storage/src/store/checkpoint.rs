@@ -153,8 +153,16 @@ impl Store {
             lock(&self.pending_deletion).extend(obsolete);
             return Err(error);
         }
-        for segment in &obsolete {
-            if let Err(error) = std::fs::remove_file(segment.path()) {
+        for segment in obsolete {
+            // Sole owner: in steps. A reader still holding it (it looked the record up
+            // before compaction moved it) keeps reading the unlinked file's inode.
+            let deleted = if Arc::strong_count(&segment) == 1 {
+                segment.delete_in_steps(&self.dir)
+            } else {
+                std::fs::remove_file(segment.path())
+                    .map_err(|e| StorageError::io("deleting an obsolete segment", e))
+            };
+            if let Err(error) = deleted {
                 log::warn!(
                     "{}: could not delete obsolete segment {}: {error}",
                     self.dir.display(),

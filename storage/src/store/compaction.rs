@@ -270,12 +270,15 @@ impl Store {
         }
         let reclaimed_bytes = u64::from(job.source.end_offset())
             .saturating_sub(output.as_ref().map_or(0, |o| u64::from(o.end_offset())));
-        lock(&self.pending_deletion).push(Arc::clone(&job.source));
+        let segment_id = job.source.id;
+        // Handed over, not shared: the deletion goes in steps only when it holds the
+        // last reference (`Store::delete_obsolete`).
+        lock(&self.pending_deletion).push(job.source);
         self.counters.compactions.fetch_add(1, Ordering::Relaxed);
         self.failpoint(Failpoint::CompactionAfterIndexMove)?;
         self.checkpoint()?;
         Ok(CompactionProgress::Finished {
-            segment_id: job.source.id,
+            segment_id,
             reclaimed_bytes,
         })
     }

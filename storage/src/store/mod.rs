@@ -17,6 +17,17 @@
 //! modes), so it never points at bytes a crash could lose. Between steps 1 and 3 a
 //! reader sees the previous value; after step 3, the new one; never a mixture.
 //!
+//! # Reads from memory
+//! The newest log segments are also kept in memory ([`Config::log_memory_bytes`],
+//! whole segments, oldest dropped first): a batch's bytes are copied into its
+//! segment's copy at commit, before the index points at them, so a read the index
+//! sends there is a `memcpy`, not a `pread`. A node reads a key's record before
+//! every write (to mint or merge against its versions) and the commit checks that an
+//! overwritten index entry holds the same key; for keys written recently, both now
+//! cost no syscall (issue 25's "no read before a write", measured in BENCHMARKS.md).
+//! Older records (earlier segments, compaction outputs, and an active segment that
+//! held records when the store was opened) are read from the file as before.
+//!
 //! # Group commit
 //! In `group` mode a writer whose record is not yet durable either becomes the leader
 //! (syncs every segment written since the last sync, then wakes everyone covered) or
@@ -106,6 +117,11 @@ pub struct Config {
     pub checkpoint_interval_bytes: u64,
     /// A sealed segment is compacted once this share of its bytes is dead.
     pub compaction_dead_share_min: f64,
+    /// The newest log segments are also kept in memory, up to this many bytes (whole
+    /// segments; fewer than one segment's size keeps none): reading a record written
+    /// there costs no syscall, which is what a write's read of its key's versions and
+    /// the commit's check of an overwritten key mostly hit (see "Reads from memory").
+    pub log_memory_bytes: u64,
 }
 
 impl Default for Config {
@@ -119,6 +135,7 @@ impl Default for Config {
             keys_expected: 0,
             checkpoint_interval_bytes: 256 << 20,
             compaction_dead_share_min: 0.5,
+            log_memory_bytes: 128 << 20,
         }
     }
 }
@@ -417,6 +434,8 @@ struct Writer {
     last_sync: std::time::Instant,
     /// The active segment holds written zeros (or records) up to here.
     zeroed_until: u32,
+    /// The log segments kept in memory, oldest first (`Config::log_memory_bytes`).
+    in_memory: std::collections::VecDeque<Arc<Segment>>,
 }
 
 impl Writer {
@@ -432,7 +451,25 @@ impl Writer {
             unsynced: Vec::new(),
             written_since_checkpoint: 0,
             last_sync: std::time::Instant::now(),
+            in_memory: std::collections::VecDeque::new(),
         }
+    }
+
+    /// Keeps `segment` (the new active one, nothing written yet) in memory when the
+    /// budget holds a segment, dropping the oldest copies past it.
+    fn keep_in_memory(&mut self, segment: &Arc<Segment>, config: &Config) {
+        let size = u64::from(config.segment_size_bytes);
+        let segments_max = (config.log_memory_bytes / size.max(1)) as usize;
+        if segments_max == 0 {
+            return;
+        }
+        while self.in_memory.len() >= segments_max {
+            if let Some(oldest) = self.in_memory.pop_front() {
+                oldest.forget_memory();
+            }
+        }
+        segment.keep_in_memory(config.segment_size_bytes);
+        self.in_memory.push_back(Arc::clone(segment));
     }
 }
 

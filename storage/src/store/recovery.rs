@@ -57,7 +57,15 @@ impl Store {
             bounds,
             _lock_file: lock_file,
             shared: RwLock::new(Shared { table, segments }),
-            writer: Mutex::new(Writer::new(active, next_sequence, next_segment_id)),
+            writer: Mutex::new({
+                let mut writer = Writer::new(Arc::clone(&active), next_sequence, next_segment_id);
+                // An active segment with records is not copied: reads of those go to
+                // the file. The next one is kept from its first record.
+                if active.end_offset() == segment::HEADER_SIZE_BYTES {
+                    writer.keep_in_memory(&active, &config);
+                }
+                writer
+            }),
             commit_lock: parking_lot::Mutex::new(()),
             checkpoint_lock: Mutex::new(index_files),
             sync_state: Mutex::new(SyncState {
@@ -281,8 +289,9 @@ fn lock_directory(dir: &Path) -> Result<File> {
     }
 }
 
-/// Opens every segment in `dir`; deletes unfinished compaction outputs. Returns the
-/// segments by id and the highest id seen (damaged ones included, so ids never repeat).
+/// Opens every segment in `dir`; deletes unfinished compaction outputs and deletions
+/// (`segment::parse_file_name`'s leftovers). Returns the segments by id and the highest
+/// id seen (damaged ones included, so ids never repeat).
 fn open_segments(dir: &Path, counters: &Counters) -> Result<(Segments, Option<u32>)> {
     let mut segments = BTreeMap::new();
     let mut highest = None;
@@ -291,13 +300,14 @@ fn open_segments(dir: &Path, counters: &Counters) -> Result<(Segments, Option<u3
     for item in listing {
         let item = item.map_err(|e| StorageError::io("listing the data directory", e))?;
         let name = item.file_name();
-        let Some((id, temporary)) = name.to_str().and_then(segment::parse_file_name) else {
+        let Some((id, leftover)) = name.to_str().and_then(segment::parse_file_name) else {
             continue;
         };
         highest = highest.max(Some(id));
-        if temporary {
-            std::fs::remove_file(item.path())
-                .map_err(|e| StorageError::io("removing an unfinished compaction", e))?;
+        if leftover {
+            std::fs::remove_file(item.path()).map_err(|e| {
+                StorageError::io("removing an unfinished compaction or deletion", e)
+            })?;
             continue;
         }
         match Segment::open(&item.path(), id) {

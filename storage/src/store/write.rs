@@ -87,6 +87,9 @@ impl Store {
     /// Step 3 of the split API: point the index at a prepared batch whose bytes the
     /// caller has written (and synced, when the durability mode promises it).
     pub fn commit(&self, prepared: PreparedWrite) -> Result<()> {
+        // Into the segment's copy in memory (if it has one) before the index points
+        // at the records: a read that finds them in the index finds them there too.
+        prepared.segment.remember(prepared.offset, &prepared.bytes);
         let result = {
             let _commit = self.commit_lock.lock();
             let mut result = Ok(());
@@ -280,6 +283,7 @@ impl Store {
             .segments
             .insert(id, Arc::clone(&segment));
         writer.zeroed_until = segment.end_offset();
+        writer.keep_in_memory(&segment, &self.config);
         writer.active = segment;
         Ok(())
     }
