@@ -249,6 +249,13 @@ struct Workload {
 
 fn run_phase(engine: &Arc<dyn Engine>, value: &Arc<Vec<u8>>, workload: Workload) -> Phase {
     let started = Instant::now();
+    if workload.slow_us < u64::MAX {
+        // Wall-clock time, to line slow operations up with traces of the process.
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis());
+        eprintln!("phase began at unix ms {unix_ms}");
+    }
     let workers: Vec<_> = (0..workload.threads)
         .map(|thread| {
             let (engine, value) = (Arc::clone(engine), Arc::clone(value));
