@@ -2,25 +2,30 @@
 //! ringkv-storage directory each) and the threads that run the core's storage
 //! operations on them, so the event loop never waits on the disk.
 //!
-//! - **One writer thread** takes every write and delete. Each round it drains what is
-//!   queued (at most [`BATCH_OPERATIONS_MAX`] operations or [`BATCH_BYTES_MAX`] bytes),
-//!   writes each store's share as one batch and syncs it once: group commit, one fsync
-//!   for every write queued when the round starts. Operations on one key keep their
-//!   order because one thread applies them in arrival order. A failed batch fails each
-//!   of its operations (nothing of it is acknowledged).
+//! - **Durable writes go in rounds on the caller's thread**, never a thread of their
+//!   own: writes and deletes wait in the executor, one list per store, and each round
+//!   takes a store's waiting operations (at most [`BATCH_OPERATIONS_MAX`] operations or
+//!   [`BATCH_BYTES_MAX`] bytes) as one batch, written and synced once: group commit, one
+//!   fsync for every write waiting when the round starts. Operations on one key keep
+//!   their order because rounds take them in arrival order. A failed batch fails each
+//!   of its operations (nothing of it is acknowledged). Who writes a round is the
+//!   [`WriteMode`]: the event loop with plain syscalls (ringkv-node), or the caller
+//!   through its ring (ringkv-node-uring). A writer thread did it once; measured at
+//!   2,000 requests a second on 3 nodes it cost a third more CPU per request (its
+//!   wakeups and thread switches; BENCHMARKS.md), and it is gone.
 //! - **Buffered writes run inline** (`durable` false, see
 //!   `ringkv_core::quorum::SyncWrites`): the caller's thread writes the record to the
 //!   log and the index (`Store::write_buffered`, one `pwrite`, no fsync) and queues its
 //!   completion at once, as for a cached read: no thread handoff, no wakeup. A reader
-//!   thread syncs them on the shell's interval ([`Executor::sync`]), and the writer's
-//!   next durable batch syncs them too; an index checkpoint they make due goes to a
+//!   thread syncs them on the shell's interval ([`Executor::sync`]), and the next
+//!   durable round syncs them too; an index checkpoint they make due goes to a
 //!   reader thread. The core keeps one write per key in flight, so a buffered write
-//!   never overtakes a durable one of the same key on the writer thread.
+//!   never overtakes a durable one of the same key waiting for its round.
 //! - **Point reads run inline** on the caller's thread (the event loop) when the page
 //!   cache holds what they need (`Store::get_cached_into`, one `preadv2(RWF_NOWAIT)`),
 //!   and their completion is queued at once: a cached read costs no thread handoff,
 //!   no wakeup and no context switch (why it matters is measured in BENCHMARKS.md).
-//! - **Or the loop writes** ([`WriteMode::Loop`], ringkv-node): writes wait as in caller
+//! - **The loop writes** ([`WriteMode::Loop`], ringkv-node): writes wait as in caller
 //!   mode (below), and the event loop writes and syncs them itself once per wakeup,
 //!   after it flushed its output ([`Executor::run_rounds`]): group commit with no
 //!   thread handoff, as Redis's `appendfsync always` does it.
@@ -60,9 +65,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-/// Most operations one writer round puts in one batch.
+/// Most operations one write round puts in one batch.
 pub const BATCH_OPERATIONS_MAX: usize = 1024;
-/// Most record bytes one writer round puts in one batch.
+/// Most record bytes one write round puts in one batch.
 pub const BATCH_BYTES_MAX: usize = 16 << 20;
 /// Threads serving reads, scans and compaction.
 pub const READERS: usize = 2;
@@ -196,11 +201,6 @@ impl Stores {
 /// Who writes and syncs the stores' logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteMode {
-    /// The executor's writer thread: group commit off the loop. Measured against
-    /// [`WriteMode::Loop`] at 2,000 requests a second on 3 nodes it cost a third more
-    /// CPU per request (the handoff's wakeups and thread switches; BENCHMARKS.md), so
-    /// no binary uses it any more; the executor's tests do.
-    Thread,
     /// The caller, round by round (see the module docs).
     Caller,
     /// The caller's thread, round by round, with plain syscalls: the event loop writes
@@ -266,7 +266,6 @@ pub struct Executor {
     rounds_out: Cell<[bool; 3]>,
     queue_max: usize,
     sync_rounds: bool,
-    writes: Option<Sender<Job>>,
     reads: Option<Sender<Job>>,
     done: Receiver<Done>,
     done_sender: Sender<Done>,
@@ -327,19 +326,11 @@ impl Executor {
     ) -> Result<Executor, OpenError> {
         let stores = Arc::new(open_stores(dir, sizes)?);
         let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(wake);
-        let (writes, write_jobs) = crossbeam_channel::bounded(queue_max);
         let (reads, read_jobs) = crossbeam_channel::bounded(queue_max);
         // Completions: room for every operation the core can have in flight, plus
         // compaction and sync jobs.
         let (done_sender, done) = crossbeam_channel::bounded(queue_max * 2 + 64);
         let mut threads = Vec::new();
-        if mode == WriteMode::Thread {
-            let (stores, sender, wake) =
-                (Arc::clone(&stores), done_sender.clone(), Arc::clone(&wake));
-            threads.push(spawn("ringkv-writer", move || {
-                write_loop(&stores, &write_jobs, &sender, &*wake)
-            }));
-        }
         for reader in 0..READERS {
             let (stores, jobs, sender, wake) = (
                 Arc::clone(&stores),
@@ -358,7 +349,6 @@ impl Executor {
             rounds_out: Cell::new([false; 3]),
             queue_max,
             sync_rounds: sizes.durability.acknowledges_after_sync(),
-            writes: (mode == WriteMode::Thread).then_some(writes),
             reads: Some(reads),
             done,
             done_sender,
@@ -380,7 +370,7 @@ impl Executor {
             durable: false,
         } = operation
         {
-            if self.mode != WriteMode::Caller {
+            if self.mode == WriteMode::Loop {
                 return self.write_buffered(token, space, (key, record));
             }
         }
@@ -403,11 +393,10 @@ impl Executor {
         self.queue(operation.owned());
     }
 
-    /// Hands a job to the writer or the reader threads (or, in caller mode, keeps a
-    /// write for the next round).
+    /// Keeps a write for the next round, or hands a job to the reader threads.
     fn queue(&self, job: StorageOp) {
         let token = job.token();
-        if self.mode != WriteMode::Thread && job.is_write() {
+        if job.is_write() {
             let mut waiting = self.waiting.borrow_mut();
             if waiting.iter().map(Vec::len).sum::<usize>() >= self.queue_max {
                 log::error!("storage queue full; failing operation {token}");
@@ -417,12 +406,7 @@ impl Executor {
             waiting[space_index(job.space())].push(job);
             return;
         }
-        let channel = if job.is_write() {
-            &self.writes
-        } else {
-            &self.reads
-        };
-        let sent = match channel {
+        let sent = match &self.reads {
             Some(channel) => channel
                 .try_send(Job::Core(job))
                 .map_err(TrySendError::into_inner),
@@ -485,8 +469,7 @@ impl Executor {
     }
 
     /// Hands the store's index checkpoint to a reader thread once enough log was
-    /// written, for writes made on the caller's thread (caller mode's rounds, buffered
-    /// writes); the writer thread checkpoints after its own rounds.
+    /// written (after a round, or a buffered write).
     fn checkpoint_when_due(&self, space: Space) {
         let queued = &self.stores.checkpoint_queued[space_index(space)];
         if !self.stores.get(space).checkpoint_due() || queued.swap(true, Ordering::AcqRel) {
@@ -509,7 +492,7 @@ impl Executor {
     }
 
     /// Asks a reader thread to make every write durable (buffered writes, interval
-    /// mode): off the writer's path, so no write round waits behind this fsync (a
+    /// mode): off the loop's path, so no write round waits behind this fsync (a
     /// durable round that needs one meanwhile shares it: `Store::sync` is the same
     /// group commit).
     pub fn sync(&self) {
@@ -706,7 +689,6 @@ impl Executor {
 
     /// Stops the threads after the queued work and syncs every store.
     pub fn shutdown(mut self) -> Result<(), StorageError> {
-        self.writes = None;
         self.reads = None;
         for thread in self.threads.drain(..) {
             let _ = thread.join();
@@ -752,64 +734,6 @@ fn failed(job: Job) -> Done {
         Job::Compact { .. } | Job::Sync | Job::Checkpoint(_) => {
             Done::Compacted(Err("not run".to_owned()))
         }
-    }
-}
-
-fn write_loop(stores: &Stores, jobs: &Receiver<Job>, done: &Sender<Done>, wake: &dyn Fn()) {
-    let mut round: Vec<Job> = Vec::with_capacity(BATCH_OPERATIONS_MAX);
-    let mut batches = [WriteBatch::new(), WriteBatch::new(), WriteBatch::new()];
-    while let Ok(first) = jobs.recv() {
-        round.clear();
-        round.push(first);
-        let mut bytes = 0usize;
-        while round.len() < BATCH_OPERATIONS_MAX && bytes < BATCH_BYTES_MAX {
-            let Ok(job) = jobs.try_recv() else { break };
-            if let Job::Core(StorageOp::Write { key, record, .. }) = &job {
-                bytes += key.len() + record.len();
-            }
-            round.push(job);
-        }
-        let round_started = std::time::Instant::now();
-        for batch in &mut batches {
-            batch.clear();
-        }
-        for job in &round {
-            match job {
-                Job::Core(StorageOp::Write {
-                    space, key, record, ..
-                }) => batches[space_index(*space)].put(key, record),
-                Job::Core(StorageOp::Delete { space, key, .. }) => {
-                    batches[space_index(*space)].delete(key)
-                }
-                _ => {}
-            }
-        }
-        let mut results: [Result<(), StorageFailure>; 3] = [Ok(()), Ok(()), Ok(())];
-        for space in [Space::Data, Space::Hints, Space::Meta] {
-            let index = space_index(space);
-            if let Err(error) = stores.get(space).write(&batches[index]) {
-                log::warn!("storage: writing a batch to {space:?} failed: {error}");
-                results[index] = Err(failure(&error));
-                stores.rounds.failed(failure(&error));
-            }
-            stores.get(space).checkpoint_if_due();
-        }
-        stores.rounds.record(round.len(), round_started.elapsed());
-        for job in round.drain(..) {
-            let finished = match job {
-                Job::Core(
-                    StorageOp::Write { token, space, .. } | StorageOp::Delete { token, space, .. },
-                ) => Done::Storage(Completion::Written {
-                    token,
-                    result: results[space_index(space)],
-                }),
-                other => failed(other),
-            };
-            if done.send(finished).is_err() {
-                return;
-            }
-        }
-        wake();
     }
 }
 
@@ -957,10 +881,16 @@ mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
+    /// Waits until `count` completions came, or 10 s passed; in loop mode it runs the
+    /// write rounds meanwhile, as ringkv-node's loop does (a caller-mode test takes
+    /// and finishes its rounds itself).
     fn wait(executor: &Executor, count: usize) -> Vec<Done> {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut all = Vec::new();
         while all.len() < count && Instant::now() < deadline {
+            if executor.mode == WriteMode::Loop {
+                executor.run_rounds();
+            }
             match executor.try_done() {
                 Some(done) => all.push(done),
                 None => std::thread::sleep(Duration::from_millis(1)),
@@ -976,7 +906,7 @@ mod tests {
             checkpoint_interval_bytes: ringkv_storage::Config::default().checkpoint_interval_bytes,
             record_size_bytes_max: 2 << 20,
         };
-        Executor::start(dir, sizes, 64, WriteMode::Thread, || {}).unwrap()
+        Executor::start(dir, sizes, 64, WriteMode::Loop, || {}).unwrap()
     }
 
     #[test]
@@ -1143,7 +1073,7 @@ mod tests {
     }
 
     #[test]
-    fn the_writer_thread_acknowledges_buffered_writes_and_their_records_read_back() {
+    fn buffered_writes_are_acknowledged_inline_and_their_records_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let executor = executor(dir.path());
         let syncs_before = executor.data_stats().syncs;
