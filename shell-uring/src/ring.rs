@@ -16,7 +16,6 @@
 
 use crate::buffers::{BUFFER_GROUP, BufferRing};
 use io_uring::{IoUring, opcode, squeue, types};
-use ringkv_frontend::executor::WriteRound;
 use std::collections::VecDeque;
 use std::io;
 use std::net::TcpStream;
@@ -133,23 +132,6 @@ pub enum Operation {
     Cancel {
         target: u64,
     },
-    /// Writes a storage round's bytes. Holds the round when no sync follows; when one
-    /// does, the sync holds it (and completes last), and this entry points into it.
-    LogWrite {
-        round: Option<Box<WriteRound>>,
-        length: usize,
-        /// The sync linked after it, which learns of a failed write from here.
-        sync: Option<u64>,
-    },
-    /// Zeros written ahead of the log after a round's bytes (their result matters
-    /// to nobody: the sync is hard-linked after them and runs either way).
-    LogZeros,
-    /// `fdatasync` of the round's segment, linked after its write.
-    LogSync {
-        round: Box<WriteRound>,
-        /// Why the write before it failed (the sync then completes with ECANCELED).
-        write_error: Option<io::Error>,
-    },
 }
 
 /// The slab is full, or the backlog is: the operation was not started.
@@ -256,67 +238,6 @@ impl Ring {
         Ok(user_data)
     }
 
-    /// Starts a storage round: its write, and when the round wants it an `fdatasync`
-    /// linked after the write (it runs only if the write completed in full). The pair
-    /// goes into the submission queue together, never split by another entry.
-    pub fn start_round(&mut self, round: Box<WriteRound>) -> Result<(), Box<WriteRound>> {
-        if self.in_flight + 3 > OPERATIONS_MAX || self.backlog.len() + 3 > BACKLOG_MAX {
-            return Err(round);
-        }
-        let fd = types::Fd(round.file().as_raw_fd());
-        let bytes = round.bytes();
-        let (pointer, length) = (bytes.as_ptr(), bytes.len());
-        let write = opcode::Write::new(fd, pointer, length as u32).offset(round.file_offset());
-        if !round.sync {
-            let user_data = self.insert(Operation::LogWrite {
-                round: Some(round),
-                length,
-                sync: None,
-            });
-            self.push(write.build().user_data(user_data));
-            return Ok(());
-        }
-        let zeros = round.zeros();
-        let write_data = self.insert(Operation::LogWrite {
-            round: None,
-            length,
-            sync: None,
-        });
-        let mut chain = vec![
-            write
-                .build()
-                .flags(squeue::Flags::IO_LINK)
-                .user_data(write_data),
-        ];
-        if let Some((offset, zeros)) = zeros {
-            let zeros_data = self.insert(Operation::LogZeros);
-            chain.push(
-                opcode::Write::new(fd, zeros.as_ptr(), zeros.len() as u32)
-                    .offset(offset)
-                    .build()
-                    .flags(squeue::Flags::IO_HARDLINK)
-                    .user_data(zeros_data),
-            );
-        }
-        let sync_data = self.insert(Operation::LogSync {
-            round,
-            write_error: None,
-        });
-        if let Some(Some(Operation::LogWrite { sync, .. })) =
-            self.operations.get_mut(write_data as usize)
-        {
-            *sync = Some(sync_data);
-        }
-        chain.push(
-            opcode::Fsync::new(fd)
-                .flags(types::FsyncFlags::DATASYNC)
-                .build()
-                .user_data(sync_data),
-        );
-        self.push_chain(chain);
-        Ok(())
-    }
-
     fn insert(&mut self, operation: Operation) -> u64 {
         let index = match self.free.pop() {
             Some(index) => index,
@@ -328,26 +249,6 @@ impl Ring {
         self.operations[index] = Some(operation);
         self.in_flight += 1;
         index as u64
-    }
-
-    /// Pushes a linked chain of entries next to each other.
-    fn push_chain(&mut self, chain: Vec<squeue::Entry>) {
-        let length = chain.len();
-        if self.backlog.is_empty() && self.room() < length {
-            let _ = self.ring.submit();
-        }
-        if !self.backlog.is_empty() || self.room() < length {
-            for (position, entry) in chain.into_iter().enumerate() {
-                self.backlog
-                    .push_back((entry, if position == 0 { length } else { 0 }));
-            }
-            return;
-        }
-        for entry in &chain {
-            // SAFETY: as in `push`; there is room for the whole chain, so no link is
-            // split.
-            let _ = unsafe { self.ring.submission().push(entry) };
-        }
     }
 
     fn room(&mut self) -> usize {
@@ -439,15 +340,6 @@ impl Ring {
     /// The operation a multishot completion belongs to (still in flight).
     pub fn get(&self, user_data: u64) -> Option<&Operation> {
         self.operations.get(user_data as usize)?.as_ref()
-    }
-
-    /// Records why a round's write failed in the sync linked after it (in flight).
-    pub fn note_write_error(&mut self, sync: u64, error: io::Error) {
-        if let Some(Some(Operation::LogSync { write_error, .. })) =
-            self.operations.get_mut(sync as usize)
-        {
-            *write_error = Some(error);
-        }
     }
 
     /// Takes ownership of a socket an accept completion returned.
@@ -572,9 +464,5 @@ fn entry(operation: &mut Operation) -> squeue::Entry {
             opcode::Timeout::new(&**timespec as *const types::Timespec).build()
         }
         Operation::Cancel { target } => opcode::AsyncCancel::new(*target).build(),
-        // Rounds are started by `start_round`, never through here.
-        Operation::LogWrite { .. } | Operation::LogZeros | Operation::LogSync { .. } => {
-            opcode::Nop::new().build()
-        }
     }
 }

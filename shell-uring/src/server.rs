@@ -14,14 +14,15 @@
 //! - **Receives** are multishot into a provided buffer ring where the kernel has one,
 //!   single-shot into per-connection buffers otherwise; **sends** own the bytes they
 //!   carry ([`crate::transport`], [`crate::buffers`]).
-//! - **Storage writes** go through the ring too: at the end of each iteration every
-//!   store's waiting writes become one round ([`ringkv_frontend::executor::WriteRound`],
-//!   the storage engine's split API), submitted as a write and, when the durability
-//!   mode acknowledges only synced writes, an `fdatasync` linked after it; the sync's
-//!   completion commits the round and completes its operations. One round per store is
-//!   in flight; what arrives meanwhile forms the next (group commit). A failed write
-//!   gives the batch back; a failed sync stops the store's writes until a restart.
-//!   Point reads the page cache holds run inline; the rest, scans, compaction and the
+//! - **Storage writes** are the loop's own, with plain syscalls, as in `ringkv-node`:
+//!   at the end of each iteration, once this iteration's sends are submitted, every
+//!   store's waiting writes are written and synced as one round per store
+//!   ([`ringkv_frontend::executor::Executor::run_rounds`]: group commit). They went
+//!   through the ring once, a write and a linked `fdatasync` per round; the kernel
+//!   ran both on io-wq worker threads (a third of the node's CPU at 2,000 requests a
+//!   second), and at that load the loop's own syscalls cost 27% less CPU per request
+//!   with the same closed-loop throughput (BENCHMARKS.md). Point reads the page cache
+//!   or the store's memory holds run inline; the rest, scans, compaction and the
 //!   interval-mode sync stay on the executor's reader threads.
 //! - **Time** is a ring timeout armed for the next deadline (the core's, or the
 //!   100 ms tick); at most [`TIMEOUTS_MAX`] are outstanding.
@@ -36,7 +37,7 @@ use crate::ring::{Completed, Listener, Operation, Ring};
 use crate::transport::{Event, UringStream, UringTransport};
 use ringkv_core::Instant;
 use ringkv_core::version::NodeId;
-use ringkv_frontend::executor::{RoundFailure, WriteMode, WriteRound};
+use ringkv_frontend::executor::WriteMode;
 use ringkv_frontend::frontend::{
     AGAIN_CLIENT_ACCEPTS, AGAIN_COMPLETIONS, AGAIN_PEER_ACCEPTS, COMPLETIONS_PER_WAKEUP,
     ConnectionKind, Frontend, REFUSAL, ServerError, TICK_MS, bind_listener,
@@ -114,7 +115,7 @@ impl Server {
             log::info!("{FALLBACK_VARIABLE}=1: single-shot accepts and receives");
         }
         let transport = UringTransport::new(ring, single_shot);
-        let frontend = Frontend::new(settings, node_id, seed, transport, WriteMode::Caller, waker)?;
+        let frontend = Frontend::new(settings, node_id, seed, transport, WriteMode::Loop, waker)?;
         frontend.log_serving();
         Ok(Server {
             frontend,
@@ -188,7 +189,11 @@ impl Server {
                 self.frontend.tick(ticks);
             }
             self.frontend.flush();
-            self.start_rounds();
+            // This wakeup's replies and frames go to the kernel first (submitted, not
+            // waited for), then its durable writes are written and synced here, as
+            // ringkv-node does (see the module docs).
+            self.ring().submit(false)?;
+            self.frontend.executor().run_rounds();
             let paused = std::mem::take(&mut self.paused);
             for index in paused {
                 self.resume(index);
@@ -197,18 +202,6 @@ impl Server {
                 let (transport, result) = self.frontend.finish();
                 transport.ring.shutdown();
                 return result;
-            }
-        }
-    }
-
-    /// Submits every store's waiting writes as a round (write, then `fdatasync`).
-    fn start_rounds(&mut self) {
-        while let Some(round) = self.frontend.executor().next_round() {
-            if let Err(round) = self.ring().start_round(Box::new(round)) {
-                let error = std::io::Error::other("ring full");
-                self.frontend
-                    .executor()
-                    .finish_round(*round, Err(RoundFailure::Write(error)));
             }
         }
     }
@@ -235,22 +228,6 @@ impl Server {
             Operation::ReceiveMulti {
                 slot, generation, ..
             } => self.received(slot, generation, done, true),
-            Operation::LogWrite {
-                round,
-                length,
-                sync,
-            } => self.log_written(round, length, sync, done.result),
-            Operation::LogZeros => {
-                if done.result < 0 && done.result != -libc::ECANCELED {
-                    log::debug!(
-                        "zeroing ahead of the log failed: {}",
-                        std::io::Error::from_raw_os_error(-done.result)
-                    );
-                }
-            }
-            Operation::LogSync { round, write_error } => {
-                self.log_synced(*round, write_error, done.result)
-            }
             connection @ (Operation::Recv { .. }
             | Operation::Send { .. }
             | Operation::Connect { .. }) => {
@@ -316,55 +293,6 @@ impl Server {
         {
             self.timeout_at = None;
         }
-    }
-
-    /// A log write of `length` bytes completed with `result`: it finishes its round,
-    /// or (when a sync follows it) leaves its error for the sync to report.
-    fn log_written(
-        &mut self,
-        round: Option<Box<WriteRound>>,
-        length: usize,
-        sync: Option<u64>,
-        result: i32,
-    ) {
-        let failed = if result < 0 {
-            Some(std::io::Error::from_raw_os_error(-result))
-        } else if (result as usize) < length {
-            Some(std::io::Error::from(std::io::ErrorKind::WriteZero))
-        } else {
-            None
-        };
-        match (round, failed) {
-            (Some(round), None) => self.frontend.executor().finish_round(*round, Ok(())),
-            (Some(round), Some(error)) => self
-                .frontend
-                .executor()
-                .finish_round(*round, Err(RoundFailure::Write(error))),
-            // Its sync completes with ECANCELED and finishes the round.
-            (None, Some(error)) => {
-                if let Some(sync) = sync {
-                    self.ring().note_write_error(sync, error);
-                }
-            }
-            (None, None) => {}
-        }
-    }
-
-    /// A log sync completed with `result` (ECANCELED: the write linked before it
-    /// failed, with `write_error`): finishes its round.
-    fn log_synced(&mut self, round: WriteRound, write_error: Option<std::io::Error>, result: i32) {
-        let result = match result {
-            0.. => Ok(()),
-            error if error == -libc::ECANCELED => {
-                Err(RoundFailure::Write(write_error.unwrap_or_else(|| {
-                    std::io::Error::from_raw_os_error(libc::ECANCELED)
-                })))
-            }
-            error => Err(RoundFailure::Sync(std::io::Error::from_raw_os_error(
-                -error,
-            ))),
-        };
-        self.frontend.executor().finish_round(round, result);
     }
 
     fn connection_event(&mut self, event: Event) {
