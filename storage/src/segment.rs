@@ -302,18 +302,26 @@ impl Segment {
         &self.path
     }
 
-    /// Keeps a copy of every record committed from now on in memory (`size_bytes`, the
-    /// segment's size, zeroed lazily by the allocator: pages are touched only as
-    /// records land). Only for a segment with nothing written past its header yet, so
-    /// that every record a read can be pointed at is in the copy.
-    pub fn keep_in_memory(&self, size_bytes: u32) {
+    /// Keeps a copy of every record committed from now on in memory: `reuse`, an
+    /// older segment's copy of the same size, or else `size_bytes` (the segment's
+    /// size) newly allocated, zeroed lazily by the allocator. Only for a segment with
+    /// nothing written past its header yet, so that every record a read can be
+    /// pointed at is in the copy. A reused copy still holds the older segment's bytes
+    /// past what this one wrote; no read goes there, since reads are only of records
+    /// the index points at, each copied in before it was committed.
+    pub fn keep_in_memory(&self, size_bytes: u32, reuse: Option<Box<[u8]>>) {
         debug_assert_eq!(self.end_offset(), HEADER_SIZE_BYTES);
-        *self.memory.write() = Some(vec![0u8; size_bytes as usize].into_boxed_slice());
+        let memory = reuse
+            .filter(|memory| memory.len() == size_bytes as usize)
+            .unwrap_or_else(|| vec![0u8; size_bytes as usize].into_boxed_slice());
+        *self.memory.write() = Some(memory);
     }
 
-    /// Drops the in-memory copy; reads go to the file again.
-    pub fn forget_memory(&self) {
-        *self.memory.write() = None;
+    /// Takes the in-memory copy away (reads go to the file again), for the next
+    /// segment to reuse: freeing 64 MiB of touched pages costs the thread that does
+    /// it 10-20 ms, which under the writer lock was every put's (BENCHMARKS.md).
+    pub fn take_memory(&self) -> Option<Box<[u8]>> {
+        self.memory.write().take()
     }
 
     /// Copies records written at `offset` into the in-memory copy, if there is one.

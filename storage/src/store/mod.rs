@@ -19,9 +19,10 @@
 //!
 //! # Reads from memory
 //! The newest log segments are also kept in memory ([`Config::log_memory_bytes`],
-//! whole segments, oldest dropped first): a batch's bytes are copied into its
-//! segment's copy at commit, before the index points at them, so a read the index
-//! sends there is a `memcpy`, not a `pread`. A node reads a key's record before
+//! whole segments; the oldest copy is handed to the new active segment, so the
+//! memory stays allocated and is never freed on the write path): a batch's bytes are
+//! copied into its segment's copy at commit, before the index points at them, so a
+//! read the index sends there is a `memcpy`, not a `pread`. A node reads a key's record before
 //! every write (to mint or merge against its versions) and the commit checks that an
 //! overwritten index entry holds the same key; for keys written recently, both now
 //! cost no syscall (issue 25's "no read before a write", measured in BENCHMARKS.md).
@@ -456,19 +457,20 @@ impl Writer {
     }
 
     /// Keeps `segment` (the new active one, nothing written yet) in memory when the
-    /// budget holds a segment, dropping the oldest copies past it.
+    /// budget holds a segment, taking the oldest copy past the budget for it.
     fn keep_in_memory(&mut self, segment: &Arc<Segment>, config: &Config) {
         let size = u64::from(config.segment_size_bytes);
         let segments_max = (config.log_memory_bytes / size.max(1)) as usize;
         if segments_max == 0 {
             return;
         }
+        let mut reuse = None;
         while self.in_memory.len() >= segments_max {
             if let Some(oldest) = self.in_memory.pop_front() {
-                oldest.forget_memory();
+                reuse = oldest.take_memory().or(reuse);
             }
         }
-        segment.keep_in_memory(config.segment_size_bytes);
+        segment.keep_in_memory(config.segment_size_bytes, reuse);
         self.in_memory.push_back(Arc::clone(segment));
     }
 }
