@@ -318,8 +318,8 @@ impl Segment {
     }
 
     /// Takes the in-memory copy away (reads go to the file again), for the next
-    /// segment to reuse: freeing 64 MiB of touched pages costs the thread that does
-    /// it 10-20 ms, which under the writer lock was every put's (BENCHMARKS.md).
+    /// segment to reuse: a rotation runs under the writer lock, and freeing 64 MiB of
+    /// touched pages there would hold up every put while it runs.
     pub fn take_memory(&self) -> Option<Box<[u8]>> {
         self.memory.write().take()
     }
