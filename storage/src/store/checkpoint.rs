@@ -154,6 +154,8 @@ impl Store {
             return Err(error);
         }
         for segment in obsolete {
+            // Dropped here, on this background thread, not under the writer lock.
+            drop(lock(&self.writer).forget_in_memory(segment.id));
             // Sole owner: in steps. A reader still holding it (it looked the record up
             // before compaction moved it) keeps reading the unlinked file's inode.
             let deleted = if Arc::strong_count(&segment) == 1 {

@@ -473,6 +473,15 @@ impl Writer {
         segment.keep_in_memory(config.segment_size_bytes, reuse);
         self.in_memory.push_back(Arc::clone(segment));
     }
+
+    /// Lets go of segment `id`'s place among the in-memory copies (compaction made it
+    /// obsolete), handing it to the caller to drop outside the writer lock: holding
+    /// it here kept the deleted file open until a later rotation dropped it under
+    /// the lock, and closing it freed its blocks there (a 64 MiB discard, 13 ms).
+    fn forget_in_memory(&mut self, id: u32) -> Option<Arc<Segment>> {
+        let position = self.in_memory.iter().position(|segment| segment.id == id)?;
+        self.in_memory.remove(position)
+    }
 }
 
 #[derive(Debug, Default)]
