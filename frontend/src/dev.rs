@@ -115,7 +115,12 @@ pub fn stop_gracefully(child: &mut Child, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         match child.try_wait() {
-            Ok(Some(status)) => return status.success(),
+            Ok(Some(status)) => {
+                if !status.success() {
+                    eprintln!("process {} exited with {status} after SIGTERM", child.id());
+                }
+                return status.success();
+            }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             Err(_) => break,
         }

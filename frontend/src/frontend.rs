@@ -776,6 +776,23 @@ impl<T: Transport> Frontend<T> {
             }
         }
         self.io.metrics.write_info(&mut text, wants);
+        if wants("peers") {
+            let links_up = self
+                .io
+                .connections
+                .iter()
+                .filter(|slot| {
+                    matches!(
+                        slot,
+                        Some(Connection::Peer(PeerConnection {
+                            state: PeerState::Connected,
+                            ..
+                        }))
+                    )
+                })
+                .count();
+            let _ = write!(text, "# Peers\r\npeer_links_up:{links_up}\r\n\r\n");
+        }
         if wants("storage") {
             let stats = self.io.executor.data_stats();
             let rounds = self.io.executor.write_rounds();

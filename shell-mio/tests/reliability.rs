@@ -97,6 +97,9 @@ while :; do
     wait "$child"; status=$?
     kill -0 "$child" 2>/dev/null || break
 done
+# A wait the TERM trap interrupted returns 143 even when the node then exited 0 (dash
+# may reap it before kill -0 looks); the shell keeps the job's own status for a wait.
+if [ "$status" -gt 128 ]; then wait "$child"; status=$?; fi
 mkdir -p "$data.after" && cp -a "$data/." "$data.after/"
 exit "$status"
 "#;
@@ -259,12 +262,7 @@ fn scenario_with(
 /// Waits (at most 10 s) until every node reports every member reachable; false if
 /// one never did.
 fn all_reachable(cluster: &LocalCluster) -> bool {
-    support::eventually(Duration::from_secs(10), || {
-        (0..NODES).all(|index| {
-            cluster.info_field(index, "members_reachable").as_deref()
-                == Some(NODES.to_string().as_str())
-        })
-    })
+    cluster.all_reachable(Duration::from_secs(10))
 }
 
 /// Waits until every node reports, for every partition it replicates, the same

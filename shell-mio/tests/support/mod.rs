@@ -170,6 +170,7 @@ impl LocalCluster {
         // on a neighbouring port are refused as foreign, never taken for members.
         let mut extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
         extra.extend(["--cluster-id".to_owned(), base_port.to_string()]);
+        let password = extra.iter().any(|flag| flag == "--requirepass");
         let environment = match binary {
             Binary::UringFallback => vec![("RINGKV_URING_FALLBACK".to_owned(), "1".to_owned())],
             _ => Vec::new(),
@@ -198,12 +199,39 @@ impl LocalCluster {
         let cluster =
             ProcessCluster::launch(&binary.path(), nodes, base_port, dir.path(), &options)
                 .unwrap_or_else(|error| panic!("cluster start: {error}"));
-        LocalCluster {
+        let local = LocalCluster {
             cluster,
             proxies,
             _dir: dir,
             _ports: ports,
+        };
+        // A node answers PING before it has heard from its peers; a test that reads at
+        // R=N right away would be refused as if a replica were down (CI saw "read
+        // cannot reach 3 replicas" on a fresh cluster). A password keeps INFO out, and
+        // the only such cluster has one node.
+        if nodes > 1
+            && !password
+            && !local.all_reachable(Duration::from_millis(dev::START_TIMEOUT_MS))
+        {
+            panic!("cluster start: not every node sees every member reachable");
         }
+        local
+    }
+
+    /// Waits (at most `timeout`) until every node reports in INFO every member
+    /// reachable and a link up to each of the others; false if one never did. (A node
+    /// believes a peer up until a connection to it fails, so the count of reachable
+    /// members alone passes before the first connections were even tried.)
+    pub fn all_reachable(&self, timeout: Duration) -> bool {
+        let nodes = self.nodes();
+        eventually(timeout, || {
+            (0..nodes).all(|index| {
+                self.info_field(index, "members_reachable").as_deref()
+                    == Some(nodes.to_string().as_str())
+                    && self.info_field(index, "peer_links_up").as_deref()
+                        == Some((nodes - 1).to_string().as_str())
+            })
+        })
     }
 
     pub fn nodes(&self) -> u16 {
