@@ -2,17 +2,20 @@
 //! ringkv-storage directory each) and the threads that run the core's storage
 //! operations on them, so the event loop never waits on the disk.
 //!
-//! - **Durable writes go in rounds on the caller's thread**, never a thread of their
-//!   own: writes and deletes wait in the executor, one list per store, and each round
-//!   takes a store's waiting operations (at most [`BATCH_OPERATIONS_MAX`] operations or
-//!   [`BATCH_BYTES_MAX`] bytes) as one batch, written and synced once: group commit, one
-//!   fsync for every write waiting when the round starts. Operations on one key keep
-//!   their order because rounds take them in arrival order. A failed batch fails each
-//!   of its operations (nothing of it is acknowledged). Who writes a round is the
-//!   [`WriteMode`]: the event loop with plain syscalls (ringkv-node), or the caller
-//!   through its ring (ringkv-node-uring). A writer thread did it once; measured at
-//!   2,000 requests a second on 3 nodes it cost a third more CPU per request (its
-//!   wakeups and thread switches; BENCHMARKS.md), and it is gone.
+//! - **Durable writes go in rounds on the event loop's thread**, never a thread of
+//!   their own: durable writes and deletes wait in the executor, one list per store,
+//!   and once per wakeup, after the loop flushed its output, [`Executor::run_rounds`]
+//!   takes each store's waiting operations (at most [`BATCH_OPERATIONS_MAX`] operations
+//!   or [`BATCH_BYTES_MAX`] bytes) as one batch, written and synced once with plain
+//!   syscalls: group commit, one fsync for every write waiting when the round starts,
+//!   and no thread handoff, as Redis's `appendfsync always` does it. Operations on one
+//!   key keep their order because rounds take them in arrival order. A failed batch
+//!   fails each of its operations (nothing of it is acknowledged). Both binaries work
+//!   this way. A writer thread did it once (measured at 2,000 requests a second on 3
+//!   nodes it cost a third more CPU per request: its wakeups and thread switches), and
+//!   ringkv-node-uring once wrote its rounds through the ring (linked write and
+//!   fdatasync, run on io-wq workers, which cost a third more CPU per request than
+//!   these syscalls; both in BENCHMARKS.md). Both are gone.
 //! - **Buffered writes run inline** (`durable` false, see
 //!   `ringkv_core::quorum::SyncWrites`): the caller's thread writes the record to the
 //!   log and the index (`Store::write_buffered`, one `pwrite`, no fsync) and queues its
@@ -25,18 +28,11 @@
 //!   cache holds what they need (`Store::get_cached_into`, one `preadv2(RWF_NOWAIT)`),
 //!   and their completion is queued at once: a cached read costs no thread handoff,
 //!   no wakeup and no context switch (why it matters is measured in BENCHMARKS.md).
-//! - **The loop writes** ([`WriteMode::Loop`], ringkv-node): writes wait as in caller
-//!   mode (below), and the event loop writes and syncs them itself once per wakeup,
-//!   after it flushed its output ([`Executor::run_rounds`]): group commit with no
-//!   thread handoff, as Redis's `appendfsync always` does it.
-//! - **Or the caller writes** ([`WriteMode::Caller`], for ringkv-node-uring): writes
-//!   and deletes wait in the executor, one list per store; [`Executor::next_round`]
-//!   prepares a store's waiting operations as one batch (the storage engine's split
-//!   API), the caller writes its bytes and syncs them on its own terms (the ring), and
-//!   [`Executor::finish_round`] commits the batch and completes every operation in it.
-//!   A round is synced only if it holds a durable operation.
-//!   One round per store is in flight at a time; what arrives meanwhile waits for the
-//!   next: group commit as write-then-sync.
+//! - **A round** uses the storage engine's split API: `next_round` prepares a store's
+//!   waiting operations as one batch, the loop writes its bytes (and zeros ahead) and
+//!   syncs, and `finish_round` commits the batch and completes every operation in it,
+//!   or fails them all (a failed write gives the batch back; a failed sync poisons
+//!   the store).
 //! - **Reader threads** ([`READERS`]) take the reads the page cache cannot serve,
 //!   listings and scans, and compaction slices, so nothing waits behind an fsync and
 //!   the loop never waits for the disk.
@@ -198,56 +194,44 @@ impl Stores {
     }
 }
 
-/// Who writes and syncs the stores' logs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WriteMode {
-    /// The caller, round by round (see the module docs).
-    Caller,
-    /// The caller's thread, round by round, with plain syscalls: the event loop writes
-    /// and syncs every store's waiting writes itself before it sleeps
-    /// ([`Executor::run_rounds`]), as Redis's `appendfsync always` does, so a
-    /// durable write costs no thread handoff or wakeup (ringkv-node).
-    Loop,
-}
-
-/// One store's waiting writes, prepared as one batch for the caller to write at
+/// One store's waiting writes, prepared as one batch to write at
 /// [`WriteRound::file_offset`] of [`WriteRound::file`] and, when [`WriteRound::sync`],
-/// to sync before handing it to [`Executor::finish_round`].
+/// to sync before [`Executor::finish_round`].
 #[derive(Debug)]
-pub struct WriteRound {
+struct WriteRound {
     space: Space,
     prepared: ringkv_storage::PreparedWrite,
     tokens: Vec<u64>,
     /// Sync before finishing: the durability mode acknowledges a write only once it
-    /// is synced, and the round holds a durable operation (a round of buffered writes
-    /// only is not synced; the interval sync covers it).
-    pub sync: bool,
+    /// is synced (every operation of a round is durable: buffered writes never wait
+    /// for one).
+    sync: bool,
     started: std::time::Instant,
 }
 
 impl WriteRound {
-    pub fn bytes(&self) -> &[u8] {
+    fn bytes(&self) -> &[u8] {
         self.prepared.bytes()
     }
 
-    pub fn file_offset(&self) -> u64 {
+    fn file_offset(&self) -> u64 {
         self.prepared.file_offset()
     }
 
-    pub fn file(&self) -> &std::fs::File {
+    fn file(&self) -> &std::fs::File {
         self.prepared.file()
     }
 
     /// Zeros to write after the bytes, before the sync (the next round of the store
     /// is prepared only once this one finished, as the storage engine requires).
-    pub fn zeros(&self) -> Option<(u64, &'static [u8])> {
+    fn zeros(&self) -> Option<(u64, &'static [u8])> {
         self.prepared.zeros()
     }
 }
 
-/// Why a caller's round failed.
+/// Why a round failed.
 #[derive(Debug)]
-pub enum RoundFailure {
+enum RoundFailure {
     /// Writing the bytes failed (or was short): the batch is given back, and the
     /// store takes writes again (a full disk may have room later).
     Write(std::io::Error),
@@ -259,9 +243,8 @@ pub enum RoundFailure {
 #[derive(Debug)]
 pub struct Executor {
     stores: Arc<Stores>,
-    mode: WriteMode,
-    /// [`WriteMode::Caller`]: waiting writes per store, and whether a store's round
-    /// is out with the caller.
+    /// Durable writes and deletes waiting for a round, per store, and whether a
+    /// store's round is being written.
     waiting: RefCell<[Vec<StorageOp>; 3]>,
     rounds_out: Cell<[bool; 3]>,
     queue_max: usize,
@@ -321,7 +304,6 @@ impl Executor {
         dir: &Path,
         sizes: StoreSizes,
         queue_max: usize,
-        mode: WriteMode,
         wake: impl Fn() + Send + Sync + 'static,
     ) -> Result<Executor, OpenError> {
         let stores = Arc::new(open_stores(dir, sizes)?);
@@ -344,7 +326,6 @@ impl Executor {
         }
         Ok(Executor {
             stores,
-            mode,
             waiting: RefCell::new([Vec::new(), Vec::new(), Vec::new()]),
             rounds_out: Cell::new([false; 3]),
             queue_max,
@@ -370,9 +351,7 @@ impl Executor {
             durable: false,
         } = operation
         {
-            if self.mode == WriteMode::Loop {
-                return self.write_buffered(token, space, (key, record));
-            }
+            return self.write_buffered(token, space, (key, record));
         }
         if let StorageOp::Read { token, space, key } = operation {
             let mut value = Vec::new();
@@ -501,10 +480,10 @@ impl Executor {
         }
     }
 
-    /// [`WriteMode::Caller`]: the next store's waiting writes as one prepared batch,
-    /// for a store without a round out. Operations the store refuses at once (a
-    /// poisoned store, say) complete with the error here.
-    pub fn next_round(&self) -> Option<WriteRound> {
+    /// The next store's waiting writes as one prepared batch, for a store without a
+    /// round out. Operations the store refuses at once (a poisoned store, say)
+    /// complete with the error here.
+    fn next_round(&self) -> Option<WriteRound> {
         let mut out = self.rounds_out.get();
         for space in [Space::Data, Space::Hints, Space::Meta] {
             let index = space_index(space);
@@ -532,9 +511,6 @@ impl Executor {
             };
             let mut batch = WriteBatch::new();
             let mut tokens = Vec::with_capacity(jobs.len());
-            // A round of buffered writes only is not synced; one durable operation
-            // syncs the whole round (and with it, everything written before).
-            let durable = jobs.iter().any(StorageOp::is_durable_write);
             for job in &jobs {
                 tokens.push(job.token());
                 match job {
@@ -551,7 +527,7 @@ impl Executor {
                         space,
                         prepared,
                         tokens,
-                        sync: self.sync_rounds && durable,
+                        sync: self.sync_rounds,
                         started: std::time::Instant::now(),
                     });
                 }
@@ -570,9 +546,9 @@ impl Executor {
         None
     }
 
-    /// [`WriteMode::Loop`]: writes (and syncs, when the round wants it) every store's
-    /// waiting writes here and now, one round per store, and queues their
-    /// completions. The loop calls it once per wakeup, after it flushed its output.
+    /// Writes (and syncs, when the durability mode wants it) every store's waiting
+    /// writes here and now, one round per store, and queues their completions. The
+    /// loop calls it once per wakeup, after it flushed its output.
     pub fn run_rounds(&self) {
         use std::os::unix::fs::FileExt;
         while let Some(round) = self.next_round() {
@@ -597,10 +573,10 @@ impl Executor {
         }
     }
 
-    /// [`WriteMode::Caller`]: the caller wrote (and synced) a round's bytes, or failed
-    /// to (`written`): commit it, or refuse the store's writes from now on, and
-    /// complete each of its operations.
-    pub fn finish_round(&self, round: WriteRound, written: Result<(), RoundFailure>) {
+    /// A round's bytes were written (and synced), or failed to be (`written`): commit
+    /// it, or give it back, or refuse the store's writes from now on, and complete
+    /// each of its operations.
+    fn finish_round(&self, round: WriteRound, written: Result<(), RoundFailure>) {
         let WriteRound {
             space,
             prepared,
@@ -881,14 +857,19 @@ mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
-    /// Waits until `count` completions came, or 10 s passed; in loop mode it runs the
-    /// write rounds meanwhile, as ringkv-node's loop does (a caller-mode test takes
-    /// and finishes its rounds itself).
+    /// Waits until `count` completions came, or 10 s passed, running the write rounds
+    /// meanwhile as the event loop does.
     fn wait(executor: &Executor, count: usize) -> Vec<Done> {
+        completions(executor, count, true)
+    }
+
+    /// Waits until `count` completions came, or 10 s passed; runs the write rounds
+    /// meanwhile when `rounds`.
+    fn completions(executor: &Executor, count: usize, rounds: bool) -> Vec<Done> {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut all = Vec::new();
         while all.len() < count && Instant::now() < deadline {
-            if executor.mode == WriteMode::Loop {
+            if rounds {
                 executor.run_rounds();
             }
             match executor.try_done() {
@@ -906,7 +887,7 @@ mod tests {
             checkpoint_interval_bytes: ringkv_storage::Config::default().checkpoint_interval_bytes,
             record_size_bytes_max: 2 << 20,
         };
-        Executor::start(dir, sizes, 64, WriteMode::Loop, || {}).unwrap()
+        Executor::start(dir, sizes, 64, || {}).unwrap()
     }
 
     #[test]
@@ -1012,8 +993,7 @@ mod tests {
         assert_eq!(executor.reads(), (1, 1), "served by a reader thread");
     }
 
-    /// Caller mode: writes and syncs `round`'s bytes as ringkv-node-uring does, then
-    /// finishes it.
+    /// Writes and syncs `round`'s bytes as `run_rounds` does, then finishes it.
     fn finish_written(executor: &Executor, round: WriteRound) {
         use std::os::unix::fs::FileExt;
         round
@@ -1022,54 +1002,6 @@ mod tests {
             .unwrap();
         round.file().sync_data().unwrap();
         executor.finish_round(round, Ok(()));
-    }
-
-    /// Caller mode: takes the next round and finishes it written.
-    fn write_round(executor: &Executor) {
-        let round = executor.next_round().expect("a round");
-        finish_written(executor, round);
-    }
-
-    #[test]
-    fn a_round_of_buffered_writes_is_not_synced_and_one_durable_write_syncs_its_round() {
-        let dir = tempfile::tempdir().unwrap();
-        let sizes = StoreSizes {
-            durability: Durability::Group,
-            data_segment_size_bytes: 16 << 20,
-            checkpoint_interval_bytes: ringkv_storage::Config::default().checkpoint_interval_bytes,
-            record_size_bytes_max: 2 << 20,
-        };
-        let executor = Executor::start(dir.path(), sizes, 64, WriteMode::Caller, || {}).unwrap();
-        let write = |token: u64, durable: bool| {
-            executor.submit(StorageOp::Write {
-                token,
-                space: Space::Data,
-                key: &token.to_le_bytes(),
-                record: b"r",
-                durable,
-            })
-        };
-        write(1, false);
-        write(2, false);
-        let round = executor.next_round().expect("a round");
-        assert!(!round.sync, "buffered writes only: no sync");
-        finish_written(&executor, round);
-        assert_eq!(wait(&executor, 2).len(), 2);
-        write(3, false);
-        write(4, true);
-        let round = executor.next_round().expect("a round");
-        assert!(round.sync, "a durable write syncs its round");
-        finish_written(&executor, round);
-        assert_eq!(wait(&executor, 2).len(), 2);
-        executor.submit(StorageOp::Delete {
-            token: 5,
-            space: Space::Data,
-            key: b"gone",
-        });
-        assert!(
-            executor.next_round().expect("a round").sync,
-            "deletes are durable"
-        );
     }
 
     #[test]
@@ -1123,7 +1055,10 @@ mod tests {
     }
 
     #[test]
-    fn in_caller_mode_rounds_commit_what_the_caller_wrote_and_failures_complete_with_errors() {
+    fn rounds_commit_what_was_written_and_failures_complete_with_errors() {
+        // The test takes and finishes each round itself (failures injected), so it
+        // collects completions without running rounds.
+        let wait = |executor: &Executor, count: usize| completions(executor, count, false);
         let dir = tempfile::tempdir().unwrap();
         let sizes = StoreSizes {
             durability: Durability::Group,
@@ -1131,7 +1066,7 @@ mod tests {
             checkpoint_interval_bytes: ringkv_storage::Config::default().checkpoint_interval_bytes,
             record_size_bytes_max: 2 << 20,
         };
-        let executor = Executor::start(dir.path(), sizes, 64, WriteMode::Caller, || {}).unwrap();
+        let executor = Executor::start(dir.path(), sizes, 64, || {}).unwrap();
         let write = |token: u64, key: &[u8], record: &[u8]| {
             executor.submit(StorageOp::Write {
                 token,
@@ -1209,9 +1144,9 @@ mod tests {
     }
 
     #[test]
-    fn in_caller_mode_the_index_is_checkpointed_once_enough_log_was_written() {
-        // ringkv-node-uring commits its rounds through the split API, which never
-        // checkpointed: found by the power-loss suite (no checkpoint file ever written),
+    fn the_index_is_checkpointed_once_rounds_wrote_enough_log() {
+        // Rounds commit through the split API, which once never checkpointed: found by
+        // the power-loss suite on ringkv-node-uring (no checkpoint file ever written),
         // every restart replayed the whole log.
         let dir = tempfile::tempdir().unwrap();
         let sizes = StoreSizes {
@@ -1220,7 +1155,7 @@ mod tests {
             checkpoint_interval_bytes: 64 << 10,
             record_size_bytes_max: 2 << 20,
         };
-        let executor = Executor::start(dir.path(), sizes, 64, WriteMode::Caller, || {}).unwrap();
+        let executor = Executor::start(dir.path(), sizes, 64, || {}).unwrap();
         let value = vec![7u8; 16 << 10];
         let before = executor.stores.data.stats().checkpoints;
         for token in 0..8u64 {
@@ -1232,7 +1167,6 @@ mod tests {
                 record: &value,
                 durable: true,
             });
-            write_round(&executor);
             wait(&executor, 1);
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -43,7 +43,7 @@
 
 use crate::clock::Clock;
 use crate::connection::OutBuffer;
-use crate::executor::{Done, Executor, StoreSizes, WriteMode};
+use crate::executor::{Done, Executor, StoreSizes};
 use crate::metrics::Metrics;
 use crate::session::{Session, SessionLimits, Step};
 use crate::settings::Settings;
@@ -335,13 +335,12 @@ impl<T: Transport> Frontend<T> {
         node_id: NodeId,
         seed: u64,
         transport: T,
-        writes: WriteMode,
         wake: impl Fn() + Send + Sync + 'static,
     ) -> Result<Frontend<T>, ServerError> {
         let clock = Clock::start();
         let mut config = settings.core_config(node_id);
         config.validate(node_id).map_err(ServerError::Config)?;
-        let executor = start_storage(&settings, &config, writes, wake)?;
+        let executor = start_storage(&settings, &config, wake)?;
         config.requests_max = config.requests_max.max(1);
         let now = clock.now();
         let mut node = Node::new(config, NodeIdentity { id: node_id }, seed, now)
@@ -1381,7 +1380,6 @@ impl<T: Transport> Io<T> {
 fn start_storage(
     settings: &Settings,
     config: &ringkv_core::node::Config,
-    writes: WriteMode,
     wake: impl Fn() + Send + Sync + 'static,
 ) -> Result<Executor, ServerError> {
     let sizes = StoreSizes {
@@ -1394,7 +1392,6 @@ fn start_storage(
         settings.data_dir(),
         sizes,
         config.storage_operations_max as usize,
-        writes,
         wake,
     )
     .map_err(ServerError::Storage)?;

@@ -14,7 +14,6 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use ringkv_core::version::NodeId;
 use ringkv_frontend::connection::OutBuffer;
-use ringkv_frontend::executor::WriteMode;
 use ringkv_frontend::frontend::{
     AGAIN_CLIENT_ACCEPTS, AGAIN_COMPLETIONS, AGAIN_PEER_ACCEPTS, ConnectionKind, Frontend,
     READ_CHUNK_BYTES, REFUSAL, TICK_MS, Transport,
@@ -130,7 +129,7 @@ impl Server {
         let transport = MioTransport {
             registry: poll.registry().try_clone()?,
         };
-        let frontend = Frontend::new(settings, node_id, seed, transport, WriteMode::Loop, wake)?;
+        let frontend = Frontend::new(settings, node_id, seed, transport, wake)?;
         frontend.log_serving();
         Ok(Server {
             frontend,

@@ -37,7 +37,6 @@ use crate::ring::{Completed, Listener, Operation, Ring};
 use crate::transport::{Event, UringStream, UringTransport};
 use ringkv_core::Instant;
 use ringkv_core::version::NodeId;
-use ringkv_frontend::executor::WriteMode;
 use ringkv_frontend::frontend::{
     AGAIN_CLIENT_ACCEPTS, AGAIN_COMPLETIONS, AGAIN_PEER_ACCEPTS, COMPLETIONS_PER_WAKEUP,
     ConnectionKind, Frontend, REFUSAL, ServerError, TICK_MS, bind_listener,
@@ -115,7 +114,7 @@ impl Server {
             log::info!("{FALLBACK_VARIABLE}=1: single-shot accepts and receives");
         }
         let transport = UringTransport::new(ring, single_shot);
-        let frontend = Frontend::new(settings, node_id, seed, transport, WriteMode::Loop, waker)?;
+        let frontend = Frontend::new(settings, node_id, seed, transport, waker)?;
         frontend.log_serving();
         Ok(Server {
             frontend,
