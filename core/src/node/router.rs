@@ -94,9 +94,24 @@ impl Node {
                     ReplicaStatus::NotFound => Ok(None),
                     ReplicaStatus::StorageFailed
                     | ReplicaStatus::Overloaded
-                    | ReplicaStatus::DiskFull => Err(()),
+                    | ReplicaStatus::DiskFull => {
+                        // A read at R = N fails on one such answer ("cannot reach").
+                        log::debug!(
+                            "node {}: peer {} answered read {request} with {status:?}",
+                            self.shared.id.0,
+                            from.0
+                        );
+                        Err(())
+                    }
                 };
                 let answer = decode_answer(&self.shared, found);
+                if found.is_ok() && answer.is_err() {
+                    log::warn!(
+                        "node {}: peer {} answered read {request} with versions that do not decode",
+                        self.shared.id.0,
+                        from.0
+                    );
+                }
                 let (coordinator, mut cx) = coordination!(self);
                 coordinator.read_answer(&mut cx, SlotId::from_u64(request), from, answer);
             }
