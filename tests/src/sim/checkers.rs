@@ -189,13 +189,25 @@ impl<'c> Shown<'c> {
             if covers_dots_of(past, w) {
                 return true;
             }
+            // Through an earlier write only if `x` saw every copy of it: the causal
+            // past of a write minted more than once (a retried forward) is its copies'
+            // together, and a copy minted after `x`'s mint may have superseded what
+            // `x` never saw (seed 41583920103: a SET whose replica held the first copy
+            // of a retried SET was taken to supersede a VSET that only the retry's
+            // later copy superseded).
+            let covers_every_dot_of = |past: &VersionVector, id: WriteId| {
+                history
+                    .dots
+                    .get(&id)
+                    .is_some_and(|dots| dots.iter().all(|&dot| covers(past, dot)))
+            };
             let earlier = self
                 .covered_writes
                 .entry(x)
                 .or_insert_with(|| {
                     let writes = self.by_key[operation.key.as_slice()].iter().copied();
                     writes
-                        .filter(|&id| id != x && covers_dots_of(past, id))
+                        .filter(|&id| id != x && covers_every_dot_of(past, id))
                         .collect()
                 })
                 .clone();
