@@ -126,7 +126,8 @@ fn note_slowest(
 /// took a SET to supersede a concurrent VSET through an earlier SET it had seen one
 /// copy of, whose retried copy, minted later, had superseded the VSET; a plain GET
 /// rightly returned the VSET (the later timestamp). The checker now goes through an
-/// earlier write only when every copy of it was seen.
+/// earlier plain write minted more than once only through the copies it saw (each
+/// copy's own past kept: the first record holding its dot).
 const ONCE_FAILED: [u64; 11] = [
     9_114_809,
     5_552_706,

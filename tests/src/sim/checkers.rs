@@ -189,29 +189,42 @@ impl<'c> Shown<'c> {
             if covers_dots_of(past, w) {
                 return true;
             }
-            // Through an earlier write only if `x` saw every copy of it: the causal
-            // past of a write minted more than once (a retried forward) is its copies'
-            // together, and a copy minted after `x`'s mint may have superseded what
-            // `x` never saw (seed 41583920103: a SET whose replica held the first copy
-            // of a retried SET was taken to supersede a VSET that only the retry's
-            // later copy superseded).
-            let covers_every_dot_of = |past: &VersionVector, id: WriteId| {
-                history
-                    .dots
-                    .get(&id)
-                    .is_some_and(|dots| dots.iter().all(|&dot| covers(past, dot)))
-            };
             let earlier = self
                 .covered_writes
                 .entry(x)
                 .or_insert_with(|| {
                     let writes = self.by_key[operation.key.as_slice()].iter().copied();
                     writes
-                        .filter(|&id| id != x && covers_every_dot_of(past, id))
+                        .filter(|&id| id != x && covers_dots_of(past, id))
                         .collect()
                 })
                 .clone();
-            return earlier.into_iter().any(|id| self.supersedes(id, w));
+            // Through an earlier plain write minted more than once (a retried
+            // forward), only through the copies `x` saw: its merged past holds every
+            // copy's, and a copy minted after `x` may have superseded what `x` never
+            // saw (seed 41583920103: a SET that had seen the first copy of a retried
+            // SET was taken to supersede a VSET that only the retry's later copy
+            // superseded). A copy's own past is its first record's clock.
+            let cluster = self.cluster;
+            let through_seen_copies = |id: WriteId| {
+                let copies = cluster.history.copy_pasts.get(&id)?;
+                if copies.len() < 2 {
+                    return None;
+                }
+                Some(
+                    copies
+                        .iter()
+                        .any(|(dot, copy_past)| covers(past, *dot) && covers_dots_of(copy_past, w)),
+                )
+            };
+            let judged: Vec<(WriteId, Option<bool>)> = earlier
+                .into_iter()
+                .map(|id| (id, through_seen_copies(id)))
+                .collect();
+            return judged.into_iter().any(|(id, judged)| match judged {
+                Some(superseded) => superseded,
+                None => self.supersedes(id, w),
+            });
         };
         if operation.context_siblings.contains(&w) {
             return true;

@@ -116,6 +116,9 @@ pub struct History {
     /// the first records that held each of its dots, merged (a retried forward is
     /// minted twice, each time superseding what its minting replica held).
     pub causal_past: BTreeMap<WriteId, VersionVector>,
+    /// For a plain write, each copy's own past: the clock of the first record that
+    /// held that dot (`causal_past` is all of them merged).
+    pub copy_pasts: BTreeMap<WriteId, Vec<(Dot, VersionVector)>>,
     /// Writes made with a client's context (their past is that context).
     pub context_writes: BTreeSet<WriteId>,
     /// Keys some node removed from its data (a reaped tombstone, a handed-off copy).
@@ -172,6 +175,10 @@ impl History {
                         for &(node, counter) in clock.entries() {
                             *past = core::mem::take(past).with_dot(Dot { node, counter });
                         }
+                        self.copy_pasts
+                            .entry(id)
+                            .or_default()
+                            .push((dot, clock.clone()));
                     }
                 }
             }
