@@ -259,8 +259,8 @@ fn scenario_with(
     summary
 }
 
-/// Waits (at most 10 s) until every node reports every member reachable; false if
-/// one never did.
+/// Waits (at most 10 s) until every node reports every member reachable and its peer
+/// links up (`LocalCluster::all_reachable`); false if one never did.
 fn all_reachable(cluster: &LocalCluster) -> bool {
     cluster.all_reachable(Duration::from_secs(10))
 }
