@@ -128,7 +128,7 @@ fn note_slowest(
 /// rightly returned the VSET (the later timestamp). The checker now goes through an
 /// earlier plain write minted more than once only through the copies it saw (each
 /// copy's own past kept: the first record holding its dot).
-const ONCE_FAILED: [u64; 11] = [
+const ONCE_FAILED: [u64; 12] = [
     9_114_809,
     5_552_706,
     37_418_253_602,
@@ -140,6 +140,7 @@ const ONCE_FAILED: [u64; 11] = [
     18_600_285_845,
     11_907_403_985,
     41_583_920_103,
+    2_878_747_486,
 ];
 
 #[test]

@@ -17,8 +17,10 @@
 //! the page in flight comes back, and its entry replaces what the page read of the key
 //! (the page may have been read before the write). A key comparison that reads a whole
 //! bucket resets the bucket's hash to what it read, unless a write to the bucket became
-//! durable while the read was in flight. So a tree matches its store whenever no write
-//! is in flight, and equal stores give equal roots (up to a hash collision).
+//! durable while the read was in flight, or the rebuild had not covered the bucket when
+//! the read was issued (the rebuild's page adds those keys itself). So a tree matches
+//! its store whenever no write is in flight, and equal stores give equal roots (up to a
+//! hash collision).
 //!
 //! # Exchanges
 //!
@@ -146,6 +148,13 @@ impl HashTrees {
 
     fn covers(&self, hash: u64) -> bool {
         self.built || self.built_through.is_some_and(|through| hash <= through)
+    }
+
+    /// True once the bucket's whole range has been scanned in: only then do its hash
+    /// and counts stand for the store (a comparison must not reset a bucket the
+    /// rebuild has yet to add, or the rebuild would count its keys twice).
+    fn bucket_built(&self, partition: usize, bucket: usize) -> bool {
+        self.covers(self.bucket_range(partition, bucket).1)
     }
 
     /// True once the partition's whole range has been scanned in.
@@ -367,8 +376,10 @@ pub(crate) struct Comparison {
     theirs: Option<Vec<(Vec<u8>, u64)>>,
     /// Answer the peer with this node's own key hashes.
     answer: bool,
-    /// The bucket's change count when this node's scan of it was issued.
-    changes_at_scan: u32,
+    /// The bucket's change count when this node's scan of it was issued; `None` when
+    /// the tree's rebuild had not covered the bucket yet (the read then says nothing
+    /// about the tree).
+    changes_at_scan: Option<u32>,
 }
 
 /// Exchanges this node owes (see "Urgent exchanges"): (peer, partition), the peer
@@ -805,7 +816,7 @@ impl Entropy {
                 bucket,
                 theirs: None,
                 answer: true,
-                changes_at_scan: 0,
+                changes_at_scan: None,
             };
             unfinished |= !self.scan_bucket(shared, comparison);
         }
@@ -835,7 +846,7 @@ impl Entropy {
             bucket,
             theirs: Some(theirs),
             answer: !reply,
-            changes_at_scan: 0,
+            changes_at_scan: None,
         };
         self.scan_bucket(shared, comparison);
     }
@@ -851,9 +862,11 @@ impl Entropy {
             .trees
             .bucket_range(comparison.partition as usize, comparison.bucket as usize);
         let limit = shared.config.wire_limits.list_length_max as u32;
+        let (partition, bucket) = (comparison.partition as usize, comparison.bucket as usize);
         comparison.changes_at_scan = self
             .trees
-            .bucket_changes(comparison.partition as usize, comparison.bucket as usize);
+            .bucket_built(partition, bucket)
+            .then(|| self.trees.bucket_changes(partition, bucket));
         match shared.start_scan(Task::EntropyScan, range, (None, limit), false) {
             Some(token) => {
                 self.comparisons.push((token, comparison));
@@ -881,10 +894,15 @@ impl Entropy {
         let items = &page.items;
         let mine = entry_hashes(items);
         let (partition, bucket) = (comparison.partition as usize, comparison.bucket as usize);
-        let unchanged = self.trees.bucket_changes(partition, bucket) == comparison.changes_at_scan
+        let unchanged = comparison.changes_at_scan
+            == Some(self.trees.bucket_changes(partition, bucket))
             || shared.sabotage().trees_ignore_races;
-        // A change that landed while the read was in flight may be missing from it.
-        if page.next.is_none() && unchanged {
+        // A change that landed while the read was in flight may be missing from it; a
+        // bucket the rebuild has not covered (at the read, or now: an overflowing
+        // rebuild starts over) is the rebuild's to count.
+        let built =
+            comparison.changes_at_scan.is_some() && self.trees.bucket_built(partition, bucket);
+        if page.next.is_none() && unchanged && built {
             let mut hash = mine.iter().fold(0, |acc, &(_, h)| acc ^ h);
             let mut reapable = items
                 .iter()

@@ -1477,6 +1477,80 @@ fn replicas_in_sync_exchange_roots_and_nothing_else() {
     assert_eq!(pushed, 0);
 }
 
+/// Found by the simulator (seed 2878747486): a peer's key comparison reached a node that
+/// had just restarted, its bucket read came back before the tree rebuild's page, and
+/// the bucket was reset to what it read; the rebuild then added the same keys again,
+/// and the tree stayed unlike the store (unlike every replica's) for good.
+#[test]
+fn a_comparison_read_before_the_rebuild_reaches_a_bucket_leaves_the_bucket_to_it() {
+    let mut harness = Harness::new(2, |c| c.write_quorum_default = 2);
+    let key = b"compared-while-rebuilding";
+    harness.send(0, Command::Set { key, value: b"v" });
+    harness.settle();
+    assert_eq!(harness.last_reply(), "+OK\r\n");
+    // Node 2 restarts and is held apart until its tree rebuild has read nothing yet.
+    harness.restart(1);
+    harness.cut.insert(1);
+    let is_scan = |job: &StorageOp| matches!(job, StorageOp::Scan { .. });
+    for _ in 0..1_000 {
+        if harness.jobs[1].iter().any(is_scan) {
+            break;
+        }
+        while let Some(at) = harness.jobs[1].iter().position(|job| !is_scan(job)) {
+            let job = harness.jobs[1].remove(at).unwrap();
+            let answer = harness.disks[1].perform(&job, None);
+            harness.nodes[1].handle(harness.now, Input::Storage(answer));
+            harness.drain(1);
+        }
+        harness.advance(50);
+    }
+    let rebuild_pages = harness.jobs[1].iter().filter(|job| is_scan(job)).count();
+    assert_eq!(rebuild_pages, 1, "the rebuild's first page is waiting");
+    assert!(!harness.nodes[1].trees_built());
+    // Node 1's key hashes for the key's bucket arrive; node 2 reads the bucket.
+    let hash = crate::placement::key_hash(key);
+    let partition_bits = harness.nodes[1].config().partition_bits;
+    let partition = (hash >> (64 - partition_bits)) as u32;
+    let bucket = ((hash << partition_bits) >> (64 - entropy::BUCKET_BITS)) as u32;
+    let record = harness.disks[0].get(Space::Data, key).unwrap().to_vec();
+    let message = Message::KeyHashes {
+        request: 1,
+        partition,
+        bucket,
+        reply: false,
+        keys: vec![(key.as_slice(), entries::entry_hash(key, &record))],
+    };
+    harness.nodes[1].handle(
+        harness.now,
+        Input::Peer {
+            from: NodeId(1),
+            message,
+        },
+    );
+    harness.drain(1);
+    // The bucket read completes first, then the rebuild.
+    let compared = harness.jobs[1].pop_back().unwrap();
+    assert!(is_scan(&compared), "{compared:?}");
+    let answer = harness.disks[1].perform(&compared, None);
+    harness.nodes[1].handle(harness.now, Input::Storage(answer));
+    harness.drain(1);
+    harness.cut.clear();
+    harness.settle();
+    assert!(harness.nodes[1].trees_built());
+    let roots = tree_roots(partition_bits, harness.disks[1].records(Space::Data));
+    for (partition, &root) in roots.iter().enumerate() {
+        assert_eq!(
+            harness.nodes[1].partition_root(partition),
+            Some(root),
+            "partition {partition}"
+        );
+    }
+    assert_eq!(
+        harness.nodes[1].partition_root(partition as usize),
+        harness.nodes[0].partition_root(partition as usize)
+    );
+}
+
 #[test]
 fn a_join_moves_each_key_to_its_new_replicas_and_the_old_copies_go() {
     let mut harness = Harness::new(3, |_| {});
