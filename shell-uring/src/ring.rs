@@ -332,6 +332,12 @@ impl Ring {
         }
     }
 
+    /// True when completions are posted and not reaped yet (input that arrived since
+    /// the last reap, once an enter ran its task work).
+    pub fn has_completions(&mut self) -> bool {
+        !self.ring.completion().is_empty()
+    }
+
     /// Reaps up to `max` completions into `out`.
     pub fn reap(&mut self, out: &mut Vec<Completed>, max: usize) {
         for entry in self.ring.completion().take(max) {
