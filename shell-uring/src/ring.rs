@@ -313,8 +313,7 @@ impl Ring {
     /// `epoll_wait`s, `benches/scripts/syscalls-per-request.sh`).
     pub fn submit(&mut self, wait: bool) -> io::Result<()> {
         self.drain_backlog();
-        let posted = !self.ring.completion().is_empty();
-        let want = usize::from(wait && self.in_flight > 0 && !posted);
+        let want = usize::from(wait && self.in_flight > 0 && !self.has_completions());
         let idle = {
             let submission = self.ring.submission();
             submission.is_empty() && !submission.taskrun() && !submission.cq_overflow()
@@ -332,8 +331,8 @@ impl Ring {
         }
     }
 
-    /// True when completions are posted and not reaped yet (input that arrived since
-    /// the last reap, once an enter ran its task work).
+    /// True when completions are posted and not reaped yet (sends that finished
+    /// inline, input whose task work an enter ran).
     pub fn has_completions(&mut self) -> bool {
         !self.ring.completion().is_empty()
     }

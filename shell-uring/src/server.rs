@@ -18,12 +18,13 @@
 //!   at the end of each iteration, once this iteration's sends are submitted, every
 //!   store's waiting writes are written and synced as one round per store
 //!   ([`ringkv_frontend::executor::Executor::run_rounds`]: group commit). When that
-//!   submit already posted more input (requests that arrived while this iteration
-//!   ran), the rounds wait for the next iteration, up to [`ROUNDS_DEFERRED_MAX`] in a
-//!   row, so those requests' writes join the same round and its one `fdatasync`:
-//!   at 2,000 requests a second one node synced 9,422 rounds in 10 s for 10,000
-//!   writes where `ringkv-node`, whose receives read everything that arrived by
-//!   then, synced 7,850 (BENCHMARKS.md). They went
+//!   submit posted completions (requests that arrived while this iteration ran, or
+//!   the sends it just made, which finish inline), the rounds wait for the next
+//!   iteration, up to [`ROUNDS_DEFERRED_MAX`] in a row, so that requests already
+//!   here join the same round and its one `fdatasync`; the extra iteration costs no
+//!   system call when nothing new came. At 2,000 requests a second one node synced
+//!   9,422 rounds in 10 s for 10,000 writes where `ringkv-node`, whose receives read
+//!   everything that arrived by then, synced 7,850; now 7,122 (BENCHMARKS.md). They went
 //!   through the ring once, a write and a linked `fdatasync` per round; the kernel
 //!   ran both on io-wq worker threads (a third of the node's CPU at 2,000 requests a
 //!   second), and at that load the loop's own syscalls cost 27% less CPU per request
@@ -65,7 +66,7 @@ pub const RING_ENTRIES: u32 = 4096;
 /// Ring timeouts outstanding at most.
 pub const TIMEOUTS_MAX: usize = 8;
 /// Iterations in a row that may leave the storage rounds for the next one because
-/// more input is already posted (see the module docs).
+/// completions are already posted (see the module docs).
 pub const ROUNDS_DEFERRED_MAX: u32 = 4;
 
 /// A running node over io_uring.
