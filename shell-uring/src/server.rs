@@ -203,7 +203,9 @@ impl Server {
             // waited for), then its durable writes are written and synced here, as
             // ringkv-node does (see the module docs).
             self.ring().submit(false)?;
-            if self.ring().has_completions() && rounds_deferred < ROUNDS_DEFERRED_MAX {
+            // Never while stopping: a stop at its deadline leaves no write unwritten.
+            let defer = self.ring().has_completions() && !self.frontend.shutting_down();
+            if defer && rounds_deferred < ROUNDS_DEFERRED_MAX {
                 rounds_deferred += 1;
             } else {
                 rounds_deferred = 0;
