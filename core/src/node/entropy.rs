@@ -858,11 +858,9 @@ impl Entropy {
         if self.comparisons.len() >= shared.config.anti_entropy_buckets_max as usize * 4 {
             return false;
         }
-        let range = self
-            .trees
-            .bucket_range(comparison.partition as usize, comparison.bucket as usize);
-        let limit = shared.config.wire_limits.list_length_max as u32;
         let (partition, bucket) = (comparison.partition as usize, comparison.bucket as usize);
+        let range = self.trees.bucket_range(partition, bucket);
+        let limit = shared.config.wire_limits.list_length_max as u32;
         comparison.changes_at_scan = self
             .trees
             .bucket_built(partition, bucket)
