@@ -743,6 +743,40 @@ fn the_coordinator_keeps_a_hint_for_a_replica_no_stand_in_could_replace() {
 }
 
 #[test]
+fn a_slow_replica_no_stand_in_could_replace_is_waited_for_until_the_request_deadline() {
+    // Three nodes, N=3 and W=3: every node is a target, so none can stand in.
+    let mut harness = Harness::new(3, |c| {
+        c.write_quorum_default = 3;
+        c.replica_timeout_ms = 300;
+        c.request_timeout_ms = 2_000;
+    });
+    let key = b"hot";
+    harness.send(0, Command::Set { key, value: b"v1" });
+    while harness.complete_one(0) {}
+    harness.deliver();
+    assert!(harness.complete_one(1), "node 2 reads");
+    // Node 3 has the write queued behind its disk and answers nothing for a while.
+    harness.cut.insert(2);
+    harness.settle();
+    harness.advance(700);
+    assert!(
+        harness.replies.is_empty(),
+        "past the replica timeout the write still waits for node 3: {}",
+        harness.last_reply()
+    );
+    harness.cut.clear();
+    harness.settle();
+    assert_eq!(harness.last_reply(), "+OK\r\n", "node 3's late ack makes W");
+    assert_eq!(harness.replies.len(), 1, "one answer");
+    for index in 0..3 {
+        assert_eq!(
+            values(&harness.stored(index, key).unwrap()),
+            [b"v1".to_vec()]
+        );
+    }
+}
+
+#[test]
 fn a_forward_lost_with_its_link_is_retried_at_once_and_stays_one_write() {
     let mut harness = Harness::new(5, |c| c.replicas = 3);
     let key = harness.key_forwarded_by(0);

@@ -441,19 +441,12 @@ impl Coordinator {
         let Some(Request::Write(write)) = self.requests.get(id) else {
             return;
         };
-        let Some(quorum) = write.quorum.as_ref() else {
-            return;
-        };
         let owner = write
             .stand_ins
             .iter()
             .find(|(stand_in, _)| *stand_in == node)
             .map_or(node, |&(_, owner)| owner);
-        let mut taken: SmallVec<[NodeId; 8]> = quorum.targets().iter().copied().collect();
-        if let Some(owner) = write.local_owner {
-            taken.push(owner);
-        }
-        let stand_in = cx.next_stand_in(write.partition, &taken);
+        let stand_in = self.write_stand_in(cx, id);
         // A preference-list member that was not a target (it was down when the write
         // began) takes the write as its own copy, not as a hint for another owner.
         let is_owner = stand_in.is_some_and(|stand_in| {
@@ -484,6 +477,21 @@ impl Coordinator {
             }
         }
         self.write_progress(cx, id);
+    }
+
+    /// The node to ask for write `id` in place of a target that will not answer: the
+    /// next healthy one that is not a target already (nor the owner this node stands
+    /// in for).
+    fn write_stand_in(&self, cx: &Coordination<'_>, id: SlotId) -> Option<NodeId> {
+        let Some(Request::Write(write)) = self.requests.get(id) else {
+            return None;
+        };
+        let quorum = write.quorum.as_ref()?;
+        let mut taken: SmallVec<[NodeId; 8]> = quorum.targets().iter().copied().collect();
+        if let Some(owner) = write.local_owner {
+            taken.push(owner);
+        }
+        cx.next_stand_in(write.partition, &taken)
     }
 
     /// No target takes write `id` for `owner` (it is down and no stand-in is left):
@@ -604,9 +612,19 @@ impl Coordinator {
             Some(quorum) => quorum.pending().collect(),
             None => SmallVec::new(),
         };
+        let replied = write.replied;
         write.attempt_at = now + Duration::from_millis(cx.shared.config.replica_timeout_ms);
         for node in silent {
             cx.peers.timed_out(node, now);
+            // A silent target that no stand-in can replace stays asked until the
+            // request's deadline while the client waits: it may be slow rather than
+            // gone (a replica behind a queue of durable writes to one hot key answers
+            // after the replica timeout), and failing it now would fail a write that
+            // can still reach W. Once the client has its answer, the target is let go
+            // and owed a hint at once.
+            if !replied && self.write_stand_in(cx, id).is_none() {
+                continue;
+            }
             cx.peers.end_request(node);
             self.write_target_failed(cx, id, node);
         }
