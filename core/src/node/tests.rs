@@ -21,6 +21,8 @@ struct Harness {
     cut: BTreeSet<usize>,
     /// Nodes whose disk refuses every write and delete as full.
     full: BTreeSet<usize>,
+    /// Nodes whose storage operations wait (frames still flow): a slow disk.
+    paused: BTreeSet<usize>,
     now: Instant,
     next_tag: u64,
 }
@@ -49,6 +51,7 @@ impl Harness {
             replies: Vec::new(),
             cut: BTreeSet::new(),
             full: BTreeSet::new(),
+            paused: BTreeSet::new(),
             now,
             next_tag: 0,
         };
@@ -144,7 +147,7 @@ impl Harness {
             assert!(round < 100_000, "settle never ends");
             let mut moved = self.deliver();
             for index in 0..self.nodes.len() {
-                if !self.cut.contains(&index) {
+                if !self.cut.contains(&index) && !self.paused.contains(&index) {
                     while self.complete_one(index) {
                         moved = true;
                     }
@@ -743,28 +746,28 @@ fn the_coordinator_keeps_a_hint_for_a_replica_no_stand_in_could_replace() {
 }
 
 #[test]
-fn a_slow_replica_no_stand_in_could_replace_is_waited_for_until_the_request_deadline() {
+fn a_slow_replica_no_stand_in_could_replace_is_waited_for_and_a_dead_one_is_not() {
     // Three nodes, N=3 and W=3: every node is a target, so none can stand in.
     let mut harness = Harness::new(3, |c| {
         c.write_quorum_default = 3;
         c.replica_timeout_ms = 300;
         c.request_timeout_ms = 2_000;
+        c.gossip_interval_ms = 20;
     });
     let key = b"hot";
     harness.send(0, Command::Set { key, value: b"v1" });
     while harness.complete_one(0) {}
     harness.deliver();
-    assert!(harness.complete_one(1), "node 2 reads");
-    // Node 3 has the write queued behind its disk and answers nothing for a while.
-    harness.cut.insert(2);
+    // Node 3 has the write queued behind its slow disk; it still gossips.
+    harness.paused.insert(2);
     harness.settle();
     harness.advance(700);
     assert!(
         harness.replies.is_empty(),
-        "past the replica timeout the write still waits for node 3: {}",
+        "past the replica timeout the write still waits for node 3, which is heard from: {}",
         harness.last_reply()
     );
-    harness.cut.clear();
+    harness.paused.clear();
     harness.settle();
     assert_eq!(harness.last_reply(), "+OK\r\n", "node 3's late ack makes W");
     assert_eq!(harness.replies.len(), 1, "one answer");
@@ -774,6 +777,26 @@ fn a_slow_replica_no_stand_in_could_replace_is_waited_for_until_the_request_dead
             [b"v1".to_vec()]
         );
     }
+    // Node 3 goes silent for good: the next write is refused within two replica
+    // timeouts, not left waiting for the request's deadline.
+    harness.cut.insert(2);
+    harness.replies.clear();
+    let sent_at = harness.now;
+    harness.send(0, Command::Set { key, value: b"v2" });
+    harness.settle();
+    while harness.replies.is_empty() && harness.now < sent_at + core::time::Duration::from_secs(3) {
+        harness.advance(10);
+    }
+    assert!(
+        harness.last_reply().starts_with("-UNAVAILABLE"),
+        "{}",
+        harness.last_reply()
+    );
+    let took = harness.now.saturating_duration_since(sent_at);
+    assert!(
+        took <= core::time::Duration::from_millis(600),
+        "refused after {took:?}"
+    );
 }
 
 #[test]
