@@ -156,8 +156,13 @@ impl Tally {
     /// stand-in that is already a target is not added twice.
     fn replace(&mut self, failed: NodeId, stand_in: NodeId) -> Progress {
         self.record(failed, Answer::Failed);
-        if !self.targets.contains(&stand_in) {
-            self.targets.push(stand_in);
+        self.add(stand_in)
+    }
+
+    /// `node` is a target too (once: a node already a target is not added twice).
+    fn add(&mut self, node: NodeId) -> Progress {
+        if !self.targets.contains(&node) {
+            self.targets.push(node);
             self.answers.push(Answer::Pending);
         }
         self.progress()
@@ -306,6 +311,11 @@ impl ReadQuorum {
     /// `failed` timed out; `stand_in` is asked in its place.
     pub fn replace(&mut self, failed: NodeId, stand_in: NodeId) -> Progress {
         self.tally.replace(failed, stand_in)
+    }
+
+    /// `node` is asked too (a target asked later, not in anyone's place).
+    pub fn add(&mut self, node: NodeId) -> Progress {
+        self.tally.add(node)
     }
 
     /// Every node asked, answered or not.

@@ -140,6 +140,11 @@ pub struct NodeFlags {
     /// refused as overloaded (default 1073741824, 1 GiB).
     #[arg(long)]
     pub hint_bytes_max: Option<u64>,
+    /// One read in this many asks all N replicas (so read repair reaches them all);
+    /// the others ask R and ask the rest only when those are slow or fail. 1: every
+    /// read asks N, as in the Dynamo paper (default 8).
+    #[arg(long)]
+    pub full_read_one_in: Option<u32>,
     /// Largest value a client may store, in bytes (default and most 1 MiB).
     #[arg(long)]
     pub value_size_bytes_max: Option<usize>,
@@ -243,6 +248,7 @@ pub struct Settings {
     pub requests_max: Option<u32>,
     pub hints_max: Option<u32>,
     pub hint_bytes_max: Option<u64>,
+    pub full_read_one_in: Option<u32>,
     pub value_size_bytes_max: usize,
     pub segment_size_bytes: u32,
     pub checkpoint_interval_bytes: u64,
@@ -305,6 +311,7 @@ impl NodeFlags {
             requests_max: self.requests_max.or(other.requests_max),
             hints_max: self.hints_max.or(other.hints_max),
             hint_bytes_max: self.hint_bytes_max.or(other.hint_bytes_max),
+            full_read_one_in: self.full_read_one_in.or(other.full_read_one_in),
             value_size_bytes_max: self.value_size_bytes_max.or(other.value_size_bytes_max),
             segment_size_mib: self.segment_size_mib.or(other.segment_size_mib),
             checkpoint_interval_mib: self
@@ -343,6 +350,12 @@ impl NodeFlags {
         if !(1..=60_000).contains(&sync_interval_ms) {
             return Err(SettingsError::Invalid(
                 "sync_interval_ms must lie in 1..=60000".to_owned(),
+            ));
+        }
+        if self.full_read_one_in == Some(0) {
+            return Err(SettingsError::Invalid(
+                "full_read_one_in must be at least 1 (1: every read asks all N replicas)"
+                    .to_owned(),
             ));
         }
         let value_size_bytes_max = self
@@ -404,6 +417,7 @@ impl NodeFlags {
             requests_max: self.requests_max,
             hints_max: self.hints_max,
             hint_bytes_max: self.hint_bytes_max,
+            full_read_one_in: self.full_read_one_in,
             value_size_bytes_max,
             segment_size_bytes: segment_size_mib << 20,
             checkpoint_interval_bytes: u64::from(checkpoint_interval_mib) << 20,
@@ -487,6 +501,9 @@ impl Settings {
         }
         if let Some(hint_bytes_max) = self.hint_bytes_max {
             config.hint_bytes_max = hint_bytes_max;
+        }
+        if let Some(one_in) = self.full_read_one_in {
+            config.full_read_one_in = one_in;
         }
         if let Some(grace_ms) = self.tombstone_grace_ms {
             config.tombstone_grace_ms = grace_ms;
@@ -606,5 +623,6 @@ mod tests {
                 .is_err()
         );
         assert!(flags(&["--connections-max", "0"]).settle().is_err());
+        assert!(flags(&["--full-read-one-in", "0"]).settle().is_err());
     }
 }

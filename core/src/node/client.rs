@@ -395,9 +395,10 @@ impl Node {
             let stats = self.stats();
             let _ = write!(
                 text,
-                "# Stats\r\nrequests_in_flight:{}\r\nreads_coordinated:{}\r\nwrites_coordinated:{}\r\nwrites_forwarded:{}\r\nforwards_redirected:{}\r\nforwards_retried:{}\r\nwrites_handed_on:{}\r\nstand_in_writes:{}\r\nread_repairs_sent:{}\r\nhints_stored:{}\r\nhints_held_for_down_owners:{}\r\nhints_delivered:{}\r\nhints_dropped:{}\r\nhints_refused:{}\r\noverloaded:{}\r\nmerges_coalesced:{}\r\nrequests_timed_out:{}\r\npeers_marked_down:{}\r\ncorrupt_records_replaced:{}\r\n\r\n",
+                "# Stats\r\nrequests_in_flight:{}\r\nreads_coordinated:{}\r\nreads_speculated:{}\r\nwrites_coordinated:{}\r\nwrites_forwarded:{}\r\nforwards_redirected:{}\r\nforwards_retried:{}\r\nwrites_handed_on:{}\r\nstand_in_writes:{}\r\nread_repairs_sent:{}\r\nhints_stored:{}\r\nhints_held_for_down_owners:{}\r\nhints_delivered:{}\r\nhints_dropped:{}\r\nhints_refused:{}\r\noverloaded:{}\r\nmerges_coalesced:{}\r\nrequests_timed_out:{}\r\npeers_marked_down:{}\r\ncorrupt_records_replaced:{}\r\n\r\n",
                 self.coordinator.requests.len(),
                 stats.reads_coordinated,
+                stats.reads_speculated,
                 stats.writes_coordinated,
                 stats.writes_forwarded,
                 stats.forwards_redirected,

@@ -49,6 +49,14 @@ pub struct Config {
     /// After a read replied, how long it keeps listening for late answers before it
     /// sends read repair.
     pub read_repair_window_ms: u64,
+    /// One read in this many asks all N of its replicas, as the Dynamo paper's reads
+    /// do, so that read repair reaches all of them; the others ask R (see
+    /// `node::coordinator::read`). 1: every read asks N.
+    pub full_read_one_in: u32,
+    /// The shortest wait before a read that asked R replicas asks the rest of its N
+    /// (the wait follows the slowest recent answers; see
+    /// `node::coordinator::speculation`).
+    pub read_speculation_min_ms: u64,
     /// A down peer is probed after this, doubling up to the maximum.
     pub probe_interval_initial_ms: u64,
     pub probe_interval_max_ms: u64,
@@ -228,6 +236,8 @@ pub const STAND_IN_WRITER_BIT: u64 = 1 << 63;
 /// The default bound of a node's hint store in bytes (`Config::hint_bytes_max`): 1 GiB,
 /// a thousand of the largest values.
 pub const HINT_BYTES_MAX_DEFAULT: u64 = 1 << 30;
+/// One read in this many asks all N replicas by default (`Config::full_read_one_in`).
+pub const FULL_READ_ONE_IN_DEFAULT: u32 = 8;
 /// Dots minted by a node under a writer epoch after its first use this bit (see
 /// `node::writer`).
 pub const EPOCH_WRITER_BIT: u64 = 1 << 62;
@@ -258,6 +268,8 @@ impl Config {
             forward_silence_ms: 20,
             forward_retry_ms: 50,
             read_repair_window_ms: 200,
+            full_read_one_in: FULL_READ_ONE_IN_DEFAULT,
+            read_speculation_min_ms: 1,
             probe_interval_initial_ms: 100,
             probe_interval_max_ms: 5_000,
             failure_timeouts: 1,
@@ -340,6 +352,7 @@ impl Config {
             ("failure_timeouts", self.failure_timeouts),
             ("members_max", self.members_max),
             ("gossip_seed_one_in", self.gossip_seed_one_in),
+            ("full_read_one_in", self.full_read_one_in),
             ("background_page_keys", self.background_page_keys),
         ] {
             if value == 0 {

@@ -178,7 +178,8 @@ pub use actions::{Action, ClientId};
 #[cfg(feature = "sabotage")]
 pub use config::Sabotage;
 pub use config::{
-    Config, ConfigError, EPOCH_WRITER_BIT, HINT_BYTES_MAX_DEFAULT, STAND_IN_WRITER_BIT,
+    Config, ConfigError, EPOCH_WRITER_BIT, FULL_READ_ONE_IN_DEFAULT, HINT_BYTES_MAX_DEFAULT,
+    STAND_IN_WRITER_BIT,
 };
 pub use entropy::tree_roots;
 pub use storage::{
@@ -334,6 +335,9 @@ pub struct BoundUse {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     pub reads_coordinated: u64,
+    /// Reads that asked only R replicas and then the rest of their N: the ones asked
+    /// were slower than recent answers, or one failed (see `coordinator::speculation`).
+    pub reads_speculated: u64,
     pub writes_coordinated: u64,
     pub writes_forwarded: u64,
     /// Forwards sent again to the next replica because the first was never delivered.

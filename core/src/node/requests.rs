@@ -61,8 +61,15 @@ pub(crate) struct ReadRequest {
     pub(crate) partition: usize,
     pub(crate) quorum: ReadQuorum,
     pub(crate) required: u8,
+    /// How many of `quorum.targets()` were asked at the start (their answer times feed
+    /// `coordinator::speculation`).
+    pub(crate) first_asked: u8,
+    /// Healthy targets not asked yet (a read asks R of its N; see `coordinator::read`).
+    pub(crate) spare: SmallVec<[NodeId; 8]>,
+    pub(crate) started_at: Instant,
     pub(crate) replied: bool,
-    /// Next replica timeout, or after the reply the end of the read-repair window.
+    /// When the spare targets are asked, the next replica timeout, or after the reply
+    /// the end of the read-repair window.
     pub(crate) attempt_at: Instant,
     pub(crate) final_at: Instant,
 }

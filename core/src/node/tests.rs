@@ -265,6 +265,23 @@ impl Harness {
             .unwrap()
     }
 
+    /// The nodes the queued frames ask for a replica's read.
+    fn replica_gets_queued(&self) -> Vec<NodeId> {
+        self.frames
+            .iter()
+            .filter(|(_, to, frame)| {
+                let (message, _) = decode_frame(
+                    frame,
+                    CLUSTER,
+                    self.nodes[Harness::index(*to)].wire_limits(),
+                )
+                .unwrap();
+                matches!(message, Message::ReplicaGet { .. })
+            })
+            .map(|&(_, to, _)| to)
+            .collect()
+    }
+
     fn stored(&self, index: usize, key: &[u8]) -> Option<VersionSet> {
         let bytes = self.disks[index].get(Space::Data, key)?;
         Some(VersionSet::decode(bytes, Default::default()).unwrap())
@@ -321,6 +338,71 @@ fn a_set_replies_only_after_w_replicas_made_it_durable() {
             [b"apples".to_vec()]
         );
     }
+}
+
+#[test]
+fn a_read_asks_r_replicas_and_the_rest_when_one_is_slower_than_recent_answers() {
+    let mut harness = Harness::new(3, |c| {
+        c.full_read_one_in = u32::MAX;
+        c.read_speculation_min_ms = 5;
+        c.replica_timeout_ms = 300;
+    });
+    let key = b"profile";
+    harness.send(0, Command::Set { key, value: b"v1" });
+    harness.settle();
+    let read = |harness: &mut Harness| {
+        harness.send(
+            0,
+            Command::VGet {
+                key,
+                read_quorum: None,
+            },
+        )
+    };
+    // R=2 of N=3 at a replica: its own read and one other replica's.
+    read(&mut harness);
+    let asked = harness.replica_gets_queued();
+    assert_eq!(asked.len(), 1, "one ReplicaGet, not two: {asked:?}");
+    harness.settle();
+    assert!(harness.last_reply().contains("v1"));
+    assert_eq!(harness.nodes[0].stats().reads_speculated, 0);
+    // The replica it asks goes silent: past the slowest recent answer (here the
+    // 5 ms floor) the read asks the third replica and answers long before the
+    // replica timeout.
+    harness.replies.clear();
+    read(&mut harness);
+    let asked = harness.replica_gets_queued();
+    assert_eq!(asked.len(), 1);
+    harness.cut.insert(Harness::index(asked[0]));
+    harness.settle();
+    harness.advance(4);
+    assert!(
+        harness.replies.is_empty(),
+        "still waiting on the one it asked"
+    );
+    harness.advance(2);
+    assert!(
+        harness.last_reply().contains("v1"),
+        "{}",
+        harness.last_reply()
+    );
+    assert_eq!(harness.nodes[0].stats().reads_speculated, 1);
+}
+
+#[test]
+fn a_full_read_asks_all_n_replicas() {
+    let mut harness = Harness::new(3, |c| c.full_read_one_in = 1);
+    harness.send(
+        0,
+        Command::VGet {
+            key: b"profile",
+            read_quorum: None,
+        },
+    );
+    assert_eq!(harness.replica_gets_queued().len(), 2);
+    harness.settle();
+    assert!(harness.last_reply().ends_with("*0\r\n"), "no siblings");
+    assert_eq!(harness.nodes[0].stats().reads_speculated, 0);
 }
 
 #[test]

@@ -1686,6 +1686,7 @@ fn value_id(data: &[u8]) -> WriteId {
 pub fn add_stats(a: Stats, b: Stats) -> Stats {
     Stats {
         reads_coordinated: a.reads_coordinated + b.reads_coordinated,
+        reads_speculated: a.reads_speculated + b.reads_speculated,
         writes_coordinated: a.writes_coordinated + b.writes_coordinated,
         writes_forwarded: a.writes_forwarded + b.writes_forwarded,
         forwards_redirected: a.forwards_redirected + b.forwards_redirected,

@@ -94,6 +94,9 @@ pub struct Parameters {
     pub sync_writes: ringkv_core::quorum::SyncWrites,
     /// How often every disk syncs its buffered writes (the shells' interval sync).
     pub sync_interval_ms: u64,
+    /// One read in this many asks all N replicas (`Config::full_read_one_in`): every
+    /// read in one seed of four, the production default in half, one in two otherwise.
+    pub full_read_one_in: u32,
 }
 
 /// A planned change of the cluster's membership.
@@ -188,6 +191,7 @@ impl Parameters {
             hint_bytes_max: ringkv_core::node::HINT_BYTES_MAX_DEFAULT,
             sync_writes: ringkv_core::quorum::SyncWrites::One,
             sync_interval_ms: 100,
+            full_read_one_in: 1,
         };
         // Drawn last, so the draws above mean what they meant before reaping existed.
         parameters.tombstone_grace_ms = 500 + rng.below(2_500);
@@ -199,6 +203,11 @@ impl Parameters {
             parameters.sync_writes = ringkv_core::quorum::SyncWrites::All;
         }
         parameters.sync_interval_ms = 10 + rng.below(500);
+        parameters.full_read_one_in = match rng.below(4) {
+            0 => 1,
+            1 => 2,
+            _ => ringkv_core::node::FULL_READ_ONE_IN_DEFAULT,
+        };
         parameters
     }
 
@@ -253,6 +262,7 @@ impl Parameters {
         config.reap_interval_ms = self.reap_interval_ms;
         config.hint_bytes_max = self.hint_bytes_max;
         config.sync_writes_default = self.sync_writes;
+        config.full_read_one_in = self.full_read_one_in;
         config
     }
 }

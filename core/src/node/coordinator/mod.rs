@@ -5,6 +5,7 @@
 
 mod forward;
 mod read;
+mod speculation;
 mod write;
 
 use crate::node::actions::ClientId;
@@ -30,6 +31,7 @@ use crate::version::{NodeId, VersionSet};
 use crate::wire::Message;
 use core::time::Duration;
 use smallvec::SmallVec;
+use speculation::AnswerTimes;
 
 /// Targets of a write: (node, owner it stands in for).
 type Targets = SmallVec<[(NodeId, Option<NodeId>); 8]>;
@@ -41,6 +43,8 @@ pub(crate) struct Coordinator {
     pub(crate) requests: Requests,
     /// Forwarded writes already answered, so a duplicate is not minted twice.
     forwards: RecentForwards,
+    /// How long replicas took to answer reads: when a read asks its spare targets.
+    answer_times: AnswerTimes,
 }
 
 /// What coordinating uses besides its own state: the replica runs this node's own
@@ -80,6 +84,19 @@ pub(crate) use coordination;
 impl Coordination<'_> {
     fn healthy(&self, node: NodeId) -> bool {
         node == self.shared.id || self.peers.is_up(node)
+    }
+
+    /// Up and answering: not waited on in silence past `forward_silence_ms`, nor passed
+    /// over after a retried forward or a slow answer. A request goes to such a node
+    /// before one that is merely up (frozen or dead, not yet marked down).
+    fn answering(&self, node: NodeId) -> bool {
+        let now = self.shared.now;
+        let silent_ms = self.shared.config.forward_silence_ms;
+        node == self.shared.id
+            || (self.peers.is_up(node)
+                && !self.peers.is_silent(node, now, silent_ms)
+                && !self.peers.is_suspected(node)
+                && !self.peers.is_slow(node, now))
     }
 
     fn deadline_after(&self, milliseconds: u64) -> Instant {
@@ -147,6 +164,7 @@ impl Coordinator {
         Coordinator {
             requests: Requests::new(request_slots),
             forwards: RecentForwards::new(requests_max),
+            answer_times: AnswerTimes::new(),
         }
     }
 

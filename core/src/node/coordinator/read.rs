@@ -1,6 +1,19 @@
 //! Coordinating a read: R of the first N healthy nodes, stand-ins for the silent,
 //! the reply at R, and read repair of the stale replicas once the rest answered or the
 //! repair window closed.
+//!
+//! A read asks R of its N targets, this node first when it is one (its read is a
+//! local one), then the others in preference-list order; the rest are spares. It asks
+//! the spares when one it asked fails, and all of them when the ones it asked have
+//! not answered by the slowest of the recent answer times (`speculation`). One read in
+//! `full_read_one_in` asks all N at once, as every read in the Dynamo paper does. The
+//! paper's coordinator asks N and waits for R; asking R costs each read N - R
+//! requests, answers and loop wakeups (a third of a GET's messages at N=3, R=2) and
+//! changes what read repair reaches: a replica a read did not ask is repaired by the
+//! sampled full reads, by hints and by anti-entropy, as in Cassandra (which asks its
+//! consistency level's count and repairs the rest in the background). R + W > N still
+//! makes every read meet every acknowledged write: the R it hears from are distinct
+//! replicas or stand-ins, as before.
 
 use super::{Coordination, Coordinator};
 use crate::node::RequestError;
@@ -27,8 +40,29 @@ impl Coordinator {
     ) {
         cx.shared.stats.reads_coordinated += 1;
         let partition = cx.view.ring.partition_of(key);
-        let targets = cx.read_targets(partition);
-        let quorum = match ReadQuorum::new(targets.iter().copied(), usize::from(read_quorum)) {
+        let mut targets = cx.read_targets(partition);
+        let required = usize::from(read_quorum);
+        let full_read_one_in = u64::from(cx.shared.config.full_read_one_in);
+        let spare: SmallVec<[NodeId; 8]> =
+            if targets.len() <= required || cx.shared.rng.below(full_read_one_in) == 0 {
+                SmallVec::new()
+            } else {
+                // This node first (its answer is a local read, not a message), then the
+                // ones answering before one waited on in silence (frozen or dead, not
+                // yet marked down), each in preference order.
+                let own = cx.shared.id;
+                targets.sort_by_key(|&node| (node != own, !cx.answering(node)));
+                targets.drain(required..).collect()
+            };
+        let wait = if spare.is_empty() {
+            Duration::from_millis(cx.shared.config.replica_timeout_ms)
+        } else {
+            self.answer_times.speculate_after(
+                cx.shared.config.read_speculation_min_ms,
+                cx.shared.config.replica_timeout_ms,
+            )
+        };
+        let quorum = match ReadQuorum::new(targets.iter().copied(), required) {
             Ok(quorum) => quorum,
             Err(_) => {
                 return self.finish_read(
@@ -49,8 +83,11 @@ impl Coordinator {
             partition,
             quorum,
             required: read_quorum,
+            first_asked: u8::try_from(targets.len()).unwrap_or(u8::MAX),
+            spare,
+            started_at: cx.shared.now,
             replied: false,
-            attempt_at: cx.deadline_after(cx.shared.config.replica_timeout_ms),
+            attempt_at: cx.shared.now + wait,
             final_at: cx.deadline_after(cx.shared.config.request_timeout_ms),
         });
         let id = match self.insert_request(cx, request) {
@@ -77,12 +114,12 @@ impl Coordinator {
                     actions.read(token, Space::Data, &read.key)
                 });
             if started.is_none() {
-                self.read_failed(id, target);
+                self.read_failed(cx, id, target);
             }
             return;
         }
         if !cx.peers.begin_request(target, cx.shared.now) {
-            return self.read_failed(id, target);
+            return self.read_failed(cx, id, target);
         }
         let sent = cx.shared.actions.send(
             target,
@@ -94,14 +131,44 @@ impl Coordinator {
         );
         if sent.is_err() {
             cx.peers.end_request(target);
-            self.read_failed(id, target);
+            self.read_failed(cx, id, target);
         }
     }
 
-    pub(super) fn read_failed(&mut self, id: SlotId, node: NodeId) {
-        if let Some(Request::Read(read)) = self.requests.get_mut(id) {
-            read.quorum.record_failure(node);
+    /// `node` will not answer read `id`: count it failed and ask a spare target in its
+    /// place (the next in preference order), if one is left.
+    pub(super) fn read_failed(&mut self, cx: &mut Coordination<'_>, id: SlotId, node: NodeId) {
+        let Some(Request::Read(read)) = self.requests.get_mut(id) else {
+            return;
+        };
+        read.quorum.record_failure(node);
+        if read.spare.is_empty() {
+            return;
         }
+        let spare = read.spare.remove(0);
+        read.quorum.add(spare);
+        cx.shared.stats.reads_speculated += 1;
+        self.ask_for_read(cx, id, spare);
+    }
+
+    /// The targets read `id` asked have not all answered in the time recent answers
+    /// took: ask every spare too, and take the first R answers.
+    fn ask_spares(&mut self, cx: &mut Coordination<'_>, id: SlotId) {
+        let Some(Request::Read(read)) = self.requests.get_mut(id) else {
+            return;
+        };
+        let spare = core::mem::take(&mut read.spare);
+        let replica_timeout = Duration::from_millis(cx.shared.config.replica_timeout_ms);
+        read.attempt_at = (read.started_at + replica_timeout).max(cx.shared.now);
+        for &node in &spare {
+            read.quorum.add(node);
+        }
+        cx.shared.stats.reads_speculated += 1;
+        for node in spare {
+            self.ask_for_read(cx, id, node);
+        }
+        self.arm(id);
+        self.read_progress(cx, id);
     }
 
     /// `node` answered read `id` (`None` versions: it has nothing; `Err`: it failed).
@@ -121,10 +188,19 @@ impl Coordinator {
         if node != cx.shared.id {
             cx.peers.end_request(node);
         }
+        // Only targets asked at the start time the answer (a spare's answer time counts
+        // the wait before it was asked).
+        let mut asked_at_start = read.quorum.targets().iter().take(read.first_asked.into());
+        if asked_at_start.any(|&target| target == node) {
+            self.answer_times
+                .record(cx.shared.now.saturating_duration_since(read.started_at));
+        }
         match answer {
-            Ok(versions) => read.quorum.record_answer(node, versions),
-            Err(()) => read.quorum.record_failure(node),
-        };
+            Ok(versions) => {
+                read.quorum.record_answer(node, versions);
+            }
+            Err(()) => self.read_failed(cx, id, node),
+        }
         self.read_progress(cx, id);
     }
 
@@ -260,6 +336,9 @@ impl Coordinator {
             self.remove_request(cx, id);
             return;
         }
+        if !read.spare.is_empty() {
+            return self.ask_spares(cx, id);
+        }
         // Replica timeout: suspect the silent ones and ask the next healthy nodes.
         let partition = read.partition;
         let silent: SmallVec<[NodeId; 8]> = read.quorum.pending().collect();
@@ -277,7 +356,7 @@ impl Coordinator {
                     }
                     self.ask_for_read(cx, id, stand_in);
                 }
-                None => self.read_failed(id, node),
+                None => self.read_failed(cx, id, node),
             }
         }
         self.arm(id);

@@ -42,20 +42,12 @@ impl Coordinator {
         // The first replica that is up, passing over one this node waits on in silence
         // or retried a forward away from (frozen or dead, not yet marked down) when
         // another is up: a forward to it would wait to be retried.
-        let now = cx.shared.now;
-        let silent_ms = cx.shared.config.forward_silence_ms;
         let up = |node| cx.peers.is_up(node);
-        let healthy = |node| {
-            up(node)
-                && !cx.peers.is_silent(node, now, silent_ms)
-                && !cx.peers.is_suspected(node)
-                && !cx.peers.is_slow(node, now)
-        };
         let first_healthy = cx
             .view
             .ring
             .preference_list(partition)
-            .find(|&node| healthy(node))
+            .find(|&node| cx.answering(node))
             .or_else(|| {
                 cx.view
                     .ring
