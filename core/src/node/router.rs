@@ -28,14 +28,25 @@ impl Node {
         match message {
             Message::Gossip { members } => return self.gossip_received(from, &members, true),
             Message::GossipReply { members } => {
-                return self.gossip_received(from, &members, false);
+                self.gossip_received(from, &members, false);
+                return self.peers.answered(from, self.shared.now);
             }
             _ => {}
         }
         if self.peers.get(from).is_none() {
             return;
         }
+        let answer = matches!(
+            message,
+            Message::Pong { .. }
+                | Message::ReplicaGetReply { .. }
+                | Message::ReplicaPutReply { .. }
+                | Message::ForwardPutReply { .. }
+        );
         self.peers.alive(from, self.shared.now);
+        if answer {
+            self.peers.answered(from, self.shared.now);
+        }
         match message {
             Message::Ping { nonce } => {
                 self.shared.send(from, &Message::Pong { nonce });

@@ -608,18 +608,19 @@ impl Coordinator {
         write.attempt_at = now + Duration::from_millis(cx.shared.config.replica_timeout_ms);
         for node in silent {
             cx.peers.timed_out(node, now);
-            // A silent target that no stand-in can replace, but that sent this node
-            // something within the replica timeout, is slow rather than gone (a replica
-            // behind a queue of durable writes to one hot key answers after the
-            // timeout): failing it would fail a write that can still reach W, so it
-            // stays asked, until the next timeout finds it silent or the request's
-            // deadline. One that sent nothing is let go at once (owed a hint), so a
-            // write refused for want of it is refused promptly; so is every such
-            // target once the client has its answer.
-            let heard = cx
-                .peers
-                .heard_within(node, now, cx.shared.config.replica_timeout_ms);
-            if !replied && heard && self.write_stand_in(cx, id).is_none() {
+            // A silent target that no stand-in can replace, but that answered another
+            // request of this node's within the replica timeout, is slow rather than
+            // gone (a replica behind a queue of durable writes to one hot key answers
+            // after the timeout): failing it would fail a write that can still reach
+            // W, so it stays asked, until the next timeout finds it silent or the
+            // request's deadline. One that answered nothing (dead, or cut off from
+            // this node's frames even if its own still arrive) is let go at once
+            // (owed a hint), so a write refused for want of it is refused promptly; so
+            // is every such target once the client has its answer.
+            let answering =
+                cx.peers
+                    .answered_within(node, now, cx.shared.config.replica_timeout_ms);
+            if !replied && answering && self.write_stand_in(cx, id).is_none() {
                 continue;
             }
             cx.peers.end_request(node);
