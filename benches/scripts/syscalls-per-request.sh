@@ -3,10 +3,11 @@
 # requests a second: 50% GET / 50% SET of 100 B values over 100,000 keys, 50
 # connections spread over the three nodes, open loop. strace -c follows every thread
 # of node 1 for 10 s of load (after 3 s of warm-up) and prints its table; node 1
-# coordinates a third of the requests and stores every write (N=3).
+# coordinates a third of the requests and stores every write (N=3). MIX (ringkv-bench's
+# --mix, default read:50,write:50) sets the operations, as in cpu-per-request.sh.
 #
 #   cargo build --release -p ringkv-mio -p ringkv-bench
-#   benches/scripts/syscalls-per-request.sh [BINARY=target/release/ringkv-node]
+#   [NODE_FLAGS=...] [MIX=...] benches/scripts/syscalls-per-request.sh [BINARY=target/release/ringkv-node]
 #
 # Bounded: the load stops by itself, strace after 12 s; every node is stopped on exit.
 # Loopback ports 7560-7565. strace slows the node: its latencies mean nothing here.
@@ -22,6 +23,6 @@ start_three_nodes
 timeout 12 strace -c -f -p "${pids[1]}" -o "$dir/strace.txt" &
 tracer=$!
 sleep 1
-"$bench" --hosts "$hosts" -c 50 --rate 2000 --duration-seconds 10 --quiet | grep -E '^all '
+"$bench" --hosts "$hosts" -c 50 --rate 2000 --mix "${MIX:-read:50,write:50}" --duration-seconds 10 --quiet | grep -E '^all '
 wait "$tracer" || true
 head -25 "$dir/strace.txt"
