@@ -6,10 +6,12 @@
 # requests, p99.9 and the three nodes' utime + stime (/proc/<pid>/stat) per request.
 # Clusters of one build differ by about 15% here: compare builds over several clusters.
 # MIX (ringkv-bench's --mix, default read:50,write:50) sets the operations, e.g.
-# MIX=read:100 for the cost of a GET alone.
+# MIX=read:100 for the cost of a GET alone. RATE (default 2000 requests a second)
+# sets the open loop's rate; RATE=closed runs the compare's closed loop instead (50
+# connections, each sending its next request when the last is answered).
 #
 #   cargo build --release -p ringkv-mio -p ringkv-bench
-#   [NODE_FLAGS=...] [MIX=...] benches/scripts/cpu-per-request.sh [BINARY=target/release/ringkv-node] [RUNS=3]
+#   [NODE_FLAGS=...] [MIX=...] [RATE=...] benches/scripts/cpu-per-request.sh [BINARY=target/release/ringkv-node] [RUNS=3]
 #
 # Bounded: every load stops by itself; every node is stopped on exit. Loopback ports
 # 7560-7565.
@@ -17,6 +19,9 @@ set -euo pipefail
 binary=${1:-target/release/ringkv-node}
 runs=${2:-3}
 mix=${MIX:-read:50,write:50}
+rate=${RATE:-2000}
+rate_flags=(--rate "$rate")
+[ "$rate" = closed ] && rate_flags=()
 bench=$(dirname "$binary")/ringkv-bench
 dir=$(mktemp -d /tmp/ringkv-cpu.XXXXXX)
 # shellcheck source=local-nodes.sh
@@ -38,7 +43,7 @@ cpu_ticks() {
 "$bench" --hosts "$hosts" -c 50 --rate 2000 --duration-seconds 2 --quiet >/dev/null
 for _ in $(seq "$runs"); do
     before=$(cpu_ticks)
-    line=$("$bench" --hosts "$hosts" -c 50 --rate 2000 --mix "$mix" --duration-seconds 10 --quiet | grep -E '^all ')
+    line=$("$bench" --hosts "$hosts" -c 50 "${rate_flags[@]}" --mix "$mix" --duration-seconds 10 --quiet | grep -E '^all ')
     after=$(cpu_ticks)
     echo "$line" | awk -v ticks=$((after - before)) -v hz="$ticks_per_second" \
         '{ printf "requests %s  p99.9 %s ms  CPU %.1f us/req\n", $2, $7, ticks * 1e6 / hz / $2 }'
