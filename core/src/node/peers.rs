@@ -32,7 +32,7 @@ pub(crate) struct Peer {
     heard_at: Instant,
     /// When the peer last answered a request of this node's (so this node's frames
     /// reach it: a peer heard from across a one-way partition answers nothing).
-    answered_at: Instant,
+    answered_at: Option<Instant>,
     /// When a forward to the peer was retried elsewhere after a silence: the peer is
     /// passed over as a forward's target until it is heard from again.
     suspected_at: Instant,
@@ -100,7 +100,7 @@ impl Peers {
                 hint_backoff_ms: self.hint_initial_ms,
                 hints_next_at: Instant::ZERO,
                 heard_at: now,
-                answered_at: Instant::ZERO,
+                answered_at: None,
                 suspected_at: Instant::ZERO,
                 slow_until: Instant::ZERO,
                 waiting_since: now,
@@ -112,16 +112,16 @@ impl Peers {
     /// The peer answered a request of this node's.
     pub(crate) fn answered(&mut self, id: NodeId, now: Instant) {
         if let Some(peer) = self.get_mut(id) {
-            peer.answered_at = peer.answered_at.max(now);
+            peer.answered_at = peer.answered_at.max(Some(now));
         }
     }
 
     /// True when the peer answered a request of this node's within `window_ms`
     /// before `now`.
     pub(crate) fn answered_within(&self, id: NodeId, now: Instant, window_ms: u64) -> bool {
-        self.get(id).is_some_and(|peer| {
-            now.saturating_duration_since(peer.answered_at).as_millis() < u128::from(window_ms)
-        })
+        let answered_at = self.get(id).and_then(|peer| peer.answered_at);
+        answered_at
+            .is_some_and(|at| now.saturating_duration_since(at).as_millis() < u128::from(window_ms))
     }
 
     /// True when the peer showed life directly within `window_ms` before `now`.
