@@ -246,6 +246,9 @@ fn compacting_a_clock_without_the_other_replicas_brings_a_superseded_value_back(
             compact_unconfirmed: true,
             ..Sabotage::default()
         };
+        // Forwards retried as a matter of course: every retry is a one-shot entry.
+        p.network.latency_max_ms = p.network.latency_max_ms.max(15);
+        p.replica_timeout_ms = 20;
     });
 }
 
@@ -321,9 +324,10 @@ fn a_tree_that_ignores_racing_writes_is_not_its_store() {
 
 #[test]
 fn a_retried_forward_without_its_alias_brings_a_superseded_value_back() {
-    // Retries are common where the network is slow: a forward's replica stays silent
-    // past the forward silence window. Without the alias, the first attempt's copy of
-    // a retried write comes back after a write whose context covered the retry.
+    // Retries are common where the network is slower than a forward waits: a
+    // forward's replica stays silent past the window, which the replica timeout caps.
+    // Without the alias, the first attempt's copy of a retried write comes back after
+    // a write whose context covered the retry.
     caught("retry without alias", 3, |p| {
         p.sabotage = Sabotage {
             retry_without_alias: true,
@@ -332,6 +336,7 @@ fn a_retried_forward_without_its_alias_brings_a_superseded_value_back() {
         p.keys = 2;
         p.clients = p.clients.max(3);
         p.network.latency_max_ms = p.network.latency_max_ms.max(15);
+        p.replica_timeout_ms = 20;
         p.faults = no_faults();
         // Reads of all N: the value brought back shows on whichever replica holds it
         // (a read of R may ask the two that do not).

@@ -40,11 +40,14 @@ pub struct Config {
     pub replica_timeout_ms: u64,
     /// A forwarded write whose replica has sent this node nothing for this long is
     /// retried at the next replica (as the write's retry dot, so it is never two
-    /// siblings), and the silent replica is passed over until it is heard from.
+    /// siblings), and the silent replica is passed over until it is heard from. The
+    /// floor: the wait stretches to the slowest of the last forwards' answer times,
+    /// up to `replica_timeout_ms` (`coordinator::speculation`).
     pub forward_silence_ms: u64,
     /// A forwarded write unanswered this long is retried at the next replica even when
     /// its replica is heard from (it is slow: a node catching up after a restart), and
     /// that replica is passed over as a forward's target for `replica_timeout_ms`.
+    /// Stretched as `forward_silence_ms` is.
     pub forward_retry_ms: u64,
     /// After a read replied, how long it keeps listening for late answers before it
     /// sends read repair.

@@ -1153,6 +1153,67 @@ fn a_forward_passes_over_a_first_replica_that_went_silent() {
 }
 
 #[test]
+fn a_forward_waits_on_a_silent_replica_as_long_as_recent_forwards_took() {
+    let mut harness = Harness::new(5, |c| {
+        c.replicas = 3;
+        c.forward_silence_ms = 20;
+        c.forward_retry_ms = 50;
+        c.replica_timeout_ms = 300;
+        c.gossip_interval_ms = 60_000;
+    });
+    let forwarded: Vec<Vec<u8>> = (0..)
+        .map(|i| format!("key-{i}").into_bytes())
+        .filter(|key| !harness.replicas_of(key).contains(&0))
+        .take(40)
+        .collect();
+    let first = harness.replicas_of(&forwarded[0])[0];
+    let same_first: Vec<&Vec<u8>> = forwarded
+        .iter()
+        .filter(|key| harness.replicas_of(key)[0] == first)
+        .take(2)
+        .collect();
+    let retried = |harness: &Harness| harness.nodes[0].stats().forwards_retried;
+    // The first replica's disk stalls: with no forward timed yet, the forward is
+    // retried at the next replica past the floors (20 ms of silence, 50 ms heard
+    // from), and answered there.
+    harness.paused.insert(first);
+    harness.send(
+        0,
+        Command::Set {
+            key: same_first[0],
+            value: b"v",
+        },
+    );
+    harness.settle();
+    harness.advance(60);
+    assert_eq!(retried(&harness), 1, "retried past the floor");
+    assert_eq!(harness.last_reply(), "+OK\r\n");
+    // The stalled replica answers the first attempt 100 ms after it was sent.
+    harness.advance(40);
+    harness.paused.clear();
+    harness.settle();
+    // The same stall again: a forward now waits as long as that answer took.
+    harness.paused.insert(first);
+    harness.send(
+        0,
+        Command::Set {
+            key: same_first[1],
+            value: b"w",
+        },
+    );
+    harness.settle();
+    harness.advance(80);
+    assert_eq!(
+        retried(&harness),
+        1,
+        "not retried while within the slowest recent forward's time"
+    );
+    harness.advance(40);
+    assert_eq!(retried(&harness), 2, "retried past it");
+    assert_eq!(harness.last_reply(), "+OK\r\n");
+}
+
+#[test]
 fn a_write_whose_replicas_are_all_down_is_minted_by_a_stand_in() {
     let mut harness = Harness::new(5, |c| {
         c.replicas = 2;

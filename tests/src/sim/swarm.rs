@@ -97,6 +97,10 @@ pub struct Parameters {
     /// One read in this many asks all N replicas (`Config::full_read_one_in`): every
     /// read in one seed of four, the production default in half, one in two otherwise.
     pub full_read_one_in: u32,
+    /// The nodes' `Config::replica_timeout_ms` (150), which also caps how long a
+    /// forward waits before it is retried: a sabotage test that needs forwards
+    /// retried as a matter of course shortens it below the network's latency.
+    pub replica_timeout_ms: u64,
 }
 
 /// A planned change of the cluster's membership.
@@ -192,6 +196,7 @@ impl Parameters {
             sync_writes: ringkv_core::quorum::SyncWrites::One,
             sync_interval_ms: 100,
             full_read_one_in: 1,
+            replica_timeout_ms: 150,
         };
         // Drawn last, so the draws above mean what they meant before reaping existed.
         parameters.tombstone_grace_ms = 500 + rng.below(2_500);
@@ -248,7 +253,7 @@ impl Parameters {
         config.read_quorum_default = self.read_quorum;
         config.write_quorum_default = self.write_quorum;
         config.request_timeout_ms = 2_000;
-        config.replica_timeout_ms = 150;
+        config.replica_timeout_ms = self.replica_timeout_ms;
         config.read_repair_window_ms = 100;
         config.probe_interval_initial_ms = 50;
         config.probe_interval_max_ms = 1_000;

@@ -61,9 +61,13 @@
 //! anything marked it down; it is then passed over as a forward target until it is
 //! heard from again), or when it is heard from but has not answered after
 //! `forward_retry_ms` (slow, as a node catching up after a restart: it is passed over
-//! for `replica_timeout_ms`, so only a few writes pay for finding out). Only the
-//! current attempt's answer is taken: an earlier attempt's token would not name the
-//! retry.
+//! for `replica_timeout_ms`, so only a few writes pay for finding out). Both waits
+//! stretch to the slowest recent forward's answer time (`speculation`): on a network
+//! slower than they allow, every forward was retried at each replica in turn. When
+//! every replica is down or was retried away from and not heard from since, the
+//! write is minted here as a stand-in rather than forwarded to a replica it would be
+//! retried away from again. Only the current attempt's answer is taken: an earlier
+//! attempt's token would not name the retry (its answer only times it).
 
 use super::{Coordination, Coordinator, check_quorum};
 use crate::node::RequestError;
@@ -232,7 +236,7 @@ impl Coordinator {
     }
 
     pub(super) fn send_forward(&mut self, cx: &mut Coordination<'_>, id: SlotId, to: NodeId) {
-        let attempt_at = cx.deadline_after(cx.shared.config.forward_silence_ms);
+        let attempt_at = cx.shared.now + self.forward_silence(cx);
         let Some(Request::Forward(forward)) = self.requests.held_mut(id) else {
             return;
         };
@@ -321,10 +325,18 @@ impl Coordinator {
         context: &[u8],
         held_value: bool,
     ) {
-        let Some(Request::Forward(forward)) = self.requests.get(id) else {
-            return;
+        // Every answer times its attempt, a late one of an attempt already retried
+        // included: that is how slow forwards are now (see `speculation`).
+        let now = cx.shared.now;
+        let current = match self.requests.get(id) {
+            Some(Request::Forward(forward)) if forward.to == from => Some(forward.sent_at),
+            _ => None,
         };
-        if forward.to != from {
+        if let Some(sent_at) = current.or_else(|| self.retried_attempts.take(id, from)) {
+            self.forward_times
+                .record(now.saturating_duration_since(sent_at));
+        }
+        if current.is_none() {
             return;
         }
         if status != ReplicaStatus::Ok {
@@ -442,8 +454,26 @@ impl Coordinator {
         );
     }
 
+    /// How long a forward waits on a replica that sends nothing before it is retried
+    /// elsewhere: at least `forward_silence_ms`, as long as the slowest recent forward
+    /// took, at most the replica timeout (see `speculation`).
+    fn forward_silence(&self, cx: &Coordination<'_>) -> Duration {
+        let config = &cx.shared.config;
+        self.forward_times
+            .slowest_within(config.forward_silence_ms, config.replica_timeout_ms)
+    }
+
+    /// How long a forward waits on a replica heard from: `forward_retry_ms` stretched
+    /// as [`Coordinator::forward_silence`] is.
+    fn forward_retry(&self, cx: &Coordination<'_>) -> Duration {
+        let config = &cx.shared.config;
+        self.forward_times
+            .slowest_within(config.forward_retry_ms, config.replica_timeout_ms)
+    }
+
     pub(super) fn forward_deadline(&mut self, cx: &mut Coordination<'_>, id: SlotId) {
         let now = cx.shared.now;
+        let (silence, retry) = (self.forward_silence(cx), self.forward_retry(cx));
         let Some(Request::Forward(forward)) = self.requests.get_mut(id) else {
             return;
         };
@@ -453,18 +483,18 @@ impl Coordinator {
         }
         if now < forward.final_at {
             let to = forward.to;
-            let waited_ms = now.saturating_duration_since(forward.sent_at).as_millis();
-            let silence_ms = cx.shared.config.forward_silence_ms;
-            let retry_ms = cx.shared.config.forward_retry_ms;
+            let waited = now.saturating_duration_since(forward.sent_at);
+            let silence_ms = u64::try_from(silence.as_millis()).unwrap_or(u64::MAX);
             let silent = cx.peers.is_silent(to, now, silence_ms);
-            if !silent && waited_ms < u128::from(retry_ms) {
+            if !silent && waited < retry {
                 // The replica is alive (it spoke within the window): keep waiting.
-                let retry_at = forward.sent_at + Duration::from_millis(retry_ms);
-                forward.attempt_at = retry_at.min(now + Duration::from_millis(silence_ms));
+                let retry_at = forward.sent_at + retry;
+                forward.attempt_at = retry_at.min(now + silence);
                 return self.arm(id);
             }
             // Silent (frozen or dead, not yet marked down), or alive but slow on this
             // write (a node catching up): retry at the next replica.
+            self.retried_attempts.remember(id, to, forward.sent_at);
             if silent {
                 cx.peers.suspect(to, now);
             } else {

@@ -31,7 +31,7 @@ use crate::version::{NodeId, VersionSet};
 use crate::wire::Message;
 use core::time::Duration;
 use smallvec::SmallVec;
-use speculation::AnswerTimes;
+use speculation::{AnswerTimes, RetriedAttempts};
 
 /// Targets of a write: (node, owner it stands in for).
 type Targets = SmallVec<[(NodeId, Option<NodeId>); 8]>;
@@ -45,6 +45,11 @@ pub(crate) struct Coordinator {
     forwards: RecentForwards,
     /// How long replicas took to answer reads: when a read asks its spare targets.
     answer_times: AnswerTimes,
+    /// How long replicas took to answer forwarded writes: how long a forward waits on
+    /// a replica before it is retried elsewhere (`speculation`).
+    forward_times: AnswerTimes,
+    /// Forward attempts retried elsewhere, so that their late answers are timed too.
+    retried_attempts: RetriedAttempts,
 }
 
 /// What coordinating uses besides its own state: the replica runs this node's own
@@ -165,6 +170,8 @@ impl Coordinator {
             requests: Requests::new(request_slots),
             forwards: RecentForwards::new(requests_max),
             answer_times: AnswerTimes::new(),
+            forward_times: AnswerTimes::new(),
+            retried_attempts: RetriedAttempts::default(),
         }
     }
 
