@@ -204,7 +204,11 @@ impl<'c> Shown<'c> {
             // copy's, and a copy minted after `x` may have superseded what `x` never
             // saw (seed 41583920103: a SET that had seen the first copy of a retried
             // SET was taken to supersede a VSET that only the retry's later copy
-            // superseded). A copy's own past is its first record's clock.
+            // superseded). A copy's own past is its first record's clock. A write that
+            // saw a later attempt saw the first copy too, through its alias, as the
+            // store's merge does (seed 6100222979: a SET that saw only a retried
+            // DEL's retry was taken to have left the SET the DEL's first copy
+            // superseded standing).
             let cluster = self.cluster;
             let through_seen_copies = |id: WriteId| {
                 let copies = cluster.history.copy_pasts.get(&id)?;
@@ -214,7 +218,7 @@ impl<'c> Shown<'c> {
                 Some(
                     copies
                         .iter()
-                        .any(|(dot, copy_past)| covers(past, *dot) && covers_dots_of(copy_past, w)),
+                        .any(|copy| copy.covered_by(past) && covers_dots_of(&copy.past, w)),
                 )
             };
             let judged: Vec<(WriteId, Option<bool>)> = earlier

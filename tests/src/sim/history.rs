@@ -101,6 +101,25 @@ pub type StoredRecord = (
     Vec<(ringkv_core::NodeId, u64)>,
 );
 
+/// One copy of a plain write (see [`History::copy_pasts`]).
+#[derive(Clone, Debug)]
+pub struct CopyPast {
+    pub dot: Dot,
+    pub alias: Option<ringkv_core::NodeId>,
+    pub past: VersionVector,
+}
+
+impl CopyPast {
+    /// True when a clock covering `vector` covers this copy: its dot, or for a
+    /// forward's first attempt its alias's retry dot (`VersionSet::sync` drops it).
+    pub fn covered_by(&self, vector: &VersionVector) -> bool {
+        covers(vector, self.dot)
+            || self
+                .alias
+                .is_some_and(|node| covers(vector, Dot { node, counter: 1 }))
+    }
+}
+
 /// The run's history.
 #[derive(Clone, Debug, Default)]
 pub struct History {
@@ -116,9 +135,11 @@ pub struct History {
     /// the first records that held each of its dots, merged (a retried forward is
     /// minted twice, each time superseding what its minting replica held).
     pub causal_past: BTreeMap<WriteId, VersionVector>,
-    /// For a plain write, each copy's own past: the clock of the first record that
-    /// held that dot (`causal_past` is all of them merged).
-    pub copy_pasts: BTreeMap<WriteId, Vec<(Dot, VersionVector)>>,
+    /// For a plain write, each copy's dot, its value's alias (a forward's first
+    /// attempt: a clock holding `(alias, 1)` covers that copy too) and its own past:
+    /// the clock of the first record that held that dot (`causal_past` is all of them
+    /// merged).
+    pub copy_pasts: BTreeMap<WriteId, Vec<CopyPast>>,
     /// Writes made with a client's context (their past is that context).
     pub context_writes: BTreeSet<WriteId>,
     /// Keys some node removed from its data (a reaped tombstone, a handed-off copy).
@@ -175,10 +196,11 @@ impl History {
                         for &(node, counter) in clock.entries() {
                             *past = core::mem::take(past).with_dot(Dot { node, counter });
                         }
-                        self.copy_pasts
-                            .entry(id)
-                            .or_default()
-                            .push((dot, clock.clone()));
+                        self.copy_pasts.entry(id).or_default().push(CopyPast {
+                            dot,
+                            alias: sibling.value.alias,
+                            past: clock.clone(),
+                        });
                     }
                 }
             }
