@@ -16,10 +16,15 @@
 //!   ringkv-node-uring once wrote its rounds through the ring (linked write and
 //!   fdatasync, run on io-wq workers, which cost a third more CPU per request than
 //!   these syscalls; both in BENCHMARKS.md). Both are gone.
-//! - **Buffered writes run inline** (`durable` false, see
-//!   `ringkv_core::quorum::SyncWrites`): the caller's thread writes the record to the
-//!   log and the index (`Store::write_buffered`, one `pwrite`, no fsync) and queues its
-//!   completion at once, as for a cached read: no thread handoff, no wakeup. A reader
+//! - **Buffered writes run on the loop's thread** (`durable` false, see
+//!   `ringkv_core::quorum::SyncWrites`): they wait in one batch per store until the
+//!   loop next takes completions ([`Executor::try_done`], [`Executor::has_done`]), or
+//!   the batch reaches [`BATCH_OPERATIONS_MAX`] operations or [`BATCH_BYTES_MAX`]
+//!   bytes, and then the whole batch goes to the log and the index
+//!   (`Store::write_buffered`: one `pwrite`, no fsync) and every write's completion is
+//!   queued: no thread handoff, no wakeup, and one syscall for all the replica writes
+//!   a wakeup read, where one each cost a third of a node's syscalls in the closed
+//!   loop (BENCHMARKS.md). A failed batch fails each of its writes. A reader
 //!   thread syncs them on the shell's interval ([`Executor::sync`]), and the next
 //!   durable round syncs them too; an index checkpoint they make due goes to a
 //!   reader thread. The core keeps one write per key in flight, so a buffered write
@@ -256,8 +261,9 @@ pub struct Executor {
     /// Point reads served inline, and those handed to a reader thread.
     reads_inline: AtomicU64,
     reads_deferred: AtomicU64,
-    /// The batch of an inline buffered write, kept for its buffers.
-    inline_batch: RefCell<WriteBatch>,
+    /// Each store's buffered writes waiting for the loop to take completions, and
+    /// their tokens (see the module docs).
+    buffered: RefCell<[(WriteBatch, Vec<u64>); 3]>,
 }
 
 /// The stores under a node's data directory, each in a directory of its name.
@@ -336,7 +342,7 @@ impl Executor {
             threads,
             reads_inline: AtomicU64::new(0),
             reads_deferred: AtomicU64::new(0),
-            inline_batch: RefCell::new(WriteBatch::new()),
+            buffered: RefCell::default(),
         })
     }
 
@@ -397,28 +403,56 @@ impl Executor {
         }
     }
 
-    /// A buffered write, here and now (see the module docs).
+    /// A buffered write: into its store's waiting batch, written when the loop next
+    /// takes completions or the batch is full (see the module docs).
     fn write_buffered(&self, token: u64, space: Space, (key, record): (&[u8], &[u8])) {
-        let result = {
-            let mut batch = self.inline_batch.borrow_mut();
-            batch.clear();
+        let full = {
+            let mut buffered = self.buffered.borrow_mut();
+            let (batch, tokens) = &mut buffered[space_index(space)];
             batch.put(key, record);
-            self.stores.get(space).write_buffered(&batch)
+            tokens.push(token);
+            batch.len() >= BATCH_OPERATIONS_MAX || batch.size_bytes() >= BATCH_BYTES_MAX
         };
-        let result = result.map_err(|error| {
-            log::warn!("storage: writing to {space:?} failed: {error}");
-            self.stores.rounds.failed(failure(&error));
-            failure(&error)
-        });
-        self.checkpoint_when_due(space);
-        if self
-            .done_sender
-            .try_send(Completion::Written { token, result }.into())
-            .is_err()
-        {
-            // The channel holds every operation the core can have in flight, twice.
-            log::error!("completion queue full; write {token} is lost");
+        if full {
+            self.write_buffered_batch(space);
         }
+    }
+
+    /// Writes every store's waiting buffered writes and queues their completions.
+    fn write_buffered_batches(&self) {
+        for space in [Space::Data, Space::Hints, Space::Meta] {
+            self.write_buffered_batch(space);
+        }
+    }
+
+    fn write_buffered_batch(&self, space: Space) {
+        let mut buffered = self.buffered.borrow_mut();
+        let (batch, tokens) = &mut buffered[space_index(space)];
+        if batch.is_empty() {
+            return;
+        }
+        let result = self
+            .stores
+            .get(space)
+            .write_buffered(batch)
+            .map_err(|error| {
+                log::warn!("storage: writing to {space:?} failed: {error}");
+                self.stores.rounds.failed(failure(&error));
+                failure(&error)
+            });
+        batch.clear();
+        for token in tokens.drain(..) {
+            if self
+                .done_sender
+                .try_send(Completion::Written { token, result }.into())
+                .is_err()
+            {
+                // The channel holds every operation the core can have in flight, twice.
+                log::error!("completion queue full; write {token} is lost");
+            }
+        }
+        drop(buffered);
+        self.checkpoint_when_due(space);
     }
 
     fn finish_inline(&self, token: u64, result: Result<Option<Vec<u8>>, StorageFailure>) {
@@ -433,10 +467,16 @@ impl Executor {
         }
     }
 
-    /// True when completions are waiting (an inline read's, or a thread's): the loop
+    /// True when completions are waiting (an inline read's, a thread's, or buffered writes
+    /// still to write): the loop
     /// must not sleep before handing them to the core.
     pub fn has_done(&self) -> bool {
         !self.done.is_empty()
+            || self
+                .buffered
+                .borrow()
+                .iter()
+                .any(|(batch, _)| !batch.is_empty())
     }
 
     /// Point reads served inline so far, and those a reader thread served.
@@ -551,6 +591,7 @@ impl Executor {
     /// loop calls it once per wakeup, after it flushed its output.
     pub fn run_rounds(&self) {
         use std::os::unix::fs::FileExt;
+        self.write_buffered_batches();
         while let Some(round) = self.next_round() {
             let written = round
                 .file()
@@ -630,8 +671,14 @@ impl Executor {
         }
     }
 
-    /// The next finished operation, if any.
+    /// The next finished operation, if any. When none is waiting, the buffered writes
+    /// are written first (their completions are among them): the writes the core
+    /// asked for while it took the completions before go in one batch.
     pub fn try_done(&self) -> Option<Done> {
+        if let Ok(done) = self.done.try_recv() {
+            return Some(done);
+        }
+        self.write_buffered_batches();
         self.done.try_recv().ok()
     }
 
@@ -935,6 +982,64 @@ mod tests {
     }
 
     #[test]
+    fn buffered_writes_wait_for_the_loop_to_take_completions_and_go_in_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let executor = executor(dir.path());
+        for token in 1..=3u64 {
+            executor.submit(StorageOp::Write {
+                token,
+                space: Space::Data,
+                key: format!("k{token}").as_bytes(),
+                record: b"buffered",
+                durable: false,
+            });
+        }
+        assert!(executor.has_done(), "the loop must not sleep on them");
+        // Not written yet: a read served meanwhile (inline, from memory) misses them,
+        // as it may for any write not yet acknowledged.
+        executor.submit(StorageOp::Read {
+            token: 4,
+            space: Space::Data,
+            key: b"k2",
+        });
+        let first = executor.try_done();
+        assert!(
+            matches!(
+                first,
+                Some(Done::Storage(Completion::Read {
+                    token: 4,
+                    result: Ok(None)
+                }))
+            ),
+            "{first:?}"
+        );
+        // Taking completions with none left writes the batch: all three complete.
+        let written = wait(&executor, 3);
+        let tokens: Vec<u64> = written
+            .iter()
+            .filter_map(|done| match done {
+                Done::Storage(Completion::Written {
+                    token,
+                    result: Ok(()),
+                }) => Some(*token),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(tokens, [1, 2, 3]);
+        assert!(!executor.has_done());
+        executor.submit(StorageOp::Read {
+            token: 5,
+            space: Space::Data,
+            key: b"k2",
+        });
+        let read = wait(&executor, 1);
+        assert!(
+            matches!(&read[0], Done::Storage(Completion::Read { result: Ok(Some(v)), .. }) if v == b"buffered"),
+            "{read:?}"
+        );
+    }
+
+    #[test]
     fn a_cached_read_completes_at_once_and_an_evicted_one_on_a_reader_thread() {
         let dir = tempfile::tempdir().unwrap();
         let executor = executor(dir.path());
@@ -1005,7 +1110,7 @@ mod tests {
     }
 
     #[test]
-    fn buffered_writes_are_acknowledged_inline_and_their_records_read_back() {
+    fn buffered_writes_are_acknowledged_without_a_sync_and_their_records_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let executor = executor(dir.path());
         let syncs_before = executor.data_stats().syncs;

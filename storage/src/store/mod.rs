@@ -237,6 +237,11 @@ impl WriteBatch {
     pub fn is_empty(&self) -> bool {
         self.operations.is_empty()
     }
+
+    /// Key and value bytes of its operations.
+    pub fn size_bytes(&self) -> usize {
+        self.data.len()
+    }
 }
 
 /// A batch whose space and sequences are reserved and whose bytes are encoded, not yet
