@@ -265,6 +265,19 @@ impl Harness {
             .unwrap()
     }
 
+    /// Two keys node 1 forwards to the same first replica, and that replica.
+    fn two_keys_forwarded_to_one_replica(&self) -> (usize, [Vec<u8>; 2]) {
+        let mut forwarded = (0..)
+            .map(|i| format!("key-{i}").into_bytes())
+            .filter(|key| !self.replicas_of(key).contains(&0));
+        let first_key = forwarded.next().unwrap();
+        let first = self.replicas_of(&first_key)[0];
+        let second_key = forwarded
+            .find(|key| self.replicas_of(key)[0] == first)
+            .unwrap();
+        (first, [first_key, second_key])
+    }
+
     /// The nodes the queued frames ask for a replica's read.
     fn replica_gets_queued(&self) -> Vec<NodeId> {
         self.frames
@@ -1113,23 +1126,13 @@ fn a_replica_whose_disk_is_full_hands_a_forwarded_write_back_to_its_forwarder() 
 #[test]
 fn a_forward_passes_over_a_first_replica_that_went_silent() {
     let mut harness = Harness::new(5, |c| c.replicas = 3);
-    let forwarded: Vec<Vec<u8>> = (0..)
-        .map(|i| format!("key-{i}").into_bytes())
-        .filter(|key| !harness.replicas_of(key).contains(&0))
-        .take(40)
-        .collect();
-    let first = harness.replicas_of(&forwarded[0])[0];
-    let same_first: Vec<&Vec<u8>> = forwarded
-        .iter()
-        .filter(|key| harness.replicas_of(key)[0] == first)
-        .take(2)
-        .collect();
+    let (first, same_first) = harness.two_keys_forwarded_to_one_replica();
     // The first replica freezes: node 1 forwards to it and hears nothing back.
     harness.cut.insert(first);
     harness.send(
         0,
         Command::Set {
-            key: same_first[0],
+            key: &same_first[0],
             value: b"v",
         },
     );
@@ -1140,7 +1143,7 @@ fn a_forward_passes_over_a_first_replica_that_went_silent() {
     harness.send(
         0,
         Command::Set {
-            key: same_first[1],
+            key: &same_first[1],
             value: b"v",
         },
     );
@@ -1161,17 +1164,7 @@ fn a_forward_waits_on_a_silent_replica_as_long_as_recent_forwards_took() {
         c.replica_timeout_ms = 300;
         c.gossip_interval_ms = 60_000;
     });
-    let forwarded: Vec<Vec<u8>> = (0..)
-        .map(|i| format!("key-{i}").into_bytes())
-        .filter(|key| !harness.replicas_of(key).contains(&0))
-        .take(40)
-        .collect();
-    let first = harness.replicas_of(&forwarded[0])[0];
-    let same_first: Vec<&Vec<u8>> = forwarded
-        .iter()
-        .filter(|key| harness.replicas_of(key)[0] == first)
-        .take(2)
-        .collect();
+    let (first, same_first) = harness.two_keys_forwarded_to_one_replica();
     let retried = |harness: &Harness| harness.nodes[0].stats().forwards_retried;
     // The first replica's disk stalls: with no forward timed yet, the forward is
     // retried at the next replica past the floors (20 ms of silence, 50 ms heard
@@ -1180,7 +1173,7 @@ fn a_forward_waits_on_a_silent_replica_as_long_as_recent_forwards_took() {
     harness.send(
         0,
         Command::Set {
-            key: same_first[0],
+            key: &same_first[0],
             value: b"v",
         },
     );
@@ -1197,7 +1190,7 @@ fn a_forward_waits_on_a_silent_replica_as_long_as_recent_forwards_took() {
     harness.send(
         0,
         Command::Set {
-            key: same_first[1],
+            key: &same_first[1],
             value: b"w",
         },
     );
