@@ -265,7 +265,8 @@ impl Harness {
             .unwrap()
     }
 
-    /// Two keys node 1 forwards to the same first replica, and that replica.
+    /// Two keys node 1 forwards to the same first replica, and that replica. Test
+    /// harness only: the key iterator is endless, so its `unwrap`s cannot fail.
     fn two_keys_forwarded_to_one_replica(&self) -> (usize, [Vec<u8>; 2]) {
         let mut forwarded = (0..)
             .map(|i| format!("key-{i}").into_bytes())
