@@ -23,6 +23,21 @@ fn seeds() -> Vec<u64> {
         .seeds()
         .collect()
 }
+
+/// Seeds of the crash run that once failed, replayed beside the plan's unless a seed
+/// variable chose others: 32005807424, a leaver that had marked itself `Left` still
+/// coordinated client writes, minted two as a stand-in (it saw their replicas down,
+/// since members drop a departed node's frames) and held hints it could never deliver.
+const CRASH_SEEDS_ONCE_FAILED: [u64; 1] = [32_005_807_424];
+
+fn crash_seeds() -> Vec<u64> {
+    let plan = SeedPlan::from_env(10).expect("seed variables");
+    let mut seeds: Vec<u64> = plan.seeds().collect();
+    if !plan.replay && std::env::var("RINGKV_SIM_SEED_BASE").is_err() {
+        seeds.extend(CRASH_SEEDS_ONCE_FAILED);
+    }
+    seeds
+}
 /// Gossip rounds (1 s each) within which views must agree again after the last change
 /// a node made to its own entry (a join, a status change, a restart); property 4 relies
 /// on it.
@@ -199,7 +214,7 @@ fn growing_and_shrinking_through_crashes_loses_nothing() {
         max_down: 1,
         ..Faults::default()
     };
-    for seed in seeds() {
+    for seed in crash_seeds() {
         check_seed(seed, crashes);
     }
 }

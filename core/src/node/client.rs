@@ -37,8 +37,17 @@ impl Node {
             tag,
             received_at: self.shared.now,
         };
-        if !self.view.ready && command.is_data() {
-            let error = RequestError::NotJoined.to_string();
+        let refusal = if !command.is_data() {
+            None
+        } else if self.view.has_left() {
+            Some(RequestError::Left)
+        } else if !self.view.ready {
+            Some(RequestError::NotJoined)
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            let error = refusal.to_string();
             return reply_with(&mut self.shared, client, tag, false, |out| {
                 write_error(out, &error)
             });

@@ -48,6 +48,13 @@ impl View {
         })
     }
 
+    /// True once this node has left the cluster (`Left` is final): it coordinates,
+    /// stores and answers nothing more (`Node::peer_message`, `Node::client_command`)
+    /// and holds no hint, so that shutting it down loses nothing.
+    pub(crate) fn has_left(&self) -> bool {
+        self.membership.local().status == MemberStatus::Left
+    }
+
     /// True when node `id` is in `partition`'s preference list.
     pub(crate) fn replicates(&self, id: NodeId, partition: usize) -> bool {
         self.ready && self.ring.preference_list(partition).any(|node| node == id)
@@ -223,7 +230,7 @@ impl View {
 
     /// `RINGKV.JOIN <seed>`: gossip with `seed` now (and as a seed from then on).
     pub(crate) fn join(&mut self, shared: &mut Shared, seed: &[u8]) -> Result<(), &'static str> {
-        if self.membership.local().status == MemberStatus::Left {
+        if self.has_left() {
             return Err("this node has left the cluster; start it under a new id");
         }
         if !self.membership.add_seed(seed) && !self.membership.seeds().iter().any(|s| s == seed) {

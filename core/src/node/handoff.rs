@@ -51,8 +51,13 @@
 //! # Leaving
 //!
 //! A `Leaving` node replicates nothing, so handoff moves all its data away. Once its
-//! trees are built and count no key, and it holds no hints, it marks itself `Left`
-//! (final; gossip spreads it) and may be shut down.
+//! trees are built and count no key, and it holds no hint and has admitted none not yet
+//! stored, it marks itself `Left` (final; gossip spreads it) and may be shut down.
+//! From then on it takes nothing on (`View::has_left`): client data commands get
+//! `RequestError::Left`, replica requests from peers whose views are behind are refused
+//! with `ReplicaStatus::Left` (the coordinator takes a stand-in or the next replica), a
+//! forward it had in flight fails rather than being minted here, and it keeps no hint.
+//! Members drop a departed node's frames, so anything it kept it could never deliver.
 
 use super::Node;
 use super::admission::{BackgroundContext, background_context};
@@ -692,7 +697,7 @@ impl Node {
     fn maybe_left(&mut self) {
         if self.view.membership.local().status != MemberStatus::Leaving
             || !self.entropy.trees.fully_built()
-            || self.hints.len() > 0
+            || !self.hints.holds_none()
             || (0..self.view.ring.partition_count()).any(|p| self.entropy.trees.keys_held(p) > 0)
         {
             return;

@@ -128,6 +128,12 @@ impl Hints {
         self.entries.len()
     }
 
+    /// True when this node holds no hint and admitted none that may yet be stored,
+    /// and the hints on disk at start have been listed (none is unknown).
+    pub(crate) fn holds_none(&self) -> bool {
+        self.listed && self.entries.is_empty() && self.reserved == 0
+    }
+
     /// The stored size of every hint held, in bytes.
     pub(crate) fn bytes(&self) -> u64 {
         self.bytes

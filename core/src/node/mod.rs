@@ -275,6 +275,8 @@ pub enum RequestError {
     NotSupported(&'static str),
     /// This node's view holds no member that is up: it has not joined a cluster yet.
     NotJoined,
+    /// This node has left the cluster: it serves no data request (`View::has_left`).
+    Left,
 }
 
 impl core::fmt::Display for RequestError {
@@ -317,6 +319,9 @@ impl core::fmt::Display for RequestError {
             RequestError::NotJoined => {
                 f.write_str("UNAVAILABLE this node has not joined a cluster yet")
             }
+            RequestError::Left => f.write_str(
+                "UNAVAILABLE this node has left the cluster; send requests to another node",
+            ),
         }
     }
 }

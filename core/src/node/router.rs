@@ -10,6 +10,7 @@ use super::key_ops::DeleteCause;
 use super::replica::{
     Ended, Failure, ReadStep, Replica, Start, Step, decode_answer, hints_listed, replica_context,
 };
+use super::request_id::NO_REQUEST;
 use super::requests::Request;
 use super::storage::Completion;
 use super::tasks::Task;
@@ -33,7 +34,7 @@ impl Node {
             }
             _ => {}
         }
-        if self.peers.get(from).is_none() {
+        if self.peers.get(from).is_none() || self.refused_as_left(from, &message) {
             return;
         }
         let answer = matches!(
@@ -91,6 +92,56 @@ impl Node {
         }
     }
 
+    /// A node that has left refuses the requests it would answer as a replica (a peer
+    /// whose view is behind may still send them), with `ReplicaStatus::Left`, so that
+    /// the peer takes a stand-in or the next replica at once: what it stored now would
+    /// be held by a node nobody reads from or hands data to. True when `message` was
+    /// such a request or anything else a departed node has no part in.
+    fn refused_as_left(&mut self, from: NodeId, message: &Message<'_>) -> bool {
+        if !self.view.has_left() {
+            return false;
+        }
+        let status = ReplicaStatus::Left;
+        match *message {
+            Message::ReplicaGet { request, .. } => {
+                let versions = &[][..];
+                let reply = Message::ReplicaGetReply {
+                    request,
+                    status,
+                    versions,
+                };
+                self.shared.send(from, &reply);
+                true
+            }
+            Message::ReplicaPut { request, .. } if request != NO_REQUEST => {
+                let held_value = false;
+                let reply = Message::ReplicaPutReply {
+                    request,
+                    status,
+                    held_value,
+                };
+                self.shared.send(from, &reply);
+                true
+            }
+            Message::ForwardPut { request, .. } => {
+                let (context, held_value) = (&[][..], false);
+                let reply = Message::ForwardPutReply {
+                    request,
+                    status,
+                    context,
+                    held_value,
+                };
+                self.shared.send(from, &reply);
+                true
+            }
+            Message::ReplicaPut { .. }
+            | Message::HandoffOffer { .. }
+            | Message::TreeHashes { .. }
+            | Message::KeyHashes { .. } => true,
+            _ => false,
+        }
+    }
+
     /// An answer to a request of this node's: to the coordinator, hint delivery or
     /// handoff, whichever owns the request id.
     fn answer(&mut self, from: NodeId, message: Message<'_>) {
@@ -105,7 +156,8 @@ impl Node {
                     ReplicaStatus::NotFound => Ok(None),
                     ReplicaStatus::StorageFailed
                     | ReplicaStatus::Overloaded
-                    | ReplicaStatus::DiskFull => {
+                    | ReplicaStatus::DiskFull
+                    | ReplicaStatus::Left => {
                         // A read at R = N fails on one such answer ("cannot reach").
                         log::debug!(
                             "node {}: peer {} answered read {request} with {status:?}",

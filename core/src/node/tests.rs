@@ -8,7 +8,7 @@ use super::*;
 use crate::placement::Member;
 use crate::resp::{AdminCommand, Arguments};
 use crate::version::{VersionBounds, VersionSet};
-use crate::wire::decode_frame;
+use crate::wire::{ReplicaStatus, decode_frame};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 struct Harness {
@@ -1610,6 +1610,62 @@ fn a_leaving_node_hands_off_its_data_and_then_has_left() {
     );
     harness.settle();
     assert_eq!(harness.last_reply(), "+OK\r\n");
+    // The leaver serves no client and keeps nothing: what it kept would be held by a
+    // node nobody reads from, lost when it is shut down (a membership seed, 32005807424,
+    // had a leaver mint client writes as a stand-in after it had left).
+    harness.send(
+        3,
+        Command::Set {
+            key: b"k",
+            value: b"late",
+        },
+    );
+    harness.settle();
+    assert_eq!(
+        harness.last_reply(),
+        "-UNAVAILABLE this node has left the cluster; send requests to another node\r\n"
+    );
+    // A peer whose view is behind asks it to stand in for node 2: refused as left.
+    let value = crate::version::Value::new(b"v".to_vec(), 1);
+    let empty = crate::version::VersionVector::new();
+    let minted = VersionSet::update(
+        VersionSet::from_context(&empty, value),
+        &VersionSet::new(),
+        NodeId(1),
+    );
+    let mut versions = Vec::new();
+    minted.encode(&mut versions);
+    let stand_in_put = Message::ReplicaPut {
+        request: 7,
+        key: b"k",
+        versions: &versions,
+        hint: Some(NodeId(2)),
+        durable: true,
+    };
+    harness.nodes[3].handle(
+        harness.now,
+        Input::Peer {
+            from: NodeId(1),
+            message: stand_in_put,
+        },
+    );
+    let mut answers = Vec::new();
+    let limits = harness.nodes[0].wire_limits();
+    while let Some(action) = harness.nodes[3].poll_action() {
+        if let Action::Send { to, frame } = action {
+            let (message, _) = decode_frame(frame, CLUSTER, limits).unwrap();
+            if let Message::ReplicaPutReply {
+                request, status, ..
+            } = message
+            {
+                answers.push((to, request, status));
+            }
+        }
+    }
+    assert_eq!(answers, [(NodeId(1), 7, ReplicaStatus::Left)]);
+    harness.settle();
+    assert_eq!(harness.nodes[3].hints_held(), 0);
+    assert_eq!(keys_held(&harness.nodes[3]), 0);
 }
 
 #[test]

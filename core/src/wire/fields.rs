@@ -114,6 +114,7 @@ impl<'a> Codec<'a> for Status {
             ReplicaStatus::StorageFailed => 2,
             ReplicaStatus::Overloaded => 3,
             ReplicaStatus::DiskFull => 4,
+            ReplicaStatus::Left => 5,
         });
         Ok(())
     }
@@ -124,6 +125,7 @@ impl<'a> Codec<'a> for Status {
             2 => Ok(ReplicaStatus::StorageFailed),
             3 => Ok(ReplicaStatus::Overloaded),
             4 => Ok(ReplicaStatus::DiskFull),
+            5 => Ok(ReplicaStatus::Left),
             _ => Err(DecodeError::Invalid("unknown replica status")),
         }
     }

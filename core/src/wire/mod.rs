@@ -120,6 +120,10 @@ pub enum ReplicaStatus {
     /// sending anything, so nothing was minted and the forwarder takes the next replica
     /// with the same attempt.
     DiskFull,
+    /// The replica has left the cluster (`MemberStatus::Left`): it answers no read and
+    /// stores nothing more, so a write takes a stand-in and a forward the next replica,
+    /// as for a refusal (nothing was minted).
+    Left,
 }
 
 /// A member's lifecycle state in the gossiped view.

@@ -1045,9 +1045,16 @@ fn promised_writable(cluster: &Cluster, operation: &Operation) -> Option<usize> 
     {
         return None;
     }
+    // A node that has left the cluster serves no request: the promise is a member's.
+    let end = operation.end.unwrap_or(cluster.now);
+    if cluster.nodes[coordinator]
+        .left_at
+        .is_some_and(|at| at <= end)
+    {
+        return None;
+    }
     // A stand-in whose hint store is at its bound refuses the hint: with the owners
     // down, the write then has no room to go (the bound is the promise's limit).
-    let end = operation.end.unwrap_or(cluster.now);
     let hints_refused = cluster.nodes.iter().any(|sim| {
         sim.hints_refused_at
             .iter()

@@ -121,6 +121,7 @@ impl SimNode {
             earlier_stats: Stats::default(),
             hints_refused_at: Vec::new(),
             hints_refused_seen: 0,
+            left_at: None,
             disk_failing: false,
             destroyed: false,
         }
@@ -152,6 +153,8 @@ pub struct SimNode {
     /// this boot had refused when last looked at.
     pub hints_refused_at: Vec<Instant>,
     hints_refused_seen: u64,
+    /// When it marked itself `Left` (final: it serves no request from then on).
+    pub left_at: Option<Instant>,
 }
 
 /// A simulated client: one connection at a time, one request or one pipeline of
@@ -772,6 +775,7 @@ impl Cluster {
         }
         if let Some(node) = self.nodes[index].node.as_ref() {
             let refused = node.hints_refused();
+            let left = node.membership().local().status == MemberStatus::Left;
             for bound in node.bounds() {
                 let entry = self.nodes[index]
                     .bounds
@@ -780,6 +784,9 @@ impl Cluster {
                 entry.0 = entry.0.max(bound.peak);
             }
             let sim = &mut self.nodes[index];
+            if left && sim.left_at.is_none() {
+                sim.left_at = Some(now);
+            }
             if refused > sim.hints_refused_seen {
                 sim.hints_refused_seen = refused;
                 sim.hints_refused_at.push(now);

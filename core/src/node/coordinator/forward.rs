@@ -340,11 +340,14 @@ impl Coordinator {
             return;
         }
         if status != ReplicaStatus::Ok {
-            // Overloaded or disk full: refused before minting, nothing was written.
+            // Overloaded, disk full or left: refused before minting, nothing was written.
             // Otherwise the replica may have minted the write before failing: the next
             // attempt is a retry, minted as the write's retry dot.
             cx.peers.end_request(from);
-            let refused = matches!(status, ReplicaStatus::Overloaded | ReplicaStatus::DiskFull);
+            let refused = matches!(
+                status,
+                ReplicaStatus::Overloaded | ReplicaStatus::DiskFull | ReplicaStatus::Left
+            );
             if let Some(Request::Forward(forward)) = self.requests.held_mut(id) {
                 forward.to = cx.shared.id;
                 forward.may_be_minted &= !refused;

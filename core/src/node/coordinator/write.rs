@@ -88,6 +88,10 @@ impl Coordinator {
         spec: WriteSpec,
         local_owner: Option<NodeId>,
     ) {
+        if cx.view.has_left() {
+            // A forward retried after this node left: it keeps nothing now.
+            return self.finish_write(cx, reply, reply_context, Err(RequestError::Left));
+        }
         cx.shared.stats.writes_coordinated += 1;
         let hint = match local_owner {
             None => None,
@@ -501,7 +505,7 @@ impl Coordinator {
         let Some(Request::Write(write)) = self.requests.get(id) else {
             return;
         };
-        if owner == cx.shared.id || cx.shared.sabotage().skip_repair {
+        if owner == cx.shared.id || cx.shared.sabotage().skip_repair || cx.view.has_left() {
             return;
         }
         cx.owed.owe(owner, write.partition);
