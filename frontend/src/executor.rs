@@ -68,7 +68,9 @@ use std::thread::JoinHandle;
 
 /// Most operations one write round puts in one batch.
 pub const BATCH_OPERATIONS_MAX: usize = 1024;
-/// Most record bytes one write round puts in one batch.
+/// Most log bytes one write round puts in one batch (`WriteBatch::size_bytes`), and
+/// never more than the store's segment holds (`Store::batch_size_bytes_max`: the
+/// meta store's segments are 2 MiB).
 pub const BATCH_BYTES_MAX: usize = 16 << 20;
 /// Threads serving reads, scans and compaction.
 pub const READERS: usize = 2;
@@ -196,6 +198,19 @@ impl Stores {
             Space::Hints => &self.hints,
             Space::Meta => &self.meta,
         }
+    }
+
+    /// True when a batch of `space` holding `count` operations in `size_bytes` has no
+    /// room for one more of `next_bytes` (a key and value's record bytes): the batch
+    /// goes first. An empty batch always takes one (the store bounds a record).
+    fn batch_is_full(
+        &self,
+        space: Space,
+        (count, size_bytes): (usize, usize),
+        next_bytes: usize,
+    ) -> bool {
+        let bytes_max = BATCH_BYTES_MAX.min(self.get(space).batch_size_bytes_max());
+        count > 0 && (count >= BATCH_OPERATIONS_MAX || size_bytes + next_bytes > bytes_max)
     }
 }
 
@@ -406,16 +421,20 @@ impl Executor {
     /// A buffered write: into its store's waiting batch, written when the loop next
     /// takes completions or the batch is full (see the module docs).
     fn write_buffered(&self, token: u64, space: Space, (key, record): (&[u8], &[u8])) {
+        let next_bytes = ringkv_storage::record::size_bytes(key.len(), record.len());
         let full = {
-            let mut buffered = self.buffered.borrow_mut();
-            let (batch, tokens) = &mut buffered[space_index(space)];
-            batch.put(key, record);
-            tokens.push(token);
-            batch.len() >= BATCH_OPERATIONS_MAX || batch.size_bytes() >= BATCH_BYTES_MAX
+            let buffered = self.buffered.borrow();
+            let (batch, _) = &buffered[space_index(space)];
+            let size = (batch.len(), batch.size_bytes());
+            self.stores.batch_is_full(space, size, next_bytes)
         };
         if full {
             self.write_buffered_batch(space);
         }
+        let mut buffered = self.buffered.borrow_mut();
+        let (batch, tokens) = &mut buffered[space_index(space)];
+        batch.put(key, record);
+        tokens.push(token);
     }
 
     /// Writes every store's waiting buffered writes and queues their completions.
@@ -539,12 +558,19 @@ impl Executor {
                 let mut bytes = 0usize;
                 let mut count = 0usize;
                 for job in list.iter() {
-                    if count >= BATCH_OPERATIONS_MAX || bytes >= BATCH_BYTES_MAX {
+                    let next_bytes = match job {
+                        StorageOp::Write { key, record, .. } => {
+                            ringkv_storage::record::size_bytes(key.len(), record.len())
+                        }
+                        StorageOp::Delete { key, .. } => {
+                            ringkv_storage::record::size_bytes(key.len(), 0)
+                        }
+                        _ => 0,
+                    };
+                    if self.stores.batch_is_full(space, (count, bytes), next_bytes) {
                         break;
                     }
-                    if let StorageOp::Write { key, record, .. } = job {
-                        bytes += key.len() + record.len();
-                    }
+                    bytes += next_bytes;
                     count += 1;
                 }
                 list.drain(..count).collect::<Vec<_>>()
@@ -1037,6 +1063,55 @@ mod tests {
             matches!(&read[0], Done::Storage(Completion::Read { result: Ok(Some(v)), .. }) if v == b"buffered"),
             "{read:?}"
         );
+    }
+
+    #[test]
+    fn writes_larger_together_than_a_segment_go_in_several_batches() {
+        // The meta store's segments hold 3 MiB here; four 1.5 MiB records were once
+        // one batch, refused whole ("batch larger than a segment").
+        let dir = tempfile::tempdir().unwrap();
+        let executor = executor(dir.path());
+        let record = vec![7u8; 3 << 19];
+        for durable in [false, true] {
+            let tokens = if durable { 5..=8u64 } else { 1..=4u64 };
+            for token in tokens.clone() {
+                executor.submit(StorageOp::Write {
+                    token,
+                    space: Space::Meta,
+                    key: format!("k{token}").as_bytes(),
+                    record: &record,
+                    durable,
+                });
+            }
+            let written = wait(&executor, 4);
+            let ok: Vec<u64> = written
+                .iter()
+                .filter_map(|done| match done {
+                    Done::Storage(Completion::Written {
+                        token,
+                        result: Ok(()),
+                    }) => Some(*token),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                ok,
+                tokens.collect::<Vec<_>>(),
+                "durable {durable}: {written:?}"
+            );
+        }
+        for token in 1..=8u64 {
+            executor.submit(StorageOp::Read {
+                token,
+                space: Space::Meta,
+                key: format!("k{token}").as_bytes(),
+            });
+            let read = wait(&executor, 1);
+            assert!(
+                matches!(&read[0], Done::Storage(Completion::Read { result: Ok(Some(v)), .. }) if *v == record),
+                "k{token}"
+            );
+        }
     }
 
     #[test]

@@ -41,8 +41,16 @@ pub struct Header {
 impl Header {
     /// Total bytes of the record, header included.
     pub fn record_size_bytes(&self) -> usize {
-        HEADER_SIZE_BYTES + usize::from(self.key_size_bytes) + self.value_size_bytes as usize
+        size_bytes(
+            usize::from(self.key_size_bytes),
+            self.value_size_bytes as usize,
+        )
     }
+}
+
+/// Bytes a record of a `key_size_bytes` key and a `value_size_bytes` value occupies.
+pub fn size_bytes(key_size_bytes: usize, value_size_bytes: usize) -> usize {
+    HEADER_SIZE_BYTES + key_size_bytes + value_size_bytes
 }
 
 /// The bounds a decoder checks lengths against.

@@ -238,9 +238,10 @@ impl WriteBatch {
         self.operations.is_empty()
     }
 
-    /// Key and value bytes of its operations.
+    /// Bytes its records take in the log (headers, keys and values): what
+    /// [`Store::batch_size_bytes_max`] bounds.
     pub fn size_bytes(&self) -> usize {
-        self.data.len()
+        record::HEADER_SIZE_BYTES * self.operations.len() + self.data.len()
     }
 }
 
@@ -621,6 +622,12 @@ impl Store {
     /// The store's configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The most log bytes one batch may take ([`WriteBatch::size_bytes`]): a batch is
+    /// written into one segment, so a larger one is refused whole.
+    pub fn batch_size_bytes_max(&self) -> usize {
+        (self.config.segment_size_bytes - segment::HEADER_SIZE_BYTES) as usize
     }
 
     /// Arms a failpoint: the next time the store reaches it, the step fails there.

@@ -157,10 +157,9 @@ impl Store {
                     size_bytes_max: self.config.value_size_bytes_max,
                 });
             }
-            size += record::HEADER_SIZE_BYTES + operation.key.len() + operation.value.len();
+            size += record::size_bytes(operation.key.len(), operation.value.len());
         }
-        let room = (self.config.segment_size_bytes - segment::HEADER_SIZE_BYTES) as usize;
-        if size > room {
+        if size > self.batch_size_bytes_max() {
             return Err(StorageError::Misuse("batch larger than a segment"));
         }
         if writer.active.end_offset() as usize + size > self.config.segment_size_bytes as usize {
