@@ -18,8 +18,10 @@
 //! 1. every replica of its key held that exact record (same entry hash) at a first
 //!    check, and still did at a second check at least `tombstone_grace_ms` later;
 //! 2. after the first check plus the grace period, every member of the cluster (all of
-//!    them up) answered that it holds no hint for the key's partition and no copy of
-//!    the partition that it has yet to hand off;
+//!    them up), its view placing data as the leader's does, answered that it holds no
+//!    hint for the key's partition and no copy of the partition that it has yet to
+//!    hand off (a member that has not yet heard of a join still counts as its own a
+//!    partition it must hand off, so it answers that it cannot tell);
 //! 3. the placement did not change in between.
 //!
 //! Why that is enough: a value the delete superseded could come back only from a copy
@@ -332,11 +334,14 @@ impl Reaper {
         for partition in own_busy {
             walk.set_busy(partition as usize);
         }
-        let request = walk.request(0);
+        let (request, placement) = (walk.request(0), walk.placement);
         let waiting = walk.waiting.clone();
         self.walk = Some(walk);
         for member in waiting {
-            if !cx.shared.send(member, &Message::ReapQuery { request }) {
+            if !cx
+                .shared
+                .send(member, &Message::ReapQuery { request, placement })
+            {
                 return self.abandon_walk(cx.shared);
             }
         }
@@ -693,9 +698,15 @@ impl Node {
         busy_partitions(&self.shared, &self.view, &self.entropy.trees, &self.hints)
     }
 
-    /// A leading node asks what could bring a deleted value back.
-    pub(crate) fn reap_query(&mut self, from: NodeId, request: u64) {
-        let busy = self.busy_partitions();
+    /// A leading node asks what could bring a deleted value back. A node whose view
+    /// places data otherwise cannot tell: it may still count as its own a partition it
+    /// has to hand off (membership seed 32005900056: a node that had not yet heard of a
+    /// join answered that it held nothing to hand off, and the delete was reaped before
+    /// its copy of the deleted value came back by handoff).
+    pub(crate) fn reap_query(&mut self, from: NodeId, request: u64, placement: u64) {
+        let busy = self
+            .busy_partitions()
+            .filter(|_| placement == self.view.membership.placement_digest());
         let message = Message::ReapStatus {
             request,
             complete: busy.is_some(),

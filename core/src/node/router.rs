@@ -226,7 +226,7 @@ impl Node {
                 self.reap_need(from, request, &wanted)
             }
             Message::HandoffNeed { request, wanted } => self.handoff_need(from, request, &wanted),
-            Message::ReapQuery { request } => self.reap_query(from, request),
+            Message::ReapQuery { request, placement } => self.reap_query(from, request, placement),
             Message::ReapStatus {
                 request,
                 complete,

@@ -2441,3 +2441,36 @@ fn a_merge_past_the_sibling_bound_is_refused_and_every_record_stays_readable() {
     let reply = harness.vset(0, b"k", &token, b"resolved");
     assert!(reply.starts_with('$'), "{reply}");
 }
+
+#[test]
+fn a_member_whose_placement_differs_cannot_vouch_for_a_reap() {
+    let mut harness = Harness::new(3, |_| {});
+    harness.advance(2_000); // trees built, hints listed
+    let digest = harness.nodes[1].membership().placement_digest();
+    let mut statuses = Vec::new();
+    for placement in [digest, digest ^ 1] {
+        let query = Message::ReapQuery {
+            request: 9,
+            placement,
+        };
+        harness.nodes[1].handle(
+            harness.now,
+            Input::Peer {
+                from: NodeId(1),
+                message: query,
+            },
+        );
+        let limits = harness.nodes[0].wire_limits();
+        while let Some(action) = harness.nodes[1].poll_action() {
+            if let Action::Send { frame, .. } = action {
+                let (message, _) = decode_frame(frame, CLUSTER, limits).unwrap();
+                if let Message::ReapStatus { complete, .. } = message {
+                    statuses.push(complete);
+                }
+            }
+        }
+    }
+    // Same placement: it can tell (nothing busy); another: it cannot, and the leader
+    // abandons the walk.
+    assert_eq!(statuses, [true, false]);
+}

@@ -263,10 +263,14 @@ messages! { 'a;
         held_value: bool = Flag,
     },
     /// Reaping: a node about to reap tombstones asks every member what could bring a
-    /// deleted value back.
-    16 => ReapQuery { request: u64 = U64 },
+    /// deleted value back, under the placement whose digest is `placement`.
+    16 => ReapQuery {
+        request: u64 = U64,
+        placement: u64 = U64,
+    },
     /// The answer: the partitions this node holds hints of, or data of it no longer
-    /// replicates (`complete` false: it cannot tell yet, or the list is too long).
+    /// replicates (`complete` false: it cannot tell yet, the list is too long, or its
+    /// view places data otherwise than the query's placement).
     17 => ReapStatus {
         request: u64 = U64,
         complete: bool = Flag,
@@ -526,7 +530,10 @@ mod tests {
                 request: 41,
                 wanted: vec![],
             },
-            Message::ReapQuery { request: 50 },
+            Message::ReapQuery {
+                request: 50,
+                placement: 51,
+            },
             Message::ReapStatus {
                 request: 50,
                 complete: true,
