@@ -989,6 +989,29 @@ mod tests {
         completions(executor, count, true)
     }
 
+    /// The tokens of the writes among `done` that succeeded, in order.
+    fn written_ok(done: &[Done]) -> Vec<u64> {
+        done.iter()
+            .filter_map(|done| match done {
+                Done::Storage(Completion::Written {
+                    token,
+                    result: Ok(()),
+                }) => Some(*token),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Reads `key` of `space` back (token 0), waiting for the answer.
+    fn read_back(executor: &Executor, space: Space, key: &[u8]) -> Vec<Done> {
+        executor.submit(StorageOp::Read {
+            token: 0,
+            space,
+            key,
+        });
+        wait(executor, 1)
+    }
+
     /// Waits until `count` completions came, or 10 s passed; runs the write rounds
     /// meanwhile when `rounds`.
     fn completions(executor: &Executor, count: usize, rounds: bool) -> Vec<Done> {
@@ -1094,24 +1117,9 @@ mod tests {
         );
         // Taking completions with none left writes the batch: all three complete.
         let written = wait(&executor, 3);
-        let tokens: Vec<u64> = written
-            .iter()
-            .filter_map(|done| match done {
-                Done::Storage(Completion::Written {
-                    token,
-                    result: Ok(()),
-                }) => Some(*token),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(tokens, [1, 2, 3]);
+        assert_eq!(written_ok(&written), [1, 2, 3]);
         assert!(!executor.has_done());
-        executor.submit(StorageOp::Read {
-            token: 5,
-            space: Space::Data,
-            key: b"k2",
-        });
-        let read = wait(&executor, 1);
+        let read = read_back(&executor, Space::Data, b"k2");
         assert!(
             matches!(&read[0], Done::Storage(Completion::Read { result: Ok(Some(v)), .. }) if v == b"buffered"),
             "{read:?}"
@@ -1144,29 +1152,13 @@ mod tests {
             "round 2 waits for round 1"
         );
         let first = completions(&executor, 3, false);
-        let tokens = |done: &[Done]| -> Vec<u64> {
-            done.iter()
-                .filter_map(|done| match done {
-                    Done::Storage(Completion::Written {
-                        token,
-                        result: Ok(()),
-                    }) => Some(*token),
-                    _ => None,
-                })
-                .collect()
-        };
-        assert_eq!(tokens(&first), [1, 2, 3], "{first:?}");
+        assert_eq!(written_ok(&first), [1, 2, 3], "{first:?}");
         let second = wait(&executor, 1);
-        assert_eq!(tokens(&second), [4], "{second:?}");
+        assert_eq!(written_ok(&second), [4], "{second:?}");
         let rounds = executor.write_rounds();
         assert_eq!((rounds.rounds, rounds.operations), (2, 4));
         for token in 1..=4u64 {
-            executor.submit(StorageOp::Read {
-                token,
-                space: Space::Data,
-                key: format!("k{token}").as_bytes(),
-            });
-            let read = wait(&executor, 1);
+            let read = read_back(&executor, Space::Data, format!("k{token}").as_bytes());
             assert!(
                 matches!(&read[0], Done::Storage(Completion::Read { result: Ok(Some(v)), .. }) if v == b"durable"),
                 "k{token}: {read:?}"
@@ -1193,29 +1185,15 @@ mod tests {
                 });
             }
             let written = wait(&executor, 4);
-            let ok: Vec<u64> = written
-                .iter()
-                .filter_map(|done| match done {
-                    Done::Storage(Completion::Written {
-                        token,
-                        result: Ok(()),
-                    }) => Some(*token),
-                    _ => None,
-                })
-                .collect();
+            let expected: Vec<u64> = tokens.collect();
             assert_eq!(
-                ok,
-                tokens.collect::<Vec<_>>(),
+                written_ok(&written),
+                expected,
                 "durable {durable}: {written:?}"
             );
         }
         for token in 1..=8u64 {
-            executor.submit(StorageOp::Read {
-                token,
-                space: Space::Meta,
-                key: format!("k{token}").as_bytes(),
-            });
-            let read = wait(&executor, 1);
+            let read = read_back(&executor, Space::Meta, format!("k{token}").as_bytes());
             assert!(
                 matches!(&read[0], Done::Storage(Completion::Read { result: Ok(Some(v)), .. }) if *v == record),
                 "k{token}"
