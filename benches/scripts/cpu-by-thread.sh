@@ -16,14 +16,10 @@
 set -euo pipefail
 binary=${1:-target/release/ringkv-node}
 runs=${2:-4}
-mix=${MIX:-read:50,write:50}
-rate=${RATE:-closed}
-rate_flags=(--rate "$rate")
-[ "$rate" = closed ] && rate_flags=()
-bench=$(dirname "$binary")/ringkv-bench
 dir=$(mktemp -d /tmp/ringkv-threads.XXXXXX)
 # shellcheck source=local-nodes.sh
 source "$(dirname "$0")/local-nodes.sh"
+load_settings closed
 start_three_nodes
 ticks_per_second=$(getconf CLK_TCK)
 

@@ -18,14 +18,10 @@
 set -euo pipefail
 binary=${1:-target/release/ringkv-node}
 runs=${2:-3}
-mix=${MIX:-read:50,write:50}
-rate=${RATE:-2000}
-rate_flags=(--rate "$rate")
-[ "$rate" = closed ] && rate_flags=()
-bench=$(dirname "$binary")/ringkv-bench
 dir=$(mktemp -d /tmp/ringkv-cpu.XXXXXX)
 # shellcheck source=local-nodes.sh
 source "$(dirname "$0")/local-nodes.sh"
+load_settings 2000
 start_three_nodes
 ticks_per_second=$(getconf CLK_TCK)
 

@@ -37,3 +37,15 @@ start_three_nodes() {
     wait_up 7560 7562 7564
     hosts=127.0.0.1:7560,127.0.0.1:7562,127.0.0.1:7564
 }
+
+# The load the scripts here run against `$binary`'s cluster: MIX (ringkv-bench's --mix,
+# default read:50,write:50) and RATE (requests a second in all, or `closed` for the
+# closed loop; the default is the argument). Sets `mix`, `rate_flags` and `bench` (the
+# ringkv-bench beside `$binary`).
+load_settings() {
+    mix=${MIX:-read:50,write:50}
+    local rate=${RATE:-$1}
+    rate_flags=(--rate "$rate")
+    [ "$rate" = closed ] && rate_flags=()
+    bench=$(dirname "$binary")/ringkv-bench
+}

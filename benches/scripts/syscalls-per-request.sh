@@ -18,15 +18,12 @@
 # here.
 set -euo pipefail
 binary=${1:-target/release/ringkv-node}
-bench=$(dirname "$binary")/ringkv-bench
 tracer_name=${TRACER:-strace}
 command -v "$tracer_name" >/dev/null || { echo "needs $tracer_name"; exit 1; }
-rate=${RATE:-2000}
-rate_flags=(--rate "$rate")
-[ "$rate" = closed ] && rate_flags=()
 dir=$(mktemp -d /tmp/ringkv-syscalls.XXXXXX)
 # shellcheck source=local-nodes.sh
 source "$(dirname "$0")/local-nodes.sh"
+load_settings 2000
 start_three_nodes
 "$bench" --hosts "$hosts" -c 50 --rate 2000 --duration-seconds 3 --quiet >/dev/null
 if [ "$tracer_name" = perf ]; then
@@ -37,7 +34,7 @@ else
 fi
 tracer=$!
 sleep 1
-"$bench" --hosts "$hosts" -c 50 "${rate_flags[@]}" --mix "${MIX:-read:50,write:50}" --duration-seconds 10 --quiet | grep -E '^all '
+"$bench" --hosts "$hosts" -c 50 "${rate_flags[@]}" --mix "$mix" --duration-seconds 10 --quiet | grep -E '^all '
 wait "$tracer" || true
 if [ "$tracer_name" = perf ]; then
     grep -E '^ +[0-9]' "$dir/trace.txt" | grep -v ' 0 ' | sort -rn | head -12
