@@ -1653,6 +1653,7 @@ fn a_leaving_node_hands_off_its_data_and_then_has_left() {
     let limits = harness.nodes[0].wire_limits();
     while let Some(action) = harness.nodes[3].poll_action() {
         if let Action::Send { to, frame } = action {
+            // A frame the node under test just encoded (cfg(test) only): it decodes.
             let (message, _) = decode_frame(frame, CLUSTER, limits).unwrap();
             if let Message::ReplicaPutReply {
                 request, status, ..
@@ -2463,6 +2464,7 @@ fn a_member_whose_placement_differs_cannot_vouch_for_a_reap() {
         let limits = harness.nodes[0].wire_limits();
         while let Some(action) = harness.nodes[1].poll_action() {
             if let Action::Send { frame, .. } = action {
+                // A frame the node under test just encoded (cfg(test) only): it decodes.
                 let (message, _) = decode_frame(frame, CLUSTER, limits).unwrap();
                 if let Message::ReapStatus { complete, .. } = message {
                     statuses.push(complete);
