@@ -213,7 +213,7 @@ impl Table {
         let bits = bits.clamp(TABLE_BITS_MIN, TABLE_BITS_MAX);
         let slot_count = (1usize << bits) + overflow_slots(bits);
         let pages = page_count(slot_count);
-        let map = MmapMut::map_anon(pages * PAGE_SIZE_BYTES)
+        let map = crate::memory::huge_page_memory(pages * PAGE_SIZE_BYTES, false)
             .map_err(|e| StorageError::io("allocating the index", e))?;
         Ok(Table {
             map,

@@ -11,6 +11,7 @@
 //! | [`record`] | the record format: magic, version, flags, lengths, sequence, CRC32 |
 //! | [`segment`] | preallocated segment files, their headers, scans that cut torn tails or skip corruption |
 //! | [`index`] | the hash-sorted table and its incremental checkpoints |
+//! | `memory` | anonymous memory in huge pages for the index and in-memory segments |
 //! | [`store`] | the store: writes (prepare, write+sync, commit), group commit, reads, scans, recovery, compaction |
 //! | [`durability`] | the modes `always`, `group`, `interval:<ms>`, `none` |
 //!
@@ -58,6 +59,7 @@
 pub mod durability;
 pub mod error;
 pub mod index;
+mod memory;
 pub mod record;
 pub mod segment;
 pub mod store;

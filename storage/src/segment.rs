@@ -34,6 +34,7 @@
 
 use crate::error::{Result, StorageError};
 use crate::record::{self, Bounds, Decoded, Record};
+use memmap2::MmapMut;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -72,7 +73,7 @@ pub struct Segment {
     end_offset: AtomicU64,
     /// A copy of the segment's bytes in memory, for the newest log segments (see
     /// [`Segment::keep_in_memory`]): reads of records there cost no syscall.
-    memory: parking_lot::RwLock<Option<Box<[u8]>>>,
+    memory: parking_lot::RwLock<Option<MmapMut>>,
 }
 
 /// File name of segment `id`.
@@ -303,24 +304,26 @@ impl Segment {
     }
 
     /// Keeps a copy of every record committed from now on in memory: `reuse`, an
-    /// older segment's copy of the same size, or else `size_bytes` (the segment's
-    /// size) newly allocated, zeroed lazily by the allocator. Only for a segment with
+    /// older segment's copy or a spare (the store's, populated at open) of the same
+    /// size, or else `size_bytes` (the segment's size) newly mapped
+    /// (`memory::huge_page_memory`, touched as records come; when the mapping fails, no
+    /// copy is kept and reads go to the file). Only for a segment with
     /// nothing written past its header yet, so that every record a read can be
     /// pointed at is in the copy. A reused copy still holds the older segment's bytes
     /// past what this one wrote; no read goes there, since reads are only of records
     /// the index points at, each copied in before it was committed.
-    pub fn keep_in_memory(&self, size_bytes: u32, reuse: Option<Box<[u8]>>) {
+    pub fn keep_in_memory(&self, size_bytes: u32, reuse: Option<MmapMut>) {
         debug_assert_eq!(self.end_offset(), HEADER_SIZE_BYTES);
         let memory = reuse
             .filter(|memory| memory.len() == size_bytes as usize)
-            .unwrap_or_else(|| vec![0u8; size_bytes as usize].into_boxed_slice());
-        *self.memory.write() = Some(memory);
+            .or_else(|| crate::memory::huge_page_memory(size_bytes as usize, false).ok());
+        *self.memory.write() = memory;
     }
 
     /// Takes the in-memory copy away (reads go to the file again), for the next
     /// segment to reuse: a rotation runs under the writer lock, and freeing 64 MiB of
     /// touched pages there would hold up every put while it runs.
-    pub fn take_memory(&self) -> Option<Box<[u8]>> {
+    pub fn take_memory(&self) -> Option<MmapMut> {
         self.memory.write().take()
     }
 

@@ -443,6 +443,11 @@ struct Writer {
     zeroed_until: u32,
     /// The log segments kept in memory, oldest first (`Config::log_memory_bytes`).
     in_memory: std::collections::VecDeque<Arc<Segment>>,
+    /// Copies ready for the next segments kept in memory: populated at open
+    /// ([`Writer::prepare_memory`]) or taken back from a segment compaction made
+    /// obsolete, so that a rotation never faults fresh memory in under the writer
+    /// lock. With `in_memory`'s, never more copies than the budget holds.
+    spare_memory: Vec<memmap2::MmapMut>,
 }
 
 impl Writer {
@@ -459,6 +464,21 @@ impl Writer {
             written_since_checkpoint: 0,
             last_sync: std::time::Instant::now(),
             in_memory: std::collections::VecDeque::new(),
+            spare_memory: Vec::new(),
+        }
+    }
+
+    /// Maps and touches every copy the budget holds, at open (see `crate::memory`:
+    /// first touches of huge pages on the write path would stall puts). A copy that
+    /// cannot be mapped is left out: its segment is then read from the file.
+    fn prepare_memory(&mut self, config: &Config) {
+        let size = u64::from(config.segment_size_bytes);
+        let segments_max = (config.log_memory_bytes / size.max(1)) as usize;
+        while self.in_memory.len() + self.spare_memory.len() < segments_max {
+            match crate::memory::huge_page_memory(config.segment_size_bytes as usize, true) {
+                Ok(memory) => self.spare_memory.push(memory),
+                Err(_) => break,
+            }
         }
     }
 
@@ -476,6 +496,7 @@ impl Writer {
                 reuse = oldest.take_memory().or(reuse);
             }
         }
+        let reuse = reuse.or_else(|| self.spare_memory.pop());
         segment.keep_in_memory(config.segment_size_bytes, reuse);
         self.in_memory.push_back(Arc::clone(segment));
     }
@@ -486,7 +507,11 @@ impl Writer {
     /// the lock, and closing it freed its blocks there (a 64 MiB discard, 13 ms).
     fn forget_in_memory(&mut self, id: u32) -> Option<Arc<Segment>> {
         let position = self.in_memory.iter().position(|segment| segment.id == id)?;
-        self.in_memory.remove(position)
+        let segment = self.in_memory.remove(position)?;
+        // Its copy serves the next segment kept in memory (no read is pointed at an
+        // obsolete segment's records any more).
+        self.spare_memory.extend(segment.take_memory());
+        Some(segment)
     }
 }
 

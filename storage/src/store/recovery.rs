@@ -59,6 +59,7 @@ impl Store {
             shared: RwLock::new(Shared { table, segments }),
             writer: Mutex::new({
                 let mut writer = Writer::new(Arc::clone(&active), next_sequence, next_segment_id);
+                writer.prepare_memory(&config);
                 // An active segment with records is not copied: reads of those go to
                 // the file. The next one is kept from its first record.
                 if active.end_offset() == segment::HEADER_SIZE_BYTES {
