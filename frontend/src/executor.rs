@@ -582,7 +582,7 @@ impl Executor {
             if out[index] {
                 continue;
             }
-            let jobs = {
+            let (jobs, bytes) = {
                 let mut waiting = self.waiting.borrow_mut();
                 let list = &mut waiting[index];
                 if list.is_empty() {
@@ -606,9 +606,10 @@ impl Executor {
                     bytes += next_bytes;
                     count += 1;
                 }
-                list.drain(..count).collect::<Vec<_>>()
+                (list.drain(..count).collect::<Vec<_>>(), bytes)
             };
-            let mut batch = WriteBatch::new();
+            // `bytes` counts record headers too: room enough, allocated once.
+            let mut batch = WriteBatch::with_capacity(jobs.len(), bytes);
             let mut tokens = Vec::with_capacity(jobs.len());
             for job in &jobs {
                 tokens.push(job.token());

@@ -200,6 +200,15 @@ impl WriteBatch {
         WriteBatch::default()
     }
 
+    /// An empty batch with room for `operations` operations of `data_bytes` key and
+    /// value bytes in all, allocated once.
+    pub fn with_capacity(operations: usize, data_bytes: usize) -> WriteBatch {
+        WriteBatch {
+            data: Vec::with_capacity(data_bytes),
+            operations: Vec::with_capacity(operations),
+        }
+    }
+
     /// Adds a put of `value` under `key`.
     pub fn put(&mut self, key: &[u8], value: &[u8]) {
         self.push(key, value, false);
