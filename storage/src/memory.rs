@@ -18,6 +18,9 @@
 
 use memmap2::{Advice, MmapMut};
 
+/// A transparent huge page on x86-64.
+pub(crate) const HUGE_PAGE_BYTES: usize = 2 << 20;
+
 /// Bytes between two touches when populating: the smallest page size.
 const TOUCH_STEP_BYTES: usize = 4096;
 
@@ -26,7 +29,9 @@ const TOUCH_STEP_BYTES: usize = 4096;
 pub(crate) fn huge_page_memory(size_bytes: usize, populate: bool) -> std::io::Result<MmapMut> {
     let mut memory = MmapMut::map_anon(size_bytes)?;
     // Advice only: without huge pages the memory works the same, a little slower.
-    let _ = memory.advise(Advice::HugePage);
+    if size_bytes >= HUGE_PAGE_BYTES {
+        let _ = memory.advise(Advice::HugePage);
+    }
     if populate {
         for offset in (0..size_bytes).step_by(TOUCH_STEP_BYTES) {
             memory[offset] = 0;

@@ -479,8 +479,14 @@ impl Writer {
 
     /// Maps and touches every copy the budget holds, at open (see `crate::memory`:
     /// first touches of huge pages on the write path would stall puts). A copy that
-    /// cannot be mapped is left out: its segment is then read from the file.
+    /// cannot be mapped is left out: its segment is then read from the file. Copies
+    /// smaller than a huge page are not prepared: they gain nothing from it, and a
+    /// budget of many small segments (tests use 16 KiB ones) would map thousands of
+    /// copies at every open.
     fn prepare_memory(&mut self, config: &Config) {
+        if (config.segment_size_bytes as usize) < crate::memory::HUGE_PAGE_BYTES {
+            return;
+        }
         let size = u64::from(config.segment_size_bytes);
         let segments_max = (config.log_memory_bytes / size.max(1)) as usize;
         while self.in_memory.len() + self.spare_memory.len() < segments_max {
