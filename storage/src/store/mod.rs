@@ -142,6 +142,11 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Whole log segments `log_memory_bytes` holds in memory.
+    fn segments_in_memory_max(&self) -> usize {
+        (self.log_memory_bytes / u64::from(self.segment_size_bytes).max(1)) as usize
+    }
+
     fn record_size_bytes_max(&self) -> usize {
         record::HEADER_SIZE_BYTES + self.key_size_bytes_max + self.value_size_bytes_max
     }
@@ -487,8 +492,7 @@ impl Writer {
         if (config.segment_size_bytes as usize) < crate::memory::HUGE_PAGE_BYTES {
             return;
         }
-        let size = u64::from(config.segment_size_bytes);
-        let segments_max = (config.log_memory_bytes / size.max(1)) as usize;
+        let segments_max = config.segments_in_memory_max();
         while self.in_memory.len() + self.spare_memory.len() < segments_max {
             match crate::memory::huge_page_memory(config.segment_size_bytes as usize, true) {
                 Ok(memory) => self.spare_memory.push(memory),
@@ -500,8 +504,7 @@ impl Writer {
     /// Keeps `segment` (the new active one, nothing written yet) in memory when the
     /// budget holds a segment, taking the oldest copy past the budget for it.
     fn keep_in_memory(&mut self, segment: &Arc<Segment>, config: &Config) {
-        let size = u64::from(config.segment_size_bytes);
-        let segments_max = (config.log_memory_bytes / size.max(1)) as usize;
+        let segments_max = config.segments_in_memory_max();
         if segments_max == 0 {
             return;
         }
