@@ -32,8 +32,11 @@ const DESTROYED: usize = 4;
 /// walk saw the difference and did nothing); 5004 and 5127, a read that saw a record
 /// just before the replicas reaped it repaired it back onto replicas whose leader no
 /// longer held it; 9277 and 9496, the same with a write landing right after, leaving
-/// the replicas' records different.
-const ONCE_FAILED: [u64; 6] = [1007, 1146, 5004, 5127, 9277, 9496];
+/// the replicas' records different; 41503120977, a write reached one replica before
+/// the leader's `ReapKeys` while the other two reaped, so its reaping delete kept the
+/// record and the write left the old tombstone there as a sibling the others never saw
+/// (no walk looks again once the leader reaped; a kept reap now owes exchanges).
+const ONCE_FAILED: [u64; 7] = [1007, 1146, 5004, 5127, 9277, 9496, 41503120977];
 
 fn seeds() -> Vec<u64> {
     let plan = SeedPlan::from_env(10).expect("seed variables");

@@ -67,6 +67,10 @@
 //! A replica that did not reap (down, lost message, floor not yet raised) pushes the
 //! tombstone back to the others through anti-entropy, and a later walk reaps it again
 //! (its offer finds the replicas that reaped without it and owes them an exchange).
+//! One whose reaping delete kept the record (changed by a write that landed first,
+//! floor not yet durable, busy) owes every other replica an exchange at once: the
+//! leader, having reaped, never walks that key again, and a later write would leave the
+//! old tombstone there as a sibling the others never see.
 //! A read that saw the tombstone just before a replica reaped it repairs that replica
 //! with it again; a replica whose record a push (read repair, anti-entropy) gives
 //! reaping work it did not have owes every other replica an exchange of the partition,
@@ -748,6 +752,21 @@ impl Node {
     /// walk reaps it again. Only on that change: pushes between replicas of a hot key
     /// that already hold reapable records start no exchanges.
     pub(crate) fn reapable_revived(&mut self, partition: usize) {
+        self.owe_other_replicas(partition);
+    }
+
+    /// A reaping delete kept this replica's record (it changed since the replicas
+    /// confirmed it, its floor is not yet durable, the node was busy) while the others
+    /// may have removed theirs. No walk would look at it again: the leader walks only
+    /// over what it holds, and a later write can leave the old tombstone here as a
+    /// sibling the others never see. So this replica owes every other replica an
+    /// exchange of the partition, as for a revived record.
+    pub(crate) fn reap_kept(&mut self, partition: usize) {
+        self.owe_other_replicas(partition);
+    }
+
+    /// Owes every other replica of `partition` (when this node is one) an exchange.
+    fn owe_other_replicas(&mut self, partition: usize) {
         if !self.replicates(partition) {
             return;
         }
@@ -804,7 +823,9 @@ impl Node {
                 cause: DeleteCause::Reap,
             };
             if self.enqueue_key_op(Space::Data, key, op).is_err() {
-                break; // busy: the leader reaps it on a later walk
+                // Busy: kept here while the leader and others may remove theirs.
+                self.reap_kept(index);
+                break;
             }
         }
     }

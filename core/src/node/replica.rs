@@ -125,6 +125,10 @@ pub(crate) enum Ended {
     /// A read repair or anti-entropy push gave a record of `partition` reaping work it
     /// did not have (`node::reap`).
     Revived { partition: usize },
+    /// A reaping delete of a record of `partition` kept it (changed since the replicas
+    /// confirmed it, floor not yet durable, busy, failed) while other replicas may
+    /// have removed theirs (`node::reap`).
+    ReapKept { partition: usize },
 }
 
 /// What trying to start a lock's running operation did.
@@ -705,10 +709,17 @@ impl Replica {
                 delivery,
                 failed: result.is_err(),
             }),
-            KeyOp::DeleteIfUnchanged { cause, .. } => Some(Ended::Deleted {
-                cause,
-                deleted: result.is_ok(),
-            }),
+            KeyOp::DeleteIfUnchanged { cause, .. } => match self.locks.slot_key(lock) {
+                Some((Space::Data, key)) if cause == DeleteCause::Reap && result.is_err() => {
+                    Some(Ended::ReapKept {
+                        partition: cx.view.ring.partition_of(key),
+                    })
+                }
+                _ => Some(Ended::Deleted {
+                    cause,
+                    deleted: result.is_ok(),
+                }),
+            },
             KeyOp::DeleteHint { owner, generation } => {
                 let (Ok(()), Some((_, key))) = (result, self.hint_of_lock(lock)) else {
                     return None;

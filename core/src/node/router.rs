@@ -419,10 +419,11 @@ impl Node {
                 DeleteCause::Handoff { serial } => self.handoff_deleted(serial, deleted),
                 DeleteCause::Reap => self.reap_deleted(deleted),
             },
+            Ended::Revived { partition } => self.reapable_revived(partition),
+            Ended::ReapKept { partition } => self.reap_kept(partition),
             // While the node is calm, a hint gone makes room for the next delivery at
             // once instead of at the next round. (Not on the owner's acknowledgement:
             // a hint whose delete fails would be delivered again and again.)
-            Ended::Revived { partition } => self.reapable_revived(partition),
             Ended::HintDeleted => {
                 let admission = self.admission();
                 let (coordinator, mut cx) = coordination!(self);

@@ -224,7 +224,10 @@ impl Coordinator {
                     self.remove_request(cx, delivery);
                 }
             }
-            Ended::Deleted { .. } | Ended::HintDeleted | Ended::Revived { .. } => {
+            Ended::Deleted { .. }
+            | Ended::HintDeleted
+            | Ended::Revived { .. }
+            | Ended::ReapKept { .. } => {
                 debug_assert!(false, "not a coordinator's operation")
             }
         }
