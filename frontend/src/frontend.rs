@@ -1365,9 +1365,9 @@ impl<T: Transport> Io<T> {
                 format!("copying ({bytes} bytes this slice)")
             }
             Ok(ringkv_storage::CompactionProgress::Finished {
-                segment_id,
+                sources,
                 reclaimed_bytes,
-            }) => format!("finished segment {segment_id}, reclaimed {reclaimed_bytes} bytes"),
+            }) => format!("finished {sources} segments, reclaimed {reclaimed_bytes} bytes"),
             Err(error) => {
                 log::warn!("compaction failed: {error}");
                 format!("failed: {error}")

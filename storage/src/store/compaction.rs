@@ -1,14 +1,47 @@
 //! Compaction, in steps of a byte budget: live records copied to a temporary segment,
-//! renamed into place, the index moved, the source deleted after a checkpoint.
+//! renamed into place, the index moved, the sources deleted after a checkpoint.
+//!
+//! # Which segments, and when
+//!
+//! A sealed segment is *worth compacting* once [`Config::compaction_dead_share_min`]
+//! of its bytes is dead. A job starts only once the segments worth compacting hold,
+//! together, [`Config::compaction_dead_segment_share_min`] of a segment's size in dead
+//! bytes, and it then rewrites all of them (most dead first), plus any *small* segment
+//! (live bytes under a quarter of a segment), into one output of at most a segment's
+//! size. This is Bitcask's merge policy (a fragmentation trigger, a dead-bytes trigger,
+//! small files merged along).
+//!
+//! Why not one segment as soon as it is half dead: every job pays a fixed cost, one
+//! scan of the whole index for the sources' entries, one for strays at the end, and a
+//! checkpoint of the whole index, tens of milliseconds on a node holding 100,000 keys.
+//! Under overwrites of a hot key set, a job's output is itself half dead seconds
+//! later, and one source per job rewrote ever smaller outputs about once a second,
+//! taking that CPU from the event loop (BENCHMARKS.md, "One node's tail: compaction's
+//! share"). Now the small outputs wait to ride along with the next sealed log segment
+//! and the fixed cost is paid about once per segment written. What waits is bounded:
+//! under a quarter of a segment of dead bytes in segments worth compacting, and
+//! segments less than half dead.
+//!
+//! # Tombstones across several sources
+//!
+//! A tombstone is dropped only when every segment other than its own source starts
+//! above its sequence, the other sources included: sources are deleted one at a time,
+//! and a crash between two deletions (followed by an index rebuild) must not find an
+//! older record of the key in a source still there with the tombstone gone.
 
 use super::*;
 
 /// Compaction output written between two syncs of it.
 const COMPACTION_SYNC_BYTES: usize = 256 << 10;
-/// Index entries read per step of the search for a source's entries.
+/// Index entries read per step of the search for the sources' entries.
 const COMPACTION_SCAN_STEP_ENTRIES: usize = 16_384;
 /// Index entries moved per step when a compaction finishes.
 const COMPACTION_MOVE_STEP_ENTRIES: usize = 4_096;
+/// Most segments one job rewrites.
+pub(super) const SOURCES_MAX: usize = 16;
+/// A segment whose live bytes are under this share of a segment's size rides along
+/// with any job.
+const SMALL_SEGMENT_SHARE: f64 = 0.25;
 
 impl Store {
     /// Does at most `budget_bytes` of compaction work and returns. A shell calls this in
@@ -54,36 +87,47 @@ impl Store {
             )
         };
         let pending: Vec<u32> = lock(&self.pending_deletion).iter().map(|s| s.id).collect();
-        let (source, floor) = {
+        let (sources, floors) = {
             let shared = read(&self.shared);
-            let candidate = shared
-                .segments
-                .values()
-                // A rotation after `active_id` was read creates a log segment with a
-                // larger id: that one is the active segment now, so skip them all.
-                .filter(|s| !(s.kind == SegmentKind::Log && s.id >= active_id))
-                .filter(|s| !pending.contains(&s.id) && !busy.contains(&s.id))
-                .filter(|s| {
-                    s.dead_share() >= self.config.compaction_dead_share_min && s.dead_share() > 0.0
-                })
-                .max_by(|a, b| a.dead_share().total_cmp(&b.dead_share()));
-            let Some(source) = candidate.cloned() else {
+            let sources = self.choose_sources(&shared, active_id, &pending, &busy);
+            if sources.is_empty() {
                 return Ok(None);
-            };
-            let floor = shared
-                .segments
-                .values()
-                .filter(|s| s.id != source.id)
-                .map(|s| s.min_sequence)
-                .min()
-                .unwrap_or(u64::MAX);
-            (source, floor)
+            }
+            // Each source's tombstone floor: the lowest sequence any other segment
+            // (the other sources included) may hold.
+            let floors: Vec<(u32, u64)> = sources
+                .iter()
+                .map(|source| {
+                    let floor = shared
+                        .segments
+                        .values()
+                        .filter(|s| s.id != source.id)
+                        .map(|s| s.min_sequence)
+                        .min()
+                        .unwrap_or(u64::MAX);
+                    (source.id, floor)
+                })
+                .collect();
+            (sources, floors)
         };
-        let entries = self.entries_in(source.id);
+        let source_ids: SmallVec<[u32; SOURCES_MAX]> = sources.iter().map(|s| s.id).collect();
+        let entries = self.entries_in(&source_ids);
+        let floor_of = |segment_id: u32| {
+            floors
+                .iter()
+                .find(|(id, _)| *id == segment_id)
+                .map_or(0, |(_, floor)| *floor)
+        };
         let (dropped, kept): (Vec<Entry>, Vec<Entry>) = entries
             .into_iter()
-            .partition(|e| e.tombstone && e.sequence < floor);
+            .partition(|e| e.tombstone && e.sequence < floor_of(e.segment_id));
         let total: u64 = kept.iter().map(|e| u64::from(e.size_bytes)).sum();
+        let capacity = u64::from(u32::MAX) - u64::from(segment::HEADER_SIZE_BYTES);
+        if total > capacity {
+            // Live bytes were counted as at most a segment's size when the sources
+            // were chosen; more now means the counts are wrong, not that it may grow.
+            return Err(StorageError::Misuse("compaction output over u32 offsets"));
+        }
         let output = if kept.is_empty() {
             None
         } else {
@@ -92,17 +136,18 @@ impl Store {
                 writer.next_segment_id += 1;
                 writer.next_segment_id - 1
             };
+            let min_sequence = sources.iter().map(|s| s.min_sequence).min().unwrap_or(0);
             Some(Segment::create(
                 &self.dir,
                 id,
                 SegmentKind::Compacted,
-                source.min_sequence,
+                min_sequence,
                 segment::HEADER_SIZE_BYTES + total as u32,
                 true,
             )?)
         };
         Ok(Some(CompactionJob {
-            source,
+            sources,
             entries: kept,
             cursor: 0,
             output,
@@ -110,6 +155,67 @@ impl Store {
             moved: Vec::new(),
             dropped,
         }))
+    }
+
+    /// The sources of the next job (see the module docs), or none when no job is due.
+    fn choose_sources(
+        &self,
+        shared: &Shared,
+        active_id: u32,
+        pending: &[u32],
+        busy: &[u32],
+    ) -> Vec<Arc<Segment>> {
+        let segment_size_bytes = u64::from(self.config.segment_size_bytes);
+        let written =
+            |s: &Segment| u64::from(s.end_offset().saturating_sub(segment::HEADER_SIZE_BYTES));
+        let dead_bytes = |s: &Segment| written(s).saturating_sub(s.live_bytes());
+        let mut eligible: Vec<&Arc<Segment>> = shared
+            .segments
+            .values()
+            // A rotation after `active_id` was read creates a log segment with a
+            // larger id: that one is the active segment now, so skip them all.
+            .filter(|s| !(s.kind == SegmentKind::Log && s.id >= active_id))
+            .filter(|s| !pending.contains(&s.id) && !busy.contains(&s.id))
+            .collect();
+        let worth = |s: &Segment| {
+            s.dead_share() >= self.config.compaction_dead_share_min && s.dead_share() > 0.0
+        };
+        let dead_worth: u64 = eligible
+            .iter()
+            .filter(|s| worth(s))
+            .map(|s| dead_bytes(s))
+            .sum();
+        let trigger_bytes =
+            (self.config.compaction_dead_segment_share_min * segment_size_bytes as f64) as u64;
+        if dead_worth == 0 || dead_worth < trigger_bytes {
+            return Vec::new();
+        }
+        // Most dead first, then the small ones smallest first.
+        let small_bytes = (SMALL_SEGMENT_SHARE * segment_size_bytes as f64) as u64;
+        eligible.sort_by(|a, b| {
+            let rank = |s: &Segment| u8::from(!worth(s));
+            rank(a)
+                .cmp(&rank(b))
+                .then(b.dead_share().total_cmp(&a.dead_share()))
+                .then(a.live_bytes().cmp(&b.live_bytes()))
+        });
+        let mut sources = Vec::new();
+        let mut live_total = 0u64;
+        for segment in eligible {
+            if sources.len() == SOURCES_MAX {
+                break;
+            }
+            if !worth(segment) && segment.live_bytes() >= small_bytes {
+                continue;
+            }
+            let live = segment.live_bytes().min(written(segment));
+            if !sources.is_empty() && live_total + live > segment_size_bytes {
+                continue;
+            }
+            live_total += live;
+            sources.push(Arc::clone(segment));
+        }
+        sources
     }
 
     fn copy_live_records(&self, job: &mut CompactionJob, budget_bytes: u64) -> Result<u64> {
@@ -124,7 +230,10 @@ impl Store {
         while job.cursor < job.entries.len() && copied < budget_bytes {
             let entry = job.entries[job.cursor];
             job.cursor += 1;
-            match job.source.read_record(
+            let Some(source) = job.sources.iter().find(|s| s.id == entry.segment_id) else {
+                return Err(StorageError::Misuse("compaction entry outside its sources"));
+            };
+            match source.read_record(
                 entry.offset,
                 entry.size_bytes,
                 self.bounds,
@@ -153,12 +262,12 @@ impl Store {
         Ok(copied)
     }
 
-    /// Every index entry pointing into `segment_id`, read a step of entries at a time
+    /// Every index entry pointing into one of `segment_ids`, read a step of entries at a time
     /// (in hash order, resuming after the last hash, so a resize between steps loses
     /// nothing) under the index's read lock, which a commit's write lock waits for.
     /// Entries shifted by inserts or removals between steps are still found, as the
     /// cursor is a hash, not a slot.
-    fn entries_in(&self, segment_id: u32) -> Vec<Entry> {
+    fn entries_in(&self, segment_ids: &[u32]) -> Vec<Entry> {
         let mut entries = Vec::new();
         let mut after: Option<u64> = None;
         loop {
@@ -172,7 +281,7 @@ impl Store {
                 }
                 scanned += 1;
                 last_hash = Some(entry.hash);
-                if entry.segment_id == segment_id {
+                if segment_ids.contains(&entry.segment_id) {
                     entries.push(entry);
                 }
             }
@@ -217,6 +326,7 @@ impl Store {
                 .find(|(_, e)| e == old)
                 .map(|(slot, _)| slot)
         };
+        let source_of = |old: &Entry| job.sources.iter().find(|s| s.id == old.segment_id);
         for step in job.moved.chunks(COMPACTION_MOVE_STEP_ENTRIES) {
             let Some(output) = &output else { break };
             let commit = self.commit_lock.lock();
@@ -231,7 +341,9 @@ impl Store {
                     ..*old
                 };
                 shared.table.replace(slot, moved);
-                job.source.add_live_bytes(-i64::from(old.size_bytes));
+                if let Some(source) = source_of(old) {
+                    source.add_live_bytes(-i64::from(old.size_bytes));
+                }
                 output.add_live_bytes(i64::from(old.size_bytes));
             }
             drop(shared);
@@ -244,7 +356,9 @@ impl Store {
             for old in step {
                 if let Some(slot) = unchanged(&shared.table, old) {
                     shared.table.remove(slot);
-                    job.source.add_live_bytes(-i64::from(old.size_bytes));
+                    if let Some(source) = source_of(old) {
+                        source.add_live_bytes(-i64::from(old.size_bytes));
+                    }
                 }
             }
             drop(shared);
@@ -254,31 +368,38 @@ impl Store {
         // into is kept. The search goes by hash, so entries shifted or a table
         // resized meanwhile are still seen, and nothing new can point into a sealed
         // segment afterwards.
-        let stray = self.entries_in(job.source.id);
-        if !stray.is_empty() {
+        let source_ids: SmallVec<[u32; SOURCES_MAX]> = job.sources.iter().map(|s| s.id).collect();
+        let stray = self.entries_in(&source_ids);
+        if let Some(first) = stray.first() {
             log::error!(
-                "{}: segment {} gained {} entries during its compaction; keeping it",
+                "{}: segment {} (of {} sources) gained {} entries during its compaction; \
+                 keeping every source",
                 self.dir.display(),
-                job.source.id,
+                first.segment_id,
+                source_ids.len(),
                 stray.len()
             );
             return Err(StorageError::Misuse("compaction source still referenced"));
         }
         {
             let _commit = self.commit_lock.lock();
-            write(&self.shared).segments.remove(&job.source.id);
+            let mut shared = write(&self.shared);
+            for source in &job.sources {
+                shared.segments.remove(&source.id);
+            }
         }
-        let reclaimed_bytes = u64::from(job.source.end_offset())
-            .saturating_sub(output.as_ref().map_or(0, |o| u64::from(o.end_offset())));
-        let segment_id = job.source.id;
+        let output_bytes = output.as_ref().map_or(0, |o| u64::from(o.end_offset()));
+        let source_bytes: u64 = job.sources.iter().map(|s| u64::from(s.end_offset())).sum();
+        let removed = job.sources.len() as u32;
         // Handed over, not shared: the deletion goes in steps only when it holds the
         // last reference (`Store::delete_obsolete`).
-        lock(&self.pending_deletion).push(job.source);
+        lock(&self.pending_deletion).extend(job.sources);
+        let reclaimed_bytes = source_bytes.saturating_sub(output_bytes);
         self.counters.compactions.fetch_add(1, Ordering::Relaxed);
         self.failpoint(Failpoint::CompactionAfterIndexMove)?;
         self.checkpoint()?;
         Ok(CompactionProgress::Finished {
-            segment_id,
+            sources: removed,
             reclaimed_bytes,
         })
     }

@@ -116,8 +116,12 @@ pub struct Config {
     pub keys_expected: u64,
     /// Log bytes written between index checkpoints: the most a restart replays.
     pub checkpoint_interval_bytes: u64,
-    /// A sealed segment is compacted once this share of its bytes is dead.
+    /// A sealed segment is worth compacting once this share of its bytes is dead.
     pub compaction_dead_share_min: f64,
+    /// A compaction starts once the segments worth compacting hold, together, at least
+    /// this share of one segment's size in dead bytes; it then rewrites them all (and
+    /// small segments besides) into one output. See `compaction` for why.
+    pub compaction_dead_segment_share_min: f64,
     /// The newest log segments are also kept in memory, up to this many bytes (whole
     /// segments; fewer than one segment's size keeps none): reading a record written
     /// there costs no syscall, which is what a write's read of its key's versions and
@@ -136,6 +140,7 @@ impl Default for Config {
             keys_expected: 0,
             checkpoint_interval_bytes: 256 << 20,
             compaction_dead_share_min: 0.5,
+            compaction_dead_segment_share_min: 0.25,
             log_memory_bytes: 128 << 20,
         }
     }
@@ -177,6 +182,11 @@ impl Config {
             || self.compaction_dead_share_min.is_nan()
         {
             return fail("compaction_dead_share_min must lie in 0..=1".to_owned());
+        }
+        if !(0.0..=1.0).contains(&self.compaction_dead_segment_share_min)
+            || self.compaction_dead_segment_share_min.is_nan()
+        {
+            return fail("compaction_dead_segment_share_min must lie in 0..=1".to_owned());
         }
         if self.keys_max == 0 {
             return fail("keys_max must be at least 1".to_owned());
@@ -343,9 +353,10 @@ pub enum CompactionProgress {
     Idle,
     /// Copied this many bytes of live records; call again to go on.
     Copied { bytes: u64 },
-    /// A segment was rewritten and removed.
+    /// A job's segments were rewritten into one and removed.
     Finished {
-        segment_id: u32,
+        /// Segments the job rewrote.
+        sources: u32,
         reclaimed_bytes: u64,
     },
 }
@@ -542,7 +553,10 @@ struct SyncState {
 
 #[derive(Debug)]
 struct CompactionJob {
-    source: Arc<Segment>,
+    /// The segments this job rewrites into one output, at most
+    /// `compaction::SOURCES_MAX`.
+    sources: Vec<Arc<Segment>>,
+    /// Live entries of every source, in index (hash) order.
     entries: Vec<Entry>,
     cursor: usize,
     output: Option<Segment>,
