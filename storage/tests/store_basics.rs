@@ -337,7 +337,19 @@ fn the_split_api_lets_the_caller_write_and_sync_the_bytes_itself() {
     let mut third = WriteBatch::new();
     third.put(b"c", b"never");
     let failed = store.prepare(&third).unwrap();
+    // A batch prepared behind it (a caller's next round) whose own sync succeeds is
+    // refused at commit all the same.
+    let mut fourth = WriteBatch::new();
+    fourth.put(b"e", b"behind the failed one");
+    let behind = store.prepare(&fourth).unwrap();
+    behind
+        .file()
+        .write_all_at(behind.bytes(), behind.file_offset())
+        .unwrap();
+    behind.file().sync_data().unwrap();
     store.fail(failed);
+    assert!(store.commit(behind).is_err());
+    assert_eq!(store.get(b"e").unwrap(), None);
     assert_eq!(store.get(b"c").unwrap(), None);
     assert!(
         store.prepare(&third).is_err(),

@@ -87,6 +87,17 @@ impl Store {
     /// Step 3 of the split API: point the index at a prepared batch whose bytes the
     /// caller has written (and synced, when the durability mode promises it).
     pub fn commit(&self, prepared: PreparedWrite) -> Result<()> {
+        // A batch prepared before a failed sync is never indexed, even if its own sync
+        // then reported success: after a failed fsync the kernel may have dropped
+        // pages it shares with the failed batch.
+        if self.write_poisoned.load(Ordering::Acquire) {
+            self.forget(&prepared);
+            return Err(StorageError::Io {
+                kind: std::io::ErrorKind::Other,
+                doing: "committing after a failed sync",
+                detail: "an earlier fsync failed; reopen the store to recover".to_owned(),
+            });
+        }
         // Into the segment's copy in memory (if it has one) before the index points
         // at the records: a read that finds them in the index finds them there too.
         prepared.segment.remember(prepared.offset, &prepared.bytes);
