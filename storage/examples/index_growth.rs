@@ -2,7 +2,8 @@
 //! (BENCHMARKS.md, "Index growth"). Inserts random hashes into an empty table up to
 //! each size given (default 98,304, 786,432 and 6,291,456 entries: three quarters of
 //! 2^17, 2^20 and 2^23 home slots) and prints the slowest insert, the median of the
-//! 1,000 slowest, and the total time. Bounded by the sizes; it stops by itself.
+//! 1,000 slowest, and the total time. Bounded by the sizes; it stops by itself. A
+//! benchmark, not a node: a failure to map the table ends the run loudly (`expect`).
 //!
 //! `cargo run --release -p ringkv-storage --example index_growth [entries...]`
 
