@@ -44,7 +44,9 @@
 //!   fsynced before the index points at it;
 //! - a deleted segment (compacted away): unlinked, then the directory fsynced; if the
 //!   unlink is lost, the segment comes back holding only records the index no longer
-//!   points at;
+//!   points at, and older than a tombstone still kept for each deleted key among them
+//!   (a job of several sources deletes them one at a time, so it keeps a tombstone
+//!   while any other segment, its other sources included, starts below it);
 //! - leftovers removed at open (`*.tmp`, and format 1's `index.tmp` and `index`) and
 //!   the `LOCK` file: not
 //!   synced, on purpose; if they come back after a cut they are removed or reused at
