@@ -414,8 +414,8 @@ impl Table {
         });
     }
 
-    /// The slot holding exactly `entry`.
-    fn slot_of(&self, entry: &Entry) -> Option<usize> {
+    /// The slot holding exactly `entry` (`None` once it was changed or removed).
+    pub fn slot_of(&self, entry: &Entry) -> Option<usize> {
         self.find(entry.hash)
             .find(|(_, e)| e == entry)
             .map(|(slot, _)| slot)

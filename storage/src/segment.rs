@@ -808,13 +808,23 @@ impl Segment {
         self.end_offset.store(u64::from(offset), Ordering::Release);
     }
 
+    /// Bytes of records written after the header.
+    pub fn written_bytes(&self) -> u64 {
+        u64::from(self.end_offset().saturating_sub(HEADER_SIZE_BYTES))
+    }
+
+    /// Written bytes that no longer count.
+    pub fn dead_bytes(&self) -> u64 {
+        self.written_bytes().saturating_sub(self.live_bytes())
+    }
+
     /// Share of the written bytes that no longer count (0.0 to 1.0).
     pub fn dead_share(&self) -> f64 {
-        let written = u64::from(self.end_offset().saturating_sub(HEADER_SIZE_BYTES));
+        let written = self.written_bytes();
         if written == 0 {
             return 0.0;
         }
-        1.0 - (self.live_bytes().min(written) as f64 / written as f64)
+        self.dead_bytes() as f64 / written as f64
     }
 }
 

@@ -166,9 +166,6 @@ impl Store {
         busy: &[u32],
     ) -> Vec<Arc<Segment>> {
         let segment_size_bytes = u64::from(self.config.segment_size_bytes);
-        let written =
-            |s: &Segment| u64::from(s.end_offset().saturating_sub(segment::HEADER_SIZE_BYTES));
-        let dead_bytes = |s: &Segment| written(s).saturating_sub(s.live_bytes());
         let mut eligible: Vec<&Arc<Segment>> = shared
             .segments
             .values()
@@ -183,7 +180,7 @@ impl Store {
         let dead_worth: u64 = eligible
             .iter()
             .filter(|s| worth(s))
-            .map(|s| dead_bytes(s))
+            .map(|s| s.dead_bytes())
             .sum();
         let trigger_bytes =
             (self.config.compaction_dead_segment_share_min * segment_size_bytes as f64) as u64;
@@ -208,7 +205,7 @@ impl Store {
             if !worth(segment) && segment.live_bytes() >= small_bytes {
                 continue;
             }
-            let live = segment.live_bytes().min(written(segment));
+            let live = segment.live_bytes().min(segment.written_bytes());
             if !sources.is_empty() && live_total + live > segment_size_bytes {
                 continue;
             }
@@ -320,19 +317,13 @@ impl Store {
         // The index moves a step of entries at a time, each step under the commit
         // lock (a commit's find and place are never split by a move) and the index's
         // write lock, so no commit waits for more than one step.
-        let unchanged = |table: &Table, old: &Entry| {
-            table
-                .find(old.hash)
-                .find(|(_, e)| e == old)
-                .map(|(slot, _)| slot)
-        };
         let source_of = |old: &Entry| job.sources.iter().find(|s| s.id == old.segment_id);
         for step in job.moved.chunks(COMPACTION_MOVE_STEP_ENTRIES) {
             let Some(output) = &output else { break };
             let commit = self.commit_lock.lock();
             let mut shared = write(&self.shared);
             for (old, new_offset) in step {
-                let Some(slot) = unchanged(&shared.table, old) else {
+                let Some(slot) = shared.table.slot_of(old) else {
                     continue;
                 };
                 let moved = Entry {
@@ -354,7 +345,7 @@ impl Store {
             let commit = self.commit_lock.lock();
             let mut shared = write(&self.shared);
             for old in step {
-                if let Some(slot) = unchanged(&shared.table, old) {
+                if let Some(slot) = shared.table.slot_of(old) {
                     shared.table.remove(slot);
                     if let Some(source) = source_of(old) {
                         source.add_live_bytes(-i64::from(old.size_bytes));
