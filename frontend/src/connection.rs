@@ -73,6 +73,14 @@ impl OutBuffer {
         Ok(true)
     }
 
+    /// Puts `rest`, bytes taken with [`OutBuffer::take_pending`] and not all
+    /// written, back in front of what came since.
+    pub fn put_back(&mut self, mut rest: Vec<u8>) {
+        rest.extend_from_slice(&self.bytes[self.written..]);
+        self.bytes = rest;
+        self.written = 0;
+    }
+
     pub fn clear(&mut self) {
         self.bytes.clear();
         self.written = 0;

@@ -72,6 +72,17 @@ pub trait Transport {
     /// Writes (or submits) what `out` holds. `Ok(true)`: everything is out;
     /// `Ok(false)`: the rest goes when the socket can take it.
     fn flush(&mut self, stream: &mut Self::Stream, out: &mut OutBuffer) -> io::Result<bool>;
+    /// A wakeup's flush of `connections` connections begins (a transport may batch
+    /// its writes).
+    fn flush_started(&mut self, connections: usize) {
+        let _ = connections;
+    }
+    /// The wakeup's flush is over.
+    fn flush_finished(&mut self) {}
+    /// Appends the transport's INFO section, if it has one (`# Transport`).
+    fn write_info(&self, text: &mut String) {
+        let _ = text;
+    }
     /// True while bytes handed over by `flush` may still be unsent.
     fn sending(&self, stream: &Self::Stream) -> bool {
         let _ = stream;
@@ -792,6 +803,9 @@ impl<T: Transport> Frontend<T> {
                 .count();
             let _ = write!(text, "# Peers\r\npeer_links_up:{links_up}\r\n\r\n");
         }
+        if wants("transport") {
+            self.io.transport.write_info(&mut text);
+        }
         if wants("storage") {
             let stats = self.io.executor.data_stats();
             let rounds = self.io.executor.write_rounds();
@@ -1317,6 +1331,7 @@ impl<T: Transport> Io<T> {
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable();
         dirty.dedup();
+        self.transport.flush_started(dirty.len());
         for &index in &dirty {
             let Some(Some(connection)) = self.connections.get_mut(index) else {
                 continue;
@@ -1349,6 +1364,7 @@ impl<T: Transport> Io<T> {
                 self.close(index);
             }
         }
+        self.transport.flush_finished();
         dirty.clear();
         self.dirty = dirty;
     }

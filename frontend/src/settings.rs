@@ -123,6 +123,12 @@ pub struct NodeFlags {
     /// How often buffered writes are synced, in milliseconds (default 100).
     #[arg(long)]
     pub sync_interval_ms: Option<u32>,
+    /// Who writes replies in ringkv-node: auto (default: the event loop, or a sender
+    /// thread while the loop is saturated), always (the sender thread whenever a
+    /// wakeup has two or more connections to write), never (the loop).
+    /// ringkv-node-uring sends through its ring and ignores it.
+    #[arg(long)]
+    pub reply_sender: Option<String>,
     /// Client connections at once; past it new connections are refused (default 1024).
     #[arg(long)]
     pub connections_max: Option<u32>,
@@ -220,6 +226,17 @@ pub struct InitialMember {
     pub peer_address: SocketAddr,
 }
 
+/// Who writes a mio node's replies (`--reply-sender`; see `ringkv_mio::sender`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplySender {
+    /// The sender thread while the event loop is saturated, the loop otherwise.
+    Auto,
+    /// The sender thread whenever a wakeup writes two or more connections.
+    Always,
+    /// The event loop.
+    Never,
+}
+
 /// Everything a node needs, defaults filled in and checked.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -243,6 +260,7 @@ pub struct Settings {
     pub sync_writes: Option<SyncWrites>,
     /// How often buffered writes are synced (`durability` `interval:<ms>` sets its own).
     pub sync_interval_ms: u32,
+    pub reply_sender: ReplySender,
     pub connections_max: u32,
     pub request_timeout_ms: Option<u64>,
     pub requests_max: Option<u32>,
@@ -306,6 +324,7 @@ impl NodeFlags {
             durability: self.durability.or(other.durability),
             sync_writes: self.sync_writes.or(other.sync_writes),
             sync_interval_ms: self.sync_interval_ms.or(other.sync_interval_ms),
+            reply_sender: self.reply_sender.or(other.reply_sender),
             connections_max: self.connections_max.or(other.connections_max),
             request_timeout_ms: self.request_timeout_ms.or(other.request_timeout_ms),
             requests_max: self.requests_max.or(other.requests_max),
@@ -345,6 +364,16 @@ impl NodeFlags {
                 SettingsError::Invalid(format!("sync_writes is one or all, not {text:?}"))
             })?),
             None => None,
+        };
+        let reply_sender = match self.reply_sender.as_deref() {
+            None | Some("auto") => ReplySender::Auto,
+            Some("always") => ReplySender::Always,
+            Some("never") => ReplySender::Never,
+            Some(text) => {
+                return Err(SettingsError::Invalid(format!(
+                    "reply_sender is auto, always or never, not {text:?}"
+                )));
+            }
         };
         let sync_interval_ms = self.sync_interval_ms.unwrap_or(SYNC_INTERVAL_MS_DEFAULT);
         if !(1..=60_000).contains(&sync_interval_ms) {
@@ -412,6 +441,7 @@ impl NodeFlags {
             durability,
             sync_writes,
             sync_interval_ms,
+            reply_sender,
             connections_max,
             request_timeout_ms: self.request_timeout_ms,
             requests_max: self.requests_max,

@@ -8,4 +8,6 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod load;
+pub mod sender;
 pub mod server;

@@ -10,13 +10,14 @@
 //! without sleeping. Storage threads wake the loop through a mio `Waker`; SIGINT and
 //! SIGTERM arrive through signal-hook's mio source.
 
+use crate::load::LoopLoad;
+use crate::sender::{MioStream, MioTransport};
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use mio::{Events, Interest, Poll, Token, Waker};
 use ringkv_core::version::NodeId;
-use ringkv_frontend::connection::OutBuffer;
 use ringkv_frontend::frontend::{
     AGAIN_CLIENT_ACCEPTS, AGAIN_COMPLETIONS, AGAIN_PEER_ACCEPTS, ConnectionKind, Frontend,
-    READ_CHUNK_BYTES, REFUSAL, TICK_MS, Transport,
+    READ_CHUNK_BYTES, REFUSAL, TICK_MS,
 };
 use ringkv_frontend::settings::Settings;
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -39,39 +40,6 @@ pub const READS_PER_WAKEUP: usize = 16;
 /// Connections accepted per listener per wakeup.
 pub const ACCEPTS_PER_WAKEUP: usize = 256;
 
-/// The frontend's sockets are mio streams registered with this registry, edge
-/// triggered, readable and writable, under token `index + FIRST_CONNECTION`.
-#[derive(Debug)]
-pub struct MioTransport {
-    registry: Registry,
-}
-
-impl Transport for MioTransport {
-    type Stream = TcpStream;
-
-    fn register(&mut self, stream: &mut TcpStream, index: usize) -> io::Result<()> {
-        self.registry.register(
-            stream,
-            Token(index + FIRST_CONNECTION),
-            Interest::READABLE | Interest::WRITABLE,
-        )
-    }
-
-    fn deregister(&mut self, mut stream: TcpStream) {
-        let _ = self.registry.deregister(&mut stream);
-    }
-
-    fn connect(&mut self, address: SocketAddr) -> io::Result<TcpStream> {
-        let stream = TcpStream::connect(address)?;
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
-    }
-
-    fn flush(&mut self, stream: &mut TcpStream, out: &mut OutBuffer) -> io::Result<bool> {
-        out.flush(stream)
-    }
-}
-
 /// What the poller reported for a connection.
 #[derive(Clone, Copy, Debug)]
 struct Readiness {
@@ -91,6 +59,8 @@ pub struct Server {
     _waker: Arc<Waker>,
     /// Every socket read lands here first ([`READ_CHUNK_BYTES`], zeroed once).
     read_chunk: Box<[u8]>,
+    /// Connections the sender thread reported on this wakeup (kept for reuse).
+    sent: Vec<usize>,
 }
 
 impl std::fmt::Debug for Server {
@@ -126,9 +96,12 @@ impl Server {
         let mut signals = Signals::new([SIGINT, SIGTERM])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
-        let transport = MioTransport {
-            registry: poll.registry().try_clone()?,
-        };
+        let transport = MioTransport::new(
+            poll.registry().try_clone()?,
+            FIRST_CONNECTION,
+            Arc::clone(&waker),
+            settings.reply_sender,
+        )?;
         let frontend = Frontend::new(settings, node_id, seed, transport, wake)?;
         frontend.log_serving();
         Ok(Server {
@@ -139,6 +112,7 @@ impl Server {
             signals,
             _waker: waker,
             read_chunk: vec![0u8; READ_CHUNK_BYTES].into_boxed_slice(),
+            sent: Vec::new(),
         })
     }
 
@@ -147,6 +121,7 @@ impl Server {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = self.frontend.now();
         let mut ticks = 0u64;
+        let mut load = LoopLoad::new();
         loop {
             let now = self.frontend.now();
             let mut wake_at = next_tick;
@@ -155,16 +130,30 @@ impl Server {
             }
             // Work left from the last wakeup, or completions already waiting (an
             // inline read's, queued after this wakeup's completions were handed over).
-            let timeout = if !self.frontend.has_again() && !self.frontend.executor().has_done() {
+            let timeout = if !self.frontend.has_again()
+                && !self.frontend.executor().has_done()
+                && !self.frontend.transport().before_sleep()
+            {
                 wake_at.saturating_duration_since(now)
             } else {
                 Duration::ZERO
             };
+            load.poll_starts();
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => return Err(error.into()),
             }
+            let frontend = &mut self.frontend;
+            if let Some(saturated) = load.poll_ended() {
+                frontend.transport().set_saturated(saturated);
+            }
+            let mut sent = std::mem::take(&mut self.sent);
+            frontend.transport().take_reports(|index| sent.push(index));
+            for index in sent.drain(..) {
+                frontend.mark_dirty(index);
+            }
+            self.sent = sent;
             for event in &events {
                 match event.token() {
                     CLIENT_LISTENER => self.accept_clients(),
@@ -210,7 +199,9 @@ impl Server {
             // commit per store and wakeup, after the output went out.
             self.frontend.executor().run_rounds();
             if self.frontend.ready_to_stop() {
-                return self.frontend.finish().1;
+                let (mut transport, result) = self.frontend.finish();
+                transport.shutdown();
+                return result;
             }
         }
     }
@@ -239,9 +230,9 @@ impl Server {
             self.client_listener.as_ref(),
             "client",
             |stream, address| {
-                if let Err(mut refused) = frontend.add_client(stream, address) {
+                if let Err(refused) = frontend.add_client(MioStream::new(stream), address) {
                     use std::io::Write;
-                    let _ = refused.write(REFUSAL);
+                    let _ = refused.socket().write(REFUSAL);
                 }
             },
         );
@@ -253,7 +244,7 @@ impl Server {
     fn accept_peers(&mut self) {
         let frontend = &mut self.frontend;
         let more = accept_some(self.peer_listener.as_ref(), "peer", |stream, address| {
-            frontend.add_inbound(stream, address)
+            frontend.add_inbound(MioStream::new(stream), address)
         });
         if more {
             self.frontend.push_again(AGAIN_PEER_ACCEPTS);
@@ -291,7 +282,7 @@ impl Server {
             return;
         };
         match read_some(
-            reader.stream,
+            reader.stream.socket(),
             reader.buffer,
             reader.limit,
             &mut self.read_chunk,
@@ -315,6 +306,7 @@ impl Server {
         let Some((stream, connecting)) = self.frontend.peer_stream(index) else {
             return;
         };
+        let stream = stream.socket();
         if connecting && ready.writable {
             let failed = match stream.take_error() {
                 Ok(Some(error)) | Err(error) => Some(error),
@@ -334,6 +326,7 @@ impl Server {
             let Some((stream, _)) = self.frontend.peer_stream(index) else {
                 return;
             };
+            let mut stream = stream.socket();
             let mut scratch = [0u8; 512];
             loop {
                 match stream.read(&mut scratch) {
@@ -371,7 +364,7 @@ impl Server {
 /// come with the data), and for work carried over between wakeups, the loop reads on
 /// until `WouldBlock` or end of stream.
 fn read_some(
-    stream: &mut TcpStream,
+    mut stream: &TcpStream,
     buffer: &mut Vec<u8>,
     limit: usize,
     chunk: &mut [u8],

@@ -251,6 +251,59 @@ fn del_answers_how_many_keys_existed(binary: Binary) {
     }
 }
 
+/// `ringkv-node --reply-sender always`: replies (and peer frames) go through the
+/// sender thread whenever a wakeup writes two or more connections. Concurrent
+/// pipelines of values up to 20 KB (the sender's short writes are the unit tests'), each
+/// read back whole and in order.
+#[test]
+fn replies_through_the_sender_thread_arrive_whole_and_in_order() {
+    let cluster = LocalCluster::start(Binary::Mio, 3, &["--reply-sender", "always"]);
+    let value_of = |key: &str, size: usize| -> Vec<u8> {
+        let seed = key
+            .bytes()
+            .fold(0u8, |a, b| a.wrapping_mul(31).wrapping_add(b));
+        (0..size).map(|i| seed.wrapping_add(i as u8)).collect()
+    };
+    std::thread::scope(|scope| {
+        for worker in 0..6u16 {
+            let cluster = &cluster;
+            scope.spawn(move || {
+                let mut connection = connect(cluster, worker % 3);
+                for round in 0..4 {
+                    let keys: Vec<(String, usize)> = (0..40)
+                        .map(|i| {
+                            let key = format!("sender:{worker}:{round}:{i}");
+                            (key, (i * 7_919 + round * 104_729) % 20_000)
+                        })
+                        .collect();
+                    let mut writes = redis::pipe();
+                    for (key, size) in &keys {
+                        writes.set(key, value_of(key, *size)).ignore();
+                    }
+                    let () = writes.query(&mut connection).expect("the SETs run");
+                    let mut reads = redis::pipe();
+                    for (key, _) in &keys {
+                        reads.get(key);
+                    }
+                    let values: Vec<Vec<u8>> = reads.query(&mut connection).expect("the GETs run");
+                    for ((key, size), value) in keys.iter().zip(&values) {
+                        assert!(value == &value_of(key, *size), "{key} came back wrong");
+                    }
+                }
+            });
+        }
+    });
+    let handed_over: u64 = (0..3)
+        .map(|index| {
+            cluster
+                .info_field(index, "sender_connections")
+                .and_then(|field| field.trim().parse::<u64>().ok())
+                .expect("INFO reports sender_connections")
+        })
+        .sum();
+    assert!(handed_over > 0, "nothing went through the sender thread");
+}
+
 both_binaries!(
     del_answers_how_many_keys_existed,
     pipelined_commands_observe_the_earlier_commands_of_their_connection,
