@@ -53,6 +53,9 @@ use std::thread::JoinHandle;
 /// A saturated loop's wakeup flushing at least this many connections hands them to
 /// the sender (a lone reply never pays the hop).
 pub const OFFLOAD_CONNECTIONS_MIN: usize = 2;
+/// A connection keeps an emptied job buffer up to this size for its next job (a
+/// larger one, from a burst of big replies, is freed).
+pub const SPARE_BYTES_MAX: usize = 64 << 10;
 /// Batches handed to the sender and not yet reported back.
 pub const BATCHES_IN_FLIGHT_MAX: usize = 64;
 
@@ -222,7 +225,9 @@ impl MioTransport {
                 if let Some(error) = report.error {
                     state.error = Some(error);
                 } else if report.sent_all {
-                    state.spare = report.bytes;
+                    if report.bytes.capacity() <= SPARE_BYTES_MAX {
+                        state.spare = report.bytes;
+                    }
                 } else {
                     sender.jobs_short += 1;
                     state.rest = Some(report.bytes);
