@@ -8,7 +8,9 @@
 //! [`ACCEPTS_PER_WAKEUP`] connections per wakeup; an outbound peer connection turning
 //! writable finishes its connect. What is left over is picked up by the next iteration
 //! without sleeping. Storage threads wake the loop through a mio `Waker`; SIGINT and
-//! SIGTERM arrive through signal-hook's mio source.
+//! SIGTERM arrive through signal-hook's mio source. Output is written inline, or by
+//! the sender thread while the loop is saturated ([`crate::sender`]); the loop takes
+//! the sender's reports after each wait.
 
 use crate::load::LoopLoad;
 use crate::sender::{MioStream, MioTransport};
