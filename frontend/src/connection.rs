@@ -73,6 +73,22 @@ impl OutBuffer {
         Ok(true)
     }
 
+    /// A buffer whose pending bytes are `bytes` (a job handed to another thread,
+    /// written there with [`OutBuffer::flush`]).
+    pub fn from_bytes(bytes: Vec<u8>) -> OutBuffer {
+        OutBuffer {
+            bytes,
+            written: 0,
+            write_calls: 0,
+        }
+    }
+
+    /// The bytes not yet written, as a vector (its capacity kept for reuse).
+    pub fn into_pending(mut self) -> Vec<u8> {
+        self.bytes.drain(..self.written);
+        self.bytes
+    }
+
     /// Puts `rest`, bytes taken with [`OutBuffer::take_pending`] and not all
     /// written, back in front of what came since.
     pub fn put_back(&mut self, mut rest: Vec<u8>) {

@@ -43,7 +43,7 @@ use mio::{Interest, Registry, Token, Waker};
 use ringkv_frontend::connection::OutBuffer;
 use ringkv_frontend::frontend::Transport;
 use ringkv_frontend::settings::ReplySender;
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -511,39 +511,15 @@ impl SenderHandle {
 /// report.
 fn write_batch(batch: &mut Batch) {
     for job in batch.jobs.drain(..) {
-        let Job {
-            slot,
-            generation,
-            socket,
-            mut bytes,
-        } = job;
-        let mut written = 0;
-        let mut error = None;
-        while written < bytes.len() {
-            match (&*socket).write(&bytes[written..]) {
-                Ok(0) => {
-                    error = Some(io::ErrorKind::WriteZero.into());
-                    break;
-                }
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    error = Some(e);
-                    break;
-                }
-            }
-        }
-        let sent_all = written == bytes.len();
-        if sent_all {
-            bytes.clear();
-        } else {
-            bytes.drain(..written);
-        }
+        let mut out = OutBuffer::from_bytes(job.bytes);
+        let (sent_all, error) = match out.flush(&mut &*job.socket) {
+            Ok(sent_all) => (sent_all, None),
+            Err(error) => (false, Some(error)),
+        };
         batch.reports.push(Report {
-            slot,
-            generation,
-            bytes,
+            slot: job.slot,
+            generation: job.generation,
+            bytes: out.into_pending(),
             sent_all,
             error,
         });
